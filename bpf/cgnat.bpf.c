@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * cgnat.bpf.c - the whole CGNAT data path: one XDP program per interface
+ * role, all calling process().
+ *
+ * Configuration arrives as rodata (set by the daemon before load) and maps
+ * (pools, prefixes, tx ports). Timeouts are not here: the data path only
+ * stamps last_seen_ns and TCP events; the daemon expires state.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "cgnat.h"
+
+/* ifindex handed to bpf_fib_lookup (0: the ingress interface). */
+const volatile __u32 FIB_IFINDEX = 0;
+/* Number of valid entries in pool_addrs. */
+const volatile __u32 POOL_LEN = 0;
+/* Inbound packets refresh sessions (RFC 4787 REQ-6a: MAY; off by
+ * default, so outsiders cannot keep a mapping alive). */
+const volatile __u8 INBOUND_REFRESH = 0;
+/* last_seen_ns is rewritten at most this often per session: timeouts are
+ * seconds, and skipping the store keeps the cache line shared. */
+const volatile __u64 REFRESH_NS = 1000000000ULL;
+
+#include "maps.h"
+#include "parse.h"
+#include "stats.h"
+#include "fwd.h"
+#include "nat.h"
+
+static __always_inline int process(struct xdp_md *ctx, __u32 side)
+{
+	__u64 bytes = ctx->data_end - ctx->data;
+	struct pkt p = {};
+	int rc;
+
+	p.ifindex = ctx->ingress_ifindex;
+	rc = parse_packet(ctx, &p);
+	if (rc == CGNAT_CONTINUE && (side & CGNAT_SIDE_INTERNAL))
+		rc = nat_outbound(ctx, &p);
+	if (rc == CGNAT_CONTINUE && (side & CGNAT_SIDE_EXTERNAL))
+		rc = nat_inbound(ctx, &p);
+	if (rc == CGNAT_CONTINUE)
+		rc = nat_other(ctx, &p, side);
+	count(rc, bytes);
+	return reason_action(rc, p.action);
+}
+
+/* Attached to the subscriber-side interface. */
+SEC("xdp")
+int xdp_internal(struct xdp_md *ctx)
+{
+	return process(ctx, CGNAT_SIDE_INTERNAL);
+}
+
+/* Attached to the upstream interface. */
+SEC("xdp")
+int xdp_external(struct xdp_md *ctx)
+{
+	return process(ctx, CGNAT_SIDE_EXTERNAL);
+}
+
+/* One-armed: both roles on one interface, told apart by address. */
+SEC("xdp")
+int xdp_one_armed(struct xdp_md *ctx)
+{
+	return process(ctx, CGNAT_SIDE_BOTH);
+}
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Types that no map names: these globals put them into BTF, so the daemon
+ * gets them from the generated skeleton instead of a hand-made copy. */
+struct cgnat_event _btf_event = {};
+enum cgnat_stat _btf_stat = CGNAT_STAT__MAX;
+enum cgnat_tcp_state _btf_tcp_state = CGNAT_TCP_INIT;
+enum cgnat_tcp_event _btf_tcp_event = CGNAT_TCP_SYN_OUT;
+enum cgnat_session_flag _btf_session_flag = CGNAT_SESS_INBOUND;
+enum cgnat_binding_flag _btf_binding_flag = CGNAT_BIND_QUARANTINE;
+enum cgnat_event_type _btf_event_type = CGNAT_EV_NEIGH_MISS;

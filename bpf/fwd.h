@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * fwd.h - routing and transmission without the kernel's forwarding path.
+ *
+ * fib_route() asks the kernel FIB (bpf_fib_lookup) for the egress interface
+ * and MACs of a packet and returns CGNAT_CONTINUE, CGNAT_PASS_LOCAL (the
+ * destination is the router itself, or broadcast) or a drop reason.
+ *
+ * The lookup is made as if the packet came from FIB_IFINDEX (rodata; the
+ * daemon sets the loopback device by default). The kernel refuses lookups
+ * (BPF_FIB_LKUP_RET_FWD_DISABLED) unless forwarding is enabled on that
+ * device, so enabling it on lo alone lets XDP route while every real
+ * interface keeps forwarding off: the kernel itself can forward nothing.
+ *
+ * A next hop without a neighbour entry (BPF_FIB_LKUP_RET_NO_NEIGH) is
+ * reported to the daemon through the ring buffer, at most once per
+ * NEIGH_REPORT_NS per next hop; the daemon asks the kernel to resolve it
+ * (RTM_NEWNEIGH, NTF_USE) and the packet is dropped: the sender's
+ * retransmission finds the entry.
+ */
+#ifndef CGNAT_FWD_H
+#define CGNAT_FWD_H
+
+#include "maps.h"
+#include "parse.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#define NEIGH_REPORT_NS 100000000ULL /* 100 ms */
+
+static __always_inline void report_neigh_miss(__u32 ifindex, __be32 nexthop)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 *last = bpf_map_lookup_elem(&neigh_reported, &nexthop);
+	struct cgnat_event *ev;
+
+	if (last && now - *last < NEIGH_REPORT_NS)
+		return;
+	bpf_map_update_elem(&neigh_reported, &nexthop, &now, BPF_ANY);
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return;
+	ev->type = CGNAT_EV_NEIGH_MISS;
+	ev->ifindex = ifindex;
+	ev->addr = nexthop;
+	ev->_pad = 0;
+	ev->ts_ns = now;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+static __always_inline int fib_route(struct xdp_md *ctx, struct pkt *p,
+				     __be32 saddr, __be32 daddr,
+				     struct bpf_fib_lookup *fib)
+{
+	int rc;
+
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = AF_INET;
+	fib->tos = p->ip->tos;
+	fib->l4_protocol = p->proto;
+	fib->tot_len = bpf_ntohs(p->ip->tot_len);
+	fib->ipv4_src = saddr;
+	fib->ipv4_dst = daddr;
+	fib->ifindex = FIB_IFINDEX ? FIB_IFINDEX : p->ifindex;
+
+	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	switch (rc) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+		return CGNAT_CONTINUE;
+	case BPF_FIB_LKUP_RET_NOT_FWDED:
+		return CGNAT_PASS_LOCAL;
+	case BPF_FIB_LKUP_RET_BLACKHOLE:
+	case BPF_FIB_LKUP_RET_UNREACHABLE:
+	case BPF_FIB_LKUP_RET_PROHIBIT:
+		return CGNAT_DROP_NO_ROUTE;
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		report_neigh_miss(fib->ifindex, fib->ipv4_dst);
+		return CGNAT_DROP_NO_NEIGH;
+	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
+		return CGNAT_DROP_FRAG_NEEDED;
+	default:
+		return CGNAT_DROP_FIB_OTHER;
+	}
+}
+
+/* Decrement TTL with the incremental checksum update (RFC 1624); the
+ * caller has checked ttl > 1. */
+static __always_inline void ip_decrease_ttl(struct iphdr *ip)
+{
+	__u32 check = (__u32)ip->check;
+
+	check += (__u32)bpf_htons(0x0100);
+	ip->check = (__sum16)(check + (check >= 0xFFFF));
+	ip->ttl--;
+}
+
+/* Rewrite MACs and pick XDP_TX (same interface) or XDP_REDIRECT through
+ * the devmap. Returns CGNAT_CONTINUE with p->action set, or a reason. */
+static __always_inline int forward(struct pkt *p, struct bpf_fib_lookup *fib)
+{
+	long act;
+
+	ip_decrease_ttl(p->ip);
+	__builtin_memcpy(p->eth->h_dest, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, fib->smac, ETH_ALEN);
+	if (fib->ifindex == p->ifindex) {
+		p->action = XDP_TX;
+		return CGNAT_CONTINUE;
+	}
+	act = bpf_redirect_map(&tx_ports, fib->ifindex, 0);
+	if (act != XDP_REDIRECT)
+		return CGNAT_DROP_NO_TX_PORT;
+	p->action = XDP_REDIRECT;
+	return CGNAT_CONTINUE;
+}
+
+#endif /* CGNAT_FWD_H */

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * maps.h - every map of the data path, one purpose each.
+ *
+ * max_entries given here are placeholders: the daemon sizes every map from
+ * the config (bpf_map__set_max_entries) before load. Hash maps are
+ * preallocated (no BPF_F_NO_PREALLOC): memory is reserved up front, latency
+ * stays flat, and a full map refuses inserts (-E2BIG) instead of evicting,
+ * as RFC 6888 REQ-11(d) requires. No LRU maps: LRU would evict live state.
+ */
+#ifndef CGNAT_MAPS_H
+#define CGNAT_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "cgnat.h"
+
+/* Subscriber prefixes (config nat.internal_prefixes); value unused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 64);
+	__type(key, struct cgnat_lpm_key);
+	__type(value, __u8);
+} internal_prefixes SEC(".maps");
+
+/* External pool prefixes (config nat.external_pool); value unused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 64);
+	__type(key, struct cgnat_lpm_key);
+	__type(value, __u8);
+} pool_prefixes SEC(".maps");
+
+/* Every external address of the pool, index 0..POOL_LEN-1. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __be32);
+} pool_addrs SEC(".maps");
+
+/* Outbound bindings: internal endpoint -> external endpoint. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct cgnat_endpoint);
+	__type(value, struct cgnat_binding);
+} bind_out SEC(".maps");
+
+/* Inbound bindings: external endpoint -> internal endpoint. Also holds
+ * quarantined ports (CGNAT_BIND_QUARANTINE), so its size bounds the
+ * number of external ports in use. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct cgnat_endpoint);
+	__type(value, struct cgnat_binding);
+} bind_in SEC(".maps");
+
+/* Sessions, keyed in the external realm (see struct cgnat_session_key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct cgnat_session_key);
+	__type(value, struct cgnat_session);
+} sessions SEC(".maps");
+
+/* Egress interfaces for XDP_REDIRECT, keyed by ifindex. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, 8);
+	__type(key, __u32);
+	__type(value, __u32);
+} tx_ports SEC(".maps");
+
+/* Verdict counters, one slot per enum cgnat_stat. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CGNAT_STAT__MAX);
+	__type(key, __u32);
+	__type(value, struct cgnat_counter);
+} stats SEC(".maps");
+
+/* Events for the daemon (neighbour misses; NAT logs later). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+/* Next hops already reported as missing: next hop -> time reported.
+ * Bounds the event rate to one per next hop per NEIGH_REPORT_NS. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __be32);
+	__type(value, __u64);
+} neigh_reported SEC(".maps");
+
+#endif /* CGNAT_MAPS_H */

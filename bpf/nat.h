@@ -1,0 +1,467 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * nat.h - bindings, sessions, port allocation and header rewriting.
+ *
+ * Model (RFC 6146 terms): a binding maps an internal endpoint to an external
+ * one (endpoint-independent mapping, RFC 4787 REQ-1, RFC 5382 REQ-1, per
+ * protocol as RFC 7857 section 5 wants); a session is one binding talking to
+ * one remote endpoint. See include/cgnat.h for the maps' keys.
+ *
+ * Workers return CGNAT_CONTINUE (not handled here, or handled and ready to
+ * forward) or an enum cgnat_stat reason that ends processing.
+ *
+ * Races between CPUs: two CPUs may create the same binding at once; the
+ * external port is claimed by inserting the reverse entry with BPF_NOEXIST
+ * first, and the loser of the forward insert gives its port back and uses
+ * the winner's binding. Session inserts use BPF_NOEXIST and re-read, so
+ * concurrent creators share one entry. last_seen_ns is a plain store (any
+ * CPU's recent time is good enough); TCP event bits are ORed atomically.
+ */
+#ifndef CGNAT_NAT_H
+#define CGNAT_NAT_H
+
+#include "maps.h"
+#include "parse.h"
+#include "csum.h"
+#include "fwd.h"
+
+#ifndef EEXIST
+#define EEXIST 17
+#endif
+
+/* Random ports tried after the source port itself (RFC 6056 algorithm 1
+ * with bounded retries); failing them all counts as exhaustion. */
+#define PORT_TRIES 32
+
+static __always_inline int lpm_has(void *trie, __be32 addr)
+{
+	struct cgnat_lpm_key k = { .prefixlen = 32, .addr = addr };
+
+	return bpf_map_lookup_elem(trie, &k) != 0;
+}
+
+/*
+ * Paired pooling (RFC 4787 REQ-2, RFC 6888 REQ-2): the external address of
+ * a subscriber is a function of its address alone, so all its flows of
+ * every protocol share one external address.
+ */
+static __always_inline int pool_pick(__be32 int_addr, __be32 *ext)
+{
+	__u32 h = bpf_ntohl(int_addr) * 0x9E3779B1u;
+	__u32 idx = ((__u64)h * POOL_LEN) >> 32;
+	__be32 *a = bpf_map_lookup_elem(&pool_addrs, &idx);
+
+	if (!a)
+		return -1;
+	*ext = *a;
+	return 0;
+}
+
+/* Port candidate number `try` for a binding of internal port `orig` (host
+ * order). Try 0 keeps the port (RFC 7857 section 9: randomise only on
+ * collision); later tries are random within the same class: 0-1023 stays
+ * in 1-1023, 1024-65535 in 1024-65535 (RFC 4787 REQ-3a). ICMP identifiers
+ * have no classes. */
+static __always_inline __u16 port_candidate(__u16 orig, __u8 proto, __u32 try)
+{
+	__u32 r;
+
+	if (try == 0)
+		return orig;
+	r = bpf_get_prandom_u32();
+	if (proto == IPPROTO_ICMP)
+		return (__u16)r;
+	if (orig < 1024)
+		return 1 + r % 1023;
+	return 1024 + r % 64512;
+}
+
+/* Create the binding of internal endpoint *ik on external address ext_addr;
+ * on success *out holds the external endpoint. */
+static __always_inline int binding_create(struct cgnat_endpoint *ik,
+					  __be32 ext_addr, __u64 now,
+					  struct cgnat_binding *out)
+{
+	struct cgnat_endpoint ek = { .addr = ext_addr, .proto = ik->proto };
+	struct cgnat_binding rev = { .addr = ik->addr, .port = ik->port,
+				     .created_ns = now };
+	struct cgnat_binding fwd = { .addr = ext_addr, .created_ns = now };
+	struct cgnat_binding *b;
+	__u32 i;
+	long err;
+
+	for (i = 0; i < PORT_TRIES; i++) {
+		ek.port = bpf_htons(port_candidate(bpf_ntohs(ik->port),
+						   ik->proto, i));
+		err = bpf_map_update_elem(&bind_in, &ek, &rev, BPF_NOEXIST);
+		if (err == 0)
+			goto claimed;
+		if (err != -EEXIST)
+			return CGNAT_DROP_TABLE_FULL;
+	}
+	return CGNAT_DROP_PORTS_EXHAUSTED;
+
+claimed:
+	fwd.port = ek.port;
+	err = bpf_map_update_elem(&bind_out, ik, &fwd, BPF_NOEXIST);
+	if (err == 0) {
+		*out = fwd;
+		return CGNAT_CONTINUE;
+	}
+	bpf_map_delete_elem(&bind_in, &ek);
+	if (err != -EEXIST)
+		return CGNAT_DROP_TABLE_FULL;
+	/* another CPU created this binding meanwhile: use it */
+	b = bpf_map_lookup_elem(&bind_out, ik);
+	barrier_var(b);
+	if (b) {
+		out->addr = b->addr;
+		out->port = b->port;
+		return CGNAT_CONTINUE;
+	}
+	return CGNAT_DROP_TABLE_FULL;
+}
+
+/* Find or create the session *k; never evicts (a full map refuses). */
+static __always_inline int session_get(struct cgnat_session_key *k,
+				       struct cgnat_session *init,
+				       struct cgnat_session **out)
+{
+	long err = bpf_map_update_elem(&sessions, k, init, BPF_NOEXIST);
+
+	if (err && err != -EEXIST)
+		return CGNAT_DROP_TABLE_FULL;
+	*out = bpf_map_lookup_elem(&sessions, k);
+	return *out ? CGNAT_CONTINUE : CGNAT_DROP_TABLE_FULL;
+}
+
+/* TCP event bits of a segment, seen from the subscriber (out) or remote. */
+static __always_inline __u32 tcp_events(struct pkt *p, int outbound)
+{
+	__u32 ev = 0;
+
+	if (p->proto != IPPROTO_TCP)
+		return 0;
+	if (p->tcp_flags & TCP_FLAG_SYN)
+		ev |= outbound ? CGNAT_TCP_SYN_OUT : CGNAT_TCP_SYN_IN;
+	if (p->tcp_flags & TCP_FLAG_FIN)
+		ev |= outbound ? CGNAT_TCP_FIN_OUT : CGNAT_TCP_FIN_IN;
+	if (p->tcp_flags & TCP_FLAG_RST)
+		ev |= CGNAT_TCP_RST;
+	return ev;
+}
+
+/* A bare SYN opens a connection; on a session whose last connection ended
+ * (FIN or RST seen) it starts a new life of the same 5-tuple. */
+static __always_inline int tcp_is_bare_syn(struct pkt *p)
+{
+	return p->proto == IPPROTO_TCP &&
+	       (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST)) ==
+		       TCP_FLAG_SYN;
+}
+
+static __always_inline void session_touch(struct cgnat_session *s, __u64 now,
+					  __u32 ev, int refresh)
+{
+	if (refresh && now - s->last_seen_ns > REFRESH_NS)
+		s->last_seen_ns = now;
+	if (ev && (s->tcp & ev) != ev)
+		__sync_fetch_and_or(&s->tcp, ev);
+}
+
+/* Rewrite the source (addr, port) with incremental checksum updates. */
+static __always_inline void rewrite_src(struct pkt *p, __be32 addr, __be16 port)
+{
+	struct iphdr *ip = p->ip;
+
+	if (p->l4_csum) {
+		if (p->pseudo)
+			csum_replace4(p->l4_csum, ip->saddr, addr);
+		csum_replace2(p->l4_csum, *p->sport, port);
+		if (p->proto == IPPROTO_UDP && *p->l4_csum == 0)
+			*p->l4_csum = CSUM_MANGLED_0;
+	}
+	csum_replace4(&ip->check, ip->saddr, addr);
+	ip->saddr = addr;
+	*p->sport = port;
+}
+
+/* Rewrite the destination (addr, port) likewise. */
+static __always_inline void rewrite_dst(struct pkt *p, __be32 addr, __be16 port)
+{
+	struct iphdr *ip = p->ip;
+
+	if (p->l4_csum) {
+		if (p->pseudo)
+			csum_replace4(p->l4_csum, ip->daddr, addr);
+		csum_replace2(p->l4_csum, *p->dport, port);
+		if (p->proto == IPPROTO_UDP && *p->l4_csum == 0)
+			*p->l4_csum = CSUM_MANGLED_0;
+	}
+	csum_replace4(&ip->check, ip->daddr, addr);
+	ip->daddr = addr;
+	*p->dport = port;
+}
+
+/* The remote port of a session: TCP/UDP port, 0 for ICMP queries. */
+static __always_inline __be16 remote_port(struct pkt *p, __be16 port)
+{
+	return p->proto == IPPROTO_ICMP ? 0 : port;
+}
+
+/*
+ * Subscriber -> anywhere. Handles packets whose source is a subscriber
+ * (an existing binding, or nat.internal_prefixes); CGNAT_CONTINUE without
+ * touching anything otherwise. Destinations in the pool are hairpinned:
+ * the packet leaves with the sender's external endpoint as source (RFC 4787
+ * REQ-9a) and the target's internal endpoint as destination.
+ */
+static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
+{
+	struct iphdr *ip = p->ip;
+	struct cgnat_endpoint ik = {};
+	struct cgnat_session_key sk = {};
+	struct cgnat_session init = {};
+	struct cgnat_session_key tk = {};
+	struct cgnat_session *s, *t = 0;
+	struct cgnat_binding ext = {}, *b;
+	struct bpf_fib_lookup fib;
+	__be32 new_dst;
+	__be16 new_dport;
+	__u64 now;
+	__u32 ev;
+	int rc;
+
+	if (p->unsupported || (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO)) {
+		if (!lpm_has(&internal_prefixes, ip->saddr))
+			return CGNAT_CONTINUE;
+		rc = fib_route(ctx, p, ip->saddr, ip->daddr, &fib);
+		if (rc == CGNAT_PASS_LOCAL)
+			return rc;
+		return p->unsupported ? p->unsupported : CGNAT_DROP_ICMP_TYPE;
+	}
+
+	ik.addr = ip->saddr;
+	ik.port = *p->sport;
+	ik.proto = p->proto;
+	b = bpf_map_lookup_elem(&bind_out, &ik);
+	if (b) {
+		ext.addr = b->addr;
+		ext.port = b->port;
+		sk.ext_addr = b->addr;
+		sk.ext_port = b->port;
+		sk.rem_addr = ip->daddr;
+		sk.rem_port = remote_port(p, *p->dport);
+		sk.proto = p->proto;
+		s = bpf_map_lookup_elem(&sessions, &sk);
+		if (s)
+			goto established;
+	} else {
+		if (!lpm_has(&internal_prefixes, ip->saddr))
+			return CGNAT_CONTINUE;
+		if (pool_pick(ip->saddr, &ext.addr))
+			return CGNAT_DROP_NO_POOL;
+	}
+
+	/* A new session. Nothing is created before the packet is known to be
+	 * forwardable: the router's own addresses pass to the kernel. */
+	ev = tcp_events(p, 1);
+	if (p->proto == IPPROTO_TCP && !(ev & CGNAT_TCP_SYN_OUT)) {
+		if (ev & CGNAT_TCP_RST)
+			return CGNAT_DROP_TCP_NO_SESSION;
+		ev |= CGNAT_TCP_LOOSE;
+	}
+	if (lpm_has(&pool_prefixes, ip->daddr)) {
+		/* hairpin: the target must be a live binding */
+		struct cgnat_endpoint tkey = { .addr = ip->daddr,
+					       .port = *p->dport,
+					       .proto = p->proto };
+		struct cgnat_binding *tb = bpf_map_lookup_elem(&bind_in, &tkey);
+
+		if (!tb || (tb->flags & CGNAT_BIND_QUARANTINE))
+			return CGNAT_DROP_NO_BINDING;
+		new_dst = tb->addr;
+		new_dport = tb->port;
+		init.flags = CGNAT_SESS_HAIRPIN;
+		rc = fib_route(ctx, p, ext.addr, new_dst, &fib);
+	} else {
+		new_dst = ip->daddr;
+		new_dport = *p->dport;
+		rc = fib_route(ctx, p, ext.addr, ip->daddr, &fib);
+	}
+	if (rc != CGNAT_CONTINUE)
+		return rc;
+	if (ip->ttl <= 1)
+		return CGNAT_DROP_TTL;
+
+	now = bpf_ktime_get_coarse_ns();
+	if (!b) {
+		rc = binding_create(&ik, ext.addr, now, &ext);
+		if (rc != CGNAT_CONTINUE)
+			return rc;
+		sk.ext_addr = ext.addr;
+		sk.ext_port = ext.port;
+		sk.rem_addr = ip->daddr;
+		sk.rem_port = remote_port(p, *p->dport);
+		sk.proto = p->proto;
+	}
+	init.int_addr = ip->saddr;
+	init.int_port = *p->sport;
+	init.tcp = ev;
+	init.last_seen_ns = now;
+	rc = session_get(&sk, &init, &s);
+	if (rc != CGNAT_CONTINUE)
+		return rc;
+	if (init.flags & CGNAT_SESS_HAIRPIN) {
+		/* the target's side of the same flow, as if it came inbound */
+		tk.ext_addr = ip->daddr;
+		tk.ext_port = *p->dport;
+		tk.rem_addr = ext.addr;
+		tk.rem_port = remote_port(p, ext.port);
+		tk.proto = p->proto;
+		init.int_addr = new_dst;
+		init.int_port = new_dport;
+		init.flags = CGNAT_SESS_HAIRPIN | CGNAT_SESS_INBOUND;
+		init.tcp = tcp_events(p, 0);
+		rc = session_get(&tk, &init, &t);
+		if (rc != CGNAT_CONTINUE)
+			return rc;
+	}
+	goto translate;
+
+established:
+	now = bpf_ktime_get_coarse_ns();
+	ev = tcp_events(p, 1);
+	if (tcp_is_bare_syn(p) && (s->tcp & (CGNAT_TCP_FIN_OUT | CGNAT_TCP_FIN_IN |
+					     CGNAT_TCP_RST)))
+		s->tcp = 0;
+	if (s->flags & CGNAT_SESS_HAIRPIN) {
+		tk.ext_addr = ip->daddr;
+		tk.ext_port = *p->dport;
+		tk.rem_addr = ext.addr;
+		tk.rem_port = remote_port(p, ext.port);
+		tk.proto = p->proto;
+		t = bpf_map_lookup_elem(&sessions, &tk);
+		if (!t)
+			return CGNAT_DROP_NO_BINDING;
+		new_dst = t->int_addr;
+		new_dport = t->int_port;
+	} else {
+		new_dst = ip->daddr;
+		new_dport = *p->dport;
+	}
+	rc = fib_route(ctx, p, ext.addr, new_dst, &fib);
+	if (rc != CGNAT_CONTINUE)
+		return rc;
+	if (ip->ttl <= 1)
+		return CGNAT_DROP_TTL;
+	session_touch(s, now, ev, 1);
+	if (t)
+		session_touch(t, now, tcp_events(p, 0), INBOUND_REFRESH);
+
+translate:
+	rewrite_src(p, ext.addr, ext.port);
+	if (t) {
+		rewrite_dst(p, new_dst, new_dport);
+		rc = forward(p, &fib);
+		return rc == CGNAT_CONTINUE ? CGNAT_FWD_HAIRPIN : rc;
+	}
+	rc = forward(p, &fib);
+	return rc == CGNAT_CONTINUE ? CGNAT_FWD_OUT : rc;
+}
+
+/*
+ * Internet -> subscriber: packets to an external endpoint with a session,
+ * or with a binding whose filtering admits a new session (endpoint-
+ * independent filtering, RFC 4787 REQ-8 and RFC 6888 REQ-7). Anything
+ * else is CGNAT_CONTINUE, untouched.
+ */
+static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
+{
+	struct iphdr *ip = p->ip;
+	struct cgnat_session_key sk = {};
+	struct cgnat_session init = {};
+	struct cgnat_session *s;
+	struct cgnat_binding *b;
+	struct bpf_fib_lookup fib;
+	__be32 int_addr;
+	__be16 int_port;
+	__u64 now;
+	__u32 ev;
+	int rc;
+
+	if (p->unsupported || (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHOREPLY))
+		return CGNAT_CONTINUE;
+
+	sk.ext_addr = ip->daddr;
+	sk.ext_port = *p->dport;
+	sk.rem_addr = ip->saddr;
+	sk.rem_port = remote_port(p, *p->sport);
+	sk.proto = p->proto;
+	ev = tcp_events(p, 0);
+	s = bpf_map_lookup_elem(&sessions, &sk);
+	if (s) {
+		int_addr = s->int_addr;
+		int_port = s->int_port;
+	} else {
+		struct cgnat_endpoint ek = { .addr = ip->daddr,
+					     .port = *p->dport,
+					     .proto = p->proto };
+
+		b = bpf_map_lookup_elem(&bind_in, &ek);
+		if (!b || (b->flags & CGNAT_BIND_QUARANTINE))
+			return CGNAT_CONTINUE;
+		/* Only a SYN may open a TCP session from outside (RFC 5382). */
+		if (p->proto == IPPROTO_TCP && !tcp_is_bare_syn(p))
+			return CGNAT_DROP_TCP_NO_SESSION;
+		int_addr = b->addr;
+		int_port = b->port;
+	}
+
+	rc = fib_route(ctx, p, ip->saddr, int_addr, &fib);
+	if (rc != CGNAT_CONTINUE)
+		return rc == CGNAT_PASS_LOCAL ? CGNAT_DROP_FIB_OTHER : rc;
+	if (ip->ttl <= 1)
+		return CGNAT_DROP_TTL;
+
+	now = bpf_ktime_get_coarse_ns();
+	if (s) {
+		session_touch(s, now, ev, INBOUND_REFRESH);
+	} else {
+		init.int_addr = int_addr;
+		init.int_port = int_port;
+		init.flags = CGNAT_SESS_INBOUND;
+		init.tcp = ev;
+		init.last_seen_ns = now;
+		rc = session_get(&sk, &init, &s);
+		if (rc != CGNAT_CONTINUE)
+			return rc;
+	}
+
+	rewrite_dst(p, int_addr, int_port);
+	rc = forward(p, &fib);
+	return rc == CGNAT_CONTINUE ? CGNAT_FWD_IN : rc;
+}
+
+/* Neither direction took the packet. */
+static __always_inline int nat_other(struct xdp_md *ctx, struct pkt *p,
+				     __u32 side)
+{
+	struct bpf_fib_lookup fib;
+	int rc;
+
+	if (side == CGNAT_SIDE_INTERNAL) {
+		/* source is no subscriber: only the router may be its target
+		 * (RFC 6888 section 7, ingress filtering) */
+		rc = fib_route(ctx, p, p->ip->saddr, p->ip->daddr, &fib);
+		return rc == CGNAT_PASS_LOCAL ? rc : CGNAT_DROP_SPOOFED;
+	}
+	if (lpm_has(&pool_prefixes, p->ip->daddr))
+		return p->unsupported ? p->unsupported : CGNAT_DROP_NO_BINDING;
+	/* subscribers are reachable only through their mappings (RFC 6598) */
+	if (lpm_has(&internal_prefixes, p->ip->daddr))
+		return CGNAT_DROP_TO_INTERNAL;
+	return CGNAT_PASS_NOT_NAT;
+}
+
+#endif /* CGNAT_NAT_H */

@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * parse.h - bounds-checked header parsing.
+ *
+ * Contract: parse_packet() fills struct pkt and returns CGNAT_CONTINUE for a
+ * well-formed IPv4 packet, or the reason (enum cgnat_stat) that ends its
+ * processing: CGNAT_PASS_NOT_IPV4 or CGNAT_DROP_MALFORMED. A well-formed
+ * packet cgnat cannot translate (fragment, other protocol, ICMP other than
+ * echo) has p->unsupported set to the drop reason it gets if it needed
+ * translation; it may still be for the router itself. Every header is
+ * checked against data_end before it is read, and lengths against the IP
+ * total length, so a frame that claims more than it carries is never
+ * translated.
+ */
+#ifndef CGNAT_PARSE_H
+#define CGNAT_PARSE_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include "cgnat.h"
+
+/* The one "keep going" value of the return vocabulary: anything else a
+ * worker returns is an enum cgnat_stat reason that ends processing. */
+#define CGNAT_CONTINUE (-1)
+
+#ifndef ETH_P_8021Q
+#define ETH_P_8021Q 0x8100
+#endif
+#ifndef ETH_P_8021AD
+#define ETH_P_8021AD 0x88A8
+#endif
+
+#define IP_MF 0x2000
+#define IP_OFFMASK 0x1fff
+
+/* ICMP header (linux/icmp.h pulls in libc headers, so it is not used). */
+struct icmphdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	union {
+		struct {
+			__be16 id;
+			__be16 sequence;
+		} echo;
+		__be32 gateway;
+		struct {
+			__be16 _unused;
+			__be16 mtu;
+		} frag;
+	} un;
+};
+
+#define ICMP_ECHOREPLY 0
+#define ICMP_ECHO 8
+
+struct vlan_hdr {
+	__be16 tci;
+	__be16 encap_proto;
+};
+
+struct hdr_cursor {
+	void *pos;
+};
+
+/* One parsed packet: header pointers and the fields translation needs. */
+struct pkt {
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__be16 *sport; /* TCP/UDP source port, or ICMP query identifier */
+	__be16 *dport; /* TCP/UDP destination port, or ICMP query identifier */
+	__sum16 *l4_csum; /* NULL when the packet carries none (UDP 0) */
+	__u8 proto;
+	__u8 tcp_flags; /* TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04) */
+	__u8 pseudo;	/* L4 checksum covers the IP addresses */
+	__u8 icmp_type;
+	__u32 unsupported; /* 0, or the drop reason if it needed translation */
+	__u32 ifindex;	/* ingress */
+	__u32 action;	/* XDP_TX or XDP_REDIRECT once forwarded */
+};
+
+#define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
+
+/* Ethernet plus at most one 802.1Q/802.1ad tag. Returns the EtherType
+ * (network order) or -1 if truncated. */
+static __always_inline int parse_ethhdr(struct hdr_cursor *nh, void *data_end,
+					struct ethhdr **ethp)
+{
+	struct ethhdr *eth = nh->pos;
+	struct vlan_hdr *vh;
+	__be16 proto;
+
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	*ethp = eth;
+	nh->pos = eth + 1;
+	proto = eth->h_proto;
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		vh = nh->pos;
+		if ((void *)(vh + 1) > data_end)
+			return -1;
+		nh->pos = vh + 1;
+		proto = vh->encap_proto;
+	}
+	return proto;
+}
+
+/* IPv4 header, options allowed (IHL 5..15). Returns the protocol or -1 if
+ * truncated or inconsistent. */
+static __always_inline int parse_iphdr(struct hdr_cursor *nh, void *data_end,
+				       struct iphdr **iphp)
+{
+	struct iphdr *iph = nh->pos;
+	__u32 hlen, tot;
+
+	if ((void *)(iph + 1) > data_end)
+		return -1;
+	if (iph->version != 4 || iph->ihl < 5)
+		return -1;
+	hlen = iph->ihl * 4;
+	tot = bpf_ntohs(iph->tot_len);
+	if (tot < hlen || nh->pos + hlen > data_end || nh->pos + tot > data_end)
+		return -1;
+	*iphp = iph;
+	nh->pos += hlen;
+	return iph->protocol;
+}
+
+static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt *p)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	void *data = (void *)(long)ctx->data;
+	struct hdr_cursor nh = { .pos = data };
+	struct iphdr *ip;
+	void *l4_end;
+	int proto;
+
+	proto = parse_ethhdr(&nh, data_end, &p->eth);
+	if (proto < 0)
+		return CGNAT_DROP_MALFORMED;
+	if (proto != bpf_htons(ETH_P_IP))
+		return CGNAT_PASS_NOT_IPV4;
+
+	proto = parse_iphdr(&nh, data_end, &p->ip);
+	if (proto < 0)
+		return CGNAT_DROP_MALFORMED;
+	ip = p->ip;
+	p->proto = proto;
+	/* Only whole datagrams for now: the first fragment alone would
+	 * be translated while the rest could not follow it. */
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFMASK)) {
+		p->unsupported = CGNAT_DROP_FRAGMENT;
+		return CGNAT_CONTINUE;
+	}
+	l4_end = (void *)ip + bpf_ntohs(ip->tot_len);
+
+	if (proto == IPPROTO_UDP) {
+		struct udphdr *udp = nh.pos;
+
+		if ((void *)(udp + 1) > data_end || (void *)(udp + 1) > l4_end)
+			return CGNAT_DROP_MALFORMED;
+		if (bpf_ntohs(udp->len) < sizeof(*udp) ||
+		    (void *)udp + bpf_ntohs(udp->len) > l4_end)
+			return CGNAT_DROP_MALFORMED;
+		p->sport = &udp->source;
+		p->dport = &udp->dest;
+		p->l4_csum = udp->check ? &udp->check : 0;
+		p->pseudo = 1;
+		return CGNAT_CONTINUE;
+	}
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = nh.pos;
+
+		if ((void *)(tcp + 1) > data_end || (void *)(tcp + 1) > l4_end)
+			return CGNAT_DROP_MALFORMED;
+		if (tcp->doff < 5 || (void *)tcp + tcp->doff * 4 > l4_end)
+			return CGNAT_DROP_MALFORMED;
+		p->sport = &tcp->source;
+		p->dport = &tcp->dest;
+		p->l4_csum = &tcp->check;
+		p->tcp_flags = ((__u8 *)tcp)[13];
+		p->pseudo = 1;
+		return CGNAT_CONTINUE;
+	}
+	if (proto == IPPROTO_ICMP) {
+		struct icmphdr *icmp = nh.pos;
+
+		if ((void *)(icmp + 1) > data_end || (void *)(icmp + 1) > l4_end)
+			return CGNAT_DROP_MALFORMED;
+		p->icmp_type = icmp->type;
+		/* Echo only (RFC 5508 REQ-1); the direction is checked by
+		 * the translator. Errors come with issue #4. */
+		if (icmp->type != ICMP_ECHO && icmp->type != ICMP_ECHOREPLY) {
+			p->unsupported = CGNAT_DROP_ICMP_TYPE;
+			return CGNAT_CONTINUE;
+		}
+		/* The identifier is both "ports" of a query. */
+		p->sport = &icmp->un.echo.id;
+		p->dport = &icmp->un.echo.id;
+		p->l4_csum = &icmp->checksum;
+		p->pseudo = 0;
+		return CGNAT_CONTINUE;
+	}
+	p->unsupported = CGNAT_DROP_PROTO;
+	return CGNAT_CONTINUE;
+}
+
+#endif /* CGNAT_PARSE_H */

@@ -1,0 +1,31 @@
+//! Compiles the XDP program in bpf/ into a libbpf-rs skeleton in OUT_DIR.
+use std::env;
+use std::path::PathBuf;
+
+use libbpf_cargo::SkeletonBuilder;
+
+const SRC: &str = "bpf/cgnat.bpf.c";
+
+fn main() {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"))
+        .join("cgnat.skel.rs");
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("CARGO_CFG_TARGET_ARCH is set by cargo");
+    let multiarch = format!("-I/usr/include/{arch}-linux-gnu");
+
+    SkeletonBuilder::new()
+        .source(SRC)
+        .clang_args([
+            "-Iinclude",
+            "-Ibpf",
+            multiarch.as_str(),
+            "-Wall",
+            "-Werror",
+            "-Wimplicit-fallthrough",
+            "-Werror=pass-failed",
+            "-mcpu=v3",
+        ])
+        .build_and_generate(&out)
+        .expect("compiling bpf/cgnat.bpf.c failed (see the clang errors above)");
+    println!("cargo:rerun-if-changed=bpf");
+    println!("cargo:rerun-if-changed=include");
+}

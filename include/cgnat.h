@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * cgnat.h - the ABI shared by the XDP program (bpf/) and the daemon (src/).
+ *
+ * Only map keys and values, enums and counter ids live here. Rust sees these
+ * types through the libbpf-cargo skeleton (src/bpf.rs); nothing is mirrored
+ * by hand. Every key has explicit padding that both sides zero: hash maps
+ * compare keys bytewise.
+ *
+ * Clock: every timestamp is bpf_ktime_get_coarse_ns(), i.e. CLOCK_MONOTONIC
+ * in nanoseconds; the daemon reads the same clock (clock_gettime
+ * CLOCK_MONOTONIC) when it sweeps. Expiry is done by the daemon in batched
+ * sweeps over these timestamps; the data path never deletes state.
+ */
+#ifndef CGNAT_H
+#define CGNAT_H
+
+#include <linux/types.h>
+
+/*
+ * An endpoint in one address realm: the key of both binding maps.
+ * For ICMP query messages, port is the query identifier.
+ */
+struct cgnat_endpoint {
+	__be32 addr;
+	__be16 port;
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_ICMP */
+	__u8 _pad;
+};
+
+/* Binding flags (struct cgnat_binding.flags). */
+enum cgnat_binding_flag {
+	/*
+	 * Set by the daemon on an expired binding's reverse entry: the port
+	 * stays reserved (the data path cannot allocate it) but matches no
+	 * traffic until the quarantine ends (RFC 6888 REQ-8).
+	 */
+	CGNAT_BIND_QUARANTINE = 1,
+};
+
+/*
+ * Value of both binding maps. In bind_out (key: internal endpoint) it holds
+ * the external endpoint; in bind_in (key: external endpoint) it holds the
+ * internal one. One binding = one entry in each map, created together by the
+ * data path (reverse first, with BPF_NOEXIST, so an external port is claimed
+ * atomically) and removed together by the daemon.
+ */
+struct cgnat_binding {
+	__be32 addr;
+	__be16 port;
+	__u8 flags; /* enum cgnat_binding_flag */
+	__u8 _pad;
+	__u64 created_ns; /* creation, or start of the quarantine */
+};
+
+/*
+ * Session key, in the external realm: external endpoint of the binding plus
+ * the remote endpoint. It is unique per flow because an external endpoint
+ * belongs to exactly one binding. Inbound packets look it up as they arrive
+ * (dst = ext, src = remote); outbound ones after their binding lookup.
+ * ICMP query sessions use rem_port = 0.
+ */
+struct cgnat_session_key {
+	__be32 ext_addr;
+	__be32 rem_addr;
+	__be16 ext_port;
+	__be16 rem_port;
+	__u8 proto;
+	__u8 _pad[3];
+};
+
+/* TCP events seen on a session (struct cgnat_session.tcp), ORed in. */
+enum cgnat_tcp_event {
+	CGNAT_TCP_SYN_OUT = 1 << 0, /* SYN from the subscriber */
+	CGNAT_TCP_SYN_IN = 1 << 1,  /* SYN (or SYN-ACK) from the remote */
+	CGNAT_TCP_FIN_OUT = 1 << 2,
+	CGNAT_TCP_FIN_IN = 1 << 3,
+	CGNAT_TCP_RST = 1 << 4,
+	/* session picked up mid-stream (no SYN seen): treated as established */
+	CGNAT_TCP_LOOSE = 1 << 5,
+};
+
+/* Session flags (struct cgnat_session.flags). */
+enum cgnat_session_flag {
+	CGNAT_SESS_INBOUND = 1, /* created by an inbound packet (EIF) */
+	CGNAT_SESS_HAIRPIN = 2, /* remote is one of our own external endpoints */
+};
+
+/*
+ * Derived TCP state, computed by the daemon from the event bits
+ * (RFC 7857 section 2, RFC 6146 figure): the timeout follows the state.
+ */
+enum cgnat_tcp_state {
+	CGNAT_TCP_INIT = 0,        /* SYN seen one way: transitory (opening) */
+	CGNAT_TCP_ESTABLISHED = 1, /* SYN both ways, or loose pick-up */
+	CGNAT_TCP_FIN_ONE = 2,     /* FIN one way: still established */
+	CGNAT_TCP_CLOSING = 3,     /* FIN both ways: transitory (closing) */
+	CGNAT_TCP_RESET = 4,       /* RST seen: transitory (RFC 7857 2.2) */
+};
+
+/* Value of the session map. */
+struct cgnat_session {
+	__be32 int_addr;
+	__be16 int_port;
+	__u8 flags; /* enum cgnat_session_flag */
+	__u8 _pad0;
+	__u32 tcp; /* enum cgnat_tcp_event bits */
+	__u32 _pad1;
+	__u64 last_seen_ns;
+};
+
+/*
+ * Per-CPU counters, one slot per id (PERCPU_ARRAY "stats"). Every packet the
+ * program sees is counted exactly once under its verdict reason; the
+ * reasons are grouped by the XDP action they lead to. CGNAT_STAT__MAX must
+ * stay last.
+ */
+enum cgnat_stat {
+	/* translated and forwarded by XDP_REDIRECT or XDP_TX */
+	CGNAT_FWD_OUT = 0,      /* subscriber -> internet */
+	CGNAT_FWD_IN,           /* internet -> subscriber */
+	CGNAT_FWD_HAIRPIN,      /* subscriber -> subscriber via its mapping */
+	/* handed to the kernel untouched */
+	CGNAT_PASS_NOT_IPV4,    /* ARP, IPv6, LLDP ... */
+	CGNAT_PASS_LOCAL,       /* for the router itself */
+	CGNAT_PASS_NOT_NAT,     /* neither from a subscriber nor to the pool */
+	/* dropped */
+	CGNAT_DROP_MALFORMED,   /* truncated frame, bad IHL or lengths */
+	CGNAT_DROP_FRAGMENT,    /* IPv4 fragment (not yet translated) */
+	CGNAT_DROP_SPOOFED,     /* internal side, source not a subscriber */
+	CGNAT_DROP_TO_INTERNAL, /* external side, destination a subscriber */
+	CGNAT_DROP_PROTO,       /* protocol cgnat does not translate */
+	CGNAT_DROP_ICMP_TYPE,   /* ICMP type not translated */
+	CGNAT_DROP_NO_BINDING,  /* inbound to the pool with no mapping */
+	CGNAT_DROP_FILTERED,    /* inbound refused by the filtering mode */
+	CGNAT_DROP_TCP_NO_SESSION, /* TCP segment that may not open a session */
+	CGNAT_DROP_PORTS_EXHAUSTED, /* no free external port */
+	CGNAT_DROP_TABLE_FULL,  /* binding or session map full */
+	CGNAT_DROP_TTL,         /* TTL would reach zero */
+	CGNAT_DROP_FRAG_NEEDED, /* DF set and larger than the egress MTU */
+	CGNAT_DROP_NO_ROUTE,    /* FIB: unreachable, blackhole, prohibit */
+	CGNAT_DROP_NO_NEIGH,    /* FIB: next hop unresolved (daemon asked) */
+	CGNAT_DROP_FIB_OTHER,   /* FIB: any other failure */
+	CGNAT_DROP_NO_TX_PORT,  /* egress interface not in the devmap */
+	CGNAT_DROP_NO_POOL,     /* no external address configured */
+	CGNAT_STAT__MAX,
+};
+
+/* One per-CPU counter slot: packets and bytes. */
+struct cgnat_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Ring-buffer event types (struct cgnat_event.type). */
+enum cgnat_event_type {
+	/* next hop has no neighbour entry: the daemon asks the kernel to
+	 * resolve it (RTM_NEWNEIGH with NTF_USE) */
+	CGNAT_EV_NEIGH_MISS = 1,
+};
+
+/* Ring-buffer record from the data path to the daemon. */
+struct cgnat_event {
+	__u32 type; /* enum cgnat_event_type */
+	__u32 ifindex;
+	__be32 addr;
+	__u32 _pad;
+	__u64 ts_ns;
+};
+
+/* Key of the LPM tries (internal prefixes, pool prefixes). */
+struct cgnat_lpm_key {
+	__u32 prefixlen;
+	__be32 addr;
+};
+
+/* Which interface a program instance serves (rodata and entry points). */
+enum cgnat_side {
+	CGNAT_SIDE_INTERNAL = 1,
+	CGNAT_SIDE_EXTERNAL = 2,
+	CGNAT_SIDE_BOTH = 3, /* one-armed: classify by address alone */
+};
+
+#endif /* CGNAT_H */

@@ -1,0 +1,537 @@
+//! The BPF loader: the generated skeleton, rodata and map sizing from the
+//! config, load, attachment through bpf_links, pinning, and byte views of
+//! the shared ABI types.
+//!
+//! All `unsafe` of the crate lives here: the skeleton `include!`, the
+//! `Pod` marker for generated types, and the raw `bpf_link_create` call.
+
+use std::ffi::CString;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use crate::config::{Config, FibLookup, XdpMode};
+
+#[allow(clippy::all, clippy::pedantic, unsafe_op_in_unsafe_fn)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/cgnat.skel.rs"));
+}
+pub use skel::types;
+use skel::{CgnatSkel, CgnatSkelBuilder};
+
+/// Types that are plain bytes: any bit pattern is valid, no padding is
+/// left uninitialised (include/cgnat.h names every padding byte).
+///
+/// # Safety
+/// Only for `#[repr(C)]` types generated from include/cgnat.h and for
+/// primitive integers.
+pub unsafe trait Pod: Copy + Default + 'static {}
+unsafe impl Pod for types::cgnat_endpoint {}
+unsafe impl Pod for types::cgnat_binding {}
+unsafe impl Pod for types::cgnat_session_key {}
+unsafe impl Pod for types::cgnat_session {}
+unsafe impl Pod for types::cgnat_counter {}
+unsafe impl Pod for types::cgnat_event {}
+unsafe impl Pod for types::cgnat_lpm_key {}
+unsafe impl Pod for types::xdp_md {}
+unsafe impl Pod for u8 {}
+unsafe impl Pod for u32 {}
+unsafe impl Pod for u64 {}
+
+/// The bytes of a value, as a map key or value.
+pub fn bytes_of<T: Pod>(v: &T) -> &[u8] {
+    // SAFETY: T is Pod: fully initialised, no interior references.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// A value read back from map bytes; None if the length is wrong.
+pub fn from_bytes<T: Pod>(b: &[u8]) -> Option<T> {
+    if b.len() != std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: length checked; T is Pod so any bytes are a valid T.
+    Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error("cgnat must run as root (it loads XDP programs and BPF maps)")]
+    NotRoot,
+    #[error("interface {name:?} ({field}) does not exist")]
+    NoInterface { name: String, field: &'static str },
+    #[error("cannot open the BPF object: {0}")]
+    Open(libbpf_rs::Error),
+    #[error(
+        "the kernel refused the XDP program ({0}); cgnat needs Linux 6.1 or later with BTF, \
+         ring buffers and bpf_fib_lookup (the verifier log is printed above)"
+    )]
+    Load(libbpf_rs::Error),
+    #[error("interface {iface:?} already has an XDP program; remove it first (ip link set dev {iface} xdp off)")]
+    Busy { iface: String },
+    #[error(
+        "interface {iface:?} does not support native XDP; set interfaces.xdp_mode = \"generic\" \
+         to run in the slow generic mode"
+    )]
+    NoNative { iface: String },
+    #[error("cannot attach XDP ({mode}) to {iface:?}: {err}")]
+    Attach {
+        iface: String,
+        mode: XdpMode,
+        err: std::io::Error,
+    },
+    #[error("map {map}: {err}")]
+    Map {
+        map: &'static str,
+        err: libbpf_rs::Error,
+    },
+    #[error("{path}: {err}")]
+    Pin { path: PathBuf, err: String },
+    #[error("{path}: {err}")]
+    Sysctl { path: String, err: std::io::Error },
+    #[error(
+        "forwarding is off on {iface:?}: interfaces.fib_lookup = \"ingress\" needs \
+         net.ipv4.conf.{iface}.forwarding=1 (or use the default fib_lookup = \"loopback\")"
+    )]
+    ForwardingOff { iface: String },
+}
+
+/// Which entry point a packet enters (one per interface role).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Internal,
+    External,
+    OneArmed,
+}
+
+/// What `Datapath::load` does beyond loading.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Attach to the configured interfaces.
+    pub attach: bool,
+    /// Pin the maps under `daemon.pin_path`.
+    pub pin: bool,
+}
+
+/// The maps the daemon and the CLI work on, as owned handles: taken from a
+/// loaded program or opened from their pins.
+#[derive(Debug)]
+pub struct Tables {
+    pub sessions: MapHandle,
+    pub bind_in: MapHandle,
+    pub bind_out: MapHandle,
+    pub stats: MapHandle,
+}
+
+/// Map names pinned under `daemon.pin_path`.
+const PINNED: [&str; 4] = ["sessions", "bind_in", "bind_out", "stats"];
+
+impl Tables {
+    /// Opens the maps pinned by a running daemon.
+    pub fn open_pinned(dir: &Path) -> Result<Tables, BpfError> {
+        let open = |name: &'static str| {
+            let path = dir.join(name);
+            MapHandle::from_pinned_path(&path).map_err(|e| BpfError::Pin {
+                path,
+                err: format!("{e} (is cgnat running with this config?)"),
+            })
+        };
+        Ok(Tables {
+            sessions: open("sessions")?,
+            bind_in: open("bind_in")?,
+            bind_out: open("bind_out")?,
+            stats: open("stats")?,
+        })
+    }
+}
+
+/// A loaded (and usually attached) data path. Dropping it detaches the
+/// programs and removes the pins.
+pub struct Datapath {
+    skel: CgnatSkel<'static>,
+    links: Vec<OwnedFd>,
+    pinned: Option<PathBuf>,
+    /// What was attached where, for the start-up log.
+    pub attached: Vec<String>,
+}
+
+fn ifindex(name: &str, field: &'static str) -> Result<u32, BpfError> {
+    nix::net::if_::if_nametoindex(name).map_err(|_| BpfError::NoInterface {
+        name: name.to_owned(),
+        field,
+    })
+}
+
+fn map_err(map: &'static str) -> impl Fn(libbpf_rs::Error) -> BpfError {
+    move |err| BpfError::Map { map, err }
+}
+
+fn read_sysctl(path: &str) -> Result<String, BpfError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|err| BpfError::Sysctl {
+            path: path.into(),
+            err,
+        })
+}
+
+/// bpf_fib_lookup answers only for a device with forwarding on. Returns the
+/// ifindex to look up from (0 = the ingress interface).
+fn prepare_fib(cfg: &Config) -> Result<(u32, Option<String>), BpfError> {
+    match cfg.fib_lookup {
+        FibLookup::Loopback => {
+            let lo = ifindex("lo", "fib_lookup")?;
+            let path = "/proc/sys/net/ipv4/conf/lo/forwarding";
+            let mut note = None;
+            if read_sysctl(path)? != "1" {
+                std::fs::write(path, "1").map_err(|err| BpfError::Sysctl {
+                    path: path.into(),
+                    err,
+                })?;
+                note = Some("enabled net.ipv4.conf.lo.forwarding for bpf_fib_lookup".into());
+            }
+            Ok((lo, note))
+        }
+        FibLookup::Ingress => {
+            for iface in [&cfg.internal_if, &cfg.external_if] {
+                let path = format!("/proc/sys/net/ipv4/conf/{iface}/forwarding");
+                if read_sysctl(&path)? != "1" {
+                    return Err(BpfError::ForwardingOff {
+                        iface: iface.clone(),
+                    });
+                }
+            }
+            Ok((0, None))
+        }
+    }
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Makes sure `dir`'s parent is a bpffs, mounting one at /sys/fs/bpf if
+/// that is where it should be and nothing is mounted.
+fn ensure_bpffs(dir: &Path) -> Result<(), BpfError> {
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    let pin_err = |err: String| BpfError::Pin {
+        path: dir.to_owned(),
+        err,
+    };
+    let is_bpffs = |p: &Path| {
+        nix::sys::statfs::statfs(p)
+            .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+            .unwrap_or(false)
+    };
+    if is_bpffs(parent) {
+        return Ok(());
+    }
+    if parent == Path::new("/sys/fs/bpf") {
+        std::fs::create_dir_all(parent).map_err(|e| pin_err(e.to_string()))?;
+        nix::mount::mount(
+            Some("bpf"),
+            parent,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| pin_err(format!("cannot mount bpffs on /sys/fs/bpf: {e}")))?;
+        return Ok(());
+    }
+    Err(pin_err(format!(
+        "{} is not a bpf filesystem (mount -t bpf bpf {})",
+        parent.display(),
+        parent.display()
+    )))
+}
+
+impl Datapath {
+    /// Opens the skeleton, sets rodata and map sizes from `cfg`, loads it,
+    /// fills the configuration maps, then attaches and pins as asked.
+    pub fn load(cfg: &Config, opts: LoadOptions) -> Result<Datapath, BpfError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(BpfError::NotRoot);
+        }
+        let int_idx = ifindex(&cfg.internal_if, "interfaces.internal");
+        let ext_idx = ifindex(&cfg.external_if, "interfaces.external");
+        let (int_idx, ext_idx) = if opts.attach {
+            (int_idx?, ext_idx?)
+        } else {
+            (int_idx.unwrap_or(0), ext_idx.unwrap_or(0))
+        };
+        let (fib_ifindex, fib_note) = if opts.attach {
+            prepare_fib(cfg)?
+        } else {
+            (ifindex("lo", "fib_lookup").unwrap_or(1), None)
+        };
+
+        // The skeleton borrows its object for the daemon's lifetime.
+        let obj: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = CgnatSkelBuilder::default()
+            .open(obj)
+            .map_err(BpfError::Open)?;
+        let ro =
+            open.maps.rodata_data.as_deref_mut().ok_or_else(|| {
+                BpfError::Open(libbpf_rs::Error::from_raw_os_error(libc_enoent()))
+            })?;
+        ro.FIB_IFINDEX = fib_ifindex;
+        ro.POOL_LEN = cfg.pool_addrs.len() as u32;
+        ro.INBOUND_REFRESH = u8::from(cfg.inbound_refresh);
+
+        let m = &mut open.maps;
+        m.pool_addrs
+            .set_max_entries(cfg.pool_addrs.len().max(1) as u32)
+            .map_err(map_err("pool_addrs"))?;
+        m.internal_prefixes
+            .set_max_entries(cfg.internal_prefixes.len().max(1) as u32)
+            .map_err(map_err("internal_prefixes"))?;
+        m.pool_prefixes
+            .set_max_entries(cfg.pool_prefixes.len().max(1) as u32)
+            .map_err(map_err("pool_prefixes"))?;
+        m.sessions
+            .set_max_entries(cfg.max_sessions)
+            .map_err(map_err("sessions"))?;
+        m.bind_out
+            .set_max_entries(cfg.max_bindings)
+            .map_err(map_err("bind_out"))?;
+        m.bind_in
+            .set_max_entries(cfg.max_bindings)
+            .map_err(map_err("bind_in"))?;
+
+        let skel = open.load().map_err(BpfError::Load)?;
+        let mut dp = Datapath {
+            skel,
+            links: Vec::new(),
+            pinned: None,
+            attached: Vec::new(),
+        };
+        if let Some(n) = fib_note {
+            dp.attached.push(n);
+        }
+        dp.fill_config_maps(cfg, &[int_idx, ext_idx])?;
+        if opts.pin {
+            dp.pin(&cfg.pin_path)?;
+        }
+        if opts.attach {
+            if cfg.one_armed() {
+                dp.attach(Side::OneArmed, &cfg.internal_if, int_idx, cfg.xdp_mode)?;
+            } else {
+                dp.attach(Side::Internal, &cfg.internal_if, int_idx, cfg.xdp_mode)?;
+                dp.attach(Side::External, &cfg.external_if, ext_idx, cfg.xdp_mode)?;
+            }
+        }
+        Ok(dp)
+    }
+
+    fn fill_config_maps(&self, cfg: &Config, ifindexes: &[u32]) -> Result<(), BpfError> {
+        let m = &self.skel.maps;
+        for (i, a) in cfg.pool_addrs.iter().enumerate() {
+            let v: u32 = u32::from(*a).to_be();
+            m.pool_addrs
+                .update(bytes_of(&(i as u32)), bytes_of(&v), MapFlags::ANY)
+                .map_err(map_err("pool_addrs"))?;
+        }
+        let one = 1u8;
+        for (map, name, list) in [
+            (
+                &m.internal_prefixes,
+                "internal_prefixes",
+                &cfg.internal_prefixes,
+            ),
+            (&m.pool_prefixes, "pool_prefixes", &cfg.pool_prefixes),
+        ] {
+            for p in list {
+                let k = types::cgnat_lpm_key {
+                    prefixlen: u32::from(p.prefix()),
+                    addr: u32::from(p.network()).to_be(),
+                };
+                map.update(bytes_of(&k), bytes_of(&one), MapFlags::ANY)
+                    .map_err(map_err(name))?;
+            }
+        }
+        for idx in ifindexes.iter().filter(|i| **i != 0) {
+            m.tx_ports
+                .update(bytes_of(idx), bytes_of(idx), MapFlags::ANY)
+                .map_err(map_err("tx_ports"))?;
+        }
+        Ok(())
+    }
+
+    fn prog(&self, side: Side) -> &libbpf_rs::ProgramMut<'static> {
+        match side {
+            Side::Internal => &self.skel.progs.xdp_internal,
+            Side::External => &self.skel.progs.xdp_external,
+            Side::OneArmed => &self.skel.progs.xdp_one_armed,
+        }
+    }
+
+    /// Attaches one entry point through a bpf_link in the requested mode.
+    fn attach(&mut self, side: Side, iface: &str, idx: u32, mode: XdpMode) -> Result<(), BpfError> {
+        const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+        const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+        let prog_fd = self.prog(side).as_fd().as_raw_fd();
+        // SAFETY: zeroed is a valid bpf_link_create_opts; sz is set below.
+        let mut lopts: libbpf_sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
+        lopts.sz = std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _;
+        lopts.flags = match mode {
+            XdpMode::Native => XDP_FLAGS_DRV_MODE,
+            XdpMode::Generic => XDP_FLAGS_SKB_MODE,
+        };
+        // SAFETY: valid prog fd, ifindex and opts; the returned fd is owned.
+        let fd = unsafe {
+            libbpf_sys::bpf_link_create(prog_fd, idx as i32, libbpf_sys::BPF_XDP, &lopts)
+        };
+        if fd < 0 {
+            let err = std::io::Error::from_raw_os_error(-fd);
+            return Err(match -fd {
+                16 => BpfError::Busy {
+                    iface: iface.into(),
+                },
+                95 if mode == XdpMode::Native => BpfError::NoNative {
+                    iface: iface.into(),
+                },
+                _ => BpfError::Attach {
+                    iface: iface.into(),
+                    mode,
+                    err,
+                },
+            });
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        self.links.push(unsafe { OwnedFd::from_raw_fd(fd) });
+        let prog = match side {
+            Side::Internal => "xdp_internal",
+            Side::External => "xdp_external",
+            Side::OneArmed => "xdp_one_armed",
+        };
+        self.attached.push(format!(
+            "{prog} attached to {iface} (ifindex {idx}, {mode} mode)"
+        ));
+        Ok(())
+    }
+
+    fn pin(&mut self, dir: &Path) -> Result<(), BpfError> {
+        ensure_bpffs(dir)?;
+        let pin_err = |e: std::io::Error| BpfError::Pin {
+            path: dir.to_owned(),
+            err: e.to_string(),
+        };
+        if dir.exists() {
+            // State of a previous run: not adopted (yet), so cleared.
+            std::fs::remove_dir_all(dir).map_err(pin_err)?;
+        }
+        std::fs::create_dir_all(dir).map_err(pin_err)?;
+        self.pinned = Some(dir.to_owned());
+        let m = &mut self.skel.maps;
+        for (name, map) in PINNED.iter().zip([
+            &mut m.sessions,
+            &mut m.bind_in,
+            &mut m.bind_out,
+            &mut m.stats,
+        ]) {
+            let path = dir.join(name);
+            map.pin(&path).map_err(|e| BpfError::Pin {
+                path,
+                err: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Owned handles on the tables, for expiry and statistics.
+    pub fn tables(&self) -> Result<Tables, BpfError> {
+        let m = &self.skel.maps;
+        let h = |map: &libbpf_rs::Map<'_>, name: &'static str| {
+            MapHandle::try_from(map).map_err(map_err(name))
+        };
+        Ok(Tables {
+            sessions: h(&m.sessions, "sessions")?,
+            bind_in: h(&m.bind_in, "bind_in")?,
+            bind_out: h(&m.bind_out, "bind_out")?,
+            stats: h(&m.stats, "stats")?,
+        })
+    }
+
+    /// The event ring buffer.
+    pub fn events(&self) -> &libbpf_rs::Map<'static> {
+        &self.skel.maps.events
+    }
+
+    /// Runs one frame through an entry point with BPF_PROG_TEST_RUN, as if
+    /// received on `ingress_ifindex` (in the caller's network namespace).
+    /// Returns the XDP action and the frame as the program left it.
+    pub fn test_run(
+        &self,
+        side: Side,
+        frame: &[u8],
+        ingress_ifindex: u32,
+    ) -> Result<(u32, Vec<u8>), libbpf_rs::Error> {
+        let ctx = types::xdp_md {
+            data: 0,
+            data_end: frame.len() as u32,
+            ingress_ifindex,
+            ..Default::default()
+        };
+        let mut ctx_bytes = bytes_of(&ctx).to_vec();
+        let mut out = vec![0u8; frame.len() + 256];
+        let input = libbpf_rs::ProgramInput {
+            context_in: Some(&mut ctx_bytes),
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        };
+        let res = self.prog(side).test_run(input)?;
+        let ret = res.return_value;
+        let len = res.data.map(|d| d.len()).unwrap_or(0);
+        out.truncate(len);
+        Ok((ret, out))
+    }
+
+    /// Runs a frame `repeat` times and returns the mean time per run (ns).
+    pub fn bench_run(
+        &self,
+        side: Side,
+        frame: &[u8],
+        ingress_ifindex: u32,
+        repeat: u32,
+    ) -> Result<f64, libbpf_rs::Error> {
+        let ctx = types::xdp_md {
+            data: 0,
+            data_end: frame.len() as u32,
+            ingress_ifindex,
+            ..Default::default()
+        };
+        let mut ctx_bytes = bytes_of(&ctx).to_vec();
+        let input = libbpf_rs::ProgramInput {
+            context_in: Some(&mut ctx_bytes),
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        };
+        let res = self.prog(side).test_run(input)?;
+        Ok(res.duration.as_nanos() as f64)
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        // Links close with their fds (detaching the programs); pins go too.
+        self.links.clear();
+        if let Some(dir) = self.pinned.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn libc_enoent() -> i32 {
+    nix::errno::Errno::ENOENT as i32
+}
+
+/// Name of an interface index, for messages.
+pub fn ifname(idx: u32) -> String {
+    nix::net::if_::if_indextoname(idx)
+        .ok()
+        .and_then(|c: CString| c.into_string().ok())
+        .unwrap_or_else(|| format!("ifindex {idx}"))
+}

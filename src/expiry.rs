@@ -1,0 +1,344 @@
+//! Session and binding expiry: batched sweeps over the maps.
+//!
+//! The data path only stamps `last_seen_ns` (CLOCK_MONOTONIC) and ORs TCP
+//! event bits; this module decides what is dead. One sweep:
+//! 1. reads every session; a session idle longer than the timeout of its
+//!    protocol and TCP state is deleted; the others mark their binding live;
+//! 2. reads every binding (bind_in); a binding no live session uses (and
+//!    older than a short grace, so a binding whose first session is being
+//!    created is not taken) loses its outbound entry and its external port
+//!    goes into quarantine for `nat.port_quarantine` (RFC 6888 REQ-8);
+//!    a quarantine that has run out frees the port.
+//!
+//! Race with the data path: a packet may refresh a session between our
+//! read and our delete. The window is one syscall long and only at the
+//! very end of an idle timeout; for TCP the next segment picks the flow up
+//! again (loose pick-up keeps the same binding while it lives).
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use libbpf_rs::{MapCore, MapFlags};
+
+use crate::bpf::{bytes_of, from_bytes, types, BpfError, Tables};
+use crate::config::Timeouts;
+
+/// A binding younger than this is never released for lack of sessions.
+pub const BINDING_GRACE: Duration = Duration::from_secs(2);
+const BATCH: u32 = 4096;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+type Ev = types::cgnat_tcp_event;
+type St = types::cgnat_tcp_state;
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_coarse_ns.
+pub fn monotonic_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
+        Err(_) => 0,
+    }
+}
+
+/// The TCP state of RFC 7857 section 2 from the events seen.
+pub fn tcp_state(bits: u32) -> St {
+    let has = |e: Ev| bits & e.0 != 0;
+    if has(Ev::CGNAT_TCP_RST) {
+        St::CGNAT_TCP_RESET
+    } else if has(Ev::CGNAT_TCP_FIN_OUT) && has(Ev::CGNAT_TCP_FIN_IN) {
+        St::CGNAT_TCP_CLOSING
+    } else if has(Ev::CGNAT_TCP_FIN_OUT) || has(Ev::CGNAT_TCP_FIN_IN) {
+        if has(Ev::CGNAT_TCP_LOOSE) || (has(Ev::CGNAT_TCP_SYN_OUT) && has(Ev::CGNAT_TCP_SYN_IN)) {
+            St::CGNAT_TCP_FIN_ONE
+        } else {
+            St::CGNAT_TCP_CLOSING
+        }
+    } else if has(Ev::CGNAT_TCP_LOOSE) || (has(Ev::CGNAT_TCP_SYN_OUT) && has(Ev::CGNAT_TCP_SYN_IN))
+    {
+        St::CGNAT_TCP_ESTABLISHED
+    } else {
+        St::CGNAT_TCP_INIT
+    }
+}
+
+/// Printable name of a TCP state.
+pub fn tcp_state_name(s: St) -> &'static str {
+    match s {
+        St::CGNAT_TCP_INIT => "init",
+        St::CGNAT_TCP_ESTABLISHED => "established",
+        St::CGNAT_TCP_FIN_ONE => "fin_one",
+        St::CGNAT_TCP_CLOSING => "closing",
+        St::CGNAT_TCP_RESET => "reset",
+        _ => "unknown",
+    }
+}
+
+/// Idle timeout of a session.
+pub fn session_timeout(t: &Timeouts, proto: u8, tcp_bits: u32) -> Duration {
+    match proto {
+        IPPROTO_TCP => match tcp_state(tcp_bits) {
+            St::CGNAT_TCP_ESTABLISHED | St::CGNAT_TCP_FIN_ONE => t.tcp_established,
+            _ => t.tcp_transitory,
+        },
+        IPPROTO_UDP => t.udp,
+        _ => t.icmp,
+    }
+}
+
+/// Name of an IP protocol number.
+pub fn proto_name(p: u8) -> &'static str {
+    match p {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        IPPROTO_ICMP => "icmp",
+        _ => "other",
+    }
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    pub sessions_live: u64,
+    pub sessions_expired: u64,
+    pub bindings_live: u64,
+    pub bindings_released: u64,
+    pub ports_quarantined: u64,
+    pub ports_freed: u64,
+}
+
+/// Expiry policy.
+#[derive(Debug, Clone)]
+pub struct Sweeper {
+    pub timeouts: Timeouts,
+    pub quarantine: Duration,
+}
+
+fn map_err(map: &'static str) -> impl Fn(libbpf_rs::Error) -> BpfError {
+    move |err| BpfError::Map { map, err }
+}
+
+/// Every (key, value) of a hash map, read in batches.
+fn dump<K: crate::bpf::Pod, V: crate::bpf::Pod>(
+    map: &dyn MapCore,
+    name: &'static str,
+) -> Result<Vec<(K, V)>, BpfError> {
+    let mut out = Vec::new();
+    for (k, v) in map
+        .lookup_batch(BATCH, MapFlags::ANY, MapFlags::ANY)
+        .map_err(map_err(name))?
+    {
+        if let (Some(k), Some(v)) = (from_bytes::<K>(&k), from_bytes::<V>(&v)) {
+            out.push((k, v));
+        }
+    }
+    Ok(out)
+}
+
+fn delete_all<K: crate::bpf::Pod>(
+    map: &dyn MapCore,
+    name: &'static str,
+    keys: &[K],
+) -> Result<(), BpfError> {
+    for chunk in keys.chunks(BATCH as usize) {
+        let mut buf = Vec::with_capacity(std::mem::size_of_val(chunk));
+        for k in chunk {
+            buf.extend_from_slice(bytes_of(k));
+        }
+        if map
+            .delete_batch(&buf, chunk.len() as u32, MapFlags::ANY, MapFlags::ANY)
+            .is_err()
+        {
+            // A key vanished meanwhile (the batch stops there): one by one.
+            for k in chunk {
+                let _ = map.delete(bytes_of(k));
+            }
+        }
+    }
+    let _ = name;
+    Ok(())
+}
+
+impl Sweeper {
+    /// One sweep at time `now` (monotonic ns).
+    pub fn sweep(&self, t: &Tables, now: u64) -> Result<SweepReport, BpfError> {
+        let mut rep = SweepReport::default();
+        let sessions: Vec<(types::cgnat_session_key, types::cgnat_session)> =
+            dump(&t.sessions, "sessions")?;
+        let mut dead = Vec::new();
+        let mut live: HashSet<(u32, u16, u8)> = HashSet::new();
+        for (k, s) in &sessions {
+            let idle = now.saturating_sub(s.last_seen_ns);
+            if idle > session_timeout(&self.timeouts, k.proto, s.tcp).as_nanos() as u64 {
+                dead.push(*k);
+            } else {
+                live.insert((k.ext_addr, k.ext_port, k.proto));
+            }
+        }
+        delete_all(&t.sessions, "sessions", &dead)?;
+        rep.sessions_expired = dead.len() as u64;
+        rep.sessions_live = (sessions.len() - dead.len()) as u64;
+
+        let bindings: Vec<(types::cgnat_endpoint, types::cgnat_binding)> =
+            dump(&t.bind_in, "bind_in")?;
+        let quarantine_ns = self.quarantine.as_nanos() as u64;
+        let grace_ns = BINDING_GRACE.as_nanos() as u64;
+        let mut free = Vec::new();
+        for (ek, b) in &bindings {
+            let age = now.saturating_sub(b.created_ns);
+            if b.flags & types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8 != 0 {
+                if age >= quarantine_ns {
+                    free.push(*ek);
+                    rep.ports_freed += 1;
+                }
+                continue;
+            }
+            if live.contains(&(ek.addr, ek.port, ek.proto)) || age < grace_ns {
+                rep.bindings_live += 1;
+                continue;
+            }
+            // Release: the outbound entry first, so no new session can
+            // find this binding, then quarantine (or free) the port.
+            let ik = types::cgnat_endpoint {
+                addr: b.addr,
+                port: b.port,
+                proto: ek.proto,
+                _pad: 0,
+            };
+            let _ = t.bind_out.delete(bytes_of(&ik));
+            rep.bindings_released += 1;
+            if quarantine_ns == 0 {
+                free.push(*ek);
+                rep.ports_freed += 1;
+            } else {
+                let q = types::cgnat_binding {
+                    flags: types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8,
+                    created_ns: now,
+                    ..*b
+                };
+                t.bind_in
+                    .update(bytes_of(ek), bytes_of(&q), MapFlags::EXIST)
+                    .map_err(map_err("bind_in"))?;
+                rep.ports_quarantined += 1;
+            }
+        }
+        delete_all(&t.bind_in, "bind_in", &free)?;
+        Ok(rep)
+    }
+}
+
+/// One session as shown by `cgnat sessions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionView {
+    pub proto: &'static str,
+    pub internal: (Ipv4Addr, u16),
+    pub external: (Ipv4Addr, u16),
+    pub remote: (Ipv4Addr, u16),
+    pub state: &'static str,
+    pub inbound: bool,
+    pub hairpin: bool,
+    pub idle: Duration,
+    pub expires_in: Duration,
+}
+
+fn addr(be: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from_be(be))
+}
+
+/// Every session, with its state and remaining lifetime.
+pub fn list_sessions(
+    t: &Tables,
+    timeouts: &Timeouts,
+    now: u64,
+) -> Result<Vec<SessionView>, BpfError> {
+    let sessions: Vec<(types::cgnat_session_key, types::cgnat_session)> =
+        dump(&t.sessions, "sessions")?;
+    let mut out: Vec<SessionView> = sessions
+        .iter()
+        .map(|(k, s)| {
+            let idle = Duration::from_nanos(now.saturating_sub(s.last_seen_ns));
+            let timeout = session_timeout(timeouts, k.proto, s.tcp);
+            let state = match k.proto {
+                IPPROTO_TCP => tcp_state_name(tcp_state(s.tcp)),
+                _ => "active",
+            };
+            SessionView {
+                proto: proto_name(k.proto),
+                internal: (addr(s.int_addr), u16::from_be(s.int_port)),
+                external: (addr(k.ext_addr), u16::from_be(k.ext_port)),
+                remote: (addr(k.rem_addr), u16::from_be(k.rem_port)),
+                state,
+                inbound: s.flags & types::cgnat_session_flag::CGNAT_SESS_INBOUND.0 as u8 != 0,
+                hairpin: s.flags & types::cgnat_session_flag::CGNAT_SESS_HAIRPIN.0 as u8 != 0,
+                idle,
+                expires_in: timeout.saturating_sub(idle),
+            }
+        })
+        .collect();
+    out.sort_by_key(|s| (s.internal, s.remote));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t() -> Timeouts {
+        Timeouts {
+            udp: Duration::from_secs(300),
+            tcp_established: Duration::from_secs(7440),
+            tcp_transitory: Duration::from_secs(240),
+            icmp: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn tcp_states_follow_rfc7857() {
+        let so = Ev::CGNAT_TCP_SYN_OUT.0;
+        let si = Ev::CGNAT_TCP_SYN_IN.0;
+        let fo = Ev::CGNAT_TCP_FIN_OUT.0;
+        let fi = Ev::CGNAT_TCP_FIN_IN.0;
+        let rst = Ev::CGNAT_TCP_RST.0;
+        let loose = Ev::CGNAT_TCP_LOOSE.0;
+        assert_eq!(tcp_state(so), St::CGNAT_TCP_INIT);
+        assert_eq!(tcp_state(si), St::CGNAT_TCP_INIT);
+        assert_eq!(tcp_state(so | si), St::CGNAT_TCP_ESTABLISHED);
+        assert_eq!(tcp_state(loose), St::CGNAT_TCP_ESTABLISHED);
+        assert_eq!(tcp_state(so | si | fo), St::CGNAT_TCP_FIN_ONE);
+        assert_eq!(tcp_state(so | si | fi), St::CGNAT_TCP_FIN_ONE);
+        assert_eq!(tcp_state(so | si | fo | fi), St::CGNAT_TCP_CLOSING);
+        assert_eq!(tcp_state(so | si | rst), St::CGNAT_TCP_RESET);
+        assert_eq!(tcp_state(so | fo), St::CGNAT_TCP_CLOSING);
+    }
+
+    #[test]
+    fn timeouts_by_protocol_and_state() {
+        let so = Ev::CGNAT_TCP_SYN_OUT.0;
+        let si = Ev::CGNAT_TCP_SYN_IN.0;
+        assert_eq!(
+            session_timeout(&t(), IPPROTO_UDP, 0),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            session_timeout(&t(), IPPROTO_ICMP, 0),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            session_timeout(&t(), IPPROTO_TCP, so),
+            Duration::from_secs(240)
+        );
+        assert_eq!(
+            session_timeout(&t(), IPPROTO_TCP, so | si),
+            Duration::from_secs(7440)
+        );
+        assert_eq!(
+            session_timeout(&t(), IPPROTO_TCP, so | si | Ev::CGNAT_TCP_FIN_OUT.0),
+            Duration::from_secs(7440)
+        );
+        assert_eq!(
+            session_timeout(&t(), IPPROTO_TCP, so | si | Ev::CGNAT_TCP_RST.0),
+            Duration::from_secs(240)
+        );
+    }
+}

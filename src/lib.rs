@@ -1,0 +1,12 @@
+//! cgnat: a carrier-grade NAT44 whose data path is one XDP program.
+//!
+//! The library holds everything the `cgnat` binary and the tests share:
+//! configuration, the BPF loader, expiry, and the network-namespace test bed.
+
+pub mod bpf;
+pub mod config;
+pub mod demo;
+pub mod expiry;
+pub mod neigh;
+pub mod stats;
+pub mod testbed;

@@ -1,0 +1,299 @@
+//! The `cgnat` command: the daemon and its tools.
+
+use std::cell::RefCell;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use cgnat::bpf::{self, from_bytes, types, Datapath, LoadOptions, Tables};
+use cgnat::config::Config;
+use cgnat::{expiry, neigh, stats};
+
+const DEFAULT_CONFIG: &str = "/etc/cgnat.toml";
+
+/// Carrier-grade NAT44 (RFC 6888) with an XDP data path.
+///
+/// Without a subcommand, runs the daemon in the foreground: loads the XDP
+/// program, attaches it to the configured interfaces, expires sessions,
+/// and detaches on SIGINT or SIGTERM.
+#[derive(Parser, Debug)]
+#[command(name = "cgnat", version, about, long_about)]
+struct Cli {
+    /// Configuration file (TOML; see configs/cgnat.toml).
+    #[arg(short, long, global = true, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+
+    /// Enter this network namespace (/run/netns/NAME) first.
+    #[arg(long, global = true, value_name = "NAME")]
+    netns: Option<String>,
+
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the daemon in the foreground (the default).
+    Run,
+    /// Validate the configuration and exit: 0 if valid, 1 with the reason.
+    Check,
+    /// Print the data path's counters from the running daemon's pinned maps.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the sessions of the running daemon with state and remaining time.
+    Sessions {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a network-namespace test bed, run cgnat in it with the embedded
+    /// default configuration, show translated and hairpinned traffic, clean up.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cgnat: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    if let Some(ns) = &cli.netns {
+        enter_netns(ns)?;
+    }
+    match cli.cmd.unwrap_or(Cmd::Run) {
+        Cmd::Run => daemon(&cli.config),
+        Cmd::Check => {
+            let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            println!(
+                "{}: ok ({} external addresses, {} internal prefixes, {} sessions max)",
+                cfg.file.display(),
+                cfg.pool_addrs.len(),
+                cfg.internal_prefixes.len(),
+                cfg.max_sessions
+            );
+            Ok(())
+        }
+        Cmd::Stats { json } => {
+            let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            let t = Tables::open_pinned(&cfg.pin_path).map_err(|e| e.to_string())?;
+            let c = stats::read(&t.stats).map_err(|e| e.to_string())?;
+            if json {
+                let items: Vec<String> = c
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "\"{}\":{{\"packets\":{},\"bytes\":{}}}",
+                            c.name, c.packets, c.bytes
+                        )
+                    })
+                    .collect();
+                println!("{{{}}}", items.join(","));
+            } else {
+                for c in c {
+                    println!("{} {} {}", c.name, c.packets, c.bytes);
+                }
+            }
+            Ok(())
+        }
+        Cmd::Sessions { json } => {
+            let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            let t = Tables::open_pinned(&cfg.pin_path).map_err(|e| e.to_string())?;
+            let list = expiry::list_sessions(&t, &cfg.timeouts, expiry::monotonic_ns())
+                .map_err(|e| e.to_string())?;
+            print_sessions(&list, json);
+            Ok(())
+        }
+        Cmd::Demo => {
+            let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+            cgnat::demo::run_demo(&exe).map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn enter_netns(ns: &str) -> Result<(), String> {
+    let path = Path::new("/run/netns").join(ns);
+    let f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("cannot enter network namespace {ns}: {e}"))
+}
+
+fn ep(a: (Ipv4Addr, u16)) -> String {
+    format!("{}:{}", a.0, a.1)
+}
+
+fn print_sessions(list: &[expiry::SessionView], json: bool) {
+    if json {
+        let items: Vec<String> = list
+            .iter()
+            .map(|s| {
+                format!(
+                    "{{\"proto\":\"{}\",\"internal\":\"{}\",\"external\":\"{}\",\"remote\":\"{}\",\
+                     \"state\":\"{}\",\"inbound\":{},\"hairpin\":{},\"idle_ms\":{},\"expires_in_ms\":{}}}",
+                    s.proto,
+                    ep(s.internal),
+                    ep(s.external),
+                    ep(s.remote),
+                    s.state,
+                    s.inbound,
+                    s.hairpin,
+                    s.idle.as_millis(),
+                    s.expires_in.as_millis()
+                )
+            })
+            .collect();
+        println!("[{}]", items.join(","));
+        return;
+    }
+    println!(
+        "{:<5} {:<21} {:<21} {:<21} {:<12} {:>8} {:>10}",
+        "PROTO", "INTERNAL", "EXTERNAL", "REMOTE", "STATE", "IDLE", "EXPIRES"
+    );
+    for s in list {
+        println!(
+            "{:<5} {:<21} {:<21} {:<21} {:<12} {:>7}s {:>9}s",
+            s.proto,
+            ep(s.internal),
+            ep(s.external),
+            ep(s.remote),
+            s.state,
+            s.idle.as_secs(),
+            s.expires_in.as_secs()
+        );
+    }
+}
+
+/// The daemon: load, attach, then sweep and serve events until a signal.
+fn daemon(config: &Path) -> Result<(), String> {
+    let cfg = Config::load(config).map_err(|e| e.to_string())?;
+
+    // Block the signals first so they arrive through the signalfd.
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block()
+        .map_err(|e| format!("sigprocmask: {e}"))?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("signalfd: {e}"))?;
+
+    let dp = Datapath::load(
+        &cfg,
+        LoadOptions {
+            attach: true,
+            pin: true,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let tables = dp.tables().map_err(|e| e.to_string())?;
+    for line in &dp.attached {
+        eprintln!("cgnat: {line}");
+    }
+    eprintln!(
+        "cgnat: attached; pool {} addresses in {} ranges, {} internal prefixes, \
+         tables: {} sessions, {} bindings; maps pinned in {}",
+        cfg.pool_addrs.len(),
+        cfg.pool_prefixes.len(),
+        cfg.internal_prefixes.len(),
+        cfg.max_sessions,
+        cfg.max_bindings,
+        cfg.pin_path.display()
+    );
+
+    let mut resolver = neigh::Resolver::new().map_err(|e| format!("rtnetlink socket: {e}"))?;
+    let pending_cell: Rc<RefCell<Vec<(u32, Ipv4Addr)>>> = Rc::default();
+    let mut rb = libbpf_rs::RingBufferBuilder::new();
+    let events: &libbpf_rs::Map<'static> = dp.events();
+    let sink = Rc::clone(&pending_cell);
+    rb.add(events, move |data: &[u8]| {
+        if let Some(ev) = from_bytes::<types::cgnat_event>(data) {
+            if ev.r#type == types::cgnat_event_type::CGNAT_EV_NEIGH_MISS.0 {
+                sink.borrow_mut()
+                    .push((ev.ifindex, Ipv4Addr::from(u32::from_be(ev.addr))));
+            }
+        }
+        0
+    })
+    .map_err(|e| format!("ring buffer: {e}"))?;
+    let rb = rb.build().map_err(|e| format!("ring buffer: {e}"))?;
+
+    let sweeper = expiry::Sweeper {
+        timeouts: cfg.timeouts,
+        quarantine: cfg.port_quarantine,
+    };
+    let mut next_sweep = Instant::now() + cfg.sweep_interval;
+    loop {
+        let wait = next_sweep
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(50));
+        let _ = rb.poll(wait);
+        let misses: Vec<_> = pending_cell.borrow_mut().drain(..).collect();
+        for (ifindex, addr) in misses {
+            match resolver.resolve(ifindex, addr) {
+                Ok(()) => eprintln!(
+                    "cgnat: resolving next hop {addr} on {}",
+                    bpf::ifname(ifindex)
+                ),
+                Err(e) => eprintln!(
+                    "cgnat: warning: cannot resolve next hop {addr} on {}: {e}",
+                    bpf::ifname(ifindex)
+                ),
+            }
+        }
+        if Instant::now() >= next_sweep {
+            match sweeper.sweep(&tables, expiry::monotonic_ns()) {
+                Ok(r) => {
+                    if r.sessions_expired + r.bindings_released + r.ports_freed > 0 {
+                        eprintln!(
+                            "cgnat: sweep: {} sessions live, {} expired; {} bindings live, \
+                             {} released; {} ports quarantined, {} freed",
+                            r.sessions_live,
+                            r.sessions_expired,
+                            r.bindings_live,
+                            r.bindings_released,
+                            r.ports_quarantined,
+                            r.ports_freed
+                        );
+                    }
+                }
+                Err(e) => eprintln!("cgnat: warning: sweep failed: {e}"),
+            }
+            next_sweep = Instant::now() + cfg.sweep_interval;
+        }
+        match sfd.read_signal() {
+            Ok(Some(si)) => {
+                let sig = Signal::try_from(si.ssi_signo as i32).ok();
+                if sig == Some(Signal::SIGHUP) {
+                    eprintln!("cgnat: SIGHUP: configuration reload is not supported yet; ignored");
+                    continue;
+                }
+                eprintln!(
+                    "cgnat: {} received, detaching",
+                    sig.map(|s| s.as_str()).unwrap_or("signal")
+                );
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("signalfd: {e}")),
+        }
+    }
+    drop(rb);
+    drop(tables);
+    drop(dp);
+    eprintln!("cgnat: detached, exiting");
+    Ok(())
+}
