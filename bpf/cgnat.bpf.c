@@ -18,6 +18,14 @@ const volatile __u32 POOL_LEN = 0;
 /* Inbound packets refresh sessions (RFC 4787 REQ-6a: MAY; off by
  * default, so outsiders cannot keep a mapping alive). */
 const volatile __u8 INBOUND_REFRESH = 0;
+/* Filtering per protocol (enum cgnat_filtering); endpoint-independent by
+ * default (RFC 4787 REQ-8, RFC 6888 REQ-7). */
+const volatile __u8 FILTER_UDP = CGNAT_FILTER_EIF;
+const volatile __u8 FILTER_TCP = CGNAT_FILTER_EIF;
+const volatile __u8 FILTER_ICMP = CGNAT_FILTER_EIF;
+/* Keep the parity of the source port in random allocations (RFC 4787
+ * REQ-4; RFC 7857 section 8 allows turning it off, as by default here). */
+const volatile __u8 PRESERVE_PARITY = 0;
 /* last_seen_ns is rewritten at most this often per session: timeouts are
  * seconds, and skipping the store keeps the cache line shared. */
 const volatile __u64 REFRESH_NS = 1000000000ULL;
@@ -78,3 +86,4 @@ enum cgnat_tcp_event _btf_tcp_event = CGNAT_TCP_SYN_OUT;
 enum cgnat_session_flag _btf_session_flag = CGNAT_SESS_INBOUND;
 enum cgnat_binding_flag _btf_binding_flag = CGNAT_BIND_QUARANTINE;
 enum cgnat_event_type _btf_event_type = CGNAT_EV_NEIGH_MISS;
+enum cgnat_filtering _btf_filtering = CGNAT_FILTER_EIF;

@@ -67,6 +67,16 @@ struct {
 	__type(value, struct cgnat_session);
 } sessions SEC(".maps");
 
+/* Address-dependent filtering: (binding, remote address) pairs the
+ * subscriber has sent to -> creation time. Sized 1 unless a protocol uses
+ * CGNAT_FILTER_ADF. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct cgnat_filter_key);
+	__type(value, __u64);
+} filter_addr SEC(".maps");
+
 /* Egress interfaces for XDP_REDIRECT, keyed by ifindex. */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);

@@ -72,8 +72,56 @@ static __always_inline __u16 port_candidate(__u16 orig, __u8 proto, __u32 try)
 	if (proto == IPPROTO_ICMP)
 		return (__u16)r;
 	if (orig < 1024)
-		return 1 + r % 1023;
-	return 1024 + r % 64512;
+		r = 1 + r % 1023;
+	else
+		r = 1024 + r % 64512;
+	if (PRESERVE_PARITY)
+		r = (r & ~1u) | (orig & 1);
+	return r ? r : 2; /* parity may have made it 0; keep port 0 unused */
+}
+
+static __always_inline __u8 filtering(__u8 proto)
+{
+	if (proto == IPPROTO_TCP)
+		return FILTER_TCP;
+	if (proto == IPPROTO_UDP)
+		return FILTER_UDP;
+	return FILTER_ICMP;
+}
+
+/*
+ * May a packet from remote address `rem` open a session on the binding
+ * whose external endpoint is (ext_addr, ext_port)? Endpoint-independent
+ * filtering admits anyone; address-dependent filtering admits remotes the
+ * subscriber has sent to from this binding (filter_addr);
+ * address-and-port-dependent filtering only existing sessions, so nothing
+ * new. A refused packet creates and refreshes nothing (RFC 7857 section 7);
+ * an unsolicited SYN is dropped silently, which RFC 5382 REQ-4 allows and
+ * which lets a simultaneous open from inside succeed.
+ */
+static __always_inline int filter_admits(__u8 proto, __be32 ext_addr,
+					 __be16 ext_port, __be32 rem)
+{
+	struct cgnat_filter_key fk = { .ext_addr = ext_addr, .rem_addr = rem,
+				       .ext_port = ext_port, .proto = proto };
+	__u8 mode = filtering(proto);
+
+	if (mode == CGNAT_FILTER_EIF)
+		return 1;
+	if (mode == CGNAT_FILTER_APDF)
+		return 0;
+	return bpf_map_lookup_elem(&filter_addr, &fk) != 0;
+}
+
+/* Record that this binding sent to `rem` (address-dependent filtering). */
+static __always_inline void filter_note(__u8 proto, __be32 ext_addr,
+					__be16 ext_port, __be32 rem, __u64 now)
+{
+	struct cgnat_filter_key fk = { .ext_addr = ext_addr, .rem_addr = rem,
+				       .ext_port = ext_port, .proto = proto };
+
+	if (filtering(proto) == CGNAT_FILTER_ADF)
+		bpf_map_update_elem(&filter_addr, &fk, &now, BPF_NOEXIST);
 }
 
 /* Create the binding of internal endpoint *ik on external address ext_addr;
@@ -309,16 +357,23 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	init.int_port = *p->sport;
 	init.tcp = ev;
 	init.last_seen_ns = now;
-	rc = session_get(&sk, &init, &s);
-	if (rc != CGNAT_CONTINUE)
-		return rc;
 	if (init.flags & CGNAT_SESS_HAIRPIN) {
-		/* the target's side of the same flow, as if it came inbound */
+		/* the target's side of the same flow, as if it came inbound:
+		 * its own filtering applies */
 		tk.ext_addr = ip->daddr;
 		tk.ext_port = *p->dport;
 		tk.rem_addr = ext.addr;
 		tk.rem_port = remote_port(p, ext.port);
 		tk.proto = p->proto;
+		t = bpf_map_lookup_elem(&sessions, &tk);
+		if (!t && !filter_admits(p->proto, ip->daddr, *p->dport, ext.addr))
+			return CGNAT_DROP_FILTERED;
+	}
+	rc = session_get(&sk, &init, &s);
+	if (rc != CGNAT_CONTINUE)
+		return rc;
+	filter_note(p->proto, ext.addr, ext.port, ip->daddr, now);
+	if ((init.flags & CGNAT_SESS_HAIRPIN) && !t) {
 		init.int_addr = new_dst;
 		init.int_port = new_dport;
 		init.flags = CGNAT_SESS_HAIRPIN | CGNAT_SESS_INBOUND;
@@ -414,6 +469,8 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 		/* Only a SYN may open a TCP session from outside (RFC 5382). */
 		if (p->proto == IPPROTO_TCP && !tcp_is_bare_syn(p))
 			return CGNAT_DROP_TCP_NO_SESSION;
+		if (!filter_admits(p->proto, ip->daddr, *p->dport, ip->saddr))
+			return CGNAT_DROP_FILTERED;
 		int_addr = b->addr;
 		int_port = b->port;
 	}

@@ -69,6 +69,28 @@ struct cgnat_session_key {
 	__u8 _pad[3];
 };
 
+/*
+ * Filtering behaviour for inbound packets that match a binding but no
+ * session (RFC 4787 section 5, REQ-8; per protocol, RFC 7857 section 6).
+ */
+enum cgnat_filtering {
+	CGNAT_FILTER_EIF = 0,  /* endpoint-independent: anyone (default) */
+	CGNAT_FILTER_ADF = 1,  /* address-dependent: remotes the binding sent to */
+	CGNAT_FILTER_APDF = 2, /* address-and-port-dependent: existing sessions */
+};
+
+/*
+ * Key of filter_addr (address-dependent filtering only): one entry per
+ * (binding, remote address) the subscriber has sent to.
+ */
+struct cgnat_filter_key {
+	__be32 ext_addr;
+	__be32 rem_addr;
+	__be16 ext_port;
+	__u8 proto;
+	__u8 _pad;
+};
+
 /* TCP events seen on a session (struct cgnat_session.tcp), ORed in. */
 enum cgnat_tcp_event {
 	CGNAT_TCP_SYN_OUT = 1 << 0, /* SYN from the subscriber */

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use crate::config::{Config, FibLookup, XdpMode};
+use crate::config::{Config, FibLookup, Filtering, XdpMode};
 
 #[allow(clippy::all, clippy::pedantic, unsafe_op_in_unsafe_fn)]
 mod skel {
@@ -36,6 +36,7 @@ unsafe impl Pod for types::cgnat_session {}
 unsafe impl Pod for types::cgnat_counter {}
 unsafe impl Pod for types::cgnat_event {}
 unsafe impl Pod for types::cgnat_lpm_key {}
+unsafe impl Pod for types::cgnat_filter_key {}
 unsafe impl Pod for types::xdp_md {}
 unsafe impl Pod for u8 {}
 unsafe impl Pod for u32 {}
@@ -123,10 +124,12 @@ pub struct Tables {
     pub bind_in: MapHandle,
     pub bind_out: MapHandle,
     pub stats: MapHandle,
+    /// Only when a protocol uses address-dependent filtering.
+    pub filter_addr: Option<MapHandle>,
 }
 
 /// Map names pinned under `daemon.pin_path`.
-const PINNED: [&str; 4] = ["sessions", "bind_in", "bind_out", "stats"];
+const PINNED: [&str; 5] = ["sessions", "bind_in", "bind_out", "stats", "filter_addr"];
 
 impl Tables {
     /// Opens the maps pinned by a running daemon.
@@ -143,6 +146,7 @@ impl Tables {
             bind_in: open("bind_in")?,
             bind_out: open("bind_out")?,
             stats: open("stats")?,
+            filter_addr: None,
         })
     }
 }
@@ -153,6 +157,7 @@ pub struct Datapath {
     skel: CgnatSkel<'static>,
     links: Vec<OwnedFd>,
     pinned: Option<PathBuf>,
+    address_dependent: bool,
     /// What was attached where, for the start-up log.
     pub attached: Vec<String>,
 }
@@ -278,6 +283,15 @@ impl Datapath {
         ro.FIB_IFINDEX = fib_ifindex;
         ro.POOL_LEN = cfg.pool_addrs.len() as u32;
         ro.INBOUND_REFRESH = u8::from(cfg.inbound_refresh);
+        ro.PRESERVE_PARITY = u8::from(cfg.preserve_parity);
+        let mode = |f: Filtering| match f {
+            Filtering::EndpointIndependent => types::cgnat_filtering::CGNAT_FILTER_EIF.0 as u8,
+            Filtering::AddressDependent => types::cgnat_filtering::CGNAT_FILTER_ADF.0 as u8,
+            Filtering::AddressAndPortDependent => types::cgnat_filtering::CGNAT_FILTER_APDF.0 as u8,
+        };
+        ro.FILTER_UDP = mode(cfg.filtering.udp);
+        ro.FILTER_TCP = mode(cfg.filtering.tcp);
+        ro.FILTER_ICMP = mode(cfg.filtering.icmp);
 
         let m = &mut open.maps;
         m.pool_addrs
@@ -298,12 +312,18 @@ impl Datapath {
         m.bind_in
             .set_max_entries(cfg.max_bindings)
             .map_err(map_err("bind_in"))?;
+        if cfg.filtering.any_address_dependent() {
+            m.filter_addr
+                .set_max_entries(cfg.max_sessions)
+                .map_err(map_err("filter_addr"))?;
+        }
 
         let skel = open.load().map_err(BpfError::Load)?;
         let mut dp = Datapath {
             skel,
             links: Vec::new(),
             pinned: None,
+            address_dependent: cfg.filtering.any_address_dependent(),
             attached: Vec::new(),
         };
         if let Some(n) = fib_note {
@@ -429,6 +449,7 @@ impl Datapath {
             &mut m.bind_in,
             &mut m.bind_out,
             &mut m.stats,
+            &mut m.filter_addr,
         ]) {
             let path = dir.join(name);
             map.pin(&path).map_err(|e| BpfError::Pin {
@@ -450,6 +471,11 @@ impl Datapath {
             bind_in: h(&m.bind_in, "bind_in")?,
             bind_out: h(&m.bind_out, "bind_out")?,
             stats: h(&m.stats, "stats")?,
+            filter_addr: if self.address_dependent {
+                Some(h(&m.filter_addr, "filter_addr")?)
+            } else {
+                None
+            },
         })
     }
 

@@ -4,7 +4,7 @@
 //! error naming the file, the field and the reason; nothing is attached
 //! before a config has passed here.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -69,11 +69,44 @@ pub enum FibLookup {
     Ingress,
 }
 
+/// Inbound filtering behaviour of a protocol (RFC 4787 section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Filtering {
+    /// Any remote may reach a live mapping (RFC 4787 REQ-8, RFC 6888 REQ-7).
+    #[default]
+    EndpointIndependent,
+    /// Only remote addresses the subscriber sent to from that mapping.
+    AddressDependent,
+    /// Only remote address:port pairs the subscriber sent to.
+    AddressAndPortDependent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FilteringConfig {
+    #[serde(default)]
+    pub udp: Filtering,
+    #[serde(default)]
+    pub tcp: Filtering,
+    #[serde(default)]
+    pub icmp: Filtering,
+}
+
+impl FilteringConfig {
+    /// True if any protocol uses address-dependent filtering.
+    pub fn any_address_dependent(&self) -> bool {
+        [self.udp, self.tcp, self.icmp].contains(&Filtering::AddressDependent)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     interfaces: RawInterfaces,
     nat: RawNat,
+    #[serde(default)]
+    filtering: FilteringConfig,
     #[serde(default)]
     timeouts: RawTimeouts,
     #[serde(default)]
@@ -104,6 +137,8 @@ struct RawNat {
     inbound_refresh: bool,
     #[serde(default = "default_quarantine")]
     port_quarantine: String,
+    #[serde(default)]
+    preserve_parity: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -115,8 +150,12 @@ struct RawTimeouts {
     tcp_established: String,
     #[serde(default = "default_tcp_transitory")]
     tcp_transitory: String,
+    tcp_opening: Option<String>,
+    tcp_closing: Option<String>,
     #[serde(default = "default_icmp")]
     icmp: String,
+    #[serde(default)]
+    udp_ports: BTreeMap<String, String>,
 }
 
 impl Default for RawTimeouts {
@@ -125,7 +164,10 @@ impl Default for RawTimeouts {
             udp: default_udp(),
             tcp_established: default_tcp_established(),
             tcp_transitory: default_tcp_transitory(),
+            tcp_opening: None,
+            tcp_closing: None,
             icmp: default_icmp(),
+            udp_ports: BTreeMap::new(),
         }
     }
 }
@@ -182,12 +224,17 @@ fn default_sweep_interval() -> String {
 }
 
 /// Per-protocol idle timeouts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timeouts {
     pub udp: Duration,
     pub tcp_established: Duration,
-    pub tcp_transitory: Duration,
+    /// Opening: SYN seen one way only (RFC 7857 section 2.1).
+    pub tcp_opening: Duration,
+    /// Closing: FIN both ways, or RST (RFC 7857 section 2.1, 2.2).
+    pub tcp_closing: Duration,
     pub icmp: Duration,
+    /// UDP timeouts by remote (destination) port (RFC 4787 REQ-5a).
+    pub udp_ports: BTreeMap<u16, Duration>,
 }
 
 /// A validated configuration.
@@ -206,6 +253,8 @@ pub struct Config {
     pub max_bindings: u32,
     pub inbound_refresh: bool,
     pub port_quarantine: Duration,
+    pub preserve_parity: bool,
+    pub filtering: FilteringConfig,
     pub timeouts: Timeouts,
     pub pin_path: PathBuf,
     pub sweep_interval: Duration,
@@ -298,18 +347,46 @@ impl Config {
         }
 
         let dur = |field: &'static str, s: &str| parse_duration(s).map_err(|r| invalid(field, r));
+        let transitory = dur("timeouts.tcp_transitory", &raw.timeouts.tcp_transitory)?;
+        let mut udp_ports = BTreeMap::new();
+        for (port, d) in &raw.timeouts.udp_ports {
+            let p: u16 = port.parse().map_err(|_| {
+                invalid(
+                    "timeouts.udp_ports",
+                    format!("{port:?} is not a port number"),
+                )
+            })?;
+            udp_ports.insert(p, dur("timeouts.udp_ports", d)?);
+        }
         let timeouts = Timeouts {
             udp: dur("timeouts.udp", &raw.timeouts.udp)?,
             tcp_established: dur("timeouts.tcp_established", &raw.timeouts.tcp_established)?,
-            tcp_transitory: dur("timeouts.tcp_transitory", &raw.timeouts.tcp_transitory)?,
+            tcp_opening: match &raw.timeouts.tcp_opening {
+                Some(d) => dur("timeouts.tcp_opening", d)?,
+                None => transitory,
+            },
+            tcp_closing: match &raw.timeouts.tcp_closing {
+                Some(d) => dur("timeouts.tcp_closing", d)?,
+                None => transitory,
+            },
             icmp: dur("timeouts.icmp", &raw.timeouts.icmp)?,
+            udp_ports,
         };
-        for (field, d) in [
+        let mut all = vec![
             ("timeouts.udp", timeouts.udp),
             ("timeouts.tcp_established", timeouts.tcp_established),
-            ("timeouts.tcp_transitory", timeouts.tcp_transitory),
+            ("timeouts.tcp_transitory", transitory),
+            ("timeouts.tcp_opening", timeouts.tcp_opening),
+            ("timeouts.tcp_closing", timeouts.tcp_closing),
             ("timeouts.icmp", timeouts.icmp),
-        ] {
+        ];
+        all.extend(
+            timeouts
+                .udp_ports
+                .values()
+                .map(|d| ("timeouts.udp_ports", *d)),
+        );
+        for (field, d) in all {
             if d < Duration::from_secs(1) {
                 return Err(invalid(field, "must be at least 1s".into()));
             }
@@ -342,6 +419,8 @@ impl Config {
             max_bindings: raw.nat.max_bindings,
             inbound_refresh: raw.nat.inbound_refresh,
             port_quarantine,
+            preserve_parity: raw.nat.preserve_parity,
+            filtering: raw.filtering,
             timeouts,
             pin_path: raw.daemon.pin_path,
             sweep_interval,
@@ -446,7 +525,10 @@ external_pool = ["203.0.113.0/28", "192.0.2.200/29"]
         let c = parse(GOOD).unwrap();
         assert_eq!(c.timeouts.udp, Duration::from_secs(300));
         assert_eq!(c.timeouts.tcp_established, Duration::from_secs(7440));
-        assert_eq!(c.timeouts.tcp_transitory, Duration::from_secs(240));
+        assert_eq!(c.timeouts.tcp_opening, Duration::from_secs(240));
+        assert_eq!(c.timeouts.tcp_closing, Duration::from_secs(240));
+        assert_eq!(c.filtering.udp, Filtering::EndpointIndependent);
+        assert!(!c.preserve_parity);
         assert_eq!(c.timeouts.icmp, Duration::from_secs(60));
         assert_eq!(c.port_quarantine, Duration::from_secs(120));
         assert_eq!(c.xdp_mode, XdpMode::Native);
@@ -497,6 +579,32 @@ external_pool = ["203.0.113.0/28", "192.0.2.200/29"]
         assert!(e.contains("overlap"), "{e}");
         let e = err(&GOOD.replace("\"eth0\"", "\"an-interface-name-too-long\""));
         assert!(e.contains("interfaces.external"), "{e}");
+    }
+
+    #[test]
+    fn filtering_and_port_timeouts() {
+        let c = parse(&format!(
+            "{GOOD}[filtering]\nudp = \"address-dependent\"\ntcp = \"address-and-port-dependent\"\n\
+             [timeouts]\ntcp_transitory = \"1m\"\ntcp_closing = \"30s\"\n[timeouts.udp_ports]\n53 = \"20s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.filtering.udp, Filtering::AddressDependent);
+        assert_eq!(c.filtering.tcp, Filtering::AddressAndPortDependent);
+        assert_eq!(c.filtering.icmp, Filtering::EndpointIndependent);
+        assert!(c.filtering.any_address_dependent());
+        assert_eq!(c.timeouts.tcp_opening, Duration::from_secs(60));
+        assert_eq!(c.timeouts.tcp_closing, Duration::from_secs(30));
+        assert_eq!(
+            c.timeouts.udp_ports.get(&53),
+            Some(&Duration::from_secs(20))
+        );
+        let e = err(&format!("{GOOD}[filtering]\nudp = \"symmetric\"\n"));
+        assert!(
+            e.contains("udp = \"symmetric\"") && e.contains("endpoint-independent"),
+            "{e}"
+        );
+        let e = err(&format!("{GOOD}[timeouts.udp_ports]\ndns = \"20s\"\n"));
+        assert!(e.contains("timeouts.udp_ports"), "{e}");
     }
 
     #[test]

@@ -75,16 +75,21 @@ pub fn tcp_state_name(s: St) -> &'static str {
     }
 }
 
-/// Idle timeout of a session.
-pub fn session_timeout(t: &Timeouts, proto: u8, tcp_bits: u32) -> Duration {
+/// Idle timeout of a session; `rem_port` in host order.
+pub fn session_timeout(t: &Timeouts, proto: u8, tcp_bits: u32, rem_port: u16) -> Duration {
     match proto {
         IPPROTO_TCP => match tcp_state(tcp_bits) {
             St::CGNAT_TCP_ESTABLISHED | St::CGNAT_TCP_FIN_ONE => t.tcp_established,
-            _ => t.tcp_transitory,
+            St::CGNAT_TCP_INIT => t.tcp_opening,
+            _ => t.tcp_closing,
         },
-        IPPROTO_UDP => t.udp,
+        IPPROTO_UDP => t.udp_ports.get(&rem_port).copied().unwrap_or(t.udp),
         _ => t.icmp,
     }
+}
+
+fn timeout_of(t: &Timeouts, k: &types::cgnat_session_key, s: &types::cgnat_session) -> Duration {
+    session_timeout(t, k.proto, s.tcp, u16::from_be(k.rem_port))
 }
 
 /// Name of an IP protocol number.
@@ -168,12 +173,14 @@ impl Sweeper {
             dump(&t.sessions, "sessions")?;
         let mut dead = Vec::new();
         let mut live: HashSet<(u32, u16, u8)> = HashSet::new();
+        let mut live_remotes: HashSet<(u32, u16, u8, u32)> = HashSet::new();
         for (k, s) in &sessions {
             let idle = now.saturating_sub(s.last_seen_ns);
-            if idle > session_timeout(&self.timeouts, k.proto, s.tcp).as_nanos() as u64 {
+            if idle > timeout_of(&self.timeouts, k, s).as_nanos() as u64 {
                 dead.push(*k);
             } else {
                 live.insert((k.ext_addr, k.ext_port, k.proto));
+                live_remotes.insert((k.ext_addr, k.ext_port, k.proto, k.rem_addr));
             }
         }
         delete_all(&t.sessions, "sessions", &dead)?;
@@ -224,6 +231,21 @@ impl Sweeper {
             }
         }
         delete_all(&t.bind_in, "bind_in", &free)?;
+
+        // Address-dependent filtering entries live while a session from
+        // that binding to that remote address does.
+        if let Some(fa) = &t.filter_addr {
+            let entries: Vec<(types::cgnat_filter_key, u64)> = dump(fa, "filter_addr")?;
+            let stale: Vec<types::cgnat_filter_key> = entries
+                .iter()
+                .filter(|(k, created)| {
+                    now.saturating_sub(*created) >= grace_ns
+                        && !live_remotes.contains(&(k.ext_addr, k.ext_port, k.proto, k.rem_addr))
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            delete_all(fa, "filter_addr", &stale)?;
+        }
         Ok(rep)
     }
 }
@@ -258,7 +280,7 @@ pub fn list_sessions(
         .iter()
         .map(|(k, s)| {
             let idle = Duration::from_nanos(now.saturating_sub(s.last_seen_ns));
-            let timeout = session_timeout(timeouts, k.proto, s.tcp);
+            let timeout = timeout_of(timeouts, k, s);
             let state = match k.proto {
                 IPPROTO_TCP => tcp_state_name(tcp_state(s.tcp)),
                 _ => "active",
@@ -288,8 +310,10 @@ mod tests {
         Timeouts {
             udp: Duration::from_secs(300),
             tcp_established: Duration::from_secs(7440),
-            tcp_transitory: Duration::from_secs(240),
+            tcp_opening: Duration::from_secs(240),
+            tcp_closing: Duration::from_secs(200),
             icmp: Duration::from_secs(60),
+            udp_ports: [(53, Duration::from_secs(20))].into(),
         }
     }
 
@@ -316,29 +340,16 @@ mod tests {
     fn timeouts_by_protocol_and_state() {
         let so = Ev::CGNAT_TCP_SYN_OUT.0;
         let si = Ev::CGNAT_TCP_SYN_IN.0;
-        assert_eq!(
-            session_timeout(&t(), IPPROTO_UDP, 0),
-            Duration::from_secs(300)
-        );
-        assert_eq!(
-            session_timeout(&t(), IPPROTO_ICMP, 0),
-            Duration::from_secs(60)
-        );
-        assert_eq!(
-            session_timeout(&t(), IPPROTO_TCP, so),
-            Duration::from_secs(240)
-        );
-        assert_eq!(
-            session_timeout(&t(), IPPROTO_TCP, so | si),
-            Duration::from_secs(7440)
-        );
-        assert_eq!(
-            session_timeout(&t(), IPPROTO_TCP, so | si | Ev::CGNAT_TCP_FIN_OUT.0),
-            Duration::from_secs(7440)
-        );
-        assert_eq!(
-            session_timeout(&t(), IPPROTO_TCP, so | si | Ev::CGNAT_TCP_RST.0),
-            Duration::from_secs(240)
-        );
+        let st = |p, bits, port| session_timeout(&t(), p, bits, port).as_secs();
+        assert_eq!(st(IPPROTO_UDP, 0, 3478), 300);
+        assert_eq!(st(IPPROTO_UDP, 0, 53), 20);
+        assert_eq!(st(IPPROTO_TCP, 0, 53), 240);
+        assert_eq!(st(IPPROTO_ICMP, 0, 0), 60);
+        assert_eq!(st(IPPROTO_TCP, so, 80), 240);
+        assert_eq!(st(IPPROTO_TCP, so | si, 80), 7440);
+        assert_eq!(st(IPPROTO_TCP, so | si | Ev::CGNAT_TCP_FIN_OUT.0, 80), 7440);
+        let both_fin = Ev::CGNAT_TCP_FIN_OUT.0 | Ev::CGNAT_TCP_FIN_IN.0;
+        assert_eq!(st(IPPROTO_TCP, so | si | both_fin, 80), 200);
+        assert_eq!(st(IPPROTO_TCP, so | si | Ev::CGNAT_TCP_RST.0, 80), 200);
     }
 }

@@ -232,7 +232,7 @@ fn daemon(config: &Path) -> Result<(), String> {
     let rb = rb.build().map_err(|e| format!("ring buffer: {e}"))?;
 
     let sweeper = expiry::Sweeper {
-        timeouts: cfg.timeouts,
+        timeouts: cfg.timeouts.clone(),
         quarantine: cfg.port_quarantine,
     };
     let mut next_sweep = Instant::now() + cfg.sweep_interval;
