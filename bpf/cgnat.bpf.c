@@ -35,6 +35,7 @@ const volatile __u64 REFRESH_NS = 1000000000ULL;
 #include "stats.h"
 #include "fwd.h"
 #include "nat.h"
+#include "icmp.h"
 
 static __always_inline int process(struct xdp_md *ctx, __u32 side)
 {
@@ -45,9 +46,9 @@ static __always_inline int process(struct xdp_md *ctx, __u32 side)
 	p.ifindex = ctx->ingress_ifindex;
 	rc = parse_packet(ctx, &p);
 	if (rc == CGNAT_CONTINUE && (side & CGNAT_SIDE_INTERNAL))
-		rc = nat_outbound(ctx, &p);
+		rc = p.inner ? nat_icmp_error_out(ctx, &p) : nat_outbound(ctx, &p);
 	if (rc == CGNAT_CONTINUE && (side & CGNAT_SIDE_EXTERNAL))
-		rc = nat_inbound(ctx, &p);
+		rc = p.inner ? nat_icmp_error_in(ctx, &p) : nat_inbound(ctx, &p);
 	if (rc == CGNAT_CONTINUE)
 		rc = nat_other(ctx, &p, side);
 	count(rc, bytes);

@@ -57,7 +57,18 @@ struct icmphdr {
 };
 
 #define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
 #define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
+
+/* The ICMP errors cgnat translates (RFC 5508 section 4; source quench and
+ * redirects are not forwarded, REQ-10c). */
+static __always_inline int icmp_is_error(__u8 type)
+{
+	return type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED ||
+	       type == ICMP_PARAMETERPROB;
+}
 
 struct vlan_hdr {
 	__be16 tci;
@@ -80,6 +91,12 @@ struct pkt {
 	__u8 pseudo;	/* L4 checksum covers the IP addresses */
 	__u8 icmp_type;
 	__u32 unsupported; /* 0, or the drop reason if it needed translation */
+	/* ICMP errors: the embedded (quoted) packet */
+	struct iphdr *inner;
+	__be16 *inner_sport;
+	__be16 *inner_dport;
+	__sum16 *inner_csum; /* NULL when absent from the quote, or UDP 0 */
+	__u8 inner_proto;
 	__u32 ifindex;	/* ingress */
 	__u32 action;	/* XDP_TX or XDP_REDIRECT once forwarded */
 };
@@ -132,6 +149,53 @@ static __always_inline int parse_iphdr(struct hdr_cursor *nh, void *data_end,
 	*iphp = iph;
 	nh->pos += hlen;
 	return iph->protocol;
+}
+
+/*
+ * An ICMP error: the quote must hold the embedded IP header (options
+ * allowed, RFC 5508 REQ-3b) and the first 8 bytes of its TCP, UDP or ICMP
+ * echo header; anything after the quote (RFC 4884 extensions) is left
+ * alone. The embedded TCP checksum is used only if the quote reaches it.
+ * An error whose quote cgnat cannot translate is unsupported, not
+ * malformed: it may still be for the router.
+ */
+static __always_inline int parse_icmp_error(struct pkt *p, struct icmphdr *icmp,
+					    void *data_end, void *l4_end)
+{
+	struct iphdr *in = (void *)(icmp + 1);
+	__u8 *l4;
+
+	p->unsupported = CGNAT_DROP_ICMP_TYPE;
+	if ((void *)(in + 1) > data_end || (void *)(in + 1) > l4_end)
+		return CGNAT_CONTINUE;
+	if (in->version != 4 || in->ihl < 5)
+		return CGNAT_CONTINUE;
+	if (in->frag_off & bpf_htons(IP_OFFMASK))
+		return CGNAT_CONTINUE; /* no ports in a non-first fragment */
+	l4 = (__u8 *)in + in->ihl * 4;
+	if ((void *)(l4 + 8) > data_end || (void *)(l4 + 8) > l4_end)
+		return CGNAT_CONTINUE;
+	p->inner_proto = in->protocol;
+	if (in->protocol == IPPROTO_UDP) {
+		p->inner_sport = (__be16 *)l4;
+		p->inner_dport = (__be16 *)(l4 + 2);
+		p->inner_csum = *(__sum16 *)(l4 + 6) ? (__sum16 *)(l4 + 6) : 0;
+	} else if (in->protocol == IPPROTO_TCP) {
+		p->inner_sport = (__be16 *)l4;
+		p->inner_dport = (__be16 *)(l4 + 2);
+		if ((void *)(l4 + 18) <= data_end && (void *)(l4 + 18) <= l4_end)
+			p->inner_csum = (__sum16 *)(l4 + 16);
+	} else if (in->protocol == IPPROTO_ICMP && l4[0] == ICMP_ECHO) {
+		/* an error about an echo request: its identifier is the port */
+		p->inner_sport = (__be16 *)(l4 + 4);
+		p->inner_dport = (__be16 *)(l4 + 4);
+		p->inner_csum = (__sum16 *)(l4 + 2);
+	} else {
+		return CGNAT_CONTINUE;
+	}
+	p->inner = in;
+	p->unsupported = 0;
+	return CGNAT_CONTINUE;
 }
 
 static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt *p)
@@ -196,8 +260,12 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt *p)
 		if ((void *)(icmp + 1) > data_end || (void *)(icmp + 1) > l4_end)
 			return CGNAT_DROP_MALFORMED;
 		p->icmp_type = icmp->type;
-		/* Echo only (RFC 5508 REQ-1); the direction is checked by
-		 * the translator. Errors come with issue #4. */
+		p->l4_csum = &icmp->checksum;
+		p->pseudo = 0;
+		if (icmp_is_error(icmp->type))
+			return parse_icmp_error(p, icmp, data_end, l4_end);
+		/* Queries: echo only (RFC 5508 REQ-1); the direction is
+		 * checked by the translator. */
 		if (icmp->type != ICMP_ECHO && icmp->type != ICMP_ECHOREPLY) {
 			p->unsupported = CGNAT_DROP_ICMP_TYPE;
 			return CGNAT_CONTINUE;
@@ -205,8 +273,6 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt *p)
 		/* The identifier is both "ports" of a query. */
 		p->sport = &icmp->un.echo.id;
 		p->dport = &icmp->un.echo.id;
-		p->l4_csum = &icmp->checksum;
-		p->pseudo = 0;
 		return CGNAT_CONTINUE;
 	}
 	p->unsupported = CGNAT_DROP_PROTO;

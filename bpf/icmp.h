@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * icmp.h - translation of ICMP error messages (RFC 5508 section 4).
+ *
+ * An error quotes the packet that caused it. Coming from outside, the
+ * quote is one of our translated outbound packets: its source (the
+ * external endpoint) is restored to the subscriber's internal endpoint and
+ * the outer destination follows (REQ-4). Coming from a subscriber, the
+ * quote is an inbound packet: its destination becomes the external
+ * endpoint again and the outer source the pool address (REQ-5); if the
+ * outer destination is itself one of our external endpoints the error is
+ * hairpinned and both translations apply (REQ-7). Type and code are kept;
+ * the outer IP, ICMP, embedded IP and (when quoted) embedded L4 checksums
+ * are all updated incrementally. The mapping is found through the binding
+ * tables only: an error neither creates, refreshes nor deletes state
+ * (RFC 5508 REQ-6, RFC 7857 section 7.1). Errors that match no mapping are
+ * dropped (counted drop_no_binding).
+ *
+ * Workers return CGNAT_CONTINUE (not ours) or an enum cgnat_stat reason.
+ */
+#ifndef CGNAT_ICMP_H
+#define CGNAT_ICMP_H
+
+#include "nat.h"
+
+/* Store a 16/32-bit field inside the ICMP message, updating its checksum. */
+static __always_inline void icmp_store16(__sum16 *csum, __be16 *field, __be16 v)
+{
+	csum_replace2(csum, *field, v);
+	*field = v;
+}
+
+static __always_inline void icmp_store32(__sum16 *csum, __be32 *field, __be32 v)
+{
+	csum_replace4(csum, *field, v);
+	*field = v;
+}
+
+/* Rewrite the quoted packet's source (dst == 0) or destination endpoint. */
+static __always_inline void icmp_inner_rewrite(struct pkt *p, int dst,
+					       __be32 addr, __be16 port)
+{
+	struct iphdr *in = p->inner;
+	__sum16 *oc = p->l4_csum;
+	__be32 *ap = dst ? &in->daddr : &in->saddr;
+	__be16 *pp = dst ? p->inner_dport : p->inner_sport;
+	__be32 old_a = *ap;
+	__be16 old_p = *pp;
+	__sum16 c;
+
+	if (p->inner_csum) {
+		c = *p->inner_csum;
+		if (p->inner_proto != IPPROTO_ICMP)
+			csum_replace4(&c, old_a, addr);
+		csum_replace2(&c, old_p, port);
+		if (p->inner_proto == IPPROTO_UDP && c == 0)
+			c = CSUM_MANGLED_0;
+		icmp_store16(oc, p->inner_csum, c);
+	}
+	icmp_store16(oc, pp, port);
+	c = in->check;
+	csum_replace4(&c, old_a, addr);
+	icmp_store16(oc, &in->check, c);
+	icmp_store32(oc, ap, addr);
+}
+
+static __always_inline void outer_set_src(struct iphdr *ip, __be32 addr)
+{
+	csum_replace4(&ip->check, ip->saddr, addr);
+	ip->saddr = addr;
+}
+
+static __always_inline void outer_set_dst(struct iphdr *ip, __be32 addr)
+{
+	csum_replace4(&ip->check, ip->daddr, addr);
+	ip->daddr = addr;
+}
+
+/* The live binding whose external endpoint is (addr, port, proto). */
+static __always_inline struct cgnat_binding *binding_in(__be32 addr, __be16 port,
+							__u8 proto)
+{
+	struct cgnat_endpoint ek = { .addr = addr, .port = port, .proto = proto };
+	struct cgnat_binding *b = bpf_map_lookup_elem(&bind_in, &ek);
+
+	if (b && (b->flags & CGNAT_BIND_QUARANTINE))
+		return 0;
+	return b;
+}
+
+/* Internet -> subscriber error about one of our outbound packets. */
+static __always_inline int nat_icmp_error_in(struct xdp_md *ctx, struct pkt *p)
+{
+	struct iphdr *ip = p->ip, *in = p->inner;
+	struct bpf_fib_lookup fib;
+	struct cgnat_binding *b;
+	__be32 int_addr;
+	__be16 int_port;
+	int rc;
+
+	/* the error must be addressed to the quoted packet's source */
+	if (ip->daddr != in->saddr)
+		return CGNAT_CONTINUE;
+	b = binding_in(in->saddr, *p->inner_sport, p->inner_proto);
+	if (!b)
+		return CGNAT_CONTINUE;
+	int_addr = b->addr;
+	int_port = b->port;
+
+	rc = fib_route(ctx, p, ip->saddr, int_addr, &fib);
+	if (rc != CGNAT_CONTINUE)
+		return rc == CGNAT_PASS_LOCAL ? CGNAT_DROP_FIB_OTHER : rc;
+	if (ip->ttl <= 1)
+		return CGNAT_DROP_TTL;
+	icmp_inner_rewrite(p, 0, int_addr, int_port);
+	outer_set_dst(ip, int_addr);
+	rc = forward(p, &fib);
+	return rc == CGNAT_CONTINUE ? CGNAT_FWD_IN : rc;
+}
+
+/* Subscriber -> anywhere error about a packet it received through us. */
+static __always_inline int nat_icmp_error_out(struct xdp_md *ctx, struct pkt *p)
+{
+	struct iphdr *ip = p->ip, *in = p->inner;
+	struct cgnat_endpoint ik = {};
+	struct bpf_fib_lookup fib;
+	struct cgnat_binding *b, *tb;
+	__be32 ext_addr, new_dst = ip->daddr, tgt_addr = 0;
+	__be16 ext_port, tgt_port = 0;
+	int rc;
+
+	if (!lpm_has(&internal_prefixes, ip->saddr))
+		return CGNAT_CONTINUE;
+	b = 0;
+	if (ip->saddr == in->daddr && p->inner_proto != IPPROTO_ICMP) {
+		ik.addr = in->daddr;
+		ik.port = *p->inner_dport;
+		ik.proto = p->inner_proto;
+		b = bpf_map_lookup_elem(&bind_out, &ik);
+	}
+	if (!b) {
+		rc = fib_route(ctx, p, ip->saddr, ip->daddr, &fib);
+		return rc == CGNAT_PASS_LOCAL ? rc : CGNAT_DROP_NO_BINDING;
+	}
+	ext_addr = b->addr;
+	ext_port = b->port;
+
+	if (lpm_has(&pool_prefixes, ip->daddr)) {
+		/* hairpinned: the quoted packet came from another mapping */
+		if (ip->daddr != in->saddr)
+			return CGNAT_DROP_NO_BINDING;
+		tb = binding_in(in->saddr, *p->inner_sport, p->inner_proto);
+		if (!tb)
+			return CGNAT_DROP_NO_BINDING;
+		tgt_addr = tb->addr;
+		tgt_port = tb->port;
+		new_dst = tgt_addr;
+	}
+	rc = fib_route(ctx, p, ext_addr, new_dst, &fib);
+	if (rc != CGNAT_CONTINUE)
+		return rc;
+	if (ip->ttl <= 1)
+		return CGNAT_DROP_TTL;
+
+	icmp_inner_rewrite(p, 1, ext_addr, ext_port);
+	outer_set_src(ip, ext_addr);
+	if (tgt_addr) {
+		icmp_inner_rewrite(p, 0, tgt_addr, tgt_port);
+		outer_set_dst(ip, tgt_addr);
+	}
+	rc = forward(p, &fib);
+	if (rc != CGNAT_CONTINUE)
+		return rc;
+	return tgt_addr ? CGNAT_FWD_HAIRPIN : CGNAT_FWD_OUT;
+}
+
+#endif /* CGNAT_ICMP_H */
