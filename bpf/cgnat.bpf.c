@@ -26,6 +26,9 @@ const volatile __u8 FILTER_ICMP = CGNAT_FILTER_EIF;
 /* Keep the parity of the source port in random allocations (RFC 4787
  * REQ-4; RFC 7857 section 8 allows turning it off, as by default here). */
 const volatile __u8 PRESERVE_PARITY = 0;
+/* Generated ICMP errors per second and CPU (RFC 1812 4.3.2.8 rate
+ * limit; also the burst). 0: never generate. */
+const volatile __u32 ICMP_RATE = 100;
 /* last_seen_ns is rewritten at most this often per session: timeouts are
  * seconds, and skipping the store keeps the cache line shared. */
 const volatile __u64 REFRESH_NS = 1000000000ULL;
@@ -74,6 +77,15 @@ SEC("xdp")
 int xdp_one_armed(struct xdp_md *ctx)
 {
 	return process(ctx, CGNAT_SIDE_BOTH);
+}
+
+/* Not part of the NAT: an XDP_PASS program for the far end of veth links
+ * in test beds. A veth delivers frames sent to it by XDP_TX only if its
+ * peer runs an XDP program (GRO alone is enough for XDP_REDIRECT). */
+SEC("xdp")
+int xdp_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -85,6 +85,23 @@ struct {
 	__type(value, __u32);
 } tx_ports SEC(".maps");
 
+/* IPv4 address of each NAT interface (ifindex -> address): the source of
+ * the ICMP errors cgnat generates on that interface. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8);
+	__type(key, __u32);
+	__type(value, __be32);
+} if_addrs SEC(".maps");
+
+/* Rate limit of generated ICMP errors, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cgnat_bucket);
+} icmp_bucket SEC(".maps");
+
 /* Verdict counters, one slot per enum cgnat_stat. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

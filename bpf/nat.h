@@ -24,6 +24,7 @@
 #include "parse.h"
 #include "csum.h"
 #include "fwd.h"
+#include "icmp_gen.h"
 
 #ifndef EEXIST
 #define EEXIST 17
@@ -38,6 +39,18 @@ static __always_inline int lpm_has(void *trie, __be32 addr)
 	struct cgnat_lpm_key k = { .prefixlen = 32, .addr = addr };
 
 	return bpf_map_lookup_elem(trie, &k) != 0;
+}
+
+/* fib_route() for a packet that gets translated: too big with DF set is
+ * answered with "fragmentation needed" carrying the egress MTU. */
+static __always_inline int route(struct xdp_md *ctx, struct pkt *p, __be32 saddr,
+				 __be32 daddr, struct bpf_fib_lookup *fib)
+{
+	int rc = fib_route(ctx, p, saddr, daddr, fib);
+
+	if (rc == CGNAT_DROP_FRAG_NEEDED)
+		return icmp_frag_needed(ctx, p, fib->mtu_result);
+	return rc;
 }
 
 /*
@@ -280,7 +293,8 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	__u32 ev;
 	int rc;
 
-	if (p->unsupported || (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO)) {
+	if (p->unsupported || !p->sport || !p->dport ||
+	    (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO)) {
 		if (!lpm_has(&internal_prefixes, ip->saddr))
 			return CGNAT_CONTINUE;
 		rc = fib_route(ctx, p, ip->saddr, ip->daddr, &fib);
@@ -331,22 +345,22 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		new_dst = tb->addr;
 		new_dport = tb->port;
 		init.flags = CGNAT_SESS_HAIRPIN;
-		rc = fib_route(ctx, p, ext.addr, new_dst, &fib);
+		rc = route(ctx, p, ext.addr, new_dst, &fib);
 	} else {
 		new_dst = ip->daddr;
 		new_dport = *p->dport;
-		rc = fib_route(ctx, p, ext.addr, ip->daddr, &fib);
+		rc = route(ctx, p, ext.addr, ip->daddr, &fib);
 	}
 	if (rc != CGNAT_CONTINUE)
 		return rc;
 	if (ip->ttl <= 1)
-		return CGNAT_DROP_TTL;
+		return icmp_ttl_exceeded(ctx, p);
 
 	now = bpf_ktime_get_coarse_ns();
 	if (!b) {
 		rc = binding_create(&ik, ext.addr, now, &ext);
 		if (rc != CGNAT_CONTINUE)
-			return rc;
+			return icmp_host_unreach(ctx, p, rc);
 		sk.ext_addr = ext.addr;
 		sk.ext_port = ext.port;
 		sk.rem_addr = ip->daddr;
@@ -371,7 +385,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	}
 	rc = session_get(&sk, &init, &s);
 	if (rc != CGNAT_CONTINUE)
-		return rc;
+		return icmp_host_unreach(ctx, p, rc);
 	filter_note(p->proto, ext.addr, ext.port, ip->daddr, now);
 	if ((init.flags & CGNAT_SESS_HAIRPIN) && !t) {
 		init.int_addr = new_dst;
@@ -405,11 +419,11 @@ established:
 		new_dst = ip->daddr;
 		new_dport = *p->dport;
 	}
-	rc = fib_route(ctx, p, ext.addr, new_dst, &fib);
+	rc = route(ctx, p, ext.addr, new_dst, &fib);
 	if (rc != CGNAT_CONTINUE)
 		return rc;
 	if (ip->ttl <= 1)
-		return CGNAT_DROP_TTL;
+		return icmp_ttl_exceeded(ctx, p);
 	session_touch(s, now, ev, 1);
 	if (t)
 		session_touch(t, now, tcp_events(p, 0), INBOUND_REFRESH);
@@ -445,7 +459,10 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 	__u32 ev;
 	int rc;
 
-	if (p->unsupported || (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHOREPLY))
+	/* (sport/dport are set whenever unsupported is 0; the NULL test is
+	 * for the verifier, which cannot correlate the two) */
+	if (p->unsupported || !p->sport || !p->dport ||
+	    (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHOREPLY))
 		return CGNAT_CONTINUE;
 
 	sk.ext_addr = ip->daddr;
@@ -475,11 +492,11 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 		int_port = b->port;
 	}
 
-	rc = fib_route(ctx, p, ip->saddr, int_addr, &fib);
+	rc = route(ctx, p, ip->saddr, int_addr, &fib);
 	if (rc != CGNAT_CONTINUE)
 		return rc == CGNAT_PASS_LOCAL ? CGNAT_DROP_FIB_OTHER : rc;
 	if (ip->ttl <= 1)
-		return CGNAT_DROP_TTL;
+		return icmp_ttl_exceeded(ctx, p);
 
 	now = bpf_ktime_get_coarse_ns();
 	if (s) {

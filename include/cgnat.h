@@ -142,6 +142,10 @@ enum cgnat_stat {
 	CGNAT_FWD_OUT = 0,      /* subscriber -> internet */
 	CGNAT_FWD_IN,           /* internet -> subscriber */
 	CGNAT_FWD_HAIRPIN,      /* subscriber -> subscriber via its mapping */
+	/* answered with an ICMP error built in XDP (XDP_TX), original dropped */
+	CGNAT_ICMP_TIME_EXCEEDED, /* 11/0: TTL would reach zero */
+	CGNAT_ICMP_FRAG_NEEDED,   /* 3/4: DF set, larger than the egress MTU */
+	CGNAT_ICMP_HOST_UNREACH,  /* 3/1: no mapping can be created */
 	/* handed to the kernel untouched */
 	CGNAT_PASS_NOT_IPV4,    /* ARP, IPv6, LLDP ... */
 	CGNAT_PASS_LOCAL,       /* for the router itself */
@@ -158,8 +162,8 @@ enum cgnat_stat {
 	CGNAT_DROP_TCP_NO_SESSION, /* TCP segment that may not open a session */
 	CGNAT_DROP_PORTS_EXHAUSTED, /* no free external port */
 	CGNAT_DROP_TABLE_FULL,  /* binding or session map full */
-	CGNAT_DROP_TTL,         /* TTL would reach zero */
-	CGNAT_DROP_FRAG_NEEDED, /* DF set and larger than the egress MTU */
+	CGNAT_DROP_TTL,         /* TTL would reach zero (no ICMP sent) */
+	CGNAT_DROP_FRAG_NEEDED, /* larger than the egress MTU (no ICMP sent) */
 	CGNAT_DROP_NO_ROUTE,    /* FIB: unreachable, blackhole, prohibit */
 	CGNAT_DROP_NO_NEIGH,    /* FIB: next hop unresolved (daemon asked) */
 	CGNAT_DROP_FIB_OTHER,   /* FIB: any other failure */
@@ -172,6 +176,12 @@ enum cgnat_stat {
 struct cgnat_counter {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* Token bucket of the ICMP error generator (one per CPU). */
+struct cgnat_bucket {
+	__u64 stamp_ns;
+	__u64 tokens;
 };
 
 /* Ring-buffer event types (struct cgnat_event.type). */

@@ -284,6 +284,7 @@ impl Datapath {
         ro.POOL_LEN = cfg.pool_addrs.len() as u32;
         ro.INBOUND_REFRESH = u8::from(cfg.inbound_refresh);
         ro.PRESERVE_PARITY = u8::from(cfg.preserve_parity);
+        ro.ICMP_RATE = cfg.icmp.rate_limit;
         let mode = |f: Filtering| match f {
             Filtering::EndpointIndependent => types::cgnat_filtering::CGNAT_FILTER_EIF.0 as u8,
             Filtering::AddressDependent => types::cgnat_filtering::CGNAT_FILTER_ADF.0 as u8,
@@ -375,6 +376,14 @@ impl Datapath {
                 .update(bytes_of(idx), bytes_of(idx), MapFlags::ANY)
                 .map_err(map_err("tx_ports"))?;
         }
+        for (name, idx) in [&cfg.internal_if, &cfg.external_if].iter().zip(ifindexes) {
+            if let Some(a) = interface_addr(name) {
+                let v = u32::from(a).to_be();
+                m.if_addrs
+                    .update(bytes_of(idx), bytes_of(&v), MapFlags::ANY)
+                    .map_err(map_err("if_addrs"))?;
+            }
+        }
         Ok(())
     }
 
@@ -388,38 +397,8 @@ impl Datapath {
 
     /// Attaches one entry point through a bpf_link in the requested mode.
     fn attach(&mut self, side: Side, iface: &str, idx: u32, mode: XdpMode) -> Result<(), BpfError> {
-        const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-        const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-        let prog_fd = self.prog(side).as_fd().as_raw_fd();
-        // SAFETY: zeroed is a valid bpf_link_create_opts; sz is set below.
-        let mut lopts: libbpf_sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
-        lopts.sz = std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _;
-        lopts.flags = match mode {
-            XdpMode::Native => XDP_FLAGS_DRV_MODE,
-            XdpMode::Generic => XDP_FLAGS_SKB_MODE,
-        };
-        // SAFETY: valid prog fd, ifindex and opts; the returned fd is owned.
-        let fd = unsafe {
-            libbpf_sys::bpf_link_create(prog_fd, idx as i32, libbpf_sys::BPF_XDP, &lopts)
-        };
-        if fd < 0 {
-            let err = std::io::Error::from_raw_os_error(-fd);
-            return Err(match -fd {
-                16 => BpfError::Busy {
-                    iface: iface.into(),
-                },
-                95 if mode == XdpMode::Native => BpfError::NoNative {
-                    iface: iface.into(),
-                },
-                _ => BpfError::Attach {
-                    iface: iface.into(),
-                    mode,
-                    err,
-                },
-            });
-        }
-        // SAFETY: fd is a fresh descriptor we own.
-        self.links.push(unsafe { OwnedFd::from_raw_fd(fd) });
+        let fd = link_xdp(self.prog(side).as_fd().as_raw_fd(), idx, mode, iface)?;
+        self.links.push(fd);
         let prog = match side {
             Side::Internal => "xdp_internal",
             Side::External => "xdp_external",
@@ -550,8 +529,92 @@ impl Drop for Datapath {
     }
 }
 
+/// Creates an XDP bpf_link of `prog_fd` on `idx` in the given mode.
+fn link_xdp(prog_fd: i32, idx: u32, mode: XdpMode, iface: &str) -> Result<OwnedFd, BpfError> {
+    const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+    const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+    // SAFETY: zeroed is a valid bpf_link_create_opts; sz is set below.
+    let mut lopts: libbpf_sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
+    lopts.sz = std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _;
+    lopts.flags = match mode {
+        XdpMode::Native => XDP_FLAGS_DRV_MODE,
+        XdpMode::Generic => XDP_FLAGS_SKB_MODE,
+    };
+    // SAFETY: valid prog fd, ifindex and opts; the returned fd is owned.
+    let fd =
+        unsafe { libbpf_sys::bpf_link_create(prog_fd, idx as i32, libbpf_sys::BPF_XDP, &lopts) };
+    if fd < 0 {
+        let err = std::io::Error::from_raw_os_error(-fd);
+        return Err(match -fd {
+            16 => BpfError::Busy {
+                iface: iface.into(),
+            },
+            95 if mode == XdpMode::Native => BpfError::NoNative {
+                iface: iface.into(),
+            },
+            _ => BpfError::Attach {
+                iface: iface.into(),
+                mode,
+                err,
+            },
+        });
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 fn libc_enoent() -> i32 {
     nix::errno::Errno::ENOENT as i32
+}
+
+/// An `xdp_pass` program attached to an interface (detached on drop).
+pub struct PassLink {
+    _dp: Datapath,
+    _link: OwnedFd,
+}
+
+/// Attaches the object's `xdp_pass` program (returns XDP_PASS) in native
+/// mode to `ifindex` in the current network namespace. Test beds put it on
+/// the far end of veth links so that frames sent by XDP_TX are delivered.
+pub fn attach_pass_program(ifindex: u32) -> Result<PassLink, BpfError> {
+    let cfg = Config::parse(
+        "[interfaces]\ninternal = \"lo\"\nexternal = \"lo\"\n[nat]\n\
+         internal_prefixes = [\"10.255.255.0/24\"]\nexternal_pool = [\"192.0.2.1/32\"]\n\
+         max_sessions = 16\nmax_bindings = 16\n",
+        Path::new("(xdp_pass)"),
+    )
+    .map_err(|e| BpfError::Pin {
+        path: PathBuf::from("(xdp_pass)"),
+        err: e.to_string(),
+    })?;
+    let dp = Datapath::load(
+        &cfg,
+        LoadOptions {
+            attach: false,
+            pin: false,
+        },
+    )?;
+    let fd = link_xdp(
+        dp.skel.progs.xdp_pass.as_fd().as_raw_fd(),
+        ifindex,
+        XdpMode::Native,
+        &ifname(ifindex),
+    )?;
+    Ok(PassLink { _dp: dp, _link: fd })
+}
+
+/// The first IPv4 address of an interface: the source of the ICMP errors
+/// cgnat sends there.
+pub fn interface_addr(name: &str) -> Option<std::net::Ipv4Addr> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
+        if ifa.interface_name != name {
+            return None;
+        }
+        ifa.address
+            .as_ref()
+            .and_then(|a| a.as_sockaddr_in())
+            .map(|sin| sin.ip())
+    })
 }
 
 /// Name of an interface index, for messages.
