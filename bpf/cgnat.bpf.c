@@ -29,6 +29,8 @@ const volatile __u8 PRESERVE_PARITY = 0;
 /* Generated ICMP errors per second and CPU (RFC 1812 4.3.2.8 rate
  * limit; also the burst). 0: never generate. */
 const volatile __u32 ICMP_RATE = 100;
+/* Clamp the MSS option of TCP SYNs to at most this (0: off). */
+const volatile __u16 MSS_CLAMP = 0;
 /* last_seen_ns is rewritten at most this often per session: timeouts are
  * seconds, and skipping the store keeps the cache line shared. */
 const volatile __u64 REFRESH_NS = 1000000000ULL;

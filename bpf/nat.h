@@ -25,6 +25,7 @@
 #include "csum.h"
 #include "fwd.h"
 #include "icmp_gen.h"
+#include "mss.h"
 
 #ifndef EEXIST
 #define EEXIST 17
@@ -429,6 +430,7 @@ established:
 		session_touch(t, now, tcp_events(p, 0), INBOUND_REFRESH);
 
 translate:
+	mss_clamp(p);
 	rewrite_src(p, ext.addr, ext.port);
 	if (t) {
 		rewrite_dst(p, new_dst, new_dport);
@@ -512,6 +514,7 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 			return rc;
 	}
 
+	mss_clamp(p);
 	rewrite_dst(p, int_addr, int_port);
 	rc = forward(p, &fib);
 	return rc == CGNAT_CONTINUE ? CGNAT_FWD_IN : rc;

@@ -97,6 +97,8 @@ struct pkt {
 	__be16 *inner_dport;
 	__sum16 *inner_csum; /* NULL when absent from the quote, or UDP 0 */
 	__u8 inner_proto;
+	void *l4;	/* TCP/UDP/ICMP header */
+	void *data_end;
 	__u32 ifindex;	/* ingress */
 	__u32 action;	/* XDP_TX or XDP_REDIRECT once forwarded */
 };
@@ -207,6 +209,7 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt *p)
 	void *l4_end;
 	int proto;
 
+	p->data_end = data_end;
 	proto = parse_ethhdr(&nh, data_end, &p->eth);
 	if (proto < 0)
 		return CGNAT_DROP_MALFORMED;
@@ -249,6 +252,7 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt *p)
 			return CGNAT_DROP_MALFORMED;
 		p->sport = &tcp->source;
 		p->dport = &tcp->dest;
+		p->l4 = tcp;
 		p->l4_csum = &tcp->check;
 		p->tcp_flags = ((__u8 *)tcp)[13];
 		p->pseudo = 1;

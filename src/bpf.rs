@@ -285,6 +285,7 @@ impl Datapath {
         ro.INBOUND_REFRESH = u8::from(cfg.inbound_refresh);
         ro.PRESERVE_PARITY = u8::from(cfg.preserve_parity);
         ro.ICMP_RATE = cfg.icmp.rate_limit;
+        ro.MSS_CLAMP = cfg.mss_clamp;
         let mode = |f: Filtering| match f {
             Filtering::EndpointIndependent => types::cgnat_filtering::CGNAT_FILTER_EIF.0 as u8,
             Filtering::AddressDependent => types::cgnat_filtering::CGNAT_FILTER_ADF.0 as u8,

@@ -164,6 +164,8 @@ struct RawNat {
     port_quarantine: String,
     #[serde(default)]
     preserve_parity: bool,
+    #[serde(default)]
+    mss_clamp: u16,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,6 +281,8 @@ pub struct Config {
     pub inbound_refresh: bool,
     pub port_quarantine: Duration,
     pub preserve_parity: bool,
+    /// Clamp the TCP MSS option of SYNs to this (0: off).
+    pub mss_clamp: u16,
     pub filtering: FilteringConfig,
     pub icmp: IcmpConfig,
     pub timeouts: Timeouts,
@@ -365,6 +369,12 @@ impl Config {
             }
         }
 
+        if raw.nat.mss_clamp != 0 && raw.nat.mss_clamp < 536 {
+            return Err(invalid(
+                "nat.mss_clamp",
+                format!("{} is below the IPv4 minimum MSS of 536 (0 turns clamping off)", raw.nat.mss_clamp),
+            ));
+        }
         if raw.nat.max_sessions < 16 {
             return Err(invalid("nat.max_sessions", "must be at least 16".into()));
         }
@@ -446,6 +456,7 @@ impl Config {
             inbound_refresh: raw.nat.inbound_refresh,
             port_quarantine,
             preserve_parity: raw.nat.preserve_parity,
+            mss_clamp: raw.nat.mss_clamp,
             filtering: raw.filtering,
             icmp: raw.icmp,
             timeouts,
