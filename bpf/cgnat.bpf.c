@@ -29,6 +29,8 @@ const volatile __u8 PRESERVE_PARITY = 0;
 /* Generated ICMP errors per second and CPU (RFC 1812 4.3.2.8 rate
  * limit; also the burst). 0: never generate. */
 const volatile __u32 ICMP_RATE = 100;
+/* Key of the IP ID hash (frag.h); random, set by the daemon. */
+const volatile __u32 ID_SECRET = 0;
 /* Clamp the MSS option of TCP SYNs to at most this (0: off). */
 const volatile __u16 MSS_CLAMP = 0;
 /* last_seen_ns is rewritten at most this often per session: timeouts are
@@ -42,6 +44,31 @@ const volatile __u64 REFRESH_NS = 1000000000ULL;
 #include "nat.h"
 #include "icmp.h"
 
+/* TCP, UDP, ICMP echo (and first fragments): by direction. */
+static __always_inline int nat_query(struct xdp_md *ctx, struct pkt *p,
+				     __u32 side)
+{
+	int rc = CGNAT_CONTINUE;
+
+	if (side & CGNAT_SIDE_INTERNAL)
+		rc = nat_outbound(ctx, p);
+	if (rc == CGNAT_CONTINUE && (side & CGNAT_SIDE_EXTERNAL))
+		rc = nat_inbound(ctx, p);
+	return rc;
+}
+
+static __always_inline int nat_icmp_error(struct xdp_md *ctx, struct pkt *p,
+					  __u32 side)
+{
+	int rc = CGNAT_CONTINUE;
+
+	if (side & CGNAT_SIDE_INTERNAL)
+		rc = nat_icmp_error_out(ctx, p);
+	if (rc == CGNAT_CONTINUE && (side & CGNAT_SIDE_EXTERNAL))
+		rc = nat_icmp_error_in(ctx, p);
+	return rc;
+}
+
 static __always_inline int process(struct xdp_md *ctx, __u32 side)
 {
 	__u64 bytes = ctx->data_end - ctx->data;
@@ -50,10 +77,12 @@ static __always_inline int process(struct xdp_md *ctx, __u32 side)
 
 	p.ifindex = ctx->ingress_ifindex;
 	rc = parse_packet(ctx, &p);
-	if (rc == CGNAT_CONTINUE && (side & CGNAT_SIDE_INTERNAL))
-		rc = p.inner ? nat_icmp_error_out(ctx, &p) : nat_outbound(ctx, &p);
-	if (rc == CGNAT_CONTINUE && (side & CGNAT_SIDE_EXTERNAL))
-		rc = p.inner ? nat_icmp_error_in(ctx, &p) : nat_inbound(ctx, &p);
+	if (rc == CGNAT_CONTINUE && p.frag == FRAG_LATER)
+		rc = nat_fragment(ctx, &p, side);
+	else if (rc == CGNAT_CONTINUE && p.inner)
+		rc = nat_icmp_error(ctx, &p, side);
+	else if (rc == CGNAT_CONTINUE)
+		rc = nat_query(ctx, &p, side);
 	if (rc == CGNAT_CONTINUE)
 		rc = nat_other(ctx, &p, side);
 	count(rc, bytes);

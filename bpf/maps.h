@@ -67,6 +67,14 @@ struct {
 	__type(value, struct cgnat_session);
 } sessions SEC(".maps");
 
+/* Fragment state: later fragments follow the first one's translation. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct cgnat_frag_key);
+	__type(value, struct cgnat_frag);
+} frags SEC(".maps");
+
 /* Address-dependent filtering: (binding, remote address) pairs the
  * subscriber has sent to -> creation time. Sized 1 unless a protocol uses
  * CGNAT_FILTER_ADF. */

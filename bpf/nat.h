@@ -23,9 +23,11 @@
 #include "maps.h"
 #include "parse.h"
 #include "csum.h"
+#include "addr.h"
 #include "fwd.h"
 #include "icmp_gen.h"
 #include "mss.h"
+#include "frag.h"
 
 #ifndef EEXIST
 #define EEXIST 17
@@ -34,13 +36,6 @@
 /* Random ports tried after the source port itself (RFC 6056 algorithm 1
  * with bounded retries); failing them all counts as exhaustion. */
 #define PORT_TRIES 32
-
-static __always_inline int lpm_has(void *trie, __be32 addr)
-{
-	struct cgnat_lpm_key k = { .prefixlen = 32, .addr = addr };
-
-	return bpf_map_lookup_elem(trie, &k) != 0;
-}
 
 /* fib_route() for a packet that gets translated: too big with DF set is
  * answered with "fragmentation needed" carrying the egress MTU. */
@@ -52,23 +47,6 @@ static __always_inline int route(struct xdp_md *ctx, struct pkt *p, __be32 saddr
 	if (rc == CGNAT_DROP_FRAG_NEEDED)
 		return icmp_frag_needed(ctx, p, fib->mtu_result);
 	return rc;
-}
-
-/*
- * Paired pooling (RFC 4787 REQ-2, RFC 6888 REQ-2): the external address of
- * a subscriber is a function of its address alone, so all its flows of
- * every protocol share one external address.
- */
-static __always_inline int pool_pick(__be32 int_addr, __be32 *ext)
-{
-	__u32 h = bpf_ntohl(int_addr) * 0x9E3779B1u;
-	__u32 idx = ((__u64)h * POOL_LEN) >> 32;
-	__be32 *a = bpf_map_lookup_elem(&pool_addrs, &idx);
-
-	if (!a)
-		return -1;
-	*ext = *a;
-	return 0;
 }
 
 /* Port candidate number `try` for a binding of internal port `orig` (host
@@ -281,6 +259,8 @@ static __always_inline __be16 remote_port(struct pkt *p, __be16 port)
 static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 {
 	struct iphdr *ip = p->ip;
+	struct cgnat_frag_key orig = { .saddr = ip->saddr, .daddr = ip->daddr,
+				       .id = ip->id, .proto = ip->protocol };
 	struct cgnat_endpoint ik = {};
 	struct cgnat_session_key sk = {};
 	struct cgnat_session init = {};
@@ -431,9 +411,11 @@ established:
 
 translate:
 	mss_clamp(p);
+	out_fix_id(ip);
 	rewrite_src(p, ext.addr, ext.port);
 	if (t) {
 		rewrite_dst(p, new_dst, new_dport);
+		frag_remember(p, &orig, CGNAT_FWD_HAIRPIN);
 		rc = forward(p, &fib);
 		return rc == CGNAT_CONTINUE ? CGNAT_FWD_HAIRPIN : rc;
 	}
@@ -450,6 +432,8 @@ translate:
 static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 {
 	struct iphdr *ip = p->ip;
+	struct cgnat_frag_key orig = { .saddr = ip->saddr, .daddr = ip->daddr,
+				       .id = ip->id, .proto = ip->protocol };
 	struct cgnat_session_key sk = {};
 	struct cgnat_session init = {};
 	struct cgnat_session *s;
@@ -516,6 +500,7 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 
 	mss_clamp(p);
 	rewrite_dst(p, int_addr, int_port);
+	frag_remember(p, &orig, CGNAT_FWD_IN);
 	rc = forward(p, &fib);
 	return rc == CGNAT_CONTINUE ? CGNAT_FWD_IN : rc;
 }

@@ -4,9 +4,10 @@
  *
  * Contract: parse_packet() fills struct pkt and returns CGNAT_CONTINUE for a
  * well-formed IPv4 packet, or the reason (enum cgnat_stat) that ends its
- * processing: CGNAT_PASS_NOT_IPV4 or CGNAT_DROP_MALFORMED. A well-formed
- * packet cgnat cannot translate (fragment, other protocol, ICMP other than
- * echo) has p->unsupported set to the drop reason it gets if it needed
+ * processing: CGNAT_PASS_NOT_IPV4 or CGNAT_DROP_MALFORMED. A fragment other
+ * than the first has p->frag = FRAG_LATER and no L4 fields. A well-formed
+ * packet cgnat cannot translate (other protocol, ICMP other than echo and
+ * the errors it handles) has p->unsupported set to the drop reason it gets if it needed
  * translation; it may still be for the router itself. Every header is
  * checked against data_end before it is read, and lengths against the IP
  * total length, so a frame that claims more than it carries is never
@@ -90,6 +91,7 @@ struct pkt {
 	__u8 tcp_flags; /* TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04) */
 	__u8 pseudo;	/* L4 checksum covers the IP addresses */
 	__u8 icmp_type;
+	__u8 frag;	/* 0, FRAG_FIRST or FRAG_LATER */
 	__u32 unsupported; /* 0, or the drop reason if it needed translation */
 	/* ICMP errors: the embedded (quoted) packet */
 	struct iphdr *inner;
@@ -102,6 +104,9 @@ struct pkt {
 	__u32 ifindex;	/* ingress */
 	__u32 action;	/* XDP_TX or XDP_REDIRECT once forwarded */
 };
+
+#define FRAG_FIRST 1 /* offset 0, more fragments */
+#define FRAG_LATER 2 /* offset > 0 */
 
 #define TCP_FLAG_FIN 0x01
 #define TCP_FLAG_SYN 0x02
@@ -221,12 +226,16 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt *p)
 		return CGNAT_DROP_MALFORMED;
 	ip = p->ip;
 	p->proto = proto;
-	/* Only whole datagrams for now: the first fragment alone would
-	 * be translated while the rest could not follow it. */
-	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFMASK)) {
+	/* A later fragment carries no L4 header: it follows the first one
+	 * (frag.h). A first fragment is parsed like a whole datagram, except
+	 * that its L4 length covers fragments still to come. */
+	if (ip->frag_off & bpf_htons(IP_OFFMASK)) {
+		p->frag = FRAG_LATER;
 		p->unsupported = CGNAT_DROP_FRAGMENT;
 		return CGNAT_CONTINUE;
 	}
+	if (ip->frag_off & bpf_htons(IP_MF))
+		p->frag = FRAG_FIRST;
 	l4_end = (void *)ip + bpf_ntohs(ip->tot_len);
 
 	if (proto == IPPROTO_UDP) {
@@ -235,7 +244,7 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt *p)
 		if ((void *)(udp + 1) > data_end || (void *)(udp + 1) > l4_end)
 			return CGNAT_DROP_MALFORMED;
 		if (bpf_ntohs(udp->len) < sizeof(*udp) ||
-		    (void *)udp + bpf_ntohs(udp->len) > l4_end)
+		    (!p->frag && (void *)udp + bpf_ntohs(udp->len) > l4_end))
 			return CGNAT_DROP_MALFORMED;
 		p->sport = &udp->source;
 		p->dport = &udp->dest;

@@ -152,7 +152,7 @@ enum cgnat_stat {
 	CGNAT_PASS_NOT_NAT,     /* neither from a subscriber nor to the pool */
 	/* dropped */
 	CGNAT_DROP_MALFORMED,   /* truncated frame, bad IHL or lengths */
-	CGNAT_DROP_FRAGMENT,    /* IPv4 fragment (not yet translated) */
+	CGNAT_DROP_FRAGMENT,    /* later fragment whose first one was not seen */
 	CGNAT_DROP_SPOOFED,     /* internal side, source not a subscriber */
 	CGNAT_DROP_TO_INTERNAL, /* external side, destination a subscriber */
 	CGNAT_DROP_PROTO,       /* protocol cgnat does not translate */
@@ -176,6 +176,28 @@ enum cgnat_stat {
 struct cgnat_counter {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/*
+ * Fragment state (map "frags"): how the first fragment of a datagram was
+ * translated, so the later ones (which carry no ports) follow it. Keyed by
+ * the fragment's header as it arrived.
+ */
+struct cgnat_frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;
+	__u8 proto;
+	__u8 _pad;
+};
+
+struct cgnat_frag {
+	__be32 saddr; /* after translation */
+	__be32 daddr;
+	__be16 id;
+	__u8 _pad[2];
+	__u32 reason; /* enum cgnat_stat the datagram is counted under */
+	__u64 created_ns;
 };
 
 /* Token bucket of the ICMP error generator (one per CPU). */

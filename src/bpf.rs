@@ -37,6 +37,8 @@ unsafe impl Pod for types::cgnat_counter {}
 unsafe impl Pod for types::cgnat_event {}
 unsafe impl Pod for types::cgnat_lpm_key {}
 unsafe impl Pod for types::cgnat_filter_key {}
+unsafe impl Pod for types::cgnat_frag_key {}
+unsafe impl Pod for types::cgnat_frag {}
 unsafe impl Pod for types::xdp_md {}
 unsafe impl Pod for u8 {}
 unsafe impl Pod for u32 {}
@@ -124,12 +126,20 @@ pub struct Tables {
     pub bind_in: MapHandle,
     pub bind_out: MapHandle,
     pub stats: MapHandle,
+    pub frags: MapHandle,
     /// Only when a protocol uses address-dependent filtering.
     pub filter_addr: Option<MapHandle>,
 }
 
 /// Map names pinned under `daemon.pin_path`.
-const PINNED: [&str; 5] = ["sessions", "bind_in", "bind_out", "stats", "filter_addr"];
+const PINNED: [&str; 6] = [
+    "sessions",
+    "bind_in",
+    "bind_out",
+    "stats",
+    "filter_addr",
+    "frags",
+];
 
 impl Tables {
     /// Opens the maps pinned by a running daemon.
@@ -146,6 +156,7 @@ impl Tables {
             bind_in: open("bind_in")?,
             bind_out: open("bind_out")?,
             stats: open("stats")?,
+            frags: open("frags")?,
             filter_addr: None,
         })
     }
@@ -286,6 +297,7 @@ impl Datapath {
         ro.PRESERVE_PARITY = u8::from(cfg.preserve_parity);
         ro.ICMP_RATE = cfg.icmp.rate_limit;
         ro.MSS_CLAMP = cfg.mss_clamp;
+        ro.ID_SECRET = random_u32();
         let mode = |f: Filtering| match f {
             Filtering::EndpointIndependent => types::cgnat_filtering::CGNAT_FILTER_EIF.0 as u8,
             Filtering::AddressDependent => types::cgnat_filtering::CGNAT_FILTER_ADF.0 as u8,
@@ -314,6 +326,9 @@ impl Datapath {
         m.bind_in
             .set_max_entries(cfg.max_bindings)
             .map_err(map_err("bind_in"))?;
+        m.frags
+            .set_max_entries(cfg.max_fragments)
+            .map_err(map_err("frags"))?;
         if cfg.filtering.any_address_dependent() {
             m.filter_addr
                 .set_max_entries(cfg.max_sessions)
@@ -430,6 +445,7 @@ impl Datapath {
             &mut m.bind_out,
             &mut m.stats,
             &mut m.filter_addr,
+            &mut m.frags,
         ]) {
             let path = dir.join(name);
             map.pin(&path).map_err(|e| BpfError::Pin {
@@ -451,6 +467,7 @@ impl Datapath {
             bind_in: h(&m.bind_in, "bind_in")?,
             bind_out: h(&m.bind_out, "bind_out")?,
             stats: h(&m.stats, "stats")?,
+            frags: h(&m.frags, "frags")?,
             filter_addr: if self.address_dependent {
                 Some(h(&m.filter_addr, "filter_addr")?)
             } else {
@@ -562,6 +579,19 @@ fn link_xdp(prog_fd: i32, idx: u32, mode: XdpMode, iface: &str) -> Result<OwnedF
     }
     // SAFETY: fd is a fresh descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A random key (for the IP ID hash); falls back to the clock.
+fn random_u32() -> u32 {
+    use std::io::Read;
+    let mut b = [0u8; 4];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u32::from_ne_bytes(b),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0x9e37_79b9),
+    }
 }
 
 fn libc_enoent() -> i32 {

@@ -166,6 +166,8 @@ struct RawNat {
     preserve_parity: bool,
     #[serde(default)]
     mss_clamp: u16,
+    #[serde(default = "default_max_fragments")]
+    max_fragments: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -181,6 +183,8 @@ struct RawTimeouts {
     tcp_closing: Option<String>,
     #[serde(default = "default_icmp")]
     icmp: String,
+    #[serde(default = "default_fragment")]
+    fragment: String,
     #[serde(default)]
     udp_ports: BTreeMap<String, String>,
 }
@@ -194,6 +198,7 @@ impl Default for RawTimeouts {
             tcp_opening: None,
             tcp_closing: None,
             icmp: default_icmp(),
+            fragment: default_fragment(),
             udp_ports: BTreeMap::new(),
         }
     }
@@ -220,6 +225,9 @@ impl Default for RawDaemon {
 fn default_max_sessions() -> u32 {
     1 << 20
 }
+fn default_max_fragments() -> u32 {
+    4096
+}
 fn default_max_bindings() -> u32 {
     1 << 18
 }
@@ -243,6 +251,10 @@ fn default_tcp_transitory() -> String {
 fn default_icmp() -> String {
     "60s".into()
 }
+/// RFC 6146 section 4: FRAGMENT_MIN is 2 s; a little more for slow links.
+fn default_fragment() -> String {
+    "5s".into()
+}
 fn default_pin_path() -> PathBuf {
     PathBuf::from("/sys/fs/bpf/cgnat")
 }
@@ -260,6 +272,8 @@ pub struct Timeouts {
     /// Closing: FIN both ways, or RST (RFC 7857 section 2.1, 2.2).
     pub tcp_closing: Duration,
     pub icmp: Duration,
+    /// How long the translation of a first fragment is kept for the others.
+    pub fragment: Duration,
     /// UDP timeouts by remote (destination) port (RFC 4787 REQ-5a).
     pub udp_ports: BTreeMap<u16, Duration>,
 }
@@ -278,6 +292,7 @@ pub struct Config {
     pub pool_addrs: Vec<Ipv4Addr>,
     pub max_sessions: u32,
     pub max_bindings: u32,
+    pub max_fragments: u32,
     pub inbound_refresh: bool,
     pub port_quarantine: Duration,
     pub preserve_parity: bool,
@@ -372,7 +387,10 @@ impl Config {
         if raw.nat.mss_clamp != 0 && raw.nat.mss_clamp < 536 {
             return Err(invalid(
                 "nat.mss_clamp",
-                format!("{} is below the IPv4 minimum MSS of 536 (0 turns clamping off)", raw.nat.mss_clamp),
+                format!(
+                    "{} is below the IPv4 minimum MSS of 536 (0 turns clamping off)",
+                    raw.nat.mss_clamp
+                ),
             ));
         }
         if raw.nat.max_sessions < 16 {
@@ -406,6 +424,7 @@ impl Config {
                 None => transitory,
             },
             icmp: dur("timeouts.icmp", &raw.timeouts.icmp)?,
+            fragment: dur("timeouts.fragment", &raw.timeouts.fragment)?,
             udp_ports,
         };
         let mut all = vec![
@@ -415,6 +434,7 @@ impl Config {
             ("timeouts.tcp_opening", timeouts.tcp_opening),
             ("timeouts.tcp_closing", timeouts.tcp_closing),
             ("timeouts.icmp", timeouts.icmp),
+            ("timeouts.fragment", timeouts.fragment),
         ];
         all.extend(
             timeouts
@@ -453,6 +473,7 @@ impl Config {
             pool_addrs,
             max_sessions: raw.nat.max_sessions,
             max_bindings: raw.nat.max_bindings,
+            max_fragments: raw.nat.max_fragments.max(16),
             inbound_refresh: raw.nat.inbound_refresh,
             port_quarantine,
             preserve_parity: raw.nat.preserve_parity,

@@ -232,6 +232,16 @@ impl Sweeper {
         }
         delete_all(&t.bind_in, "bind_in", &free)?;
 
+        // First-fragment translations are kept for timeouts.fragment.
+        let frag_ns = self.timeouts.fragment.as_nanos() as u64;
+        let frags: Vec<(types::cgnat_frag_key, types::cgnat_frag)> = dump(&t.frags, "frags")?;
+        let old: Vec<types::cgnat_frag_key> = frags
+            .iter()
+            .filter(|(_, f)| now.saturating_sub(f.created_ns) >= frag_ns)
+            .map(|(k, _)| *k)
+            .collect();
+        delete_all(&t.frags, "frags", &old)?;
+
         // Address-dependent filtering entries live while a session from
         // that binding to that remote address does.
         if let Some(fa) = &t.filter_addr {
@@ -313,6 +323,7 @@ mod tests {
             tcp_opening: Duration::from_secs(240),
             tcp_closing: Duration::from_secs(200),
             icmp: Duration::from_secs(60),
+            fragment: Duration::from_secs(5),
             udp_ports: [(53, Duration::from_secs(20))].into(),
         }
     }

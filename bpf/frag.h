@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * frag.h - fragments and the IP identification field.
+ *
+ * The first fragment of a datagram holds the L4 header and is translated
+ * like a whole datagram (its L4 checksum covers the whole datagram, and the
+ * incremental update stays right). Later fragments hold no ports:
+ * - from a subscriber to the internet they are translated without state:
+ *   the external address is a function of the subscriber's address (paired
+ *   pooling) and the new IP ID a function of the old header (below), so
+ *   they may arrive in any order (RFC 4787 REQ-14);
+ * - inbound and hairpinned ones follow the first fragment's translation,
+ *   remembered in the frags map for timeouts.fragment (RFC 6146
+ *   FRAGMENT_MIN); one that comes before its first fragment is dropped
+ *   (counted drop_fragment).
+ * The frags map is bounded (nat.max_fragments) and separate from the
+ * session tables, so a fragment flood cannot touch unfragmented traffic
+ * (RFC 4787 REQ-14a): a full map only loses fragments.
+ *
+ * IP ID (RFC 7857 section 10, RFC 6864 section 5.3.1): every outbound
+ * datagram that may be fragmented (DF clear) gets a new ID, a keyed hash of
+ * (ID, source, destination, protocol), so datagrams of subscribers sharing
+ * an external address do not share IDs toward one destination (but with
+ * probability 1/65536 per pair), with no per-datagram state.
+ */
+#ifndef CGNAT_FRAG_H
+#define CGNAT_FRAG_H
+
+#include "addr.h"
+#include "csum.h"
+#include "fwd.h"
+#include "parse.h"
+
+static __always_inline __be16 frag_id(__be32 saddr, __be32 daddr, __be16 id,
+				      __u8 proto)
+{
+	__u32 x = saddr ^ (daddr * 0x9E3779B1u) ^ (((__u32)id << 16) | proto) ^
+		  ID_SECRET;
+
+	x ^= x >> 16;
+	x *= 0x7feb352du;
+	x ^= x >> 15;
+	x *= 0x846ca68bu;
+	x ^= x >> 16;
+	return (__be16)x;
+}
+
+static __always_inline void ip_set_id(struct iphdr *ip, __be16 id)
+{
+	csum_replace2(&ip->check, ip->id, id);
+	ip->id = id;
+}
+
+/* New ID for an outbound datagram, from its header before translation. */
+static __always_inline void out_fix_id(struct iphdr *ip)
+{
+	if (!(ip->frag_off & bpf_htons(IP_DF)))
+		ip_set_id(ip, frag_id(ip->saddr, ip->daddr, ip->id, ip->protocol));
+}
+
+/* After translating a first fragment: remember how, for the later ones. */
+static __always_inline void frag_remember(struct pkt *p,
+					  struct cgnat_frag_key *orig,
+					  __u32 reason)
+{
+	struct cgnat_frag f = {
+		.saddr = p->ip->saddr,
+		.daddr = p->ip->daddr,
+		.id = p->ip->id,
+		.reason = reason,
+		.created_ns = bpf_ktime_get_coarse_ns(),
+	};
+
+	if (p->frag == FRAG_FIRST)
+		bpf_map_update_elem(&frags, orig, &f, BPF_ANY);
+}
+
+/* A later fragment. CGNAT_CONTINUE when it is not ours. */
+static __always_inline int nat_fragment(struct xdp_md *ctx, struct pkt *p,
+					__u32 side)
+{
+	struct iphdr *ip = p->ip;
+	struct cgnat_frag_key k = { .saddr = ip->saddr, .daddr = ip->daddr,
+				    .id = ip->id, .proto = ip->protocol };
+	struct bpf_fib_lookup fib;
+	struct cgnat_frag *f;
+	__be32 ns, nd;
+	__be16 nid;
+	__u32 reason;
+	int rc;
+
+	f = bpf_map_lookup_elem(&frags, &k);
+	if (f) {
+		ns = f->saddr;
+		nd = f->daddr;
+		nid = f->id;
+		reason = f->reason;
+	} else {
+		if (!(side & CGNAT_SIDE_INTERNAL) ||
+		    !lpm_has(&internal_prefixes, ip->saddr))
+			return CGNAT_CONTINUE;
+		if (lpm_has(&pool_prefixes, ip->daddr))
+			return CGNAT_DROP_FRAGMENT; /* hairpin, first not seen */
+		if (pool_pick(ip->saddr, &ns))
+			return CGNAT_DROP_NO_POOL;
+		nd = ip->daddr;
+		nid = frag_id(ip->saddr, ip->daddr, ip->id, ip->protocol);
+		reason = CGNAT_FWD_OUT;
+	}
+	rc = fib_route(ctx, p, ns, nd, &fib);
+	if (rc != CGNAT_CONTINUE)
+		return rc; /* no ICMP about a later fragment (RFC 1812) */
+	if (ip->ttl <= 1)
+		return CGNAT_DROP_TTL;
+	csum_replace4(&ip->check, ip->saddr, ns);
+	ip->saddr = ns;
+	csum_replace4(&ip->check, ip->daddr, nd);
+	ip->daddr = nd;
+	ip_set_id(ip, nid);
+	rc = forward(p, &fib);
+	return rc == CGNAT_CONTINUE ? reason : rc;
+}
+
+#endif /* CGNAT_FRAG_H */
