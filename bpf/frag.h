@@ -11,8 +11,11 @@
  *   they may arrive in any order (RFC 4787 REQ-14);
  * - inbound and hairpinned ones follow the first fragment's translation,
  *   remembered in the frags map for timeouts.fragment (RFC 6146
- *   FRAGMENT_MIN); one that comes before its first fragment is dropped
- *   (counted drop_fragment).
+ *   FRAGMENT_MIN); one that comes before its first fragment is held in
+ *   frag_stash (counted frag_held) and re-run by the daemon through this
+ *   program once the first fragment has created the state (a
+ *   BPF_PROG_TEST_RUN with live frames, so it is translated and sent by
+ *   XDP like any other packet).
  * The frags map is bounded (nat.max_fragments) and separate from the
  * session tables, so a fragment flood cannot touch unfragmented traffic
  * (RFC 4787 REQ-14a): a full map only loses fragments.
@@ -71,8 +74,49 @@ static __always_inline void frag_remember(struct pkt *p,
 		.created_ns = bpf_ktime_get_coarse_ns(),
 	};
 
-	if (p->frag == FRAG_FIRST)
-		bpf_map_update_elem(&frags, orig, &f, BPF_ANY);
+	struct cgnat_event *ev;
+
+	if (p->frag != FRAG_FIRST)
+		return;
+	bpf_map_update_elem(&frags, orig, &f, BPF_ANY);
+	/* later fragments came first: the daemon re-runs them now */
+	if (bpf_map_delete_elem(&frag_pending, orig) == 0) {
+		ev = event_new(CGNAT_EV_FRAG_READY);
+		if (!ev)
+			return;
+		ev->frag = *orig;
+		bpf_ringbuf_submit(ev, 0);
+	}
+}
+
+/*
+ * Hold a later fragment whose first fragment has not been seen (out of
+ * order, RFC 4787 REQ-14): copy the frame into frag_stash and mark the
+ * datagram pending. Returns CGNAT_FRAG_HELD, or CGNAT_DROP_FRAGMENT when
+ * it cannot be held (too big, stash full).
+ */
+static __always_inline int frag_hold(struct xdp_md *ctx, struct pkt *p,
+				     struct cgnat_frag_key *k)
+{
+	struct cgnat_stash_key sk = { .frag = *k, .frag_off = p->ip->frag_off };
+	__u32 zero = 0, len = ctx->data_end - ctx->data;
+	struct cgnat_stash *st;
+	__u64 now = bpf_ktime_get_coarse_ns();
+
+	if (len > CGNAT_STASH_BYTES || len == 0)
+		return CGNAT_DROP_FRAGMENT;
+	st = bpf_map_lookup_elem(&stash_scratch, &zero);
+	if (!st)
+		return CGNAT_DROP_FRAGMENT;
+	st->len = len;
+	st->ifindex = p->ifindex;
+	st->created_ns = now;
+	if (bpf_xdp_load_bytes(ctx, 0, st->data, len))
+		return CGNAT_DROP_FRAGMENT;
+	if (bpf_map_update_elem(&frag_stash, &sk, st, BPF_NOEXIST))
+		return CGNAT_DROP_FRAGMENT;
+	bpf_map_update_elem(&frag_pending, k, &now, BPF_ANY);
+	return CGNAT_FRAG_HELD;
 }
 
 /* A later fragment. CGNAT_CONTINUE when it is not ours. */
@@ -96,11 +140,13 @@ static __always_inline int nat_fragment(struct xdp_md *ctx, struct pkt *p,
 		nid = f->id;
 		reason = f->reason;
 	} else {
+		if (lpm_has(&pool_prefixes, ip->daddr) &&
+		    ((side & CGNAT_SIDE_EXTERNAL) ||
+		     lpm_has(&internal_prefixes, ip->saddr)))
+			return frag_hold(ctx, p, &k); /* inbound or hairpin */
 		if (!(side & CGNAT_SIDE_INTERNAL) ||
 		    !lpm_has(&internal_prefixes, ip->saddr))
 			return CGNAT_CONTINUE;
-		if (lpm_has(&pool_prefixes, ip->daddr))
-			return CGNAT_DROP_FRAGMENT; /* hairpin, first not seen */
 		if (pool_pick(ip->saddr, &ns))
 			return CGNAT_DROP_NO_POOL;
 		nd = ip->daddr;

@@ -29,6 +29,24 @@
 #endif
 #define NEIGH_REPORT_NS 100000000ULL /* 100 ms */
 
+/* Reserve a zeroed ring-buffer record of `type`, or count it lost. */
+static __always_inline struct cgnat_event *event_new(__u32 type)
+{
+	struct cgnat_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	__u64 *lost;
+
+	if (!ev) {
+		lost = bpf_map_lookup_elem(&event_lost, &type);
+		if (lost)
+			(*lost)++;
+		return 0;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->type = type;
+	ev->ts_ns = bpf_ktime_get_coarse_ns();
+	return ev;
+}
+
 static __always_inline void report_neigh_miss(__u32 ifindex, __be32 nexthop)
 {
 	__u64 now = bpf_ktime_get_coarse_ns();
@@ -38,14 +56,11 @@ static __always_inline void report_neigh_miss(__u32 ifindex, __be32 nexthop)
 	if (last && now - *last < NEIGH_REPORT_NS)
 		return;
 	bpf_map_update_elem(&neigh_reported, &nexthop, &now, BPF_ANY);
-	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	ev = event_new(CGNAT_EV_NEIGH_MISS);
 	if (!ev)
 		return;
-	ev->type = CGNAT_EV_NEIGH_MISS;
 	ev->ifindex = ifindex;
 	ev->addr = nexthop;
-	ev->_pad = 0;
-	ev->ts_ns = now;
 	bpf_ringbuf_submit(ev, 0);
 }
 

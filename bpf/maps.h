@@ -124,6 +124,40 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
+/* Ring-buffer records lost (buffer full), per enum cgnat_event_type. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CGNAT_EVENT_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} event_lost SEC(".maps");
+
+/* Later fragments that came before their first fragment (inbound and
+ * hairpin), held for the daemon to re-run once it has arrived. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct cgnat_stash_key);
+	__type(value, struct cgnat_stash);
+} frag_stash SEC(".maps");
+
+/* Scratch space to build a frag_stash value (too big for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cgnat_stash);
+} stash_scratch SEC(".maps");
+
+/* Datagrams with held fragments: set when one is held, consumed when
+ * the first fragment arrives. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct cgnat_frag_key);
+	__type(value, __u64);
+} frag_pending SEC(".maps");
+
 /* Next hops already reported as missing: next hop -> time reported.
  * Bounds the event rate to one per next hop per NEIGH_REPORT_NS. */
 struct {

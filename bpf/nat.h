@@ -116,6 +116,23 @@ static __always_inline void filter_note(__u8 proto, __be32 ext_addr,
 		bpf_map_update_elem(&filter_addr, &fk, &now, BPF_NOEXIST);
 }
 
+/* NAT log record of a new binding (RFC 6888 section 4: no destination,
+ * REQ-12). */
+static __always_inline void log_binding(struct cgnat_endpoint *ik,
+					struct cgnat_endpoint *ek)
+{
+	struct cgnat_event *ev = event_new(CGNAT_EV_BINDING_CREATE);
+
+	if (!ev)
+		return;
+	ev->proto = ik->proto;
+	ev->addr = ik->addr;
+	ev->port = ik->port;
+	ev->ext_addr = ek->addr;
+	ev->ext_port = ek->port;
+	bpf_ringbuf_submit(ev, 0);
+}
+
 /* Create the binding of internal endpoint *ik on external address ext_addr;
  * on success *out holds the external endpoint. */
 static __always_inline int binding_create(struct cgnat_endpoint *ik,
@@ -146,6 +163,7 @@ claimed:
 	err = bpf_map_update_elem(&bind_out, ik, &fwd, BPF_NOEXIST);
 	if (err == 0) {
 		*out = fwd;
+		log_binding(ik, &ek);
 		return CGNAT_CONTINUE;
 	}
 	bpf_map_delete_elem(&bind_in, &ek);

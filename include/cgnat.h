@@ -152,7 +152,8 @@ enum cgnat_stat {
 	CGNAT_PASS_NOT_NAT,     /* neither from a subscriber nor to the pool */
 	/* dropped */
 	CGNAT_DROP_MALFORMED,   /* truncated frame, bad IHL or lengths */
-	CGNAT_DROP_FRAGMENT,    /* later fragment whose first one was not seen */
+	CGNAT_DROP_FRAGMENT,    /* later fragment that cannot follow a first one */
+	CGNAT_FRAG_HELD,        /* later fragment held until its first arrives */
 	CGNAT_DROP_SPOOFED,     /* internal side, source not a subscriber */
 	CGNAT_DROP_TO_INTERNAL, /* external side, destination a subscriber */
 	CGNAT_DROP_PROTO,       /* protocol cgnat does not translate */
@@ -209,8 +210,15 @@ struct cgnat_bucket {
 /* Ring-buffer event types (struct cgnat_event.type). */
 enum cgnat_event_type {
 	/* next hop has no neighbour entry: the daemon asks the kernel to
-	 * resolve it (RTM_NEWNEIGH with NTF_USE) */
+	 * resolve it (RTM_NEWNEIGH with NTF_USE); ifindex, addr */
 	CGNAT_EV_NEIGH_MISS = 1,
+	/* a binding was created (NAT log, RFC 6888 section 4): proto,
+	 * addr/port (internal), ext_addr/ext_port */
+	CGNAT_EV_BINDING_CREATE = 2,
+	/* the first fragment of a datagram whose later fragments are held
+	 * in frag_stash arrived: the daemon re-runs them through the
+	 * program (frag: the key) */
+	CGNAT_EV_FRAG_READY = 3,
 };
 
 /* Ring-buffer record from the data path to the daemon. */
@@ -218,9 +226,37 @@ struct cgnat_event {
 	__u32 type; /* enum cgnat_event_type */
 	__u32 ifindex;
 	__be32 addr;
-	__u32 _pad;
+	__be32 ext_addr;
+	__be16 port;
+	__be16 ext_port;
+	__u8 proto;
+	__u8 _pad[3];
 	__u64 ts_ns;
+	struct cgnat_frag_key frag;
+	__u32 _pad2;
 };
+
+/* Largest frame held in frag_stash. */
+enum { CGNAT_STASH_BYTES = 1600 };
+
+/* Key of frag_stash: the datagram and the fragment's offset field. */
+struct cgnat_stash_key {
+	struct cgnat_frag_key frag;
+	__be16 frag_off;
+	__u16 _pad;
+};
+
+/* A later fragment held until its first fragment arrives. */
+struct cgnat_stash {
+	__u32 len;
+	__u32 ifindex; /* where it was received */
+	__u64 created_ns;
+	__u8 data[CGNAT_STASH_BYTES];
+};
+
+/* Events the data path could not deliver (ring buffer full), by type:
+ * slot = enum cgnat_event_type. PERCPU_ARRAY "event_lost". */
+enum { CGNAT_EVENT_SLOTS = 4 };
 
 /* Key of the LPM tries (internal prefixes, pool prefixes). */
 struct cgnat_lpm_key {

@@ -39,6 +39,8 @@ unsafe impl Pod for types::cgnat_lpm_key {}
 unsafe impl Pod for types::cgnat_filter_key {}
 unsafe impl Pod for types::cgnat_frag_key {}
 unsafe impl Pod for types::cgnat_frag {}
+unsafe impl Pod for types::cgnat_stash_key {}
+unsafe impl Pod for types::cgnat_stash {}
 unsafe impl Pod for types::xdp_md {}
 unsafe impl Pod for u8 {}
 unsafe impl Pod for u32 {}
@@ -127,18 +129,22 @@ pub struct Tables {
     pub bind_out: MapHandle,
     pub stats: MapHandle,
     pub frags: MapHandle,
+    pub frag_stash: MapHandle,
+    pub frag_pending: MapHandle,
     /// Only when a protocol uses address-dependent filtering.
     pub filter_addr: Option<MapHandle>,
 }
 
 /// Map names pinned under `daemon.pin_path`.
-const PINNED: [&str; 6] = [
+const PINNED: [&str; 8] = [
     "sessions",
     "bind_in",
     "bind_out",
     "stats",
     "filter_addr",
     "frags",
+    "frag_stash",
+    "frag_pending",
 ];
 
 impl Tables {
@@ -157,6 +163,8 @@ impl Tables {
             bind_out: open("bind_out")?,
             stats: open("stats")?,
             frags: open("frags")?,
+            frag_stash: open("frag_stash")?,
+            frag_pending: open("frag_pending")?,
             filter_addr: None,
         })
     }
@@ -169,6 +177,8 @@ pub struct Datapath {
     links: Vec<OwnedFd>,
     pinned: Option<PathBuf>,
     address_dependent: bool,
+    one_armed: bool,
+    internal_ifindex: u32,
     /// What was attached where, for the start-up log.
     pub attached: Vec<String>,
 }
@@ -341,6 +351,8 @@ impl Datapath {
             links: Vec::new(),
             pinned: None,
             address_dependent: cfg.filtering.any_address_dependent(),
+            one_armed: cfg.one_armed(),
+            internal_ifindex: int_idx,
             attached: Vec::new(),
         };
         if let Some(n) = fib_note {
@@ -446,6 +458,8 @@ impl Datapath {
             &mut m.stats,
             &mut m.filter_addr,
             &mut m.frags,
+            &mut m.frag_stash,
+            &mut m.frag_pending,
         ]) {
             let path = dir.join(name);
             map.pin(&path).map_err(|e| BpfError::Pin {
@@ -468,6 +482,8 @@ impl Datapath {
             bind_out: h(&m.bind_out, "bind_out")?,
             stats: h(&m.stats, "stats")?,
             frags: h(&m.frags, "frags")?,
+            frag_stash: h(&m.frag_stash, "frag_stash")?,
+            frag_pending: h(&m.frag_pending, "frag_pending")?,
             filter_addr: if self.address_dependent {
                 Some(h(&m.filter_addr, "filter_addr")?)
             } else {
@@ -509,6 +525,58 @@ impl Datapath {
         let len = res.data.map(|d| d.len()).unwrap_or(0);
         out.truncate(len);
         Ok((ret, out))
+    }
+
+    /// Re-runs the held later fragments of datagram `key` through the
+    /// program of the interface each was received on, with live frames:
+    /// their first fragment has arrived, so they are translated and sent
+    /// by XDP now. Returns how many were released.
+    pub fn release_fragments(&self, key: &types::cgnat_frag_key) -> Result<usize, BpfError> {
+        const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+        let stash = &self.skel.maps.frag_stash;
+        let mut released = 0;
+        let keys: Vec<Vec<u8>> = stash.keys().collect();
+        for kb in keys {
+            let Some(k) = from_bytes::<types::cgnat_stash_key>(&kb) else {
+                continue;
+            };
+            if bytes_of(&k.frag) != bytes_of(key) {
+                continue;
+            }
+            let Ok(Some(vb)) = stash.lookup_and_delete(&kb) else {
+                continue;
+            };
+            let Some(st) = from_bytes::<types::cgnat_stash>(&vb) else {
+                continue;
+            };
+            let len = (st.len as usize).min(st.data.len());
+            let side = if self.one_armed {
+                Side::OneArmed
+            } else if st.ifindex == self.internal_ifindex {
+                Side::Internal
+            } else {
+                Side::External
+            };
+            let ctx = types::xdp_md {
+                data: 0,
+                data_end: len as u32,
+                ingress_ifindex: st.ifindex,
+                ..Default::default()
+            };
+            let mut ctx_bytes = bytes_of(&ctx).to_vec();
+            let input = libbpf_rs::ProgramInput {
+                context_in: Some(&mut ctx_bytes),
+                data_in: Some(&st.data[..len]),
+                flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+                repeat: 1,
+                ..Default::default()
+            };
+            self.prog(side)
+                .test_run(input)
+                .map_err(map_err("frag_stash"))?;
+            released += 1;
+        }
+        Ok(released)
     }
 
     /// Runs a frame `repeat` times and returns the mean time per run (ns).

@@ -241,6 +241,22 @@ impl Sweeper {
             .map(|(k, _)| *k)
             .collect();
         delete_all(&t.frags, "frags", &old)?;
+        // Held fragments whose first fragment never came.
+        let held: Vec<(types::cgnat_stash_key, types::cgnat_stash)> =
+            dump(&t.frag_stash, "frag_stash")?;
+        let stale: Vec<types::cgnat_stash_key> = held
+            .iter()
+            .filter(|(_, st)| now.saturating_sub(st.created_ns) >= frag_ns)
+            .map(|(k, _)| *k)
+            .collect();
+        delete_all(&t.frag_stash, "frag_stash", &stale)?;
+        let pending: Vec<(types::cgnat_frag_key, u64)> = dump(&t.frag_pending, "frag_pending")?;
+        let stale: Vec<types::cgnat_frag_key> = pending
+            .iter()
+            .filter(|(_, ts)| now.saturating_sub(*ts) >= frag_ns)
+            .map(|(k, _)| *k)
+            .collect();
+        delete_all(&t.frag_pending, "frag_pending", &stale)?;
 
         // Address-dependent filtering entries live while a session from
         // that binding to that remote address does.

@@ -177,6 +177,28 @@ fn print_sessions(list: &[expiry::SessionView], json: bool) {
     }
 }
 
+/// One ring-buffer record from the data path.
+fn handle_event(dp: &Datapath, resolver: &mut neigh::Resolver, ev: &types::cgnat_event) {
+    type E = types::cgnat_event_type;
+    match types::cgnat_event_type(ev.r#type) {
+        E::CGNAT_EV_NEIGH_MISS => {
+            let addr = Ipv4Addr::from(u32::from_be(ev.addr));
+            let dev = bpf::ifname(ev.ifindex);
+            match resolver.resolve(ev.ifindex, addr) {
+                Ok(()) => eprintln!("cgnat: resolving next hop {addr} on {dev}"),
+                Err(e) => eprintln!("cgnat: warning: cannot resolve next hop {addr} on {dev}: {e}"),
+            }
+        }
+        E::CGNAT_EV_FRAG_READY => {
+            if let Err(e) = dp.release_fragments(&ev.frag) {
+                eprintln!("cgnat: warning: releasing held fragments: {e}");
+            }
+        }
+        // NAT logging (binding records) is not configured yet.
+        _ => {}
+    }
+}
+
 /// The daemon: load, attach, then sweep and serve events until a signal.
 fn daemon(config: &Path) -> Result<(), String> {
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
@@ -215,16 +237,13 @@ fn daemon(config: &Path) -> Result<(), String> {
     );
 
     let mut resolver = neigh::Resolver::new().map_err(|e| format!("rtnetlink socket: {e}"))?;
-    let pending_cell: Rc<RefCell<Vec<(u32, Ipv4Addr)>>> = Rc::default();
+    let queue: Rc<RefCell<Vec<types::cgnat_event>>> = Rc::default();
     let mut rb = libbpf_rs::RingBufferBuilder::new();
     let events: &libbpf_rs::Map<'static> = dp.events();
-    let sink = Rc::clone(&pending_cell);
+    let sink = Rc::clone(&queue);
     rb.add(events, move |data: &[u8]| {
         if let Some(ev) = from_bytes::<types::cgnat_event>(data) {
-            if ev.r#type == types::cgnat_event_type::CGNAT_EV_NEIGH_MISS.0 {
-                sink.borrow_mut()
-                    .push((ev.ifindex, Ipv4Addr::from(u32::from_be(ev.addr))));
-            }
+            sink.borrow_mut().push(ev);
         }
         0
     })
@@ -241,18 +260,9 @@ fn daemon(config: &Path) -> Result<(), String> {
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(50));
         let _ = rb.poll(wait);
-        let misses: Vec<_> = pending_cell.borrow_mut().drain(..).collect();
-        for (ifindex, addr) in misses {
-            match resolver.resolve(ifindex, addr) {
-                Ok(()) => eprintln!(
-                    "cgnat: resolving next hop {addr} on {}",
-                    bpf::ifname(ifindex)
-                ),
-                Err(e) => eprintln!(
-                    "cgnat: warning: cannot resolve next hop {addr} on {}: {e}",
-                    bpf::ifname(ifindex)
-                ),
-            }
+        let batch: Vec<types::cgnat_event> = queue.borrow_mut().drain(..).collect();
+        for ev in batch {
+            handle_event(&dp, &mut resolver, &ev);
         }
         if Instant::now() >= next_sweep {
             match sweeper.sweep(&tables, expiry::monotonic_ns()) {
