@@ -76,6 +76,40 @@ static __always_inline void outer_set_dst(struct iphdr *ip, __be32 addr)
 	ip->daddr = addr;
 }
 
+/* RFC 5508 REQ-3/3a: an error with a bad ICMP checksum, or a bad
+ * checksum of the embedded IP header, is dropped (the embedded L4 checksum
+ * is not checked, REQ-3c). The ICMP sum covers the whole message. */
+#define ICMP_MSG_MAX_WORDS 760 /* 1520 bytes: a full-size error */
+
+static __always_inline int icmp_error_csum_ok(struct pkt *p)
+{
+	void *data_end = p->data_end;
+	__u16 *w = (__u16 *)p->l4_csum - 1; /* start of the ICMP header */
+	__u32 len = bpf_ntohs(p->ip->tot_len) - p->ip->ihl * 4;
+	__u32 i, words = len / 2, sum = 0;
+	struct iphdr *in = p->inner;
+
+	if (len > ICMP_MSG_MAX_WORDS * 2)
+		return 0;
+	for (i = 0; i < ICMP_MSG_MAX_WORDS; i++) {
+		if (i >= words || (void *)(w + i + 1) > data_end)
+			break;
+		sum += w[i];
+	}
+	if ((len & 1) && (void *)((__u8 *)w + len) <= data_end)
+		sum += *((__u8 *)w + len - 1); /* odd tail, padded with zero */
+	if (csum_fold32(sum) != 0xffff)
+		return 0;
+	w = (__u16 *)in;
+	sum = 0;
+	for (i = 0; i < 30; i++) {
+		if (i >= in->ihl * 2u || (void *)(w + i + 1) > data_end)
+			break;
+		sum += w[i];
+	}
+	return csum_fold32(sum) == 0xffff;
+}
+
 /* The live binding whose external endpoint is (addr, port, proto). */
 static __always_inline struct cgnat_binding *binding_in(__be32 addr, __be16 port,
 							__u8 proto)
@@ -104,6 +138,8 @@ static __always_inline int nat_icmp_error_in(struct xdp_md *ctx, struct pkt *p)
 	b = binding_in(in->saddr, *p->inner_sport, p->inner_proto);
 	if (!b)
 		return CGNAT_CONTINUE;
+	if (!icmp_error_csum_ok(p))
+		return CGNAT_DROP_ICMP_CSUM;
 	int_addr = b->addr;
 	int_port = b->port;
 
@@ -144,6 +180,8 @@ static __always_inline int nat_icmp_error_out(struct xdp_md *ctx, struct pkt *p)
 	}
 	ext_addr = b->addr;
 	ext_port = b->port;
+	if (!icmp_error_csum_ok(p))
+		return CGNAT_DROP_ICMP_CSUM;
 
 	if (lpm_has(&pool_prefixes, ip->daddr)) {
 		/* hairpinned: the quoted packet came from another mapping */

@@ -223,6 +223,8 @@ static __always_inline void session_touch(struct cgnat_session *s, __u64 now,
 {
 	if (refresh && now - s->last_seen_ns > REFRESH_NS)
 		s->last_seen_ns = now;
+	if (refresh && (s->flags & CGNAT_SESS_DYING))
+		s->flags &= ~CGNAT_SESS_DYING;
 	if (ev && (s->tcp & ev) != ev)
 		__sync_fetch_and_or(&s->tcp, ev);
 }

@@ -106,6 +106,10 @@ enum cgnat_tcp_event {
 enum cgnat_session_flag {
 	CGNAT_SESS_INBOUND = 1, /* created by an inbound packet (EIF) */
 	CGNAT_SESS_HAIRPIN = 2, /* remote is one of our own external endpoints */
+	/* set by the daemon on an idle session it will delete at its next
+	 * sweep; any refreshing packet clears it (two-phase expiry, so a
+	 * sweep never deletes a session a packet is refreshing) */
+	CGNAT_SESS_DYING = 4,
 };
 
 /*
@@ -158,6 +162,7 @@ enum cgnat_stat {
 	CGNAT_DROP_TO_INTERNAL, /* external side, destination a subscriber */
 	CGNAT_DROP_PROTO,       /* protocol cgnat does not translate */
 	CGNAT_DROP_ICMP_TYPE,   /* ICMP type not translated */
+	CGNAT_DROP_ICMP_CSUM,   /* ICMP error with a bad ICMP or embedded IP checksum */
 	CGNAT_DROP_NO_BINDING,  /* inbound to the pool with no mapping */
 	CGNAT_DROP_FILTERED,    /* inbound refused by the filtering mode */
 	CGNAT_DROP_TCP_NO_SESSION, /* TCP segment that may not open a session */

@@ -3,17 +3,22 @@
 //! The data path only stamps `last_seen_ns` (CLOCK_MONOTONIC) and ORs TCP
 //! event bits; this module decides what is dead. One sweep:
 //! 1. reads every session; a session idle longer than the timeout of its
-//!    protocol and TCP state is deleted; the others mark their binding live;
+//!    protocol and TCP state is marked dying, and deleted at the next sweep
+//!    if it is still marked (a refreshing packet clears the mark, so a
+//!    session is never deleted while packets refresh it: expiry happens
+//!    between timeout and timeout + one sweep interval); the others mark
+//!    their binding live;
 //! 2. reads every binding (bind_in); a binding no live session uses (and
 //!    older than a short grace, so a binding whose first session is being
 //!    created is not taken) loses its outbound entry and its external port
 //!    goes into quarantine for `nat.port_quarantine` (RFC 6888 REQ-8);
 //!    a quarantine that has run out frees the port.
 //!
-//! Race with the data path: a packet may refresh a session between our
-//! read and our delete. The window is one syscall long and only at the
-//! very end of an idle timeout; for TCP the next segment picks the flow up
-//! again (loose pick-up keeps the same binding while it lives).
+//! Races with the data path: marking rewrites the whole value, so a TCP
+//! event bit or refresh landing in that same instant can be lost; the
+//! session then simply gets marked (not deleted) and a later packet clears
+//! the mark again. A packet may also create a session on a binding just
+//! being released; that session idles out as usual.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -106,6 +111,8 @@ pub fn proto_name(p: u8) -> &'static str {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
     pub sessions_live: u64,
+    /// Idle past their timeout, marked; deleted at the next sweep.
+    pub sessions_dying: u64,
     pub sessions_expired: u64,
     pub bindings_live: u64,
     pub bindings_released: u64,
@@ -172,12 +179,29 @@ impl Sweeper {
         let sessions: Vec<(types::cgnat_session_key, types::cgnat_session)> =
             dump(&t.sessions, "sessions")?;
         let mut dead = Vec::new();
+        let dying_flag = types::cgnat_session_flag::CGNAT_SESS_DYING.0 as u8;
         let mut live: HashSet<(u32, u16, u8)> = HashSet::new();
         let mut live_remotes: HashSet<(u32, u16, u8, u32)> = HashSet::new();
         for (k, s) in &sessions {
             let idle = now.saturating_sub(s.last_seen_ns);
             if idle > timeout_of(&self.timeouts, k, s).as_nanos() as u64 {
-                dead.push(*k);
+                if s.flags & dying_flag != 0 {
+                    // marked at the previous sweep and still idle
+                    dead.push(*k);
+                    continue;
+                }
+                // Two-phase expiry: mark now, delete next sweep unless a
+                // packet refreshes it (which clears the mark).
+                let marked = types::cgnat_session {
+                    flags: s.flags | dying_flag,
+                    ..*s
+                };
+                let _ = t
+                    .sessions
+                    .update(bytes_of(k), bytes_of(&marked), MapFlags::EXIST);
+                rep.sessions_dying += 1;
+                live.insert((k.ext_addr, k.ext_port, k.proto));
+                live_remotes.insert((k.ext_addr, k.ext_port, k.proto, k.rem_addr));
             } else {
                 live.insert((k.ext_addr, k.ext_port, k.proto));
                 live_remotes.insert((k.ext_addr, k.ext_port, k.proto, k.rem_addr));

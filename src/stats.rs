@@ -25,6 +25,7 @@ pub const NAMES: &[(S, &str)] = &[
     (S::CGNAT_DROP_TO_INTERNAL, "drop_to_internal"),
     (S::CGNAT_DROP_PROTO, "drop_proto"),
     (S::CGNAT_DROP_ICMP_TYPE, "drop_icmp_type"),
+    (S::CGNAT_DROP_ICMP_CSUM, "drop_icmp_csum"),
     (S::CGNAT_DROP_NO_BINDING, "drop_no_binding"),
     (S::CGNAT_DROP_FILTERED, "drop_filtered"),
     (S::CGNAT_DROP_TCP_NO_SESSION, "drop_tcp_no_session"),
