@@ -1,0 +1,113 @@
+//! Helpers shared by the privileged integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cgnat::testbed::{Cgnat, Testbed};
+
+/// The cgnat binary under test.
+pub fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_cgnat"))
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+/// True when this process can build a test bed (root, and the tools it
+/// drives). Otherwise: under `CI=true` it panics (a test that cannot run
+/// must fail there), elsewhere it prints why and returns false so that the
+/// caller returns early.
+pub fn require_root() -> bool {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root".to_owned());
+    }
+    for tool in [
+        "ip",
+        "ethtool",
+        "sysctl",
+        "ping",
+        "nft",
+        "iptables-save",
+        "conntrack",
+    ] {
+        if !on_path(tool) {
+            missing.push(format!("`{tool}`"));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("privileged end-to-end test needs {}", missing.join(", "));
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg} (CI=true: failing rather than skipping)");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+/// A test bed with cgnat running in its router namespace.
+///
+/// On a panic in the test, its drop prints the daemon's log, `cgnat stats`
+/// and the state of the router and switches. Fields drop in order: the
+/// daemon stops before the namespaces go.
+pub struct Env {
+    pub cgnat: Option<Cgnat>,
+    pub tb: Testbed,
+    pub config: PathBuf,
+    /// The router's ForwDatagrams once cgnat had attached.
+    pub forw_before: u64,
+}
+
+impl Env {
+    /// Builds a test bed, writes its config and starts cgnat (waiting for
+    /// `attached`). `None` when the test cannot run here (see
+    /// [`require_root`]).
+    pub fn start() -> Option<Env> {
+        if !require_root() {
+            return None;
+        }
+        let tb = Testbed::new().unwrap_or_else(|e| panic!("building the test bed: {e}"));
+        let config = tb
+            .write_config("cgnat.toml", &tb.config_toml())
+            .expect("writing the config");
+        let cgnat = tb
+            .start_cgnat(bin(), &config, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("starting cgnat: {e}\n{}", tb.dump_state()));
+        let forw_before = tb.forw_datagrams().expect("reading ForwDatagrams");
+        Some(Env {
+            cgnat: Some(cgnat),
+            tb,
+            config,
+            forw_before,
+        })
+    }
+
+    pub fn cgnat(&self) -> &Cgnat {
+        self.cgnat.as_ref().expect("cgnat is running")
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        if let Some(c) = &self.cgnat {
+            eprintln!("=== cgnat log ===\n{}", c.log());
+            match c.stats_text() {
+                Ok(s) => eprintln!("=== cgnat stats ===\n{s}"),
+                Err(e) => eprintln!("=== cgnat stats failed: {e}"),
+            }
+        }
+        eprintln!(
+            "=== test bed {} ===\n{}",
+            self.tb.id(),
+            self.tb.dump_state()
+        );
+    }
+}
