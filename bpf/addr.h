@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * addr.h - address classification (the prefix tries) and the paired pool:
- * which addresses are subscribers, which are ours, and which external
- * address a subscriber uses.
+ * addr.h - address classification (the prefix tries): which addresses are
+ * subscribers, which are ours, which destinations are exempt.
  */
 #ifndef CGNAT_ADDR_H
 #define CGNAT_ADDR_H
@@ -17,21 +16,25 @@ static __always_inline int lpm_has(void *trie, __be32 addr)
 	return bpf_map_lookup_elem(trie, &k) != 0;
 }
 
-/*
- * Paired pooling (RFC 4787 REQ-2, RFC 6888 REQ-2): the external address of
- * a subscriber is a function of its address alone, so all its flows of
- * every protocol share one external address.
- */
-static __always_inline int pool_pick(__be32 int_addr, __be32 *ext)
+/* The internal_prefixes entry covering addr, or NULL. */
+static __always_inline struct cgnat_prefix_info *internal_prefix(__be32 addr)
 {
-	__u32 h = bpf_ntohl(int_addr) * 0x9E3779B1u;
-	__u32 idx = ((__u64)h * POOL_LEN) >> 32;
-	__be32 *a = bpf_map_lookup_elem(&pool_addrs, &idx);
+	struct cgnat_lpm_key k = { .prefixlen = 32, .addr = addr };
 
-	if (!a)
-		return -1;
-	*ext = *a;
-	return 0;
+	return bpf_map_lookup_elem(&internal_prefixes, &k);
+}
+
+/* Is (addr, port) a NAT-exempt destination (RFC 6888 REQ-6)? */
+static __always_inline int exempt(__be32 addr, __be16 port)
+{
+	struct cgnat_lpm_port_key pk = { .prefixlen = 48, .port = port };
+
+	if (!HAS_EXEMPT)
+		return 0;
+	if (lpm_has(&exempt_any, addr))
+		return 1;
+	__builtin_memcpy(pk.addr, &addr, 4);
+	return bpf_map_lookup_elem(&exempt_port, &pk) != 0;
 }
 
 #endif /* CGNAT_ADDR_H */

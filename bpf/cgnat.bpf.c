@@ -29,6 +29,20 @@ const volatile __u8 PRESERVE_PARITY = 0;
 /* Generated ICMP errors per second and CPU (RFC 1812 4.3.2.8 rate
  * limit; also the burst). 0: never generate. */
 const volatile __u32 ICMP_RATE = 100;
+/* Port allocation (enum cgnat_alloc_mode) and its geometry. */
+const volatile __u8 ALLOC_MODE = CGNAT_ALLOC_DYNAMIC;
+const volatile __u32 BLOCK_SIZE = 256;       /* port-block: ports per block */
+const volatile __u32 MAX_BLOCKS = 4;         /* port-block: per subscriber */
+const volatile __u32 BLOCKS_PER_ADDR = 252;  /* (65536 - 1024) / BLOCK_SIZE */
+const volatile __u32 DET_HOSTS = 0;          /* deterministic: per address */
+const volatile __u32 DET_PORTS = 0;          /* deterministic: per subscriber */
+/* Per-subscriber limits (RFC 6888 REQ-4, REQ-5; 0: none): bindings per
+ * protocol, sessions, new bindings per second. */
+const volatile __u32 LIMIT_PORTS = 0;
+const volatile __u32 LIMIT_SESSIONS = 0;
+const volatile __u32 RATE_NEW = 0;
+/* nat.exempt has entries. */
+const volatile __u8 HAS_EXEMPT = 0;
 /* Key of the IP ID hash (frag.h); random, set by the daemon. */
 const volatile __u32 ID_SECRET = 0;
 /* Clamp the MSS option of TCP SYNs to at most this (0: off). */
@@ -131,3 +145,5 @@ enum cgnat_session_flag _btf_session_flag = CGNAT_SESS_INBOUND;
 enum cgnat_binding_flag _btf_binding_flag = CGNAT_BIND_QUARANTINE;
 enum cgnat_event_type _btf_event_type = CGNAT_EV_NEIGH_MISS;
 enum cgnat_filtering _btf_filtering = CGNAT_FILTER_EIF;
+enum cgnat_alloc_mode _btf_alloc_mode = CGNAT_ALLOC_DYNAMIC;
+enum cgnat_proto_idx _btf_proto_idx = CGNAT_PI_TCP;

@@ -127,6 +127,7 @@ static __always_inline int nat_fragment(struct xdp_md *ctx, struct pkt *p,
 	struct cgnat_frag_key k = { .saddr = ip->saddr, .daddr = ip->daddr,
 				    .id = ip->id, .proto = ip->protocol };
 	struct bpf_fib_lookup fib;
+	struct cgnat_subscriber *sub;
 	struct cgnat_frag *f;
 	__be32 ns, nd;
 	__be16 nid;
@@ -147,11 +148,19 @@ static __always_inline int nat_fragment(struct xdp_md *ctx, struct pkt *p,
 		if (!(side & CGNAT_SIDE_INTERNAL) ||
 		    !lpm_has(&internal_prefixes, ip->saddr))
 			return CGNAT_CONTINUE;
-		if (pool_pick(ip->saddr, &ns))
-			return CGNAT_DROP_NO_POOL;
+		sub = bpf_map_lookup_elem(&subscribers, &ip->saddr);
+		if (HAS_EXEMPT && lpm_has(&exempt_any, ip->daddr)) {
+			ns = ip->saddr; /* exempt: as it is */
+			nid = ip->id;
+			reason = CGNAT_FWD_EXEMPT;
+		} else if (sub) {
+			ns = sub->ext_addr;
+			nid = frag_id(ip->saddr, ip->daddr, ip->id, ip->protocol);
+			reason = CGNAT_FWD_OUT;
+		} else {
+			return CGNAT_DROP_FRAGMENT; /* no mapping yet */
+		}
 		nd = ip->daddr;
-		nid = frag_id(ip->saddr, ip->daddr, ip->id, ip->protocol);
-		reason = CGNAT_FWD_OUT;
 	}
 	rc = fib_route(ctx, p, ns, nd, &fib);
 	if (rc != CGNAT_CONTINUE)

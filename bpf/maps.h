@@ -15,14 +15,66 @@
 #include <bpf/bpf_helpers.h>
 #include "cgnat.h"
 
-/* Subscriber prefixes (config nat.internal_prefixes); value unused. */
+/* Subscriber prefixes (config nat.internal_prefixes). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 64);
+	__type(key, struct cgnat_lpm_key);
+	__type(value, struct cgnat_prefix_info);
+} internal_prefixes SEC(".maps");
+
+/* NAT exemptions (config nat.exempt, RFC 6888 REQ-6): destinations
+ * forwarded untranslated, by prefix ... */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 64);
 	__type(key, struct cgnat_lpm_key);
 	__type(value, __u8);
-} internal_prefixes SEC(".maps");
+} exempt_any SEC(".maps");
+
+/* ... and by port and prefix. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 64);
+	__type(key, struct cgnat_lpm_port_key);
+	__type(value, __u8);
+} exempt_port SEC(".maps");
+
+/* Subscribers: paired external address, counters, limits state. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __be32);
+	__type(value, struct cgnat_subscriber);
+} subscribers SEC(".maps");
+
+/* Subscribers per pool address (index as pool_addrs): the load that new
+ * subscribers are balanced on. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} pool_load SEC(".maps");
+
+/* Port blocks in use (port-block allocation). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct cgnat_block_key);
+	__type(value, struct cgnat_block);
+} blocks SEC(".maps");
+
+/* Each subscriber's blocks, by slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct cgnat_sub_block_key);
+	__type(value, __u32);
+} sub_blocks SEC(".maps");
 
 /* External pool prefixes (config nat.external_pool); value unused. */
 struct {

@@ -28,14 +28,12 @@
 #include "icmp_gen.h"
 #include "mss.h"
 #include "frag.h"
+#include "pool.h"
 
 #ifndef EEXIST
 #define EEXIST 17
 #endif
 
-/* Random ports tried after the source port itself (RFC 6056 algorithm 1
- * with bounded retries); failing them all counts as exhaustion. */
-#define PORT_TRIES 32
 
 /* fib_route() for a packet that gets translated: too big with DF set is
  * answered with "fragmentation needed" carrying the egress MTU. */
@@ -47,29 +45,6 @@ static __always_inline int route(struct xdp_md *ctx, struct pkt *p, __be32 saddr
 	if (rc == CGNAT_DROP_FRAG_NEEDED)
 		return icmp_frag_needed(ctx, p, fib->mtu_result);
 	return rc;
-}
-
-/* Port candidate number `try` for a binding of internal port `orig` (host
- * order). Try 0 keeps the port (RFC 7857 section 9: randomise only on
- * collision); later tries are random within the same class: 0-1023 stays
- * in 1-1023, 1024-65535 in 1024-65535 (RFC 4787 REQ-3a). ICMP identifiers
- * have no classes. */
-static __always_inline __u16 port_candidate(__u16 orig, __u8 proto, __u32 try)
-{
-	__u32 r;
-
-	if (try == 0)
-		return orig;
-	r = bpf_get_prandom_u32();
-	if (proto == IPPROTO_ICMP)
-		return (__u16)r;
-	if (orig < 1024)
-		r = 1 + r % 1023;
-	else
-		r = 1024 + r % 64512;
-	if (PRESERVE_PARITY)
-		r = (r & ~1u) | (orig & 1);
-	return r ? r : 2; /* parity may have made it 0; keep port 0 unused */
 }
 
 static __always_inline __u8 filtering(__u8 proto)
@@ -92,13 +67,14 @@ static __always_inline __u8 filtering(__u8 proto)
  * which lets a simultaneous open from inside succeed.
  */
 static __always_inline int filter_admits(__u8 proto, __be32 ext_addr,
-					 __be16 ext_port, __be32 rem)
+					 __be16 ext_port, __be32 rem, __u8 is_static)
 {
 	struct cgnat_filter_key fk = { .ext_addr = ext_addr, .rem_addr = rem,
 				       .ext_port = ext_port, .proto = proto };
 	__u8 mode = filtering(proto);
 
-	if (mode == CGNAT_FILTER_EIF)
+	/* a static mapping is a port forward: open to everyone */
+	if (mode == CGNAT_FILTER_EIF || is_static)
 		return 1;
 	if (mode == CGNAT_FILTER_APDF)
 		return 0;
@@ -114,70 +90,6 @@ static __always_inline void filter_note(__u8 proto, __be32 ext_addr,
 
 	if (filtering(proto) == CGNAT_FILTER_ADF)
 		bpf_map_update_elem(&filter_addr, &fk, &now, BPF_NOEXIST);
-}
-
-/* NAT log record of a new binding (RFC 6888 section 4: no destination,
- * REQ-12). */
-static __always_inline void log_binding(struct cgnat_endpoint *ik,
-					struct cgnat_endpoint *ek)
-{
-	struct cgnat_event *ev = event_new(CGNAT_EV_BINDING_CREATE);
-
-	if (!ev)
-		return;
-	ev->proto = ik->proto;
-	ev->addr = ik->addr;
-	ev->port = ik->port;
-	ev->ext_addr = ek->addr;
-	ev->ext_port = ek->port;
-	bpf_ringbuf_submit(ev, 0);
-}
-
-/* Create the binding of internal endpoint *ik on external address ext_addr;
- * on success *out holds the external endpoint. */
-static __always_inline int binding_create(struct cgnat_endpoint *ik,
-					  __be32 ext_addr, __u64 now,
-					  struct cgnat_binding *out)
-{
-	struct cgnat_endpoint ek = { .addr = ext_addr, .proto = ik->proto };
-	struct cgnat_binding rev = { .addr = ik->addr, .port = ik->port,
-				     .created_ns = now };
-	struct cgnat_binding fwd = { .addr = ext_addr, .created_ns = now };
-	struct cgnat_binding *b;
-	__u32 i;
-	long err;
-
-	for (i = 0; i < PORT_TRIES; i++) {
-		ek.port = bpf_htons(port_candidate(bpf_ntohs(ik->port),
-						   ik->proto, i));
-		err = bpf_map_update_elem(&bind_in, &ek, &rev, BPF_NOEXIST);
-		if (err == 0)
-			goto claimed;
-		if (err != -EEXIST)
-			return CGNAT_DROP_TABLE_FULL;
-	}
-	return CGNAT_DROP_PORTS_EXHAUSTED;
-
-claimed:
-	fwd.port = ek.port;
-	err = bpf_map_update_elem(&bind_out, ik, &fwd, BPF_NOEXIST);
-	if (err == 0) {
-		*out = fwd;
-		log_binding(ik, &ek);
-		return CGNAT_CONTINUE;
-	}
-	bpf_map_delete_elem(&bind_in, &ek);
-	if (err != -EEXIST)
-		return CGNAT_DROP_TABLE_FULL;
-	/* another CPU created this binding meanwhile: use it */
-	b = bpf_map_lookup_elem(&bind_out, ik);
-	barrier_var(b);
-	if (b) {
-		out->addr = b->addr;
-		out->port = b->port;
-		return CGNAT_CONTINUE;
-	}
-	return CGNAT_DROP_TABLE_FULL;
 }
 
 /* Find or create the session *k; never evicts (a full map refuses). */
@@ -290,6 +202,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	struct bpf_fib_lookup fib;
 	__be32 new_dst;
 	__be16 new_dport;
+	__u8 hairpin_static = 0;
 	__u64 now;
 	__u32 ev;
 	int rc;
@@ -322,8 +235,9 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	} else {
 		if (!lpm_has(&internal_prefixes, ip->saddr))
 			return CGNAT_CONTINUE;
-		if (pool_pick(ip->saddr, &ext.addr))
-			return CGNAT_DROP_NO_POOL;
+		/* the external address is chosen with the binding, below;
+		 * routes are looked up with the internal source meanwhile */
+		ext.addr = ip->saddr;
 	}
 
 	/* A new session. Nothing is created before the packet is known to be
@@ -335,7 +249,10 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		ev |= CGNAT_TCP_LOOSE;
 	}
 	if (lpm_has(&pool_prefixes, ip->daddr)) {
-		/* hairpin: the target must be a live binding */
+		/* hairpin: the target must be a live binding; ICMP queries
+		 * are not hairpinned (RFC 5508 REQ-7: Basic NAT only) */
+		if (p->proto == IPPROTO_ICMP)
+			return CGNAT_DROP_NO_BINDING;
 		struct cgnat_endpoint tkey = { .addr = ip->daddr,
 					       .port = *p->dport,
 					       .proto = p->proto };
@@ -345,12 +262,21 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 			return CGNAT_DROP_NO_BINDING;
 		new_dst = tb->addr;
 		new_dport = tb->port;
+		hairpin_static = tb->flags & CGNAT_BIND_STATIC;
 		init.flags = CGNAT_SESS_HAIRPIN;
 		rc = route(ctx, p, ext.addr, new_dst, &fib);
 	} else {
 		new_dst = ip->daddr;
 		new_dport = *p->dport;
 		rc = route(ctx, p, ext.addr, ip->daddr, &fib);
+		if (rc == CGNAT_CONTINUE &&
+		    exempt(ip->daddr, p->proto == IPPROTO_ICMP ? 0 : *p->dport)) {
+			/* forwarded as it is (RFC 6888 REQ-6) */
+			if (ip->ttl <= 1)
+				return icmp_ttl_exceeded(ctx, p);
+			rc = forward(p, &fib);
+			return rc == CGNAT_CONTINUE ? CGNAT_FWD_EXEMPT : rc;
+		}
 	}
 	if (rc != CGNAT_CONTINUE)
 		return rc;
@@ -359,7 +285,11 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 
 	now = bpf_ktime_get_coarse_ns();
 	if (!b) {
-		rc = binding_create(&ik, ext.addr, now, &ext);
+		struct cgnat_subscriber *sub = subscriber_get(ip->saddr, now, &rc);
+
+		if (!sub)
+			return icmp_host_unreach(ctx, p, rc);
+		rc = binding_create(&ik, sub, now, &ext);
 		if (rc != CGNAT_CONTINUE)
 			return icmp_host_unreach(ctx, p, rc);
 		sk.ext_addr = ext.addr;
@@ -381,10 +311,13 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		tk.rem_port = remote_port(p, ext.port);
 		tk.proto = p->proto;
 		t = bpf_map_lookup_elem(&sessions, &tk);
-		if (!t && !filter_admits(p->proto, ip->daddr, *p->dport, ext.addr))
+		if (!t && !filter_admits(p->proto, ip->daddr, *p->dport, ext.addr,
+					 hairpin_static))
 			return CGNAT_DROP_FILTERED;
 	}
-	rc = session_get(&sk, &init, &s);
+	rc = subscriber_add_session(ip->saddr);
+	if (rc == CGNAT_CONTINUE)
+		rc = session_get(&sk, &init, &s);
 	if (rc != CGNAT_CONTINUE)
 		return icmp_host_unreach(ctx, p, rc);
 	filter_note(p->proto, ext.addr, ext.port, ip->daddr, now);
@@ -393,7 +326,9 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		init.int_port = new_dport;
 		init.flags = CGNAT_SESS_HAIRPIN | CGNAT_SESS_INBOUND;
 		init.tcp = tcp_events(p, 0);
-		rc = session_get(&tk, &init, &t);
+		rc = subscriber_add_session(new_dst);
+		if (rc == CGNAT_CONTINUE)
+			rc = session_get(&tk, &init, &t);
 		if (rc != CGNAT_CONTINUE)
 			return rc;
 	}
@@ -492,7 +427,8 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 		/* Only a SYN may open a TCP session from outside (RFC 5382). */
 		if (p->proto == IPPROTO_TCP && !tcp_is_bare_syn(p))
 			return CGNAT_DROP_TCP_NO_SESSION;
-		if (!filter_admits(p->proto, ip->daddr, *p->dport, ip->saddr))
+		if (!filter_admits(p->proto, ip->daddr, *p->dport, ip->saddr,
+				   b->flags & CGNAT_BIND_STATIC))
 			return CGNAT_DROP_FILTERED;
 		int_addr = b->addr;
 		int_port = b->port;
@@ -513,7 +449,9 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 		init.flags = CGNAT_SESS_INBOUND;
 		init.tcp = ev;
 		init.last_seen_ns = now;
-		rc = session_get(&sk, &init, &s);
+		rc = subscriber_add_session(int_addr);
+		if (rc == CGNAT_CONTINUE)
+			rc = session_get(&sk, &init, &s);
 		if (rc != CGNAT_CONTINUE)
 			return rc;
 	}
@@ -540,9 +478,20 @@ static __always_inline int nat_other(struct xdp_md *ctx, struct pkt *p,
 	}
 	if (lpm_has(&pool_prefixes, p->ip->daddr))
 		return p->unsupported ? p->unsupported : CGNAT_DROP_NO_BINDING;
-	/* subscribers are reachable only through their mappings (RFC 6598) */
-	if (lpm_has(&internal_prefixes, p->ip->daddr))
-		return CGNAT_DROP_TO_INTERNAL;
+	/* subscribers are reachable only through their mappings (RFC 6598),
+	 * or from exempt sources (RFC 6888 REQ-6) */
+	if (lpm_has(&internal_prefixes, p->ip->daddr)) {
+		if (!exempt(p->ip->saddr, p->sport && p->proto != IPPROTO_ICMP ?
+						  *p->sport : 0))
+			return CGNAT_DROP_TO_INTERNAL;
+		rc = fib_route(ctx, p, p->ip->saddr, p->ip->daddr, &fib);
+		if (rc != CGNAT_CONTINUE)
+			return rc == CGNAT_PASS_LOCAL ? CGNAT_DROP_TO_INTERNAL : rc;
+		if (p->ip->ttl <= 1)
+			return icmp_ttl_exceeded(ctx, p);
+		rc = forward(p, &fib);
+		return rc == CGNAT_CONTINUE ? CGNAT_FWD_EXEMPT : rc;
+	}
 	return CGNAT_PASS_NOT_NAT;
 }
 

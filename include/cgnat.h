@@ -30,6 +30,9 @@ struct cgnat_endpoint {
 
 /* Binding flags (struct cgnat_binding.flags). */
 enum cgnat_binding_flag {
+	/* configured port forward ([[static]]): never expires, admitted by
+	 * every filtering mode */
+	CGNAT_BIND_STATIC = 2,
 	/*
 	 * Set by the daemon on an expired binding's reverse entry: the port
 	 * stays reserved (the data path cannot allocate it) but matches no
@@ -146,6 +149,7 @@ enum cgnat_stat {
 	CGNAT_FWD_OUT = 0,      /* subscriber -> internet */
 	CGNAT_FWD_IN,           /* internet -> subscriber */
 	CGNAT_FWD_HAIRPIN,      /* subscriber -> subscriber via its mapping */
+	CGNAT_FWD_EXEMPT,       /* forwarded untranslated (nat.exempt) */
 	/* answered with an ICMP error built in XDP (XDP_TX), original dropped */
 	CGNAT_ICMP_TIME_EXCEEDED, /* 11/0: TTL would reach zero */
 	CGNAT_ICMP_FRAG_NEEDED,   /* 3/4: DF set, larger than the egress MTU */
@@ -168,6 +172,8 @@ enum cgnat_stat {
 	CGNAT_DROP_TCP_NO_SESSION, /* TCP segment that may not open a session */
 	CGNAT_DROP_PORTS_EXHAUSTED, /* no free external port */
 	CGNAT_DROP_TABLE_FULL,  /* binding or session map full */
+	CGNAT_DROP_SUB_LIMIT,   /* subscriber at its port, session or rate limit */
+	CGNAT_DROP_SUBS_FULL,   /* subscriber table full */
 	CGNAT_DROP_TTL,         /* TTL would reach zero (no ICMP sent) */
 	CGNAT_DROP_FRAG_NEEDED, /* larger than the egress MTU (no ICMP sent) */
 	CGNAT_DROP_NO_ROUTE,    /* FIB: unreachable, blackhole, prohibit */
@@ -220,6 +226,9 @@ enum cgnat_event_type {
 	/* a binding was created (NAT log, RFC 6888 section 4): proto,
 	 * addr/port (internal), ext_addr/ext_port */
 	CGNAT_EV_BINDING_CREATE = 2,
+	/* port-block allocation: a block was given to a subscriber (addr);
+	 * ext_addr, ports port..ext_port */
+	CGNAT_EV_BLOCK_ALLOC = 4,
 	/* the first fragment of a datagram whose later fragments are held
 	 * in frag_stash arrived: the daemon re-runs them through the
 	 * program (frag: the key) */
@@ -261,12 +270,82 @@ struct cgnat_stash {
 
 /* Events the data path could not deliver (ring buffer full), by type:
  * slot = enum cgnat_event_type. PERCPU_ARRAY "event_lost". */
-enum { CGNAT_EVENT_SLOTS = 4 };
+enum { CGNAT_EVENT_SLOTS = 8 };
 
-/* Key of the LPM tries (internal prefixes, pool prefixes). */
+/* Key of the LPM tries (internal prefixes, pool prefixes, exemptions). */
 struct cgnat_lpm_key {
 	__u32 prefixlen;
 	__be32 addr;
+};
+
+/* Value of the internal_prefixes trie: the prefix and the number of
+ * internal addresses before it (deterministic mode numbers subscribers
+ * across all internal prefixes, in config order). */
+struct cgnat_prefix_info {
+	__be32 network;
+	__u32 offset;
+};
+
+/* Key of the exempt_port trie: destination port, then address; prefixlen
+ * counts from the port (16 + address prefix length). */
+struct cgnat_lpm_port_key {
+	__u32 prefixlen;
+	__be16 port;
+	__u8 addr[4];
+	__u8 _pad[2];
+};
+
+/* How external ports are given to subscribers (rodata ALLOC_MODE). */
+enum cgnat_alloc_mode {
+	CGNAT_ALLOC_DYNAMIC = 0, /* one port at a time, anywhere */
+	CGNAT_ALLOC_PBA = 1,     /* blocks of BLOCK_SIZE ports (RFC 6888 REQ-14) */
+	CGNAT_ALLOC_DET = 2,     /* deterministic (RFC 7422) */
+};
+
+/* Index of a protocol in per-protocol arrays. */
+enum cgnat_proto_idx {
+	CGNAT_PI_TCP = 0,
+	CGNAT_PI_UDP = 1,
+	CGNAT_PI_ICMP = 2,
+	CGNAT_PI__MAX = 3,
+};
+
+/*
+ * A subscriber (map "subscribers", key: its internal address): its paired
+ * external address (RFC 6888 REQ-2) and what it holds. The data path
+ * creates it with the first binding and increments the counters; the
+ * daemon recounts them from the tables at every sweep and deletes the
+ * subscriber once it holds nothing.
+ */
+struct cgnat_subscriber {
+	__be32 ext_addr;
+	__u32 pool_idx;
+	__u32 ports[CGNAT_PI__MAX]; /* bindings held, per protocol */
+	__u32 sessions;
+	__u16 det_lo;	/* deterministic: first port of its range */
+	__u16 _pad0;
+	__u32 rate_tokens; /* new-mapping token bucket */
+	__u64 rate_stamp_ns;
+	__u64 created_ns;
+	__u64 last_alloc_ns; /* last binding created */
+};
+
+/* Port-block allocation: a block of one external address. */
+struct cgnat_block_key {
+	__be32 ext_addr;
+	__u32 block; /* ports PORT_MIN + block * BLOCK_SIZE ... */
+};
+
+struct cgnat_block {
+	__be32 owner; /* subscriber */
+	__u32 slot;   /* its index in the owner's sub_blocks */
+	__u64 created_ns;
+};
+
+/* The blocks of a subscriber: (subscriber, slot) -> block number. */
+struct cgnat_sub_block_key {
+	__be32 sub;
+	__u32 slot;
 };
 
 /* Which interface a program instance serves (rodata and entry points). */

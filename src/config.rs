@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -123,11 +123,103 @@ fn default_icmp_rate() -> u32 {
     100
 }
 
+/// How external ports are given to subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolMode {
+    /// One port at a time (keep the source port when free).
+    #[default]
+    Dynamic,
+    /// Blocks of `block_size` ports, up to `max_blocks` per subscriber.
+    PortBlock,
+    /// RFC 7422: address and port range computed from the subscriber.
+    Deterministic,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    #[serde(default)]
+    mode: PoolMode,
+    #[serde(default = "default_block_size")]
+    block_size: u32,
+    #[serde(default = "default_max_blocks")]
+    max_blocks: u32,
+    #[serde(default = "default_max_subscribers")]
+    max_subscribers: u32,
+}
+
+impl Default for RawPool {
+    fn default() -> Self {
+        RawPool {
+            mode: PoolMode::Dynamic,
+            block_size: default_block_size(),
+            max_blocks: default_max_blocks(),
+            max_subscribers: default_max_subscribers(),
+        }
+    }
+}
+
+fn default_block_size() -> u32 {
+    256
+}
+fn default_max_blocks() -> u32 {
+    4
+}
+fn default_max_subscribers() -> u32 {
+    65_536
+}
+
+/// Per-subscriber limits (RFC 6888 REQ-4, REQ-5); 0 means none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Bindings (external ports or ICMP identifiers) per protocol.
+    #[serde(default)]
+    pub ports: u32,
+    /// Sessions, all protocols.
+    #[serde(default)]
+    pub sessions: u32,
+    /// New bindings per second.
+    #[serde(default)]
+    pub new_mappings_per_second: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatic {
+    proto: String,
+    internal: String,
+    external: String,
+}
+
+/// A static mapping (port forward).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticMapping {
+    /// IPPROTO_TCP or IPPROTO_UDP.
+    pub proto: u8,
+    pub internal: SocketAddrV4,
+    pub external: SocketAddrV4,
+}
+
+/// A NAT exemption: destination prefix, optionally one port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exemption {
+    pub prefix: Ipv4Network,
+    pub port: Option<u16>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     interfaces: RawInterfaces,
     nat: RawNat,
+    #[serde(default)]
+    pool: RawPool,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default, rename = "static")]
+    statics: Vec<RawStatic>,
     #[serde(default)]
     filtering: FilteringConfig,
     #[serde(default)]
@@ -168,6 +260,8 @@ struct RawNat {
     mss_clamp: u16,
     #[serde(default = "default_max_fragments")]
     max_fragments: u32,
+    #[serde(default)]
+    exempt: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -300,6 +394,14 @@ pub struct Config {
     pub mss_clamp: u16,
     pub filtering: FilteringConfig,
     pub icmp: IcmpConfig,
+    pub mode: PoolMode,
+    pub blocks: crate::pool::Blocks,
+    /// Set in deterministic mode.
+    pub deterministic: Option<crate::pool::Deterministic>,
+    pub max_subscribers: u32,
+    pub limits: Limits,
+    pub statics: Vec<StaticMapping>,
+    pub exempt: Vec<Exemption>,
     pub timeouts: Timeouts,
     pub pin_path: PathBuf,
     pub sweep_interval: Duration,
@@ -462,6 +564,81 @@ impl Config {
             ));
         }
 
+        let blocks = crate::pool::Blocks::new(raw.pool.block_size, raw.pool.max_blocks)
+            .map_err(|e| invalid("pool", e.to_string()))?;
+        let deterministic = match raw.pool.mode {
+            PoolMode::Deterministic => Some(
+                crate::pool::Deterministic::new(&internal_prefixes, &pool_addrs)
+                    .map_err(|e| invalid("pool.mode", e.to_string()))?,
+            ),
+            _ => None,
+        };
+        if raw.pool.max_subscribers < 16 {
+            return Err(invalid("pool.max_subscribers", "must be at least 16".into()));
+        }
+        let mut statics: Vec<StaticMapping> = Vec::new();
+        for st in &raw.statics {
+            let proto = match st.proto.as_str() {
+                "tcp" => 6,
+                "udp" => 17,
+                other => {
+                    return Err(invalid(
+                        "static.proto",
+                        format!("{other:?}: use \"tcp\" or \"udp\""),
+                    ))
+                }
+            };
+            let ep = |field: &'static str, v: &str| {
+                v.parse::<SocketAddrV4>()
+                    .map_err(|_| invalid(field, format!("{v:?} is not an ip:port")))
+            };
+            let internal = ep("static.internal", &st.internal)?;
+            let external = ep("static.external", &st.external)?;
+            if !internal_prefixes.iter().any(|p| p.contains(*internal.ip())) {
+                return Err(invalid(
+                    "static.internal",
+                    format!("{internal} is not in nat.internal_prefixes"),
+                ));
+            }
+            if !pool_prefixes.iter().any(|p| p.contains(*external.ip())) {
+                return Err(invalid(
+                    "static.external",
+                    format!("{external} is not in nat.external_pool"),
+                ));
+            }
+            if internal.port() == 0 || external.port() == 0 {
+                return Err(invalid("static", "port 0 cannot be mapped".into()));
+            }
+            if statics.iter().any(|o| {
+                o.proto == proto && (o.internal == internal || o.external == external)
+            }) {
+                return Err(invalid(
+                    "static",
+                    format!("{} {internal} or {external} is mapped twice", st.proto),
+                ));
+            }
+            statics.push(StaticMapping {
+                proto,
+                internal,
+                external,
+            });
+        }
+        let mut exempt = Vec::new();
+        for e in &raw.nat.exempt {
+            let (pfx, port) = match e.split_once(':') {
+                Some((a, p)) => (
+                    a,
+                    Some(p.parse::<u16>().map_err(|_| {
+                        invalid("nat.exempt", format!("{e:?}: {p:?} is not a port"))
+                    })?),
+                ),
+                None => (e.as_str(), None),
+            };
+            let prefix = parse_prefixes(&[pfx.to_owned()])
+                .map_err(|r| invalid("nat.exempt", r))?[0];
+            exempt.push(Exemption { prefix, port });
+        }
+
         Ok(Config {
             file: file.to_owned(),
             internal_if,
@@ -480,6 +657,13 @@ impl Config {
             mss_clamp: raw.nat.mss_clamp,
             filtering: raw.filtering,
             icmp: raw.icmp,
+            mode: raw.pool.mode,
+            blocks,
+            deterministic,
+            max_subscribers: raw.pool.max_subscribers,
+            limits: raw.limits,
+            statics,
+            exempt,
             timeouts,
             pin_path: raw.daemon.pin_path,
             sweep_interval,
@@ -664,6 +848,52 @@ external_pool = ["203.0.113.0/28", "192.0.2.200/29"]
         );
         let e = err(&format!("{GOOD}[timeouts.udp_ports]\ndns = \"20s\"\n"));
         assert!(e.contains("timeouts.udp_ports"), "{e}");
+    }
+
+    #[test]
+    fn pools_limits_statics_exemptions() {
+        let c = parse(&format!(
+            "{GOOD}[pool]\nmode = \"port-block\"\nblock_size = 128\nmax_blocks = 2\n\
+             [limits]\nports = 100\nsessions = 1000\nnew_mappings_per_second = 50\n\
+             [[static]]\nproto = \"tcp\"\ninternal = \"100.64.0.11:22\"\nexternal = \"203.0.113.1:2222\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.mode, PoolMode::PortBlock);
+        assert_eq!(c.blocks.block_size, 128);
+        assert_eq!(c.limits.ports, 100);
+        assert_eq!(c.statics.len(), 1);
+        assert_eq!(c.statics[0].proto, 6);
+        let c = parse(&GOOD.replace(
+            "[nat]\n",
+            "[nat]\nexempt = [\"198.51.100.50/32\", \"192.0.2.0/24:53\"]\n",
+        ))
+        .unwrap();
+        assert_eq!(c.exempt.len(), 2);
+        assert_eq!(c.exempt[1].port, Some(53));
+        let e = err(&format!(
+            "{GOOD}[[static]]\nproto = \"tcp\"\ninternal = \"100.64.0.11:22\"\nexternal = \"198.51.100.1:22\"\n"
+        ));
+        assert!(e.contains("static.external") && e.contains("external_pool"), "{e}");
+        let e = err(&format!(
+            "{GOOD}[[static]]\nproto = \"sctp\"\ninternal = \"100.64.0.11:22\"\nexternal = \"203.0.113.1:22\"\n"
+        ));
+        assert!(e.contains("static.proto"), "{e}");
+        let e = err(&format!("{GOOD}[pool]\nmode = \"deterministic\"\n"));
+        assert!(e.contains("pool.mode") && e.contains("ports each"), "{e}");
+        let e = err(&format!("{GOOD}[pool]\nmax_blocks = 0\n"));
+        assert!(e.contains("max_blocks"), "{e}");
+        let c = parse(
+            &GOOD.replace("100.64.0.0/10", "100.64.0.0/20"),
+        )
+        .unwrap();
+        assert!(c.deterministic.is_none());
+        let c = parse(&format!(
+            "{}[pool]\nmode = \"deterministic\"\n",
+            GOOD.replace("100.64.0.0/10", "100.64.0.0/20")
+        ))
+        .unwrap();
+        let d = c.deterministic.unwrap();
+        assert_eq!(d.hosts_per_addr, 4096 / 24 + 1);
     }
 
     #[test]

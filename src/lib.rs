@@ -8,5 +8,6 @@ pub mod config;
 pub mod demo;
 pub mod expiry;
 pub mod neigh;
+pub mod pool;
 pub mod stats;
 pub mod testbed;

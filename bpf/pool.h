@@ -1,0 +1,371 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * pool.h - subscribers, their external address and their ports.
+ *
+ * Paired pooling (RFC 4787 REQ-2, RFC 6888 REQ-2): a subscriber gets one
+ * external address with its first binding and keeps it while it holds any;
+ * every protocol uses it. A new subscriber goes to the less loaded of two
+ * random pool addresses (pool_load; "power of two choices" keeps the load
+ * within a few subscribers of even without scanning the pool), or, in
+ * deterministic mode, to the address its own address maps to. When its
+ * address has no port left the flow fails with ICMP 3/1; it never spills
+ * to another address (RFC 7857 section 4).
+ *
+ * Ports (ALLOC_MODE):
+ * - dynamic: keep the source port if free, else random ports of the same
+ *   class (RFC 4787 REQ-3a, RFC 6056 algorithm 1, bounded retries);
+ * - port-block (RFC 6888 REQ-14): the subscriber holds up to MAX_BLOCKS
+ *   blocks of BLOCK_SIZE ports; ports are random inside its blocks; a new
+ *   block is claimed (and logged, once) when they are full. The daemon
+ *   releases a block when no binding uses it;
+ * - deterministic (RFC 7422): address and port range are a function of the
+ *   subscriber's address alone; ports random inside the range; nothing
+ *   to log.
+ * An external port is claimed by inserting its bind_in entry with
+ * BPF_NOEXIST, so it is never given twice, whatever the mode.
+ *
+ * Limits (RFC 6888 REQ-4, REQ-5): LIMIT_PORTS bindings per protocol,
+ * LIMIT_SESSIONS sessions, RATE_NEW new bindings per second (0: none).
+ * The counters are incremented here and recounted by the daemon.
+ *
+ * Workers return CGNAT_CONTINUE or an enum cgnat_stat reason.
+ */
+#ifndef CGNAT_POOL_H
+#define CGNAT_POOL_H
+
+#include "maps.h"
+#include "addr.h"
+#include "fwd.h"
+
+#ifndef EEXIST
+#define EEXIST 17
+#endif
+
+/* Random ports tried after the source port itself; failing them all
+ * counts as exhaustion. */
+#define PORT_TRIES 32
+/* Port-block: random ports tried per block, blocks claimed at most. */
+#define BLOCK_PORT_TRIES 8
+#define BLOCK_CLAIM_TRIES 16
+#define MAX_BLOCKS_CAP 32
+#define PORT_MIN 1024
+
+static __always_inline __u32 proto_idx(__u8 proto)
+{
+	if (proto == IPPROTO_TCP)
+		return CGNAT_PI_TCP;
+	if (proto == IPPROTO_UDP)
+		return CGNAT_PI_UDP;
+	return CGNAT_PI_ICMP;
+}
+
+static __always_inline struct cgnat_subscriber *subscriber_find(__be32 addr)
+{
+	return bpf_map_lookup_elem(&subscribers, &addr);
+}
+
+/* Deterministic mode: the external address (pool index) and first port of
+ * a subscriber. Subscribers are numbered across the internal prefixes;
+ * DET_HOSTS of them share an address, DET_PORTS ports each. */
+static __always_inline int det_place(__be32 addr, __u32 *idx, __u16 *lo)
+{
+	struct cgnat_prefix_info *pi = internal_prefix(addr);
+	__u32 n;
+
+	if (!pi || !DET_HOSTS)
+		return -1;
+	n = pi->offset + (bpf_ntohl(addr) - bpf_ntohl(pi->network));
+	*idx = n / DET_HOSTS;
+	*lo = PORT_MIN + (n % DET_HOSTS) * DET_PORTS;
+	return *idx < POOL_LEN ? 0 : -1;
+}
+
+/* The less loaded of two random pool addresses. */
+static __always_inline __u32 pool_choose(void)
+{
+	__u32 a = bpf_get_prandom_u32() % POOL_LEN;
+	__u32 b = bpf_get_prandom_u32() % POOL_LEN;
+	__u32 *la = bpf_map_lookup_elem(&pool_load, &a);
+	__u32 *lb = bpf_map_lookup_elem(&pool_load, &b);
+
+	if (la && lb && *lb < *la)
+		return b;
+	return a;
+}
+
+/* The subscriber, created on its first binding. */
+static __always_inline struct cgnat_subscriber *
+subscriber_get(__be32 addr, __u64 now, int *rc)
+{
+	struct cgnat_subscriber init = {};
+	struct cgnat_subscriber *s = subscriber_find(addr);
+	__be32 *ext;
+	__u32 *load;
+	long err;
+
+	if (s)
+		return s;
+	*rc = CGNAT_DROP_NO_POOL;
+	if (!POOL_LEN)
+		return 0;
+	if (ALLOC_MODE == CGNAT_ALLOC_DET) {
+		if (det_place(addr, &init.pool_idx, &init.det_lo))
+			return 0;
+	} else {
+		init.pool_idx = pool_choose();
+	}
+	ext = bpf_map_lookup_elem(&pool_addrs, &init.pool_idx);
+	if (!ext)
+		return 0;
+	init.ext_addr = *ext;
+	init.rate_tokens = RATE_NEW;
+	init.rate_stamp_ns = now;
+	init.created_ns = now;
+	init.last_alloc_ns = now;
+	err = bpf_map_update_elem(&subscribers, &addr, &init, BPF_NOEXIST);
+	if (err == 0) {
+		load = bpf_map_lookup_elem(&pool_load, &init.pool_idx);
+		if (load)
+			__sync_fetch_and_add(load, 1);
+	} else if (err != -EEXIST) {
+		*rc = CGNAT_DROP_SUBS_FULL;
+		return 0;
+	}
+	s = subscriber_find(addr);
+	if (!s)
+		*rc = CGNAT_DROP_SUBS_FULL;
+	return s;
+}
+
+/* May the subscriber create one more binding of `proto` now? */
+static __always_inline int subscriber_admit(struct cgnat_subscriber *s,
+					    __u8 proto, __u64 now)
+{
+	__u32 i = proto_idx(proto);
+	__u64 refill;
+
+	if (LIMIT_PORTS && i < CGNAT_PI__MAX && s->ports[i] >= LIMIT_PORTS)
+		return CGNAT_DROP_SUB_LIMIT;
+	if (RATE_NEW) {
+		refill = (now - s->rate_stamp_ns) * RATE_NEW / 1000000000ULL;
+		if (refill) {
+			s->rate_tokens = s->rate_tokens + refill > RATE_NEW ?
+						 RATE_NEW : s->rate_tokens + refill;
+			s->rate_stamp_ns = now;
+		}
+		if (!s->rate_tokens)
+			return CGNAT_DROP_SUB_LIMIT;
+		s->rate_tokens--;
+	}
+	return CGNAT_CONTINUE;
+}
+
+/* May the subscriber have one more session? Counts it if so. */
+static __always_inline int subscriber_add_session(__be32 addr)
+{
+	struct cgnat_subscriber *s = subscriber_find(addr);
+
+	if (!s)
+		return CGNAT_CONTINUE; /* static mapping of a subscriber with no state */
+	if (LIMIT_SESSIONS && s->sessions >= LIMIT_SESSIONS)
+		return CGNAT_DROP_SUB_LIMIT;
+	__sync_fetch_and_add(&s->sessions, 1);
+	return CGNAT_CONTINUE;
+}
+
+/* NAT log record of a new binding (RFC 6888 section 4: no destination,
+ * REQ-12). Port-block and deterministic modes log blocks, or nothing. */
+static __always_inline void log_binding(struct cgnat_endpoint *ik,
+					struct cgnat_endpoint *ek)
+{
+	struct cgnat_event *ev;
+
+	if (ALLOC_MODE != CGNAT_ALLOC_DYNAMIC)
+		return;
+	ev = event_new(CGNAT_EV_BINDING_CREATE);
+	if (!ev)
+		return;
+	ev->proto = ik->proto;
+	ev->addr = ik->addr;
+	ev->port = ik->port;
+	ev->ext_addr = ek->addr;
+	ev->ext_port = ek->port;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* Dynamic mode: port candidate number `try` for internal port `orig`
+ * (host order). Try 0 keeps the port (RFC 7857 section 9: randomise only
+ * on collision); later tries are random within the same class: 0-1023
+ * stays in 1-1023, 1024-65535 in 1024-65535 (RFC 4787 REQ-3a). ICMP
+ * identifiers have no classes. */
+static __always_inline __u16 port_candidate(__u16 orig, __u8 proto, __u32 try)
+{
+	__u32 r;
+
+	if (try == 0)
+		return orig;
+	r = bpf_get_prandom_u32();
+	if (proto == IPPROTO_ICMP)
+		return (__u16)r;
+	if (orig < 1024)
+		r = 1 + r % 1023;
+	else
+		r = 1024 + r % 64512;
+	if (PRESERVE_PARITY)
+		r = (r & ~1u) | (orig & 1);
+	return r ? r : 2; /* parity may have made it 0; keep port 0 unused */
+}
+
+/* Claim external port `port` (host order) for the binding: 0 when
+ * claimed, 1 when taken, -1 when the table is full. */
+static __always_inline int claim(struct cgnat_endpoint *ek, __u16 port,
+				 struct cgnat_binding *rev)
+{
+	long err;
+
+	ek->port = bpf_htons(port);
+	err = bpf_map_update_elem(&bind_in, ek, rev, BPF_NOEXIST);
+	if (err == 0)
+		return 0;
+	return err == -EEXIST ? 1 : -1;
+}
+
+/* Port-block mode: claim a port in one of the subscriber's blocks, taking
+ * a new block when they are full. */
+static __always_inline int claim_pba(struct cgnat_endpoint *ek,
+				     struct cgnat_binding *rev, __u64 now)
+{
+	struct cgnat_sub_block_key sbk = { .sub = rev->addr };
+	struct cgnat_block_key bk = { .ext_addr = ek->addr };
+	struct cgnat_block blk = { .owner = rev->addr, .created_ns = now };
+	struct cgnat_event *ev;
+	__u32 slot, t, *no, free_slot = MAX_BLOCKS_CAP, nb;
+	int r;
+
+	for (slot = 0; slot < MAX_BLOCKS_CAP; slot++) {
+		if (slot >= MAX_BLOCKS)
+			break;
+		sbk.slot = slot;
+		no = bpf_map_lookup_elem(&sub_blocks, &sbk);
+		if (!no) {
+			if (free_slot == MAX_BLOCKS_CAP)
+				free_slot = slot;
+			continue;
+		}
+		nb = *no;
+		for (t = 0; t < BLOCK_PORT_TRIES; t++) {
+			r = claim(ek, PORT_MIN + nb * BLOCK_SIZE +
+					      bpf_get_prandom_u32() % BLOCK_SIZE,
+				  rev);
+			if (r <= 0)
+				return r ? CGNAT_DROP_TABLE_FULL : CGNAT_CONTINUE;
+		}
+	}
+	if (free_slot == MAX_BLOCKS_CAP)
+		return CGNAT_DROP_SUB_LIMIT; /* all its blocks are full */
+
+	/* a new block on its address, claimed atomically */
+	blk.slot = free_slot;
+	for (t = 0; t < BLOCK_CLAIM_TRIES; t++) {
+		bk.block = bpf_get_prandom_u32() % BLOCKS_PER_ADDR;
+		if (bpf_map_update_elem(&blocks, &bk, &blk, BPF_NOEXIST) == 0)
+			break;
+	}
+	if (t == BLOCK_CLAIM_TRIES)
+		return CGNAT_DROP_PORTS_EXHAUSTED;
+	sbk.slot = free_slot;
+	if (bpf_map_update_elem(&sub_blocks, &sbk, &bk.block, BPF_NOEXIST)) {
+		/* another CPU filled the slot meanwhile: give the block back */
+		bpf_map_delete_elem(&blocks, &bk);
+		return CGNAT_DROP_PORTS_EXHAUSTED;
+	}
+	ev = event_new(CGNAT_EV_BLOCK_ALLOC);
+	if (ev) {
+		ev->addr = rev->addr;
+		ev->ext_addr = ek->addr;
+		ev->port = bpf_htons(PORT_MIN + bk.block * BLOCK_SIZE);
+		ev->ext_port = bpf_htons(PORT_MIN + bk.block * BLOCK_SIZE + BLOCK_SIZE - 1);
+		bpf_ringbuf_submit(ev, 0);
+	}
+	for (t = 0; t < BLOCK_PORT_TRIES; t++) {
+		r = claim(ek, PORT_MIN + bk.block * BLOCK_SIZE +
+				      bpf_get_prandom_u32() % BLOCK_SIZE,
+			  rev);
+		if (r <= 0)
+			return r ? CGNAT_DROP_TABLE_FULL : CGNAT_CONTINUE;
+	}
+	return CGNAT_DROP_PORTS_EXHAUSTED;
+}
+
+/* Claim an external port for internal endpoint *ik of subscriber *s; ek
+ * holds the external endpoint on success. */
+static __always_inline int claim_port(struct cgnat_endpoint *ik,
+				      struct cgnat_subscriber *s,
+				      struct cgnat_endpoint *ek,
+				      struct cgnat_binding *rev, __u64 now)
+{
+	__u32 i;
+	int r;
+
+	if (ALLOC_MODE == CGNAT_ALLOC_PBA)
+		return claim_pba(ek, rev, now);
+	for (i = 0; i < PORT_TRIES; i++) {
+		if (ALLOC_MODE == CGNAT_ALLOC_DET)
+			r = claim(ek, s->det_lo + bpf_get_prandom_u32() % DET_PORTS,
+				  rev);
+		else
+			r = claim(ek, port_candidate(bpf_ntohs(ik->port), ik->proto, i),
+				  rev);
+		if (r <= 0)
+			return r ? CGNAT_DROP_TABLE_FULL : CGNAT_CONTINUE;
+	}
+	return CGNAT_DROP_PORTS_EXHAUSTED;
+}
+
+/* Create the binding of internal endpoint *ik for subscriber *s; on
+ * success *out holds the external endpoint. */
+static __always_inline int binding_create(struct cgnat_endpoint *ik,
+					  struct cgnat_subscriber *s, __u64 now,
+					  struct cgnat_binding *out)
+{
+	struct cgnat_endpoint ek = { .addr = s->ext_addr, .proto = ik->proto };
+	struct cgnat_binding rev = { .addr = ik->addr, .port = ik->port,
+				     .created_ns = now };
+	struct cgnat_binding fwd = { .addr = s->ext_addr, .created_ns = now };
+	struct cgnat_binding *b;
+	__u32 pi = proto_idx(ik->proto);
+	long err;
+	int rc;
+
+	rc = subscriber_admit(s, ik->proto, now);
+	if (rc != CGNAT_CONTINUE)
+		return rc;
+	rc = claim_port(ik, s, &ek, &rev, now);
+	if (rc != CGNAT_CONTINUE)
+		return rc;
+
+	fwd.port = ek.port;
+	err = bpf_map_update_elem(&bind_out, ik, &fwd, BPF_NOEXIST);
+	if (err == 0) {
+		*out = fwd;
+		if (pi < CGNAT_PI__MAX)
+			__sync_fetch_and_add(&s->ports[pi], 1);
+		s->last_alloc_ns = now;
+		log_binding(ik, &ek);
+		return CGNAT_CONTINUE;
+	}
+	bpf_map_delete_elem(&bind_in, &ek);
+	if (err != -EEXIST)
+		return CGNAT_DROP_TABLE_FULL;
+	/* another CPU created this binding meanwhile: use it */
+	b = bpf_map_lookup_elem(&bind_out, ik);
+	barrier_var(b);
+	if (b) {
+		out->addr = b->addr;
+		out->port = b->port;
+		return CGNAT_CONTINUE;
+	}
+	return CGNAT_DROP_TABLE_FULL;
+}
+
+#endif /* CGNAT_POOL_H */
