@@ -18,7 +18,7 @@
 #define TCPOPT_EOL 0
 #define TCPOPT_NOP 1
 #define TCPOPT_MSS 2
-#define TCP_OPTS_MAX 40
+#define TCP_OPTS_WALK 6
 
 static __always_inline void mss_clamp(struct pkt *p)
 {
@@ -34,8 +34,10 @@ static __always_inline void mss_clamp(struct pkt *p)
 		return;
 	opt = (__u8 *)(tcp + 1);
 	end = (__u8 *)tcp + tcp->doff * 4;
-	for (i = 0; i < TCP_OPTS_MAX; i++) {
-		if (opt + 1 > end || (void *)(opt + 1) > data_end)
+	/* MSS is sent first in practice; walk at most TCP_OPTS_WALK options
+	 * before it (a longer walk costs the verifier more than it finds) */
+	for (i = 0; i < TCP_OPTS_WALK; i++) {
+		if (opt + 4 > end || (void *)(opt + 4) > data_end)
 			return;
 		if (opt[0] == TCPOPT_EOL)
 			return;
@@ -43,25 +45,24 @@ static __always_inline void mss_clamp(struct pkt *p)
 			opt++;
 			continue;
 		}
-		if (opt + 2 > end || (void *)(opt + 2) > data_end || opt[1] < 2)
+		if (opt[0] == TCPOPT_MSS)
+			break;
+		if (opt[1] < 2)
 			return;
-		if (opt[0] == TCPOPT_MSS && opt[1] == 4) {
-			if (opt + 4 > end || (void *)(opt + 4) > data_end)
-				return;
-			mss = (__be16 *)(opt + 2);
-			if (bpf_ntohs(*mss) <= MSS_CLAMP)
-				return;
-			want = bpf_htons(MSS_CLAMP);
-			if (((long)(opt + 2) - (long)tcp) & 1)
-				csum_replace2(p->l4_csum, (__u16)__builtin_bswap16(*mss),
-					      (__u16)__builtin_bswap16(want));
-			else
-				csum_replace2(p->l4_csum, *mss, want);
-			*mss = want;
-			return;
-		}
-		opt += opt[1];
+		opt += opt[1] & 0x3f;
 	}
+	if (i == TCP_OPTS_WALK || opt[0] != TCPOPT_MSS || opt[1] != 4)
+		return;
+	mss = (__be16 *)(opt + 2);
+	if (bpf_ntohs(*mss) <= MSS_CLAMP)
+		return;
+	want = bpf_htons(MSS_CLAMP);
+	if (((long)(opt + 2) - (long)tcp) & 1)
+		csum_replace2(p->l4_csum, (__u16)__builtin_bswap16(*mss),
+			      (__u16)__builtin_bswap16(want));
+	else
+		csum_replace2(p->l4_csum, *mss, want);
+	*mss = want;
 }
 
 #endif /* CGNAT_MSS_H */

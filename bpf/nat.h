@@ -303,17 +303,16 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	init.tcp = ev;
 	init.last_seen_ns = now;
 	if (init.flags & CGNAT_SESS_HAIRPIN) {
-		/* the target's side of the same flow, as if it came inbound:
-		 * its own filtering applies */
+		/* The target's side of the same flow, as if it came inbound:
+		 * only a SYN opens TCP, and its own filtering applies. */
 		tk.ext_addr = ip->daddr;
 		tk.ext_port = *p->dport;
 		tk.rem_addr = ext.addr;
 		tk.rem_port = remote_port(p, ext.port);
 		tk.proto = p->proto;
 		t = bpf_map_lookup_elem(&sessions, &tk);
-		if (!t && !filter_admits(p->proto, ip->daddr, *p->dport, ext.addr,
-					 hairpin_static))
-			return CGNAT_DROP_FILTERED;
+		if (!t && p->proto == IPPROTO_TCP && !tcp_is_bare_syn(p))
+			return CGNAT_DROP_TCP_NO_SESSION;
 	}
 	rc = subscriber_add_session(ip->saddr);
 	if (rc == CGNAT_CONTINUE)
@@ -322,6 +321,12 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		return icmp_host_unreach(ctx, p, rc);
 	filter_note(p->proto, ext.addr, ext.port, ip->daddr, now);
 	if ((init.flags & CGNAT_SESS_HAIRPIN) && !t) {
+		/* The sender's side exists by now, even if the target filters
+		 * this packet, so two subscribers behind address-dependent
+		 * filtering open a path to each other like any two peers. */
+		if (!filter_admits(p->proto, ip->daddr, *p->dport, ext.addr,
+				   hairpin_static))
+			return CGNAT_DROP_FILTERED;
 		init.int_addr = new_dst;
 		init.int_port = new_dport;
 		init.flags = CGNAT_SESS_HAIRPIN | CGNAT_SESS_INBOUND;
