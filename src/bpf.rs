@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use crate::config::{Config, FibLookup, Filtering, XdpMode};
+use crate::config::{Config, FibLookup, Filtering, PoolMode, XdpMode};
 
 #[allow(clippy::all, clippy::pedantic, unsafe_op_in_unsafe_fn)]
 mod skel {
@@ -36,6 +36,12 @@ unsafe impl Pod for types::cgnat_session {}
 unsafe impl Pod for types::cgnat_counter {}
 unsafe impl Pod for types::cgnat_event {}
 unsafe impl Pod for types::cgnat_lpm_key {}
+unsafe impl Pod for types::cgnat_lpm_port_key {}
+unsafe impl Pod for types::cgnat_prefix_info {}
+unsafe impl Pod for types::cgnat_subscriber {}
+unsafe impl Pod for types::cgnat_block_key {}
+unsafe impl Pod for types::cgnat_block {}
+unsafe impl Pod for types::cgnat_sub_block_key {}
 unsafe impl Pod for types::cgnat_filter_key {}
 unsafe impl Pod for types::cgnat_frag_key {}
 unsafe impl Pod for types::cgnat_frag {}
@@ -131,12 +137,20 @@ pub struct Tables {
     pub frags: MapHandle,
     pub frag_stash: MapHandle,
     pub frag_pending: MapHandle,
+    pub subscribers: MapHandle,
+    pub pool_load: MapHandle,
+    pub blocks: MapHandle,
+    pub sub_blocks: MapHandle,
     /// Only when a protocol uses address-dependent filtering.
     pub filter_addr: Option<MapHandle>,
 }
 
 /// Map names pinned under `daemon.pin_path`.
-const PINNED: [&str; 8] = [
+const PINNED: [&str; 12] = [
+    "subscribers",
+    "pool_load",
+    "blocks",
+    "sub_blocks",
     "sessions",
     "bind_in",
     "bind_out",
@@ -165,6 +179,10 @@ impl Tables {
             frags: open("frags")?,
             frag_stash: open("frag_stash")?,
             frag_pending: open("frag_pending")?,
+            subscribers: open("subscribers")?,
+            pool_load: open("pool_load")?,
+            blocks: open("blocks")?,
+            sub_blocks: open("sub_blocks")?,
             filter_addr: None,
         })
     }
@@ -307,6 +325,22 @@ impl Datapath {
         ro.PRESERVE_PARITY = u8::from(cfg.preserve_parity);
         ro.ICMP_RATE = cfg.icmp.rate_limit;
         ro.MSS_CLAMP = cfg.mss_clamp;
+        ro.ALLOC_MODE = match cfg.mode {
+            PoolMode::Dynamic => types::cgnat_alloc_mode::CGNAT_ALLOC_DYNAMIC.0 as u8,
+            PoolMode::PortBlock => types::cgnat_alloc_mode::CGNAT_ALLOC_PBA.0 as u8,
+            PoolMode::Deterministic => types::cgnat_alloc_mode::CGNAT_ALLOC_DET.0 as u8,
+        };
+        ro.BLOCK_SIZE = cfg.blocks.block_size;
+        ro.MAX_BLOCKS = cfg.blocks.max_blocks;
+        ro.BLOCKS_PER_ADDR = cfg.blocks.per_addr;
+        if let Some(d) = &cfg.deterministic {
+            ro.DET_HOSTS = d.hosts_per_addr;
+            ro.DET_PORTS = d.ports_per_host;
+        }
+        ro.LIMIT_PORTS = cfg.limits.ports;
+        ro.LIMIT_SESSIONS = cfg.limits.sessions;
+        ro.RATE_NEW = cfg.limits.new_mappings_per_second;
+        ro.HAS_EXEMPT = u8::from(!cfg.exempt.is_empty());
         ro.ID_SECRET = random_u32();
         let mode = |f: Filtering| match f {
             Filtering::EndpointIndependent => types::cgnat_filtering::CGNAT_FILTER_EIF.0 as u8,
@@ -336,6 +370,28 @@ impl Datapath {
         m.bind_in
             .set_max_entries(cfg.max_bindings)
             .map_err(map_err("bind_in"))?;
+        m.subscribers
+            .set_max_entries(cfg.max_subscribers)
+            .map_err(map_err("subscribers"))?;
+        m.pool_load
+            .set_max_entries(cfg.pool_addrs.len().max(1) as u32)
+            .map_err(map_err("pool_load"))?;
+        let n_exempt_any = cfg.exempt.iter().filter(|e| e.port.is_none()).count();
+        m.exempt_any
+            .set_max_entries(n_exempt_any.max(1) as u32)
+            .map_err(map_err("exempt_any"))?;
+        m.exempt_port
+            .set_max_entries((cfg.exempt.len() - n_exempt_any).max(1) as u32)
+            .map_err(map_err("exempt_port"))?;
+        if cfg.mode == PoolMode::PortBlock {
+            let blocks = u64::from(cfg.max_subscribers) * u64::from(cfg.blocks.max_blocks);
+            let all = cfg.pool_addrs.len() as u64 * u64::from(cfg.blocks.per_addr);
+            let n = blocks.min(all).clamp(1, 1 << 24) as u32;
+            m.blocks.set_max_entries(n).map_err(map_err("blocks"))?;
+            m.sub_blocks
+                .set_max_entries(n)
+                .map_err(map_err("sub_blocks"))?;
+        }
         m.frags
             .set_max_entries(cfg.max_fragments)
             .map_err(map_err("frags"))?;
@@ -382,22 +438,81 @@ impl Datapath {
                 .map_err(map_err("pool_addrs"))?;
         }
         let one = 1u8;
-        for (map, name, list) in [
-            (
-                &m.internal_prefixes,
-                "internal_prefixes",
-                &cfg.internal_prefixes,
-            ),
-            (&m.pool_prefixes, "pool_prefixes", &cfg.pool_prefixes),
-        ] {
-            for p in list {
-                let k = types::cgnat_lpm_key {
-                    prefixlen: u32::from(p.prefix()),
-                    addr: u32::from(p.network()).to_be(),
-                };
-                map.update(bytes_of(&k), bytes_of(&one), MapFlags::ANY)
-                    .map_err(map_err(name))?;
+        let lpm = |p: &ipnetwork::Ipv4Network| types::cgnat_lpm_key {
+            prefixlen: u32::from(p.prefix()),
+            addr: u32::from(p.network()).to_be(),
+        };
+        for (p, offset) in crate::pool::Deterministic::prefix_offsets(&cfg.internal_prefixes) {
+            let v = types::cgnat_prefix_info {
+                network: u32::from(p.network()).to_be(),
+                offset,
+            };
+            m.internal_prefixes
+                .update(bytes_of(&lpm(&p)), bytes_of(&v), MapFlags::ANY)
+                .map_err(map_err("internal_prefixes"))?;
+        }
+        for p in &cfg.pool_prefixes {
+            m.pool_prefixes
+                .update(bytes_of(&lpm(p)), bytes_of(&one), MapFlags::ANY)
+                .map_err(map_err("pool_prefixes"))?;
+        }
+        for e in &cfg.exempt {
+            match e.port {
+                None => m
+                    .exempt_any
+                    .update(bytes_of(&lpm(&e.prefix)), bytes_of(&one), MapFlags::ANY)
+                    .map_err(map_err("exempt_any"))?,
+                Some(port) => {
+                    let k = types::cgnat_lpm_port_key {
+                        prefixlen: 16 + u32::from(e.prefix.prefix()),
+                        port: port.to_be(),
+                        addr: e.prefix.network().octets(),
+                        _pad: [0; 2],
+                    };
+                    m.exempt_port
+                        .update(bytes_of(&k), bytes_of(&one), MapFlags::ANY)
+                        .map_err(map_err("exempt_port"))?
+                }
             }
+        }
+        for (i, _) in cfg.pool_addrs.iter().enumerate() {
+            let zero = 0u32;
+            m.pool_load
+                .update(bytes_of(&(i as u32)), bytes_of(&zero), MapFlags::ANY)
+                .map_err(map_err("pool_load"))?;
+        }
+        let static_flag = types::cgnat_binding_flag::CGNAT_BIND_STATIC.0 as u8;
+        for st in &cfg.statics {
+            let ik = types::cgnat_endpoint {
+                addr: u32::from(*st.internal.ip()).to_be(),
+                port: st.internal.port().to_be(),
+                proto: st.proto,
+                _pad: 0,
+            };
+            let ek = types::cgnat_endpoint {
+                addr: u32::from(*st.external.ip()).to_be(),
+                port: st.external.port().to_be(),
+                proto: st.proto,
+                _pad: 0,
+            };
+            let to_ext = types::cgnat_binding {
+                addr: ek.addr,
+                port: ek.port,
+                flags: static_flag,
+                ..Default::default()
+            };
+            let to_int = types::cgnat_binding {
+                addr: ik.addr,
+                port: ik.port,
+                flags: static_flag,
+                ..Default::default()
+            };
+            m.bind_in
+                .update(bytes_of(&ek), bytes_of(&to_int), MapFlags::ANY)
+                .map_err(map_err("bind_in"))?;
+            m.bind_out
+                .update(bytes_of(&ik), bytes_of(&to_ext), MapFlags::ANY)
+                .map_err(map_err("bind_out"))?;
         }
         for idx in ifindexes.iter().filter(|i| **i != 0) {
             m.tx_ports
@@ -452,6 +567,10 @@ impl Datapath {
         self.pinned = Some(dir.to_owned());
         let m = &mut self.skel.maps;
         for (name, map) in PINNED.iter().zip([
+            &mut m.subscribers,
+            &mut m.pool_load,
+            &mut m.blocks,
+            &mut m.sub_blocks,
             &mut m.sessions,
             &mut m.bind_in,
             &mut m.bind_out,
@@ -484,6 +603,10 @@ impl Datapath {
             frags: h(&m.frags, "frags")?,
             frag_stash: h(&m.frag_stash, "frag_stash")?,
             frag_pending: h(&m.frag_pending, "frag_pending")?,
+            subscribers: h(&m.subscribers, "subscribers")?,
+            pool_load: h(&m.pool_load, "pool_load")?,
+            blocks: h(&m.blocks, "blocks")?,
+            sub_blocks: h(&m.sub_blocks, "sub_blocks")?,
             filter_addr: if self.address_dependent {
                 Some(h(&m.filter_addr, "filter_addr")?)
             } else {

@@ -574,7 +574,10 @@ impl Config {
             _ => None,
         };
         if raw.pool.max_subscribers < 16 {
-            return Err(invalid("pool.max_subscribers", "must be at least 16".into()));
+            return Err(invalid(
+                "pool.max_subscribers",
+                "must be at least 16".into(),
+            ));
         }
         let mut statics: Vec<StaticMapping> = Vec::new();
         for st in &raw.statics {
@@ -609,9 +612,10 @@ impl Config {
             if internal.port() == 0 || external.port() == 0 {
                 return Err(invalid("static", "port 0 cannot be mapped".into()));
             }
-            if statics.iter().any(|o| {
-                o.proto == proto && (o.internal == internal || o.external == external)
-            }) {
+            if statics
+                .iter()
+                .any(|o| o.proto == proto && (o.internal == internal || o.external == external))
+            {
                 return Err(invalid(
                     "static",
                     format!("{} {internal} or {external} is mapped twice", st.proto),
@@ -634,8 +638,8 @@ impl Config {
                 ),
                 None => (e.as_str(), None),
             };
-            let prefix = parse_prefixes(&[pfx.to_owned()])
-                .map_err(|r| invalid("nat.exempt", r))?[0];
+            let prefix =
+                parse_prefixes(&[pfx.to_owned()]).map_err(|r| invalid("nat.exempt", r))?[0];
             exempt.push(Exemption { prefix, port });
         }
 
@@ -873,7 +877,10 @@ external_pool = ["203.0.113.0/28", "192.0.2.200/29"]
         let e = err(&format!(
             "{GOOD}[[static]]\nproto = \"tcp\"\ninternal = \"100.64.0.11:22\"\nexternal = \"198.51.100.1:22\"\n"
         ));
-        assert!(e.contains("static.external") && e.contains("external_pool"), "{e}");
+        assert!(
+            e.contains("static.external") && e.contains("external_pool"),
+            "{e}"
+        );
         let e = err(&format!(
             "{GOOD}[[static]]\nproto = \"sctp\"\ninternal = \"100.64.0.11:22\"\nexternal = \"203.0.113.1:22\"\n"
         ));
@@ -882,10 +889,7 @@ external_pool = ["203.0.113.0/28", "192.0.2.200/29"]
         assert!(e.contains("pool.mode") && e.contains("ports each"), "{e}");
         let e = err(&format!("{GOOD}[pool]\nmax_blocks = 0\n"));
         assert!(e.contains("max_blocks"), "{e}");
-        let c = parse(
-            &GOOD.replace("100.64.0.0/10", "100.64.0.0/20"),
-        )
-        .unwrap();
+        let c = parse(&GOOD.replace("100.64.0.0/10", "100.64.0.0/20")).unwrap();
         assert!(c.deterministic.is_none());
         let c = parse(&format!(
             "{}[pool]\nmode = \"deterministic\"\n",

@@ -118,6 +118,9 @@ pub struct SweepReport {
     pub bindings_released: u64,
     pub ports_quarantined: u64,
     pub ports_freed: u64,
+    pub subscribers_live: u64,
+    pub subscribers_released: u64,
+    pub blocks_released: Vec<BlockRelease>,
 }
 
 /// Expiry policy.
@@ -125,6 +128,8 @@ pub struct SweepReport {
 pub struct Sweeper {
     pub timeouts: Timeouts,
     pub quarantine: Duration,
+    /// Port-block geometry, in port-block mode.
+    pub blocks: Option<crate::pool::Blocks>,
 }
 
 fn map_err(map: &'static str) -> impl Fn(libbpf_rs::Error) -> BpfError {
@@ -216,6 +221,8 @@ impl Sweeper {
         let quarantine_ns = self.quarantine.as_nanos() as u64;
         let grace_ns = BINDING_GRACE.as_nanos() as u64;
         let mut free = Vec::new();
+        // (subscriber, external address, external port, proto) still held
+        let mut held_ports: Vec<(u32, u32, u16, u8)> = Vec::new();
         for (ek, b) in &bindings {
             let age = now.saturating_sub(b.created_ns);
             if b.flags & types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8 != 0 {
@@ -225,8 +232,12 @@ impl Sweeper {
                 }
                 continue;
             }
-            if live.contains(&(ek.addr, ek.port, ek.proto)) || age < grace_ns {
+            let is_static = b.flags & types::cgnat_binding_flag::CGNAT_BIND_STATIC.0 as u8 != 0;
+            if is_static || live.contains(&(ek.addr, ek.port, ek.proto)) || age < grace_ns {
                 rep.bindings_live += 1;
+                if !is_static {
+                    held_ports.push((b.addr, ek.addr, ek.port, ek.proto));
+                }
                 continue;
             }
             // Release: the outbound entry first, so no new session can
@@ -255,6 +266,8 @@ impl Sweeper {
             }
         }
         delete_all(&t.bind_in, "bind_in", &free)?;
+
+        self.sweep_subscribers(t, now, &sessions, &dead, &held_ports, &mut rep)?;
 
         // First-fragment translations are kept for timeouts.fragment.
         let frag_ns = self.timeouts.fragment.as_nanos() as u64;
@@ -298,6 +311,121 @@ impl Sweeper {
         }
         Ok(rep)
     }
+}
+
+/// A subscriber with no binding and no session is deleted once it has
+/// allocated nothing for this long (it keeps its external address across
+/// short gaps).
+pub const SUBSCRIBER_GRACE: Duration = Duration::from_secs(10);
+
+impl Sweeper {
+    /// Recounts what each subscriber holds (the data path only ever
+    /// increments), deletes idle subscribers, rebalances pool_load and
+    /// releases port blocks that no binding uses.
+    fn sweep_subscribers(
+        &self,
+        t: &Tables,
+        now: u64,
+        sessions: &[(types::cgnat_session_key, types::cgnat_session)],
+        dead: &[types::cgnat_session_key],
+        held_ports: &[(u32, u32, u16, u8)],
+        rep: &mut SweepReport,
+    ) -> Result<(), BpfError> {
+        use std::collections::HashMap;
+        let dead: HashSet<[u8; 16]> = dead
+            .iter()
+            .map(|k| bytes_of(k).try_into().unwrap_or([0; 16]))
+            .collect();
+        let mut sess: HashMap<u32, u32> = HashMap::new();
+        for (k, s) in sessions {
+            let kb: [u8; 16] = bytes_of(k).try_into().unwrap_or([0; 16]);
+            if !dead.contains(&kb) {
+                *sess.entry(s.int_addr).or_default() += 1;
+            }
+        }
+        let mut ports: HashMap<u32, [u32; 3]> = HashMap::new();
+        let mut block_use: HashSet<(u32, u32)> = HashSet::new();
+        for &(sub, ext, port, proto) in held_ports {
+            let i = match proto {
+                IPPROTO_TCP => 0,
+                IPPROTO_UDP => 1,
+                _ => 2,
+            };
+            ports.entry(sub).or_default()[i] += 1;
+            if let Some(b) = self.blocks.and_then(|g| g.block_of(u16::from_be(port))) {
+                block_use.insert((ext, b));
+            }
+        }
+
+        let subs: Vec<(u32, types::cgnat_subscriber)> = dump(&t.subscribers, "subscribers")?;
+        let grace = SUBSCRIBER_GRACE.as_nanos() as u64;
+        let mut load: HashMap<u32, u32> = HashMap::new();
+        let mut gone = Vec::new();
+        for (addr, s) in &subs {
+            let p = ports.get(addr).copied().unwrap_or_default();
+            let n = sess.get(addr).copied().unwrap_or_default();
+            if p == [0; 3] && n == 0 && now.saturating_sub(s.last_alloc_ns) >= grace {
+                gone.push(*addr);
+                continue;
+            }
+            *load.entry(s.pool_idx).or_default() += 1;
+            if s.ports != p || s.sessions != n {
+                let v = types::cgnat_subscriber {
+                    ports: p,
+                    sessions: n,
+                    ..*s
+                };
+                let _ = t
+                    .subscribers
+                    .update(bytes_of(addr), bytes_of(&v), MapFlags::EXIST);
+            }
+        }
+        delete_all(&t.subscribers, "subscribers", &gone)?;
+        rep.subscribers_live = (subs.len() - gone.len()) as u64;
+        rep.subscribers_released = gone.len() as u64;
+        let loads: Vec<(u32, u32)> = dump(&t.pool_load, "pool_load")?;
+        for (idx, old) in loads {
+            let new = load.get(&idx).copied().unwrap_or(0);
+            if new != old {
+                let _ = t
+                    .pool_load
+                    .update(bytes_of(&idx), bytes_of(&new), MapFlags::ANY);
+            }
+        }
+
+        // Port blocks no binding uses any more go back to the pool.
+        if self.blocks.is_some() {
+            let blocks: Vec<(types::cgnat_block_key, types::cgnat_block)> =
+                dump(&t.blocks, "blocks")?;
+            for (k, b) in &blocks {
+                if block_use.contains(&(k.ext_addr, k.block))
+                    || now.saturating_sub(b.created_ns) < BINDING_GRACE.as_nanos() as u64
+                {
+                    continue;
+                }
+                let sk = types::cgnat_sub_block_key {
+                    sub: b.owner,
+                    slot: b.slot,
+                };
+                let _ = t.sub_blocks.delete(bytes_of(&sk));
+                let _ = t.blocks.delete(bytes_of(k));
+                rep.blocks_released.push(BlockRelease {
+                    subscriber: addr(b.owner),
+                    external: addr(k.ext_addr),
+                    block: k.block,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A port block given back (for the NAT log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRelease {
+    pub subscriber: Ipv4Addr,
+    pub external: Ipv4Addr,
+    pub block: u32,
 }
 
 /// One session as shown by `cgnat sessions`.

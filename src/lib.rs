@@ -7,6 +7,7 @@ pub mod bpf;
 pub mod config;
 pub mod demo;
 pub mod expiry;
+pub mod lookup;
 pub mod neigh;
 pub mod pool;
 pub mod stats;

@@ -17,6 +17,17 @@ use cgnat::{expiry, neigh, stats};
 
 const DEFAULT_CONFIG: &str = "/etc/cgnat.toml";
 
+/// Prints a line to stdout; a closed pipe (`cgnat sessions | head`) ends
+/// the program quietly instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($t)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 /// Carrier-grade NAT44 (RFC 6888) with an XDP data path.
 ///
 /// Without a subcommand, runs the daemon in the foreground: loads the XDP
@@ -55,6 +66,26 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Which external address and ports a subscriber uses: computed from the
+    /// config in deterministic mode, else read from the running daemon.
+    Forward {
+        /// The subscriber's internal address.
+        addr: Ipv4Addr,
+    },
+    /// Which subscriber an external ip:port belongs to (abuse and legal
+    /// requests): computed from the config in deterministic mode, else read
+    /// from the running daemon (port blocks and bindings).
+    Reverse {
+        /// External address and port, e.g. 203.0.113.7:40123.
+        endpoint: std::net::SocketAddrV4,
+    },
+    /// List subscribers of the running daemon: external address, ports per
+    /// protocol, sessions.
+    Subscribers {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Build a network-namespace test bed, run cgnat in it with the embedded
     /// default configuration, show translated and hairpinned traffic, clean up.
     Demo,
@@ -79,7 +110,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Run => daemon(&cli.config),
         Cmd::Check => {
             let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
-            println!(
+            outln!(
                 "{}: ok ({} external addresses, {} internal prefixes, {} sessions max)",
                 cfg.file.display(),
                 cfg.pool_addrs.len(),
@@ -102,10 +133,10 @@ fn run(cli: Cli) -> Result<(), String> {
                         )
                     })
                     .collect();
-                println!("{{{}}}", items.join(","));
+                outln!("{{{}}}", items.join(","));
             } else {
                 for c in c {
-                    println!("{} {} {}", c.name, c.packets, c.bytes);
+                    outln!("{} {} {}", c.name, c.packets, c.bytes);
                 }
             }
             Ok(())
@@ -116,6 +147,61 @@ fn run(cli: Cli) -> Result<(), String> {
             let list = expiry::list_sessions(&t, &cfg.timeouts, expiry::monotonic_ns())
                 .map_err(|e| e.to_string())?;
             print_sessions(&list, json);
+            Ok(())
+        }
+        Cmd::Forward { addr } => {
+            let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            outln!(
+                "{}",
+                cgnat::lookup::forward(&cfg, addr).map_err(|e| e.to_string())?
+            );
+            Ok(())
+        }
+        Cmd::Reverse { endpoint } => {
+            let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            outln!(
+                "{}",
+                cgnat::lookup::reverse(&cfg, endpoint).map_err(|e| e.to_string())?
+            );
+            Ok(())
+        }
+        Cmd::Subscribers { json } => {
+            let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            let t = Tables::open_pinned(&cfg.pin_path).map_err(|e| e.to_string())?;
+            let list = cgnat::lookup::subscribers(&t).map_err(|e| e.to_string())?;
+            if json {
+                let items: Vec<String> = list
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{{\"subscriber\":\"{}\",\"external\":\"{}\",\"tcp\":{},\"udp\":{},\"icmp\":{},\"sessions\":{}}}",
+                            s.subscriber, s.external, s.ports[0], s.ports[1], s.ports[2], s.sessions
+                        )
+                    })
+                    .collect();
+                outln!("[{}]", items.join(","));
+            } else {
+                outln!(
+                    "{:<16} {:<16} {:>6} {:>6} {:>6} {:>9}",
+                    "SUBSCRIBER",
+                    "EXTERNAL",
+                    "TCP",
+                    "UDP",
+                    "ICMP",
+                    "SESSIONS"
+                );
+                for s in list {
+                    outln!(
+                        "{:<16} {:<16} {:>6} {:>6} {:>6} {:>9}",
+                        s.subscriber,
+                        s.external,
+                        s.ports[0],
+                        s.ports[1],
+                        s.ports[2],
+                        s.sessions
+                    );
+                }
+            }
             Ok(())
         }
         Cmd::Demo => {
@@ -156,15 +242,21 @@ fn print_sessions(list: &[expiry::SessionView], json: bool) {
                 )
             })
             .collect();
-        println!("[{}]", items.join(","));
+        outln!("[{}]", items.join(","));
         return;
     }
-    println!(
+    outln!(
         "{:<5} {:<21} {:<21} {:<21} {:<12} {:>8} {:>10}",
-        "PROTO", "INTERNAL", "EXTERNAL", "REMOTE", "STATE", "IDLE", "EXPIRES"
+        "PROTO",
+        "INTERNAL",
+        "EXTERNAL",
+        "REMOTE",
+        "STATE",
+        "IDLE",
+        "EXPIRES"
     );
     for s in list {
-        println!(
+        outln!(
             "{:<5} {:<21} {:<21} {:<21} {:<12} {:>7}s {:>9}s",
             s.proto,
             ep(s.internal),
@@ -253,6 +345,7 @@ fn daemon(config: &Path) -> Result<(), String> {
     let sweeper = expiry::Sweeper {
         timeouts: cfg.timeouts.clone(),
         quarantine: cfg.port_quarantine,
+        blocks: (cfg.mode == cgnat::config::PoolMode::PortBlock).then_some(cfg.blocks),
     };
     let mut next_sweep = Instant::now() + cfg.sweep_interval;
     loop {

@@ -2152,6 +2152,7 @@ fn quarantine_cases(h: &mut Harness) {
     let sweeper = cgnat::expiry::Sweeper {
         timeouts: h.cfg.timeouts.clone(),
         quarantine: h.cfg.port_quarantine,
+        blocks: None,
     };
     // Sweeps as the daemon runs them, an hour later (expiry may take more
     // than one sweep: sessions are marked dying first)

@@ -1,0 +1,181 @@
+//! Answers about who uses what: `cgnat forward`, `cgnat reverse` and
+//! `cgnat subscribers`. Deterministic mode answers from the config alone
+//! (RFC 7422: no per-session state to log); the other modes read the
+//! running daemon's pinned tables.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use libbpf_rs::{MapCore, MapFlags};
+
+use crate::bpf::{bytes_of, from_bytes, types, BpfError, Tables};
+use crate::config::{Config, PoolMode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("{0} is not in nat.internal_prefixes")]
+    NotSubscriber(Ipv4Addr),
+    #[error("{0} is not in nat.external_pool")]
+    NotExternal(Ipv4Addr),
+    #[error("{0} belongs to no subscriber now")]
+    Unused(SocketAddrV4),
+    #[error("{0} holds nothing now")]
+    Idle(Ipv4Addr),
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+}
+
+/// Where a subscriber is (or would be) on the outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub subscriber: Ipv4Addr,
+    pub external: Ipv4Addr,
+    /// Port ranges, inclusive; empty when ports are allocated one by one.
+    pub ranges: Vec<(u16, u16)>,
+    /// "deterministic" (from the config) or "live" (running daemon).
+    pub source: &'static str,
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {}", self.subscriber, self.external)?;
+        for (lo, hi) in &self.ranges {
+            write!(f, " ports {lo}-{hi}")?;
+        }
+        write!(f, " ({})", self.source)
+    }
+}
+
+fn addr(be: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from_be(be))
+}
+
+pub fn forward(cfg: &Config, sub: Ipv4Addr) -> Result<Placement, LookupError> {
+    if !cfg.internal_prefixes.iter().any(|p| p.contains(sub)) {
+        return Err(LookupError::NotSubscriber(sub));
+    }
+    if let Some(d) = &cfg.deterministic {
+        let (ext, r) = d.forward(sub).ok_or(LookupError::NotSubscriber(sub))?;
+        return Ok(Placement {
+            subscriber: sub,
+            external: ext,
+            ranges: vec![(*r.start(), *r.end())],
+            source: "deterministic",
+        });
+    }
+    let t = Tables::open_pinned(&cfg.pin_path)?;
+    let key = u32::from(sub).to_be();
+    let s = t
+        .subscribers
+        .lookup(bytes_of(&key), MapFlags::ANY)
+        .map_err(|err| BpfError::Map {
+            map: "subscribers",
+            err,
+        })?
+        .and_then(|v| from_bytes::<types::cgnat_subscriber>(&v))
+        .ok_or(LookupError::Idle(sub))?;
+    let mut ranges = Vec::new();
+    if cfg.mode == PoolMode::PortBlock {
+        for slot in 0..cfg.blocks.max_blocks {
+            let k = types::cgnat_sub_block_key { sub: key, slot };
+            if let Ok(Some(v)) = t.sub_blocks.lookup(bytes_of(&k), MapFlags::ANY) {
+                if let Some(n) = from_bytes::<u32>(&v) {
+                    let r = cfg.blocks.ports(n);
+                    ranges.push((*r.start(), *r.end()));
+                }
+            }
+        }
+        ranges.sort_unstable();
+    }
+    Ok(Placement {
+        subscriber: sub,
+        external: addr(s.ext_addr),
+        ranges,
+        source: "live",
+    })
+}
+
+pub fn reverse(cfg: &Config, ep: SocketAddrV4) -> Result<Placement, LookupError> {
+    let ext = *ep.ip();
+    if !cfg.pool_prefixes.iter().any(|p| p.contains(ext)) {
+        return Err(LookupError::NotExternal(ext));
+    }
+    if let Some(d) = &cfg.deterministic {
+        let sub = d.reverse(ext, ep.port()).ok_or(LookupError::Unused(ep))?;
+        return forward(cfg, sub);
+    }
+    let t = Tables::open_pinned(&cfg.pin_path)?;
+    if cfg.mode == PoolMode::PortBlock {
+        if let Some(n) = cfg.blocks.block_of(ep.port()) {
+            let k = types::cgnat_block_key {
+                ext_addr: u32::from(ext).to_be(),
+                block: n,
+            };
+            if let Ok(Some(v)) = t.blocks.lookup(bytes_of(&k), MapFlags::ANY) {
+                if let Some(b) = from_bytes::<types::cgnat_block>(&v) {
+                    let r = cfg.blocks.ports(n);
+                    return Ok(Placement {
+                        subscriber: addr(b.owner),
+                        external: ext,
+                        ranges: vec![(*r.start(), *r.end())],
+                        source: "live",
+                    });
+                }
+            }
+        }
+    }
+    // a binding of any protocol on that port
+    for proto in [6u8, 17, 1] {
+        let k = types::cgnat_endpoint {
+            addr: u32::from(ext).to_be(),
+            port: ep.port().to_be(),
+            proto,
+            _pad: 0,
+        };
+        if let Ok(Some(v)) = t.bind_in.lookup(bytes_of(&k), MapFlags::ANY) {
+            if let Some(b) = from_bytes::<types::cgnat_binding>(&v) {
+                if b.flags & types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8 == 0 {
+                    return Ok(Placement {
+                        subscriber: addr(b.addr),
+                        external: ext,
+                        ranges: vec![(ep.port(), ep.port())],
+                        source: "live",
+                    });
+                }
+            }
+        }
+    }
+    Err(LookupError::Unused(ep))
+}
+
+/// One row of `cgnat subscribers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberView {
+    pub subscriber: Ipv4Addr,
+    pub external: Ipv4Addr,
+    pub ports: [u32; 3],
+    pub sessions: u32,
+}
+
+pub fn subscribers(t: &Tables) -> Result<Vec<SubscriberView>, LookupError> {
+    let mut out = Vec::new();
+    let keys: Vec<Vec<u8>> = t.subscribers.keys().collect();
+    for k in keys {
+        let Ok(Some(v)) = t.subscribers.lookup(&k, MapFlags::ANY) else {
+            continue;
+        };
+        if let (Some(a), Some(s)) = (
+            from_bytes::<u32>(&k),
+            from_bytes::<types::cgnat_subscriber>(&v),
+        ) {
+            out.push(SubscriberView {
+                subscriber: addr(a),
+                external: addr(s.ext_addr),
+                ports: s.ports,
+                sessions: s.sessions,
+            });
+        }
+    }
+    out.sort_by_key(|s| s.subscriber);
+    Ok(out)
+}
