@@ -26,6 +26,16 @@ fn main() {
         ])
         .build_and_generate(&out)
         .expect("compiling bpf/cgnat.bpf.c failed (see the clang errors above)");
+    // The ABI of pinned state: a restarted daemon adopts pinned tables only
+    // if they were made from the same shared header and map definitions.
+    let mut abi: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in ["include/cgnat.h", "bpf/maps.h"] {
+        let text = std::fs::read(f).unwrap_or_else(|e| panic!("{f}: {e}"));
+        for b in text {
+            abi = (abi ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    println!("cargo:rustc-env=CGNAT_ABI={abi:016x}");
     println!("cargo:rerun-if-changed=bpf");
     println!("cargo:rerun-if-changed=include");
 }

@@ -138,6 +138,7 @@ char LICENSE[] SEC("license") = "GPL";
 /* Types that no map names: these globals put them into BTF, so the daemon
  * gets them from the generated skeleton instead of a hand-made copy. */
 struct cgnat_event _btf_event = {};
+struct cgnat_meta _btf_meta = {};
 enum cgnat_stat _btf_stat = CGNAT_STAT__MAX;
 enum cgnat_tcp_state _btf_tcp_state = CGNAT_TCP_INIT;
 enum cgnat_tcp_event _btf_tcp_event = CGNAT_TCP_SYN_OUT;

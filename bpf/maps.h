@@ -4,7 +4,8 @@
  *
  * max_entries given here are placeholders: the daemon sizes every map from
  * the config (bpf_map__set_max_entries) before load. Hash maps are
- * preallocated (no BPF_F_NO_PREALLOC): memory is reserved up front, latency
+ * preallocated (no BPF_F_NO_PREALLOC) unless a mode uses them only: memory
+ * is reserved up front, latency
  * stays flat, and a full map refuses inserts (-E2BIG) instead of evicting,
  * as RFC 6888 REQ-11(d) requires. No LRU maps: LRU would evict live state.
  */
@@ -14,6 +15,14 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "cgnat.h"
+
+/* What the daemon pinned (struct cgnat_meta); not used by the programs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cgnat_meta);
+} meta SEC(".maps");
 
 /* Subscriber prefixes (config nat.internal_prefixes). */
 struct {
@@ -63,6 +72,7 @@ struct {
 /* Port blocks in use (port-block allocation). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* used in some modes only */
 	__uint(max_entries, 1);
 	__type(key, struct cgnat_block_key);
 	__type(value, struct cgnat_block);
@@ -71,6 +81,7 @@ struct {
 /* Each subscriber's blocks, by slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* used in some modes only */
 	__uint(max_entries, 1);
 	__type(key, struct cgnat_sub_block_key);
 	__type(value, __u32);
@@ -132,6 +143,7 @@ struct {
  * CGNAT_FILTER_ADF. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* used in some modes only */
 	__uint(max_entries, 1);
 	__type(key, struct cgnat_filter_key);
 	__type(value, __u64);

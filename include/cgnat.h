@@ -348,6 +348,21 @@ struct cgnat_sub_block_key {
 	__u32 slot;
 };
 
+/*
+ * What a daemon pinned (map "meta", written and read by the daemon only):
+ * a restarted daemon adopts the pinned tables only if they were made by
+ * the same ABI (include/cgnat.h, bpf/maps.h) with the same sizes.
+ */
+struct cgnat_meta {
+	__u64 abi;
+	__u32 internal_ifindex;
+	__u32 external_ifindex;
+	__u32 max_sessions;
+	__u32 max_bindings;
+	__u32 max_subscribers;
+	__u32 max_fragments;
+};
+
 /* Which interface a program instance serves (rodata and entry points). */
 enum cgnat_side {
 	CGNAT_SIDE_INTERNAL = 1,

@@ -7,13 +7,16 @@
 
 use std::ffi::CString;
 use std::mem::MaybeUninit;
+use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use crate::config::{Config, FibLookup, Filtering, PoolMode, XdpMode};
+use crate::config::{
+    Config, FibLookup, Filtering, PoolMode, XdpMode, MAX_POOL_ADDRS, MAX_PREFIXES,
+};
 
 #[allow(clippy::all, clippy::pedantic, unsafe_op_in_unsafe_fn)]
 mod skel {
@@ -42,6 +45,7 @@ unsafe impl Pod for types::cgnat_subscriber {}
 unsafe impl Pod for types::cgnat_block_key {}
 unsafe impl Pod for types::cgnat_block {}
 unsafe impl Pod for types::cgnat_sub_block_key {}
+unsafe impl Pod for types::cgnat_meta {}
 unsafe impl Pod for types::cgnat_filter_key {}
 unsafe impl Pod for types::cgnat_frag_key {}
 unsafe impl Pod for types::cgnat_frag {}
@@ -103,6 +107,11 @@ pub enum BpfError {
     #[error("{path}: {err}")]
     Sysctl { path: String, err: std::io::Error },
     #[error(
+        "cannot adopt the state pinned in {dir}: {why}; `cgnat stop --detach` removes it \
+         (dropping all sessions)"
+    )]
+    Adopt { dir: PathBuf, why: String },
+    #[error(
         "forwarding is off on {iface:?}: interfaces.fib_lookup = \"ingress\" needs \
          net.ipv4.conf.{iface}.forwarding=1 (or use the default fib_lookup = \"loopback\")"
     )]
@@ -115,6 +124,117 @@ pub enum Side {
     Internal,
     External,
     OneArmed,
+}
+
+impl Side {
+    fn prog_name(self) -> &'static str {
+        match self {
+            Side::Internal => "xdp_internal",
+            Side::External => "xdp_external",
+            Side::OneArmed => "xdp_one_armed",
+        }
+    }
+}
+
+/// The ABI of pinned state (a hash of include/cgnat.h and bpf/maps.h).
+pub fn abi() -> u64 {
+    u64::from_str_radix(env!("CGNAT_ABI"), 16).unwrap_or(0)
+}
+
+/// Table sizes, fixed for the life of pinned state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizes {
+    pub sessions: u32,
+    pub bindings: u32,
+    pub subscribers: u32,
+    pub fragments: u32,
+    pub blocks: u32,
+}
+
+impl Sizes {
+    pub fn of(cfg: &Config) -> Sizes {
+        Sizes {
+            sessions: cfg.max_sessions,
+            bindings: cfg.max_bindings,
+            subscribers: cfg.max_subscribers,
+            fragments: cfg.max_fragments,
+            blocks: (u64::from(cfg.max_subscribers) * u64::from(crate::pool::MAX_BLOCKS_CAP))
+                .min(1 << 24) as u32,
+        }
+    }
+}
+
+/// Can the state pinned in `dir` be adopted with these sizes?
+fn check_adoptable(dir: &Path, sizes: &Sizes) -> Result<(), BpfError> {
+    let adopt = |why: String| BpfError::Adopt {
+        dir: dir.to_owned(),
+        why,
+    };
+    let h =
+        MapHandle::from_pinned_path(dir.join("meta")).map_err(|e| adopt(format!("meta: {e}")))?;
+    let meta = h
+        .lookup(bytes_of(&0u32), MapFlags::ANY)
+        .ok()
+        .flatten()
+        .and_then(|v| from_bytes::<types::cgnat_meta>(&v))
+        .ok_or_else(|| adopt("no metadata".into()))?;
+    if meta.abi != abi() {
+        return Err(adopt(format!(
+            "it was made by a cgnat with another table layout (ABI {:016x}, this one is {:016x})",
+            meta.abi,
+            abi()
+        )));
+    }
+    for (field, was, now) in [
+        ("nat.max_sessions", meta.max_sessions, sizes.sessions),
+        ("nat.max_bindings", meta.max_bindings, sizes.bindings),
+        (
+            "pool.max_subscribers",
+            meta.max_subscribers,
+            sizes.subscribers,
+        ),
+        ("nat.max_fragments", meta.max_fragments, sizes.fragments),
+    ] {
+        if was != now {
+            return Err(adopt(format!(
+                "{field} changed from {was} to {now}, and tables cannot be resized in place"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn obj_get(path: &Path) -> Result<OwnedFd, BpfError> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| BpfError::Pin {
+        path: path.to_owned(),
+        err: e.to_string(),
+    })?;
+    // SAFETY: c is a valid C string; the returned fd is owned.
+    let fd = unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) };
+    if fd < 0 {
+        return Err(BpfError::Pin {
+            path: path.to_owned(),
+            err: std::io::Error::from_raw_os_error(-fd).to_string(),
+        });
+    }
+    // SAFETY: fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn obj_pin(fd: &OwnedFd, path: &Path) -> Result<(), BpfError> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| BpfError::Pin {
+        path: path.to_owned(),
+        err: e.to_string(),
+    })?;
+    // SAFETY: valid fd and C string.
+    let r = unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) };
+    if r < 0 {
+        return Err(BpfError::Pin {
+            path: path.to_owned(),
+            err: std::io::Error::from_raw_os_error(-r).to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// What `Datapath::load` does beyond loading.
@@ -145,7 +265,8 @@ pub struct Tables {
     pub filter_addr: Option<MapHandle>,
 }
 
-/// Map names pinned under `daemon.pin_path`.
+/// Map names the CLI opens under `daemon.pin_path`.
+#[allow(dead_code)]
 const PINNED: [&str; 12] = [
     "subscribers",
     "pool_load",
@@ -193,7 +314,10 @@ impl Tables {
 pub struct Datapath {
     skel: CgnatSkel<'static>,
     links: Vec<OwnedFd>,
-    pinned: Option<PathBuf>,
+    pin_dir: Option<PathBuf>,
+    /// The pinned tables of a previous daemon were taken over.
+    pub adopted: bool,
+    link_pins: Vec<String>,
     address_dependent: bool,
     one_armed: bool,
     internal_ifindex: u32,
@@ -351,72 +475,96 @@ impl Datapath {
         ro.FILTER_TCP = mode(cfg.filtering.tcp);
         ro.FILTER_ICMP = mode(cfg.filtering.icmp);
 
+        let sizes = Sizes::of(cfg);
         let m = &mut open.maps;
-        m.pool_addrs
-            .set_max_entries(cfg.pool_addrs.len().max(1) as u32)
-            .map_err(map_err("pool_addrs"))?;
-        m.internal_prefixes
-            .set_max_entries(cfg.internal_prefixes.len().max(1) as u32)
-            .map_err(map_err("internal_prefixes"))?;
-        m.pool_prefixes
-            .set_max_entries(cfg.pool_prefixes.len().max(1) as u32)
-            .map_err(map_err("pool_prefixes"))?;
-        m.sessions
-            .set_max_entries(cfg.max_sessions)
-            .map_err(map_err("sessions"))?;
-        m.bind_out
-            .set_max_entries(cfg.max_bindings)
-            .map_err(map_err("bind_out"))?;
-        m.bind_in
-            .set_max_entries(cfg.max_bindings)
-            .map_err(map_err("bind_in"))?;
-        m.subscribers
-            .set_max_entries(cfg.max_subscribers)
-            .map_err(map_err("subscribers"))?;
-        m.pool_load
-            .set_max_entries(cfg.pool_addrs.len().max(1) as u32)
-            .map_err(map_err("pool_load"))?;
-        let n_exempt_any = cfg.exempt.iter().filter(|e| e.port.is_none()).count();
-        m.exempt_any
-            .set_max_entries(n_exempt_any.max(1) as u32)
-            .map_err(map_err("exempt_any"))?;
-        m.exempt_port
-            .set_max_entries((cfg.exempt.len() - n_exempt_any).max(1) as u32)
-            .map_err(map_err("exempt_port"))?;
-        if cfg.mode == PoolMode::PortBlock {
-            let blocks = u64::from(cfg.max_subscribers) * u64::from(cfg.blocks.max_blocks);
-            let all = cfg.pool_addrs.len() as u64 * u64::from(cfg.blocks.per_addr);
-            let n = blocks.min(all).clamp(1, 1 << 24) as u32;
-            m.blocks.set_max_entries(n).map_err(map_err("blocks"))?;
-            m.sub_blocks
-                .set_max_entries(n)
-                .map_err(map_err("sub_blocks"))?;
-        }
-        m.frags
-            .set_max_entries(cfg.max_fragments)
-            .map_err(map_err("frags"))?;
-        if cfg.filtering.any_address_dependent() {
-            m.filter_addr
-                .set_max_entries(cfg.max_sessions)
-                .map_err(map_err("filter_addr"))?;
+        for (map, name, n) in [
+            (&mut m.pool_addrs, "pool_addrs", MAX_POOL_ADDRS as u32),
+            (&mut m.pool_load, "pool_load", MAX_POOL_ADDRS as u32),
+            (
+                &mut m.internal_prefixes,
+                "internal_prefixes",
+                MAX_PREFIXES as u32,
+            ),
+            (&mut m.pool_prefixes, "pool_prefixes", MAX_PREFIXES as u32),
+            (&mut m.exempt_any, "exempt_any", MAX_PREFIXES as u32),
+            (&mut m.exempt_port, "exempt_port", MAX_PREFIXES as u32),
+            (&mut m.sessions, "sessions", sizes.sessions),
+            (&mut m.filter_addr, "filter_addr", sizes.sessions),
+            (&mut m.bind_out, "bind_out", sizes.bindings),
+            (&mut m.bind_in, "bind_in", sizes.bindings),
+            (&mut m.subscribers, "subscribers", sizes.subscribers),
+            (&mut m.blocks, "blocks", sizes.blocks),
+            (&mut m.sub_blocks, "sub_blocks", sizes.blocks),
+            (&mut m.frags, "frags", sizes.fragments),
+        ] {
+            map.set_max_entries(n).map_err(map_err(name))?;
         }
 
-        let skel = open.load().map_err(BpfError::Load)?;
+        // Pinned state: adopt what a previous daemon left (same ABI and
+        // sizes), else create it; libbpf reuses a map pinned at its path.
+        let adopting = opts.pin && cfg.pin_path.join("meta").exists();
+        if opts.pin {
+            ensure_bpffs(&cfg.pin_path)?;
+            if adopting {
+                check_adoptable(&cfg.pin_path, &sizes)?;
+            }
+            std::fs::create_dir_all(&cfg.pin_path).map_err(|e| BpfError::Pin {
+                path: cfg.pin_path.clone(),
+                err: e.to_string(),
+            })?;
+            for mut map in open.open_object_mut().maps_mut() {
+                let name = map.name().to_string_lossy().into_owned();
+                if name.contains('.') {
+                    continue; // .rodata, .bss: per program, never shared
+                }
+                let path = cfg.pin_path.join(&name);
+                map.set_pin_path(&path).map_err(|e| BpfError::Pin {
+                    path,
+                    err: e.to_string(),
+                })?;
+            }
+        }
+
+        let skel = open.load().map_err(|e| {
+            if adopting {
+                BpfError::Adopt {
+                    dir: cfg.pin_path.clone(),
+                    why: format!("libbpf could not reuse the pinned maps: {e}"),
+                }
+            } else {
+                BpfError::Load(e)
+            }
+        })?;
         let mut dp = Datapath {
             skel,
             links: Vec::new(),
-            pinned: None,
+            pin_dir: opts.pin.then(|| cfg.pin_path.clone()),
             address_dependent: cfg.filtering.any_address_dependent(),
             one_armed: cfg.one_armed(),
             internal_ifindex: int_idx,
             attached: Vec::new(),
+            adopted: adopting,
+            link_pins: Vec::new(),
         };
         if let Some(n) = fib_note {
             dp.attached.push(n);
         }
         dp.fill_config_maps(cfg, &[int_idx, ext_idx])?;
         if opts.pin {
-            dp.pin(&cfg.pin_path)?;
+            let meta = types::cgnat_meta {
+                abi: abi(),
+                internal_ifindex: int_idx,
+                external_ifindex: ext_idx,
+                max_sessions: sizes.sessions,
+                max_bindings: sizes.bindings,
+                max_subscribers: sizes.subscribers,
+                max_fragments: sizes.fragments,
+            };
+            dp.skel
+                .maps
+                .meta
+                .update(bytes_of(&0u32), bytes_of(&meta), MapFlags::ANY)
+                .map_err(map_err("meta"))?;
         }
         if opts.attach {
             if cfg.one_armed() {
@@ -425,6 +573,7 @@ impl Datapath {
                 dp.attach(Side::Internal, &cfg.internal_if, int_idx, cfg.xdp_mode)?;
                 dp.attach(Side::External, &cfg.external_if, ext_idx, cfg.xdp_mode)?;
             }
+            dp.drop_stale_links();
         }
         Ok(dp)
     }
@@ -442,6 +591,39 @@ impl Datapath {
             prefixlen: u32::from(p.prefix()),
             addr: u32::from(p.network()).to_be(),
         };
+        // Adopted or reloaded tables hold the previous config: new entries
+        // are written first, stale ones removed after, so no lookup ever
+        // misses in between.
+        let stale = |map: &libbpf_rs::Map<'_>, keep: &[Vec<u8>]| -> Vec<Vec<u8>> {
+            map.keys().filter(|k| !keep.contains(k)).collect()
+        };
+        let keep_internal: Vec<Vec<u8>> = cfg
+            .internal_prefixes
+            .iter()
+            .map(|p| bytes_of(&lpm(p)).to_vec())
+            .collect();
+        // A pool prefix removed from the config drains: it stays while any
+        // binding uses it (new subscribers never get its addresses).
+        let in_use: Vec<Ipv4Addr> = m
+            .bind_in
+            .keys()
+            .filter_map(|k| from_bytes::<types::cgnat_endpoint>(&k))
+            .map(|k| Ipv4Addr::from(u32::from_be(k.addr)))
+            .collect();
+        let keep_pool: Vec<Vec<u8>> = m
+            .pool_prefixes
+            .keys()
+            .filter(|k| {
+                from_bytes::<types::cgnat_lpm_key>(k).is_some_and(|lk| {
+                    ipnetwork::Ipv4Network::new(
+                        Ipv4Addr::from(u32::from_be(lk.addr)),
+                        lk.prefixlen as u8,
+                    )
+                    .is_ok_and(|n| in_use.iter().any(|a| n.contains(*a)))
+                })
+            })
+            .chain(cfg.pool_prefixes.iter().map(|p| bytes_of(&lpm(p)).to_vec()))
+            .collect();
         for (p, offset) in crate::pool::Deterministic::prefix_offsets(&cfg.internal_prefixes) {
             let v = types::cgnat_prefix_info {
                 network: u32::from(p.network()).to_be(),
@@ -456,12 +638,25 @@ impl Datapath {
                 .update(bytes_of(&lpm(p)), bytes_of(&one), MapFlags::ANY)
                 .map_err(map_err("pool_prefixes"))?;
         }
+        for (map, name, keep) in [
+            (&m.internal_prefixes, "internal_prefixes", &keep_internal),
+            (&m.pool_prefixes, "pool_prefixes", &keep_pool),
+        ] {
+            for k in stale(map, keep) {
+                map.delete(&k).map_err(map_err(name))?;
+            }
+        }
+        let mut keep_any = Vec::new();
+        let mut keep_port = Vec::new();
         for e in &cfg.exempt {
             match e.port {
-                None => m
-                    .exempt_any
-                    .update(bytes_of(&lpm(&e.prefix)), bytes_of(&one), MapFlags::ANY)
-                    .map_err(map_err("exempt_any"))?,
+                None => {
+                    let k = lpm(&e.prefix);
+                    m.exempt_any
+                        .update(bytes_of(&k), bytes_of(&one), MapFlags::ANY)
+                        .map_err(map_err("exempt_any"))?;
+                    keep_any.push(bytes_of(&k).to_vec());
+                }
                 Some(port) => {
                     let k = types::cgnat_lpm_port_key {
                         prefixlen: 16 + u32::from(e.prefix.prefix()),
@@ -471,17 +666,52 @@ impl Datapath {
                     };
                     m.exempt_port
                         .update(bytes_of(&k), bytes_of(&one), MapFlags::ANY)
-                        .map_err(map_err("exempt_port"))?
+                        .map_err(map_err("exempt_port"))?;
+                    keep_port.push(bytes_of(&k).to_vec());
                 }
             }
         }
-        for (i, _) in cfg.pool_addrs.iter().enumerate() {
-            let zero = 0u32;
-            m.pool_load
-                .update(bytes_of(&(i as u32)), bytes_of(&zero), MapFlags::ANY)
-                .map_err(map_err("pool_load"))?;
+        for (map, name, keep) in [
+            (&m.exempt_any, "exempt_any", &keep_any),
+            (&m.exempt_port, "exempt_port", &keep_port),
+        ] {
+            for k in stale(map, keep) {
+                map.delete(&k).map_err(map_err(name))?;
+            }
         }
+
         let static_flag = types::cgnat_binding_flag::CGNAT_BIND_STATIC.0 as u8;
+        // static mappings no longer configured go
+        let old_statics: Vec<(types::cgnat_endpoint, types::cgnat_binding)> = m
+            .bind_in
+            .keys()
+            .filter_map(|k| {
+                let v = m.bind_in.lookup(&k, MapFlags::ANY).ok().flatten()?;
+                Some((from_bytes(&k)?, from_bytes(&v)?))
+            })
+            .collect();
+        for (ek, b) in old_statics {
+            if b.flags & static_flag == 0 {
+                continue;
+            }
+            let still = cfg.statics.iter().any(|st| {
+                st.proto == ek.proto
+                    && u32::from(*st.external.ip()).to_be() == ek.addr
+                    && st.external.port().to_be() == ek.port
+                    && u32::from(*st.internal.ip()).to_be() == b.addr
+                    && st.internal.port().to_be() == b.port
+            });
+            if !still {
+                let ik = types::cgnat_endpoint {
+                    addr: b.addr,
+                    port: b.port,
+                    proto: ek.proto,
+                    _pad: 0,
+                };
+                let _ = m.bind_out.delete(bytes_of(&ik));
+                let _ = m.bind_in.delete(bytes_of(&ek));
+            }
+        }
         for st in &cfg.statics {
             let ik = types::cgnat_endpoint {
                 addr: u32::from(*st.internal.ip()).to_be(),
@@ -539,54 +769,62 @@ impl Datapath {
     }
 
     /// Attaches one entry point through a bpf_link in the requested mode.
+    /// With pinned state, a link pinned by a previous daemon is taken over
+    /// and switched to this program atomically (bpf_link_update): traffic
+    /// never stops; a new link is pinned so that it outlives this process.
     fn attach(&mut self, side: Side, iface: &str, idx: u32, mode: XdpMode) -> Result<(), BpfError> {
-        let fd = link_xdp(self.prog(side).as_fd().as_raw_fd(), idx, mode, iface)?;
+        let prog = side.prog_name();
+        let prog_fd = self.prog(side).as_fd().as_raw_fd();
+        let pin_name = format!("link_{prog}_{idx}");
+        self.link_pins.push(pin_name.clone());
+        let pin = self.pin_dir.as_ref().map(|d| d.join(&pin_name));
+        if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
+            let fd = obj_get(path)?;
+            // SAFETY: valid link and program fds; NULL opts are allowed.
+            let r =
+                unsafe { libbpf_sys::bpf_link_update(fd.as_raw_fd(), prog_fd, std::ptr::null()) };
+            if r < 0 {
+                return Err(BpfError::Pin {
+                    path: path.clone(),
+                    err: format!(
+                        "cannot switch the pinned XDP link to the new program: {}",
+                        std::io::Error::from_raw_os_error(-r)
+                    ),
+                });
+            }
+            self.links.push(fd);
+            self.attached.push(format!(
+                "{prog} took over the XDP link on {iface} (ifindex {idx}); traffic kept flowing"
+            ));
+            return Ok(());
+        }
+        let fd = link_xdp(prog_fd, idx, mode, iface)?;
+        if let Some(path) = &pin {
+            obj_pin(&fd, path)?;
+        }
         self.links.push(fd);
-        let prog = match side {
-            Side::Internal => "xdp_internal",
-            Side::External => "xdp_external",
-            Side::OneArmed => "xdp_one_armed",
-        };
         self.attached.push(format!(
             "{prog} attached to {iface} (ifindex {idx}, {mode} mode)"
         ));
         Ok(())
     }
 
-    fn pin(&mut self, dir: &Path) -> Result<(), BpfError> {
-        ensure_bpffs(dir)?;
-        let pin_err = |e: std::io::Error| BpfError::Pin {
-            path: dir.to_owned(),
-            err: e.to_string(),
+    /// Unpins links of a previous configuration (other interfaces or
+    /// roles) that this daemon did not take over: they detach.
+    fn drop_stale_links(&mut self) {
+        let Some(dir) = &self.pin_dir else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
         };
-        if dir.exists() {
-            // State of a previous run: not adopted (yet), so cleared.
-            std::fs::remove_dir_all(dir).map_err(pin_err)?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("link_") && !self.link_pins.contains(&name) {
+                if std::fs::remove_file(e.path()).is_ok() {
+                    self.attached
+                        .push(format!("detached the stale link {name}"));
+                }
+            }
         }
-        std::fs::create_dir_all(dir).map_err(pin_err)?;
-        self.pinned = Some(dir.to_owned());
-        let m = &mut self.skel.maps;
-        for (name, map) in PINNED.iter().zip([
-            &mut m.subscribers,
-            &mut m.pool_load,
-            &mut m.blocks,
-            &mut m.sub_blocks,
-            &mut m.sessions,
-            &mut m.bind_in,
-            &mut m.bind_out,
-            &mut m.stats,
-            &mut m.filter_addr,
-            &mut m.frags,
-            &mut m.frag_stash,
-            &mut m.frag_pending,
-        ]) {
-            let path = dir.join(name);
-            map.pin(&path).map_err(|e| BpfError::Pin {
-                path,
-                err: e.to_string(),
-            })?;
-        }
-        Ok(())
     }
 
     /// Owned handles on the tables, for expiry and statistics.
@@ -730,12 +968,43 @@ impl Datapath {
 
 impl Drop for Datapath {
     fn drop(&mut self) {
-        // Links close with their fds (detaching the programs); pins go too.
+        // Unpinned links close with their fds (detaching the programs);
+        // pinned ones, and the pinned maps, outlive the daemon on purpose.
         self.links.clear();
-        if let Some(dir) = self.pinned.take() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
     }
+}
+
+/// Removes everything a daemon pinned under `dir`: its XDP links (the
+/// programs detach as soon as no process holds them) and its tables (all
+/// sessions are dropped). Returns what was removed.
+pub fn detach(dir: &Path) -> Result<Vec<String>, BpfError> {
+    let mut removed = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => {
+            return Err(BpfError::Pin {
+                path: dir.to_owned(),
+                err: e.to_string(),
+            })
+        }
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    // links first, so the programs stop before their maps go
+    names.sort_by_key(|n| !n.starts_with("link_"));
+    for n in names {
+        let path = dir.join(&n);
+        std::fs::remove_file(&path).map_err(|e| BpfError::Pin {
+            path: path.clone(),
+            err: e.to_string(),
+        })?;
+        removed.push(n);
+    }
+    let _ = std::fs::remove_dir(dir);
+    Ok(removed)
 }
 
 /// Creates an XDP bpf_link of `prog_fd` on `idx` in the given mode.

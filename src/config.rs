@@ -305,6 +305,8 @@ struct RawDaemon {
     pin_path: PathBuf,
     #[serde(default = "default_sweep_interval")]
     sweep_interval: String,
+    #[serde(default)]
+    detach_on_exit: bool,
 }
 
 impl Default for RawDaemon {
@@ -312,6 +314,7 @@ impl Default for RawDaemon {
         RawDaemon {
             pin_path: default_pin_path(),
             sweep_interval: default_sweep_interval(),
+            detach_on_exit: false,
         }
     }
 }
@@ -405,6 +408,9 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub pin_path: PathBuf,
     pub sweep_interval: Duration,
+    /// Remove programs and tables when the daemon exits (default: leave
+    /// them, so traffic keeps flowing through a restart or upgrade).
+    pub detach_on_exit: bool,
 }
 
 impl Config {
@@ -671,6 +677,7 @@ impl Config {
             timeouts,
             pin_path: raw.daemon.pin_path,
             sweep_interval,
+            detach_on_exit: raw.daemon.detach_on_exit,
         })
     }
 

@@ -130,6 +130,8 @@ pub struct Sweeper {
     pub quarantine: Duration,
     /// Port-block geometry, in port-block mode.
     pub blocks: Option<crate::pool::Blocks>,
+    /// The configured pool, in pool_addrs order (for pool_load).
+    pub pool: Vec<Ipv4Addr>,
 }
 
 fn map_err(map: &'static str) -> impl Fn(libbpf_rs::Error) -> BpfError {
@@ -368,7 +370,13 @@ impl Sweeper {
                 gone.push(*addr);
                 continue;
             }
-            *load.entry(s.pool_idx).or_default() += 1;
+            if let Some(i) = self
+                .pool
+                .iter()
+                .position(|a| u32::from(*a).to_be() == s.ext_addr)
+            {
+                *load.entry(i as u32).or_default() += 1;
+            }
             if s.ports != p || s.sessions != n {
                 let v = types::cgnat_subscriber {
                     ports: p,
@@ -384,7 +392,7 @@ impl Sweeper {
         rep.subscribers_live = (subs.len() - gone.len()) as u64;
         rep.subscribers_released = gone.len() as u64;
         let loads: Vec<(u32, u32)> = dump(&t.pool_load, "pool_load")?;
-        for (idx, old) in loads {
+        for (idx, old) in loads.into_iter().take(self.pool.len()) {
             let new = load.get(&idx).copied().unwrap_or(0);
             if new != old {
                 let _ = t

@@ -79,6 +79,13 @@ enum Cmd {
         /// External address and port, e.g. 203.0.113.7:40123.
         endpoint: std::net::SocketAddrV4,
     },
+    /// Stop forwarding: remove the XDP links and tables a daemon left pinned
+    /// (run it after stopping the daemon; all sessions are dropped).
+    Stop {
+        /// Required: detach the programs and delete all state.
+        #[arg(long)]
+        detach: bool,
+    },
     /// List subscribers of the running daemon: external address, ports per
     /// protocol, sessions.
     Subscribers {
@@ -147,6 +154,23 @@ fn run(cli: Cli) -> Result<(), String> {
             let list = expiry::list_sessions(&t, &cfg.timeouts, expiry::monotonic_ns())
                 .map_err(|e| e.to_string())?;
             print_sessions(&list, json);
+            Ok(())
+        }
+        Cmd::Stop { detach } => {
+            if !detach {
+                return Err(
+                    "`cgnat stop` needs --detach: it removes every session and stops \
+                            forwarding (stop the daemon itself with SIGTERM / systemctl stop)"
+                        .into(),
+                );
+            }
+            let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            let removed = bpf::detach(&cfg.pin_path).map_err(|e| e.to_string())?;
+            outln!(
+                "removed {} pinned objects from {}",
+                removed.len(),
+                cfg.pin_path.display()
+            );
             Ok(())
         }
         Cmd::Forward { addr } => {
@@ -291,9 +315,57 @@ fn handle_event(dp: &Datapath, resolver: &mut neigh::Resolver, ev: &types::cgnat
     }
 }
 
-/// The daemon: load, attach, then sweep and serve events until a signal.
+/// What ends one run of the event loop.
+enum Next {
+    Reload,
+    Exit,
+}
+
+fn load_datapath(cfg: &Config) -> Result<Datapath, String> {
+    Datapath::load(
+        cfg,
+        LoadOptions {
+            attach: true,
+            pin: true,
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn sweeper_for(cfg: &Config) -> expiry::Sweeper {
+    expiry::Sweeper {
+        timeouts: cfg.timeouts.clone(),
+        quarantine: cfg.port_quarantine,
+        blocks: (cfg.mode == cgnat::config::PoolMode::PortBlock).then_some(cfg.blocks),
+        pool: cfg.pool_addrs.clone(),
+    }
+}
+
+fn announce(cfg: &Config, dp: &Datapath) {
+    for line in &dp.attached {
+        eprintln!("cgnat: {line}");
+    }
+    eprintln!(
+        "cgnat: attached; pool {} addresses in {} ranges, {} internal prefixes, \
+         tables: {} sessions, {} bindings; maps pinned in {}{}",
+        cfg.pool_addrs.len(),
+        cfg.pool_prefixes.len(),
+        cfg.internal_prefixes.len(),
+        cfg.max_sessions,
+        cfg.max_bindings,
+        cfg.pin_path.display(),
+        if dp.adopted {
+            " (adopted from the previous run)"
+        } else {
+            ""
+        }
+    );
+}
+
+/// The daemon: load (or adopt) and attach, then sweep and serve events
+/// until SIGINT/SIGTERM; SIGHUP reloads the config.
 fn daemon(config: &Path) -> Result<(), String> {
-    let cfg = Config::load(config).map_err(|e| e.to_string())?;
+    let mut cfg = Config::load(config).map_err(|e| e.to_string())?;
 
     // Block the signals first so they arrive through the signalfd.
     let mut mask = SigSet::empty();
@@ -305,98 +377,117 @@ fn daemon(config: &Path) -> Result<(), String> {
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("signalfd: {e}"))?;
 
-    let dp = Datapath::load(
-        &cfg,
-        LoadOptions {
-            attach: true,
-            pin: true,
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    let tables = dp.tables().map_err(|e| e.to_string())?;
-    for line in &dp.attached {
-        eprintln!("cgnat: {line}");
-    }
-    eprintln!(
-        "cgnat: attached; pool {} addresses in {} ranges, {} internal prefixes, \
-         tables: {} sessions, {} bindings; maps pinned in {}",
-        cfg.pool_addrs.len(),
-        cfg.pool_prefixes.len(),
-        cfg.internal_prefixes.len(),
-        cfg.max_sessions,
-        cfg.max_bindings,
-        cfg.pin_path.display()
-    );
-
+    let mut dp = load_datapath(&cfg)?;
+    announce(&cfg, &dp);
     let mut resolver = neigh::Resolver::new().map_err(|e| format!("rtnetlink socket: {e}"))?;
     let queue: Rc<RefCell<Vec<types::cgnat_event>>> = Rc::default();
-    let mut rb = libbpf_rs::RingBufferBuilder::new();
-    let events: &libbpf_rs::Map<'static> = dp.events();
-    let sink = Rc::clone(&queue);
-    rb.add(events, move |data: &[u8]| {
-        if let Some(ev) = from_bytes::<types::cgnat_event>(data) {
-            sink.borrow_mut().push(ev);
-        }
-        0
-    })
-    .map_err(|e| format!("ring buffer: {e}"))?;
-    let rb = rb.build().map_err(|e| format!("ring buffer: {e}"))?;
 
-    let sweeper = expiry::Sweeper {
-        timeouts: cfg.timeouts.clone(),
-        quarantine: cfg.port_quarantine,
-        blocks: (cfg.mode == cgnat::config::PoolMode::PortBlock).then_some(cfg.blocks),
-    };
-    let mut next_sweep = Instant::now() + cfg.sweep_interval;
     loop {
-        let wait = next_sweep
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(50));
-        let _ = rb.poll(wait);
-        let batch: Vec<types::cgnat_event> = queue.borrow_mut().drain(..).collect();
-        for ev in batch {
-            handle_event(&dp, &mut resolver, &ev);
-        }
-        if Instant::now() >= next_sweep {
-            match sweeper.sweep(&tables, expiry::monotonic_ns()) {
-                Ok(r) => {
-                    if r.sessions_expired + r.bindings_released + r.ports_freed > 0 {
-                        eprintln!(
-                            "cgnat: sweep: {} sessions live, {} expired; {} bindings live, \
-                             {} released; {} ports quarantined, {} freed",
-                            r.sessions_live,
-                            r.sessions_expired,
-                            r.bindings_live,
-                            r.bindings_released,
-                            r.ports_quarantined,
-                            r.ports_freed
-                        );
+        let tables = dp.tables().map_err(|e| e.to_string())?;
+        let sweeper = sweeper_for(&cfg);
+        let mut rb = libbpf_rs::RingBufferBuilder::new();
+        let sink = Rc::clone(&queue);
+        rb.add(dp.events(), move |data: &[u8]| {
+            if let Some(ev) = from_bytes::<types::cgnat_event>(data) {
+                sink.borrow_mut().push(ev);
+            }
+            0
+        })
+        .map_err(|e| format!("ring buffer: {e}"))?;
+        let rb = rb.build().map_err(|e| format!("ring buffer: {e}"))?;
+
+        let mut next_sweep = Instant::now() + cfg.sweep_interval;
+        let next = loop {
+            let wait = next_sweep
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50));
+            let _ = rb.poll(wait);
+            let batch: Vec<types::cgnat_event> = queue.borrow_mut().drain(..).collect();
+            for ev in batch {
+                handle_event(&dp, &mut resolver, &ev);
+            }
+            if Instant::now() >= next_sweep {
+                match sweeper.sweep(&tables, expiry::monotonic_ns()) {
+                    Ok(r) => {
+                        if r.sessions_expired + r.bindings_released + r.ports_freed > 0 {
+                            eprintln!(
+                                "cgnat: sweep: {} sessions live, {} expired; {} bindings live, \
+                                 {} released; {} ports quarantined, {} freed",
+                                r.sessions_live,
+                                r.sessions_expired,
+                                r.bindings_live,
+                                r.bindings_released,
+                                r.ports_quarantined,
+                                r.ports_freed
+                            );
+                        }
                     }
+                    Err(e) => eprintln!("cgnat: warning: sweep failed: {e}"),
                 }
-                Err(e) => eprintln!("cgnat: warning: sweep failed: {e}"),
+                next_sweep = Instant::now() + cfg.sweep_interval;
             }
-            next_sweep = Instant::now() + cfg.sweep_interval;
-        }
-        match sfd.read_signal() {
-            Ok(Some(si)) => {
-                let sig = Signal::try_from(si.ssi_signo as i32).ok();
-                if sig == Some(Signal::SIGHUP) {
-                    eprintln!("cgnat: SIGHUP: configuration reload is not supported yet; ignored");
-                    continue;
+            match sfd.read_signal() {
+                Ok(Some(si)) => match Signal::try_from(si.ssi_signo as i32).ok() {
+                    Some(Signal::SIGHUP) => break Next::Reload,
+                    sig => {
+                        eprintln!(
+                            "cgnat: {} received",
+                            sig.map(|s| s.as_str()).unwrap_or("signal")
+                        );
+                        break Next::Exit;
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => return Err(format!("signalfd: {e}")),
+            }
+        };
+        drop(rb);
+        drop(tables);
+        match next {
+            Next::Exit => break,
+            Next::Reload => match reload(config, &cfg) {
+                Ok((new_cfg, new_dp)) => {
+                    eprintln!("cgnat: SIGHUP: reloaded {}", config.display());
+                    dp = new_dp; // the old programs go; maps and links stay
+                    cfg = new_cfg;
+                    announce(&cfg, &dp);
                 }
-                eprintln!(
-                    "cgnat: {} received, detaching",
-                    sig.map(|s| s.as_str()).unwrap_or("signal")
-                );
-                break;
-            }
-            Ok(None) => {}
-            Err(e) => return Err(format!("signalfd: {e}")),
+                Err(e) => eprintln!(
+                    "cgnat: SIGHUP: reload rejected, the running configuration stays: {e}"
+                ),
+            },
         }
     }
-    drop(rb);
-    drop(tables);
+    let pin = cfg.pin_path.clone();
     drop(dp);
-    eprintln!("cgnat: detached, exiting");
+    if cfg.detach_on_exit {
+        bpf::detach(&pin).map_err(|e| e.to_string())?;
+        eprintln!(
+            "cgnat: detached and removed {} (daemon.detach_on_exit)",
+            pin.display()
+        );
+    } else {
+        eprintln!(
+            "cgnat: exiting; XDP programs and tables stay in {} and keep forwarding \
+             (the next start adopts them; `cgnat stop --detach` removes them)",
+            pin.display()
+        );
+    }
     Ok(())
+}
+
+/// A new config, loaded next to the running program: the same pinned tables
+/// (sizes cannot change), a new program with the new settings, switched in
+/// atomically on the same links.
+fn reload(path: &Path, running: &Config) -> Result<(Config, Datapath), String> {
+    let cfg = Config::load(path).map_err(|e| e.to_string())?;
+    if cfg.pin_path != running.pin_path {
+        return Err(format!(
+            "daemon.pin_path changed ({} -> {}); restart to move the state",
+            running.pin_path.display(),
+            cfg.pin_path.display()
+        ));
+    }
+    let dp = load_datapath(&cfg)?;
+    Ok((cfg, dp))
 }
