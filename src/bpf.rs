@@ -818,11 +818,12 @@ impl Datapath {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("link_") && !self.link_pins.contains(&name) {
-                if std::fs::remove_file(e.path()).is_ok() {
-                    self.attached
-                        .push(format!("detached the stale link {name}"));
-                }
+            if name.starts_with("link_")
+                && !self.link_pins.contains(&name)
+                && std::fs::remove_file(e.path()).is_ok()
+            {
+                self.attached
+                    .push(format!("detached the stale link {name}"));
             }
         }
     }
