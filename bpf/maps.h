@@ -166,6 +166,14 @@ struct {
 	__type(value, __be32);
 } if_addrs SEC(".maps");
 
+/* Rate limit of refusal events, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cgnat_bucket);
+} event_bucket SEC(".maps");
+
 /* Rate limit of generated ICMP errors, per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

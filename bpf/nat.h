@@ -92,6 +92,31 @@ static __always_inline void filter_note(__u8 proto, __be32 ext_addr,
 		bpf_map_update_elem(&filter_addr, &fk, &now, BPF_NOEXIST);
 }
 
+#define REFUSAL_EVENTS_PER_SEC 100
+
+/* No mapping can be created for this packet: log it (rate-limited), then
+ * answer with ICMP host unreachable (RFC 6888 REQ-11). */
+static __always_inline int refuse(struct xdp_md *ctx, struct pkt *p, int reason)
+{
+	__u32 k = 0;
+	struct cgnat_bucket *b = bpf_map_lookup_elem(&event_bucket, &k);
+	struct cgnat_event *ev;
+	__u64 now = bpf_ktime_get_coarse_ns();
+
+	if (b && now - b->stamp_ns >= 1000000000ULL / REFUSAL_EVENTS_PER_SEC) {
+		b->stamp_ns = now;
+		ev = event_new(CGNAT_EV_REFUSED);
+		if (ev) {
+			ev->addr = p->ip->saddr;
+			ev->port = *p->sport;
+			ev->proto = p->proto;
+			ev->reason = reason;
+			bpf_ringbuf_submit(ev, 0);
+		}
+	}
+	return icmp_host_unreach(ctx, p, reason);
+}
+
 /* Find or create the session *k; never evicts (a full map refuses). */
 static __always_inline int session_get(struct cgnat_session_key *k,
 				       struct cgnat_session *init,
@@ -288,10 +313,10 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		struct cgnat_subscriber *sub = subscriber_get(ip->saddr, now, &rc);
 
 		if (!sub)
-			return icmp_host_unreach(ctx, p, rc);
+			return refuse(ctx, p, rc);
 		rc = binding_create(&ik, sub, now, &ext);
 		if (rc != CGNAT_CONTINUE)
-			return icmp_host_unreach(ctx, p, rc);
+			return refuse(ctx, p, rc);
 		sk.ext_addr = ext.addr;
 		sk.ext_port = ext.port;
 		sk.rem_addr = ip->daddr;
@@ -318,7 +343,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	if (rc == CGNAT_CONTINUE)
 		rc = session_get(&sk, &init, &s);
 	if (rc != CGNAT_CONTINUE)
-		return icmp_host_unreach(ctx, p, rc);
+		return refuse(ctx, p, rc);
 	filter_note(p->proto, ext.addr, ext.port, ip->daddr, now);
 	if ((init.flags & CGNAT_SESS_HAIRPIN) && !t) {
 		/* The sender's side exists by now, even if the target filters

@@ -229,6 +229,9 @@ enum cgnat_event_type {
 	/* port-block allocation: a block was given to a subscriber (addr);
 	 * ext_addr, ports port..ext_port */
 	CGNAT_EV_BLOCK_ALLOC = 4,
+	/* a new mapping was refused (subscriber limit, pool or table
+	 * exhausted): addr/port, proto, reason; at most ~100/s per CPU */
+	CGNAT_EV_REFUSED = 5,
 	/* the first fragment of a datagram whose later fragments are held
 	 * in frag_stash arrived: the daemon re-runs them through the
 	 * program (frag: the key) */
@@ -247,7 +250,7 @@ struct cgnat_event {
 	__u8 _pad[3];
 	__u64 ts_ns;
 	struct cgnat_frag_key frag;
-	__u32 _pad2;
+	__u32 reason; /* CGNAT_EV_REFUSED: enum cgnat_stat */
 };
 
 /* Largest frame held in frag_stash. */

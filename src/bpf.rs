@@ -136,6 +136,9 @@ impl Side {
     }
 }
 
+/// Slots of the event_lost map (enum cgnat_event_type values).
+pub const EVENT_SLOTS: u32 = 8;
+
 /// The ABI of pinned state (a hash of include/cgnat.h and bpf/maps.h).
 pub fn abi() -> u64 {
     u64::from_str_radix(env!("CGNAT_ABI"), 16).unwrap_or(0)
@@ -261,6 +264,7 @@ pub struct Tables {
     pub pool_load: MapHandle,
     pub blocks: MapHandle,
     pub sub_blocks: MapHandle,
+    pub event_lost: MapHandle,
     /// Only when a protocol uses address-dependent filtering.
     pub filter_addr: Option<MapHandle>,
 }
@@ -304,6 +308,7 @@ impl Tables {
             pool_load: open("pool_load")?,
             blocks: open("blocks")?,
             sub_blocks: open("sub_blocks")?,
+            event_lost: open("event_lost")?,
             filter_addr: None,
         })
     }
@@ -846,6 +851,7 @@ impl Datapath {
             pool_load: h(&m.pool_load, "pool_load")?,
             blocks: h(&m.blocks, "blocks")?,
             sub_blocks: h(&m.sub_blocks, "sub_blocks")?,
+            event_lost: h(&m.event_lost, "event_lost")?,
             filter_addr: if self.address_dependent {
                 Some(h(&m.filter_addr, "filter_addr")?)
             } else {

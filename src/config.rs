@@ -209,6 +209,48 @@ pub struct Exemption {
     pub port: Option<u16>,
 }
 
+/// Where NAT log records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogOutput {
+    Off,
+    /// JSON lines appended to a file (reopened on SIGUSR1 and SIGHUP).
+    File(PathBuf),
+    /// RFC 5424 messages to a local syslog socket.
+    SyslogUnix(PathBuf),
+    /// RFC 5424 messages over UDP.
+    SyslogUdp(std::net::SocketAddr),
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default)]
+    output: Option<String>,
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default)]
+    syslog: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default = "default_metrics_listen")]
+    listen: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9469".into()
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -228,6 +270,10 @@ struct RawConfig {
     timeouts: RawTimeouts,
     #[serde(default)]
     daemon: RawDaemon,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    metrics: RawMetrics,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -408,6 +454,9 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub pin_path: PathBuf,
     pub sweep_interval: Duration,
+    pub log: LogOutput,
+    /// Prometheus endpoint; None when disabled.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Remove programs and tables when the daemon exits (default: leave
     /// them, so traffic keeps flowing through a restart or upgrade).
     pub detach_on_exit: bool,
@@ -649,6 +698,38 @@ impl Config {
             exempt.push(Exemption { prefix, port });
         }
 
+        let log = match raw.log.output.as_deref().unwrap_or("off") {
+            "off" => LogOutput::Off,
+            "file" => LogOutput::File(raw.log.file.clone().ok_or_else(|| {
+                invalid("log.file", "output = \"file\" needs a file path".into())
+            })?),
+            "syslog" => {
+                let t = raw.log.syslog.clone().unwrap_or_else(|| "/dev/log".into());
+                match t.strip_prefix("udp:") {
+                    Some(a) => LogOutput::SyslogUdp(a.parse().map_err(|_| {
+                        invalid("log.syslog", format!("{a:?} is not host:port (IP address)"))
+                    })?),
+                    None => LogOutput::SyslogUnix(PathBuf::from(t)),
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "log.output",
+                    format!("{other:?}: use \"off\", \"file\" or \"syslog\""),
+                ))
+            }
+        };
+        let metrics_listen = if raw.metrics.listen.is_empty() {
+            None
+        } else {
+            Some(raw.metrics.listen.parse().map_err(|_| {
+                invalid(
+                    "metrics.listen",
+                    format!("{:?} is not ip:port (\"\" disables)", raw.metrics.listen),
+                )
+            })?)
+        };
+
         Ok(Config {
             file: file.to_owned(),
             internal_if,
@@ -678,6 +759,8 @@ impl Config {
             pin_path: raw.daemon.pin_path,
             sweep_interval,
             detach_on_exit: raw.daemon.detach_on_exit,
+            log,
+            metrics_listen,
         })
     }
 

@@ -121,6 +121,16 @@ pub struct SweepReport {
     pub subscribers_live: u64,
     pub subscribers_released: u64,
     pub blocks_released: Vec<BlockRelease>,
+    /// Bindings released (for the NAT log).
+    pub released: Vec<BindingRelease>,
+}
+
+/// A binding given back (for the NAT log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingRelease {
+    pub proto: u8,
+    pub internal: (Ipv4Addr, u16),
+    pub external: (Ipv4Addr, u16),
 }
 
 /// Expiry policy.
@@ -252,6 +262,11 @@ impl Sweeper {
             };
             let _ = t.bind_out.delete(bytes_of(&ik));
             rep.bindings_released += 1;
+            rep.released.push(BindingRelease {
+                proto: ek.proto,
+                internal: (addr(b.addr), u16::from_be(b.port)),
+                external: (addr(ek.addr), u16::from_be(ek.port)),
+            });
             if quarantine_ns == 0 {
                 free.push(*ek);
                 rep.ports_freed += 1;

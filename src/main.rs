@@ -5,6 +5,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -13,6 +16,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use cgnat::bpf::{self, from_bytes, types, Datapath, LoadOptions, Tables};
 use cgnat::config::Config;
+use cgnat::log::{self, NatLog, Record};
+use cgnat::metrics::{self, DaemonGauges};
 use cgnat::{expiry, neigh, stats};
 
 const DEFAULT_CONFIG: &str = "/etc/cgnat.toml";
@@ -294,25 +299,69 @@ fn print_sessions(list: &[expiry::SessionView], json: bool) {
 }
 
 /// One ring-buffer record from the data path.
-fn handle_event(dp: &Datapath, resolver: &mut neigh::Resolver, ev: &types::cgnat_event) {
-    type E = types::cgnat_event_type;
+fn handle_event(
+    dp: &Datapath,
+    resolver: &mut neigh::Resolver,
+    natlog: &mut NatLog,
+    ev: &types::cgnat_event,
+) {
+    let a = |be: u32| Ipv4Addr::from(u32::from_be(be));
+    let ts = || log::wall_time(ev.ts_ns, expiry::monotonic_ns());
     match types::cgnat_event_type(ev.r#type) {
-        E::CGNAT_EV_NEIGH_MISS => {
-            let addr = Ipv4Addr::from(u32::from_be(ev.addr));
+        types::cgnat_event_type::CGNAT_EV_NEIGH_MISS => {
+            let addr = a(ev.addr);
             let dev = bpf::ifname(ev.ifindex);
             match resolver.resolve(ev.ifindex, addr) {
                 Ok(()) => eprintln!("cgnat: resolving next hop {addr} on {dev}"),
                 Err(e) => eprintln!("cgnat: warning: cannot resolve next hop {addr} on {dev}: {e}"),
             }
         }
-        E::CGNAT_EV_FRAG_READY => {
+        types::cgnat_event_type::CGNAT_EV_FRAG_READY => {
             if let Err(e) = dp.release_fragments(&ev.frag) {
                 eprintln!("cgnat: warning: releasing held fragments: {e}");
             }
         }
-        // NAT logging (binding records) is not configured yet.
+        types::cgnat_event_type::CGNAT_EV_BINDING_CREATE => natlog.write(
+            &Record::MappingCreate {
+                proto: ev.proto,
+                subscriber: (a(ev.addr), u16::from_be(ev.port)),
+                external: (a(ev.ext_addr), u16::from_be(ev.ext_port)),
+            },
+            ts(),
+        ),
+        types::cgnat_event_type::CGNAT_EV_BLOCK_ALLOC => natlog.write(
+            &Record::BlockAlloc {
+                subscriber: a(ev.addr),
+                external: a(ev.ext_addr),
+                ports: (u16::from_be(ev.port), u16::from_be(ev.ext_port)),
+            },
+            ts(),
+        ),
+        types::cgnat_event_type::CGNAT_EV_REFUSED => natlog.write(
+            &Record::Refused {
+                proto: ev.proto,
+                subscriber: (a(ev.addr), u16::from_be(ev.port)),
+                reason: stats::name(ev.reason),
+            },
+            ts(),
+        ),
         _ => {}
     }
+}
+
+/// Events the data path lost since the last look, summed over CPUs.
+fn events_lost(t: &Tables) -> u64 {
+    use libbpf_rs::MapCore;
+    (1..bpf::EVENT_SLOTS)
+        .map(|ty| {
+            t.event_lost
+                .lookup_percpu(bpf::bytes_of(&ty), libbpf_rs::MapFlags::ANY)
+                .ok()
+                .flatten()
+                .map(|v| v.iter().filter_map(|b| from_bytes::<u64>(b)).sum::<u64>())
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 /// What ends one run of the event loop.
@@ -369,7 +418,12 @@ fn daemon(config: &Path) -> Result<(), String> {
 
     // Block the signals first so they arrive through the signalfd.
     let mut mask = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+    ] {
         mask.add(s);
     }
     mask.thread_block()
@@ -377,8 +431,21 @@ fn daemon(config: &Path) -> Result<(), String> {
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("signalfd: {e}"))?;
 
+    let mut natlog = NatLog::open(&cfg.log)?;
     let mut dp = load_datapath(&cfg)?;
     announce(&cfg, &dp);
+    let gauges = Arc::new(DaemonGauges::default());
+    let shared_cfg = Arc::new(Mutex::new(cfg.clone()));
+    if let Some(addr) = cfg.metrics_listen {
+        match metrics::serve(addr, Arc::clone(&shared_cfg), Arc::clone(&gauges)) {
+            Ok(a) => eprintln!("cgnat: metrics on http://{a}/metrics"),
+            Err(e) => eprintln!("cgnat: warning: no metrics endpoint: {e}"),
+        }
+    }
+    if natlog.enabled() {
+        eprintln!("cgnat: NAT log: {:?}", cfg.log);
+    }
+    let mut lost_seen = 0u64;
     let mut resolver = neigh::Resolver::new().map_err(|e| format!("rtnetlink socket: {e}"))?;
     let queue: Rc<RefCell<Vec<types::cgnat_event>>> = Rc::default();
 
@@ -404,11 +471,63 @@ fn daemon(config: &Path) -> Result<(), String> {
             let _ = rb.poll(wait);
             let batch: Vec<types::cgnat_event> = queue.borrow_mut().drain(..).collect();
             for ev in batch {
-                handle_event(&dp, &mut resolver, &ev);
+                handle_event(&dp, &mut resolver, &mut natlog, &ev);
             }
             if Instant::now() >= next_sweep {
-                match sweeper.sweep(&tables, expiry::monotonic_ns()) {
+                let started = Instant::now();
+                let result = sweeper.sweep(&tables, expiry::monotonic_ns());
+                gauges.sweeps.fetch_add(1, Ordering::Relaxed);
+                gauges
+                    .last_sweep_us
+                    .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                let lost = events_lost(&tables);
+                if lost > lost_seen {
+                    eprintln!(
+                        "cgnat: warning: {} data-path events lost (ring buffer full)",
+                        lost - lost_seen
+                    );
+                    natlog.write(
+                        &Record::EventsLost {
+                            count: lost - lost_seen,
+                        },
+                        SystemTime::now(),
+                    );
+                    lost_seen = lost;
+                }
+                match result {
                     Ok(r) => {
+                        gauges
+                            .sessions_expired
+                            .fetch_add(r.sessions_expired, Ordering::Relaxed);
+                        gauges
+                            .bindings_released
+                            .fetch_add(r.bindings_released, Ordering::Relaxed);
+                        let now = SystemTime::now();
+                        if cfg.mode == cgnat::config::PoolMode::Dynamic {
+                            for b in &r.released {
+                                natlog.write(
+                                    &Record::MappingRelease {
+                                        proto: b.proto,
+                                        subscriber: b.internal,
+                                        external: b.external,
+                                    },
+                                    now,
+                                );
+                            }
+                        }
+                        for b in &r.blocks_released {
+                            let p = cfg.blocks.ports(b.block);
+                            natlog.write(
+                                &Record::BlockRelease {
+                                    subscriber: b.subscriber,
+                                    external: b.external,
+                                    ports: (*p.start(), *p.end()),
+                                },
+                                now,
+                            );
+                        }
+                        gauges.log_written.store(natlog.written, Ordering::Relaxed);
+                        gauges.log_failed.store(natlog.failed, Ordering::Relaxed);
                         if r.sessions_expired + r.bindings_released + r.ports_freed > 0 {
                             eprintln!(
                                 "cgnat: sweep: {} sessions live, {} expired; {} bindings live, \
@@ -429,6 +548,11 @@ fn daemon(config: &Path) -> Result<(), String> {
             match sfd.read_signal() {
                 Ok(Some(si)) => match Signal::try_from(si.ssi_signo as i32).ok() {
                     Some(Signal::SIGHUP) => break Next::Reload,
+                    Some(Signal::SIGUSR1) => {
+                        if let Err(e) = natlog.reopen() {
+                            eprintln!("cgnat: warning: reopening the NAT log: {e}");
+                        }
+                    }
                     sig => {
                         eprintln!(
                             "cgnat: {} received",
@@ -449,7 +573,18 @@ fn daemon(config: &Path) -> Result<(), String> {
                 Ok((new_cfg, new_dp)) => {
                     eprintln!("cgnat: SIGHUP: reloaded {}", config.display());
                     dp = new_dp; // the old programs go; maps and links stay
+                    if new_cfg.log != cfg.log {
+                        match NatLog::open(&new_cfg.log) {
+                            Ok(l) => natlog = l,
+                            Err(e) => eprintln!("cgnat: warning: NAT log unchanged: {e}"),
+                        }
+                    } else if let Err(e) = natlog.reopen() {
+                        eprintln!("cgnat: warning: reopening the NAT log: {e}");
+                    }
                     cfg = new_cfg;
+                    if let Ok(mut c) = shared_cfg.lock() {
+                        *c = cfg.clone();
+                    }
                     announce(&cfg, &dp);
                 }
                 Err(e) => eprintln!(

@@ -1,0 +1,282 @@
+//! The Prometheus endpoint: a small HTTP server on `metrics.listen` whose
+//! `/metrics` reads the pinned tables at every scrape (so it needs no state
+//! of the daemon but a few gauges), summing per-CPU counters. Built on the
+//! `prometheus-client` crate's registry and text encoder.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libbpf_rs::{MapCore, MapFlags};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::bpf::{bytes_of, from_bytes, types, Tables};
+use crate::config::Config;
+use crate::expiry::{list_sessions, monotonic_ns, proto_name};
+
+/// What only the daemon knows, shared with the server thread.
+#[derive(Debug, Default)]
+pub struct DaemonGauges {
+    pub sweeps: AtomicU64,
+    pub last_sweep_us: AtomicU64,
+    pub sessions_expired: AtomicU64,
+    pub bindings_released: AtomicU64,
+    pub log_written: AtomicU64,
+    pub log_failed: AtomicU64,
+}
+
+type Labels = Vec<(String, String)>;
+
+fn gauge(reg: &mut Registry, name: &str, help: &str, v: i64) {
+    let g: Gauge = Gauge::default();
+    g.set(v);
+    reg.register(name, help, g);
+}
+
+fn counter(reg: &mut Registry, name: &str, help: &str, v: u64) {
+    let c: Counter = Counter::default();
+    c.inc_by(v);
+    reg.register(name, help, c);
+}
+
+/// The text exposition of every metric, read now.
+pub fn render(cfg: &Config, t: &Tables, d: &DaemonGauges) -> Result<String, String> {
+    let mut reg = Registry::with_prefix("cgnat");
+
+    let packets = Family::<Labels, Counter>::default();
+    let bytes = Family::<Labels, Counter>::default();
+    let drops = Family::<Labels, Counter>::default();
+    for c in crate::stats::read(&t.stats).map_err(|e| e.to_string())? {
+        let l = vec![("reason".to_string(), c.name.to_string())];
+        packets.get_or_create(&l).inc_by(c.packets);
+        bytes.get_or_create(&l).inc_by(c.bytes);
+        if c.name.starts_with("drop_") {
+            drops.get_or_create(&l).inc_by(c.packets);
+        }
+    }
+    reg.register("packets", "Packets by verdict reason", packets);
+    reg.register("bytes", "Bytes by verdict reason", bytes);
+    reg.register("drops", "Dropped packets by reason", drops);
+
+    let now = monotonic_ns();
+    let sessions = Family::<Labels, Gauge>::default();
+    for s in list_sessions(t, &cfg.timeouts, now).map_err(|e| e.to_string())? {
+        sessions
+            .get_or_create(&vec![
+                ("proto".to_string(), s.proto.to_string()),
+                ("state".to_string(), s.state.to_string()),
+            ])
+            .inc();
+    }
+    reg.register("sessions", "Sessions by protocol and state", sessions);
+    gauge(
+        &mut reg,
+        "sessions_capacity",
+        "Session table size",
+        i64::from(cfg.max_sessions),
+    );
+
+    let bindings = Family::<Labels, Gauge>::default();
+    let mut per_addr: BTreeMap<u32, i64> = BTreeMap::new();
+    let mut quarantined = 0i64;
+    let quarantine = types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8;
+    for k in t.bind_in.keys() {
+        let (Some(ek), Ok(Some(v))) = (
+            from_bytes::<types::cgnat_endpoint>(&k),
+            t.bind_in.lookup(&k, MapFlags::ANY),
+        ) else {
+            continue;
+        };
+        let Some(b) = from_bytes::<types::cgnat_binding>(&v) else {
+            continue;
+        };
+        if b.flags & quarantine != 0 {
+            quarantined += 1;
+            continue;
+        }
+        bindings
+            .get_or_create(&vec![(
+                "proto".to_string(),
+                proto_name(ek.proto).to_string(),
+            )])
+            .inc();
+        *per_addr.entry(ek.addr).or_default() += 1;
+    }
+    reg.register("bindings", "Live bindings by protocol", bindings);
+    gauge(
+        &mut reg,
+        "ports_quarantined",
+        "External ports in quarantine",
+        quarantined,
+    );
+    gauge(
+        &mut reg,
+        "bindings_capacity",
+        "Binding table size",
+        i64::from(cfg.max_bindings),
+    );
+
+    let used = Family::<Labels, Gauge>::default();
+    let util = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    for a in &cfg.pool_addrs {
+        let be = u32::from(*a).to_be();
+        let v = per_addr.get(&be).copied().unwrap_or(0);
+        let l = vec![("address".to_string(), a.to_string())];
+        used.get_or_create(&l).set(v);
+        // ports of all three protocols against 3 x 64512 usable ports
+        util.get_or_create(&l).set(v as f64 / (3.0 * 64512.0));
+    }
+    reg.register("pool_ports_used", "Bindings per external address", used);
+    reg.register(
+        "pool_utilisation",
+        "Share of an external address's ports in use",
+        util,
+    );
+
+    let mut subs = 0i64;
+    let mut at_limit = 0i64;
+    for k in t.subscribers.keys() {
+        let Ok(Some(v)) = t.subscribers.lookup(&k, MapFlags::ANY) else {
+            continue;
+        };
+        let Some(s) = from_bytes::<types::cgnat_subscriber>(&v) else {
+            continue;
+        };
+        subs += 1;
+        let l = &cfg.limits;
+        if (l.ports > 0 && s.ports.iter().any(|p| *p >= l.ports))
+            || (l.sessions > 0 && s.sessions >= l.sessions)
+        {
+            at_limit += 1;
+        }
+    }
+    gauge(&mut reg, "subscribers", "Subscribers holding state", subs);
+    gauge(
+        &mut reg,
+        "subscribers_at_limit",
+        "Subscribers at a port or session limit",
+        at_limit,
+    );
+
+    let lost = Family::<Labels, Counter>::default();
+    for ty in 1..crate::bpf::EVENT_SLOTS {
+        let total: u64 = t
+            .event_lost
+            .lookup_percpu(bytes_of(&ty), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .map(|v| v.iter().filter_map(|b| from_bytes::<u64>(b)).sum())
+            .unwrap_or(0);
+        lost.get_or_create(&vec![("type".to_string(), ty.to_string())])
+            .inc_by(total);
+    }
+    reg.register(
+        "events_lost",
+        "Ring-buffer events lost (buffer full), by type",
+        lost,
+    );
+    counter(
+        &mut reg,
+        "sweeps",
+        "Expiry sweeps run",
+        d.sweeps.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut reg,
+        "last_sweep_microseconds",
+        "Duration of the last expiry sweep",
+        d.last_sweep_us.load(Ordering::Relaxed) as i64,
+    );
+    counter(
+        &mut reg,
+        "sessions_expired",
+        "Sessions expired by sweeps",
+        d.sessions_expired.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut reg,
+        "bindings_released",
+        "Bindings released by sweeps",
+        d.bindings_released.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut reg,
+        "log_records",
+        "NAT log records written",
+        d.log_written.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut reg,
+        "log_failures",
+        "NAT log records that could not be written",
+        d.log_failed.load(Ordering::Relaxed),
+    );
+    let mut out = String::new();
+    encode(&mut out, &reg).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Serves `/metrics` on `addr` from a thread; returns the bound address.
+pub fn serve(
+    addr: SocketAddr,
+    cfg: Arc<std::sync::Mutex<Config>>,
+    gauges: Arc<DaemonGauges>,
+) -> Result<SocketAddr, String> {
+    let listener = TcpListener::bind(addr).map_err(|e| format!("metrics.listen {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let cfg = match cfg.lock() {
+                    Ok(c) => c.clone(),
+                    Err(p) => p.into_inner().clone(),
+                };
+                let _ = handle(stream, &cfg, &gauges);
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(local)
+}
+
+fn handle(stream: TcpStream, cfg: &Config, gauges: &DaemonGauges) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("/");
+    let (status, ctype, body) = if path == "/metrics" {
+        match Tables::open_pinned(&cfg.pin_path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| render(cfg, &t, gauges))
+        {
+            Ok(b) => (
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                b,
+            ),
+            Err(e) => ("500 Internal Server Error", "text/plain", format!("{e}\n")),
+        }
+    } else {
+        ("404 Not Found", "text/plain", "try /metrics\n".into())
+    };
+    let mut s = stream;
+    write!(
+        s,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
