@@ -275,13 +275,13 @@ mod tests {
     use super::*;
 
     fn t() -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(1_795_996_321_042) // 2026-11-30T00:32:01.042Z
+        UNIX_EPOCH + Duration::from_millis(1_795_996_321_042) // 2026-11-29T23:52:01.042Z
     }
 
     #[test]
     fn rfc3339_dates() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(t()), "2026-11-30T00:32:01.042Z");
+        assert_eq!(rfc3339(t()), "2026-11-29T23:52:01.042Z");
         assert_eq!(
             rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "2000-02-29T00:00:00.000Z"
@@ -297,7 +297,7 @@ mod tests {
         };
         assert_eq!(
             r.json(t()),
-            "{\"ts\":\"2026-11-30T00:32:01.042Z\",\"event\":\"mapping-create\",\"proto\":\"udp\",\
+            "{\"ts\":\"2026-11-29T23:52:01.042Z\",\"event\":\"mapping-create\",\"proto\":\"udp\",\
              \"subscriber\":\"100.64.0.11\",\"subscriber_port\":5000,\"external\":\"203.0.113.5\",\
              \"external_port\":40001}"
         );
@@ -312,7 +312,7 @@ mod tests {
         };
         assert_eq!(
             r.syslog(t(), "cgn1", 42),
-            "<134>1 2026-11-30T00:32:01.042Z cgn1 cgnat 42 BLOCK-ALLOC [cgnat@32473 \
+            "<134>1 2026-11-29T23:52:01.042Z cgn1 cgnat 42 BLOCK-ALLOC [cgnat@32473 \
              subscriber=\"100.64.0.11\" external=\"203.0.113.5\" port_first=\"1024\" \
              port_last=\"1279\"]"
         );

@@ -2153,6 +2153,7 @@ fn quarantine_cases(h: &mut Harness) {
         timeouts: h.cfg.timeouts.clone(),
         quarantine: h.cfg.port_quarantine,
         blocks: None,
+        pool: h.cfg.pool_addrs.clone(),
     };
     // Sweeps as the daemon runs them, an hour later (expiry may take more
     // than one sweep: sessions are marked dying first)
