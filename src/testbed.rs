@@ -963,6 +963,8 @@ icmp = "60s"
 
 [daemon]
 pin_path = "{pin}"
+# each test starts from clean tables (the default keeps them pinned)
+detach_on_exit = true
 "#,
         p0 = POOL[0],
         p1 = POOL[1],

@@ -7,6 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
 use std::process::Command;
 use std::thread;
 use std::time::Duration;
@@ -472,6 +473,7 @@ fn attaches_natively_and_detaches_on_sigterm() {
         let mode = env.tb.xdp_mode(ifname).expect("ip link");
         assert_eq!(mode.as_deref(), Some("xdp"), "{ifname}: XDP attachment");
     }
+    // The test bed's config sets daemon.detach_on_exit = true.
     let cgnat = env.cgnat.take().expect("running");
     let status = cgnat.stop().expect("cgnat stops on SIGTERM");
     assert!(status.success(), "cgnat exited with {status}");
@@ -481,6 +483,48 @@ fn attaches_natively_and_detaches_on_sigterm() {
     }
     let report = env.tb.kernel_bypass_report().expect("bypass report");
     assert!(report.problems().is_empty(), "{:#?}", report.problems());
+
+    // By default the programs stay and keep forwarding after the daemon
+    // exits, until `cgnat stop --detach`.
+    let text = env
+        .tb
+        .config_toml()
+        .replace("detach_on_exit = true", "detach_on_exit = false");
+    let cfg = env.tb.write_config("keep.toml", &text).expect("config");
+    let bin = env!("CARGO_BIN_EXE_cgnat");
+    let cgnat = env
+        .tb
+        .start_cgnat(Path::new(bin), &cfg, Duration::from_secs(30))
+        .expect("cgnat starts");
+    // resolves the neighbours while the daemon runs
+    let ping = env.tb.ping(Host::S1, Host::E1.addr(), 3).expect("ping");
+    assert!(
+        ping.received >= 2,
+        "no forwarding with the daemon: {ping:?}"
+    );
+    let status = cgnat.stop().expect("cgnat stops on SIGTERM");
+    assert!(status.success(), "cgnat exited with {status}");
+    for ifname in [INTERNAL_IF, EXTERNAL_IF] {
+        let mode = env.tb.xdp_mode(ifname).expect("ip link");
+        assert_eq!(
+            mode.as_deref(),
+            Some("xdp"),
+            "{ifname}: detached by a plain exit"
+        );
+    }
+    let ping = env.tb.ping(Host::S1, Host::E1.addr(), 3).expect("ping");
+    assert!(
+        ping.received >= 2,
+        "no forwarding while the daemon is down: {ping:?}"
+    );
+    let cfg_s = cfg.to_string_lossy().into_owned();
+    env.tb
+        .run(Host::Router, &[bin, "--config", &cfg_s, "stop", "--detach"])
+        .expect("cgnat stop --detach");
+    for ifname in [INTERNAL_IF, EXTERNAL_IF] {
+        let mode = env.tb.xdp_mode(ifname).expect("ip link");
+        assert_eq!(mode, None, "{ifname}: still attached after stop --detach");
+    }
 }
 
 #[test]
