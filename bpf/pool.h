@@ -5,8 +5,9 @@
  * Paired pooling (RFC 4787 REQ-2, RFC 6888 REQ-2): a subscriber gets one
  * external address with its first binding and keeps it while it holds any;
  * every protocol uses it. A new subscriber goes to the less loaded of two
- * random pool addresses (pool_load; "power of two choices" keeps the load
- * within a few subscribers of even without scanning the pool), or, in
+ * pool addresses, one hashed from its address and one random (pool_load;
+ * "power of two choices" keeps the load within a few subscribers of even
+ * without scanning the pool), or, in
  * deterministic mode, to the address its own address maps to. When its
  * address has no port left the flow fails with ICMP 3/1; it never spills
  * to another address (RFC 7857 section 4).
@@ -80,10 +81,13 @@ static __always_inline int det_place(__be32 addr, __u32 *idx, __u16 *lo)
 	return *idx < POOL_LEN ? 0 : -1;
 }
 
-/* The less loaded of two random pool addresses. */
-static __always_inline __u32 pool_choose(void)
+/* The less loaded of two pool addresses: one given by a hash of the
+ * subscriber's address, one random; on a tie the hashed one, so a
+ * subscriber that comes back after its state expired usually gets its old
+ * address again. */
+static __always_inline __u32 pool_choose(__be32 sub)
 {
-	__u32 a = bpf_get_prandom_u32() % POOL_LEN;
+	__u32 a = ((__u64)(bpf_ntohl(sub) * 0x9E3779B1u) * POOL_LEN) >> 32;
 	__u32 b = bpf_get_prandom_u32() % POOL_LEN;
 	__u32 *la = bpf_map_lookup_elem(&pool_load, &a);
 	__u32 *lb = bpf_map_lookup_elem(&pool_load, &b);
@@ -112,7 +116,7 @@ subscriber_get(__be32 addr, __u64 now, int *rc)
 		if (det_place(addr, &init.pool_idx, &init.det_lo))
 			return 0;
 	} else {
-		init.pool_idx = pool_choose();
+		init.pool_idx = pool_choose(addr);
 	}
 	ext = bpf_map_lookup_elem(&pool_addrs, &init.pool_idx);
 	if (!ext)
