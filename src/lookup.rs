@@ -179,3 +179,181 @@ pub fn subscribers(t: &Tables) -> Result<Vec<SubscriberView>, LookupError> {
     out.sort_by_key(|s| s.subscriber);
     Ok(out)
 }
+
+/// One row of `cgnat pool`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRow {
+    pub address: Ipv4Addr,
+    pub subscribers: u32,
+    /// Live bindings: tcp, udp, icmp.
+    pub bindings: [u32; 3],
+    pub quarantined: u32,
+}
+
+pub fn pool(cfg: &Config, t: &Tables) -> Result<Vec<PoolRow>, LookupError> {
+    use std::collections::HashMap;
+    let mut rows: Vec<PoolRow> = cfg
+        .pool_addrs
+        .iter()
+        .map(|a| PoolRow {
+            address: *a,
+            subscribers: 0,
+            bindings: [0; 3],
+            quarantined: 0,
+        })
+        .collect();
+    let idx: HashMap<Ipv4Addr, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.address, i))
+        .collect();
+    for s in subscribers(t)? {
+        if let Some(&i) = idx.get(&s.external) {
+            rows[i].subscribers += 1;
+        }
+    }
+    let q = types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8;
+    for k in t.bind_in.keys() {
+        let (Some(ek), Ok(Some(v))) = (
+            from_bytes::<types::cgnat_endpoint>(&k),
+            t.bind_in.lookup(&k, MapFlags::ANY),
+        ) else {
+            continue;
+        };
+        let (Some(b), Some(&i)) = (
+            from_bytes::<types::cgnat_binding>(&v),
+            idx.get(&addr(ek.addr)),
+        ) else {
+            continue;
+        };
+        if b.flags & q != 0 {
+            rows[i].quarantined += 1;
+        } else {
+            rows[i].bindings[match ek.proto {
+                6 => 0,
+                17 => 1,
+                _ => 2,
+            }] += 1;
+        }
+    }
+    Ok(rows)
+}
+
+/// What `cgnat status` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub pin_path: std::path::PathBuf,
+    /// Pinned XDP links (program, ifindex).
+    pub links: Vec<String>,
+    pub sessions: (u64, u32),
+    pub bindings: (u64, u32),
+    pub subscribers: (u64, u32),
+    pub pool_addresses: usize,
+    pub mode: &'static str,
+}
+
+impl Status {
+    pub fn json(&self) -> String {
+        format!(
+            "{{\"pin_path\":\"{}\",\"attached\":{},\"links\":[{}],\"mode\":\"{}\",\"pool_addresses\":{},\
+             \"sessions\":{},\"sessions_capacity\":{},\"bindings\":{},\"bindings_capacity\":{},\
+             \"subscribers\":{},\"subscribers_capacity\":{}}}",
+            self.pin_path.display(),
+            !self.links.is_empty(),
+            self.links
+                .iter()
+                .map(|l| format!("\"{l}\""))
+                .collect::<Vec<_>>()
+                .join(","),
+            self.mode,
+            self.pool_addresses,
+            self.sessions.0,
+            self.sessions.1,
+            self.bindings.0,
+            self.bindings.1,
+            self.subscribers.0,
+            self.subscribers.1
+        )
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.links.is_empty() {
+            writeln!(
+                f,
+                "data path: not attached (no links pinned in {})",
+                self.pin_path.display()
+            )?;
+        } else {
+            writeln!(f, "data path: attached ({})", self.links.join(", "))?;
+        }
+        writeln!(f, "state:     {}", self.pin_path.display())?;
+        writeln!(
+            f,
+            "pool:      {} addresses, {} allocation",
+            self.pool_addresses, self.mode
+        )?;
+        let pct = |(n, c): (u64, u32)| 100.0 * n as f64 / f64::from(c.max(1));
+        writeln!(
+            f,
+            "sessions:  {} of {} ({:.1}%)",
+            self.sessions.0,
+            self.sessions.1,
+            pct(self.sessions)
+        )?;
+        writeln!(
+            f,
+            "bindings:  {} of {} ({:.1}%)",
+            self.bindings.0,
+            self.bindings.1,
+            pct(self.bindings)
+        )?;
+        write!(
+            f,
+            "subscribers: {} of {} ({:.1}%)",
+            self.subscribers.0,
+            self.subscribers.1,
+            pct(self.subscribers)
+        )
+    }
+}
+
+pub fn status(cfg: &Config) -> Result<Status, LookupError> {
+    let mut links: Vec<String> = std::fs::read_dir(&cfg.pin_path)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("link_"))
+                .map(|n| {
+                    let rest = n.trim_start_matches("link_");
+                    match rest.rsplit_once('_') {
+                        Some((prog, idx)) => format!(
+                            "{prog} on {}",
+                            idx.parse::<u32>()
+                                .map(crate::bpf::ifname)
+                                .unwrap_or_default()
+                        ),
+                        None => rest.to_string(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    links.sort();
+    let t = Tables::open_pinned(&cfg.pin_path)?;
+    let count = |m: &dyn MapCore| m.keys().count() as u64;
+    Ok(Status {
+        pin_path: cfg.pin_path.clone(),
+        links,
+        sessions: (count(&t.sessions), cfg.max_sessions),
+        bindings: (count(&t.bind_in), cfg.max_bindings),
+        subscribers: (count(&t.subscribers), cfg.max_subscribers),
+        pool_addresses: cfg.pool_addrs.len(),
+        mode: match cfg.mode {
+            PoolMode::Dynamic => "dynamic",
+            PoolMode::PortBlock => "port-block",
+            PoolMode::Deterministic => "deterministic",
+        },
+    })
+}

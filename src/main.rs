@@ -70,6 +70,27 @@ enum Cmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only this subscriber's sessions.
+        #[arg(long, value_name = "IP")]
+        subscriber: Option<Ipv4Addr>,
+        /// Only sessions of this external endpoint (IP or IP:PORT).
+        #[arg(long, value_name = "IP[:PORT]")]
+        external: Option<String>,
+        /// Only this protocol (tcp, udp, icmp).
+        #[arg(long)]
+        proto: Option<String>,
+    },
+    /// Whether the data path is in place, where, and how full its tables are.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per external address: subscribers and bindings in use.
+    Pool {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Which external address and ports a subscriber uses: computed from the
     /// config in deterministic mode, else read from the running daemon.
@@ -122,6 +143,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Run => daemon(&cli.config),
         Cmd::Check => {
             let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            warn_permissions(&cli.config);
             outln!(
                 "{}: ok ({} external addresses, {} internal prefixes, {} sessions max)",
                 cfg.file.display(),
@@ -153,12 +175,85 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Cmd::Sessions { json } => {
+        Cmd::Sessions {
+            json,
+            subscriber,
+            external,
+            proto,
+        } => {
             let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
             let t = Tables::open_pinned(&cfg.pin_path).map_err(|e| e.to_string())?;
-            let list = expiry::list_sessions(&t, &cfg.timeouts, expiry::monotonic_ns())
-                .map_err(|e| e.to_string())?;
+            let (ext_ip, ext_port) = match &external {
+                None => (None, None),
+                Some(e) => match e.parse::<std::net::SocketAddrV4>() {
+                    Ok(sa) => (Some(*sa.ip()), Some(sa.port())),
+                    Err(_) => (
+                        Some(
+                            e.parse::<Ipv4Addr>()
+                                .map_err(|_| format!("--external {e:?}: expected IP or IP:PORT"))?,
+                        ),
+                        None,
+                    ),
+                },
+            };
+            let list: Vec<_> = expiry::list_sessions(&t, &cfg.timeouts, expiry::monotonic_ns())
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter(|s| subscriber.is_none_or(|a| s.internal.0 == a))
+                .filter(|s| ext_ip.is_none_or(|a| s.external.0 == a))
+                .filter(|s| ext_port.is_none_or(|p| s.external.1 == p))
+                .filter(|s| proto.as_deref().is_none_or(|p| s.proto == p))
+                .collect();
             print_sessions(&list, json);
+            Ok(())
+        }
+        Cmd::Status { json } => {
+            let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            let st = cgnat::lookup::status(&cfg).map_err(|e| e.to_string())?;
+            if json {
+                outln!("{}", st.json());
+            } else {
+                outln!("{st}");
+            }
+            Ok(())
+        }
+        Cmd::Pool { json } => {
+            let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            let t = Tables::open_pinned(&cfg.pin_path).map_err(|e| e.to_string())?;
+            let rows = cgnat::lookup::pool(&cfg, &t).map_err(|e| e.to_string())?;
+            if json {
+                let items: Vec<String> = rows
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{{\"address\":\"{}\",\"subscribers\":{},\"tcp\":{},\"udp\":{},\"icmp\":{},\"quarantined\":{}}}",
+                            r.address, r.subscribers, r.bindings[0], r.bindings[1], r.bindings[2], r.quarantined
+                        )
+                    })
+                    .collect();
+                outln!("[{}]", items.join(","));
+            } else {
+                outln!(
+                    "{:<16} {:>11} {:>7} {:>7} {:>7} {:>11}",
+                    "ADDRESS",
+                    "SUBSCRIBERS",
+                    "TCP",
+                    "UDP",
+                    "ICMP",
+                    "QUARANTINED"
+                );
+                for r in rows {
+                    outln!(
+                        "{:<16} {:>11} {:>7} {:>7} {:>7} {:>11}",
+                        r.address,
+                        r.subscribers,
+                        r.bindings[0],
+                        r.bindings[1],
+                        r.bindings[2],
+                        r.quarantined
+                    );
+                }
+            }
             Ok(())
         }
         Cmd::Stop { detach } => {
@@ -364,6 +459,20 @@ fn events_lost(t: &Tables) -> u64 {
         .sum()
 }
 
+/// A config others can write is a way to take over the router: warn.
+fn warn_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o002 != 0 {
+            eprintln!(
+                "cgnat: warning: {} is world-writable; anyone on this host can change the NAT \
+                 (chmod o-w)",
+                path.display()
+            );
+        }
+    }
+}
+
 /// What ends one run of the event loop.
 enum Next {
     Reload,
@@ -415,6 +524,7 @@ fn announce(cfg: &Config, dp: &Datapath) {
 /// until SIGINT/SIGTERM; SIGHUP reloads the config.
 fn daemon(config: &Path) -> Result<(), String> {
     let mut cfg = Config::load(config).map_err(|e| e.to_string())?;
+    warn_permissions(config);
 
     // Block the signals first so they arrive through the signalfd.
     let mut mask = SigSet::empty();
