@@ -78,6 +78,22 @@ struct {
 	__type(value, struct cgnat_block);
 } blocks SEC(".maps");
 
+/* Scratch to build a new subscriber (pool.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cgnat_subscriber);
+} sub_scratch SEC(".maps");
+
+/* Scratch of the sequential port search (pool.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cgnat_probe);
+} probe_scratch SEC(".maps");
+
 /* Each subscriber's blocks, by slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

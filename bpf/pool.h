@@ -48,6 +48,7 @@
 /* Port-block: random ports tried per block, blocks claimed at most. */
 #define BLOCK_PORT_TRIES 8
 #define BLOCK_CLAIM_TRIES 16
+#define BLOCK_PROBE_MAX 256
 #define MAX_BLOCKS_CAP 32
 #define PORT_MIN 1024
 
@@ -101,8 +102,9 @@ static __always_inline __u32 pool_choose(__be32 sub)
 static __always_inline struct cgnat_subscriber *
 subscriber_get(__be32 addr, __u64 now, int *rc)
 {
-	struct cgnat_subscriber init = {};
-	struct cgnat_subscriber *s = subscriber_find(addr);
+	struct cgnat_subscriber *s = subscriber_find(addr), *init;
+	__u32 k = 0, idx;
+	__u16 lo = 0;
 	__be32 *ext;
 	__u32 *load;
 	long err;
@@ -113,22 +115,27 @@ subscriber_get(__be32 addr, __u64 now, int *rc)
 	if (!POOL_LEN)
 		return 0;
 	if (ALLOC_MODE == CGNAT_ALLOC_DET) {
-		if (det_place(addr, &init.pool_idx, &init.det_lo))
+		if (det_place(addr, &idx, &lo))
 			return 0;
 	} else {
-		init.pool_idx = pool_choose(addr);
+		idx = pool_choose(addr);
 	}
-	ext = bpf_map_lookup_elem(&pool_addrs, &init.pool_idx);
-	if (!ext)
+	ext = bpf_map_lookup_elem(&pool_addrs, &idx);
+	/* built in a per-CPU scratch value: the stack is full */
+	init = bpf_map_lookup_elem(&sub_scratch, &k);
+	if (!ext || !init)
 		return 0;
-	init.ext_addr = *ext;
-	init.rate_tokens = RATE_NEW;
-	init.rate_stamp_ns = now;
-	init.created_ns = now;
-	init.last_alloc_ns = now;
-	err = bpf_map_update_elem(&subscribers, &addr, &init, BPF_NOEXIST);
+	__builtin_memset(init, 0, sizeof(*init));
+	init->ext_addr = *ext;
+	init->pool_idx = idx;
+	init->det_lo = lo;
+	init->rate_tokens = RATE_NEW;
+	init->rate_stamp_ns = now;
+	init->created_ns = now;
+	init->last_alloc_ns = now;
+	err = bpf_map_update_elem(&subscribers, &addr, init, BPF_NOEXIST);
 	if (err == 0) {
-		load = bpf_map_lookup_elem(&pool_load, &init.pool_idx);
+		load = bpf_map_lookup_elem(&pool_load, &idx);
 		if (load)
 			__sync_fetch_and_add(load, 1);
 	} else if (err != -EEXIST) {
@@ -234,16 +241,66 @@ static __always_inline int claim(struct cgnat_endpoint *ek, __u16 port,
 	return err == -EEXIST ? 1 : -1;
 }
 
+/* Sequential probe of a block (bpf_loop callback); its state lives in the
+ * per-CPU probe_scratch map, not on the (full) stack. */
+static long probe_one(__u32 i, void *data)
+{
+	__u32 k = 0;
+	struct cgnat_probe *c = bpf_map_lookup_elem(&probe_scratch, &k);
+	int r;
+
+	if (!c)
+		return 1;
+	r = claim(&c->ek, c->base + (c->start + i) % BLOCK_SIZE, &c->rev);
+	if (r <= 0) {
+		c->result = r;
+		return 1;
+	}
+	return 0;
+}
+
+/* Claim a port in block `nb`: a few random ports, then up to
+ * BLOCK_PROBE_MAX in a row from a random start (all of a small block).
+ * 0 claimed, 1 none found, -1 table full. */
+static __always_inline int claim_in_block(struct cgnat_endpoint *ek,
+					  struct cgnat_binding *rev, __u32 nb)
+{
+	__u32 t, k = 0, base = PORT_MIN + nb * BLOCK_SIZE;
+	struct cgnat_probe *c;
+	int r;
+
+	for (t = 0; t < BLOCK_PORT_TRIES; t++) {
+		r = claim(ek, base + bpf_get_prandom_u32() % BLOCK_SIZE, rev);
+		if (r <= 0)
+			return r;
+	}
+	c = bpf_map_lookup_elem(&probe_scratch, &k);
+	if (!c)
+		return 1;
+	c->ek = *ek;
+	c->rev = *rev;
+	c->base = base;
+	c->start = bpf_get_prandom_u32() % BLOCK_SIZE;
+	c->result = 1;
+	bpf_loop(BLOCK_SIZE < BLOCK_PROBE_MAX ? BLOCK_SIZE : BLOCK_PROBE_MAX,
+		 probe_one, 0, 0);
+	ek->port = c->ek.port;
+	return c->result;
+}
+
 /* Port-block mode: claim a port in one of the subscriber's blocks, taking
- * a new block when they are full. */
+ * a new block when they are full. A block whose search failed is marked
+ * full and skipped until the daemon sees a free port in it again, so a
+ * subscriber at its limit costs little. */
 static __always_inline int claim_pba(struct cgnat_endpoint *ek,
 				     struct cgnat_binding *rev, __u64 now)
 {
 	struct cgnat_sub_block_key sbk = { .sub = rev->addr };
 	struct cgnat_block_key bk = { .ext_addr = ek->addr };
 	struct cgnat_block blk = { .owner = rev->addr, .created_ns = now };
+	struct cgnat_block *held;
 	struct cgnat_event *ev;
-	__u32 slot, t, *no, free_slot = MAX_BLOCKS_CAP, nb;
+	__u32 slot, t, *no, free_slot = MAX_BLOCKS_CAP;
 	int r;
 
 	for (slot = 0; slot < MAX_BLOCKS_CAP; slot++) {
@@ -256,14 +313,14 @@ static __always_inline int claim_pba(struct cgnat_endpoint *ek,
 				free_slot = slot;
 			continue;
 		}
-		nb = *no;
-		for (t = 0; t < BLOCK_PORT_TRIES; t++) {
-			r = claim(ek, PORT_MIN + nb * BLOCK_SIZE +
-					      bpf_get_prandom_u32() % BLOCK_SIZE,
-				  rev);
-			if (r <= 0)
-				return r ? CGNAT_DROP_TABLE_FULL : CGNAT_CONTINUE;
-		}
+		bk.block = *no;
+		held = bpf_map_lookup_elem(&blocks, &bk);
+		if (!held || held->full)
+			continue;
+		r = claim_in_block(ek, rev, bk.block);
+		if (r <= 0)
+			return r ? CGNAT_DROP_TABLE_FULL : CGNAT_CONTINUE;
+		held->full = 1;
 	}
 	if (free_slot == MAX_BLOCKS_CAP)
 		return CGNAT_DROP_SUB_LIMIT; /* all its blocks are full */
@@ -291,13 +348,9 @@ static __always_inline int claim_pba(struct cgnat_endpoint *ek,
 		ev->ext_port = bpf_htons(PORT_MIN + bk.block * BLOCK_SIZE + BLOCK_SIZE - 1);
 		bpf_ringbuf_submit(ev, 0);
 	}
-	for (t = 0; t < BLOCK_PORT_TRIES; t++) {
-		r = claim(ek, PORT_MIN + bk.block * BLOCK_SIZE +
-				      bpf_get_prandom_u32() % BLOCK_SIZE,
-			  rev);
-		if (r <= 0)
-			return r ? CGNAT_DROP_TABLE_FULL : CGNAT_CONTINUE;
-	}
+	r = claim_in_block(ek, rev, bk.block);
+	if (r <= 0)
+		return r ? CGNAT_DROP_TABLE_FULL : CGNAT_CONTINUE;
 	return CGNAT_DROP_PORTS_EXHAUSTED;
 }
 

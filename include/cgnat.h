@@ -343,6 +343,20 @@ struct cgnat_block {
 	__be32 owner; /* subscriber */
 	__u32 slot;   /* its index in the owner's sub_blocks */
 	__u64 created_ns;
+	/* set by the data path when a search found no free port; cleared
+	 * by the daemon once the block has a free port again */
+	__u32 full;
+	__u32 _pad;
+};
+
+/* Scratch state of a sequential port search (per-CPU map probe_scratch). */
+struct cgnat_probe {
+	struct cgnat_endpoint ek;
+	struct cgnat_binding rev;
+	__u32 base;
+	__u32 start;
+	__s32 result;
+	__u32 _pad;
 };
 
 /* The blocks of a subscriber: (subscriber, slot) -> block number. */

@@ -361,7 +361,7 @@ impl Sweeper {
             }
         }
         let mut ports: HashMap<u32, [u32; 3]> = HashMap::new();
-        let mut block_use: HashSet<(u32, u32)> = HashSet::new();
+        let mut block_use: HashMap<(u32, u32), u32> = HashMap::new();
         for &(sub, ext, port, proto) in held_ports {
             let i = match proto {
                 IPPROTO_TCP => 0,
@@ -370,7 +370,7 @@ impl Sweeper {
             };
             ports.entry(sub).or_default()[i] += 1;
             if let Some(b) = self.blocks.and_then(|g| g.block_of(u16::from_be(port))) {
-                block_use.insert((ext, b));
+                *block_use.entry((ext, b)).or_default() += 1;
             }
         }
 
@@ -420,10 +420,15 @@ impl Sweeper {
         if self.blocks.is_some() {
             let blocks: Vec<(types::cgnat_block_key, types::cgnat_block)> =
                 dump(&t.blocks, "blocks")?;
+            let size = self.blocks.map(|g| g.block_size).unwrap_or(0);
             for (k, b) in &blocks {
-                if block_use.contains(&(k.ext_addr, k.block))
-                    || now.saturating_sub(b.created_ns) < BINDING_GRACE.as_nanos() as u64
-                {
+                let used = block_use.get(&(k.ext_addr, k.block)).copied().unwrap_or(0);
+                if b.full != 0 && used < size {
+                    // the data path skips full blocks: this one has room again
+                    let v = types::cgnat_block { full: 0, ..*b };
+                    let _ = t.blocks.update(bytes_of(k), bytes_of(&v), MapFlags::EXIST);
+                }
+                if used > 0 || now.saturating_sub(b.created_ns) < BINDING_GRACE.as_nanos() as u64 {
                     continue;
                 }
                 let sk = types::cgnat_sub_block_key {
