@@ -736,6 +736,8 @@ fn smoke_run_under_unit_limits(caps: &[String], tmp: &Path) {
                 "max_sessions" => "max_sessions = 4096".to_owned(),
                 "max_bindings" => "max_bindings = 4096".to_owned(),
                 "pin_path" => format!("pin_path = \"{pin}\""),
+                // the smoke run checks that nothing is left behind
+                "detach_on_exit" => "detach_on_exit = true".to_owned(),
                 _ => l.to_owned(),
             }
         })
