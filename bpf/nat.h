@@ -155,14 +155,20 @@ static __always_inline int tcp_is_bare_syn(struct pkt *p)
 		       TCP_FLAG_SYN;
 }
 
+/* Refresh a session. A TCP event seen for the first time (SYN, FIN, RST
+ * from either side) always restarts the timer, so the state's timeout
+ * counts from the segment that entered it (RFC 7857 section 2.2: 4 minutes
+ * after the RST). */
 static __always_inline void session_touch(struct cgnat_session *s, __u64 now,
 					  __u32 ev, int refresh)
 {
-	if (refresh && now - s->last_seen_ns > REFRESH_NS)
+	int new_ev = ev && (s->tcp & ev) != ev;
+
+	if ((refresh && now - s->last_seen_ns > REFRESH_NS) || new_ev)
 		s->last_seen_ns = now;
-	if (refresh && (s->flags & CGNAT_SESS_DYING))
+	if ((refresh || new_ev) && (s->flags & CGNAT_SESS_DYING))
 		s->flags &= ~CGNAT_SESS_DYING;
-	if (ev && (s->tcp & ev) != ev)
+	if (new_ev)
 		__sync_fetch_and_or(&s->tcp, ev);
 }
 
@@ -361,6 +367,10 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 			rc = session_get(&tk, &init, &t);
 		if (rc != CGNAT_CONTINUE)
 			return rc;
+	} else if (t) {
+		/* the target opened its side first (simultaneous open): this
+		 * packet is inbound for it */
+		session_touch(t, now, tcp_events(p, 0), INBOUND_REFRESH);
 	}
 	goto translate;
 

@@ -29,6 +29,10 @@ use libbpf_rs::{MapCore, MapFlags};
 use crate::bpf::{bytes_of, from_bytes, types, BpfError, Tables};
 use crate::config::Timeouts;
 
+/// How stale last_seen may be: the data path rewrites it at most this
+/// often (rodata REFRESH_NS), to keep the cache line of a busy session shared.
+pub const REFRESH_SLACK: Duration = Duration::from_secs(1);
+
 /// A binding younger than this is never released for lack of sessions.
 pub const BINDING_GRACE: Duration = Duration::from_secs(2);
 const BATCH: u32 = 4096;
@@ -201,7 +205,9 @@ impl Sweeper {
         let mut live_remotes: HashSet<(u32, u16, u8, u32)> = HashSet::new();
         for (k, s) in &sessions {
             let idle = now.saturating_sub(s.last_seen_ns);
-            if idle > timeout_of(&self.timeouts, k, s).as_nanos() as u64 {
+            // + REFRESH_SLACK: the data path rewrites last_seen at most once
+            // a second, so the last packet may be that much newer
+            if idle > (timeout_of(&self.timeouts, k, s) + REFRESH_SLACK).as_nanos() as u64 {
                 if s.flags & dying_flag != 0 {
                     // marked at the previous sweep and still idle
                     dead.push(*k);
