@@ -57,6 +57,80 @@ unsafe impl Pod for u8 {}
 unsafe impl Pod for u32 {}
 unsafe impl Pod for u64 {}
 
+/// Every (key, value) of a map, read with BPF_MAP_LOOKUP_BATCH, `batch`
+/// entries per call (not for per-CPU maps).
+///
+/// The kernel returns whole hash buckets only, so a batch is often shorter
+/// than asked although more entries follow; libbpf-rs 0.27's batch
+/// iterator takes the first short batch for the last one and ends a dump of
+/// a large map early (after a few thousand entries). This reads until the
+/// kernel says ENOENT.
+pub fn lookup_all(
+    map: &dyn MapCore,
+    batch: u32,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, libbpf_rs::Error> {
+    const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
+    const ENOSPC: i32 = nix::errno::Errno::ENOSPC as i32;
+    const EINTR: i32 = nix::errno::Errno::EINTR as i32;
+    let (ks, vs) = (map.key_size() as usize, map.value_size() as usize);
+    let fd = map.as_fd().as_raw_fd();
+    let mut batch = batch.max(1);
+    let mut out = Vec::new();
+    // the position token: a u32 bucket index for hash maps, a key for others
+    let mut token = vec![0u8; ks.max(8)];
+    let mut started = false;
+    loop {
+        let mut keys = vec![0u8; ks * batch as usize];
+        let mut vals = vec![0u8; vs * batch as usize];
+        let mut next = vec![0u8; token.len()];
+        let mut count = batch;
+        // SAFETY: zeroed is a valid bpf_map_batch_opts; sz is set.
+        let mut opts: libbpf_sys::bpf_map_batch_opts = unsafe { std::mem::zeroed() };
+        opts.sz = std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _;
+        let in_batch = if started {
+            token.as_mut_ptr().cast()
+        } else {
+            std::ptr::null_mut()
+        };
+        // SAFETY: the buffers hold `count` keys and values and a token;
+        // the kernel writes no more.
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_batch(
+                fd,
+                in_batch,
+                next.as_mut_ptr().cast(),
+                keys.as_mut_ptr().cast(),
+                vals.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        let err = if ret < 0 { -ret } else { 0 };
+        if err == EINTR {
+            continue;
+        }
+        if err == ENOSPC && count == 0 {
+            batch *= 2; // one bucket holds more than a batch
+            continue;
+        }
+        if err != 0 && err != ENOENT {
+            return Err(libbpf_rs::Error::from_raw_os_error(err));
+        }
+        let n = (count as usize).min(batch as usize);
+        out.extend(
+            keys.chunks_exact(ks)
+                .zip(vals.chunks_exact(vs))
+                .take(n)
+                .map(|(k, v)| (k.to_vec(), v.to_vec())),
+        );
+        if err == ENOENT {
+            return Ok(out);
+        }
+        token = next;
+        started = true;
+    }
+}
+
 /// The bytes of a value, as a map key or value.
 pub fn bytes_of<T: Pod>(v: &T) -> &[u8] {
     // SAFETY: T is Pod: fully initialised, no interior references.

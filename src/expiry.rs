@@ -154,10 +154,7 @@ fn dump<K: crate::bpf::Pod, V: crate::bpf::Pod>(
     name: &'static str,
 ) -> Result<Vec<(K, V)>, BpfError> {
     let mut out = Vec::new();
-    for (k, v) in map
-        .lookup_batch(BATCH, MapFlags::ANY, MapFlags::ANY)
-        .map_err(map_err(name))?
-    {
+    for (k, v) in crate::bpf::lookup_all(map, BATCH).map_err(map_err(name))? {
         if let (Some(k), Some(v)) = (from_bytes::<K>(&k), from_bytes::<V>(&v)) {
             out.push((k, v));
         }
