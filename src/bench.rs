@@ -181,7 +181,8 @@ impl Params {
             repeat: 2_000,
             single_calls: 200,
             new_flows: 500,
-            scale_subs: 64,
+            // more sessions than one batch of a sweep's map dump
+            scale_subs: 2048,
             scale_ports: 4,
             small_subs: 4,
             scale_frames: 128,
