@@ -295,6 +295,8 @@ pub struct PathResult {
     pub floor_ns: Stat,
     /// The feeder itself (restore + tail call + empty program).
     pub feeder_ns: Stat,
+    /// Outbound TCP/UDP: the floor plus cgnat's two hash lookups.
+    pub probe_ns: Option<Stat>,
     /// Cross-check: median single call minus the median of an empty
     /// program's single call.
     pub single_cgnat_ns: f64,
@@ -348,8 +350,13 @@ pub struct ScaleResult {
     pub large_frames: u32,
     pub small_ns: Stat,
     pub large_ns: Stat,
+    /// The large table, cycling through the small table's flows only.
+    pub large_hot_ns: Stat,
     pub small_floor_ns: Stat,
     pub large_floor_ns: Stat,
+    /// The floor plus cgnat's two lookups (xdp_probe), same maps' sizes.
+    pub small_probe_ns: Stat,
+    pub large_probe_ns: Stat,
     pub during_sweep_ns: Stat,
     pub sweeps_during: u64,
     pub preload_secs: f64,
@@ -963,6 +970,8 @@ struct PathCase {
     frame: Vec<u8>,
     reason: &'static str,
     action: u32,
+    /// Measure xdp_probe too (outbound TCP/UDP: binding, then session).
+    probe: bool,
 }
 
 fn bench_paths(p: &Params, ns: &Ns) -> Result<Vec<PathResult>> {
@@ -971,10 +980,18 @@ fn bench_paths(p: &Params, ns: &Ns) -> Result<Vec<PathResult>> {
         let dp = load_dp(&cfg, false)?;
         let t = dp.tables().ctx("tables")?;
         let (int0, ext0, lo) = (ifindex("int0")?, ifindex("ext0")?, ifindex("lo")?);
-        let mut fl = Floor::load(lo, 1).ctx("loading the floor")?;
+        let mut fl = Floor::load(lo, 1, 1 << 16).ctx("loading the floor")?;
         fl.add_tx_port(int0).ctx("floor tx_ports")?;
         fl.add_tx_port(ext0).ctx("floor tx_ports")?;
         let cases = path_cases(&dp, &t, int0, ext0)?;
+        // xdp_probe looks up what cgnat has
+        let probe = fl.probe_maps()?;
+        for (from, to) in [(&t.bind_out, &probe.0), (&t.sessions, &probe.1)] {
+            for (k, v) in crate::bpf::lookup_all(from, 4096).ctx("reading cgnat's maps")? {
+                to.update(&k, &v, MapFlags::ANY)
+                    .ctx("filling xdp_probe's maps")?;
+            }
+        }
         let mut out = Vec::new();
         for c in cases {
             fl.set_frames(std::slice::from_ref(&c.frame))
@@ -988,7 +1005,8 @@ fn bench_paths(p: &Params, ns: &Ns) -> Result<Vec<PathResult>> {
                     c.name, c.action
                 ));
             }
-            let (mut cg, mut flr, mut emp) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut cg, mut flr, mut emp, mut prb) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..p.runs {
                 let (_, e) = feed(&fl, Target::Empty, c.ingress, p.repeat)?;
                 let (fa, f) = feed(&fl, Target::Floor, c.ingress, p.repeat)?;
@@ -996,6 +1014,14 @@ fn bench_paths(p: &Params, ns: &Ns) -> Result<Vec<PathResult>> {
                     return fail(format!("{}: floor action {fa} under the feeder", c.name));
                 }
                 let g = feed_cgnat(&fl, &dp, &t, c.side, c.ingress, p.repeat, c.reason)?;
+                if c.probe {
+                    let hits = fl.probe_hits();
+                    let (_, x) = feed(&fl, Target::Probe, c.ingress, p.repeat)?;
+                    if fl.probe_hits() - hits != u64::from(p.repeat) {
+                        return fail(format!("{}: xdp_probe missed the session", c.name));
+                    }
+                    prb.push(x - e);
+                }
                 emp.push(e);
                 flr.push(f - e);
                 cg.push(g - e);
@@ -1010,6 +1036,7 @@ fn bench_paths(p: &Params, ns: &Ns) -> Result<Vec<PathResult>> {
                 cgnat_ns: Stat::of(cg),
                 floor_ns: Stat::of(flr),
                 feeder_ns: Stat::of(emp),
+                probe_ns: (!prb.is_empty()).then(|| Stat::of(prb)),
                 single_cgnat_ns: sc - se,
                 single_floor_ns: sf - se,
             };
@@ -1092,6 +1119,7 @@ fn path_cases(dp: &Datapath, t: &Tables, int0: u32, ext0: u32) -> Result<Vec<Pat
         frame,
         reason,
         action,
+        probe: reason == "fwd_out" && side == Side::Internal && name != "icmp_echo_out",
     };
     Ok(vec![
         case(
@@ -1175,7 +1203,7 @@ fn bench_new_flows(p: &Params, ns: &Ns) -> Result<NewFlowResult> {
         let dp = load_dp(&cfg, false)?;
         let t = dp.tables().ctx("tables")?;
         let int0 = ifindex("int0")?;
-        let fl = Floor::load(0, 1).ctx("loading the floor")?;
+        let fl = Floor::load(0, 1, 1).ctx("loading the floor")?;
         let r10 = sock(R10, 3478);
         let est = udp_frame(INT0_MAC, SUB_MAC, sock(H11, 5000), r10);
         run_once(&dp, Side::Internal, &est, int0, XDP_REDIRECT)?;
@@ -1315,9 +1343,38 @@ impl Geo {
     }
 }
 
+/// The maps a preload writes: cgnat's, or `xdp_probe`'s (no reverse
+/// bindings, no subscribers).
+struct Dest<'a> {
+    bind_in: Option<&'a MapHandle>,
+    bind_out: &'a MapHandle,
+    sessions: &'a MapHandle,
+    subscribers: Option<&'a MapHandle>,
+}
+
+impl<'a> Dest<'a> {
+    fn cgnat(t: &'a Tables) -> Dest<'a> {
+        Dest {
+            bind_in: Some(&t.bind_in),
+            bind_out: &t.bind_out,
+            sessions: &t.sessions,
+            subscribers: Some(&t.subscribers),
+        }
+    }
+
+    fn probe(maps: &'a (MapHandle, MapHandle)) -> Dest<'a> {
+        Dest {
+            bind_in: None,
+            bind_out: &maps.0,
+            sessions: &maps.1,
+            subscribers: None,
+        }
+    }
+}
+
 /// Writes the bindings, sessions and subscribers of subscribers `subs`
 /// as the data path would have created them at `now`.
-fn preload(t: &Tables, g: &Geo, subs: std::ops::Range<u32>, now: u64) -> Result<()> {
+fn preload(t: &Dest<'_>, g: &Geo, subs: std::ops::Range<u32>, now: u64) -> Result<()> {
     const CHUNK: usize = 1 << 16;
     let mut sk = Vec::new();
     let mut sv = Vec::new();
@@ -1339,9 +1396,10 @@ fn preload(t: &Tables, g: &Geo, subs: std::ops::Range<u32>, now: u64) -> Result<
         }
         let c = *n as u32;
         // reverse binding first, as the data path claims a port
-        t.bind_in
-            .update_batch(ik, iv, c, MapFlags::ANY, MapFlags::ANY)
-            .ctx("bind_in batch update")?;
+        if let Some(m) = t.bind_in {
+            m.update_batch(ik, iv, c, MapFlags::ANY, MapFlags::ANY)
+                .ctx("bind_in batch update")?;
+        }
         t.bind_out
             .update_batch(ok, ov, c, MapFlags::ANY, MapFlags::ANY)
             .ctx("bind_out batch update")?;
@@ -1410,6 +1468,9 @@ fn preload(t: &Tables, g: &Geo, subs: std::ops::Range<u32>, now: u64) -> Result<
     }
     flush(&mut sk, &mut sv, &mut ok, &mut ov, &mut ik, &mut iv, &mut n)?;
     // subscribers: paired address, ports and sessions held
+    let Some(subscribers) = t.subscribers else {
+        return Ok(());
+    };
     let (mut keys, mut vals) = (Vec::new(), Vec::new());
     for k in subs {
         let s = types::cgnat_subscriber {
@@ -1429,7 +1490,7 @@ fn preload(t: &Tables, g: &Geo, subs: std::ops::Range<u32>, now: u64) -> Result<
         .chunks(4 * CHUNK)
         .zip(vals.chunks(std::mem::size_of::<types::cgnat_subscriber>() * CHUNK))
     {
-        t.subscribers
+        subscribers
             .update_batch(kc, vc, (kc.len() / 4) as u32, MapFlags::ANY, MapFlags::ANY)
             .ctx("subscribers batch update")?;
     }
@@ -1471,45 +1532,65 @@ fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
         let t = dp.tables().ctx("tables")?;
         let (int0, ext0, lo) = (ifindex("int0")?, ifindex("ext0")?, ifindex("lo")?);
         let frames_max = p.scale_frames.max(small.subs * small.ports);
-        let mut fl = Floor::load(lo, frames_max).ctx("loading the floor")?;
+        let mut fl = Floor::load(lo, frames_max, size).ctx("loading the floor")?;
         fl.add_tx_port(int0).ctx("floor tx_ports")?;
         fl.add_tx_port(ext0).ctx("floor tx_ports")?;
+        let probe = fl.probe_maps()?;
         let mut r = ScaleResult::default();
 
         // Fast path over every flow of the small table.
         let now = monotonic_ns();
         let t0 = Instant::now();
-        preload(&t, &g, 0..small.subs, now)?;
+        preload(&Dest::cgnat(&t), &g, 0..small.subs, now)?;
         set_pool_load(&t, &g, small.subs)?;
+        let mut preload_secs = t0.elapsed().as_secs_f64();
+        preload(&Dest::probe(&probe), &g, 0..small.subs, now)?;
         r.small_sessions = u64::from(small.subs) * u64::from(g.ports);
         let frames: Vec<Vec<u8>> = (0..small.subs)
             .flat_map(|k| (0..g.ports).map(move |j| (k, j)))
             .map(|(k, j)| g.frame(k, j))
             .collect();
         fl.set_frames(&frames).ctx("feeder frames")?;
-        let measure = |fl: &Floor, runs: usize, c: &mut Stat, f: Option<&mut Stat>| -> Result<()> {
-            let mut fv = Vec::new();
+        // cgnat, and optionally the floor and the probe, net of the feeder
+        let measure = |fl: &Floor,
+                       runs: usize,
+                       c: &mut Stat,
+                       mut others: Option<(&mut Stat, &mut Stat)>|
+         -> Result<()> {
             for _ in 0..runs {
                 let (_, e) = feed(fl, Target::Empty, int0, p.scale_repeat)?;
                 let cg = feed_cgnat(fl, &dp, &t, Side::Internal, int0, p.scale_repeat, "fwd_out")?;
                 c.runs.push(cg - e);
-                if f.is_some() {
+                if let Some((f, pr)) = others.as_mut() {
                     let (_, x) = feed(fl, Target::Floor, int0, p.scale_repeat)?;
-                    fv.push(x - e);
+                    f.runs.push(x - e);
+                    let hits = fl.probe_hits();
+                    let (_, x) = feed(fl, Target::Probe, int0, p.scale_repeat)?;
+                    if fl.probe_hits() - hits != u64::from(p.scale_repeat) {
+                        return fail("xdp_probe did not find every session");
+                    }
+                    pr.runs.push(x - e);
                 }
-            }
-            if let Some(f) = f {
-                f.runs.extend(fv);
             }
             Ok(())
         };
-        measure(&fl, p.runs, &mut r.small_ns, Some(&mut r.small_floor_ns))?;
+        measure(
+            &fl,
+            p.runs,
+            &mut r.small_ns,
+            Some((&mut r.small_floor_ns, &mut r.small_probe_ns)),
+        )?;
 
         // The rest of the large table.
-        preload(&t, &g, small.subs..g.subs, now)?;
+        let t1 = Instant::now();
+        preload(&Dest::cgnat(&t), &g, small.subs..g.subs, now)?;
         set_pool_load(&t, &g, g.subs)?;
-        r.preload_secs = t0.elapsed().as_secs_f64();
+        preload_secs += t1.elapsed().as_secs_f64();
+        r.preload_secs = preload_secs;
+        preload(&Dest::probe(&probe), &g, small.subs..g.subs, now)?;
         r.large_sessions = total;
+        // the large table, the small table's flows: table size alone
+        measure(&fl, p.runs, &mut r.large_hot_ns, None)?;
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let frames: Vec<Vec<u8>> = (0..p.scale_frames.min(g.subs * g.ports))
             .map(|_| {
@@ -1520,7 +1601,12 @@ fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
             .collect();
         r.large_frames = frames.len() as u32;
         fl.set_frames(&frames).ctx("feeder frames")?;
-        measure(&fl, p.runs, &mut r.large_ns, Some(&mut r.large_floor_ns))?;
+        measure(
+            &fl,
+            p.runs,
+            &mut r.large_ns,
+            Some((&mut r.large_floor_ns, &mut r.large_probe_ns)),
+        )?;
         eprintln!(
             "bench:   {} sessions {:.1} ns, {} sessions {:.1} ns (preload {:.1} s)",
             r.small_sessions,
@@ -1857,7 +1943,7 @@ impl Generator {
                 enter(&path)?;
                 let _ = pin_to(0, 0);
                 let idx = ifindex(&dev)?;
-                let mut fl = Floor::load(0, 1).ctx("loading the generator")?;
+                let mut fl = Floor::load(0, 1, 1).ctx("loading the generator")?;
                 let base = Ipv4Addr::new(100, 65, 0, 0);
                 let frame = udp_frame(INT0_MAC, GEN_MAC, sock(base, 10000), sock(SERVER, 9));
                 fl.set_generator(&frame, base, subs, 10000, ports)
@@ -1933,7 +2019,7 @@ impl E2eNet {
                 in_ns(&self.r, || load_dp(&cfg, true)).map(|d| Router::Cgnat { _dp: Box::new(d) })
             }
             Mode::Floor => in_ns(&self.r, || {
-                let mut fl = Floor::load(ifindex("lo")?, 1).ctx("loading the floor")?;
+                let mut fl = Floor::load(ifindex("lo")?, 1, 1).ctx("loading the floor")?;
                 fl.add_tx_port(ifindex(&self.re)?).ctx("floor tx_ports")?;
                 fl.attach(Prog::Floor, ifindex(&self.ri)?)
                     .ctx("attaching the floor")?;
@@ -1958,7 +2044,7 @@ impl E2eNet {
 
 fn bench_e2e(p: &Params, net: &E2eNet, notes: &mut Vec<String>) -> Result<E2eResult> {
     let mut sink = in_ns(&net.s, || {
-        let mut f = Floor::load(0, 1).ctx("loading the sink")?;
+        let mut f = Floor::load(0, 1, 1).ctx("loading the sink")?;
         f.attach(Prog::Sink, ifindex(&net.rs)?)
             .ctx("attaching the sink")?;
         Ok(f)
@@ -2298,7 +2384,7 @@ impl Summary {
             );
             let _ = writeln!(
                 o,
-                "{:<14} {:>9} {:>7} {:>9} {:>7} {:>6}  {:<6}  {:>17}",
+                "{:<14} {:>9} {:>7} {:>9} {:>7} {:>6}  {:<6}  {:>17}  {:>10}",
                 "path",
                 "cgnat ns",
                 "Mpps",
@@ -2306,12 +2392,13 @@ impl Summary {
                 "Mpps",
                 "ratio",
                 "<=1.4",
-                "[single cg/floor]"
+                "[single cg/floor]",
+                "floor+2lkp"
             );
             for r in &self.paths {
                 let _ = writeln!(
                     o,
-                    "{:<14} {:>9.1} {:>7.2} {:>9.1} {:>7.2} {:>6.2}  {:<6}  [{:>6.1} / {:>6.1}]",
+                    "{:<14} {:>9.1} {:>7.2} {:>9.1} {:>7.2} {:>6.2}  {:<6}  [{:>6.1} / {:>6.1}]  {:>10}",
                     r.name,
                     r.cgnat_ns.median(),
                     mpps(r.cgnat_ns.median()),
@@ -2320,7 +2407,11 @@ impl Summary {
                     r.ratio(),
                     verdict(r.ratio() <= GOAL_PATH_RATIO),
                     r.single_cgnat_ns,
-                    r.single_floor_ns
+                    r.single_floor_ns,
+                    r.probe_ns
+                        .as_ref()
+                        .map(|s| format!("{:.1}", s.median()))
+                        .unwrap_or_else(|| "-".into())
                 );
             }
             let feeder: Vec<f64> = self.paths.iter().map(|r| r.feeder_ns.median()).collect();
@@ -2347,20 +2438,29 @@ impl Summary {
             let _ = writeln!(o, "\nScale (UDP outbound, established):");
             let _ = writeln!(
                 o,
-                "  {:>9} sessions: cgnat {:.1} ns ({:.2} Mpps), floor {:.1} ns",
+                "  {:>9} sessions: cgnat {:.1} ns ({:.2} Mpps), floor {:.1} ns, floor+2 lookups {:.1} ns",
                 s.small_sessions,
                 s.small_ns.median(),
                 mpps(s.small_ns.median()),
-                s.small_floor_ns.median()
+                s.small_floor_ns.median(),
+                s.small_probe_ns.median()
             );
             let _ = writeln!(
                 o,
-                "  {:>9} sessions: cgnat {:.1} ns ({:.2} Mpps), floor {:.1} ns  ({} flows cycled)",
+                "  {:>9} sessions: cgnat {:.1} ns ({:.2} Mpps), floor {:.1} ns, floor+2 lookups {:.1} ns  ({} flows cycled)",
                 s.large_sessions,
                 s.large_ns.median(),
                 mpps(s.large_ns.median()),
                 s.large_floor_ns.median(),
+                s.large_probe_ns.median(),
                 s.large_frames
+            );
+            let _ = writeln!(
+                o,
+                "  {:>9} sessions, only the {} flows above: cgnat {:.1} ns (table size alone)",
+                s.large_sessions,
+                s.small_sessions,
+                s.large_hot_ns.median()
             );
             let _ = writeln!(
                 o,
@@ -2519,6 +2619,13 @@ impl Summary {
                         ("ratio", J::n(r.ratio())),
                         ("goal_ratio_le_1_4", J::Bool(r.ratio() <= GOAL_PATH_RATIO)),
                         ("feeder_ns", J::n(r.feeder_ns.median())),
+                        (
+                            "floor_plus_lookups_ns",
+                            r.probe_ns
+                                .as_ref()
+                                .map(|s| J::n(s.median()))
+                                .unwrap_or(J::Null),
+                        ),
                         ("single_call_cgnat_ns", J::n(r.single_cgnat_ns)),
                         ("single_call_floor_ns", J::n(r.single_floor_ns)),
                         ("cgnat_ns_runs", J::arr(&r.cgnat_ns.runs)),
@@ -2568,8 +2675,17 @@ impl Summary {
                     ("small_mpps", J::n(mpps(s.small_ns.median()))),
                     ("large_ns", J::n(s.large_ns.median())),
                     ("large_mpps", J::n(mpps(s.large_ns.median()))),
+                    ("large_table_small_flows_ns", J::n(s.large_hot_ns.median())),
                     ("small_floor_ns", J::n(s.small_floor_ns.median())),
                     ("large_floor_ns", J::n(s.large_floor_ns.median())),
+                    (
+                        "small_floor_plus_lookups_ns",
+                        J::n(s.small_probe_ns.median()),
+                    ),
+                    (
+                        "large_floor_plus_lookups_ns",
+                        J::n(s.large_probe_ns.median()),
+                    ),
                     ("ratio", J::n(s.ratio())),
                     ("goal_ratio_le_1_3", J::Bool(s.ratio() <= GOAL_SCALE_RATIO)),
                     ("bytes_per_session", J::n(s.bytes_per_session())),

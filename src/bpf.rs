@@ -57,6 +57,9 @@ unsafe impl Pod for u8 {}
 unsafe impl Pod for u32 {}
 unsafe impl Pod for u64 {}
 
+/// A map entry as bytes: (key, value).
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Every (key, value) of a map, read with BPF_MAP_LOOKUP_BATCH, `batch`
 /// entries per call (not for per-CPU maps).
 ///
@@ -65,10 +68,7 @@ unsafe impl Pod for u64 {}
 /// iterator takes the first short batch for the last one and ends a dump of
 /// a large map early (after a few thousand entries). This reads until the
 /// kernel says ENOENT.
-pub fn lookup_all(
-    map: &dyn MapCore,
-    batch: u32,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, libbpf_rs::Error> {
+pub fn lookup_all(map: &dyn MapCore, batch: u32) -> Result<Vec<KeyValue>, libbpf_rs::Error> {
     const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
     const ENOSPC: i32 = nix::errno::Errno::ENOSPC as i32;
     const EINTR: i32 = nix::errno::Errno::EINTR as i32;
@@ -1217,7 +1217,7 @@ pub mod floor {
     use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
     use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-    use libbpf_rs::{MapCore, MapFlags};
+    use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
     use super::{bytes_of, libc_enoent, link_xdp, map_err, BpfError, Datapath, Side};
     use crate::config::XdpMode;
@@ -1238,6 +1238,8 @@ pub mod floor {
     pub enum Prog {
         /// The floor forwarder.
         Floor,
+        /// The floor plus cgnat's two fast-path hash lookups.
+        Probe,
         /// Restores a pristine frame, then tail-calls the target.
         Feed,
         /// Does nothing (returns XDP_DROP): the feeder's own cost.
@@ -1251,6 +1253,7 @@ pub mod floor {
     /// What `xdp_feed` tail-calls.
     pub enum Target<'a> {
         Floor,
+        Probe,
         Empty,
         Cgnat(&'a Datapath, Side),
     }
@@ -1264,8 +1267,13 @@ pub mod floor {
 
     impl Floor {
         /// Loads the object; bpf_fib_lookup is made from `fib_ifindex` (0:
-        /// the ingress interface) and `frames` holds up to `max_frames`.
-        pub fn load(fib_ifindex: u32, max_frames: u32) -> Result<Floor, BpfError> {
+        /// the ingress interface), `frames` holds up to `max_frames` and
+        /// each map of `xdp_probe` up to `probe_entries`.
+        pub fn load(
+            fib_ifindex: u32,
+            max_frames: u32,
+            probe_entries: u32,
+        ) -> Result<Floor, BpfError> {
             if !nix::unistd::geteuid().is_root() {
                 return Err(BpfError::NotRoot);
             }
@@ -1282,6 +1290,13 @@ pub mod floor {
                 .frames
                 .set_max_entries(max_frames.max(1))
                 .map_err(map_err("frames"))?;
+            for (map, name) in [
+                (&mut open.maps.probe_bind, "probe_bind"),
+                (&mut open.maps.probe_sess, "probe_sess"),
+            ] {
+                map.set_max_entries(probe_entries.max(1))
+                    .map_err(map_err(name))?;
+            }
             let skel = open.load().map_err(BpfError::Load)?;
             Ok(Floor {
                 skel,
@@ -1294,6 +1309,7 @@ pub mod floor {
             let g = &self.skel.progs;
             match p {
                 Prog::Floor => &g.xdp_floor,
+                Prog::Probe => &g.xdp_probe,
                 Prog::Feed => &g.xdp_feed,
                 Prog::Empty => &g.xdp_empty,
                 Prog::Gen => &g.xdp_gen,
@@ -1362,6 +1378,7 @@ pub mod floor {
         pub fn set_target(&self, t: Target<'_>) -> Result<(), BpfError> {
             let fd = match t {
                 Target::Floor => self.prog(Prog::Floor).as_fd().as_raw_fd(),
+                Target::Probe => self.prog(Prog::Probe).as_fd().as_raw_fd(),
                 Target::Empty => self.prog(Prog::Empty).as_fd().as_raw_fd(),
                 Target::Cgnat(dp, side) => dp.prog_fd(side).as_raw_fd(),
             };
@@ -1476,6 +1493,25 @@ pub mod floor {
         /// Detaches every program this instance attached.
         pub fn detach_all(&mut self) {
             self.links.clear();
+        }
+
+        /// The maps of `xdp_probe`: bindings (cgnat_endpoint ->
+        /// cgnat_binding) and sessions, as cgnat's bind_out and sessions.
+        pub fn probe_maps(&self) -> Result<(MapHandle, MapHandle), BpfError> {
+            Ok((
+                MapHandle::try_from(&self.skel.maps.probe_bind).map_err(map_err("probe_bind"))?,
+                MapHandle::try_from(&self.skel.maps.probe_sess).map_err(map_err("probe_sess"))?,
+            ))
+        }
+
+        /// Sessions `xdp_probe` found so far.
+        pub fn probe_hits(&self) -> u64 {
+            self.skel
+                .maps
+                .bss_data
+                .as_deref()
+                .map(|b| b.probe_hits)
+                .unwrap_or(0)
         }
 
         /// Packets `xdp_sink` counted, summed over CPUs.

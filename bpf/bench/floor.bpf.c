@@ -10,6 +10,9 @@
  * rewrite, then XDP_TX or bpf_redirect_map through a DEVMAP_HASH. What
  * cgnat costs beyond it is the price of translation and state.
  *
+ * xdp_probe is the floor plus the two hash lookups of cgnat's fast path,
+ * to tell what the lookups cost from what translation costs.
+ *
  * The other programs are measuring instruments:
  * - xdp_feed restores a pristine frame (the next one of the `frames`
  *   array, round robin) into the packet and tail-calls the program under
@@ -31,6 +34,7 @@
 #include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include "cgnat.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -50,31 +54,16 @@ struct {
 	__type(value, __u32);
 } tx_ports SEC(".maps");
 
-SEC("xdp")
-int xdp_floor(struct xdp_md *ctx)
+/* Route, TTL, MACs, transmit: the forwarding half of the floor. */
+static __always_inline int floor_forward(struct xdp_md *ctx, struct ethhdr *eth,
+					 struct iphdr *ip, __u32 tot)
 {
-	void *data_end = (void *)(long)ctx->data_end;
-	void *data = (void *)(long)ctx->data;
-	struct ethhdr *eth = data;
 	struct bpf_fib_lookup fib;
-	struct iphdr *ip;
-	__u32 check, tot;
+	__u32 check;
 	long rc;
 
-	if ((void *)(eth + 1) > data_end)
-		return XDP_DROP;
-	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return XDP_PASS;
-	ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > data_end)
-		return XDP_DROP;
-	tot = bpf_ntohs(ip->tot_len);
-	if (ip->version != 4 || ip->ihl < 5 || tot < ip->ihl * 4 ||
-	    tot > (__u64)(data_end - (void *)ip))
-		return XDP_DROP;
 	if (ip->ttl <= 1)
 		return XDP_PASS; /* the kernel sends time exceeded */
-
 	__builtin_memset(&fib, 0, sizeof(fib));
 	fib.family = AF_INET;
 	fib.tos = ip->tos;
@@ -101,6 +90,107 @@ int xdp_floor(struct xdp_md *ctx)
 		return XDP_TX;
 	rc = bpf_redirect_map(&tx_ports, fib.ifindex, 0);
 	return rc == XDP_REDIRECT ? XDP_REDIRECT : XDP_DROP;
+}
+
+/* Ethernet and IPv4 header checks; returns the IP total length or 0. */
+static __always_inline __u32 floor_parse(struct xdp_md *ctx, struct ethhdr **ethp,
+					 struct iphdr **ipp, int *verdict)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	void *data = (void *)(long)ctx->data;
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+	__u32 tot;
+
+	*verdict = XDP_DROP;
+	if ((void *)(eth + 1) > data_end)
+		return 0;
+	if (eth->h_proto != bpf_htons(ETH_P_IP)) {
+		*verdict = XDP_PASS;
+		return 0;
+	}
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return 0;
+	tot = bpf_ntohs(ip->tot_len);
+	if (ip->version != 4 || ip->ihl < 5 || tot < ip->ihl * 4 ||
+	    tot > (__u64)(data_end - (void *)ip))
+		return 0;
+	*ethp = eth;
+	*ipp = ip;
+	return tot;
+}
+
+SEC("xdp")
+int xdp_floor(struct xdp_md *ctx)
+{
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	int verdict;
+	__u32 tot = floor_parse(ctx, &eth, &ip, &verdict);
+
+	if (!tot)
+		return verdict;
+	return floor_forward(ctx, eth, ip, tot);
+}
+
+/* ---- xdp_probe: the floor plus cgnat's two fast-path lookups ---- */
+
+/*
+ * A component measurement: what the two hash lookups of cgnat's outbound
+ * fast path (binding by internal endpoint, then session by external and
+ * remote endpoints, bpf/nat.h nat_outbound) add to the floor, in maps of
+ * cgnat's own key and value types, sized and filled like cgnat's.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct cgnat_endpoint);
+	__type(value, struct cgnat_binding);
+} probe_bind SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct cgnat_session_key);
+	__type(value, struct cgnat_session);
+} probe_sess SEC(".maps");
+
+/* Sessions the probe found (keeps the lookups' results used). */
+__u64 probe_hits = 0;
+
+SEC("xdp")
+int xdp_probe(struct xdp_md *ctx)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	struct cgnat_endpoint ik = {};
+	struct cgnat_session_key sk = {};
+	struct cgnat_binding *b;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__be16 *ports;
+	int verdict;
+	__u32 tot = floor_parse(ctx, &eth, &ip, &verdict);
+
+	if (!tot)
+		return verdict;
+	ports = (void *)ip + ip->ihl * 4;
+	if ((void *)(ports + 2) > data_end)
+		return XDP_DROP;
+	ik.addr = ip->saddr;
+	ik.port = ports[0];
+	ik.proto = ip->protocol;
+	b = bpf_map_lookup_elem(&probe_bind, &ik);
+	if (b) {
+		sk.ext_addr = b->addr;
+		sk.ext_port = b->port;
+		sk.rem_addr = ip->daddr;
+		sk.rem_port = ports[1];
+		sk.proto = ip->protocol;
+		if (bpf_map_lookup_elem(&probe_sess, &sk))
+			probe_hits++;
+	}
+	return floor_forward(ctx, eth, ip, tot);
 }
 
 /* ---- xdp_feed: a pristine frame per run, then the program under test ---- */
