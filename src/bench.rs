@@ -415,6 +415,8 @@ pub struct E2eResult {
     pub frame_len: usize,
     pub cgnat: E2eMode,
     pub floor: E2eMode,
+    /// The floor plus cgnat's two lookups.
+    pub probe: E2eMode,
     pub nft: E2eMode,
     pub pinning: String,
 }
@@ -980,7 +982,7 @@ fn bench_paths(p: &Params, ns: &Ns) -> Result<Vec<PathResult>> {
         let dp = load_dp(&cfg, false)?;
         let t = dp.tables().ctx("tables")?;
         let (int0, ext0, lo) = (ifindex("int0")?, ifindex("ext0")?, ifindex("lo")?);
-        let mut fl = Floor::load(lo, 1, 1 << 16).ctx("loading the floor")?;
+        let mut fl = Floor::load(lo, 1, (1 << 18, 1 << 20)).ctx("loading the floor")?;
         fl.add_tx_port(int0).ctx("floor tx_ports")?;
         fl.add_tx_port(ext0).ctx("floor tx_ports")?;
         let cases = path_cases(&dp, &t, int0, ext0)?;
@@ -1203,7 +1205,7 @@ fn bench_new_flows(p: &Params, ns: &Ns) -> Result<NewFlowResult> {
         let dp = load_dp(&cfg, false)?;
         let t = dp.tables().ctx("tables")?;
         let int0 = ifindex("int0")?;
-        let fl = Floor::load(0, 1, 1).ctx("loading the floor")?;
+        let fl = Floor::load(0, 1, (1, 1)).ctx("loading the floor")?;
         let r10 = sock(R10, 3478);
         let est = udp_frame(INT0_MAC, SUB_MAC, sock(H11, 5000), r10);
         run_once(&dp, Side::Internal, &est, int0, XDP_REDIRECT)?;
@@ -1532,7 +1534,7 @@ fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
         let t = dp.tables().ctx("tables")?;
         let (int0, ext0, lo) = (ifindex("int0")?, ifindex("ext0")?, ifindex("lo")?);
         let frames_max = p.scale_frames.max(small.subs * small.ports);
-        let mut fl = Floor::load(lo, frames_max, size).ctx("loading the floor")?;
+        let mut fl = Floor::load(lo, frames_max, (size, size)).ctx("loading the floor")?;
         fl.add_tx_port(int0).ctx("floor tx_ports")?;
         fl.add_tx_port(ext0).ctx("floor tx_ports")?;
         let probe = fl.probe_maps()?;
@@ -1943,7 +1945,7 @@ impl Generator {
                 enter(&path)?;
                 let _ = pin_to(0, 0);
                 let idx = ifindex(&dev)?;
-                let mut fl = Floor::load(0, 1, 1).ctx("loading the generator")?;
+                let mut fl = Floor::load(0, 1, (1, 1)).ctx("loading the generator")?;
                 let base = Ipv4Addr::new(100, 65, 0, 0);
                 let frame = udp_frame(INT0_MAC, GEN_MAC, sock(base, 10000), sock(SERVER, 9));
                 fl.set_generator(&frame, base, subs, 10000, ports)
@@ -2001,7 +2003,58 @@ impl Drop for Generator {
 enum Mode {
     Cgnat,
     Floor,
+    /// The floor plus cgnat's two lookups (xdp_probe).
+    Probe,
     Nft,
+}
+
+/// The bindings and sessions cgnat would hold for the generator's flows,
+/// in xdp_probe's maps.
+fn fill_probe(fl: &Floor, subs: u32, ports: u32) -> Result<()> {
+    let maps = fl.probe_maps()?;
+    let (mut bk, mut bv, mut sk, mut sv) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let base = u32::from(Ipv4Addr::new(100, 65, 0, 0));
+    for sub in 0..subs {
+        for port in 0..ports {
+            let ext_addr = be(Ipv4Addr::from(POOL_BASE + sub % POOL_SIZE));
+            let ext_port = (1024 + (sub / POOL_SIZE) * ports + port) as u16;
+            let ik = types::cgnat_endpoint {
+                addr: be(Ipv4Addr::from(base + sub)),
+                port: (10000 + port as u16).to_be(),
+                proto: PROTO_UDP,
+                _pad: 0,
+            };
+            let b = types::cgnat_binding {
+                addr: ext_addr,
+                port: ext_port.to_be(),
+                ..Default::default()
+            };
+            let k = types::cgnat_session_key {
+                ext_addr,
+                rem_addr: be(SERVER),
+                ext_port: ext_port.to_be(),
+                rem_port: 9u16.to_be(),
+                proto: PROTO_UDP,
+                _pad: [0; 3],
+            };
+            let v = types::cgnat_session {
+                int_addr: ik.addr,
+                int_port: ik.port,
+                ..Default::default()
+            };
+            bk.extend_from_slice(bytes_of(&ik));
+            bv.extend_from_slice(bytes_of(&b));
+            sk.extend_from_slice(bytes_of(&k));
+            sv.extend_from_slice(bytes_of(&v));
+        }
+    }
+    let n = subs * ports;
+    maps.0
+        .update_batch(&bk, &bv, n, MapFlags::ANY, MapFlags::ANY)
+        .ctx("probe_bind")?;
+    maps.1
+        .update_batch(&sk, &sv, n, MapFlags::ANY, MapFlags::ANY)
+        .ctx("probe_sess")
 }
 
 /// What the router runs while it lives; dropping it detaches.
@@ -2012,17 +2065,31 @@ enum Router {
 }
 
 impl E2eNet {
-    fn router(&self, mode: Mode) -> Result<Router> {
+    /// Sets the router up in `mode`; `flows` (subscribers, ports) are the
+    /// generator's, whose bindings and sessions xdp_probe gets.
+    fn router(&self, mode: Mode, flows: (u32, u32)) -> Result<Router> {
         match mode {
             Mode::Cgnat => {
                 let cfg = self.cgnat_config()?;
                 in_ns(&self.r, || load_dp(&cfg, true)).map(|d| Router::Cgnat { _dp: Box::new(d) })
             }
             Mode::Floor => in_ns(&self.r, || {
-                let mut fl = Floor::load(ifindex("lo")?, 1, 1).ctx("loading the floor")?;
+                let mut fl = Floor::load(ifindex("lo")?, 1, (1, 1)).ctx("loading the floor")?;
                 fl.add_tx_port(ifindex(&self.re)?).ctx("floor tx_ports")?;
                 fl.attach(Prog::Floor, ifindex(&self.ri)?)
                     .ctx("attaching the floor")?;
+                Ok(Router::Floor { _fl: Box::new(fl) })
+            }),
+            Mode::Probe => in_ns(&self.r, || {
+                let (subs, ports) = flows;
+                // sized as cgnat's maps with the e2e config's defaults
+                let cfg = self.cgnat_config()?;
+                let mut fl = Floor::load(ifindex("lo")?, 1, (cfg.max_bindings, cfg.max_sessions))
+                    .ctx("loading the probe")?;
+                fill_probe(&fl, subs, ports)?;
+                fl.add_tx_port(ifindex(&self.re)?).ctx("floor tx_ports")?;
+                fl.attach(Prog::Probe, ifindex(&self.ri)?)
+                    .ctx("attaching the probe")?;
                 Ok(Router::Floor { _fl: Box::new(fl) })
             }),
             Mode::Nft => {
@@ -2044,7 +2111,7 @@ impl E2eNet {
 
 fn bench_e2e(p: &Params, net: &E2eNet, notes: &mut Vec<String>) -> Result<E2eResult> {
     let mut sink = in_ns(&net.s, || {
-        let mut f = Floor::load(0, 1, 1).ctx("loading the sink")?;
+        let mut f = Floor::load(0, 1, (1, 1)).ctx("loading the sink")?;
         f.attach(Prog::Sink, ifindex(&net.rs)?)
             .ctx("attaching the sink")?;
         Ok(f)
@@ -2056,8 +2123,8 @@ fn bench_e2e(p: &Params, net: &E2eNet, notes: &mut Vec<String>) -> Result<E2eRes
     };
     for run in 0..p.e2e_runs {
         let first = run == 0;
-        for mode in [Mode::Cgnat, Mode::Floor, Mode::Nft] {
-            let router = net.router(mode)?;
+        for mode in [Mode::Cgnat, Mode::Floor, Mode::Probe, Mode::Nft] {
+            let router = net.router(mode, (p.e2e_subs, p.e2e_ports))?;
             r.pinning = net.pin();
             net.reset_drops();
             let gen = Generator::start(net, p.e2e_subs, p.e2e_ports)?;
@@ -2098,6 +2165,7 @@ fn bench_e2e(p: &Params, net: &E2eNet, notes: &mut Vec<String>) -> Result<E2eRes
             let m = match mode {
                 Mode::Cgnat => &mut r.cgnat,
                 Mode::Floor => &mut r.floor,
+                Mode::Probe => &mut r.probe,
                 Mode::Nft => &mut r.nft,
             };
             m.mpps.runs.push(rate);
@@ -2152,7 +2220,7 @@ fn bench_tcp(p: &Params, net: &E2eNet) -> Result<TcpResult> {
     }
     for _ in 0..p.tcp_runs {
         for mode in [Mode::Cgnat, Mode::Nft] {
-            let router = net.router(mode)?;
+            let router = net.router(mode, (1, 1))?;
             let res = (|| -> Result<()> {
                 if has_iperf {
                     let gbps = iperf(net, p.iperf_secs)?;
@@ -2523,6 +2591,7 @@ impl Summary {
             for (name, m) in [
                 ("cgnat", &e.cgnat),
                 ("floor", &e.floor),
+                ("floor+2lkp", &e.probe),
                 ("nftables", &e.nft),
             ] {
                 let _ = writeln!(
@@ -2724,6 +2793,7 @@ impl Summary {
                     ("flows", J::n(f64::from(e.flows))),
                     ("cgnat", mode(&e.cgnat)),
                     ("floor", mode(&e.floor)),
+                    ("floor_plus_lookups", mode(&e.probe)),
                     ("nft", mode(&e.nft)),
                     ("cgnat_vs_floor", J::n(vf)),
                     ("cgnat_vs_nft", J::n(vn)),

@@ -1268,11 +1268,12 @@ pub mod floor {
     impl Floor {
         /// Loads the object; bpf_fib_lookup is made from `fib_ifindex` (0:
         /// the ingress interface), `frames` holds up to `max_frames` and
-        /// each map of `xdp_probe` up to `probe_entries`.
+        /// the maps of `xdp_probe` are sized (bindings, sessions) as
+        /// cgnat's bind_out and sessions.
         pub fn load(
             fib_ifindex: u32,
             max_frames: u32,
-            probe_entries: u32,
+            probe_entries: (u32, u32),
         ) -> Result<Floor, BpfError> {
             if !nix::unistd::geteuid().is_root() {
                 return Err(BpfError::NotRoot);
@@ -1290,12 +1291,11 @@ pub mod floor {
                 .frames
                 .set_max_entries(max_frames.max(1))
                 .map_err(map_err("frames"))?;
-            for (map, name) in [
-                (&mut open.maps.probe_bind, "probe_bind"),
-                (&mut open.maps.probe_sess, "probe_sess"),
+            for (map, name, n) in [
+                (&mut open.maps.probe_bind, "probe_bind", probe_entries.0),
+                (&mut open.maps.probe_sess, "probe_sess", probe_entries.1),
             ] {
-                map.set_max_entries(probe_entries.max(1))
-                    .map_err(map_err(name))?;
+                map.set_max_entries(n.max(1)).map_err(map_err(name))?;
             }
             let skel = open.load().map_err(BpfError::Load)?;
             Ok(Floor {
