@@ -53,6 +53,9 @@ fn bench_suite_runs() {
         );
         assert!(mpps(r.cgnat_ns.median()) > 0.0);
         assert!(r.single_cgnat_ns.is_finite(), "{}: single-call", r.name);
+        if let Some(pr) = &r.probe_ns {
+            sane(&format!("{} floor+lookups", r.name), pr, p.runs);
+        }
     }
 
     let n = s.new_flows.as_ref().expect("new-flow results");
@@ -64,6 +67,8 @@ fn bench_suite_runs() {
     assert_eq!(sc.large_sessions, total);
     sane("scale small", &sc.small_ns, p.runs);
     sane("scale large", &sc.large_ns, p.runs);
+    sane("scale large table, small flows", &sc.large_hot_ns, p.runs);
+    sane("scale floor+lookups", &sc.large_probe_ns, p.runs);
     sane("scale during sweep", &sc.during_sweep_ns, p.runs);
     assert!(sc.sweeps_during >= 1);
     assert_eq!(sc.expired, total, "the expire-everything sweeps");
@@ -74,6 +79,7 @@ fn bench_suite_runs() {
     for (what, m) in [
         ("e2e cgnat", &e.cgnat),
         ("e2e floor", &e.floor),
+        ("e2e floor+lookups", &e.probe),
         ("e2e nftables", &e.nft),
     ] {
         sane(what, &m.mpps, p.e2e_runs);

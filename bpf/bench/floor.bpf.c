@@ -22,9 +22,10 @@
  *   translated, TTL lower): the wrong path. Its own cost is measured by
  *   tail-calling xdp_empty, and subtracted.
  * - xdp_gen is the traffic generator of the end-to-end benchmark: run with
- *   BPF_F_TEST_XDP_LIVE_FRAMES, it writes a new source address and port
- *   into each frame (gen_subs subscribers x gen_ports ports) and returns
- *   XDP_TX, which live-frames mode transmits out of the ingress device.
+ *   BPF_F_TEST_XDP_LIVE_FRAMES, it writes the whole frame (gen_frame) with
+ *   a new source address and port (gen_subs subscribers x gen_ports ports)
+ *   and returns XDP_TX, which live-frames mode transmits out of the
+ *   ingress device.
  * - xdp_sink counts what arrives at the far end (per CPU) and drops it.
  */
 #include <linux/bpf.h>
