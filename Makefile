@@ -80,3 +80,12 @@ deb:
 ## docker: container image `cgnat` (needs a Docker engine; see packaging/README.md)
 docker:
 	docker build -t cgnat .
+
+.PHONY: bench
+## bench: the benchmark suite (root; docs/performance.md): release build, then
+## cargo bench --bench datapath prints the table and writes target/bench/summary.json
+bench: deps
+	@dpkg -s iperf3 >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null; }
+	$(CARGO) build --release
+	$(CARGO) bench --bench datapath

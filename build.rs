@@ -1,31 +1,38 @@
-//! Compiles the XDP program in bpf/ into a libbpf-rs skeleton in OUT_DIR.
+//! Compiles the XDP programs into libbpf-rs skeletons in OUT_DIR: the data
+//! path (bpf/cgnat.bpf.c) and the benchmark's floor and instruments
+//! (bpf/bench/floor.bpf.c, not part of the data path).
 use std::env;
 use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const SRC: &str = "bpf/cgnat.bpf.c";
+/// (source, generated skeleton) pairs, all compiled with the same flags.
+const OBJECTS: [(&str, &str); 2] = [
+    ("bpf/cgnat.bpf.c", "cgnat.skel.rs"),
+    ("bpf/bench/floor.bpf.c", "floor.skel.rs"),
+];
 
 fn main() {
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"))
-        .join("cgnat.skel.rs");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("CARGO_CFG_TARGET_ARCH is set by cargo");
     let multiarch = format!("-I/usr/include/{arch}-linux-gnu");
 
-    SkeletonBuilder::new()
-        .source(SRC)
-        .clang_args([
-            "-Iinclude",
-            "-Ibpf",
-            multiarch.as_str(),
-            "-Wall",
-            "-Werror",
-            "-Wimplicit-fallthrough",
-            "-Werror=pass-failed",
-            "-mcpu=v3",
-        ])
-        .build_and_generate(&out)
-        .expect("compiling bpf/cgnat.bpf.c failed (see the clang errors above)");
+    for (src, skel) in OBJECTS {
+        SkeletonBuilder::new()
+            .source(src)
+            .clang_args([
+                "-Iinclude",
+                "-Ibpf",
+                multiarch.as_str(),
+                "-Wall",
+                "-Werror",
+                "-Wimplicit-fallthrough",
+                "-Werror=pass-failed",
+                "-mcpu=v3",
+            ])
+            .build_and_generate(out_dir.join(skel))
+            .unwrap_or_else(|e| panic!("compiling {src} failed (see the clang errors above): {e}"));
+    }
     // The ABI of pinned state: a restarted daemon adopts pinned tables only
     // if they were made from the same shared header and map definitions.
     let mut abi: u64 = 0xcbf2_9ce4_8422_2325;

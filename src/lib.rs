@@ -3,6 +3,7 @@
 //! The library holds everything the `cgnat` binary and the tests share:
 //! configuration, the BPF loader, expiry, and the network-namespace test bed.
 
+pub mod bench;
 pub mod bpf;
 pub mod config;
 pub mod demo;
