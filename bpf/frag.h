@@ -103,7 +103,9 @@ static __always_inline int frag_hold(struct xdp_md *ctx, struct pkt *p,
 	struct cgnat_stash *st;
 	__u64 now = bpf_ktime_get_coarse_ns();
 
-	if (len > CGNAT_STASH_BYTES || len == 0)
+	/* the 6.1 verifier needs a provably non-zero length */
+	barrier_var(len);
+	if ((int)len < 1 || len > CGNAT_STASH_BYTES)
 		return CGNAT_DROP_FRAGMENT;
 	st = bpf_map_lookup_elem(&stash_scratch, &zero);
 	if (!st)

@@ -122,7 +122,10 @@ static __always_inline int session_get(struct cgnat_session_key *k,
 				       struct cgnat_session *init,
 				       struct cgnat_session **out)
 {
-	long err = bpf_map_update_elem(&sessions, k, init, BPF_NOEXIST);
+	/* int, not long: before Linux 6.5 hash-map updates return an int
+	 * that the JIT leaves zero-extended, so a 64-bit compare with
+	 * -EEXIST never matches */
+	int err = bpf_map_update_elem(&sessions, k, init, BPF_NOEXIST);
 
 	if (err && err != -EEXIST)
 		return CGNAT_DROP_TABLE_FULL;

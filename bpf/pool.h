@@ -107,7 +107,7 @@ subscriber_get(__be32 addr, __u64 now, int *rc)
 	__u16 lo = 0;
 	__be32 *ext;
 	__u32 *load;
-	long err;
+	int err; /* int: see session_get() in nat.h */
 
 	if (s)
 		return s;
@@ -232,7 +232,7 @@ static __always_inline __u16 port_candidate(__u16 orig, __u8 proto, __u32 try)
 static __always_inline int claim(struct cgnat_endpoint *ek, __u16 port,
 				 struct cgnat_binding *rev)
 {
-	long err;
+	int err; /* int: see session_get() in nat.h */
 
 	ek->port = bpf_htons(port);
 	err = bpf_map_update_elem(&bind_in, ek, rev, BPF_NOEXIST);
@@ -391,7 +391,7 @@ static __always_inline int binding_create(struct cgnat_endpoint *ik,
 	struct cgnat_binding fwd = { .addr = s->ext_addr, .created_ns = now };
 	struct cgnat_binding *b;
 	__u32 pi = proto_idx(ik->proto);
-	long err;
+	int err; /* int: see session_get() in nat.h */
 	int rc;
 
 	rc = subscriber_admit(s, ik->proto, now);
