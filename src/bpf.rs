@@ -957,13 +957,7 @@ impl Datapath {
         frame: &[u8],
         ingress_ifindex: u32,
     ) -> Result<(u32, Vec<u8>), libbpf_rs::Error> {
-        let ctx = types::xdp_md {
-            data: 0,
-            data_end: frame.len() as u32,
-            ingress_ifindex,
-            ..Default::default()
-        };
-        let mut ctx_bytes = bytes_of(&ctx).to_vec();
+        let mut ctx_bytes = xdp_ctx(frame.len(), ingress_ifindex);
         let mut out = vec![0u8; frame.len() + 256];
         let input = libbpf_rs::ProgramInput {
             context_in: Some(&mut ctx_bytes),
@@ -1008,13 +1002,7 @@ impl Datapath {
             } else {
                 Side::External
             };
-            let ctx = types::xdp_md {
-                data: 0,
-                data_end: len as u32,
-                ingress_ifindex: st.ifindex,
-                ..Default::default()
-            };
-            let mut ctx_bytes = bytes_of(&ctx).to_vec();
+            let mut ctx_bytes = xdp_ctx(len, st.ifindex);
             let input = libbpf_rs::ProgramInput {
                 context_in: Some(&mut ctx_bytes),
                 data_in: Some(&st.data[..len]),
@@ -1040,13 +1028,7 @@ impl Datapath {
         ingress_ifindex: u32,
         repeat: u32,
     ) -> Result<(u32, u64), libbpf_rs::Error> {
-        let ctx = types::xdp_md {
-            data: 0,
-            data_end: frame.len() as u32,
-            ingress_ifindex,
-            ..Default::default()
-        };
-        let mut ctx_bytes = bytes_of(&ctx).to_vec();
+        let mut ctx_bytes = xdp_ctx(frame.len(), ingress_ifindex);
         let input = libbpf_rs::ProgramInput {
             context_in: Some(&mut ctx_bytes),
             data_in: Some(frame),
@@ -1186,6 +1168,18 @@ pub fn attach_pass_program(ifindex: u32) -> Result<PassLink, BpfError> {
     Ok(PassLink { _dp: dp, _link: fd })
 }
 
+/// A BPF_PROG_TEST_RUN context: a frame of `len` bytes received on
+/// `ingress_ifindex` (in the caller's network namespace).
+fn xdp_ctx(len: usize, ingress_ifindex: u32) -> Vec<u8> {
+    let ctx = types::xdp_md {
+        data: 0,
+        data_end: len as u32,
+        ingress_ifindex,
+        ..Default::default()
+    };
+    bytes_of(&ctx).to_vec()
+}
+
 /// The first IPv4 address of an interface: the source of the ICMP errors
 /// cgnat sends there.
 pub fn interface_addr(name: &str) -> Option<std::net::Ipv4Addr> {
@@ -1219,7 +1213,7 @@ pub mod floor {
     use libbpf_rs::skel::{OpenSkel, SkelBuilder};
     use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-    use super::{bytes_of, libc_enoent, link_xdp, map_err, BpfError, Datapath, Side};
+    use super::{bytes_of, libc_enoent, link_xdp, map_err, xdp_ctx, BpfError, Datapath, Side};
     use crate::config::XdpMode;
 
     #[allow(clippy::all, clippy::pedantic, unsafe_op_in_unsafe_fn)]
@@ -1410,13 +1404,7 @@ pub mod floor {
             ingress_ifindex: u32,
             repeat: u32,
         ) -> Result<(u32, u64), libbpf_rs::Error> {
-            let ctx = super::types::xdp_md {
-                data: 0,
-                data_end: frame.len() as u32,
-                ingress_ifindex,
-                ..Default::default()
-            };
-            let mut ctx_bytes = bytes_of(&ctx).to_vec();
+            let mut ctx_bytes = xdp_ctx(frame.len(), ingress_ifindex);
             let input = libbpf_rs::ProgramInput {
                 context_in: Some(&mut ctx_bytes),
                 data_in: Some(frame),
@@ -1464,13 +1452,7 @@ pub mod floor {
             ifindex: u32,
             repeat: u32,
         ) -> Result<(), libbpf_rs::Error> {
-            let ctx = super::types::xdp_md {
-                data: 0,
-                data_end: frame.len() as u32,
-                ingress_ifindex: ifindex,
-                ..Default::default()
-            };
-            let mut ctx_bytes = bytes_of(&ctx).to_vec();
+            let mut ctx_bytes = xdp_ctx(frame.len(), ifindex);
             let input = libbpf_rs::ProgramInput {
                 context_in: Some(&mut ctx_bytes),
                 data_in: Some(frame),

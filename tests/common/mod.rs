@@ -111,3 +111,37 @@ impl Drop for Env {
         );
     }
 }
+
+/// Sets `key = value` (value as TOML text) in `[table]` of a config text:
+/// replaces the key if the table has it, else adds it under the header;
+/// appends the table if the text has none.
+pub fn toml_set(text: &str, table: &str, key: &str, value: &str) -> String {
+    let header = format!("[{table}]");
+    let line = format!("{key} = {value}");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    match lines.iter().position(|l| l.trim() == header) {
+        Some(h) => {
+            let end = lines[h + 1..]
+                .iter()
+                .position(|l| l.trim_start().starts_with('['))
+                .map(|i| h + 1 + i)
+                .unwrap_or(lines.len());
+            let existing = (h + 1..end).find(|&i| {
+                lines[i]
+                    .trim_start()
+                    .strip_prefix(key)
+                    .is_some_and(|r| r.trim_start().starts_with('='))
+            });
+            match existing {
+                Some(i) => lines[i] = line,
+                None => lines.insert(h + 1, line),
+            }
+        }
+        None => {
+            lines.push(String::new());
+            lines.push(header);
+            lines.push(line);
+        }
+    }
+    lines.join("\n") + "\n"
+}

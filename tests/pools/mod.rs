@@ -45,34 +45,7 @@ impl Toml {
     /// key if the table has it, else adds it under the header; appends the
     /// table if the file has none.
     pub fn set(mut self, table: &str, key: &str, value: &str) -> Toml {
-        let header = format!("[{table}]");
-        let line = format!("{key} = {value}");
-        let mut lines: Vec<String> = self.0.lines().map(str::to_owned).collect();
-        match lines.iter().position(|l| l.trim() == header) {
-            Some(h) => {
-                let end = lines[h + 1..]
-                    .iter()
-                    .position(|l| l.trim_start().starts_with('['))
-                    .map(|i| h + 1 + i)
-                    .unwrap_or(lines.len());
-                let existing = (h + 1..end).find(|&i| {
-                    lines[i]
-                        .trim_start()
-                        .strip_prefix(key)
-                        .is_some_and(|r| r.trim_start().starts_with('='))
-                });
-                match existing {
-                    Some(i) => lines[i] = line,
-                    None => lines.insert(h + 1, line),
-                }
-            }
-            None => {
-                lines.push(String::new());
-                lines.push(header);
-                lines.push(line);
-            }
-        }
-        self.0 = lines.join("\n") + "\n";
+        self.0 = crate::common::toml_set(&self.0, table, key, value);
         self
     }
 
