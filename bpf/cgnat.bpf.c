@@ -148,3 +148,4 @@ enum cgnat_event_type _btf_event_type = CGNAT_EV_NEIGH_MISS;
 enum cgnat_filtering _btf_filtering = CGNAT_FILTER_EIF;
 enum cgnat_alloc_mode _btf_alloc_mode = CGNAT_ALLOC_DYNAMIC;
 enum cgnat_proto_idx _btf_proto_idx = CGNAT_PI_TCP;
+enum cgnat_time _btf_time = CGNAT_TIME_SHIFT;

@@ -14,7 +14,7 @@
  * external port is claimed by inserting the reverse entry with BPF_NOEXIST
  * first, and the loser of the forward insert gives its port back and uses
  * the winner's binding. Session inserts use BPF_NOEXIST and re-read, so
- * concurrent creators share one entry. last_seen_ns is a plain store (any
+ * concurrent creators share one entry. last_seen is a plain store (any
  * CPU's recent time is good enough); TCP event bits are ORed atomically.
  */
 #ifndef CGNAT_NAT_H
@@ -34,6 +34,12 @@
 #define EEXIST 17
 #endif
 
+
+/* A CLOCK_MONOTONIC time in the sessions' compact units (include/cgnat.h). */
+static __always_inline __u32 cgnat_time(__u64 ns)
+{
+	return (__u32)(ns >> CGNAT_TIME_SHIFT);
+}
 
 /* fib_route() for a packet that gets translated: too big with DF set is
  * answered with "fragmentation needed" carrying the egress MTU. */
@@ -165,10 +171,12 @@ static __always_inline int tcp_is_bare_syn(struct pkt *p)
 static __always_inline void session_touch(struct cgnat_session *s, __u64 now,
 					  __u32 ev, int refresh)
 {
+	__u32 t = cgnat_time(now);
 	int new_ev = ev && (s->tcp & ev) != ev;
 
-	if ((refresh && now - s->last_seen_ns > REFRESH_NS) || new_ev)
-		s->last_seen_ns = now;
+	if ((refresh && t - s->last_seen > (__u32)(REFRESH_NS >> CGNAT_TIME_SHIFT)) ||
+	    new_ev)
+		s->last_seen = t;
 	if ((refresh || new_ev) && (s->flags & CGNAT_SESS_DYING))
 		s->flags &= ~CGNAT_SESS_DYING;
 	if (new_ev)
@@ -335,7 +343,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	init.int_addr = ip->saddr;
 	init.int_port = *p->sport;
 	init.tcp = ev;
-	init.last_seen_ns = now;
+	init.last_seen = cgnat_time(now);
 	if (init.flags & CGNAT_SESS_HAIRPIN) {
 		/* The target's side of the same flow, as if it came inbound:
 		 * only a SYN opens TCP, and its own filtering applies. */
@@ -491,7 +499,7 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 		init.int_port = int_port;
 		init.flags = CGNAT_SESS_INBOUND;
 		init.tcp = ev;
-		init.last_seen_ns = now;
+		init.last_seen = cgnat_time(now);
 		rc = subscriber_add_session(int_addr);
 		if (rc == CGNAT_CONTINUE)
 			rc = session_get(&sk, &init, &s);

@@ -386,9 +386,8 @@ static __always_inline int binding_create(struct cgnat_endpoint *ik,
 					  struct cgnat_binding *out)
 {
 	struct cgnat_endpoint ek = { .addr = s->ext_addr, .proto = ik->proto };
-	struct cgnat_binding rev = { .addr = ik->addr, .port = ik->port,
-				     .created_ns = now };
-	struct cgnat_binding fwd = { .addr = s->ext_addr, .created_ns = now };
+	struct cgnat_binding rev = { .addr = ik->addr, .port = ik->port };
+	struct cgnat_binding fwd = { .addr = s->ext_addr };
 	struct cgnat_binding *b;
 	__u32 pi = proto_idx(ik->proto);
 	int err; /* int: see session_get() in nat.h */

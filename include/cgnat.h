@@ -11,11 +11,25 @@
  * in nanoseconds; the daemon reads the same clock (clock_gettime
  * CLOCK_MONOTONIC) when it sweeps. Expiry is done by the daemon in batched
  * sweeps over these timestamps; the data path never deletes state.
+ * The per-session tables store time in 32 bits (see CGNAT_TIME_SHIFT) so
+ * that a session costs at most 256 bytes of kernel memory.
  */
 #ifndef CGNAT_H
 #define CGNAT_H
 
 #include <linux/types.h>
+
+/*
+ * Compact time of sessions and bindings: CLOCK_MONOTONIC nanoseconds
+ * shifted right by CGNAT_TIME_SHIFT (units of 1.048576 ms), truncated to
+ * 32 bits. It wraps every 52 days, so it is only ever compared by wrapping
+ * subtraction (now - stamp): the daemon reads it as signed, right for any
+ * age under 26 days (far above every timeout), and a stamp newer than its
+ * own clock reading as age 0.
+ */
+enum cgnat_time {
+	CGNAT_TIME_SHIFT = 20,
+};
 
 /*
  * An endpoint in one address realm: the key of both binding maps.
@@ -39,6 +53,14 @@ enum cgnat_binding_flag {
 	 * traffic until the quarantine ends (RFC 6888 REQ-8).
 	 */
 	CGNAT_BIND_QUARANTINE = 1,
+	/*
+	 * Set by the daemon on a binding it found without sessions at a
+	 * sweep; if it still has none at the next sweep it is released. (The
+	 * data path creates a binding a moment before its first session, so
+	 * a binding is never released at the first sweep that sees it bare.)
+	 * The daemon clears it when a session shows up.
+	 */
+	CGNAT_BIND_IDLE = 4,
 };
 
 /*
@@ -46,14 +68,17 @@ enum cgnat_binding_flag {
  * the external endpoint; in bind_in (key: external endpoint) it holds the
  * internal one. One binding = one entry in each map, created together by the
  * data path (reverse first, with BPF_NOEXIST, so an external port is claimed
- * atomically) and removed together by the daemon.
+ * atomically) and removed together by the daemon. 8 bytes, so an entry
+ * costs 80 bytes of kernel memory.
  */
 struct cgnat_binding {
+	/* the other realm's address; in a quarantined bind_in entry (which
+	 * matches no traffic) the quarantine's start in CGNAT_TIME_SHIFT
+	 * units instead */
 	__be32 addr;
 	__be16 port;
 	__u8 flags; /* enum cgnat_binding_flag */
 	__u8 _pad;
-	__u64 created_ns; /* creation, or start of the quarantine */
 };
 
 /*
@@ -127,15 +152,15 @@ enum cgnat_tcp_state {
 	CGNAT_TCP_RESET = 4,       /* RST seen: transitory (RFC 7857 2.2) */
 };
 
-/* Value of the session map. */
+/* Value of the session map: 16 bytes, so an entry costs 96 bytes of
+ * kernel memory (48 of hash-table element header, 16 of bucket). */
 struct cgnat_session {
 	__be32 int_addr;
 	__be16 int_port;
 	__u8 flags; /* enum cgnat_session_flag */
 	__u8 _pad0;
-	__u32 tcp; /* enum cgnat_tcp_event bits */
-	__u32 _pad1;
-	__u64 last_seen_ns;
+	__u32 tcp;       /* enum cgnat_tcp_event bits (ORed atomically) */
+	__u32 last_seen; /* CGNAT_TIME_SHIFT units */
 };
 
 /*

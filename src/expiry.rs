@@ -1,6 +1,7 @@
 //! Session and binding expiry: batched sweeps over the maps.
 //!
-//! The data path only stamps `last_seen_ns` (CLOCK_MONOTONIC) and ORs TCP
+//! The data path only stamps `last_seen` (CLOCK_MONOTONIC, compact: see
+//! [`idle_ns`]) and ORs TCP
 //! event bits; this module decides what is dead. One sweep:
 //! 1. reads every session; a session idle longer than the timeout of its
 //!    protocol and TCP state is marked dying, and deleted at the next sweep
@@ -8,11 +9,12 @@
 //!    session is never deleted while packets refresh it: expiry happens
 //!    between timeout and timeout + one sweep interval); the others mark
 //!    their binding live;
-//! 2. reads every binding (bind_in); a binding no live session uses (and
-//!    older than a short grace, so a binding whose first session is being
-//!    created is not taken) loses its outbound entry and its external port
-//!    goes into quarantine for `nat.port_quarantine` (RFC 6888 REQ-8);
-//!    a quarantine that has run out frees the port.
+//! 2. reads every binding (bind_in); a binding no live session uses is
+//!    marked idle, and at the next sweep, if still unused, it loses its
+//!    outbound entry and its external port goes into quarantine for
+//!    `nat.port_quarantine` (RFC 6888 REQ-8); a quarantine that has run out
+//!    frees the port. (Two phases here too: the data path creates a binding
+//!    a moment before its first session.)
 //!
 //! Races with the data path: marking rewrites the whole value, so a TCP
 //! event bit or refresh landing in that same instant can be lost; the
@@ -33,7 +35,8 @@ use crate::config::Timeouts;
 /// often (rodata REFRESH_NS), to keep the cache line of a busy session shared.
 pub const REFRESH_SLACK: Duration = Duration::from_secs(1);
 
-/// A binding younger than this is never released for lack of sessions.
+/// A port block or filtering entry younger than this is never released
+/// for lack of bindings or sessions.
 pub const BINDING_GRACE: Duration = Duration::from_secs(2);
 const BATCH: u32 = 4096;
 const IPPROTO_ICMP: u8 = 1;
@@ -50,6 +53,23 @@ pub fn monotonic_ns() -> u64 {
         Err(_) => 0,
     }
 }
+
+/// `now_ns` in the compact time of sessions and bindings
+/// (`CGNAT_TIME_SHIFT` units, 32 bits: include/cgnat.h).
+pub fn compact_time(now_ns: u64) -> u32 {
+    (now_ns >> TIME_SHIFT) as u32
+}
+
+/// Nanoseconds from the compact `stamp` to `now_ns`, by wrapping
+/// subtraction: right for ages under 26 days. A stamp newer than `now_ns`
+/// (a packet refreshed the session after this sweep read the clock) is age
+/// 0, never "52 days".
+pub fn idle_ns(now_ns: u64, stamp: u32) -> u64 {
+    let d = compact_time(now_ns).wrapping_sub(stamp) as i32;
+    u64::from(d.max(0).unsigned_abs()) << TIME_SHIFT
+}
+
+const TIME_SHIFT: u32 = types::cgnat_time::CGNAT_TIME_SHIFT.0;
 
 /// The TCP state of RFC 7857 section 2 from the events seen.
 pub fn tcp_state(bits: u32) -> St {
@@ -201,7 +221,7 @@ impl Sweeper {
         let mut live: HashSet<(u32, u16, u8)> = HashSet::new();
         let mut live_remotes: HashSet<(u32, u16, u8, u32)> = HashSet::new();
         for (k, s) in &sessions {
-            let idle = now.saturating_sub(s.last_seen_ns);
+            let idle = idle_ns(now, s.last_seen);
             // + REFRESH_SLACK: the data path rewrites last_seen at most once
             // a second, so the last packet may be that much newer
             if idle > (timeout_of(&self.timeouts, k, s) + REFRESH_SLACK).as_nanos() as u64 {
@@ -235,23 +255,37 @@ impl Sweeper {
             dump(&t.bind_in, "bind_in")?;
         let quarantine_ns = self.quarantine.as_nanos() as u64;
         let grace_ns = BINDING_GRACE.as_nanos() as u64;
+        let idle_flag = types::cgnat_binding_flag::CGNAT_BIND_IDLE.0 as u8;
         let mut free = Vec::new();
         // (subscriber, external address, external port, proto) still held
         let mut held_ports: Vec<(u32, u32, u16, u8)> = Vec::new();
         for (ek, b) in &bindings {
-            let age = now.saturating_sub(b.created_ns);
             if b.flags & types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8 != 0 {
-                if age >= quarantine_ns {
+                // a quarantined entry holds its start in `addr`
+                if idle_ns(now, b.addr) >= quarantine_ns {
                     free.push(*ek);
                     rep.ports_freed += 1;
                 }
                 continue;
             }
             let is_static = b.flags & types::cgnat_binding_flag::CGNAT_BIND_STATIC.0 as u8 != 0;
-            if is_static || live.contains(&(ek.addr, ek.port, ek.proto)) || age < grace_ns {
+            let used = live.contains(&(ek.addr, ek.port, ek.proto));
+            if is_static || used || b.flags & idle_flag == 0 {
                 rep.bindings_live += 1;
                 if !is_static {
                     held_ports.push((b.addr, ek.addr, ek.port, ek.proto));
+                }
+                // two-phase release: mark a bare binding, unmark a used one
+                let flags = if used || is_static {
+                    b.flags & !idle_flag
+                } else {
+                    b.flags | idle_flag
+                };
+                if flags != b.flags {
+                    let v = types::cgnat_binding { flags, ..*b };
+                    let _ = t
+                        .bind_in
+                        .update(bytes_of(ek), bytes_of(&v), MapFlags::EXIST);
                 }
                 continue;
             }
@@ -275,8 +309,8 @@ impl Sweeper {
                 rep.ports_freed += 1;
             } else {
                 let q = types::cgnat_binding {
+                    addr: compact_time(now),
                     flags: types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8,
-                    created_ns: now,
                     ..*b
                 };
                 t.bind_in
@@ -488,7 +522,7 @@ pub fn list_sessions(
     let mut out: Vec<SessionView> = sessions
         .iter()
         .map(|(k, s)| {
-            let idle = Duration::from_nanos(now.saturating_sub(s.last_seen_ns));
+            let idle = Duration::from_nanos(idle_ns(now, s.last_seen));
             let timeout = timeout_of(timeouts, k, s);
             let state = match k.proto {
                 IPPROTO_TCP => tcp_state_name(tcp_state(s.tcp)),
@@ -544,6 +578,23 @@ mod tests {
         assert_eq!(tcp_state(so | si | fo | fi), St::CGNAT_TCP_CLOSING);
         assert_eq!(tcp_state(so | si | rst), St::CGNAT_TCP_RESET);
         assert_eq!(tcp_state(so | fo), St::CGNAT_TCP_CLOSING);
+    }
+
+    #[test]
+    fn compact_time_ages() {
+        let now = 5_000_000_000_000u64;
+        let unit = 1u64 << TIME_SHIFT;
+        assert_eq!(idle_ns(now, compact_time(now)), 0);
+        assert_eq!(idle_ns(now + 10 * unit, compact_time(now)), 10 * unit);
+        // a stamp from after the sweep's clock reading is not old
+        assert_eq!(idle_ns(now, compact_time(now + 10 * unit)), 0);
+        // across the 32-bit wrap
+        let wrap = (1u64 << (32 + TIME_SHIFT)) - 3 * unit;
+        assert_eq!(idle_ns(wrap + 7 * unit, compact_time(wrap)), 7 * unit);
+        // 20 days is still 20 days
+        let day = 86_400_000_000_000u64;
+        let age = idle_ns(now + 20 * day, compact_time(now));
+        assert!(age.abs_diff(20 * day) < unit, "{age}");
     }
 
     #[test]

@@ -123,7 +123,12 @@ fn session_check(
         "session tcp events {:#x} lack {tcp_bits:#x}",
         s.tcp
     );
-    ensure!(s.last_seen_ns != 0, "session last_seen_ns is 0");
+    let age = cgnat::expiry::idle_ns(cgnat::expiry::monotonic_ns(), s.last_seen);
+    ensure!(
+        age < 10_000_000_000,
+        "session last_seen {} is {age} ns old",
+        s.last_seen
+    );
     Ok(())
 }
 
