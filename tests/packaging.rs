@@ -991,7 +991,7 @@ fn deb_package_installs_checks_and_purges() {
         ("LimitMEMLOCK", "infinity"),
         (
             "RestrictAddressFamilies",
-            "AF_NETLINK AF_UNIX AF_INET AF_INET6 AF_PACKET",
+            "AF_NETLINK AF_UNIX AF_INET AF_INET6",
         ),
         ("WantedBy", "multi-user.target"),
     ] {
