@@ -50,6 +50,9 @@ const volatile __u16 MSS_CLAMP = 0;
 /* last_seen_ns is rewritten at most this often per session: timeouts are
  * seconds, and skipping the store keeps the cache line shared. */
 const volatile __u64 REFRESH_NS = 1000000000ULL;
+/* Route cache entries are trusted this long (0: no cache); see
+ * struct cgnat_route. Bounds staleness even if the daemon misses a change. */
+const volatile __u64 ROUTE_CACHE_NS = 1000000000ULL;
 
 #include "maps.h"
 #include "parse.h"
@@ -85,8 +88,8 @@ static __always_inline int nat_icmp_error(struct xdp_md *ctx, struct pkt *p,
 
 static __always_inline int process(struct xdp_md *ctx, __u32 side)
 {
+	struct pkt p = { .now = bpf_ktime_get_coarse_ns() };
 	__u64 bytes = ctx->data_end - ctx->data;
-	struct pkt p = {};
 	int rc;
 
 	p.ifindex = ctx->ingress_ifindex;

@@ -12,6 +12,11 @@
  * device, so enabling it on lo alone lets XDP route while every real
  * interface keeps forwarding off: the kernel itself can forward nothing.
  *
+ * Successful answers are kept in the route cache ("routes", see struct
+ * cgnat_route in include/cgnat.h) for at most ROUTE_CACHE_NS and until the
+ * daemon reports a routing change, so a packet of an established flow
+ * normally costs one cache lookup instead of a FIB lookup.
+ *
  * A next hop without a neighbour entry (BPF_FIB_LKUP_RET_NO_NEIGH) is
  * reported to the daemon through the ring buffer, at most once per
  * NEIGH_REPORT_NS per next hop; the daemon asks the kernel to resolve it
@@ -64,6 +69,77 @@ static __always_inline void report_neigh_miss(__u32 ifindex, __be32 nexthop)
 	bpf_ringbuf_submit(ev, 0);
 }
 
+/*
+ * bpf_fib_lookup() through the route cache: same contract (*fib in, answer
+ * in *fib, BPF_FIB_LKUP_RET_* out). A global function, so the verifier
+ * checks it once instead of at each of fib_route()'s many inlined sites.
+ *
+ * A miss asks the FIB; a successful answer is cached together with the
+ * path MTU, which the FIB reports only when a packet exceeds it: a second
+ * lookup with the largest length asks for it (on a miss only).
+ */
+__noinline int cgnat_fib_lookup(struct xdp_md *ctx, struct bpf_fib_lookup *fib,
+			     __u64 now_ns)
+{
+	__u32 zero = 0, now = (__u32)(now_ns >> CGNAT_TIME_SHIFT);
+	struct cgnat_route_scratch *sc;
+	struct cgnat_route_gen *g;
+	struct cgnat_route *r;
+	int rc;
+
+	if (!ctx || !fib)
+		return BPF_FIB_LKUP_RET_NOT_FWDED;
+	g = ROUTE_CACHE_NS ? bpf_map_lookup_elem(&route_gen, &zero) : 0;
+	sc = bpf_map_lookup_elem(&route_scratch, &zero);
+	if (!g || !g->enabled || !sc)
+		return bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+
+	sc->key.daddr = fib->ipv4_dst;
+	sc->key.tos = fib->tos;
+	sc->route.gen = g->gen; /* read before the lookup it stamps */
+	r = bpf_map_lookup_elem(&routes, &sc->key);
+	if (r && r->gen == sc->route.gen &&
+	    now - r->stamp < (__u32)(ROUTE_CACHE_NS >> CGNAT_TIME_SHIFT)) {
+		fib->ifindex = r->ifindex;
+		__builtin_memcpy(fib->smac, r->smac, ETH_ALEN);
+		__builtin_memcpy(fib->dmac, r->dmac, ETH_ALEN);
+		if (fib->tot_len > r->mtu) {
+			fib->mtu_result = r->mtu;
+			return BPF_FIB_LKUP_RET_FRAG_NEEDED;
+		}
+		return BPF_FIB_LKUP_RET_SUCCESS;
+	}
+
+	/* a miss: keep the inputs, which the answer overwrites */
+	sc->in_ifindex = fib->ifindex;
+	sc->saddr = fib->ipv4_src;
+	sc->len = fib->tot_len;
+	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return rc;
+	sc->route.ifindex = fib->ifindex;
+	sc->route.stamp = now;
+	sc->route.mtu = 0xffff;
+	__builtin_memcpy(sc->route.smac, fib->smac, ETH_ALEN);
+	__builtin_memcpy(sc->route.dmac, fib->dmac, ETH_ALEN);
+	/* the path MTU: ask again with the largest length (FRAG_NEEDED
+	 * returns before writing the answer fields) */
+	fib->ifindex = sc->in_ifindex;
+	fib->ipv4_src = sc->saddr;
+	fib->ipv4_dst = sc->key.daddr;
+	fib->tot_len = 0xffff;
+	if (bpf_fib_lookup(ctx, fib, sizeof(*fib), 0) == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		sc->route.mtu = fib->mtu_result;
+	bpf_map_update_elem(&routes, &sc->key, &sc->route, BPF_ANY);
+	/* back to the first answer */
+	fib->ifindex = sc->route.ifindex;
+	fib->ipv4_dst = sc->key.daddr;
+	fib->tot_len = sc->len;
+	__builtin_memcpy(fib->smac, sc->route.smac, ETH_ALEN);
+	__builtin_memcpy(fib->dmac, sc->route.dmac, ETH_ALEN);
+	return BPF_FIB_LKUP_RET_SUCCESS;
+}
+
 static __always_inline int fib_route(struct xdp_md *ctx, struct pkt *p,
 				     __be32 saddr, __be32 daddr,
 				     struct bpf_fib_lookup *fib)
@@ -79,7 +155,7 @@ static __always_inline int fib_route(struct xdp_md *ctx, struct pkt *p,
 	fib->ipv4_dst = daddr;
 	fib->ifindex = FIB_IFINDEX ? FIB_IFINDEX : p->ifindex;
 
-	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	rc = cgnat_fib_lookup(ctx, fib, p->now);
 	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
 		return CGNAT_CONTINUE;

@@ -255,4 +255,26 @@ struct {
 	__type(value, __u64);
 } neigh_reported SEC(".maps");
 
+/* Route cache (include/cgnat.h): LRU, since it is a cache, not state. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct cgnat_route_key);
+	__type(value, struct cgnat_route);
+} routes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cgnat_route_gen);
+} route_gen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cgnat_route_scratch);
+} route_scratch SEC(".maps");
+
 #endif /* CGNAT_MAPS_H */

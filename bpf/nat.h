@@ -325,7 +325,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	if (ip->ttl <= 1)
 		return icmp_ttl_exceeded(ctx, p);
 
-	now = bpf_ktime_get_coarse_ns();
+	now = p->now;
 	if (!b) {
 		struct cgnat_subscriber *sub = subscriber_get(ip->saddr, now, &rc);
 
@@ -386,7 +386,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	goto translate;
 
 established:
-	now = bpf_ktime_get_coarse_ns();
+	now = p->now;
 	ev = tcp_events(p, 1);
 	if (tcp_is_bare_syn(p) && (s->tcp & (CGNAT_TCP_FIN_OUT | CGNAT_TCP_FIN_IN |
 					     CGNAT_TCP_RST)))
@@ -491,7 +491,7 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 	if (ip->ttl <= 1)
 		return icmp_ttl_exceeded(ctx, p);
 
-	now = bpf_ktime_get_coarse_ns();
+	now = p->now;
 	if (s) {
 		session_touch(s, now, ev, INBOUND_REFRESH);
 	} else {

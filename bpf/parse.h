@@ -82,6 +82,7 @@ struct hdr_cursor {
 
 /* One parsed packet: header pointers and the fields translation needs. */
 struct pkt {
+	__u64 now;	/* bpf_ktime_get_coarse_ns() at arrival */
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__be16 *sport; /* TCP/UDP source port, or ICMP query identifier */

@@ -405,6 +405,53 @@ struct cgnat_meta {
 	__u32 max_fragments;
 };
 
+/*
+ * Route cache (LRU map "routes"): what bpf_fib_lookup answered for a
+ * destination, so that packets of established flows skip the FIB (it is
+ * the largest single cost of a forwarded packet). An entry is used only
+ * while it is younger than ROUTE_CACHE_NS (rodata) and was made under the
+ * current route_gen.gen, which the daemon bumps on every route, address,
+ * link, rule or neighbour change it hears of over rtnetlink; the daemon
+ * turns the cache off (route_gen.enabled = 0) while the kernel has policy
+ * routing rules beyond the three default ones, since a lookup then depends
+ * on more than the destination. Only successful lookups are cached.
+ */
+struct cgnat_route_key {
+	__be32 daddr;
+	__u8 tos; /* routes may depend on it; the input device cannot
+		   * (only a policy rule could make it, and rules stop the cache) */
+	__u8 _pad[3];
+};
+
+struct cgnat_route {
+	__u32 ifindex; /* egress */
+	__u32 stamp;   /* when looked up, CGNAT_TIME_SHIFT units */
+	__u32 gen;     /* route_gen.gen of the lookup */
+	__u16 mtu;     /* path MTU the FIB reported (0xffff: no limit seen) */
+	__u8 smac[6];
+	__u8 dmac[6];
+	__u8 _pad[6];
+};
+
+/* Per-CPU scratch of a route cache fill (map "route_scratch"): keeps the
+ * lookup's key and new entry off the stack, which the calling worker has
+ * nearly used up (512 bytes for the whole call chain). */
+struct cgnat_route_scratch {
+	struct cgnat_route_key key;
+	struct cgnat_route route;
+	/* the lookup's own inputs, asked again for the path MTU */
+	__u32 in_ifindex;
+	__be32 saddr;
+	__u16 len;
+	__u8 _pad[6];
+};
+
+/* The one slot of the array "route_gen", written by the daemon only. */
+struct cgnat_route_gen {
+	__u32 gen;
+	__u32 enabled; /* 0: every packet asks the FIB */
+};
+
 /* Which interface a program instance serves (rodata and entry points). */
 enum cgnat_side {
 	CGNAT_SIDE_INTERNAL = 1,

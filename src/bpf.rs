@@ -52,6 +52,9 @@ unsafe impl Pod for types::cgnat_frag_key {}
 unsafe impl Pod for types::cgnat_frag {}
 unsafe impl Pod for types::cgnat_stash_key {}
 unsafe impl Pod for types::cgnat_stash {}
+unsafe impl Pod for types::cgnat_route_gen {}
+unsafe impl Pod for types::cgnat_route_key {}
+unsafe impl Pod for types::cgnat_route {}
 unsafe impl Pod for types::xdp_md {}
 unsafe impl Pod for u8 {}
 unsafe impl Pod for u32 {}
@@ -391,6 +394,33 @@ impl Tables {
     }
 }
 
+/// The one slot of `route_gen` (include/cgnat.h): the generation every
+/// route cache entry must carry to be used, and the cache's on switch.
+#[derive(Debug)]
+pub struct RouteGen(MapHandle);
+
+impl RouteGen {
+    /// The current value.
+    pub fn get(&self) -> Result<types::cgnat_route_gen, BpfError> {
+        let v = self
+            .0
+            .lookup(bytes_of(&0u32), MapFlags::ANY)
+            .map_err(map_err("route_gen"))?;
+        Ok(v.and_then(|b| from_bytes(&b)).unwrap_or_default())
+    }
+
+    /// Invalidates every cached route; `enabled` turns the cache on or off.
+    pub fn bump(&self, enabled: bool) -> Result<(), BpfError> {
+        let v = types::cgnat_route_gen {
+            gen: self.get()?.gen.wrapping_add(1),
+            enabled: u32::from(enabled),
+        };
+        self.0
+            .update(bytes_of(&0u32), bytes_of(&v), MapFlags::ANY)
+            .map_err(map_err("route_gen"))
+    }
+}
+
 /// A loaded (and usually attached) data path. Dropping it detaches the
 /// programs and removes the pins.
 pub struct Datapath {
@@ -526,6 +556,7 @@ impl Datapath {
                 BpfError::Open(libbpf_rs::Error::from_raw_os_error(libc_enoent()))
             })?;
         ro.FIB_IFINDEX = fib_ifindex;
+        ro.ROUTE_CACHE_NS = cfg.route_cache.as_nanos() as u64;
         ro.POOL_LEN = cfg.pool_addrs.len() as u32;
         ro.INBOUND_REFRESH = u8::from(cfg.inbound_refresh);
         ro.PRESERVE_PARITY = u8::from(cfg.preserve_parity);
@@ -632,6 +663,10 @@ impl Datapath {
             dp.attached.push(n);
         }
         dp.fill_config_maps(cfg, &[int_idx, ext_idx])?;
+        // The route cache starts on only where routing depends on the
+        // destination alone (src/routes.rs keeps this up to date).
+        dp.route_gen()?
+            .bump(crate::routes::only_default_rules().unwrap_or(false))?;
         if opts.pin {
             let meta = types::cgnat_meta {
                 abi: abi(),
@@ -914,6 +949,13 @@ impl Datapath {
                     .push(format!("detached the stale link {name}"));
             }
         }
+    }
+
+    /// The route cache's generation slot.
+    pub fn route_gen(&self) -> Result<RouteGen, BpfError> {
+        MapHandle::try_from(&self.skel.maps.route_gen)
+            .map(RouteGen)
+            .map_err(map_err("route_gen"))
     }
 
     /// Owned handles on the tables, for expiry and statistics.

@@ -285,6 +285,8 @@ struct RawInterfaces {
     xdp_mode: XdpMode,
     #[serde(default)]
     fib_lookup: FibLookup,
+    #[serde(default = "default_route_cache")]
+    route_cache: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -404,6 +406,9 @@ fn default_pin_path() -> PathBuf {
 fn default_sweep_interval() -> String {
     "1s".into()
 }
+fn default_route_cache() -> String {
+    "1s".into()
+}
 
 /// Per-protocol idle timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -429,6 +434,8 @@ pub struct Config {
     pub external_if: String,
     pub xdp_mode: XdpMode,
     pub fib_lookup: FibLookup,
+    /// How long the data path trusts a cached route (0: no cache).
+    pub route_cache: Duration,
     pub internal_prefixes: Vec<Ipv4Network>,
     pub pool_prefixes: Vec<Ipv4Network>,
     /// Every address of the pool, in config order, without duplicates.
@@ -604,6 +611,13 @@ impl Config {
                 return Err(invalid(field, "must be at least 1s".into()));
             }
         }
+        let route_cache = dur("interfaces.route_cache", &raw.interfaces.route_cache)?;
+        if route_cache > Duration::from_secs(60) {
+            return Err(invalid(
+                "interfaces.route_cache",
+                "must be at most 60s (0s turns the cache off)".into(),
+            ));
+        }
         let port_quarantine = dur("nat.port_quarantine", &raw.nat.port_quarantine)?;
         let sweep_interval = dur("daemon.sweep_interval", &raw.daemon.sweep_interval)?;
         if sweep_interval < Duration::from_millis(100) || sweep_interval > Duration::from_secs(60) {
@@ -736,6 +750,7 @@ impl Config {
             external_if,
             xdp_mode: raw.interfaces.xdp_mode,
             fib_lookup: raw.interfaces.fib_lookup,
+            route_cache,
             internal_prefixes,
             pool_prefixes,
             pool_addrs,

@@ -13,5 +13,6 @@ pub mod lookup;
 pub mod metrics;
 pub mod neigh;
 pub mod pool;
+pub mod routes;
 pub mod stats;
 pub mod testbed;

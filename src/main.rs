@@ -544,6 +544,11 @@ fn daemon(config: &Path) -> Result<(), String> {
     let mut natlog = NatLog::open(&cfg.log)?;
     let mut dp = load_datapath(&cfg)?;
     announce(&cfg, &dp);
+    // The route_gen map is pinned, so the watcher's handle stays good
+    // across reloads (which adopt the same map). It runs even with
+    // interfaces.route_cache = "0s", so that a reload may turn the cache on.
+    let gen = dp.route_gen().map_err(|e| e.to_string())?;
+    cgnat::routes::watch(gen).map_err(|e| format!("route cache watcher: {e}"))?;
     let gauges = Arc::new(DaemonGauges::default());
     let shared_cfg = Arc::new(Mutex::new(cfg.clone()));
     if let Some(addr) = cfg.metrics_listen {

@@ -12,6 +12,8 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
+use libbpf_rs::MapCore;
+
 use cgnat::testbed::{
     self, in_internal, in_pool, pool_addrs, tcp_whoami, udp_exchange, udp_recv,
     udp_send_until_received, Host, Reflection, TcpMode, TcpServer, Testbed, UdpReflector,
@@ -564,5 +566,128 @@ fn check_rejects_pool_overlapping_internal_prefixes() {
     assert!(
         bad_text.contains("nat.external_pool"),
         "the message does not name the field:\n{bad_text}"
+    );
+}
+
+/// The route cache follows routing changes through the daemon's rtnetlink
+/// watcher, not through its lifetime: with `interfaces.route_cache = "30s"`
+/// a blackhole route, its removal and a neighbour's new MAC address all
+/// take effect within a second.
+#[test]
+fn route_cache_follows_routing_changes() {
+    if !common::require_root() {
+        return;
+    }
+    let tb = Testbed::new().unwrap_or_else(|e| panic!("building the test bed: {e}"));
+    let text = common::toml_set(&tb.config_toml(), "interfaces", "route_cache", "\"30s\"");
+    let config = tb.write_config("cgnat.toml", &text).expect("config");
+    let cgnat = tb
+        .start_cgnat(bin(), &config, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("starting cgnat: {e}\n{}", tb.dump_state()));
+    let refl = UdpReflector::start(&tb, Host::E1, Host::E1.sock(7100)).expect("reflector");
+    let sock = tb
+        .udp_socket(Host::S1, Host::S1.sock(41000))
+        .expect("socket");
+    let quick = Duration::from_millis(1500);
+    let ok = |what: &str| {
+        udp_exchange(&sock, refl.addr(), what.as_bytes(), quick).unwrap_or_else(|e| {
+            panic!(
+                "{what}: {e}\n{}\n{}",
+                cgnat.log(),
+                cgnat.stats_text().unwrap_or_default()
+            )
+        })
+    };
+    let settle = Duration::from_millis(300);
+    let before = ok("warm the route cache");
+    // the cache is really in use: e1's route is in it, under the current
+    // generation, and the cache is on
+    let pins = tb.pin_path();
+    let routes = libbpf_rs::MapHandle::from_pinned_path(pins.join("routes")).expect("routes pin");
+    let gen =
+        libbpf_rs::MapHandle::from_pinned_path(pins.join("route_gen")).expect("route_gen pin");
+    let g = gen
+        .lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+        .expect("route_gen")
+        .and_then(|b| cgnat::bpf::from_bytes::<cgnat::bpf::types::cgnat_route_gen>(&b))
+        .expect("route_gen value");
+    assert_eq!(g.enabled, 1, "the route cache is off");
+    let cached: Vec<cgnat::bpf::types::cgnat_route_key> = routes
+        .keys()
+        .filter_map(|k| cgnat::bpf::from_bytes(&k))
+        .collect();
+    assert!(
+        cached
+            .iter()
+            .any(|k| Ipv4Addr::from(u32::from_be(k.daddr)) == Host::E1.addr()),
+        "e1 is not in the route cache: {} entries",
+        cached.len()
+    );
+
+    let e1 = Host::E1.addr().to_string();
+    tb.ip(
+        Host::Router,
+        &["route", "add", "blackhole", &format!("{e1}/32")],
+    )
+    .expect("ip route add");
+    thread::sleep(settle);
+    let no_route = |c: &testbed::Cgnat| {
+        c.stats()
+            .ok()
+            .and_then(|s| s.get("drop_no_route").map(|v| v.0))
+            .unwrap_or(0)
+    };
+    let dropped_before = no_route(&cgnat);
+    let r = udp_exchange(
+        &sock,
+        refl.addr(),
+        b"blackholed",
+        Duration::from_millis(800),
+    );
+    assert!(
+        r.is_err(),
+        "a blackhole route 300 ms old did not stop the flow (cache lifetime 30 s)"
+    );
+    assert!(
+        no_route(&cgnat) > dropped_before,
+        "nothing counted as drop_no_route:\n{}",
+        cgnat.stats_text().unwrap_or_default()
+    );
+    tb.ip(
+        Host::Router,
+        &["route", "del", "blackhole", &format!("{e1}/32")],
+    )
+    .expect("ip route del");
+    thread::sleep(settle);
+    let after = ok("route removed");
+    assert_eq!(after.observed, before.observed, "the mapping changed");
+
+    // e1 gets a new MAC address and the router's neighbour entry follows
+    // (as a gratuitous ARP would make it): frames to the old address would
+    // be dropped by e1.
+    let mac = "02:99:00:00:00:10";
+    tb.ip(Host::E1, &["link", "set", "dev", "eth0", "address", mac])
+        .expect("set e1's MAC");
+    tb.ip(
+        Host::Router,
+        &[
+            "neigh",
+            "replace",
+            &e1,
+            "lladdr",
+            mac,
+            "dev",
+            EXTERNAL_IF,
+            "nud",
+            "reachable",
+        ],
+    )
+    .expect("ip neigh replace");
+    thread::sleep(settle);
+    let moved = ok("new neighbour MAC");
+    assert_eq!(moved.observed, before.observed, "the mapping changed");
+    println!(
+        "route cache: blackhole, removal and MAC change each followed within {} ms",
+        settle.as_millis()
     );
 }

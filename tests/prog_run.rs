@@ -2256,3 +2256,183 @@ fn quarantine_cases(h: &mut Harness) {
         }),
     );
 }
+
+/// The route cache (include/cgnat.h `struct cgnat_route`): an established
+/// flow's next packets reuse the FIB's answer; a generation bump (what the
+/// daemon's rtnetlink watcher does on any routing change), the entry's age
+/// and policy routing rules all send the next packet back to the FIB.
+#[test]
+fn route_cache() {
+    if !privileged("route_cache") {
+        return;
+    }
+    const NEW_MAC: Mac = [0x02, 0x77, 0, 0, 0, 0x10];
+    let ns = NetNs::create("rc");
+    ns.enter(|| {
+        // a long lifetime: only a bump can refresh an entry here
+        let text = config_text_iface("route_cache = \"30s\"", "", "");
+        let mut h = Harness::load_text("route_cache", text);
+        let gen = h.dp.route_gen().expect("route_gen");
+        let g = gen.get().expect("route_gen value");
+        h.check(
+            "the cache is on under the default routing rules",
+            if g.enabled == 1 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "route_gen {{ gen: {}, enabled: {} }}",
+                    g.gen, g.enabled
+                ))
+            },
+        );
+        let p = from_sub(Pkt::udp((H11, 5000), (R10, 3478), b"first"));
+        let q = p.clone();
+        h.run(
+            Case::int("first packet: FIB lookup, cached", p.bytes())
+                .verdict(XDP_REDIRECT, "fwd_out")
+                .after(move |h| Ok(outbound(&q, h.external_of(&q)?))),
+        );
+        let r = h.external_of(&p);
+        let Some(ext) = learned(&mut h, "binding", r) else {
+            h.finish();
+            return;
+        };
+        let entries = Harness::count_entries(&h.dp.tables().expect("tables").sessions);
+        h.check(
+            "one session",
+            if entries == 1 {
+                Ok(())
+            } else {
+                Err(format!("{entries} sessions"))
+            },
+        );
+        let to = |p: &Pkt, mac: Mac| {
+            p.clone()
+                .with_src(ext.0, ext.1)
+                .ttl(p.ttl - 1)
+                .macs(EXT0_MAC, mac)
+                .bytes()
+        };
+
+        // The neighbour's MAC changes behind the cache's back: the cached
+        // answer is still used (this is what makes it a cache) ...
+        ns.add_neigh(R10, &NEW_MAC, "ext0");
+        let p = from_sub(Pkt::udp((H11, 5000), (R10, 3478), b"cached"));
+        h.run(
+            Case::int("neighbour changed, no bump: the cached MAC", p.bytes())
+                .verdict(XDP_REDIRECT, "fwd_out")
+                .frame(to(&p, mac_of(R10))),
+        );
+        // ... until the generation moves.
+        gen.bump(true).expect("bump");
+        let p = from_sub(Pkt::udp((H11, 5000), (R10, 3478), b"after bump"));
+        h.run(
+            Case::int("after a bump: the new MAC", p.bytes())
+                .verdict(XDP_REDIRECT, "fwd_out")
+                .frame(to(&p, NEW_MAC)),
+        );
+
+        // A blackhole route: dropped as no route once the change is known,
+        // forwarded again once it is gone.
+        ns.ip(&format!("route add blackhole {R10}/32"));
+        gen.bump(true).expect("bump");
+        let p = from_sub(Pkt::udp((H11, 5000), (R10, 3478), b"blackholed"));
+        h.run(Case::int("blackhole route: no route", p.bytes()).verdict(XDP_DROP, "drop_no_route"));
+        h.run(
+            Case::int(
+                "blackhole route, again (failures are never cached)",
+                p.bytes(),
+            )
+            .verdict(XDP_DROP, "drop_no_route"),
+        );
+        ns.ip(&format!("route del blackhole {R10}/32"));
+        gen.bump(true).expect("bump");
+        let p = from_sub(Pkt::udp((H11, 5000), (R10, 3478), b"route back"));
+        h.run(
+            Case::int("blackhole removed: forwarded", p.bytes())
+                .verdict(XDP_REDIRECT, "fwd_out")
+                .frame(to(&p, NEW_MAC)),
+        );
+
+        // The path MTU is cached with the route: a lower MTU on ext0 is
+        // learned at the next lookup and enforced from the cache.
+        ns.ip("link set ext0 mtu 1400");
+        gen.bump(true).expect("bump");
+        let small = from_sub(Pkt::udp((H11, 5000), (R10, 3478), b"mtu 1400"));
+        h.run(
+            Case::int("MTU 1400: small packet, new lookup", small.bytes())
+                .verdict(XDP_REDIRECT, "fwd_out")
+                .frame(to(&small, NEW_MAC)),
+        );
+        let big = from_sub(Pkt::udp((H11, 5000), (R10, 3478), &[0x5a; 1400]));
+        h.run(
+            Case::int(
+                "1428-byte DF datagram over the cached MTU 1400: 3/4",
+                big.bytes(),
+            )
+            .verdict(XDP_TX, "icmp_frag_needed")
+            .frame(generated_error(&big, ROUTER_INT, 3, 4, 1400)),
+        );
+        ns.ip("link set ext0 mtu 1500");
+        gen.bump(true).expect("bump");
+
+        // Switched off: every packet asks the FIB, so a change shows at once.
+        gen.bump(false).expect("bump");
+        ns.add_neigh(R10, &mac_of(R10), "ext0");
+        let p = from_sub(Pkt::udp((H11, 5000), (R10, 3478), b"cache off"));
+        h.run(
+            Case::int("cache off: the FIB's current MAC", p.bytes())
+                .verdict(XDP_REDIRECT, "fwd_out")
+                .frame(to(&p, mac_of(R10))),
+        );
+        h.finish();
+
+        // A short lifetime: the entry ages out without any bump.
+        let text = config_text_iface("route_cache = \"200ms\"", "", "");
+        let mut h = Harness::load_text("route_cache_ttl", text);
+        let p = from_sub(Pkt::udp((H11, 5000), (R10, 3478), b"warm"));
+        let q = p.clone();
+        h.run(
+            Case::int("warm the cache", p.bytes())
+                .verdict(XDP_REDIRECT, "fwd_out")
+                .after(move |h| Ok(outbound(&q, h.external_of(&q)?))),
+        );
+        ns.add_neigh(R10, &NEW_MAC, "ext0");
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        match h.external_of(&p) {
+            Ok(ext) => {
+                let p = from_sub(Pkt::udp((H11, 5000), (R10, 3478), b"aged out"));
+                let exp = p
+                    .clone()
+                    .with_src(ext.0, ext.1)
+                    .ttl(p.ttl - 1)
+                    .macs(EXT0_MAC, NEW_MAC)
+                    .bytes();
+                h.run(
+                    Case::int("400 ms later (lifetime 200 ms): the new MAC", p.bytes())
+                        .verdict(XDP_REDIRECT, "fwd_out")
+                        .frame(exp),
+                );
+            }
+            Err(e) => h.check("binding of the warm-up packet", Err(e)),
+        }
+        ns.add_neigh(R10, &mac_of(R10), "ext0");
+        h.finish();
+
+        // A policy routing rule turns the cache off at load.
+        ns.ip("rule add from 192.0.2.99 lookup 100 priority 100");
+        let h = Harness::load_text("route_cache_rules", config_text("", ""));
+        let g = h.dp.route_gen().expect("route_gen").get().expect("value");
+        ns.ip("rule del from 192.0.2.99 lookup 100 priority 100");
+        let mut h = h;
+        h.check(
+            "with an ip rule beyond the defaults the cache is off",
+            if g.enabled == 0 {
+                Ok(())
+            } else {
+                Err("route_gen.enabled is 1".into())
+            },
+        );
+        h.finish();
+    });
+}

@@ -31,6 +31,11 @@ pub fn verdict_name(v: u32) -> String {
 /// The test configuration: `nat` lines go into [nat] (table sizes by
 /// default), `extra` adds whole sections ([icmp], [filtering] ...).
 pub fn config_text(nat: &str, extra: &str) -> String {
+    config_text_iface("", nat, extra)
+}
+
+/// `config_text` with more `[interfaces]` keys.
+pub fn config_text_iface(iface: &str, nat: &str, extra: &str) -> String {
     let nat = if nat.is_empty() {
         "max_sessions = 512\nmax_bindings = 512"
     } else {
@@ -41,6 +46,7 @@ pub fn config_text(nat: &str, extra: &str) -> String {
 [interfaces]
 internal = "int0"
 external = "ext0"
+{iface}
 [nat]
 internal_prefixes = ["100.64.0.0/10"]
 external_pool = ["203.0.113.0/28", "192.0.2.200/29"]
@@ -180,7 +186,11 @@ impl Harness {
 
     /// Loads with a modified configuration (see `config_text`).
     pub fn load_with(test: &'static str, nat: &str, extra: &str) -> Harness {
-        let text = config_text(nat, extra);
+        Harness::load_text(test, config_text(nat, extra))
+    }
+
+    /// Loads with this whole configuration text.
+    pub fn load_text(test: &'static str, text: String) -> Harness {
         let cfg = Config::parse(&text, Path::new("test.toml"))
             .unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
         let dp = Datapath::load(

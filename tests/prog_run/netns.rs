@@ -113,7 +113,7 @@ impl NetNs {
         ns
     }
 
-    fn ip(&self, args: &str) {
+    pub fn ip(&self, args: &str) {
         let mut v = vec!["ip", "-n", &self.name];
         v.extend(args.split_whitespace());
         run(&v);

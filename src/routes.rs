@@ -1,0 +1,397 @@
+//! Freshness of the data path's route cache.
+//!
+//! The XDP program keeps what `bpf_fib_lookup` answered per destination in
+//! the LRU map `routes` (include/cgnat.h, `struct cgnat_route`) and trusts
+//! an entry for at most `interfaces.route_cache` and only while it carries
+//! the current generation of `route_gen`. This module owns that generation:
+//! a thread listens to rtnetlink and bumps it whenever a route, address,
+//! link or rule changes, or a neighbour's link-layer address changes or
+//! becomes invalid, so the next packet to an affected destination asks the
+//! FIB again. It also turns the cache off while the kernel has policy
+//! routing rules other than the three default ones: a lookup then depends
+//! on more than the destination (source, marks, ports, input device).
+//!
+//! If the daemon is not running (it exited and left the program attached),
+//! entries still expire after `interfaces.route_cache`.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::thread;
+
+use nix::sys::socket::{
+    bind, recv, send, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
+    SockType,
+};
+
+use crate::bpf::RouteGen;
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_DUMP: u16 = 0x300;
+const RTM_NEWNEIGH: u16 = 28;
+const RTM_DELNEIGH: u16 = 29;
+const RTM_NEWRULE: u16 = 32;
+const RTM_DELRULE: u16 = 33;
+const RTM_GETRULE: u16 = 34;
+const AF_INET: u8 = 2;
+
+// rtnetlink multicast groups (RTMGRP_*)
+const GROUPS: u32 = 0x1 /* LINK */ | 0x4 /* NEIGH */ | 0x10 /* IPV4_IFADDR */
+    | 0x40 /* IPV4_ROUTE */ | 0x80 /* IPV4_RULE */;
+
+// fib rule attributes that the three default rules carry
+const FRA_PRIORITY: u16 = 6;
+const FRA_SUPPRESS_PREFIXLEN: u16 = 14;
+const FRA_TABLE: u16 = 15;
+const FRA_PROTOCOL: u16 = 21;
+const FR_ACT_TO_TBL: u8 = 1;
+
+const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
+/// NUD_PERMANENT | NOARP | REACHABLE | PROBE | STALE | DELAY
+const NUD_VALID: u16 = 0x80 | 0x40 | 0x02 | 0x10 | 0x04 | 0x08;
+
+/// One netlink message: type and payload (after the 16-byte header).
+fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut off = 0usize;
+    std::iter::from_fn(move || {
+        if off + 16 > buf.len() {
+            return None;
+        }
+        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().ok()?) as usize;
+        let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+        if len < 16 || off + len > buf.len() {
+            return None;
+        }
+        let body = &buf[off + 16..off + len];
+        off += (len + 3) & !3;
+        Some((ty, body))
+    })
+}
+
+/// The attributes (type, value) after a fixed header of `hdr` bytes.
+fn attributes(body: &[u8], hdr: usize) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut off = hdr;
+    std::iter::from_fn(move || {
+        if off + 4 > body.len() {
+            return None;
+        }
+        let len = u16::from_ne_bytes([body[off], body[off + 1]]) as usize;
+        let ty = u16::from_ne_bytes([body[off + 2], body[off + 3]]) & 0x3fff;
+        if len < 4 || off + len > body.len() {
+            return None;
+        }
+        let val = &body[off + 4..off + len];
+        off += (len + 3) & !3;
+        Some((ty, val))
+    })
+}
+
+fn u32_of(v: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?))
+}
+
+/// Is this RTM_NEWRULE payload one of the kernel's three default IPv4
+/// rules (`0: from all lookup local`, `32766: ... main`, `32767: ...
+/// default`) with no selector at all?
+fn is_default_rule(body: &[u8]) -> bool {
+    // struct fib_rule_hdr: family, dst_len, src_len, tos, table, res1,
+    // res2, action, flags (u32)
+    if body.len() < 12 {
+        return false;
+    }
+    let flags = u32::from_ne_bytes([body[8], body[9], body[10], body[11]]);
+    if body[1] != 0 || body[2] != 0 || body[3] != 0 || body[7] != FR_ACT_TO_TBL || flags != 0 {
+        return false;
+    }
+    let (mut prio, mut table) = (0u32, u32::from(body[4]));
+    for (ty, v) in attributes(body, 12) {
+        match ty {
+            FRA_PRIORITY => prio = u32_of(v).unwrap_or(u32::MAX),
+            FRA_TABLE => table = u32_of(v).unwrap_or(0),
+            FRA_SUPPRESS_PREFIXLEN if u32_of(v) == Some(u32::MAX) => {}
+            FRA_PROTOCOL => {}
+            _ => return false, // a selector or action the default lacks
+        }
+    }
+    matches!((prio, table), (0, 255) | (32766, 254) | (32767, 253))
+}
+
+/// True when the kernel's IPv4 rules are exactly the three defaults, i.e.
+/// a route lookup depends on the destination (and TOS) only.
+pub fn only_default_rules() -> io::Result<bool> {
+    let sock = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )?;
+    bind(sock.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+    // nlmsghdr + struct fib_rule_hdr (family AF_INET)
+    let mut req = Vec::with_capacity(28);
+    req.extend_from_slice(&28u32.to_ne_bytes());
+    req.extend_from_slice(&RTM_GETRULE.to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.push(AF_INET);
+    req.extend_from_slice(&[0u8; 11]);
+    send(sock.as_raw_fd(), &req, MsgFlags::empty())?;
+    let mut buf = vec![0u8; 32768];
+    let (mut rules, mut all_default) = (0usize, true);
+    loop {
+        let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+        for (ty, body) in messages(&buf[..n]) {
+            match ty {
+                NLMSG_DONE => return Ok(all_default && rules == 3),
+                NLMSG_ERROR => {
+                    let e = u32_of(body).map(|e| e as i32).unwrap_or(-5);
+                    if e != 0 {
+                        return Err(io::Error::from_raw_os_error(-e));
+                    }
+                }
+                RTM_NEWRULE => {
+                    rules += 1;
+                    all_default &= is_default_rule(body);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// What a batch of rtnetlink notifications asks of the cache.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Verdict {
+    bump: bool,
+    recheck_rules: bool,
+}
+
+/// Neighbours as last heard of: (ifindex, address) -> link-layer address
+/// while valid.
+type Neighbours = HashMap<(i32, Vec<u8>), Vec<u8>>;
+
+fn judge(buf: &[u8], neigh: &mut Neighbours) -> Verdict {
+    let mut v = Verdict::default();
+    for (ty, body) in messages(buf) {
+        match ty {
+            RTM_NEWNEIGH | RTM_DELNEIGH => {
+                // struct ndmsg: family, pad, pad, ifindex (i32), state
+                // (u16), flags, type
+                if body.len() < 12 || body[0] != AF_INET {
+                    continue;
+                }
+                let ifindex = i32::from_ne_bytes([body[4], body[5], body[6], body[7]]);
+                let state = u16::from_ne_bytes([body[8], body[9]]);
+                let (mut dst, mut ll) = (Vec::new(), Vec::new());
+                for (t, val) in attributes(body, 12) {
+                    match t {
+                        NDA_DST => dst = val.to_vec(),
+                        NDA_LLADDR => ll = val.to_vec(),
+                        _ => {}
+                    }
+                }
+                let key = (ifindex, dst);
+                // Only a valid neighbour whose MAC is the one we knew is no
+                // news (reachable <-> stale <-> delay: every few seconds
+                // per neighbour); anything else may make a cached MAC wrong.
+                if ty == RTM_NEWNEIGH && state & NUD_VALID != 0 {
+                    if neigh.get(&key) != Some(&ll) {
+                        neigh.insert(key, ll);
+                        v.bump = true;
+                    }
+                } else {
+                    neigh.remove(&key);
+                    v.bump = true;
+                }
+            }
+            RTM_NEWRULE | RTM_DELRULE => v.recheck_rules = true,
+            NLMSG_ERROR | NLMSG_DONE => {}
+            // links, addresses, routes
+            _ => v.bump = true,
+        }
+    }
+    v
+}
+
+/// Bumps the generation now, and on every change rtnetlink reports from
+/// now on (a thread; it lives as long as the daemon).
+pub fn watch(gen: RouteGen) -> io::Result<()> {
+    let sock: OwnedFd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )?;
+    bind(sock.as_raw_fd(), &NetlinkAddr::new(0, GROUPS))?;
+    let publish = |gen: &RouteGen, enabled: bool| {
+        if let Err(e) = gen.bump(enabled) {
+            eprintln!("cgnat: warning: route cache: {e}");
+        }
+    };
+    let mut enabled = only_default_rules().unwrap_or(false);
+    publish(&gen, enabled);
+    if !enabled {
+        eprintln!(
+            "cgnat: route cache off: the kernel has policy routing rules (ip rule) beyond \
+             the defaults, so every packet asks the FIB"
+        );
+    }
+    thread::Builder::new()
+        .name("cgnat-routes".into())
+        .spawn(move || {
+            let mut neigh = Neighbours::new();
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let v = match recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                    Ok(n) => judge(&buf[..n], &mut neigh),
+                    // ENOBUFS: notifications were lost; assume the worst
+                    Err(_) => Verdict {
+                        bump: true,
+                        recheck_rules: true,
+                    },
+                };
+                if v.recheck_rules {
+                    let now = only_default_rules().unwrap_or(false);
+                    if now != enabled {
+                        eprintln!(
+                            "cgnat: route cache {}",
+                            if now {
+                                "on: only the default routing rules remain"
+                            } else {
+                                "off: policy routing rules (ip rule) appeared"
+                            }
+                        );
+                    }
+                    enabled = now;
+                }
+                if v.bump || v.recheck_rules {
+                    publish(&gen, enabled);
+                }
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(ty: u16, body: &[u8]) -> Vec<u8> {
+        let len = 16 + body.len();
+        let mut m = Vec::new();
+        m.extend_from_slice(&(len as u32).to_ne_bytes());
+        m.extend_from_slice(&ty.to_ne_bytes());
+        m.extend_from_slice(&[0u8; 10]);
+        m.extend_from_slice(body);
+        while m.len() % 4 != 0 {
+            m.push(0);
+        }
+        m
+    }
+
+    fn attr(ty: u16, v: &[u8]) -> Vec<u8> {
+        let mut a = Vec::new();
+        a.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
+        a.extend_from_slice(&ty.to_ne_bytes());
+        a.extend_from_slice(v);
+        while a.len() % 4 != 0 {
+            a.push(0);
+        }
+        a
+    }
+
+    fn rule(prio: u32, table: u32, extra: &[u8]) -> Vec<u8> {
+        let mut b = vec![AF_INET, 0, 0, 0, table.min(255) as u8, 0, 0, FR_ACT_TO_TBL];
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend(attr(FRA_TABLE, &table.to_ne_bytes()));
+        b.extend(attr(FRA_SUPPRESS_PREFIXLEN, &u32::MAX.to_ne_bytes()));
+        b.extend(attr(FRA_PROTOCOL, &[2]));
+        if prio != 0 {
+            b.extend(attr(FRA_PRIORITY, &prio.to_ne_bytes()));
+        }
+        b.extend_from_slice(extra);
+        b
+    }
+
+    fn neigh_msg(ty: u16, ifindex: i32, state: u16, ip: [u8; 4], mac: [u8; 6]) -> Vec<u8> {
+        let mut b = vec![AF_INET, 0, 0, 0];
+        b.extend_from_slice(&ifindex.to_ne_bytes());
+        b.extend_from_slice(&state.to_ne_bytes());
+        b.extend_from_slice(&[0, 0]);
+        b.extend(attr(NDA_DST, &ip));
+        b.extend(attr(NDA_LLADDR, &mac));
+        msg(ty, &b)
+    }
+
+    #[test]
+    fn default_rules_are_recognised() {
+        assert!(is_default_rule(&rule(0, 255, &[])));
+        assert!(is_default_rule(&rule(32766, 254, &[])));
+        assert!(is_default_rule(&rule(32767, 253, &[])));
+        // a source selector, another table, another priority
+        let mut from = rule(32766, 254, &[]);
+        from[2] = 24;
+        assert!(!is_default_rule(&from));
+        assert!(!is_default_rule(&rule(100, 254, &[])));
+        assert!(!is_default_rule(&rule(32766, 100, &[])));
+        // fwmark (FRA_FWMARK = 10)
+        assert!(!is_default_rule(&rule(
+            32766,
+            254,
+            &attr(10, &1u32.to_ne_bytes())
+        )));
+    }
+
+    #[test]
+    fn neighbour_changes_bump_only_when_the_mac_changes_or_goes() {
+        let mut n = Neighbours::new();
+        let a = [198, 51, 100, 10];
+        let m1 = [2, 0, 0, 0, 0, 1];
+        let m2 = [2, 0, 0, 0, 0, 2];
+        let reachable = 0x02;
+        let stale = 0x04;
+        let failed = 0x20;
+        // first sight: bump (the cache may hold an older MAC)
+        assert!(judge(&neigh_msg(RTM_NEWNEIGH, 3, reachable, a, m1), &mut n).bump);
+        // reachable -> stale, same MAC: nothing to do
+        assert!(!judge(&neigh_msg(RTM_NEWNEIGH, 3, stale, a, m1), &mut n).bump);
+        // new MAC
+        assert!(judge(&neigh_msg(RTM_NEWNEIGH, 3, reachable, a, m2), &mut n).bump);
+        // failed
+        assert!(judge(&neigh_msg(RTM_NEWNEIGH, 3, failed, a, m2), &mut n).bump);
+        // deleted
+        assert!(judge(&neigh_msg(RTM_DELNEIGH, 3, 0, a, m2), &mut n).bump);
+    }
+
+    #[test]
+    fn routes_links_addresses_bump_and_rules_recheck() {
+        let mut n = Neighbours::new();
+        let route = msg(24, &[AF_INET, 32, 0, 0, 254, 3, 0, 1, 0, 0, 0, 0]);
+        assert_eq!(
+            judge(&route, &mut n),
+            Verdict {
+                bump: true,
+                recheck_rules: false
+            }
+        );
+        let r = msg(RTM_NEWRULE, &rule(100, 254, &[]));
+        assert!(judge(&r, &mut n).recheck_rules);
+        // two messages in one datagram
+        let mut both = neigh_msg(RTM_NEWNEIGH, 3, 0x02, [10, 0, 0, 1], [2; 6]);
+        both.extend(r);
+        let v = judge(&both, &mut n);
+        assert!(v.bump && v.recheck_rules);
+    }
+
+    #[test]
+    fn truncated_input_is_ignored() {
+        let mut n = Neighbours::new();
+        assert_eq!(judge(&[1, 2, 3], &mut n), Verdict::default());
+        let mut m = neigh_msg(RTM_NEWNEIGH, 3, 0x02, [10, 0, 0, 1], [2; 6]);
+        m[0] = 200; // length beyond the buffer
+        assert_eq!(judge(&m, &mut n), Verdict::default());
+    }
+}
