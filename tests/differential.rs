@@ -241,6 +241,34 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Outer-header variations applied to any op's frame: an 802.1Q tag (kept
+/// on translation), IP options (kept, and quoted in generated errors), the
+/// DS field (copied into generated errors, RFC 5508 REQ-10d).
+#[derive(Debug, Clone, Copy)]
+struct Hdr {
+    vlan: Option<u16>,
+    opts: bool,
+    tos: u8,
+}
+
+fn hdr() -> impl Strategy<Value = Hdr> {
+    (
+        prop::option::weighted(0.1, 1..4095u16),
+        prop::bool::weighted(0.1),
+        prop::sample::select(vec![0u8, 0, 0, 0xb8, 0x03]),
+    )
+        .prop_map(|(vlan, opts, tos)| Hdr { vlan, opts, tos })
+}
+
+fn apply(mut p: Pkt, h: Hdr) -> Pkt {
+    p.vlan = h.vlan;
+    p.tos = h.tos;
+    if h.opts {
+        p = p.options(&[1, 1, 1, 0]); // NOP NOP NOP EOL
+    }
+    p
+}
+
 fn sub_mac(a: Ipv4Addr) -> Mac {
     if a == SPOOF {
         SPOOF_MAC
@@ -498,15 +526,16 @@ struct Stats {
 fn run_sequence(
     h: &mut Harness,
     mcfg: &ModelCfg,
-    ops: &[Op],
+    ops: &[(Op, Hdr)],
     st: &mut Stats,
 ) -> Result<(), String> {
     reset(h);
     let mut m = Model::new(mcfg.clone());
     let pool_last = *h.cfg.pool_addrs.last().expect("pool");
     let mut log = Vec::new();
-    for (n, op) in ops.iter().enumerate() {
+    for (n, (op, hd)) in ops.iter().enumerate() {
         let (int, p, quote, bad) = build(op, &m, pool_last);
+        let p = apply(p, *hd);
         let mut input = p.bytes();
         if bad {
             let c = p.ip_offset() + 20 + p.options.len() + 2;
@@ -524,7 +553,7 @@ fn run_sequence(
         let after_keys = endpoint_keys(&h.tables.bind_in);
         let new: Vec<Key> = after_keys.difference(&before_keys).copied().collect();
         log.push(format!(
-            "  #{n} {op:?}\n     {}{} -> {} {:?}",
+            "  #{n} {op:?} {hd:?}\n     {}{} -> {} {:?}",
             if int { "int0 " } else { "ext0 " },
             describe(&input),
             verdict_name(verdict),
@@ -746,7 +775,7 @@ fn differential() {
                 max_shrink_iters: 2000,
                 ..PtConfig::default()
             });
-            let res = runner.run(&prop::collection::vec(op(), 5..30), |ops| {
+            let res = runner.run(&prop::collection::vec((op(), hdr()), 5..30), |ops| {
                 run_sequence(&mut h.borrow_mut(), &mcfg, &ops, &mut st.borrow_mut())
                     .map_err(TestCaseError::fail)
             });

@@ -670,6 +670,7 @@ impl Model {
         e.frag = p.frag;
         e.ttl = p.ttl - 1;
         e.options = p.options.clone();
+        e.vlan = p.vlan;
         e.macs(macs.0, macs.1).bytes()
     }
 
