@@ -570,9 +570,30 @@ fn translation_cases(h: &mut Harness) {
             .verdict(XDP_PASS, "pass_not_nat"),
     );
 
+    // RFC 6598 section 4: shared (internal) addresses are filtered on
+    // ingress links. A packet from outside claiming a subscriber's
+    // address must not reach another subscriber through its mapping
+    // (found by tests/garbage.rs: it was forwarded, fwd_in).
+    let p = from_net(Pkt::udp((H12, 5000), e11, b"spoofed neighbour"));
+    h.run(
+        Case::ext(
+            "inbound from an internal source to a live mapping (spoofed)",
+            p.bytes(),
+        )
+        .verdict(XDP_DROP, "drop_spoofed"),
+    );
+    let sent = p1.clone().with_src(e11.0, e11.1).ttl(p1.ttl - 1);
+    let p = from_net(Pkt::icmp_msg(H12, e11.0, 3, 3, (0, 0), &sent.quote()));
+    h.run(
+        Case::ext(
+            "inbound ICMP error from an internal source (spoofed)",
+            p.bytes(),
+        )
+        .verdict(XDP_DROP, "drop_spoofed"),
+    );
+
     // ---- ICMP errors (RFC 5508) ----
     // port unreachable from 198.51.100.10 about .11's translated datagram
-    let sent = p1.clone().with_src(e11.0, e11.1).ttl(p1.ttl - 1);
     let p = from_net(Pkt::icmp_msg(R10, e11.0, 3, 3, (0, 0), &sent.quote()));
     let exp = Pkt::icmp_msg(
         R10,
