@@ -63,6 +63,9 @@ const SPOOF_MAC: Mac = [0x02, 0x33, 0, 0, 0, 0x09];
 const SUBS: [Ipv4Addr; 3] = [H11, H12, SPOOF];
 const SPORTS: [u16; 3] = [5000, 5001, 700];
 const REMS: [Ipv4Addr; 2] = [R10, R20];
+/// Sources of inbound packets: the remotes, and a subscriber's address
+/// spoofed from outside.
+const IN_SRCS: [Ipv4Addr; 3] = [R10, R20, H12];
 const RPORTS: [u16; 2] = [3478, 53];
 
 /// (name, config text, model config)
@@ -226,7 +229,7 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (0..3usize, 0..3usize, 0..2usize, 0..2usize, kind(), 0..40usize, ttl1()).prop_map(
             |(sub, sport, rem, rport, kind, plen, ttl1)| Op::Out { sub, sport, rem, rport, kind, plen, ttl1 }
         ),
-        4 => (0..2usize, 0..2usize, any::<usize>(), kind(), 0..40usize, ttl1()).prop_map(
+        4 => (prop_oneof![9 => 0..2usize, 1 => Just(2usize)], 0..2usize, any::<usize>(), kind(), 0..40usize, ttl1()).prop_map(
             |(rem, rport, target, kind, plen, ttl1)| Op::In { rem, rport, target, kind, plen, ttl1 }
         ),
         2 => (0..3usize, 0..3usize, any::<usize>(), kind(), ttl1()).prop_map(
@@ -373,7 +376,7 @@ fn build(op: &Op, m: &Model, pool_last: Ipv4Addr) -> (bool, Pkt, Option<Quote>, 
             ttl1,
         } => {
             let n = m.ext_order.len();
-            let r = (REMS[rem], RPORTS[rport]);
+            let r = (IN_SRCS[rem], RPORTS[rport]);
             let i = target % (n + 3);
             let p = if i < n {
                 let (a, port, proto) = m.ext_order[i];

@@ -21,7 +21,9 @@
 //!   corruption); an ICMP error cgnat generates is entirely valid;
 //! - nothing reaches a subscriber without a matching mapping: the
 //!   destination endpoint of a frame sent out of int0 (or the quoted source
-//!   of an ICMP error) is a key of bind_out (dynamic or static).
+//!   of an ICMP error) is a key of bind_out (dynamic or static); and
+//!   nothing from outside with a subscriber's source reaches a subscriber
+//!   (RFC 6598 section 4).
 //!
 //! `CGNAT_PROPTEST_CASES` scales the random flips per seed (default 1000
 //! → 150 per seed); `CGNAT_GARBAGE_SEED` changes the random seed. Needs
@@ -279,10 +281,15 @@ fn run(h: &mut Harness, r: &mut Run, what: &str, port: Port, input: &[u8]) -> Op
                 let src = ip_off(input)
                     .and_then(|o| endpoints(&input[o..]))
                     .map(|e| e.0 .0);
-                if port == Port::Ext0 && src.is_some_and(internal) {
-                    *r.notes
-                        .entry("forwarded from ext0 with an internal source")
-                        .or_default() += 1;
+                if port == Port::Ext0
+                    && src.is_some_and(internal)
+                    && out.get(6..12) == Some(&INT0_MAC[..])
+                {
+                    msgs.push(
+                        "a packet from outside with a subscriber's source reached a subscriber \
+                         (RFC 6598 section 4: filtered on ingress links)"
+                            .into(),
+                    );
                 }
             }
         }

@@ -566,6 +566,11 @@ impl Model {
     }
 
     fn external_side(&mut self, p: &Pkt, quote: Option<&Quote>) -> Result<Expect, String> {
+        // RFC 6598 section 4: shared addresses are filtered on ingress
+        // links; from outside, a subscriber's source to the pool is spoofed
+        if self.internal(p.src) && self.in_pool(p.dst) {
+            return Ok(drop(p, "drop_spoofed"));
+        }
         if let Some(q) = quote {
             return Ok(self.error_in(p, q));
         }
