@@ -392,6 +392,24 @@ fn translation_cases(h: &mut Harness) {
         Case::int("TTL 1 tagged frame: dropped, no ICMP on VLANs", p.bytes())
             .verdict(XDP_DROP, "drop_ttl"),
     );
+    // RFC 1812 4.3.2.7: no ICMP error about a packet sent as a link-layer
+    // broadcast or multicast (the error would also leave with that group
+    // address as its source MAC). Found by tests/garbage.rs.
+    for (what, mac) in [
+        ("broadcast", [0xff; 6]),
+        ("multicast", [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01]),
+    ] {
+        let p = Pkt::udp((H11, 5000), (R10, 3478), b"ttl 1")
+            .ttl(1)
+            .macs(mac_of(H11), mac);
+        h.run(
+            Case::int(
+                format!("TTL 1 sent as a link-layer {what}: dropped, no ICMP"),
+                p.bytes(),
+            )
+            .verdict(XDP_DROP, "drop_ttl"),
+        );
+    }
 
     // Larger than ext0's MTU (1500): DF set -> fragmentation needed (3/4)
     // carrying the MTU; without DF dropped (XDP cannot fragment).
