@@ -99,13 +99,17 @@ static __always_inline int frag_hold(struct xdp_md *ctx, struct pkt *p,
 				     struct cgnat_frag_key *k)
 {
 	struct cgnat_stash_key sk = { .frag = *k, .frag_off = p->ip->frag_off };
-	__u32 zero = 0, len = ctx->data_end - ctx->data;
+	__u32 zero = 0;
+	/* 64-bit, compared unsigned: the bounds the verifier needs (a
+	 * provably non-zero length on 6.1) then hold for the whole register
+	 * wherever the compiler spills it; a 32-bit signed check lost them
+	 * after unrelated changes to process() */
+	__u64 len = ctx->data_end - ctx->data;
 	struct cgnat_stash *st;
 	__u64 now = bpf_ktime_get_coarse_ns();
 
-	/* the 6.1 verifier needs a provably non-zero length */
 	barrier_var(len);
-	if ((int)len < 1 || len > CGNAT_STASH_BYTES)
+	if (len < 1 || len > CGNAT_STASH_BYTES)
 		return CGNAT_DROP_FRAGMENT;
 	st = bpf_map_lookup_elem(&stash_scratch, &zero);
 	if (!st)
