@@ -87,6 +87,15 @@ static __always_inline int nat_query(struct xdp_md *ctx, struct pkt *p,
 	return rc;
 }
 
+/* A later fragment: it follows its first fragment's translation. */
+static __always_inline int nat_later(struct xdp_md *ctx, struct pkt *p,
+				     __u32 side)
+{
+	if (spoofed_from_outside(p, side))
+		return CGNAT_DROP_SPOOFED;
+	return nat_fragment(ctx, p, side);
+}
+
 static __always_inline int nat_icmp_error(struct xdp_md *ctx, struct pkt *p,
 					  __u32 side)
 {
@@ -110,7 +119,7 @@ static __always_inline int process(struct xdp_md *ctx, __u32 side)
 	p.ifindex = ctx->ingress_ifindex;
 	rc = parse_packet(ctx, &p);
 	if (rc == CGNAT_CONTINUE && p.frag == FRAG_LATER)
-		rc = nat_fragment(ctx, &p, side);
+		rc = nat_later(ctx, &p, side);
 	else if (rc == CGNAT_CONTINUE && p.inner)
 		rc = nat_icmp_error(ctx, &p, side);
 	else if (rc == CGNAT_CONTINUE)

@@ -1693,6 +1693,19 @@ fn fragment_cases(h: &mut Harness) {
             Ok(e)
         }),
     );
+    // the same datagram's later fragment arriving from outside (a
+    // subscriber's source spoofed, RFC 6598 section 4) must not follow
+    // the hairpin translation (found by tests/garbage.rs)
+    let mut spoofed = hp.fragment(16, 40, false);
+    spoofed[0..6].copy_from_slice(&EXT0_MAC);
+    spoofed[6..12].copy_from_slice(&mac_of(R10));
+    h.run(
+        Case::ext(
+            "later fragment of a hairpinned datagram from outside (spoofed)",
+            spoofed,
+        )
+        .verdict(XDP_DROP, "drop_spoofed"),
+    );
     let mut hp2 = hp.clone();
     hp2.id = 0x6666;
     let mut th2 = th.clone();
