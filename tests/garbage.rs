@@ -18,7 +18,8 @@
 //!   external side, nor inside a quoted packet of an ICMP error;
 //! - a translated frame has valid IP/L4/ICMP checksums if the input had
 //!   (and an invalid L4 checksum stays invalid: the NAT does not launder
-//!   corruption); an ICMP error cgnat generates is entirely valid;
+//!   corruption); an ICMP error cgnat generates is entirely valid, and
+//!   never about a link-layer broadcast or multicast (RFC 1812 4.3.2.7);
 //! - nothing reaches a subscriber without a matching mapping: the
 //!   destination endpoint of a frame sent out of int0 (or the quoted source
 //!   of an ICMP error) is a key of bind_out (dynamic or static); and
@@ -342,6 +343,10 @@ fn check_forwarded(
     }
     // checksums
     if generated {
+        // RFC 1812 4.3.2.7: not about a link-layer broadcast or multicast
+        if input.first().is_some_and(|b| b & 1 == 1) || out.get(6).is_some_and(|b| b & 1 == 1) {
+            msgs.push("ICMP error generated about a link-layer broadcast/multicast frame".into());
+        }
         if let Err(e) = verify_checksums(out).and_then(|_| verify_with_etherparse(out)) {
             msgs.push(format!("generated ICMP error: {e}"));
         }
@@ -474,6 +479,10 @@ fn seeds(h: &mut Harness, r: &mut Run) -> Vec<(String, Port, Vec<u8>)> {
     );
     int("udp out vlan", u1.clone().vlan(100));
     int("udp out ttl 1", u1.clone().ttl(1));
+    int(
+        "udp out ttl 1 broadcast",
+        u1.clone().ttl(1).macs(mac_of(H11), [0xff; 6]),
+    );
     int("udp out no csum", u1.clone().no_udp_csum());
     int("udp out DF clear", u1.clone().frag(0));
     int(
