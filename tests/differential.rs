@@ -77,6 +77,35 @@ struct Setup {
     limit_sessions: u32,
     parity: bool,
     icmp_errors: bool,
+    /// [[static]] mappings: (proto, internal, external)
+    statics: Vec<(u8, Ep, Ep)>,
+}
+
+/// The [[static]] sections of `statics`.
+fn statics_text(statics: &[(u8, Ep, Ep)]) -> String {
+    statics
+        .iter()
+        .map(|(p, i, e)| {
+            format!(
+                "[[static]]\nproto = \"{}\"\ninternal = \"{}:{}\"\nexternal = \"{}:{}\"\n",
+                if *p == PROTO_TCP { "tcp" } else { "udp" },
+                i.0,
+                i.1,
+                e.0,
+                e.1
+            )
+        })
+        .collect()
+}
+
+/// Port forwards on pool address `a`: UDP to 100.64.0.12:5001 and TCP to
+/// 100.64.0.11:5001 (a port the sequences use, so outbound traffic from it
+/// takes the static mapping).
+fn statics_on(a: Ipv4Addr) -> Vec<(u8, Ep, Ep)> {
+    vec![
+        (PROTO_UDP, (H12, 5001), (a, 7000)),
+        (PROTO_TCP, (H11, 5001), (a, 7001)),
+    ]
 }
 
 fn config(pool: &str, extra: &str) -> String {
@@ -115,6 +144,7 @@ fn setups() -> Vec<Setup> {
             limit_sessions: 0,
             parity: false,
             icmp_errors: true,
+            statics: statics_on(Ipv4Addr::new(203, 0, 113, 9)),
         },
         Setup {
             name: "adf-udp+apdf-tcp+sessions",
@@ -129,6 +159,7 @@ fn setups() -> Vec<Setup> {
             limit_sessions: 6,
             parity: false,
             icmp_errors: true,
+            statics: statics_on(Ipv4Addr::new(203, 0, 113, 9)),
         },
         Setup {
             name: "one-address+limits+parity",
@@ -142,6 +173,7 @@ fn setups() -> Vec<Setup> {
             limit_sessions: 4,
             parity: true,
             icmp_errors: false,
+            statics: statics_on(Ipv4Addr::new(203, 0, 113, 5)),
         },
     ]
 }
@@ -493,6 +525,44 @@ fn clear(m: &libbpf_rs::MapHandle) {
     }
 }
 
+/// The binding tables right after loading (the static mappings), as raw
+/// bytes: restored after every reset without decoding their values.
+struct Snapshot {
+    bind_in: Vec<(Vec<u8>, Vec<u8>)>,
+    bind_out: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn entries(m: &libbpf_rs::MapHandle) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let keys: Vec<Vec<u8>> = m.keys().collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let v = m.lookup(&k, MapFlags::ANY).ok().flatten()?;
+            Some((k, v))
+        })
+        .collect()
+}
+
+impl Snapshot {
+    fn take(h: &Harness) -> Snapshot {
+        Snapshot {
+            bind_in: entries(&h.tables.bind_in),
+            bind_out: entries(&h.tables.bind_out),
+        }
+    }
+
+    fn restore(&self, h: &Harness) {
+        for (m, es) in [
+            (&h.tables.bind_in, &self.bind_in),
+            (&h.tables.bind_out, &self.bind_out),
+        ] {
+            for (k, v) in es {
+                m.update(k, v, MapFlags::ANY)
+                    .expect("restoring a static mapping");
+            }
+        }
+    }
+}
+
 /// Deletes every entry the data path may have created.
 fn reset(h: &Harness) {
     let t = &h.tables;
@@ -528,11 +598,13 @@ struct Stats {
 /// Runs one sequence; Err describes the first disagreement.
 fn run_sequence(
     h: &mut Harness,
+    snap: &Snapshot,
     mcfg: &ModelCfg,
     ops: &[(Op, Hdr)],
     st: &mut Stats,
 ) -> Result<(), String> {
     reset(h);
+    snap.restore(h);
     let mut m = Model::new(mcfg.clone());
     let pool_last = *h.cfg.pool_addrs.last().expect("pool");
     let mut log = Vec::new();
@@ -730,7 +802,9 @@ fn differential() {
         };
         let mut names = Vec::new();
         for s in setups() {
-            let h = RefCell::new(Harness::load_text("differential", &s.text));
+            let text = format!("{}{}", s.text, statics_text(&s.statics));
+            let h = RefCell::new(Harness::load_text("differential", &text));
+            let snapshot = Snapshot::take(&h.borrow());
             let mcfg = {
                 let hh = h.borrow();
                 ModelCfg {
@@ -753,6 +827,7 @@ fn differential() {
                         (Ipv4Addr::new(100, 64, 0, 0), 10),
                         (Ipv4Addr::new(198, 51, 100, 0), 24),
                     ],
+                    statics: s.statics.clone(),
                     internal_prefixes: hh
                         .cfg
                         .internal_prefixes
@@ -779,8 +854,14 @@ fn differential() {
                 ..PtConfig::default()
             });
             let res = runner.run(&prop::collection::vec((op(), hdr()), 5..30), |ops| {
-                run_sequence(&mut h.borrow_mut(), &mcfg, &ops, &mut st.borrow_mut())
-                    .map_err(TestCaseError::fail)
+                run_sequence(
+                    &mut h.borrow_mut(),
+                    &snapshot,
+                    &mcfg,
+                    &ops,
+                    &mut st.borrow_mut(),
+                )
+                .map_err(TestCaseError::fail)
             });
             let st = st.into_inner();
             println!(

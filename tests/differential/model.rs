@@ -51,6 +51,8 @@ pub struct ModelCfg {
     /// networks only); anything else, and the router's own addresses,
     /// bpf_fib_lookup does not forward (pass to the kernel).
     pub routed: Vec<(Ipv4Addr, u8)>,
+    /// [[static]] mappings: (proto, internal, external).
+    pub statics: Vec<(u8, Ep, Ep)>,
 }
 
 fn in_prefixes(a: Ipv4Addr, ps: &[(Ipv4Addr, u8)]) -> bool {
@@ -111,6 +113,9 @@ pub struct Model {
     pub sessions: BTreeMap<SKey, Sess>,
     /// (ext addr, ext port, proto, remote addr): address-dependent filtering.
     pub filter: BTreeSet<(Ipv4Addr, u16, u8, Ipv4Addr)>,
+    /// External endpoints of static mappings (port forwards: admitted by
+    /// every filtering mode).
+    pub statics: BTreeSet<Key>,
     pub sent: Vec<Pkt>,
     pub delivered: Vec<Pkt>,
 }
@@ -205,10 +210,18 @@ fn drop(p: &Pkt, counter: &'static str) -> Expect {
 
 impl Model {
     pub fn new(cfg: ModelCfg) -> Model {
-        Model {
-            cfg: Some(cfg),
+        let mut m = Model {
+            cfg: Some(cfg.clone()),
             ..Model::default()
+        };
+        // static mappings: bindings from the start, of no subscriber
+        for (proto, int, ext) in cfg.statics {
+            m.bind_out.insert((int.0, int.1, proto), ext);
+            m.bind_in.insert((ext.0, ext.1, proto), int);
+            m.ext_order.push((ext.0, ext.1, proto));
+            m.statics.insert((ext.0, ext.1, proto));
         }
+        m
     }
 
     fn cfg(&self) -> &ModelCfg {
@@ -254,6 +267,9 @@ impl Model {
     /// May `rem` open a session on the binding with external endpoint
     /// (ext, proto)?
     fn admits(&self, ext: Ep, proto: u8, rem: Ipv4Addr) -> bool {
+        if self.statics.contains(&(ext.0, ext.1, proto)) {
+            return true;
+        }
         match self.filtering(proto) {
             Filtering::EndpointIndependent => true,
             Filtering::AddressAndPortDependent => false,
