@@ -174,7 +174,10 @@ fn fix_all(f: &mut [u8]) {
 
 /// (address, port, proto) of the IPv4 packet starting at `ip` (ports 0
 /// when it has none); for ICMP the echo identifier.
-fn endpoints(ip: &[u8]) -> Option<((Ipv4Addr, u16), (Ipv4Addr, u16), u8, usize)> {
+/// (source, destination, protocol, IP header length)
+type Endpoints = ((Ipv4Addr, u16), (Ipv4Addr, u16), u8, usize);
+
+fn endpoints(ip: &[u8]) -> Option<Endpoints> {
     if ip.len() < 20 {
         return None;
     }
