@@ -2,7 +2,7 @@
 //! mutated valid configs never make `Config::parse` panic, and every
 //! rejection names the file and the problem (the field, when there is one).
 //!
-//! Cases: `CGNAT_PROPTEST_CASES` (default 1000 per property) scales them.
+//! Cases: `CGNAT_PROPTEST_CASES` per property (default 5000).
 //!
 //! Run: cargo test --release --test config_props -- --nocapture
 
@@ -22,7 +22,7 @@ fn cases() -> u32 {
     std::env::var("CGNAT_PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000)
+        .unwrap_or(5000)
 }
 
 /// Every `key = value` line of the seed, with the table it is in.
