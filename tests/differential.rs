@@ -815,7 +815,6 @@ fn differential() {
                     limit_sessions: s.limit_sessions,
                     parity: s.parity,
                     icmp_errors: s.icmp_errors,
-                    inbound_refresh: false,
                     pool_prefixes: hh
                         .cfg
                         .pool_prefixes

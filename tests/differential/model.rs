@@ -15,6 +15,12 @@
 //! (in the pool, the subscriber's paired address, the source port kept
 //! when free, same port class, parity if configured, not held by another
 //! binding), and predicts exactly from then on.
+//!
+//! Not modelled (covered by tests/prog_run.rs and the end-to-end tests):
+//! time (expiry, quarantine, inbound refresh, new-mapping rate limits),
+//! port-block and deterministic allocation, port exhaustion (the program's
+//! random search makes it nondeterministic), full tables, fragments,
+//! exemptions, MSS clamping, DF-clear datagrams (keyed-hash IP ID).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -43,7 +49,6 @@ pub struct ModelCfg {
     pub parity: bool,
     /// icmp.rate_limit > 0 (large enough never to run out in a test)
     pub icmp_errors: bool,
-    pub inbound_refresh: bool,
     pub pool_prefixes: Vec<(Ipv4Addr, u8)>,
     pub pool_addrs: Vec<Ipv4Addr>,
     pub internal_prefixes: Vec<(Ipv4Addr, u8)>,
@@ -91,15 +96,6 @@ pub struct Expect {
     pub verdict: u32,
     pub counter: &'static str,
     pub frame: Vec<u8>,
-}
-
-/// Where a frame came from, for the later ICMP errors about it.
-#[derive(Debug, Clone)]
-pub enum Learned {
-    /// Translated outbound packet, as it left ext0.
-    Sent(Pkt),
-    /// Packet delivered to a subscriber (inbound or hairpinned).
-    Delivered(Pkt),
 }
 
 #[derive(Debug, Clone, Default)]
