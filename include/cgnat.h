@@ -162,9 +162,7 @@ enum cgnat_stat {
 	CGNAT_DROP_MALFORMED,   /* truncated frame, bad IHL or lengths */
 	CGNAT_DROP_FRAGMENT,    /* later fragment that cannot follow a first one */
 	CGNAT_FRAG_HELD,        /* later fragment held until its first arrives */
-	CGNAT_DROP_SPOOFED,     /* internal side, source not a subscriber;
-				 * external side, a subscriber's source to
-				 * the pool (RFC 6598 section 4) */
+	CGNAT_DROP_SPOOFED,     /* internal side, source not a subscriber */
 	CGNAT_DROP_TO_INTERNAL, /* external side, destination a subscriber */
 	CGNAT_DROP_PROTO,       /* protocol cgnat does not translate */
 	CGNAT_DROP_ICMP_TYPE,   /* ICMP type not translated */
