@@ -61,12 +61,28 @@ const volatile __u64 ROUTE_CACHE_NS = 1000000000ULL;
 #include "nat.h"
 #include "icmp.h"
 
+/*
+ * RFC 6598 section 4: shared (internal) addresses are filtered on ingress
+ * links. From outside, a packet to the pool claiming a subscriber's address
+ * is spoofed: it must neither reach another subscriber through a mapping
+ * nor create state. (One-armed, the addresses are all there is to tell the
+ * direction by.)
+ */
+static __always_inline int spoofed_from_outside(struct pkt *p, __u32 side)
+{
+	return side == CGNAT_SIDE_EXTERNAL &&
+	       lpm_has(&internal_prefixes, p->ip->saddr) &&
+	       lpm_has(&pool_prefixes, p->ip->daddr);
+}
+
 /* TCP, UDP, ICMP echo (and first fragments): by direction. */
 static __always_inline int nat_query(struct xdp_md *ctx, struct pkt *p,
 				     __u32 side)
 {
 	int rc = CGNAT_CONTINUE;
 
+	if (spoofed_from_outside(p, side))
+		return CGNAT_DROP_SPOOFED;
 	if (side & CGNAT_SIDE_INTERNAL)
 		rc = nat_outbound(ctx, p);
 	if (rc == CGNAT_CONTINUE && (side & CGNAT_SIDE_EXTERNAL))
@@ -74,11 +90,22 @@ static __always_inline int nat_query(struct xdp_md *ctx, struct pkt *p,
 	return rc;
 }
 
+/* A later fragment: it follows its first fragment's translation. */
+static __always_inline int nat_later(struct xdp_md *ctx, struct pkt *p,
+				     __u32 side)
+{
+	if (spoofed_from_outside(p, side))
+		return CGNAT_DROP_SPOOFED;
+	return nat_fragment(ctx, p, side);
+}
+
 static __always_inline int nat_icmp_error(struct xdp_md *ctx, struct pkt *p,
 					  __u32 side)
 {
 	int rc = CGNAT_CONTINUE;
 
+	if (spoofed_from_outside(p, side))
+		return CGNAT_DROP_SPOOFED;
 	if (side & CGNAT_SIDE_INTERNAL)
 		rc = nat_icmp_error_out(ctx, p);
 	if (rc == CGNAT_CONTINUE && (side & CGNAT_SIDE_EXTERNAL))
@@ -95,7 +122,7 @@ static __always_inline int process(struct xdp_md *ctx, __u32 side)
 	p.ifindex = ctx->ingress_ifindex;
 	rc = parse_packet(ctx, &p);
 	if (rc == CGNAT_CONTINUE && p.frag == FRAG_LATER)
-		rc = nat_fragment(ctx, &p, side);
+		rc = nat_later(ctx, &p, side);
 	else if (rc == CGNAT_CONTINUE && p.inner)
 		rc = nat_icmp_error(ctx, &p, side);
 	else if (rc == CGNAT_CONTINUE)

@@ -99,13 +99,21 @@ static __always_inline int frag_hold(struct xdp_md *ctx, struct pkt *p,
 				     struct cgnat_frag_key *k)
 {
 	struct cgnat_stash_key sk = { .frag = *k, .frag_off = p->ip->frag_off };
-	__u32 zero = 0, len = ctx->data_end - ctx->data;
+	__u32 zero = 0;
+	/* The verifier needs 1 <= len <= CGNAT_STASH_BYTES on the whole
+	 * 64-bit register (a 32-bit check lost the upper bound once the
+	 * compiler spilled it, after an unrelated change to process()), and
+	 * 6.1 learns the lower bound only from a signed compare: two checks,
+	 * kept apart so the compiler cannot fold them into one range test. */
+	__u64 len = ctx->data_end - ctx->data;
 	struct cgnat_stash *st;
 	__u64 now = bpf_ktime_get_coarse_ns();
 
-	/* the 6.1 verifier needs a provably non-zero length */
 	barrier_var(len);
-	if ((int)len < 1 || len > CGNAT_STASH_BYTES)
+	if (len > CGNAT_STASH_BYTES)
+		return CGNAT_DROP_FRAGMENT;
+	barrier_var(len);
+	if ((__s64)len < 1)
 		return CGNAT_DROP_FRAGMENT;
 	st = bpf_map_lookup_elem(&stash_scratch, &zero);
 	if (!st)

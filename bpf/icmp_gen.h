@@ -13,7 +13,8 @@
  * (RFC 792); the DS field is copied (RFC 5508 REQ-10d); the source is the
  * address of the receiving interface (if_addrs). Rules of RFC 1812 4.3.2.7
  * ("when not to send"): never about an ICMP error, a fragment other than
- * the first, or from a source that is not unicast; rate-limited per CPU by a
+ * the first, a frame sent as a link-layer broadcast or multicast, or from a
+ * source that is not unicast; rate-limited per CPU by a
  * token bucket of ICMP_RATE per second (4.3.2.8).
  *
  * Contract: icmp_reply() returns `sent` (a CGNAT_ICMP_* reason, XDP_TX set
@@ -78,6 +79,8 @@ static __always_inline int icmp_reply(struct xdp_md *ctx, struct pkt *p,
 		return dropped; /* VLAN-tagged: not generated */
 	if (p->inner || p->unsupported || !addr_is_unicast(dst))
 		return dropped;
+	if (p->eth->h_dest[0] & 1)
+		return dropped; /* link-layer broadcast or multicast */
 	if (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO &&
 	    p->icmp_type != ICMP_ECHOREPLY)
 		return dropped;

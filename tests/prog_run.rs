@@ -397,6 +397,24 @@ fn translation_cases(h: &mut Harness) {
         Case::int("TTL 1 tagged frame: dropped, no ICMP on VLANs", p.bytes())
             .verdict(XDP_DROP, "drop_ttl"),
     );
+    // RFC 1812 4.3.2.7: no ICMP error about a packet sent as a link-layer
+    // broadcast or multicast (the error would also leave with that group
+    // address as its source MAC). Found by tests/garbage.rs.
+    for (what, mac) in [
+        ("broadcast", [0xff; 6]),
+        ("multicast", [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01]),
+    ] {
+        let p = Pkt::udp((H11, 5000), (R10, 3478), b"ttl 1")
+            .ttl(1)
+            .macs(mac_of(H11), mac);
+        h.run(
+            Case::int(
+                format!("TTL 1 sent as a link-layer {what}: dropped, no ICMP"),
+                p.bytes(),
+            )
+            .verdict(XDP_DROP, "drop_ttl"),
+        );
+    }
 
     // Larger than ext0's MTU (1500): DF set -> fragmentation needed (3/4)
     // carrying the MTU; without DF dropped (XDP cannot fragment).
@@ -575,9 +593,30 @@ fn translation_cases(h: &mut Harness) {
             .verdict(XDP_PASS, "pass_not_nat"),
     );
 
+    // RFC 6598 section 4: shared (internal) addresses are filtered on
+    // ingress links. A packet from outside claiming a subscriber's
+    // address must not reach another subscriber through its mapping
+    // (found by tests/garbage.rs: it was forwarded, fwd_in).
+    let p = from_net(Pkt::udp((H12, 5000), e11, b"spoofed neighbour"));
+    h.run(
+        Case::ext(
+            "inbound from an internal source to a live mapping (spoofed)",
+            p.bytes(),
+        )
+        .verdict(XDP_DROP, "drop_spoofed"),
+    );
+    let sent = p1.clone().with_src(e11.0, e11.1).ttl(p1.ttl - 1);
+    let p = from_net(Pkt::icmp_msg(H12, e11.0, 3, 3, (0, 0), &sent.quote()));
+    h.run(
+        Case::ext(
+            "inbound ICMP error from an internal source (spoofed)",
+            p.bytes(),
+        )
+        .verdict(XDP_DROP, "drop_spoofed"),
+    );
+
     // ---- ICMP errors (RFC 5508) ----
     // port unreachable from 198.51.100.10 about .11's translated datagram
-    let sent = p1.clone().with_src(e11.0, e11.1).ttl(p1.ttl - 1);
     let p = from_net(Pkt::icmp_msg(R10, e11.0, 3, 3, (0, 0), &sent.quote()));
     let exp = Pkt::icmp_msg(
         R10,
@@ -1659,6 +1698,19 @@ fn fragment_cases(h: &mut Harness) {
             Ok(e)
         }),
     );
+    // the same datagram's later fragment arriving from outside (a
+    // subscriber's source spoofed, RFC 6598 section 4) must not follow
+    // the hairpin translation (found by tests/garbage.rs)
+    let mut spoofed = hp.fragment(16, 40, false);
+    spoofed[0..6].copy_from_slice(&EXT0_MAC);
+    spoofed[6..12].copy_from_slice(&mac_of(R10));
+    h.run(
+        Case::ext(
+            "later fragment of a hairpinned datagram from outside (spoofed)",
+            spoofed,
+        )
+        .verdict(XDP_DROP, "drop_spoofed"),
+    );
     let mut hp2 = hp.clone();
     hp2.id = 0x6666;
     let mut th2 = th.clone();
@@ -2271,7 +2323,7 @@ fn route_cache() {
     ns.enter(|| {
         // a long lifetime: only a bump can refresh an entry here
         let text = config_text_iface("route_cache = \"30s\"", "", "");
-        let mut h = Harness::load_text("route_cache", text);
+        let mut h = Harness::load_text("route_cache", &text);
         let gen = h.dp.route_gen().expect("route_gen");
         let g = gen.get().expect("route_gen value");
         h.check(
@@ -2389,7 +2441,7 @@ fn route_cache() {
 
         // A short lifetime: the entry ages out without any bump.
         let text = config_text_iface("route_cache = \"200ms\"", "", "");
-        let mut h = Harness::load_text("route_cache_ttl", text);
+        let mut h = Harness::load_text("route_cache_ttl", &text);
         let p = from_sub(Pkt::udp((H11, 5000), (R10, 3478), b"warm"));
         let q = p.clone();
         h.run(
@@ -2421,7 +2473,7 @@ fn route_cache() {
 
         // A policy routing rule turns the cache off at load.
         ns.ip("rule add from 192.0.2.99 lookup 100 priority 100");
-        let h = Harness::load_text("route_cache_rules", config_text("", ""));
+        let h = Harness::load_text("route_cache_rules", &config_text("", ""));
         let g = h.dp.route_gen().expect("route_gen").get().expect("value");
         ns.ip("rule del from 192.0.2.99 lookup 100 priority 100");
         let mut h = h;

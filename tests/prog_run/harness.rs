@@ -186,12 +186,12 @@ impl Harness {
 
     /// Loads with a modified configuration (see `config_text`).
     pub fn load_with(test: &'static str, nat: &str, extra: &str) -> Harness {
-        Harness::load_text(test, config_text(nat, extra))
+        Harness::load_text(test, &config_text(nat, extra))
     }
 
-    /// Loads with this whole configuration text.
-    pub fn load_text(test: &'static str, text: String) -> Harness {
-        let cfg = Config::parse(&text, Path::new("test.toml"))
+    /// Loads with a whole configuration text (interfaces int0/ext0).
+    pub fn load_text(test: &'static str, text: &str) -> Harness {
+        let cfg = Config::parse(text, Path::new("test.toml"))
             .unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
         let dp = Datapath::load(
             &cfg,
