@@ -15,3 +15,4 @@ pub mod neigh;
 pub mod pool;
 pub mod stats;
 pub mod testbed;
+pub mod watch;
