@@ -25,10 +25,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use cgnat::testbed::{Host, UdpReflector};
+use cgnat::testbed::{
+    in_pool, udp_exchange, Host, UdpReflector, EXTERNAL_IF, INTERNAL_IF, ROUTER_EXT,
+};
 use hostile::{map_len, pool, status_num, subscribers, wait_until, FlowReport, FlowSpec, Traffic};
 use ops::{q, Bed};
 
+const T: Duration = Duration::from_secs(5);
 const REFL: u16 = 7000;
 
 fn report(test: &str, items: &[(&str, u64)]) {
@@ -379,5 +382,312 @@ fn kill_reload_and_sweeps_under_traffic_lose_nothing() {
             ("bindings_reconciled_mid_run", live_bindings),
             ("seconds", started.elapsed().as_secs()),
         ],
+    );
+}
+
+/// Exchanges on `sock` with `refl` until one succeeds (within `within`);
+/// the external endpoint it was seen from.
+fn recovers(
+    sock: &std::net::UdpSocket,
+    refl: SocketAddrV4,
+    what: &str,
+    within: Duration,
+) -> SocketAddrV4 {
+    let r = udp_exchange(sock, refl, what.as_bytes(), within)
+        .unwrap_or_else(|e| panic!("no recovery after {what}: {e}"));
+    r.observed
+}
+
+/// Waits until the daemon logged that ext0's address is now `addr` (it
+/// looks once a second, see src/watch.rs).
+fn noticed(bed: &Bed, addr: Ipv4Addr) {
+    let last_is = || {
+        bed.log()
+            .lines()
+            .rfind(|l| l.contains("address of ext0 changed"))
+            .is_some_and(|l| l.contains(&format!(" to {addr}:")))
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), last_is),
+        "cgnat did not notice ext0's address {addr}:\n{}",
+        bed.log()
+    );
+}
+
+/// The router's external address changes under a running cgnat: the ICMP
+/// time-exceeded cgnat sends for a packet from e1 that dies at the router
+/// must come from the router's current external address. Returns its source.
+fn time_exceeded_source(bed: &Bed, ext: SocketAddrV4) -> Option<Ipv4Addr> {
+    let sniff = bed.tb.sniff(Host::E1).expect("sniffer e1");
+    let s = bed
+        .tb
+        .udp_socket(Host::E1, Host::E1.sock(7777))
+        .expect("socket e1");
+    s.set_ttl(1).expect("IP_TTL");
+    for _ in 0..5 {
+        s.send_to(b"ttl 1", ext).expect("send");
+        thread::sleep(Duration::from_millis(200));
+        if let Some(p) = sniff
+            .seen()
+            .into_iter()
+            .find(|p| !p.outgoing && p.icmp == Some((11, 0)))
+        {
+            return Some(p.src);
+        }
+    }
+    None
+}
+
+/// Interfaces going down and up (inside, outside) and the external address
+/// deleted and restored, moved to another subnet and back, and renumbered
+/// within its subnet, all while cgnat runs: the daemon stays up with its
+/// programs attached, traffic recovers each time with the same mappings,
+/// and the ICMP errors cgnat generates follow the interface's address.
+#[test]
+fn interfaces_down_up_and_address_changes() {
+    let Some(mut bed) = Bed::new() else { return };
+    let cfg = bed.write("faults.toml", &bed.toml(true));
+    bed.start(&cfg);
+    let started = Instant::now();
+    let e1 = UdpReflector::start(&bed.tb, Host::E1, Host::E1.sock(REFL)).expect("reflector e1");
+    let s1 = bed
+        .tb
+        .udp_socket(Host::S1, Host::S1.sock(5000))
+        .expect("socket s1");
+    let s2 = bed
+        .tb
+        .udp_socket(Host::S2, Host::S2.sock(5000))
+        .expect("socket s2");
+    let x1 = recovers(&s1, e1.addr(), "start", T);
+    let x2 = recovers(&s2, e1.addr(), "start", T);
+    assert!(in_pool(*x1.ip()) && in_pool(*x2.ip()));
+    let r = Host::Router;
+    let ext_net = format!("{ROUTER_EXT}/24");
+    let mut events = 0u64;
+    let mut check = |bed: &mut Bed, what: &str| {
+        events += 1;
+        assert_eq!(
+            recovers(&s1, e1.addr(), what, Duration::from_secs(15)),
+            x1,
+            "s1 after {what}"
+        );
+        assert_eq!(
+            recovers(&s2, e1.addr(), what, Duration::from_secs(15)),
+            x2,
+            "s2 after {what}"
+        );
+        assert!(bed.alive(), "cgnat died after {what}:\n{}", bed.log());
+        for ifname in [INTERNAL_IF, EXTERNAL_IF] {
+            assert_eq!(
+                bed.tb.xdp_mode(ifname).expect("ip link").as_deref(),
+                Some("xdp"),
+                "{ifname} lost its XDP program after {what}"
+            );
+        }
+    };
+    for ifname in [INTERNAL_IF, EXTERNAL_IF] {
+        bed.tb
+            .ip(r, &["link", "set", "dev", ifname, "down"])
+            .expect("down");
+        thread::sleep(Duration::from_millis(1500));
+        bed.tb
+            .ip(r, &["link", "set", "dev", ifname, "up"])
+            .expect("up");
+        check(&mut bed, &format!("{ifname} down/up"));
+    }
+    bed.tb
+        .ip(r, &["addr", "del", &ext_net, "dev", EXTERNAL_IF])
+        .expect("addr del");
+    thread::sleep(Duration::from_millis(1500));
+    bed.tb
+        .ip(r, &["addr", "add", &ext_net, "dev", EXTERNAL_IF])
+        .expect("addr add");
+    check(&mut bed, "the external address deleted and restored");
+
+    bed.tb
+        .ip(r, &["addr", "del", &ext_net, "dev", EXTERNAL_IF])
+        .expect("addr del");
+    bed.tb
+        .ip(r, &["addr", "add", "198.18.0.1/24", "dev", EXTERNAL_IF])
+        .expect("addr add");
+    thread::sleep(Duration::from_millis(2000));
+    assert!(
+        bed.alive(),
+        "cgnat died when ext0 moved to another subnet:\n{}",
+        bed.log()
+    );
+    bed.tb
+        .ip(r, &["addr", "del", "198.18.0.1/24", "dev", EXTERNAL_IF])
+        .expect("addr del");
+    bed.tb
+        .ip(r, &["addr", "add", &ext_net, "dev", EXTERNAL_IF])
+        .expect("addr add");
+    check(&mut bed, "ext0 moved to another subnet and back");
+
+    // Renumbered within the subnet (the upstream follows): ICMP errors
+    // cgnat generates on ext0 must use the new address.
+    noticed(&bed, ROUTER_EXT);
+    assert_eq!(
+        time_exceeded_source(&bed, x1),
+        Some(ROUTER_EXT),
+        "11/0 before renumbering"
+    );
+    let new_ext = Ipv4Addr::new(198, 51, 100, 2);
+    // (Deleting a primary address deletes its secondaries: delete first.)
+    bed.tb
+        .ip(r, &["addr", "del", &ext_net, "dev", EXTERNAL_IF])
+        .expect("addr del");
+    bed.tb
+        .ip(
+            r,
+            &["addr", "add", &format!("{new_ext}/24"), "dev", EXTERNAL_IF],
+        )
+        .expect("addr add");
+    for h in Host::EXTERNALS {
+        for p in cgnat::testbed::POOL {
+            bed.tb
+                .ip(h, &["route", "replace", p, "via", &new_ext.to_string()])
+                .expect("route");
+        }
+    }
+    check(&mut bed, "ext0 renumbered");
+    noticed(&bed, new_ext);
+    let src = time_exceeded_source(&bed, x1);
+    assert_eq!(
+        src,
+        Some(new_ext),
+        "11/0 after ext0 was renumbered to {new_ext}"
+    );
+    report(
+        "interfaces_down_up_and_address_changes",
+        &[
+            ("events", events),
+            ("checks", events * 4 + 2),
+            ("seconds", started.elapsed().as_secs()),
+        ],
+    );
+}
+
+/// Re-creates the router's `ext0` as the test bed built it: a veth whose
+/// peer `r` sits on the outside switch, with the router's address. Returns
+/// the XDP_PASS link on the peer (see `TestbedOptions::peer_xdp_pass`).
+fn recreate_ext0(bed: &Bed) -> cgnat::bpf::PassLink {
+    let (r, se) = (Host::Router, Host::SwitchExt);
+    let se_ns = bed.tb.ns(se).to_owned();
+    bed.tb
+        .ip(
+            r,
+            &[
+                "link",
+                "add",
+                EXTERNAL_IF,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "r",
+                "netns",
+                &se_ns,
+            ],
+        )
+        .expect("veth");
+    bed.tb
+        .ip(se, &["link", "set", "r", "master", "br0"])
+        .expect("bridge port");
+    bed.tb.ip(se, &["link", "set", "r", "up"]).expect("up");
+    bed.tb
+        .run(se, &["ethtool", "-K", "r", "gro", "on"])
+        .expect("gro");
+    let pass = bed
+        .tb
+        .attach_xdp_pass(se, "r")
+        .expect("xdp_pass on the peer");
+    bed.tb
+        .ip(
+            r,
+            &[
+                "addr",
+                "add",
+                &format!("{ROUTER_EXT}/24"),
+                "dev",
+                EXTERNAL_IF,
+            ],
+        )
+        .expect("address");
+    bed.tb
+        .ip(r, &["link", "set", EXTERNAL_IF, "up"])
+        .expect("up");
+    pass
+}
+
+/// The external interface is deleted under a running cgnat: the daemon
+/// must not live on silently with its program gone. It exits (status 1)
+/// with one message naming the interface; once the interface is back, a
+/// new start adopts the pinned tables and every mapping is kept.
+#[test]
+fn deleted_interface_stops_the_daemon_clearly_and_restart_adopts() {
+    let Some(mut bed) = Bed::new() else { return };
+    let cfg = bed.write("faults.toml", &bed.toml(false));
+    bed.start(&cfg);
+    let e1 = UdpReflector::start(&bed.tb, Host::E1, Host::E1.sock(REFL)).expect("reflector e1");
+    let s1 = bed
+        .tb
+        .udp_socket(Host::S1, Host::S1.sock(5000))
+        .expect("socket s1");
+    let x1 = recovers(&s1, e1.addr(), "start", T);
+
+    let t0 = Instant::now();
+    bed.tb
+        .ip(Host::Router, &["link", "del", EXTERNAL_IF])
+        .expect("link del");
+    let exited = wait_until(Duration::from_secs(10), || !bed.alive());
+    let log = bed.log();
+    assert!(
+        exited,
+        "cgnat still running 10 s after {EXTERNAL_IF} was deleted:\n{log}"
+    );
+    let took = t0.elapsed();
+    let mut c = bed.daemon.take().expect("daemon");
+    let status = c
+        .process()
+        .stop(Duration::from_secs(5))
+        .expect("exit status");
+    bed.old_logs.push(log.clone());
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "exit status after {EXTERNAL_IF} was deleted:\n{log}"
+    );
+    let msgs: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("error") && l.contains(EXTERNAL_IF))
+        .collect();
+    assert_eq!(
+        msgs.len(),
+        1,
+        "one clear error naming {EXTERNAL_IF} expected:\n{log}"
+    );
+    eprintln!("cgnat exited {took:?} after the deletion: {}", msgs[0]);
+
+    let _pass = recreate_ext0(&bed);
+    let c = bed.start(&cfg);
+    assert!(
+        c.attached_line().contains("adopted"),
+        "{}",
+        c.attached_line()
+    );
+    assert_eq!(
+        recovers(
+            &s1,
+            e1.addr(),
+            "ext0 re-created and cgnat restarted",
+            Duration::from_secs(15)
+        ),
+        x1,
+        "s1's mapping after the restart"
+    );
+    report(
+        "deleted_interface_stops_the_daemon_clearly_and_restart_adopts",
+        &[("exit_ms", took.as_millis() as u64), ("checks", 4)],
     );
 }
