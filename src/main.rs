@@ -559,6 +559,9 @@ fn daemon(config: &Path) -> Result<(), String> {
     }
     let mut lost_seen = 0u64;
     let mut failure: Option<String> = None;
+    // Kept across reloads: reloads coming more often than sweep_interval
+    // (each restarting the clock) would otherwise stop expiry altogether.
+    let mut next_sweep = Instant::now() + cfg.sweep_interval;
     let mut resolver = neigh::Resolver::new().map_err(|e| format!("rtnetlink socket: {e}"))?;
     let queue: Rc<RefCell<Vec<types::cgnat_event>>> = Rc::default();
 
@@ -576,7 +579,6 @@ fn daemon(config: &Path) -> Result<(), String> {
         .map_err(|e| format!("ring buffer: {e}"))?;
         let rb = rb.build().map_err(|e| format!("ring buffer: {e}"))?;
 
-        let mut next_sweep = Instant::now() + cfg.sweep_interval;
         // The interfaces as this program was attached to them.
         let mut watch = watch::Watch::new(&[&cfg.internal_if, &cfg.external_if]);
         let next = 'serve: loop {
