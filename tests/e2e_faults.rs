@@ -175,9 +175,9 @@ impl Churn {
 
 /// Bindings, ports and sessions reconcile across every view: the
 /// subscribers' per-protocol port counts, the pool's per-address binding
-/// counts, `status` and the sessions listed. Returns the number of
-/// bindings.
-fn reconcile(bed: &Bed, cfg: &Path) -> u64 {
+/// counts, `status` and the sessions listed. Returns the number of live
+/// bindings and of ports in quarantine.
+fn reconcile(bed: &Bed, cfg: &Path) -> (u64, u64) {
     let subs = subscribers(bed, cfg);
     let pool = pool(bed, cfg);
     let sessions = bed.sessions(cfg);
@@ -225,7 +225,7 @@ fn reconcile(bed: &Bed, cfg: &Path) -> u64 {
         subs.len() as u64,
         "pool subscribers vs subscribers"
     );
-    bindings
+    (live, bindings - live)
 }
 
 /// Steady UDP flows (s1 and s2 to e1 and e2) while the daemon is killed
@@ -287,9 +287,32 @@ fn kill_reload_and_sweeps_under_traffic_lose_nothing() {
             thread::sleep(Duration::from_millis(150));
         }
     }
+    // Sweeps ran and expired sessions while daemons were being killed and
+    // reloaded (the killed daemons' logs say so).
+    let expired_during_faults: u64 = bed
+        .old_logs
+        .iter()
+        .flat_map(|l| l.lines())
+        .filter_map(|l| l.split_once("cgnat: sweep: "))
+        // "N sessions live, M expired; ..."
+        .filter_map(|(_, r)| {
+            r.split("live, ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(
+        expired_during_faults > 0,
+        "no sweep expired anything in the killed daemons:\n{}",
+        bed.old_logs.join("\n---\n")
+    );
     // Let sweeps run: the churn's sessions expire (2 s) while the steady
     // flows stay.
     let churned = churn.finish();
+    let churn_end = Instant::now();
     let sweeps_seen = wait_until(Duration::from_secs(8), || {
         status_num(&bed, &cfg, "sessions") == specs.len() as u64
     });
@@ -304,7 +327,8 @@ fn kill_reload_and_sweeps_under_traffic_lose_nothing() {
         bed.log()
     );
     // Mid-run reconciliation: only the steady flows are left.
-    let live_bindings = reconcile(&bed, &cfg);
+    let (live_bindings, quarantined) = reconcile(&bed, &cfg);
+    eprintln!("mid-run: {live_bindings} live bindings, {quarantined} ports in quarantine, {:?} after the churn", churn_end.elapsed());
     let subs = subscribers(&bed, &cfg);
     for h in [Host::S1, Host::S2] {
         let s = subs
@@ -365,7 +389,7 @@ fn kill_reload_and_sweeps_under_traffic_lose_nothing() {
         hostile::json(&bed, &cfg, "status"),
         pool(&bed, &cfg)
     );
-    assert_eq!(reconcile(&bed, &cfg), 0);
+    assert_eq!(reconcile(&bed, &cfg), (0, 0));
     for m in ["sessions", "bind_in", "bind_out", "subscribers"] {
         assert_eq!(map_len(&pin, m), 0, "pinned map {m} not empty at the end");
     }
@@ -379,7 +403,9 @@ fn kill_reload_and_sweeps_under_traffic_lose_nothing() {
             ("checked_at_receivers", checked),
             ("churn_flows", churned),
             ("churn_checked", churn_checked),
-            ("bindings_reconciled_mid_run", live_bindings),
+            ("live_bindings_mid_run", live_bindings),
+            ("quarantined_mid_run", quarantined),
+            ("expired_by_killed_daemons", expired_during_faults),
             ("seconds", started.elapsed().as_secs()),
         ],
     );
