@@ -877,6 +877,32 @@ impl Datapath {
         Ok(())
     }
 
+    /// Sets the address the ICMP errors generated on interface `ifindex`
+    /// come from (map `if_addrs`, filled at load), or removes it (`None`:
+    /// no error is generated there then). The daemon calls it when an
+    /// interface's address changes under it (`src/watch.rs`).
+    pub fn set_interface_addr(
+        &self,
+        ifindex: u32,
+        addr: Option<std::net::Ipv4Addr>,
+    ) -> Result<(), BpfError> {
+        let m = &self.skel.maps.if_addrs;
+        match addr {
+            Some(a) => m
+                .update(
+                    bytes_of(&ifindex),
+                    bytes_of(&u32::from(a).to_be()),
+                    MapFlags::ANY,
+                )
+                .map_err(map_err("if_addrs")),
+            // absent already is fine
+            None => {
+                let _ = m.delete(bytes_of(&ifindex));
+                Ok(())
+            }
+        }
+    }
+
     /// The program of an entry point (for the benchmark's feeder, which
     /// tail-calls it).
     pub fn prog_fd(&self, side: Side) -> std::os::fd::BorrowedFd<'_> {

@@ -16,3 +16,4 @@ pub mod pool;
 pub mod routes;
 pub mod stats;
 pub mod testbed;
+pub mod watch;

@@ -18,7 +18,7 @@ use cgnat::bpf::{self, from_bytes, types, Datapath, LoadOptions, Tables};
 use cgnat::config::Config;
 use cgnat::log::{self, NatLog, Record};
 use cgnat::metrics::{self, DaemonGauges};
-use cgnat::{expiry, neigh, stats};
+use cgnat::{expiry, neigh, stats, watch};
 
 const DEFAULT_CONFIG: &str = "/etc/cgnat.toml";
 
@@ -477,6 +477,8 @@ fn warn_permissions(path: &Path) {
 enum Next {
     Reload,
     Exit,
+    /// The daemon cannot go on (a NAT interface is gone): the message.
+    Fail(String),
 }
 
 fn load_datapath(cfg: &Config) -> Result<Datapath, String> {
@@ -561,6 +563,10 @@ fn daemon(config: &Path) -> Result<(), String> {
         eprintln!("cgnat: NAT log: {:?}", cfg.log);
     }
     let mut lost_seen = 0u64;
+    let mut failure: Option<String> = None;
+    // Kept across reloads: reloads coming more often than sweep_interval
+    // (each restarting the clock) would otherwise stop expiry altogether.
+    let mut next_sweep = Instant::now() + cfg.sweep_interval;
     let mut resolver = neigh::Resolver::new().map_err(|e| format!("rtnetlink socket: {e}"))?;
     let queue: Rc<RefCell<Vec<types::cgnat_event>>> = Rc::default();
 
@@ -578,8 +584,9 @@ fn daemon(config: &Path) -> Result<(), String> {
         .map_err(|e| format!("ring buffer: {e}"))?;
         let rb = rb.build().map_err(|e| format!("ring buffer: {e}"))?;
 
-        let mut next_sweep = Instant::now() + cfg.sweep_interval;
-        let next = loop {
+        // The interfaces as this program was attached to them.
+        let mut watch = watch::Watch::new(&[&cfg.internal_if, &cfg.external_if]);
+        let next = 'serve: loop {
             let wait = next_sweep
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(50));
@@ -660,6 +667,17 @@ fn daemon(config: &Path) -> Result<(), String> {
                 }
                 next_sweep = Instant::now() + cfg.sweep_interval;
             }
+            for change in watch.poll(Instant::now()) {
+                if change.fatal() {
+                    break 'serve Next::Fail(change.to_string());
+                }
+                eprintln!("cgnat: {change}");
+                if let watch::Change::Address { ifindex, now, .. } = change {
+                    if let Err(e) = dp.set_interface_addr(ifindex, now) {
+                        eprintln!("cgnat: warning: {e}");
+                    }
+                }
+            }
             match sfd.read_signal() {
                 Ok(Some(si)) => match Signal::try_from(si.ssi_signo as i32).ok() {
                     Some(Signal::SIGHUP) => break Next::Reload,
@@ -684,6 +702,10 @@ fn daemon(config: &Path) -> Result<(), String> {
         drop(tables);
         match next {
             Next::Exit => break,
+            Next::Fail(msg) => {
+                failure = Some(msg);
+                break;
+            }
             Next::Reload => match reload(config, &cfg) {
                 Ok((new_cfg, new_dp)) => {
                     eprintln!("cgnat: SIGHUP: reloaded {}", config.display());
@@ -710,6 +732,24 @@ fn daemon(config: &Path) -> Result<(), String> {
     }
     let pin = cfg.pin_path.clone();
     drop(dp);
+    if let Some(msg) = failure {
+        // One message (main prints it as the error): what happened, what
+        // became of the tables, what to do.
+        let tables = if cfg.detach_on_exit {
+            bpf::detach(&pin).map_err(|e| e.to_string())?;
+            format!(
+                "detached and removed {} (daemon.detach_on_exit)",
+                pin.display()
+            )
+        } else {
+            format!(
+                "the tables stay in {} with every session: start cgnat again once the \
+                 interface is back and it adopts them",
+                pin.display()
+            )
+        };
+        return Err(format!("{msg}; exiting; {tables}"));
+    }
     if cfg.detach_on_exit {
         bpf::detach(&pin).map_err(|e| e.to_string())?;
         eprintln!(
