@@ -53,6 +53,17 @@ static __always_inline int route(struct xdp_md *ctx, struct pkt *p, __be32 saddr
 	return rc;
 }
 
+/* Is `addr` the router's own address on interface `ifindex`? Such a
+ * source is spoofed: the router's address inside the subscriber prefixes
+ * must never become a subscriber (a mapping and a NAT log entry naming the
+ * router). */
+static __always_inline int is_router_addr(__u32 ifindex, __be32 addr)
+{
+	__be32 *own = bpf_map_lookup_elem(&if_addrs, &ifindex);
+
+	return own && *own == addr;
+}
+
 static __always_inline __u8 filtering(__u8 proto)
 {
 	if (proto == IPPROTO_TCP)
@@ -275,7 +286,8 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		if (s)
 			goto established;
 	} else {
-		if (!lpm_has(&internal_prefixes, ip->saddr))
+		if (!lpm_has(&internal_prefixes, ip->saddr) ||
+		    is_router_addr(p->ifindex, ip->saddr))
 			return CGNAT_CONTINUE;
 		/* the external address is chosen with the binding, below;
 		 * routes are looked up with the internal source meanwhile */
