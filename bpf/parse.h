@@ -138,10 +138,66 @@ static __always_inline int parse_ethhdr(struct hdr_cursor *nh, void *data_end,
 	return proto;
 }
 
-/* IPv4 header, options allowed (IHL 5..15). Returns the protocol or -1 if
- * truncated or inconsistent. */
-static __always_inline int parse_iphdr(struct hdr_cursor *nh, void *data_end,
-				       struct iphdr **iphp)
+/*
+ * Sum (ones' complement, unfolded) of the IPv4 options: the 16-bit words
+ * from byte 20 up to IHL * 4 of the header at `off` in the packet. A global
+ * function, so that its loop is verified once, apart from the callers'
+ * states; called for headers with options only. Returns the sum, or -1 if
+ * the header runs past the frame (the caller checked it does not).
+ */
+__noinline int cgnat_ip_opts_sum(struct xdp_md *ctx, __u32 off, __u32 ihl)
+{
+	void *data_end, *data;
+	__u16 *w;
+	__u32 sum = 0;
+	int i;
+
+	if (!ctx)
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (off > 64)
+		return -1;
+	w = data + off;
+	for (i = 10; i < 30; i++) {
+		if (i >= ihl * 2)
+			break;
+		if ((void *)(w + i + 1) > data_end)
+			return -1;
+		sum += w[i];
+	}
+	return sum;
+}
+
+/* Does the IPv4 header at `off` carry a correct checksum? A router must
+ * not forward a header it cannot trust (RFC 1812 5.2.2): a flipped address
+ * bit would be translated as somebody else's. The caller has checked the
+ * first 20 bytes against the frame's end. */
+static __always_inline int ip_csum_ok(struct xdp_md *ctx, struct iphdr *iph,
+				      __u32 off)
+{
+	__u16 *w = (__u16 *)iph;
+	__u32 sum = 0;
+	int opts, i;
+
+#pragma unroll
+	for (i = 0; i < 10; i++)
+		sum += w[i];
+	if (iph->ihl > 5) {
+		opts = cgnat_ip_opts_sum(ctx, off, iph->ihl);
+		if (opts < 0)
+			return 0;
+		sum += opts;
+	}
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum == 0xffff;
+}
+
+/* IPv4 header, options allowed (IHL 5..15). Returns the protocol, -1 if
+ * truncated or inconsistent, -2 if its checksum is wrong. */
+static __always_inline int parse_iphdr(struct xdp_md *ctx, struct hdr_cursor *nh,
+				       void *data_end, struct iphdr **iphp)
 {
 	struct iphdr *iph = nh->pos;
 	__u32 hlen, tot;
@@ -154,6 +210,8 @@ static __always_inline int parse_iphdr(struct hdr_cursor *nh, void *data_end,
 	tot = bpf_ntohs(iph->tot_len);
 	if (tot < hlen || nh->pos + hlen > data_end || nh->pos + tot > data_end)
 		return -1;
+	if (!ip_csum_ok(ctx, iph, (__u32)((void *)iph - (void *)(long)ctx->data)))
+		return -2;
 	*iphp = iph;
 	nh->pos += hlen;
 	return iph->protocol;
@@ -222,7 +280,9 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt *p)
 	if (proto != bpf_htons(ETH_P_IP))
 		return CGNAT_PASS_NOT_IPV4;
 
-	proto = parse_iphdr(&nh, data_end, &p->ip);
+	proto = parse_iphdr(ctx, &nh, data_end, &p->ip);
+	if (proto == -2)
+		return CGNAT_DROP_IP_CSUM;
 	if (proto < 0)
 		return CGNAT_DROP_MALFORMED;
 	ip = p->ip;

@@ -185,6 +185,7 @@ enum cgnat_stat {
 	CGNAT_PASS_NOT_NAT,     /* neither from a subscriber nor to the pool */
 	/* dropped */
 	CGNAT_DROP_MALFORMED,   /* truncated frame, bad IHL or lengths */
+	CGNAT_DROP_IP_CSUM,     /* IPv4 header checksum wrong (RFC 1812 5.2.2) */
 	CGNAT_DROP_FRAGMENT,    /* later fragment that cannot follow a first one */
 	CGNAT_FRAG_HELD,        /* later fragment held until its first arrives */
 	CGNAT_DROP_SPOOFED,     /* internal side, source not a subscriber */

@@ -20,6 +20,7 @@ pub const NAMES: &[(S, &str)] = &[
     (S::CGNAT_PASS_LOCAL, "pass_local"),
     (S::CGNAT_PASS_NOT_NAT, "pass_not_nat"),
     (S::CGNAT_DROP_MALFORMED, "drop_malformed"),
+    (S::CGNAT_DROP_IP_CSUM, "drop_ip_checksum"),
     (S::CGNAT_DROP_FRAGMENT, "drop_fragment"),
     (S::CGNAT_FRAG_HELD, "frag_held"),
     (S::CGNAT_DROP_SPOOFED, "drop_spoofed"),

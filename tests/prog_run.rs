@@ -906,6 +906,27 @@ fn malformed_cases(h: &mut Harness) {
     let tcp = from_sub(Pkt::tcp((H11, 40000), (R10, 80), TCP_SYN));
     let tcp_good = tcp.bytes();
 
+    // A wrong IPv4 header checksum: never translated (RFC 1812 5.2.2), with
+    // and without options, from either side.
+    let mut f = good.clone();
+    f[ip + 12] ^= 0x01; // a source address bit flipped in transit
+    h.run(
+        Case::int("IPv4 header checksum wrong (source bit flipped)", f)
+            .verdict(XDP_DROP, "drop_ip_checksum"),
+    );
+    let opt = from_sub(Pkt::udp((H11, 5000), (R10, 3478), b"opts").options(&[1, 1, 1, 0]));
+    let mut f = opt.bytes();
+    f[ip + 21] ^= 0x80; // inside the options
+    h.run(
+        Case::int("IPv4 header checksum wrong in the options", f)
+            .verdict(XDP_DROP, "drop_ip_checksum"),
+    );
+    let mut f = from_net(Pkt::udp((R10, 3478), (ROUTER_EXT, 5000), b"in")).bytes();
+    f[ip + 10] ^= 0xff;
+    h.run(
+        Case::ext("inbound, IPv4 header checksum wrong", f).verdict(XDP_DROP, "drop_ip_checksum"),
+    );
+
     // The kernel refuses frames shorter than an Ethernet header before the
     // program runs; should it ever accept one, it must be a malformed drop.
     let short = good[..10].to_vec();
