@@ -6,6 +6,8 @@
 //!
 //! Run: cargo test --release --test config_props -- --nocapture
 
+mod common;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -43,37 +45,6 @@ fn seed_keys() -> Vec<(String, String)> {
         }
     }
     keys
-}
-
-/// Sets `key = value` in `[table]` (replacing it, or adding it).
-fn toml_set(text: &str, table: &str, key: &str, value: &str) -> String {
-    let header = format!("[{table}]");
-    let line = format!("{key} = {value}");
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    match lines.iter().position(|l| l.trim() == header) {
-        Some(h) => {
-            let end = lines[h + 1..]
-                .iter()
-                .position(|l| l.trim_start().starts_with('['))
-                .map(|i| h + 1 + i)
-                .unwrap_or(lines.len());
-            let existing = (h + 1..end).find(|&i| {
-                lines[i]
-                    .trim_start()
-                    .strip_prefix(key)
-                    .is_some_and(|r| r.trim_start().starts_with('='))
-            });
-            match existing {
-                Some(i) => lines[i] = line,
-                None => lines.insert(h + 1, line),
-            }
-        }
-        None => {
-            lines.push(header);
-            lines.push(line);
-        }
-    }
-    lines.join("\n") + "\n"
 }
 
 /// Values of every shape and many wrong ones, as TOML text.
@@ -274,13 +245,13 @@ fn mutated_config_never_panics_and_names_the_field() {
                 match m {
                     Mutation::Set(k, v) => {
                         let (t, key) = &keys[*k];
-                        text = toml_set(&text, t, key, v);
+                        text = common::toml_set(&text, t, key, v);
                         names.push((t.clone(), key.clone()));
                     }
                     Mutation::Unknown(k, u, v) => {
                         let t = &keys[*k].0;
                         let u = format!("x_{u}");
-                        text = toml_set(&text, t, &u, v);
+                        text = common::toml_set(&text, t, &u, v);
                         names.push((t.clone(), u));
                     }
                     Mutation::Static(p, i, e) => {

@@ -28,7 +28,9 @@ use nix::sys::signal::Signal;
 use cgnat::testbed::{
     in_pool, udp_exchange, Host, UdpReflector, EXTERNAL_IF, INTERNAL_IF, ROUTER_EXT, ROUTER_INT,
 };
-use hostile::{map_len, pool, status_num, subscribers, wait_until, FlowReport, FlowSpec, Traffic};
+use hostile::{
+    check_flows, map_len, pool, status_num, subscribers, wait_until, FlowReport, FlowSpec, Traffic,
+};
 use ops::{q, Bed};
 
 const T: Duration = Duration::from_secs(5);
@@ -51,39 +53,6 @@ fn kill9(bed: &mut Bed) -> String {
         "cgnat after SIGKILL: {st:?}"
     );
     log
-}
-
-/// Each flow: answered (≥ 90 %), one external endpoint all along, no
-/// foreign reply, no silence of 2 s or more. Returns (sent, replies).
-fn check_flows(what: &str, reps: &[FlowReport], specs: &[FlowSpec]) -> (u64, u64) {
-    let (mut sent, mut got) = (0, 0);
-    for (r, s) in reps.iter().zip(specs) {
-        assert!(
-            r.foreign.is_empty(),
-            "{what}: {s:?}: foreign replies {:?}",
-            r.foreign
-        );
-        assert_eq!(
-            r.observed.len(),
-            1,
-            "{what}: {s:?} seen as {:?}",
-            r.observed
-        );
-        assert!(
-            r.replies * 10 >= r.sent * 9,
-            "{what}: {s:?}: {} replies to {} datagrams",
-            r.replies,
-            r.sent
-        );
-        assert!(
-            r.longest_gap < Duration::from_secs(2),
-            "{what}: {s:?}: silent for {:?}",
-            r.longest_gap
-        );
-        sent += r.sent;
-        got += r.replies;
-    }
-    (sent, got)
 }
 
 /// At the reflectors: every datagram of flow `F<i>` came from that flow's

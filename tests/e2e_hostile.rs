@@ -63,39 +63,6 @@ fn mapping(bed: &Bed, host: Host, port: u16, refl: SocketAddrV4) -> SocketAddrV4
     r.observed
 }
 
-/// Every flow got answers all along, always from one external endpoint,
-/// and no foreign reply: returns (sent, replies) in total.
-fn check_traffic(what: &str, reps: &[hostile::FlowReport], specs: &[FlowSpec]) -> (u64, u64) {
-    let (mut sent, mut got) = (0, 0);
-    for (r, s) in reps.iter().zip(specs) {
-        assert!(
-            r.foreign.is_empty(),
-            "{what}: {s:?} got foreign replies: {:?}",
-            r.foreign
-        );
-        assert_eq!(
-            r.observed.len(),
-            1,
-            "{what}: {s:?} seen as {:?}",
-            r.observed
-        );
-        assert!(
-            r.replies * 10 >= r.sent * 9,
-            "{what}: {s:?}: {} replies to {} datagrams",
-            r.replies,
-            r.sent
-        );
-        assert!(
-            r.longest_gap < Duration::from_secs(2),
-            "{what}: {s:?}: no reply for {:?}",
-            r.longest_gap
-        );
-        sent += r.sent;
-        got += r.replies;
-    }
-    (sent, got)
-}
-
 fn report(test: &str, items: &[(&str, u64)]) {
     let s: Vec<String> = items.iter().map(|(k, v)| format!("{k} {v}")).collect();
     eprintln!("CASES {test}: {}", s.join(", "));
@@ -182,7 +149,7 @@ fn floods_from_outside_create_no_state() {
     thread::sleep(Duration::from_millis(500));
     let d = delta(&c0, &counters(&bed));
     let reps = traffic.finish();
-    let (sent, got) = check_traffic("s1 during the flood", &reps, &specs);
+    let (sent, got) = hostile::check_flows("s1 during the flood", &reps, &specs);
     assert_eq!(
         reps[0].observed,
         BTreeSet::from([ext]),
@@ -463,7 +430,7 @@ fn subscriber_flooding_new_flows_hits_its_limits() {
     thread::sleep(Duration::from_millis(300));
     let d = delta(&c0, &counters(&bed));
     let reps = traffic.finish();
-    let (sent, got) = check_traffic("s2 while s1 floods", &reps, &specs);
+    let (sent, got) = hostile::check_flows("s2 while s1 floods", &reps, &specs);
 
     let subs = subscribers(&bed, &cfg);
     let s1 = subs
@@ -625,7 +592,7 @@ fn fragment_flood_keeps_fragment_state_bounded() {
         map_len(&pin, "frags")
     );
     let reps = traffic.finish();
-    let (sent, got) = check_traffic("s2 during the fragment flood", &reps, &specs);
+    let (sent, got) = hostile::check_flows("s2 during the fragment flood", &reps, &specs);
     let r = udp_exchange(&s1, refl.addr(), &big, T).expect("a fragmented exchange after");
     assert_eq!(r.observed, ext, "s1's mapping after the flood");
     report(
@@ -736,7 +703,7 @@ fn full_session_table_keeps_existing_sessions() {
     let r = udp_exchange(&s2, refl.addr(), b"room again", T).expect("a new flow after expiry");
     assert!(in_pool(*r.observed.ip()));
     let reps = traffic.finish();
-    let (sent, got) = check_traffic("live flows with a full table", &reps, &specs);
+    let (sent, got) = hostile::check_flows("live flows with a full table", &reps, &specs);
     report(
         "full_session_table_keeps_existing_sessions",
         &[

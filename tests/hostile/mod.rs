@@ -492,3 +492,36 @@ impl Drop for Traffic {
         }
     }
 }
+
+/// Each flow: answered (≥ 90 %), one external endpoint all along, no
+/// foreign reply, no silence of 2 s or more. Returns (sent, replies).
+pub fn check_flows(what: &str, reps: &[FlowReport], specs: &[FlowSpec]) -> (u64, u64) {
+    let (mut sent, mut got) = (0, 0);
+    for (r, s) in reps.iter().zip(specs) {
+        assert!(
+            r.foreign.is_empty(),
+            "{what}: {s:?}: foreign replies {:?}",
+            r.foreign
+        );
+        assert_eq!(
+            r.observed.len(),
+            1,
+            "{what}: {s:?} seen as {:?}",
+            r.observed
+        );
+        assert!(
+            r.replies * 10 >= r.sent * 9,
+            "{what}: {s:?}: {} replies to {} datagrams",
+            r.replies,
+            r.sent
+        );
+        assert!(
+            r.longest_gap < Duration::from_secs(2),
+            "{what}: {s:?}: silent for {:?}",
+            r.longest_gap
+        );
+        sent += r.sent;
+        got += r.replies;
+    }
+    (sent, got)
+}
