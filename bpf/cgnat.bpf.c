@@ -121,6 +121,8 @@ static __always_inline int process(struct xdp_md *ctx, __u32 side)
 
 	p.ifindex = ctx->ingress_ifindex;
 	rc = parse_packet(ctx, &p);
+	if (rc == CGNAT_CONTINUE && !addressed_to_us(&p, side))
+		rc = CGNAT_PASS_NOT_FOR_US;
 	if (rc == CGNAT_CONTINUE && p.frag == FRAG_LATER)
 		rc = nat_later(ctx, &p, side);
 	else if (rc == CGNAT_CONTINUE && p.inner)

@@ -34,6 +34,28 @@
 #endif
 #define NEIGH_REPORT_NS 100000000ULL /* 100 ms */
 
+/* Is the frame's destination the MAC in slot `slot` of if_macs (or is that
+ * slot unset)? */
+static __always_inline int mac_matches(struct pkt *p, __u32 slot)
+{
+	struct cgnat_if_mac *m = bpf_map_lookup_elem(&if_macs, &slot);
+	__u8 *d = p->eth->h_dest;
+
+	if (!m || !m->set)
+		return 1;
+	return *(__u32 *)d == *(__u32 *)m->addr &&
+	       *(__u16 *)(d + 4) == *(__u16 *)(m->addr + 4);
+}
+
+/* Was the frame sent to this interface's own MAC (struct cgnat_if_mac)?
+ * One-armed, the interface is both (the slots hold the same address). */
+static __always_inline int addressed_to_us(struct pkt *p, __u32 side)
+{
+	if (side == CGNAT_SIDE_BOTH)
+		return mac_matches(p, 0) || mac_matches(p, 1);
+	return mac_matches(p, side == CGNAT_SIDE_EXTERNAL);
+}
+
 /* Reserve a zeroed ring-buffer record of `type`, or count it lost. */
 static __always_inline struct cgnat_event *event_new(__u32 type)
 {

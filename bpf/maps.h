@@ -182,6 +182,14 @@ struct {
 	__type(value, __be32);
 } if_addrs SEC(".maps");
 
+/* MAC of each NAT interface, by side (include/cgnat.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct cgnat_if_mac);
+} if_macs SEC(".maps");
+
 /* Rate limit of refusal events, per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

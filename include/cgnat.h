@@ -183,6 +183,7 @@ enum cgnat_stat {
 	CGNAT_PASS_NOT_IPV4,    /* ARP, IPv6, LLDP ... */
 	CGNAT_PASS_LOCAL,       /* for the router itself */
 	CGNAT_PASS_NOT_NAT,     /* neither from a subscriber nor to the pool */
+	CGNAT_PASS_NOT_FOR_US,  /* link-layer destination not this interface */
 	/* dropped */
 	CGNAT_DROP_MALFORMED,   /* truncated frame, bad IHL or lengths */
 	CGNAT_DROP_IP_CSUM,     /* IPv4 header checksum wrong (RFC 1812 5.2.2) */
@@ -451,6 +452,20 @@ struct cgnat_route_scratch {
 struct cgnat_route_gen {
 	__u32 gen;
 	__u32 enabled; /* 0: every packet asks the FIB */
+};
+
+/*
+ * Value of the array "if_macs": slot 0 the internal (or one-armed)
+ * interface's MAC, slot 1 the external one's, written by the daemon (at
+ * load and when it changes). A frame whose destination MAC is another one
+ * (link-layer broadcast or multicast, or another host's address seen in
+ * promiscuous mode) is not translated but handed to the kernel: a router
+ * forwards only what was sent to it (RFC 1812 5.3.4). set = 0: no check.
+ */
+struct cgnat_if_mac {
+	__u8 addr[6];
+	__u8 set;
+	__u8 _pad;
 };
 
 /* Which interface a program instance serves (rodata and entry points). */

@@ -55,6 +55,7 @@ unsafe impl Pod for types::cgnat_stash {}
 unsafe impl Pod for types::cgnat_route_gen {}
 unsafe impl Pod for types::cgnat_route_key {}
 unsafe impl Pod for types::cgnat_route {}
+unsafe impl Pod for types::cgnat_if_mac {}
 unsafe impl Pod for types::xdp_md {}
 unsafe impl Pod for u8 {}
 unsafe impl Pod for u32 {}
@@ -874,6 +875,38 @@ impl Datapath {
                     .map_err(map_err("if_addrs"))?;
             }
         }
+        for name in [&cfg.internal_if, &cfg.external_if] {
+            self.set_interface_mac(cfg, name, interface_mac(name))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the MAC frames to interface `name` must carry to be translated
+    /// (map `if_macs`, by side; `None`: no check). At load, and when the
+    /// interface's MAC changes under the daemon (`src/watch.rs`).
+    pub fn set_interface_mac(
+        &self,
+        cfg: &Config,
+        name: &str,
+        mac: Option<[u8; 6]>,
+    ) -> Result<(), BpfError> {
+        let v = types::cgnat_if_mac {
+            addr: mac.unwrap_or_default(),
+            set: u8::from(mac.is_some()),
+            _pad: 0,
+        };
+        // slot 0: internal (and one-armed), slot 1: external
+        let slots = [
+            (0u32, cfg.internal_if == name),
+            (1u32, cfg.external_if == name),
+        ];
+        for (slot, _) in slots.iter().filter(|(_, is)| *is) {
+            self.skel
+                .maps
+                .if_macs
+                .update(bytes_of(slot), bytes_of(&v), MapFlags::ANY)
+                .map_err(map_err("if_macs"))?;
+        }
         Ok(())
     }
 
@@ -1259,6 +1292,20 @@ pub fn interface_addr(name: &str) -> Option<std::net::Ipv4Addr> {
             .as_ref()
             .and_then(|a| a.as_sockaddr_in())
             .map(|sin| sin.ip())
+    })
+}
+
+/// The Ethernet address of interface `name` in this network namespace.
+pub fn interface_mac(name: &str) -> Option<[u8; 6]> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
+        if ifa.interface_name != name {
+            return None;
+        }
+        ifa.address
+            .as_ref()
+            .and_then(|a| a.as_link_addr())
+            .and_then(|l| l.addr())
+            .filter(|m| m.iter().any(|b| *b != 0))
     })
 }
 

@@ -672,10 +672,15 @@ fn daemon(config: &Path) -> Result<(), String> {
                     break 'serve Next::Fail(change.to_string());
                 }
                 eprintln!("cgnat: {change}");
-                if let watch::Change::Address { ifindex, now, .. } = change {
-                    if let Err(e) = dp.set_interface_addr(ifindex, now) {
-                        eprintln!("cgnat: warning: {e}");
+                let r = match &change {
+                    watch::Change::Address { ifindex, now, .. } => {
+                        dp.set_interface_addr(*ifindex, *now)
                     }
+                    watch::Change::Mac { name, now } => dp.set_interface_mac(&cfg, name, *now),
+                    _ => Ok(()),
+                };
+                if let Err(e) = r {
+                    eprintln!("cgnat: warning: {e}");
                 }
             }
             match sfd.read_signal() {

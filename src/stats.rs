@@ -19,6 +19,7 @@ pub const NAMES: &[(S, &str)] = &[
     (S::CGNAT_PASS_NOT_IPV4, "pass_not_ipv4"),
     (S::CGNAT_PASS_LOCAL, "pass_local"),
     (S::CGNAT_PASS_NOT_NAT, "pass_not_nat"),
+    (S::CGNAT_PASS_NOT_FOR_US, "pass_not_for_us"),
     (S::CGNAT_DROP_MALFORMED, "drop_malformed"),
     (S::CGNAT_DROP_IP_CSUM, "drop_ip_checksum"),
     (S::CGNAT_DROP_FRAGMENT, "drop_fragment"),

@@ -11,6 +11,9 @@
 //!   The daemon stops with one message naming the interface instead; the
 //!   tables stay pinned (unless `daemon.detach_on_exit`), and the next
 //!   start, once the interface is back, adopts them with every session.
+//! - **MAC changed**: frames are translated only when sent to the
+//!   interface's own MAC (map `if_macs`, filled at load); the daemon
+//!   updates it.
 //! - **Address changed**: the address of each NAT interface is the source
 //!   of the ICMP errors cgnat generates there (map `if_addrs`, filled at
 //!   load). The daemon updates it, or removes it while the interface has
@@ -25,7 +28,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use crate::bpf::interface_addr;
+use crate::bpf::{interface_addr, interface_mac};
 
 /// How often the interfaces are looked at.
 pub const PERIOD: Duration = Duration::from_secs(1);
@@ -35,6 +38,7 @@ struct Iface {
     name: String,
     ifindex: u32,
     addr: Option<Ipv4Addr>,
+    mac: Option<[u8; 6]>,
 }
 
 /// A change seen on a NAT interface.
@@ -44,6 +48,8 @@ pub enum Change {
     Gone { name: String, ifindex: u32 },
     /// An interface of that name exists again, but it is another one.
     Replaced { name: String, was: u32, now: u32 },
+    /// Its MAC address changed.
+    Mac { name: String, now: Option<[u8; 6]> },
     /// Its (first) IPv4 address changed.
     Address {
         name: String,
@@ -56,7 +62,7 @@ pub enum Change {
 impl Change {
     /// The daemon cannot go on: its program is not on the interface.
     pub fn fatal(&self) -> bool {
-        !matches!(self, Change::Address { .. })
+        !matches!(self, Change::Address { .. } | Change::Mac { .. })
     }
 }
 
@@ -77,6 +83,20 @@ impl fmt::Display for Change {
                 "interface {name} was deleted and re-created (ifindex {was} -> {now}): \
                  the new one has no XDP program"
             ),
+            Change::Mac { name, now } => match now {
+                Some(m) => write!(
+                    f,
+                    "MAC of {name} is now {}: frames to it are translated",
+                    m.iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":")
+                ),
+                None => write!(
+                    f,
+                    "{name} has no MAC now: frames are translated whatever their destination MAC"
+                ),
+            },
             Change::Address { name, was, now, .. } => write!(
                 f,
                 "address of {name} changed from {} to {}: ICMP errors cgnat sends there now \
@@ -115,6 +135,7 @@ impl Watch {
                 name: (*n).to_owned(),
                 ifindex: index_of(n).unwrap_or(0),
                 addr: interface_addr(n),
+                mac: interface_mac(n),
             });
         }
         Watch {
@@ -148,6 +169,14 @@ impl Watch {
                     continue;
                 }
                 Some(_) => {}
+            }
+            let mac = interface_mac(&i.name);
+            if mac != i.mac {
+                out.push(Change::Mac {
+                    name: i.name.clone(),
+                    now: mac,
+                });
+                i.mac = mac;
             }
             let addr = interface_addr(&i.name);
             if addr != i.addr {
@@ -195,5 +224,20 @@ mod tests {
         };
         assert!(!c.fatal());
         assert!(c.to_string().contains("198.51.100.1 to none"), "{c}");
+    }
+
+    #[test]
+    fn mac_change_is_not_fatal() {
+        let c = Change::Mac {
+            name: "int0".into(),
+            now: Some([0x02, 0, 0, 0, 0x01, 0xab]),
+        };
+        assert!(!c.fatal());
+        assert!(c.to_string().contains("02:00:00:00:01:ab"), "{c}");
+        let c = Change::Mac {
+            name: "int0".into(),
+            now: None,
+        };
+        assert!(c.to_string().contains("no MAC"), "{c}");
     }
 }

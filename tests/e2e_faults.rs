@@ -566,11 +566,14 @@ fn interfaces_down_up_and_address_changes() {
 /// Re-creates a router interface as the test bed built it: a veth whose
 /// peer `r` sits on `switch`, with the router's address `addr`. Returns the
 /// XDP_PASS link on the peer (see `TestbedOptions::peer_xdp_pass`).
-fn recreate(bed: &Bed, ifname: &str, switch: Host, addr: &str) -> cgnat::bpf::PassLink {
+fn recreate(bed: &Bed, ifname: &str, switch: Host, addr: &str, mac: &str) -> cgnat::bpf::PassLink {
     let r = Host::Router;
     let sw_ns = bed.tb.ns(switch).to_owned();
+    // the same MAC, as a NIC that comes back keeps its own: the hosts'
+    // neighbour entries stay right (cgnat translates only frames sent to
+    // the interface's MAC)
     let peer = [
-        "link", "add", ifname, "type", "veth", "peer", "name", "r", "netns", &sw_ns,
+        "link", "add", ifname, "address", mac, "type", "veth", "peer", "name", "r", "netns", &sw_ns,
     ];
     bed.tb.ip(r, &peer).expect("veth");
     bed.tb
@@ -613,6 +616,15 @@ fn deleted_interface_stops_the_daemon_clearly_and_restart_adopts() {
         (EXTERNAL_IF, Host::SwitchExt, format!("{ROUTER_EXT}/24")),
         (INTERNAL_IF, Host::SwitchInt, format!("{ROUTER_INT}/10")),
     ] {
+        let show = bed
+            .tb
+            .ip(Host::Router, &["-br", "link", "show", "dev", ifname])
+            .expect("link show");
+        let mac = show
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_else(|| panic!("no MAC in {show:?}"))
+            .to_owned();
         let t0 = Instant::now();
         bed.tb
             .ip(Host::Router, &["link", "del", ifname])
@@ -650,7 +662,7 @@ fn deleted_interface_stops_the_daemon_clearly_and_restart_adopts() {
         );
         exits.push(took);
 
-        passes.push(recreate(&bed, ifname, switch, &addr));
+        passes.push(recreate(&bed, ifname, switch, &addr, &mac));
         let c = bed.start(&cfg);
         assert!(
             c.attached_line().contains("adopted"),

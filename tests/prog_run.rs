@@ -397,22 +397,38 @@ fn translation_cases(h: &mut Harness) {
         Case::int("TTL 1 tagged frame: dropped, no ICMP on VLANs", p.bytes())
             .verdict(XDP_DROP, "drop_ttl"),
     );
-    // RFC 1812 4.3.2.7: no ICMP error about a packet sent as a link-layer
-    // broadcast or multicast (the error would also leave with that group
-    // address as its source MAC). Found by tests/garbage.rs.
+    // A router forwards only frames sent to its own MAC (RFC 1812 5.3.4):
+    // link-layer broadcasts, multicasts and frames for another host (seen
+    // in promiscuous mode) go to the kernel untouched, untranslated, and
+    // get no ICMP error (4.3.2.7; the error would also leave with the group
+    // address as its source MAC, which tests/garbage.rs found).
     for (what, mac) in [
         ("broadcast", [0xff; 6]),
         ("multicast", [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01]),
+        ("another host's MAC", [0x02, 0x55, 0, 0, 0, 0x01]),
     ] {
         let p = Pkt::udp((H11, 5000), (R10, 3478), b"ttl 1")
             .ttl(1)
             .macs(mac_of(H11), mac);
         h.run(
             Case::int(
-                format!("TTL 1 sent as a link-layer {what}: dropped, no ICMP"),
+                format!("TTL 1 sent to {what}: not for us, no ICMP"),
                 p.bytes(),
             )
-            .verdict(XDP_DROP, "drop_ttl"),
+            .verdict(XDP_PASS, "pass_not_for_us"),
+        );
+        let p = Pkt::udp((H11, 5000), (R10, 3478), b"not for us").macs(mac_of(H11), mac);
+        h.run(
+            Case::int(
+                format!("outbound sent to {what}: not translated"),
+                p.bytes(),
+            )
+            .verdict(XDP_PASS, "pass_not_for_us"),
+        );
+        let p = Pkt::udp((R10, 3478), (H11, 5000), b"not for us").macs(mac_of(R10), mac);
+        h.run(
+            Case::ext(format!("inbound sent to {what}: not translated"), p.bytes())
+                .verdict(XDP_PASS, "pass_not_for_us"),
         );
     }
 
