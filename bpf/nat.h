@@ -374,6 +374,11 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	if (rc != CGNAT_CONTINUE)
 		return refuse(ctx, p, rc);
 	filter_note(p->proto, ext.addr, ext.port, ip->daddr, now);
+	/* to its own external endpoint: both sides are this one session
+	 * (counted once) */
+	if ((init.flags & CGNAT_SESS_HAIRPIN) && !t && ip->daddr == ext.addr &&
+	    *p->dport == ext.port)
+		t = s;
 	if ((init.flags & CGNAT_SESS_HAIRPIN) && !t) {
 		/* The sender's side exists by now, even if the target filters
 		 * this packet, so two subscribers behind address-dependent

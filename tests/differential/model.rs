@@ -488,6 +488,8 @@ impl Model {
             },
         );
         self.note(ext, proto, p.dst);
+        // to its own external endpoint, the target's side is this session
+        let t_exists = t_exists || tk == Some(sk);
         if let (Some((te, tint)), Some(tk)) = (target, tk) {
             if !t_exists {
                 if !self.admits(te, proto, ext.0) {
@@ -496,9 +498,6 @@ impl Model {
                 if !self.add_session(tint.0) {
                     return Ok(drop(p, "drop_subscriber_limit"));
                 }
-                // (to its own external endpoint, tk is the session just
-                // created: session_get() finds it, yet the target's side
-                // is counted again against the session limit)
                 self.sessions.entry(tk).or_insert(Sess {
                     int: tint,
                     inbound: true,
