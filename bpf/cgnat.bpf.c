@@ -53,6 +53,9 @@ const volatile __u64 REFRESH_NS = 1000000000ULL;
 /* Route cache entries are trusted this long (0: no cache); see
  * struct cgnat_route. Bounds staleness even if the daemon misses a change. */
 const volatile __u64 ROUTE_CACHE_NS = 1000000000ULL;
+/* Frames that leave by the interface they came in on are redirected to it
+ * through the devmap instead of XDP_TX (tx.h; for veth). */
+const volatile __u8 TX_REDIRECT = 0;
 
 #include "maps.h"
 #include "parse.h"
@@ -181,3 +184,4 @@ enum cgnat_filtering _btf_filtering = CGNAT_FILTER_EIF;
 enum cgnat_alloc_mode _btf_alloc_mode = CGNAT_ALLOC_DYNAMIC;
 enum cgnat_proto_idx _btf_proto_idx = CGNAT_PI_TCP;
 enum cgnat_time _btf_time = CGNAT_TIME_SHIFT;
+enum cgnat_hold_limit _btf_hold_limit = CGNAT_HOLD_PER_HOP;

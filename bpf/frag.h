@@ -31,7 +31,9 @@
 
 #include "addr.h"
 #include "csum.h"
+#include "events.h"
 #include "fwd.h"
+#include "neigh.h"
 #include "parse.h"
 
 static __always_inline __be16 frag_id(__be32 saddr, __be32 daddr, __be16 id,
@@ -172,11 +174,10 @@ static __always_inline int nat_fragment(struct xdp_md *ctx, struct pkt *p,
 		}
 		nd = ip->daddr;
 	}
-	rc = fib_route(ctx, p, ns, nd, &fib);
+	/* (no ICMP about a later fragment, RFC 1812 4.3.2.7) */
+	rc = egress_ready(ctx, p, fib_route(ctx, p, ns, nd, &fib), &fib);
 	if (rc != CGNAT_CONTINUE)
-		return rc; /* no ICMP about a later fragment (RFC 1812) */
-	if (ip->ttl <= 1)
-		return CGNAT_DROP_TTL;
+		return rc;
 	csum_replace4(&ip->check, ip->saddr, ns);
 	ip->saddr = ns;
 	csum_replace4(&ip->check, ip->daddr, nd);

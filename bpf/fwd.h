@@ -17,22 +17,23 @@
  * daemon reports a routing change, so a packet of an established flow
  * normally costs one cache lookup instead of a FIB lookup.
  *
- * A next hop without a neighbour entry (BPF_FIB_LKUP_RET_NO_NEIGH) is
- * reported to the daemon through the ring buffer, at most once per
- * NEIGH_REPORT_NS per next hop; the daemon asks the kernel to resolve it
- * (RTM_NEWNEIGH, NTF_USE) and the packet is dropped: the sender's
- * retransmission finds the entry.
+ * A next hop without a neighbour entry (BPF_FIB_LKUP_RET_NO_NEIGH) comes
+ * back as CGNAT_DROP_NO_NEIGH with the egress device and the next hop in
+ * *fib: egress_ready() (neigh.h) holds the packet while it resolves.
+ *
+ * forward() sends through the devmap, or back out of the ingress
+ * interface (tx.h).
  */
 #ifndef CGNAT_FWD_H
 #define CGNAT_FWD_H
 
 #include "maps.h"
 #include "parse.h"
+#include "tx.h"
 
 #ifndef AF_INET
 #define AF_INET 2
 #endif
-#define NEIGH_REPORT_NS 100000000ULL /* 100 ms */
 
 /* Is the frame's destination the MAC in slot `slot` of if_macs (or is that
  * slot unset)? */
@@ -54,41 +55,6 @@ static __always_inline int addressed_to_us(struct pkt *p, __u32 side)
 	if (side == CGNAT_SIDE_BOTH)
 		return mac_matches(p, 0) || mac_matches(p, 1);
 	return mac_matches(p, side == CGNAT_SIDE_EXTERNAL);
-}
-
-/* Reserve a zeroed ring-buffer record of `type`, or count it lost. */
-static __always_inline struct cgnat_event *event_new(__u32 type)
-{
-	struct cgnat_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	__u64 *lost;
-
-	if (!ev) {
-		lost = bpf_map_lookup_elem(&event_lost, &type);
-		if (lost)
-			(*lost)++;
-		return 0;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	ev->type = type;
-	ev->ts_ns = bpf_ktime_get_coarse_ns();
-	return ev;
-}
-
-static __always_inline void report_neigh_miss(__u32 ifindex, __be32 nexthop)
-{
-	__u64 now = bpf_ktime_get_coarse_ns();
-	__u64 *last = bpf_map_lookup_elem(&neigh_reported, &nexthop);
-	struct cgnat_event *ev;
-
-	if (last && now - *last < NEIGH_REPORT_NS)
-		return;
-	bpf_map_update_elem(&neigh_reported, &nexthop, &now, BPF_ANY);
-	ev = event_new(CGNAT_EV_NEIGH_MISS);
-	if (!ev)
-		return;
-	ev->ifindex = ifindex;
-	ev->addr = nexthop;
-	bpf_ringbuf_submit(ev, 0);
 }
 
 /*
@@ -188,8 +154,7 @@ static __always_inline int fib_route(struct xdp_md *ctx, struct pkt *p,
 	case BPF_FIB_LKUP_RET_PROHIBIT:
 		return CGNAT_DROP_NO_ROUTE;
 	case BPF_FIB_LKUP_RET_NO_NEIGH:
-		report_neigh_miss(fib->ifindex, fib->ipv4_dst);
-		return CGNAT_DROP_NO_NEIGH;
+		return CGNAT_DROP_NO_NEIGH; /* fib: egress ifindex, next hop */
 	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
 		return CGNAT_DROP_FRAG_NEEDED;
 	default:
@@ -208,8 +173,9 @@ static __always_inline void ip_decrease_ttl(struct iphdr *ip)
 	ip->ttl--;
 }
 
-/* Rewrite MACs and pick XDP_TX (same interface) or XDP_REDIRECT through
- * the devmap. Returns CGNAT_CONTINUE with p->action set, or a reason. */
+/* Rewrite MACs and send back out (same interface, send_back()) or
+ * XDP_REDIRECT through the devmap. Returns CGNAT_CONTINUE with p->action
+ * set, or a reason. */
 static __always_inline int forward(struct pkt *p, struct bpf_fib_lookup *fib)
 {
 	long act;
@@ -217,10 +183,8 @@ static __always_inline int forward(struct pkt *p, struct bpf_fib_lookup *fib)
 	ip_decrease_ttl(p->ip);
 	__builtin_memcpy(p->eth->h_dest, fib->dmac, ETH_ALEN);
 	__builtin_memcpy(p->eth->h_source, fib->smac, ETH_ALEN);
-	if (fib->ifindex == p->ifindex) {
-		p->action = XDP_TX;
-		return CGNAT_CONTINUE;
-	}
+	if (fib->ifindex == p->ifindex)
+		return send_back(p);
 	act = bpf_redirect_map(&tx_ports, fib->ifindex, 0);
 	if (act != XDP_REDIRECT)
 		return CGNAT_DROP_NO_TX_PORT;

@@ -144,10 +144,11 @@ static __always_inline int nat_icmp_error_in(struct xdp_md *ctx, struct pkt *p)
 	int_port = b->port;
 
 	rc = fib_route(ctx, p, ip->saddr, int_addr, &fib);
+	if (rc == CGNAT_PASS_LOCAL)
+		return CGNAT_DROP_FIB_OTHER;
+	rc = egress_ready(ctx, p, rc, &fib); /* no ICMP about ICMP errors */
 	if (rc != CGNAT_CONTINUE)
-		return rc == CGNAT_PASS_LOCAL ? CGNAT_DROP_FIB_OTHER : rc;
-	if (ip->ttl <= 1)
-		return CGNAT_DROP_TTL;
+		return rc;
 	icmp_inner_rewrite(p, 0, int_addr, int_port);
 	outer_set_dst(ip, int_addr);
 	rc = forward(p, &fib);
@@ -194,11 +195,10 @@ static __always_inline int nat_icmp_error_out(struct xdp_md *ctx, struct pkt *p)
 		tgt_port = tb->port;
 		new_dst = tgt_addr;
 	}
-	rc = fib_route(ctx, p, ext_addr, new_dst, &fib);
+	rc = egress_ready(ctx, p, fib_route(ctx, p, ext_addr, new_dst, &fib),
+			  &fib);
 	if (rc != CGNAT_CONTINUE)
 		return rc;
-	if (ip->ttl <= 1)
-		return CGNAT_DROP_TTL;
 
 	icmp_inner_rewrite(p, 1, ext_addr, ext_port);
 	outer_set_src(ip, ext_addr);

@@ -5,7 +5,7 @@
  * The kernel forwards nothing here, so it cannot send "time exceeded" or
  * "fragmentation needed" for us: icmp_reply() turns the offending frame
  * into the error in place and sends it back out of the interface it came
- * in on (XDP_TX, MACs swapped):
+ * in on (send_back(), MACs swapped):
  *
  *   [eth][ip][l4 ...]  ->  [eth'][ip' router->sender][icmp][ip][first 8 bytes]
  *
@@ -17,8 +17,8 @@
  * source that is not unicast; rate-limited per CPU by a
  * token bucket of ICMP_RATE per second (4.3.2.8).
  *
- * Contract: icmp_reply() returns `sent` (a CGNAT_ICMP_* reason, XDP_TX set
- * in p->action) when the error went out, else `dropped`. After a send every
+ * Contract: icmp_reply() returns `sent` (a CGNAT_ICMP_* reason, p->action
+ * set by send_back()) when the error went out, else `dropped`. After a send every
  * header pointer in *p is stale.
  */
 #ifndef CGNAT_ICMP_GEN_H
@@ -27,6 +27,7 @@
 #include "maps.h"
 #include "parse.h"
 #include "csum.h"
+#include "tx.h"
 
 #define IP_DF 0x4000
 #define ICMP_QUOTE_MAX (60 + 8)
@@ -149,8 +150,7 @@ static __always_inline int icmp_reply(struct xdp_md *ctx, struct pkt *p,
 		sum += w[i];
 	}
 	icmp->checksum = (__sum16)~csum_fold32(sum);
-	p->action = XDP_TX;
-	return sent;
+	return send_back(p) == CGNAT_CONTINUE ? sent : dropped;
 }
 
 /* Time exceeded (11/0): the packet would leave with TTL 0. */

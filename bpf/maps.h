@@ -5,9 +5,9 @@
  * max_entries given here are placeholders: the daemon sizes every map from
  * the config (bpf_map__set_max_entries) before load. Hash maps are
  * preallocated (no BPF_F_NO_PREALLOC) unless a mode uses them only: memory
- * is reserved up front, latency
- * stays flat, and a full map refuses inserts (-E2BIG) instead of evicting,
- * as RFC 6888 REQ-11(d) requires. No LRU maps: LRU would evict live state.
+ * is reserved up front, latency stays flat, and a full map refuses inserts (-E2BIG) instead of evicting,
+ * as RFC 6888 REQ-11(d) requires. State never lives in an LRU map (LRU
+ * would evict it); only caches do (neigh, routes).
  */
 #ifndef CGNAT_MAPS_H
 #define CGNAT_MAPS_H
@@ -214,7 +214,7 @@ struct {
 	__type(value, struct cgnat_counter);
 } stats SEC(".maps");
 
-/* Events for the daemon (neighbour misses; NAT logs later). */
+/* Events for the daemon (enum cgnat_event_type). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
@@ -254,14 +254,23 @@ struct {
 	__type(value, __u64);
 } frag_pending SEC(".maps");
 
-/* Next hops already reported as missing: next hop -> time reported.
- * Bounds the event rate to one per next hop per NEIGH_REPORT_NS. */
+/* Next hops without a neighbour entry (struct cgnat_neigh): when they
+ * were reported, failed, and how many frames wait for them. LRU: an entry
+ * only throttles reports and counts a queue the daemon empties anyway. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __be32);
+	__type(value, struct cgnat_neigh);
+} neigh SEC(".maps");
+
+/* Frames waiting for their next hop to resolve (include/cgnat.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __be32);
-	__type(value, __u64);
-} neigh_reported SEC(".maps");
+	__uint(max_entries, CGNAT_HOLD_TOTAL);
+	__type(key, struct cgnat_hold_key);
+	__type(value, struct cgnat_stash);
+} neigh_hold SEC(".maps");
 
 /* Route cache (include/cgnat.h): LRU, since it is a cache, not state. */
 struct {

@@ -24,7 +24,9 @@
 #include "parse.h"
 #include "csum.h"
 #include "addr.h"
+#include "events.h"
 #include "fwd.h"
+#include "neigh.h"
 #include "icmp_gen.h"
 #include "mss.h"
 #include "frag.h"
@@ -326,16 +328,15 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		if (rc == CGNAT_CONTINUE &&
 		    exempt(ip->daddr, p->proto == IPPROTO_ICMP ? 0 : *p->dport)) {
 			/* forwarded as it is (RFC 6888 REQ-6) */
-			if (ip->ttl <= 1)
-				return icmp_ttl_exceeded(ctx, p);
-			rc = forward(p, &fib);
+			rc = egress_ready(ctx, p, rc, &fib);
+			if (rc == CGNAT_CONTINUE)
+				rc = forward(p, &fib);
 			return rc == CGNAT_CONTINUE ? CGNAT_FWD_EXEMPT : rc;
 		}
 	}
+	rc = egress_ready(ctx, p, rc, &fib);
 	if (rc != CGNAT_CONTINUE)
 		return rc;
-	if (ip->ttl <= 1)
-		return icmp_ttl_exceeded(ctx, p);
 
 	now = p->now;
 	if (!b) {
@@ -423,11 +424,9 @@ established:
 		new_dst = ip->daddr;
 		new_dport = *p->dport;
 	}
-	rc = route(ctx, p, ext.addr, new_dst, &fib);
+	rc = egress_ready(ctx, p, route(ctx, p, ext.addr, new_dst, &fib), &fib);
 	if (rc != CGNAT_CONTINUE)
 		return rc;
-	if (ip->ttl <= 1)
-		return icmp_ttl_exceeded(ctx, p);
 	session_touch(s, now, ev, 1);
 	if (t)
 		session_touch(t, now, tcp_events(p, 0), INBOUND_REFRESH);
@@ -503,10 +502,11 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 	}
 
 	rc = route(ctx, p, ip->saddr, int_addr, &fib);
+	if (rc == CGNAT_PASS_LOCAL)
+		return CGNAT_DROP_FIB_OTHER;
+	rc = egress_ready(ctx, p, rc, &fib);
 	if (rc != CGNAT_CONTINUE)
-		return rc == CGNAT_PASS_LOCAL ? CGNAT_DROP_FIB_OTHER : rc;
-	if (ip->ttl <= 1)
-		return icmp_ttl_exceeded(ctx, p);
+		return rc;
 
 	now = p->now;
 	if (s) {
@@ -553,11 +553,11 @@ static __always_inline int nat_other(struct xdp_md *ctx, struct pkt *p,
 						  *p->sport : 0))
 			return CGNAT_DROP_TO_INTERNAL;
 		rc = fib_route(ctx, p, p->ip->saddr, p->ip->daddr, &fib);
-		if (rc != CGNAT_CONTINUE)
-			return rc == CGNAT_PASS_LOCAL ? CGNAT_DROP_TO_INTERNAL : rc;
-		if (p->ip->ttl <= 1)
-			return icmp_ttl_exceeded(ctx, p);
-		rc = forward(p, &fib);
+		if (rc == CGNAT_PASS_LOCAL)
+			return CGNAT_DROP_TO_INTERNAL;
+		rc = egress_ready(ctx, p, rc, &fib);
+		if (rc == CGNAT_CONTINUE)
+			rc = forward(p, &fib);
 		return rc == CGNAT_CONTINUE ? CGNAT_FWD_EXEMPT : rc;
 	}
 	return CGNAT_PASS_NOT_NAT;

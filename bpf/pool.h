@@ -36,7 +36,7 @@
 
 #include "maps.h"
 #include "addr.h"
-#include "fwd.h"
+#include "events.h"
 
 #ifndef EEXIST
 #define EEXIST 17

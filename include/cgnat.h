@@ -178,7 +178,8 @@ enum cgnat_stat {
 	/* answered with an ICMP error built in XDP (XDP_TX), original dropped */
 	CGNAT_ICMP_TIME_EXCEEDED, /* 11/0: TTL would reach zero */
 	CGNAT_ICMP_FRAG_NEEDED,   /* 3/4: DF set, larger than the egress MTU */
-	CGNAT_ICMP_HOST_UNREACH,  /* 3/1: no mapping can be created */
+	CGNAT_ICMP_HOST_UNREACH,  /* 3/1: no mapping can be created, or the
+				   * next hop did not resolve */
 	/* handed to the kernel untouched */
 	CGNAT_PASS_NOT_IPV4,    /* ARP, IPv6, LLDP ... */
 	CGNAT_PASS_LOCAL,       /* for the router itself */
@@ -189,6 +190,7 @@ enum cgnat_stat {
 	CGNAT_DROP_IP_CSUM,     /* IPv4 header checksum wrong (RFC 1812 5.2.2) */
 	CGNAT_DROP_FRAGMENT,    /* later fragment that cannot follow a first one */
 	CGNAT_FRAG_HELD,        /* later fragment held until its first arrives */
+	CGNAT_NEIGH_HELD,       /* held in neigh_hold while its next hop resolves */
 	CGNAT_DROP_SPOOFED,     /* internal side, source not a subscriber */
 	CGNAT_DROP_TO_INTERNAL, /* external side, destination a subscriber */
 	CGNAT_DROP_PROTO,       /* protocol cgnat does not translate */
@@ -204,7 +206,8 @@ enum cgnat_stat {
 	CGNAT_DROP_TTL,         /* TTL would reach zero (no ICMP sent) */
 	CGNAT_DROP_FRAG_NEEDED, /* larger than the egress MTU (no ICMP sent) */
 	CGNAT_DROP_NO_ROUTE,    /* FIB: unreachable, blackhole, prohibit */
-	CGNAT_DROP_NO_NEIGH,    /* FIB: next hop unresolved (daemon asked) */
+	CGNAT_DROP_NO_NEIGH,    /* next hop unresolved, its hold queue full */
+	CGNAT_DROP_NEIGH_FAILED, /* next hop failed to resolve (no ICMP sent) */
 	CGNAT_DROP_FIB_OTHER,   /* FIB: any other failure */
 	CGNAT_DROP_NO_TX_PORT,  /* egress interface not in the devmap */
 	CGNAT_DROP_NO_POOL,     /* no external address configured */
@@ -280,7 +283,42 @@ struct cgnat_event {
 	__u32 reason; /* CGNAT_EV_REFUSED: enum cgnat_stat */
 };
 
-/* Largest frame held in frag_stash. */
+/*
+ * Neighbour hold queue (map "neigh_hold"): frames whose next hop has no
+ * neighbour entry yet, kept as they arrived (nothing rewritten, no state
+ * created) while the kernel resolves it, like the kernel's own unres_qlen
+ * queue. The daemon re-runs them through the program when the neighbour
+ * becomes valid, and when resolution fails (the program then answers them
+ * with ICMP host unreachable, RFC 1812 4.3.3.1). At most
+ * CGNAT_HOLD_PER_HOP frames per next hop and CGNAT_HOLD_TOTAL in all.
+ */
+enum cgnat_hold_limit {
+	CGNAT_HOLD_PER_HOP = 16,
+	CGNAT_HOLD_TOTAL = 1024,
+	/* a next hop whose resolution failed is answered at once, without
+	 * holding, for this long (then resolution is tried again) */
+	CGNAT_NEIGH_FAILED_MS = 3000,
+	/* a held frame older than this is given up as failed */
+	CGNAT_HOLD_MAX_MS = 5000,
+};
+
+struct cgnat_hold_key {
+	__be32 nexthop;
+	__u32 slot; /* 0 .. CGNAT_HOLD_PER_HOP - 1 */
+};
+
+/* Resolution state of a next hop (map "neigh", LRU): when the daemon was
+ * last asked to resolve it, when the kernel last failed to (both
+ * bpf_ktime_get_coarse_ns; 0: never), and how many frames were queued since
+ * the daemon last emptied its queue. */
+struct cgnat_neigh {
+	__u64 reported_ns;
+	__u64 failed_ns;
+	__u32 held;
+	__u32 _pad;
+};
+
+/* Largest frame held in frag_stash and neigh_hold. */
 enum { CGNAT_STASH_BYTES = 1600 };
 
 /* Key of frag_stash: the datagram and the fragment's offset field. */
@@ -290,7 +328,8 @@ struct cgnat_stash_key {
 	__u16 _pad;
 };
 
-/* A later fragment held until its first fragment arrives. */
+/* A frame held in frag_stash (a later fragment until its first fragment
+ * arrives) or in neigh_hold. */
 struct cgnat_stash {
 	__u32 len;
 	__u32 ifindex; /* where it was received */

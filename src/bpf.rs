@@ -52,6 +52,8 @@ unsafe impl Pod for types::cgnat_frag_key {}
 unsafe impl Pod for types::cgnat_frag {}
 unsafe impl Pod for types::cgnat_stash_key {}
 unsafe impl Pod for types::cgnat_stash {}
+unsafe impl Pod for types::cgnat_hold_key {}
+unsafe impl Pod for types::cgnat_neigh {}
 unsafe impl Pod for types::cgnat_route_gen {}
 unsafe impl Pod for types::cgnat_route_key {}
 unsafe impl Pod for types::cgnat_route {}
@@ -154,6 +156,8 @@ pub fn from_bytes<T: Pod>(b: &[u8]) -> Option<T> {
 pub enum BpfError {
     #[error("cgnat must run as root (it loads XDP programs and BPF maps)")]
     NotRoot,
+    #[error("sending a held packet out of interface {ifindex}: {err}")]
+    Inject { ifindex: u32, err: String },
     #[error("interface {name:?} ({field}) does not exist")]
     NoInterface { name: String, field: &'static str },
     #[error("cannot open the BPF object: {0}")]
@@ -434,6 +438,9 @@ pub struct Datapath {
     address_dependent: bool,
     one_armed: bool,
     internal_ifindex: u32,
+    external_ifindex: u32,
+    /// Sends the frames of held packets once re-run.
+    injector: crate::inject::Injector,
     /// What was attached where, for the start-up log.
     pub attached: Vec<String>,
 }
@@ -558,6 +565,7 @@ impl Datapath {
             })?;
         ro.FIB_IFINDEX = fib_ifindex;
         ro.ROUTE_CACHE_NS = cfg.route_cache.as_nanos() as u64;
+        ro.TX_REDIRECT = u8::from(crate::veth::redirect_back(cfg));
         ro.POOL_LEN = cfg.pool_addrs.len() as u32;
         ro.INBOUND_REFRESH = u8::from(cfg.inbound_refresh);
         ro.PRESERVE_PARITY = u8::from(cfg.preserve_parity);
@@ -656,12 +664,20 @@ impl Datapath {
             address_dependent: cfg.filtering.any_address_dependent(),
             one_armed: cfg.one_armed(),
             internal_ifindex: int_idx,
+            external_ifindex: ext_idx,
+            injector: crate::inject::Injector::new().map_err(|e| BpfError::Inject {
+                ifindex: 0,
+                err: format!("AF_PACKET socket: {e}"),
+            })?,
             attached: Vec::new(),
             adopted: adopting,
             link_pins: Vec::new(),
         };
         if let Some(n) = fib_note {
             dp.attached.push(n);
+        }
+        if opts.attach {
+            dp.attached.extend(crate::veth::warnings(cfg));
         }
         dp.fill_config_maps(cfg, &[int_idx, ext_idx])?;
         // The route cache starts on only where routing depends on the
@@ -1078,7 +1094,6 @@ impl Datapath {
     /// their first fragment has arrived, so they are translated and sent
     /// by XDP now. Returns how many were released.
     pub fn release_fragments(&self, key: &types::cgnat_frag_key) -> Result<usize, BpfError> {
-        const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
         let stash = &self.skel.maps.frag_stash;
         let mut released = 0;
         let keys: Vec<Vec<u8>> = stash.keys().collect();
@@ -1095,28 +1110,148 @@ impl Datapath {
             let Some(st) = from_bytes::<types::cgnat_stash>(&vb) else {
                 continue;
             };
-            let len = (st.len as usize).min(st.data.len());
-            let side = if self.one_armed {
-                Side::OneArmed
-            } else if st.ifindex == self.internal_ifindex {
-                Side::Internal
-            } else {
-                Side::External
-            };
-            let mut ctx_bytes = xdp_ctx(len, st.ifindex);
-            let input = libbpf_rs::ProgramInput {
-                context_in: Some(&mut ctx_bytes),
-                data_in: Some(&st.data[..len]),
-                flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-                repeat: 1,
-                ..Default::default()
-            };
-            self.prog(side)
-                .test_run(input)
-                .map_err(map_err("frag_stash"))?;
+            self.rerun(&st)?;
             released += 1;
         }
         Ok(released)
+    }
+
+    /// Runs a held frame through the program of the side it arrived on
+    /// (its tables change as for any packet) and sends what it makes of
+    /// the frame out of the interface it chose (src/inject.rs).
+    fn rerun(&self, st: &types::cgnat_stash) -> Result<(), BpfError> {
+        const XDP_TX: u32 = 3;
+        const XDP_REDIRECT: u32 = 4;
+        let len = (st.len as usize).min(st.data.len());
+        let side = if self.one_armed {
+            Side::OneArmed
+        } else if st.ifindex == self.internal_ifindex {
+            Side::Internal
+        } else {
+            Side::External
+        };
+        let mut ctx_bytes = xdp_ctx(len, st.ifindex);
+        // an ICMP error built from the frame may be longer than it
+        let mut out = vec![0u8; len + 256];
+        let input = libbpf_rs::ProgramInput {
+            context_in: Some(&mut ctx_bytes),
+            data_in: Some(&st.data[..len]),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        };
+        let res = self
+            .prog(side)
+            .test_run(input)
+            .map_err(map_err("test_run"))?;
+        let frame = res.data.unwrap_or_default();
+        let egress = match res.return_value {
+            XDP_TX => st.ifindex,
+            XDP_REDIRECT => match frame.get(6..12).and_then(|m| self.ifindex_of_mac(m)) {
+                Some(i) => i,
+                None => return Ok(()),
+            },
+            _ => return Ok(()), // dropped (and counted) or for the kernel
+        };
+        self.injector
+            .send(egress, frame)
+            .map_err(|e| BpfError::Inject {
+                ifindex: egress,
+                err: e.to_string(),
+            })
+    }
+
+    /// The NAT interface whose MAC is `mac` (the source MAC forward()
+    /// wrote: the egress interface's own).
+    fn ifindex_of_mac(&self, mac: &[u8]) -> Option<u32> {
+        [(0u32, self.internal_ifindex), (1, self.external_ifindex)]
+            .into_iter()
+            .find(|(slot, _)| {
+                self.skel
+                    .maps
+                    .if_macs
+                    .lookup(bytes_of(slot), MapFlags::ANY)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| from_bytes::<types::cgnat_if_mac>(&v))
+                    .is_some_and(|m| m.set != 0 && m.addr[..] == *mac)
+            })
+            .map(|(_, idx)| idx)
+    }
+
+    /// Is the data path waiting for `nexthop` to resolve (it asked the
+    /// daemon to resolve it, or holds frames for it)?
+    pub fn awaits_neighbour(&self, nexthop: Ipv4Addr) -> bool {
+        let k = u32::from(nexthop).to_be();
+        self.skel
+            .maps
+            .neigh
+            .lookup(bytes_of(&k), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|v| from_bytes::<types::cgnat_neigh>(&v))
+            .is_some_and(|n| n.reported_ns != 0 || n.held != 0)
+    }
+
+    /// `nexthop` resolved (`failed` false) or failed to: the frames held
+    /// for it in neigh_hold are taken out and re-run through the program,
+    /// which forwards them, or (failed) answers them with ICMP host
+    /// unreachable (bpf/neigh.h). Returns how many were re-run.
+    pub fn release_held(&self, nexthop: Ipv4Addr, failed: bool) -> Result<usize, BpfError> {
+        let hold = &self.skel.maps.neigh_hold;
+        let nh = u32::from(nexthop).to_be();
+        let mut frames = Vec::new();
+        let keys: Vec<Vec<u8>> = hold.keys().collect();
+        for kb in keys {
+            match from_bytes::<types::cgnat_hold_key>(&kb) {
+                Some(k) if k.nexthop == nh => {}
+                _ => continue,
+            }
+            if let Ok(Some(vb)) = hold.lookup_and_delete(&kb) {
+                frames.extend(from_bytes::<types::cgnat_stash>(&vb));
+            }
+        }
+        // The queue is empty now: its slots are free again, and a failure
+        // is remembered for CGNAT_NEIGH_FAILED_MS (answered at once).
+        let state = types::cgnat_neigh {
+            failed_ns: if failed { crate::clock::coarse_ns() } else { 0 },
+            ..Default::default()
+        };
+        self.skel
+            .maps
+            .neigh
+            .update(bytes_of(&nh), bytes_of(&state), MapFlags::ANY)
+            .map_err(map_err("neigh"))?;
+        frames.sort_by_key(|st| st.created_ns);
+        for st in &frames {
+            self.rerun(st)?;
+        }
+        Ok(frames.len())
+    }
+
+    /// Next hops with a frame held longer than CGNAT_HOLD_MAX_MS: their
+    /// resolution is taken as failed (the kernel's notification may have
+    /// been lost).
+    pub fn overdue_neighbours(&self, now_coarse_ns: u64) -> Vec<Ipv4Addr> {
+        let max_ns = types::cgnat_hold_limit::CGNAT_HOLD_MAX_MS.0 as u64 * 1_000_000;
+        let hold = &self.skel.maps.neigh_hold;
+        let mut out: Vec<Ipv4Addr> = Vec::new();
+        for kb in hold.keys() {
+            let Some(k) = from_bytes::<types::cgnat_hold_key>(&kb) else {
+                continue;
+            };
+            let old = hold
+                .lookup(&kb, MapFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|v| from_bytes::<types::cgnat_stash>(&v))
+                .is_some_and(|st| now_coarse_ns.saturating_sub(st.created_ns) > max_ns);
+            let a = Ipv4Addr::from(u32::from_be(k.nexthop));
+            if old && !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        out
     }
 
     /// Runs a frame `repeat` times (on the same buffer: each run sees what
@@ -1267,6 +1402,14 @@ pub fn attach_pass_program(ifindex: u32) -> Result<PassLink, BpfError> {
         &ifname(ifindex),
     )?;
     Ok(PassLink { _dp: dp, _link: fd })
+}
+
+/// The epoll fd of a ring buffer, readable when records wait (for poll(2)
+/// beside other fds).
+pub fn ring_fd<'a>(rb: &'a libbpf_rs::RingBuffer<'_>) -> std::os::fd::BorrowedFd<'a> {
+    // SAFETY: libbpf owns the epoll fd for as long as the ring buffer
+    // lives, and the borrow cannot outlive `rb`.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(rb.epoll_fd()) }
 }
 
 /// A BPF_PROG_TEST_RUN context: a frame of `len` bytes received on

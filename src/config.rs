@@ -69,6 +69,21 @@ pub enum FibLookup {
     Ingress,
 }
 
+/// How frames leave by the interface they came in on (hairpins on one
+/// interface, ICMP errors cgnat generates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SendBack {
+    /// `redirect` when a NAT interface is a veth, else `xdp_tx`.
+    #[default]
+    Auto,
+    /// XDP_TX: the fastest on real NICs.
+    XdpTx,
+    /// A redirect to the same device through the devmap: a veth peer
+    /// without an XDP program is woken for it, unlike for XDP_TX.
+    Redirect,
+}
+
 /// Inbound filtering behaviour of a protocol (RFC 4787 section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -287,6 +302,8 @@ struct RawInterfaces {
     fib_lookup: FibLookup,
     #[serde(default = "default_route_cache")]
     route_cache: String,
+    #[serde(default)]
+    send_back: SendBack,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -436,6 +453,7 @@ pub struct Config {
     pub fib_lookup: FibLookup,
     /// How long the data path trusts a cached route (0: no cache).
     pub route_cache: Duration,
+    pub send_back: SendBack,
     pub internal_prefixes: Vec<Ipv4Network>,
     pub pool_prefixes: Vec<Ipv4Network>,
     /// Every address of the pool, in config order, without duplicates.
@@ -751,6 +769,7 @@ impl Config {
             xdp_mode: raw.interfaces.xdp_mode,
             fib_lookup: raw.interfaces.fib_lookup,
             route_cache,
+            send_back: raw.interfaces.send_back,
             internal_prefixes,
             pool_prefixes,
             pool_addrs,

@@ -46,13 +46,7 @@ const IPPROTO_UDP: u8 = 17;
 type Ev = types::cgnat_tcp_event;
 type St = types::cgnat_tcp_state;
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_coarse_ns.
-pub fn monotonic_ns() -> u64 {
-    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
-        Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
-        Err(_) => 0,
-    }
-}
+pub use crate::clock::monotonic_ns;
 
 /// `now_ns` in the compact time of sessions and bindings
 /// (`CGNAT_TIME_SHIFT` units, 32 bits: include/cgnat.h).

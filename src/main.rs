@@ -144,6 +144,9 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Check => {
             let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
             warn_permissions(&cli.config);
+            for w in cgnat::veth::warnings(&cfg) {
+                eprintln!("cgnat: {w}");
+            }
             outln!(
                 "{}: ok ({} external addresses, {} internal prefixes, {} sessions max)",
                 cfg.file.display(),
@@ -154,7 +157,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Cmd::Stats { json } => {
-            let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            let cfg = cli_config(&cli.config).map_err(|e| e.to_string())?;
             let t = Tables::open_pinned(&cfg.pin_path).map_err(|e| e.to_string())?;
             let c = stats::read(&t.stats).map_err(|e| e.to_string())?;
             if json {
@@ -181,7 +184,7 @@ fn run(cli: Cli) -> Result<(), String> {
             external,
             proto,
         } => {
-            let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            let cfg = cli_config(&cli.config).map_err(|e| e.to_string())?;
             let t = Tables::open_pinned(&cfg.pin_path).map_err(|e| e.to_string())?;
             let (ext_ip, ext_port) = match &external {
                 None => (None, None),
@@ -208,7 +211,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Cmd::Status { json } => {
-            let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            let cfg = cli_config(&cli.config).map_err(|e| e.to_string())?;
             let st = cgnat::lookup::status(&cfg).map_err(|e| e.to_string())?;
             if json {
                 outln!("{}", st.json());
@@ -218,7 +221,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Cmd::Pool { json } => {
-            let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            let cfg = cli_config(&cli.config).map_err(|e| e.to_string())?;
             let t = Tables::open_pinned(&cfg.pin_path).map_err(|e| e.to_string())?;
             let rows = cgnat::lookup::pool(&cfg, &t).map_err(|e| e.to_string())?;
             if json {
@@ -274,7 +277,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Cmd::Forward { addr } => {
-            let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            let cfg = cli_config(&cli.config).map_err(|e| e.to_string())?;
             outln!(
                 "{}",
                 cgnat::lookup::forward(&cfg, addr).map_err(|e| e.to_string())?
@@ -282,7 +285,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Cmd::Reverse { endpoint } => {
-            let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            let cfg = cli_config(&cli.config).map_err(|e| e.to_string())?;
             outln!(
                 "{}",
                 cgnat::lookup::reverse(&cfg, endpoint).map_err(|e| e.to_string())?
@@ -290,7 +293,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Cmd::Subscribers { json } => {
-            let cfg = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            let cfg = cli_config(&cli.config).map_err(|e| e.to_string())?;
             let t = Tables::open_pinned(&cfg.pin_path).map_err(|e| e.to_string())?;
             let list = cgnat::lookup::subscribers(&t).map_err(|e| e.to_string())?;
             if json {
@@ -333,6 +336,14 @@ fn run(cli: Cli) -> Result<(), String> {
             cgnat::demo::run_demo(&exe).map_err(|e| e.to_string())
         }
     }
+}
+
+/// The config as a read-only command uses it: the pin path is where this
+/// process can read the daemon's tables (src/instance.rs).
+fn cli_config(path: &Path) -> Result<Config, cgnat::config::ConfigError> {
+    let mut cfg = Config::load(path)?;
+    cfg.pin_path = cgnat::instance::locate_pins(&cfg.pin_path);
+    Ok(cfg)
 }
 
 fn enter_netns(ns: &str) -> Result<(), String> {
@@ -444,6 +455,18 @@ fn handle_event(
     }
 }
 
+/// Sleeps until the ring buffer has records, a neighbour notification
+/// arrives, or `wait` has passed.
+fn wait_for_events(rb: &libbpf_rs::RingBuffer, neighbours: &neigh::Listener, wait: Duration) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [
+        PollFd::new(bpf::ring_fd(rb), PollFlags::POLLIN),
+        PollFd::new(neighbours.fd(), PollFlags::POLLIN),
+    ];
+    let ms = PollTimeout::from(wait.as_millis().min(1000) as u16);
+    let _ = poll(&mut fds, ms);
+}
+
 /// Events the data path lost since the last look, summed over CPUs.
 fn events_lost(t: &Tables) -> u64 {
     use libbpf_rs::MapCore;
@@ -546,6 +569,16 @@ fn daemon(config: &Path) -> Result<(), String> {
     let mut natlog = NatLog::open(&cfg.log)?;
     let mut dp = load_datapath(&cfg)?;
     announce(&cfg, &dp);
+    let _registration = cgnat::instance::register(&cfg.pin_path)
+        .map_err(|e| {
+            eprintln!(
+                "cgnat: warning: cannot register in {}: {e} (the CLI finds the tables only \
+                 where {} is visible)",
+                cgnat::instance::RUN_DIR,
+                cfg.pin_path.display()
+            )
+        })
+        .ok();
     // The route_gen map is pinned, so the watcher's handle stays good
     // across reloads (which adopt the same map). It runs even with
     // interfaces.route_cache = "0s", so that a reload may turn the cache on.
@@ -568,6 +601,8 @@ fn daemon(config: &Path) -> Result<(), String> {
     // (each restarting the clock) would otherwise stop expiry altogether.
     let mut next_sweep = Instant::now() + cfg.sweep_interval;
     let mut resolver = neigh::Resolver::new().map_err(|e| format!("rtnetlink socket: {e}"))?;
+    let mut neighbours =
+        neigh::Listener::new().map_err(|e| format!("rtnetlink socket (neighbours): {e}"))?;
     let queue: Rc<RefCell<Vec<types::cgnat_event>>> = Rc::default();
 
     loop {
@@ -590,7 +625,14 @@ fn daemon(config: &Path) -> Result<(), String> {
             let wait = next_sweep
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(50));
-            let _ = rb.poll(wait);
+            wait_for_events(&rb, &neighbours, wait);
+            let _ = rb.consume();
+            let (outcomes, overrun) = neighbours.drain();
+            neigh::settle(&dp, &outcomes);
+            if overrun {
+                // notifications lost: give up on what waits too long
+                neigh::settle_overdue(&dp);
+            }
             let batch: Vec<types::cgnat_event> = queue.borrow_mut().drain(..).collect();
             for ev in batch {
                 handle_event(&dp, &mut resolver, &mut natlog, &ev);
@@ -602,6 +644,7 @@ fn daemon(config: &Path) -> Result<(), String> {
                 gauges
                     .last_sweep_us
                     .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                neigh::settle_overdue(&dp);
                 let lost = events_lost(&tables);
                 if lost > lost_seen {
                     eprintln!(

@@ -1,30 +1,26 @@
 //! Neighbour resolution on behalf of the data path.
 //!
 //! When `bpf_fib_lookup` finds a route but no neighbour entry, the XDP
-//! program drops the packet and reports the next hop; the kernel's own
-//! forwarding path, which would have queued the packet and resolved the
-//! address, is never used. Here the daemon asks the kernel to resolve the
-//! next hop with RTM_NEWNEIGH + NTF_USE (the call the kernel offers for
-//! exactly this: "use" the entry, creating it and sending an ARP request).
-//! The sender's next packet or retransmission then finds the entry.
+//! program holds the packet in `neigh_hold` and reports the next hop
+//! (bpf/neigh.h); the kernel's own forwarding path, which would have
+//! queued the packet and resolved the address, is never used. Here the
+//! daemon asks the kernel to resolve the next hop with RTM_NEWNEIGH +
+//! NTF_USE (the call the kernel offers for exactly this: "use" the entry,
+//! creating it and sending an ARP request), and a [`Listener`] hears the
+//! outcome: a valid entry or a failed one, upon which the held frames are
+//! re-run through the program (`Datapath::release_held`).
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use nix::sys::socket::{
-    bind, recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
-    SockType,
+use nix::sys::socket::{recv, sendto, MsgFlags, NetlinkAddr};
+
+use crate::netlink::{
+    messages, route_socket, Neighbour, AF_INET, NDA_DST, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE,
+    NLM_F_REPLACE, NLM_F_REQUEST, NUD_FAILED, NUD_VALID, RTMGRP_NEIGH, RTM_NEWNEIGH,
 };
 
-const RTM_NEWNEIGH: u16 = 28;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_REPLACE: u16 = 0x100;
-const NLM_F_CREATE: u16 = 0x400;
-const NLMSG_ERROR: u16 = 2;
-const NDA_DST: u16 = 1;
 const NTF_USE: u8 = 0x01;
-const AF_INET: u8 = 2;
 
 /// A rtnetlink socket for neighbour requests.
 pub struct Resolver {
@@ -34,14 +30,10 @@ pub struct Resolver {
 
 impl Resolver {
     pub fn new() -> nix::Result<Resolver> {
-        let sock = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
-        )?;
-        bind(sock.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
-        Ok(Resolver { sock, seq: 0 })
+        Ok(Resolver {
+            sock: route_socket(0)?,
+            seq: 0,
+        })
     }
 
     /// Asks the kernel to resolve `addr` on interface `ifindex`.
@@ -61,6 +53,111 @@ impl Resolver {
             e => Err(nix::errno::Errno::from_raw(-e)),
         }
     }
+}
+
+/// What became of a next hop the kernel was resolving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A usable link-layer address (reachable, stale, permanent ...).
+    Valid(Ipv4Addr),
+    /// Resolution failed (NUD_FAILED).
+    Failed(Ipv4Addr),
+}
+
+/// Neighbour notifications (RTMGRP_NEIGH), read without blocking.
+pub struct Listener {
+    sock: OwnedFd,
+    buf: Vec<u8>,
+}
+
+impl Listener {
+    pub fn new() -> nix::Result<Listener> {
+        let sock = route_socket(RTMGRP_NEIGH)?;
+        nix::fcntl::fcntl(
+            sock.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+        Ok(Listener {
+            sock,
+            buf: vec![0u8; 1 << 16],
+        })
+    }
+
+    /// For poll(2).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+
+    /// Every outcome notified since the last call. `overrun` is set when
+    /// the kernel dropped notifications (ENOBUFS): the caller should
+    /// re-check what it waits for.
+    pub fn drain(&mut self) -> (Vec<Outcome>, bool) {
+        let (mut out, mut overrun) = (Vec::new(), false);
+        loop {
+            match recv(self.sock.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => break,
+                Ok(n) => out.extend(outcomes(&self.buf[..n])),
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => {
+                    overrun = true;
+                    break;
+                }
+            }
+        }
+        (out, overrun)
+    }
+}
+
+/// Re-runs what the data path holds for the next hops in `outcomes`
+/// (those it waits for; the kernel reports every neighbour).
+pub fn settle(dp: &crate::bpf::Datapath, outcomes: &[Outcome]) {
+    for o in outcomes {
+        let (addr, failed) = match *o {
+            Outcome::Valid(a) => (a, false),
+            Outcome::Failed(a) => (a, true),
+        };
+        if !dp.awaits_neighbour(addr) {
+            continue;
+        }
+        match dp.release_held(addr, failed) {
+            Ok(n) if failed => eprintln!(
+                "cgnat: next hop {addr} did not resolve: {n} held packets answered with \
+                 ICMP host unreachable"
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("cgnat: warning: releasing packets held for {addr}: {e}"),
+        }
+    }
+}
+
+/// Next hops whose frames wait longer than CGNAT_HOLD_MAX_MS are taken
+/// as failed.
+pub fn settle_overdue(dp: &crate::bpf::Datapath) {
+    let failed: Vec<Outcome> = dp
+        .overdue_neighbours(crate::clock::coarse_ns())
+        .into_iter()
+        .map(Outcome::Failed)
+        .collect();
+    settle(dp, &failed);
+}
+
+/// The outcomes in a datagram of neighbour notifications.
+fn outcomes(buf: &[u8]) -> impl Iterator<Item = Outcome> + '_ {
+    messages(buf).filter_map(|(ty, body)| {
+        if ty != RTM_NEWNEIGH {
+            return None;
+        }
+        let n = Neighbour::parse(body)?;
+        let addr = n.addr()?;
+        if n.state & NUD_VALID != 0 {
+            Some(Outcome::Valid(addr))
+        } else if n.state & NUD_FAILED != 0 {
+            Some(Outcome::Failed(addr))
+        } else {
+            None
+        }
+    })
 }
 
 /// The RTM_NEWNEIGH request: nlmsghdr, ndmsg, NDA_DST.

@@ -16,30 +16,21 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::thread;
 
-use nix::sys::socket::{
-    bind, recv, send, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
-    SockType,
-};
+use nix::sys::socket::{recv, send, MsgFlags};
 
 use crate::bpf::RouteGen;
+use crate::netlink::{
+    attributes, error_of, messages, route_socket, u32_of, Neighbour, AF_INET, NLMSG_DONE,
+    NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST, NUD_VALID, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV4_RULE, RTMGRP_LINK, RTMGRP_NEIGH, RTM_DELNEIGH, RTM_DELRULE, RTM_GETRULE,
+    RTM_NEWNEIGH, RTM_NEWRULE,
+};
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
-const RTM_NEWNEIGH: u16 = 28;
-const RTM_DELNEIGH: u16 = 29;
-const RTM_NEWRULE: u16 = 32;
-const RTM_DELRULE: u16 = 33;
-const RTM_GETRULE: u16 = 34;
-const AF_INET: u8 = 2;
-
-// rtnetlink multicast groups (RTMGRP_*)
-const GROUPS: u32 = 0x1 /* LINK */ | 0x4 /* NEIGH */ | 0x10 /* IPV4_IFADDR */
-    | 0x40 /* IPV4_ROUTE */ | 0x80 /* IPV4_RULE */;
+const GROUPS: u32 =
+    RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV4_RULE;
 
 // fib rule attributes that the three default rules carry
 const FRA_PRIORITY: u16 = 6;
@@ -47,51 +38,6 @@ const FRA_SUPPRESS_PREFIXLEN: u16 = 14;
 const FRA_TABLE: u16 = 15;
 const FRA_PROTOCOL: u16 = 21;
 const FR_ACT_TO_TBL: u8 = 1;
-
-const NDA_DST: u16 = 1;
-const NDA_LLADDR: u16 = 2;
-/// NUD_PERMANENT | NOARP | REACHABLE | PROBE | STALE | DELAY
-const NUD_VALID: u16 = 0x80 | 0x40 | 0x02 | 0x10 | 0x04 | 0x08;
-
-/// One netlink message: type and payload (after the 16-byte header).
-fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut off = 0usize;
-    std::iter::from_fn(move || {
-        if off + 16 > buf.len() {
-            return None;
-        }
-        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().ok()?) as usize;
-        let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-        if len < 16 || off + len > buf.len() {
-            return None;
-        }
-        let body = &buf[off + 16..off + len];
-        off += (len + 3) & !3;
-        Some((ty, body))
-    })
-}
-
-/// The attributes (type, value) after a fixed header of `hdr` bytes.
-fn attributes(body: &[u8], hdr: usize) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut off = hdr;
-    std::iter::from_fn(move || {
-        if off + 4 > body.len() {
-            return None;
-        }
-        let len = u16::from_ne_bytes([body[off], body[off + 1]]) as usize;
-        let ty = u16::from_ne_bytes([body[off + 2], body[off + 3]]) & 0x3fff;
-        if len < 4 || off + len > body.len() {
-            return None;
-        }
-        let val = &body[off + 4..off + len];
-        off += (len + 3) & !3;
-        Some((ty, val))
-    })
-}
-
-fn u32_of(v: &[u8]) -> Option<u32> {
-    Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?))
-}
 
 /// Is this RTM_NEWRULE payload one of the kernel's three default IPv4
 /// rules (`0: from all lookup local`, `32766: ... main`, `32767: ...
@@ -122,13 +68,7 @@ fn is_default_rule(body: &[u8]) -> bool {
 /// True when the kernel's IPv4 rules are exactly the three defaults, i.e.
 /// a route lookup depends on the destination (and TOS) only.
 pub fn only_default_rules() -> io::Result<bool> {
-    let sock = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkRoute,
-    )?;
-    bind(sock.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+    let sock = route_socket(0)?;
     // nlmsghdr + struct fib_rule_hdr (family AF_INET)
     let mut req = Vec::with_capacity(28);
     req.extend_from_slice(&28u32.to_ne_bytes());
@@ -146,12 +86,7 @@ pub fn only_default_rules() -> io::Result<bool> {
         for (ty, body) in messages(&buf[..n]) {
             match ty {
                 NLMSG_DONE => return Ok(all_default && rules == 3),
-                NLMSG_ERROR => {
-                    let e = u32_of(body).map(|e| e as i32).unwrap_or(-5);
-                    if e != 0 {
-                        return Err(io::Error::from_raw_os_error(-e));
-                    }
-                }
+                NLMSG_ERROR => error_of(body)?,
                 RTM_NEWRULE => {
                     rules += 1;
                     all_default &= is_default_rule(body);
@@ -178,22 +113,11 @@ fn judge(buf: &[u8], neigh: &mut Neighbours) -> Verdict {
     for (ty, body) in messages(buf) {
         match ty {
             RTM_NEWNEIGH | RTM_DELNEIGH => {
-                // struct ndmsg: family, pad, pad, ifindex (i32), state
-                // (u16), flags, type
-                if body.len() < 12 || body[0] != AF_INET {
+                let Some(n) = Neighbour::parse(body) else {
                     continue;
-                }
-                let ifindex = i32::from_ne_bytes([body[4], body[5], body[6], body[7]]);
-                let state = u16::from_ne_bytes([body[8], body[9]]);
-                let (mut dst, mut ll) = (Vec::new(), Vec::new());
-                for (t, val) in attributes(body, 12) {
-                    match t {
-                        NDA_DST => dst = val.to_vec(),
-                        NDA_LLADDR => ll = val.to_vec(),
-                        _ => {}
-                    }
-                }
-                let key = (ifindex, dst);
+                };
+                let (state, ll) = (n.state, n.lladdr);
+                let key = (n.ifindex, n.dst);
                 // Only a valid neighbour whose MAC is the one we knew is no
                 // news (reachable <-> stale <-> delay: every few seconds
                 // per neighbour); anything else may make a cached MAC wrong.
@@ -219,13 +143,7 @@ fn judge(buf: &[u8], neigh: &mut Neighbours) -> Verdict {
 /// Bumps the generation now, and on every change rtnetlink reports from
 /// now on (a thread; it lives as long as the daemon).
 pub fn watch(gen: RouteGen) -> io::Result<()> {
-    let sock: OwnedFd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkRoute,
-    )?;
-    bind(sock.as_raw_fd(), &NetlinkAddr::new(0, GROUPS))?;
+    let sock = route_socket(GROUPS)?;
     let publish = |gen: &RouteGen, enabled: bool| {
         if let Err(e) = gen.bump(enabled) {
             eprintln!("cgnat: warning: route cache: {e}");
@@ -278,6 +196,7 @@ pub fn watch(gen: RouteGen) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::{NDA_DST, NDA_LLADDR};
 
     fn msg(ty: u16, body: &[u8]) -> Vec<u8> {
         let len = 16 + body.len();

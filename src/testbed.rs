@@ -632,6 +632,41 @@ impl Testbed {
         })
     }
 
+    /// A raw socket (`family`: Inet for raw IP or ICMP, Packet for
+    /// link-layer capture) in `host`'s namespace.
+    pub fn raw_socket(
+        &self,
+        host: Host,
+        family: AddressFamily,
+        proto: SockProtocol,
+    ) -> Result<OwnedFd> {
+        self.in_ns(host, move || {
+            socket::socket(family, SockType::Raw, SockFlag::SOCK_CLOEXEC, proto)
+        })?
+        .map_err(sys_err(format!("raw {family:?} socket in {host}")))
+    }
+
+    /// A TCP listener on `local` in `host`'s namespace, with SO_REUSEADDR
+    /// (so that the host may first connect out from the same port, making
+    /// its NAT mapping known).
+    pub fn tcp_listen(&self, host: Host, local: SocketAddrV4) -> Result<TcpListener> {
+        let fd = self
+            .in_ns(host, move || -> nix::Result<OwnedFd> {
+                let fd = socket::socket(
+                    AddressFamily::Inet,
+                    SockType::Stream,
+                    SockFlag::SOCK_CLOEXEC,
+                    None,
+                )?;
+                socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+                socket::bind(fd.as_raw_fd(), &SockaddrIn::from(local))?;
+                socket::listen(&fd, socket::Backlog::new(16)?)?;
+                Ok(fd)
+            })?
+            .map_err(sys_err(format!("listen on {local} in {host}")))?;
+        Ok(TcpListener::from(fd))
+    }
+
     /// A UDP socket bound to `local` (port 0: any) in `host`'s namespace.
     pub fn udp_socket(&self, host: Host, local: SocketAddrV4) -> Result<UdpSocket> {
         self.in_ns(host, move || UdpSocket::bind(local))?
@@ -1311,6 +1346,93 @@ impl Cgnat {
     /// SIGTERM, and the exit status (within 10 s).
     pub fn stop(mut self) -> Result<ExitStatus> {
         self.proc.stop(Duration::from_secs(10))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ICMP
+// ---------------------------------------------------------------------------
+
+/// An ICMP message a host received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IcmpSeen {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub icmp_type: u8,
+    pub code: u8,
+    /// Everything after the 8-byte ICMP header.
+    pub data: Vec<u8>,
+}
+
+/// Records the ICMP messages a host receives (a raw ICMP socket in its
+/// namespace), until dropped.
+pub struct IcmpCapture {
+    log: Arc<Mutex<Vec<IcmpSeen>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl IcmpCapture {
+    pub fn start(tb: &Testbed, host: Host) -> IcmpCapture {
+        let fd = tb
+            .raw_socket(host, AddressFamily::Inet, SockProtocol::Icmp)
+            .unwrap_or_else(|e| panic!("{e}"));
+        socket::setsockopt(
+            &fd,
+            sockopt::ReceiveTimeout,
+            &timeval(Duration::from_millis(50)),
+        )
+        .unwrap_or_else(|e| panic!("SO_RCVTIMEO: {e}"));
+        let _ = socket::setsockopt(&fd, sockopt::RcvBuf, &(4 << 20));
+        let log: Arc<Mutex<Vec<IcmpSeen>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log2, stop2) = (Arc::clone(&log), Arc::clone(&stop));
+        let thread = thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok(n) = socket::recv(fd.as_raw_fd(), &mut buf, socket::MsgFlags::empty())
+                else {
+                    continue;
+                };
+                let p = &buf[..n];
+                if p.len() < 20 {
+                    continue;
+                }
+                let ihl = usize::from(p[0] & 0x0f) * 4;
+                if p.len() < ihl + 8 {
+                    continue;
+                }
+                let seen = IcmpSeen {
+                    src: Ipv4Addr::new(p[12], p[13], p[14], p[15]),
+                    dst: Ipv4Addr::new(p[16], p[17], p[18], p[19]),
+                    icmp_type: p[ihl],
+                    code: p[ihl + 1],
+                    data: p[ihl + 8..].to_vec(),
+                };
+                if let Ok(mut v) = log2.lock() {
+                    v.push(seen);
+                }
+            }
+        });
+        IcmpCapture {
+            log,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Everything received so far.
+    pub fn seen(&self) -> Vec<IcmpSeen> {
+        self.log.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for IcmpCapture {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

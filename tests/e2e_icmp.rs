@@ -489,16 +489,8 @@ struct Capture {
 impl Capture {
     fn start(tb: &Testbed, host: Host) -> Capture {
         let fd = tb
-            .in_ns(host, || {
-                socket::socket(
-                    AddressFamily::Packet,
-                    SockType::Raw,
-                    SockFlag::SOCK_CLOEXEC,
-                    SockProtocol::EthAll,
-                )
-            })
-            .unwrap_or_else(|e| panic!("entering {host}: {e}"))
-            .unwrap_or_else(|e| panic!("AF_PACKET socket in {host}: {e}"));
+            .raw_socket(host, AddressFamily::Packet, SockProtocol::EthAll)
+            .unwrap_or_else(|e| panic!("{e}"));
         socket::setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(0, 10_000))
             .expect("SO_RCVTIMEO");
         socket::setsockopt(&fd, sockopt::RcvBuf, &(4 << 20)).expect("SO_RCVBUF");

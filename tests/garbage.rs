@@ -432,16 +432,6 @@ fn cases() -> usize {
         .unwrap_or(1000)
 }
 
-fn from_sub(p: Pkt) -> Pkt {
-    let m = mac_of(p.src);
-    p.macs(m, INT0_MAC)
-}
-
-fn from_net(p: Pkt) -> Pkt {
-    let m = mac_of(p.src);
-    p.macs(m, EXT0_MAC)
-}
-
 /// The source endpoint of a forwarded output frame.
 fn out_src(out: &[u8]) -> (Ipv4Addr, u16) {
     let o = ip_off(out).expect("IPv4 output");

@@ -41,18 +41,6 @@ const FIN_OUT: u32 = types::cgnat_tcp_event::CGNAT_TCP_FIN_OUT.0;
 const SESS_INBOUND: u8 = types::cgnat_session_flag::CGNAT_SESS_INBOUND.0 as u8;
 const SESS_HAIRPIN: u8 = types::cgnat_session_flag::CGNAT_SESS_HAIRPIN.0 as u8;
 
-/// A frame from a subscriber to the router's int0 MAC.
-fn from_sub(p: Pkt) -> Pkt {
-    let m = mac_of(p.src);
-    p.macs(m, INT0_MAC)
-}
-
-/// A frame from an internet host to the router's ext0 MAC.
-fn from_net(p: Pkt) -> Pkt {
-    let m = mac_of(p.src);
-    p.macs(m, EXT0_MAC)
-}
-
 /// What an outbound packet must become: source = `ext`, TTL - 1, out of
 /// ext0 to the destination's neighbour MAC.
 fn outbound(p: &Pkt, ext: (Ipv4Addr, u16)) -> Vec<u8> {
@@ -75,19 +63,6 @@ fn inbound_to(p: &Pkt, int: (Ipv4Addr, u16), mac: Mac) -> Vec<u8> {
 
 fn inbound(p: &Pkt, int: (Ipv4Addr, u16)) -> Vec<u8> {
     inbound_to(p, int, mac_of(int.0))
-}
-
-/// The ICMP error the router itself sends about `orig` (RFC 792 quote of
-/// header + 8 bytes), from `router` (the address of the receiving
-/// interface) back out of that interface: MACs swapped, TTL 64, DS field
-/// copied (RFC 5508 REQ-10d).
-fn generated_error(orig: &Pkt, router: Ipv4Addr, ty: u8, code: u8, mtu: u16) -> Vec<u8> {
-    let mut e = Pkt::icmp_msg(router, orig.src, ty, code, (0, mtu), &orig.quote());
-    e.id = 0;
-    e.frag = 0;
-    e.ttl = 64;
-    e.tos = orig.tos;
-    e.macs(orig.dst_mac, orig.src_mac).bytes()
 }
 
 fn session_check(

@@ -482,22 +482,8 @@ pub fn wait_until(timeout: Duration, every: Duration, mut cond: impl FnMut() -> 
 /// A TCP listener on `local` in `host`'s namespace, with SO_REUSEADDR
 /// (so it may share its port with connected sockets made first).
 pub fn tcp_listen(tb: &Testbed, host: Host, local: SocketAddrV4) -> TcpListener {
-    let fd = tb
-        .in_ns(host, move || -> Result<OwnedFd, nix::Error> {
-            let fd = socket::socket(
-                AddressFamily::Inet,
-                SockType::Stream,
-                SockFlag::SOCK_CLOEXEC,
-                None,
-            )?;
-            socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-            socket::bind(fd.as_raw_fd(), &SockaddrIn::from(local))?;
-            socket::listen(&fd, socket::Backlog::new(16)?)?;
-            Ok(fd)
-        })
+    tb.tcp_listen(host, local)
         .unwrap_or_else(|e| panic!("{host}: {e}"))
-        .unwrap_or_else(|e| panic!("{host}: listen on {local}: {e}"));
-    TcpListener::from(fd)
 }
 
 /// Accepts one connection within `timeout`.

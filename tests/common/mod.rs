@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cgnat::testbed::{Cgnat, Testbed};
+use cgnat::testbed::{Cgnat, Testbed, TestbedOptions};
 
 /// The cgnat binary under test.
 pub fn bin() -> &'static Path {
@@ -68,12 +68,19 @@ impl Env {
     /// `attached`). `None` when the test cannot run here (see
     /// [`require_root`]).
     pub fn start() -> Option<Env> {
+        Env::start_with(TestbedOptions::default(), |text| text)
+    }
+
+    /// [`Env::start`] on a test bed built with `options`, with the config
+    /// text passed through `edit`.
+    pub fn start_with(options: TestbedOptions, edit: impl FnOnce(String) -> String) -> Option<Env> {
         if !require_root() {
             return None;
         }
-        let tb = Testbed::new().unwrap_or_else(|e| panic!("building the test bed: {e}"));
+        let tb =
+            Testbed::with_options(options).unwrap_or_else(|e| panic!("building the test bed: {e}"));
         let config = tb
-            .write_config("cgnat.toml", &tb.config_toml())
+            .write_config("cgnat.toml", &edit(tb.config_toml()))
             .expect("writing the config");
         let cgnat = tb
             .start_cgnat(bin(), &config, Duration::from_secs(30))
@@ -144,4 +151,18 @@ pub fn toml_set(text: &str, table: &str, key: &str, value: &str) -> String {
         }
     }
     lines.join("\n") + "\n"
+}
+
+/// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -29,7 +29,7 @@ use cgnat::config::Filtering;
 
 use crate::frame::*;
 use crate::harness::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
-use crate::netns::{mac_of, EXT0_MAC, INT0_MAC, ROUTER_EXT, ROUTER_INT};
+use crate::netns::{generated_error, mac_of, EXT0_MAC, INT0_MAC, ROUTER_EXT, ROUTER_INT};
 
 pub type Ep = (Ipv4Addr, u16);
 /// (address, port or ICMP identifier, protocol)
@@ -173,17 +173,6 @@ fn rem_port(proto: u8, port: u16) -> u16 {
     } else {
         port
     }
-}
-
-/// The ICMP error the router itself sends about `orig`, out of the
-/// interface it came in on (RFC 792 quote, DS copied, TTL 64, ID 0).
-pub fn generated_error(orig: &Pkt, router: Ipv4Addr, ty: u8, code: u8, mtu: u16) -> Vec<u8> {
-    let mut e = Pkt::icmp_msg(router, orig.src, ty, code, (0, mtu), &orig.quote());
-    e.id = 0;
-    e.frag = 0;
-    e.ttl = 64;
-    e.tos = orig.tos;
-    e.macs(orig.dst_mac, orig.src_mac).bytes()
 }
 
 /// The quoted packet of an ICMP error frame built by the runner: the

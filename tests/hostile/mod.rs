@@ -17,9 +17,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use libbpf_rs::MapCore;
-use nix::sys::socket::{
-    self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
-};
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockProtocol, SockaddrIn};
 
 use cgnat::testbed::{decode_reflection, Host, Testbed};
 
@@ -170,16 +168,8 @@ pub struct RawIp {
 impl RawIp {
     pub fn open(tb: &Testbed, host: Host) -> RawIp {
         let fd = tb
-            .in_ns(host, || {
-                socket::socket(
-                    AddressFamily::Inet,
-                    SockType::Raw,
-                    SockFlag::SOCK_CLOEXEC,
-                    SockProtocol::Raw,
-                )
-            })
-            .unwrap_or_else(|e| panic!("entering {host}: {e}"))
-            .unwrap_or_else(|e| panic!("raw IP socket in {host}: {e}"));
+            .raw_socket(host, AddressFamily::Inet, SockProtocol::Raw)
+            .unwrap_or_else(|e| panic!("{e}"));
         RawIp { fd, host, sent: 0 }
     }
 

@@ -41,6 +41,13 @@ pub fn config_text_iface(iface: &str, nat: &str, extra: &str) -> String {
     } else {
         nat
     };
+    // int0 and ext0 are veths: "auto" would redirect what goes back out
+    // of its ingress; the tables expect XDP_TX unless a case asks
+    let iface = if iface.contains("send_back") {
+        iface.to_owned()
+    } else {
+        format!("send_back = \"xdp_tx\"\n{iface}")
+    };
     format!(
         r#"
 [interfaces]

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use nix::sched::CloneFlags;
 
-use super::frame::Mac;
+use super::frame::{Mac, Pkt};
 
 pub const INT0_MAC: Mac = [0x02, 0, 0, 0, 0x01, 0x01];
 pub const EXT0_MAC: Mac = [0x02, 0, 0, 0, 0x02, 0x02];
@@ -185,4 +185,29 @@ impl Drop for NetNs {
             .args(["netns", "del", &self.name])
             .output();
     }
+}
+
+/// A frame from a subscriber to the router's int0 MAC.
+pub fn from_sub(p: Pkt) -> Pkt {
+    let m = mac_of(p.src);
+    p.macs(m, INT0_MAC)
+}
+
+/// A frame from an internet host to the router's ext0 MAC.
+pub fn from_net(p: Pkt) -> Pkt {
+    let m = mac_of(p.src);
+    p.macs(m, EXT0_MAC)
+}
+
+/// The ICMP error the router itself sends about `orig` (RFC 792 quote of
+/// header + 8 bytes), from `router` (the address of the receiving
+/// interface) back out of that interface: MACs swapped, TTL 64, ID 0, DS
+/// field copied (RFC 5508 REQ-10d).
+pub fn generated_error(orig: &Pkt, router: Ipv4Addr, ty: u8, code: u8, mtu: u16) -> Vec<u8> {
+    let mut e = Pkt::icmp_msg(router, orig.src, ty, code, (0, mtu), &orig.quote());
+    e.id = 0;
+    e.frag = 0;
+    e.ttl = 64;
+    e.tos = orig.tos;
+    e.macs(orig.dst_mac, orig.src_mac).bytes()
 }

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * tx.h - sending a frame back out of the interface it came in on.
+ *
+ * XDP_TX is the fastest way on a real NIC. On a veth it is not reliable:
+ * the kernel (veth_xdp_flush, as of 6.18) wakes the peer's NAPI after
+ * XDP_TX only if the peer runs an XDP program, so with GRO alone on the
+ * peer the frames wait until traffic in the other direction happens to
+ * wake it. A redirect to the same device through the devmap
+ * (ndo_xdp_xmit) always wakes the peer. TX_REDIRECT (rodata, set by the
+ * daemon from interfaces.send_back) picks the redirect.
+ */
+#ifndef CGNAT_TX_H
+#define CGNAT_TX_H
+
+#include "maps.h"
+#include "parse.h"
+
+/* Send back out of p->ifindex: sets p->action and returns CGNAT_CONTINUE,
+ * or CGNAT_DROP_NO_TX_PORT if the interface is not in the devmap. */
+static __always_inline int send_back(struct pkt *p)
+{
+	long act;
+
+	if (!TX_REDIRECT) {
+		p->action = XDP_TX;
+		return CGNAT_CONTINUE;
+	}
+	act = bpf_redirect_map(&tx_ports, p->ifindex, 0);
+	if (act != XDP_REDIRECT)
+		return CGNAT_DROP_NO_TX_PORT;
+	p->action = XDP_REDIRECT;
+	return CGNAT_CONTINUE;
+}
+
+#endif /* CGNAT_TX_H */

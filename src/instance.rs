@@ -1,0 +1,119 @@
+//! Where a running daemon can be found by the CLI.
+//!
+//! The tables are pinned under `daemon.pin_path`, normally on the host's
+//! bpffs at `/sys/fs/bpf`. A daemon started with `ip netns exec NS cgnat`
+//! runs in a private mount namespace with a fresh `/sys`: the bpffs it
+//! pins into is visible to it alone. So each daemon registers itself in
+//! `/run/cgnat/` (which `ip netns exec` leaves shared): a file named after
+//! its pid that holds its pin path. The CLI, when the pin path shows no
+//! tables where it runs, looks for a live daemon registered with that pin
+//! path in its own network namespace and reads the pins through
+//! `/proc/PID/root`, i.e. in the daemon's mount namespace.
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The directory of registrations.
+pub const RUN_DIR: &str = "/run/cgnat";
+
+/// This daemon's registration; removed on drop.
+#[derive(Debug)]
+pub struct Registration {
+    path: PathBuf,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Registers this process as the daemon pinning at `pin_path`.
+pub fn register(pin_path: &Path) -> io::Result<Registration> {
+    register_in(Path::new(RUN_DIR), pin_path)
+}
+
+fn register_in(dir: &Path, pin_path: &Path) -> io::Result<Registration> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(std::process::id().to_string());
+    std::fs::write(&path, format!("{}\n", pin_path.display()))?;
+    Ok(Registration { path })
+}
+
+/// The network namespace of `pid` ("self" for this process): (dev, inode).
+fn netns_of(pid: &str) -> Option<(u64, u64)> {
+    let m = std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
+/// Where the CLI reads the tables pinned at `pin_path`: the path itself
+/// when they are visible here, else the same path inside the mount
+/// namespace of a live daemon of this network namespace registered with
+/// it, else `pin_path` (whose absence the caller reports).
+pub fn locate_pins(pin_path: &Path) -> PathBuf {
+    locate_in(Path::new(RUN_DIR), pin_path)
+}
+
+fn locate_in(dir: &Path, pin_path: &Path) -> PathBuf {
+    if pin_path.join("meta").exists() {
+        return pin_path.to_owned();
+    }
+    let here = netns_of("self");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return pin_path.to_owned();
+    };
+    for e in entries.flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if pid.parse::<u32>().is_err() || netns_of(&pid) != here {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        if Path::new(text.trim_end()) != pin_path {
+            continue;
+        }
+        let rel = pin_path.strip_prefix("/").unwrap_or(pin_path);
+        let there = Path::new("/proc").join(&pid).join("root").join(rel);
+        if there.join("meta").exists() {
+            return there;
+        }
+    }
+    pin_path.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_names_the_pin_path_and_goes_on_drop() {
+        let dir = std::env::temp_dir().join(format!("cgnat-instance-{}", std::process::id()));
+        let reg = register_in(&dir, Path::new("/sys/fs/bpf/x")).expect("register");
+        let file = dir.join(std::process::id().to_string());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "/sys/fs/bpf/x\n");
+        drop(reg);
+        assert!(!file.exists());
+        let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn a_registered_daemon_is_found_through_its_root() {
+        // This process is "the daemon": its pins, seen through
+        // /proc/PID/root, are the real directory.
+        let dir = std::env::temp_dir().join(format!("cgnat-locate-{}", std::process::id()));
+        let pins = dir.join("pins");
+        std::fs::create_dir_all(&pins).unwrap();
+        let missing = dir.join("absent");
+        let reg = register_in(&dir.join("run"), &missing).unwrap();
+        // not visible anywhere: the configured path comes back
+        assert_eq!(locate_in(&dir.join("run"), &missing), missing);
+        drop(reg);
+        std::fs::write(pins.join("meta"), b"").unwrap();
+        let _reg = register_in(&dir.join("run"), &pins).unwrap();
+        // visible here: used as it is
+        assert_eq!(locate_in(&dir.join("run"), &pins), pins);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
