@@ -1179,6 +1179,11 @@ impl Datapath {
             .map(|(_, idx)| idx)
     }
 
+    /// The frames waiting for their next hop (map neigh_hold), for tests.
+    pub fn neigh_hold_map(&self) -> &impl MapCore {
+        &self.skel.maps.neigh_hold
+    }
+
     /// Is the data path waiting for `nexthop` to resolve (it asked the
     /// daemon to resolve it, or holds frames for it)?
     pub fn awaits_neighbour(&self, nexthop: Ipv4Addr) -> bool {

@@ -2500,3 +2500,149 @@ fn route_cache() {
         h.finish();
     });
 }
+
+/// RFC 1812 4.3.3.1 (bpf/neigh.h): a packet toward a next hop without a
+/// neighbour entry is held as it arrived, at most CGNAT_HOLD_PER_HOP per
+/// next hop, and nothing is created for it; once resolution has failed,
+/// packets toward that next hop are answered with ICMP host unreachable;
+/// once the neighbour exists, packets are forwarded.
+#[test]
+fn neighbour_hold() {
+    if !privileged("neighbour_hold") {
+        return;
+    }
+    // on ext0's link, without a neighbour entry
+    const DARK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 77);
+    let per_hop = types::cgnat_hold_limit::CGNAT_HOLD_PER_HOP.0 as usize;
+    let ns = NetNs::create("nh");
+    ns.enter(|| {
+        let mut h = Harness::load("neighbour_hold");
+        let hold = |h: &Harness| -> Vec<(types::cgnat_hold_key, Vec<u8>)> {
+            use libbpf_rs::MapCore;
+            let m = h.dp.neigh_hold_map();
+            m.keys()
+                .filter_map(|k| {
+                    let key = cgnat::bpf::from_bytes::<types::cgnat_hold_key>(&k)?;
+                    let v = m.lookup(&k, libbpf_rs::MapFlags::ANY).ok()??;
+                    let st = cgnat::bpf::from_bytes::<types::cgnat_stash>(&v)?;
+                    Some((key, st.data[..st.len as usize].to_vec()))
+                })
+                .collect()
+        };
+        let mut sent = Vec::new();
+        for i in 0..per_hop {
+            let p = from_sub(Pkt::udp((H11, 6000 + i as u16), (DARK, 53), b"held"));
+            sent.push(p.bytes());
+            let q = p.clone();
+            h.run(
+                Case::int(format!("unresolved next hop: held ({i})"), p.bytes())
+                    .verdict(XDP_DROP, "neigh_held")
+                    .after(move |h| {
+                        ensure!(
+                            h.bind_out(q.src, q.sport(), PROTO_UDP).is_none(),
+                            "a binding was created for a held packet"
+                        );
+                        Ok(q.bytes())
+                    }),
+            );
+        }
+        let held = hold(&h);
+        h.check(
+            "the queue holds each frame byte for byte, under its next hop",
+            if held.len() == per_hop
+                && held
+                    .iter()
+                    .all(|(k, f)| k.nexthop == u32::from(DARK).to_be() && sent.contains(f))
+            {
+                Ok(())
+            } else {
+                Err(format!("{} frames held", held.len()))
+            },
+        );
+        let p = from_sub(Pkt::udp((H11, 6100), (DARK, 53), b"one too many"));
+        h.run(
+            Case::int("the next hop's queue is full: counted", p.bytes())
+                .verdict(XDP_DROP, "drop_no_neigh"),
+        );
+
+        // resolution failed: the held frames are re-run and the next
+        // packets answered at once with 3/1 from int0's address
+        let answered = |h: &Harness| -> u64 {
+            h.counters()
+                .iter()
+                .filter(|c| c.0 == "icmp_host_unreach" || c.0 == "drop_neigh_failed")
+                .map(|c| c.1)
+                .sum()
+        };
+        let before = answered(&h);
+        let n = h.dp.release_held(DARK, true).expect("release");
+        // the re-runs are program runs too (for the accounting check)
+        h.runs += n as u64;
+        let after = answered(&h);
+        h.check(
+            "every held frame re-run and answered (3/1 or a counted drop)",
+            if n == per_hop && hold(&h).is_empty() && after - before == n as u64 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{n} re-run, {} still held, {} answered",
+                    hold(&h).len(),
+                    after - before
+                ))
+            },
+        );
+        let p = from_sub(Pkt::udp((H11, 6200), (DARK, 53), b"after failure"));
+        let q = p.clone();
+        h.run(
+            Case::int("next hop failed: ICMP host unreachable", p.bytes())
+                .verdict(XDP_TX, "icmp_host_unreach")
+                .frame(generated_error(&q, ROUTER_INT, 3, 1, 0)),
+        );
+
+        // the neighbour appears: forwarded
+        ns.add_neigh(DARK, &mac_of(R10), "ext0");
+        let p = from_sub(Pkt::udp((H11, 6300), (DARK, 53), b"resolved"));
+        let q = p.clone();
+        h.run(
+            Case::int("neighbour resolved: forwarded", p.bytes())
+                .verdict(XDP_REDIRECT, "fwd_out")
+                .after(move |h| {
+                    let ext = h.external_of(&q)?;
+                    Ok(q.clone()
+                        .with_src(ext.0, ext.1)
+                        .ttl(q.ttl - 1)
+                        .macs(EXT0_MAC, mac_of(R10))
+                        .bytes())
+                }),
+        );
+        h.finish();
+    });
+}
+
+/// RFC 1812 5.3.1: TTL is looked at before the next hop, so a TTL 1
+/// packet toward an unresolved next hop is answered with time exceeded
+/// (traceroute's first hop), outbound and inbound.
+#[test]
+fn ttl_before_next_hop() {
+    if !privileged("ttl_before_next_hop") {
+        return;
+    }
+    const DARK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 78);
+    let ns = NetNs::create("tn");
+    ns.enter(|| {
+        let mut h = Harness::load("ttl_before_next_hop");
+        let p = from_sub(Pkt::udp((H11, 7000), (DARK, 33434), b"probe").ttl(1));
+        let q = p.clone();
+        h.run(
+            Case::int(
+                "TTL 1 toward an unresolved next hop: time exceeded",
+                p.bytes(),
+            )
+            .verdict(XDP_TX, "icmp_time_exceeded")
+            .frame(generated_error(&q, ROUTER_INT, 11, 0, 0)),
+        );
+        let p = from_sub(Pkt::udp((H11, 7000), (DARK, 33435), b"probe").ttl(2));
+        h.run(Case::int("TTL 2 toward it: held", p.bytes()).verdict(XDP_DROP, "neigh_held"));
+        h.finish();
+    });
+}
