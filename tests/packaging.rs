@@ -992,7 +992,7 @@ fn deb_package_installs_checks_and_purges() {
         ("LimitMEMLOCK", "infinity"),
         (
             "RestrictAddressFamilies",
-            "AF_NETLINK AF_UNIX AF_INET AF_INET6",
+            "AF_NETLINK AF_UNIX AF_INET AF_INET6 AF_PACKET",
         ),
         ("WantedBy", "multi-user.target"),
     ] {
@@ -1008,6 +1008,7 @@ fn deb_package_installs_checks_and_purges() {
     let want: BTreeSet<&str> = [
         "CAP_BPF",
         "CAP_NET_ADMIN",
+        "CAP_NET_RAW",
         "CAP_SYS_ADMIN",
         "CAP_PERFMON",
         "CAP_SYS_RESOURCE",

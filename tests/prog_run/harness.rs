@@ -41,13 +41,7 @@ pub fn config_text_iface(iface: &str, nat: &str, extra: &str) -> String {
     } else {
         nat
     };
-    // int0 and ext0 are veths: "auto" would redirect what goes back out
-    // of its ingress; the tables expect XDP_TX unless a case asks
-    let iface = if iface.contains("send_back") {
-        iface.to_owned()
-    } else {
-        format!("send_back = \"xdp_tx\"\n{iface}")
-    };
+
     format!(
         r#"
 [interfaces]
@@ -198,6 +192,18 @@ impl Harness {
 
     /// Loads with a whole configuration text (interfaces int0/ext0).
     pub fn load_text(test: &'static str, text: &str) -> Harness {
+        // int0 and ext0 are veths: "auto" would redirect what goes back out
+        // of its ingress; the tables expect XDP_TX unless a config asks
+        let text = if text.contains("send_back") {
+            text.to_owned()
+        } else {
+            text.replacen(
+                "[interfaces]\n",
+                "[interfaces]\nsend_back = \"xdp_tx\"\n",
+                1,
+            )
+        };
+        let text = text.as_str();
         let cfg = Config::parse(text, Path::new("test.toml"))
             .unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
         let dp = Datapath::load(
