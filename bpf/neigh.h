@@ -34,14 +34,17 @@
 
 #define NEIGH_REPORT_NS 100000000ULL /* 100 ms */
 
+/* A fresh next hop's state, kept off the stack (on 6.1 the program and
+ * cgnat_fib_lookup() share 512 bytes of it). */
+static const struct cgnat_neigh neigh_init;
+
 static __always_inline struct cgnat_neigh *neigh_state(__be32 nexthop)
 {
 	struct cgnat_neigh *n = bpf_map_lookup_elem(&neigh, &nexthop);
-	struct cgnat_neigh init = {};
 
 	if (n)
 		return n;
-	bpf_map_update_elem(&neigh, &nexthop, &init, BPF_NOEXIST);
+	bpf_map_update_elem(&neigh, &nexthop, &neigh_init, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&neigh, &nexthop);
 }
 
@@ -66,8 +69,8 @@ static __always_inline void neigh_report(struct cgnat_neigh *n, __u32 ifindex,
 static __always_inline int neigh_stash(struct xdp_md *ctx, struct pkt *p,
 				       __be32 nexthop, __u32 slot)
 {
-	struct cgnat_hold_key k = { .nexthop = nexthop, .slot = slot };
 	__u64 len = ctx->data_end - ctx->data;
+	struct cgnat_hold_key *k;
 	struct cgnat_stash *st;
 	__u32 zero = 0;
 
@@ -80,14 +83,17 @@ static __always_inline int neigh_stash(struct xdp_md *ctx, struct pkt *p,
 	if ((__s64)len < 1)
 		return CGNAT_DROP_NO_NEIGH;
 	st = bpf_map_lookup_elem(&stash_scratch, &zero);
-	if (!st)
+	k = bpf_map_lookup_elem(&hold_key_scratch, &zero);
+	if (!st || !k)
 		return CGNAT_DROP_NO_NEIGH;
+	k->nexthop = nexthop;
+	k->slot = slot;
 	st->len = len;
 	st->ifindex = p->ifindex;
 	st->created_ns = p->now;
 	if (bpf_xdp_load_bytes(ctx, 0, st->data, len))
 		return CGNAT_DROP_NO_NEIGH;
-	if (bpf_map_update_elem(&neigh_hold, &k, st, BPF_NOEXIST))
+	if (bpf_map_update_elem(&neigh_hold, k, st, BPF_NOEXIST))
 		return CGNAT_DROP_NO_NEIGH; /* all CGNAT_HOLD_TOTAL in use */
 	return CGNAT_NEIGH_HELD;
 }

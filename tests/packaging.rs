@@ -679,6 +679,7 @@ fn unit_entries(text: &str) -> Vec<(String, String)> {
 fn cap_bit(name: &str) -> u32 {
     match name {
         "CAP_NET_ADMIN" => 12,
+        "CAP_NET_RAW" => 13,
         "CAP_SYS_ADMIN" => 21,
         "CAP_SYS_RESOURCE" => 24,
         "CAP_PERFMON" => 38,
