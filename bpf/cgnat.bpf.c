@@ -63,6 +63,7 @@ const volatile __u8 TX_REDIRECT = 0;
 #include "fwd.h"
 #include "nat.h"
 #include "icmp.h"
+#include "neigh.h"
 
 /*
  * RFC 6598 section 4: shared (internal) addresses are filtered on ingress
@@ -134,6 +135,8 @@ static __always_inline int process(struct xdp_md *ctx, __u32 side)
 		rc = nat_query(ctx, &p, side);
 	if (rc == CGNAT_CONTINUE)
 		rc = nat_other(ctx, &p, side);
+	if (rc == CGNAT_DROP_NO_NEIGH && p.nexthop)
+		rc = neigh_wait(ctx, &p);
 	count(rc, bytes);
 	return reason_action(rc, p.action);
 }

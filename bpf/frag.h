@@ -35,6 +35,7 @@
 #include "fwd.h"
 #include "neigh.h"
 #include "parse.h"
+#include "stash.h"
 
 static __always_inline __be16 frag_id(__be32 saddr, __be32 daddr, __be16 id,
 				      __u8 proto)
@@ -101,33 +102,11 @@ static __always_inline int frag_hold(struct xdp_md *ctx, struct pkt *p,
 				     struct cgnat_frag_key *k)
 {
 	struct cgnat_stash_key sk = { .frag = *k, .frag_off = p->ip->frag_off };
-	__u32 zero = 0;
-	/* The verifier needs 1 <= len <= CGNAT_STASH_BYTES on the whole
-	 * 64-bit register (a 32-bit check lost the upper bound once the
-	 * compiler spilled it, after an unrelated change to process()), and
-	 * 6.1 learns the lower bound only from a signed compare: two checks,
-	 * kept apart so the compiler cannot fold them into one range test. */
-	__u64 len = ctx->data_end - ctx->data;
-	struct cgnat_stash *st;
-	__u64 now = bpf_ktime_get_coarse_ns();
+	struct cgnat_stash *st = stash_frame(ctx, p);
 
-	barrier_var(len);
-	if (len > CGNAT_STASH_BYTES)
+	if (!st || bpf_map_update_elem(&frag_stash, &sk, st, BPF_NOEXIST))
 		return CGNAT_DROP_FRAGMENT;
-	barrier_var(len);
-	if ((__s64)len < 1)
-		return CGNAT_DROP_FRAGMENT;
-	st = bpf_map_lookup_elem(&stash_scratch, &zero);
-	if (!st)
-		return CGNAT_DROP_FRAGMENT;
-	st->len = len;
-	st->ifindex = p->ifindex;
-	st->created_ns = now;
-	if (bpf_xdp_load_bytes(ctx, 0, st->data, len))
-		return CGNAT_DROP_FRAGMENT;
-	if (bpf_map_update_elem(&frag_stash, &sk, st, BPF_NOEXIST))
-		return CGNAT_DROP_FRAGMENT;
-	bpf_map_update_elem(&frag_pending, k, &now, BPF_ANY);
+	bpf_map_update_elem(&frag_pending, k, &p->now, BPF_ANY);
 	return CGNAT_FRAG_HELD;
 }
 

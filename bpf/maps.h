@@ -264,14 +264,6 @@ struct {
 	__type(value, struct cgnat_neigh);
 } neigh SEC(".maps");
 
-/* Scratch space for a neigh_hold key (off the stack, for 6.1). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct cgnat_hold_key);
-} hold_key_scratch SEC(".maps");
-
 /* Frames waiting for their next hop to resolve (include/cgnat.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -94,12 +94,14 @@ struct pkt {
 	__u8 icmp_type;
 	__u8 frag;	/* 0, FRAG_FIRST or FRAG_LATER */
 	__u32 unsupported; /* 0, or the drop reason if it needed translation */
+	__be32 nexthop;	/* egress_ready(): the unresolved next hop, or 0 */
 	/* ICMP errors: the embedded (quoted) packet */
 	struct iphdr *inner;
 	__be16 *inner_sport;
 	__be16 *inner_dport;
 	__sum16 *inner_csum; /* NULL when absent from the quote, or UDP 0 */
 	__u8 inner_proto;
+	__u32 nexthop_ifindex; /* ... and the interface it is on */
 	void *l4;	/* TCP/UDP/ICMP header */
 	void *data_end;
 	__u32 ifindex;	/* ingress */

@@ -16,20 +16,23 @@
 #include "maps.h"
 #include "parse.h"
 
-/* Send back out of p->ifindex: sets p->action and returns CGNAT_CONTINUE,
- * or CGNAT_DROP_NO_TX_PORT if the interface is not in the devmap. */
-static __always_inline int send_back(struct pkt *p)
+/* XDP_REDIRECT to `ifindex` through the devmap: sets p->action and
+ * returns CGNAT_CONTINUE, or CGNAT_DROP_NO_TX_PORT if the interface is not
+ * in the devmap. */
+static __always_inline int redirect_to(struct pkt *p, __u32 ifindex)
 {
-	long act;
-
-	if (!TX_REDIRECT) {
-		p->action = XDP_TX;
-		return CGNAT_CONTINUE;
-	}
-	act = bpf_redirect_map(&tx_ports, p->ifindex, 0);
-	if (act != XDP_REDIRECT)
+	if (bpf_redirect_map(&tx_ports, ifindex, 0) != XDP_REDIRECT)
 		return CGNAT_DROP_NO_TX_PORT;
 	p->action = XDP_REDIRECT;
+	return CGNAT_CONTINUE;
+}
+
+/* Send back out of p->ifindex, as redirect_to() does. */
+static __always_inline int send_back(struct pkt *p)
+{
+	if (TX_REDIRECT)
+		return redirect_to(p, p->ifindex);
+	p->action = XDP_TX;
 	return CGNAT_CONTINUE;
 }
 
