@@ -5,10 +5,11 @@
 //! runs in a private mount namespace with a fresh `/sys`: the bpffs it
 //! pins into is visible to it alone. So each daemon registers itself in
 //! `/run/cgnat/` (which `ip netns exec` leaves shared): a file named after
-//! its pid that holds its pin path. The CLI, when the pin path shows no
-//! tables where it runs, looks for a live daemon registered with that pin
-//! path in its own network namespace and reads the pins through
-//! `/proc/PID/root`, i.e. in the daemon's mount namespace.
+//! its pid that holds its pin path. The CLI looks for a live daemon
+//! registered with that pin path in its own network namespace and reads
+//! the pins through `/proc/PID/root`, i.e. as that daemon sees them (two
+//! daemons in two network namespaces may both use the default pin path,
+//! each on its own bpffs); without one, it reads the pin path as it is.
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -47,18 +48,15 @@ fn netns_of(pid: &str) -> Option<(u64, u64)> {
     Some((m.dev(), m.ino()))
 }
 
-/// Where the CLI reads the tables pinned at `pin_path`: the path itself
-/// when they are visible here, else the same path inside the mount
-/// namespace of a live daemon of this network namespace registered with
-/// it, else `pin_path` (whose absence the caller reports).
+/// Where the CLI reads the tables pinned at `pin_path`: the same path in
+/// the mount namespace of a live daemon of this network namespace
+/// registered with it, else `pin_path` itself (whose absence the caller
+/// reports).
 pub fn locate_pins(pin_path: &Path) -> PathBuf {
     locate_in(Path::new(RUN_DIR), pin_path)
 }
 
 fn locate_in(dir: &Path, pin_path: &Path) -> PathBuf {
-    if pin_path.join("meta").exists() {
-        return pin_path.to_owned();
-    }
     let here = netns_of("self");
     let Ok(entries) = std::fs::read_dir(dir) else {
         return pin_path.to_owned();
@@ -99,21 +97,25 @@ mod tests {
     }
 
     #[test]
-    fn a_registered_daemon_is_found_through_its_root() {
-        // This process is "the daemon": its pins, seen through
-        // /proc/PID/root, are the real directory.
+    fn a_registered_daemon_is_read_through_its_root() {
+        // This process plays the daemon: registered, in this network
+        // namespace, with pins that exist.
         let dir = std::env::temp_dir().join(format!("cgnat-locate-{}", std::process::id()));
-        let pins = dir.join("pins");
+        let (run, pins) = (dir.join("run"), dir.join("pins"));
         std::fs::create_dir_all(&pins).unwrap();
-        let missing = dir.join("absent");
-        let reg = register_in(&dir.join("run"), &missing).unwrap();
-        // not visible anywhere: the configured path comes back
-        assert_eq!(locate_in(&dir.join("run"), &missing), missing);
-        drop(reg);
+        // no registration: the configured path as it is
+        assert_eq!(locate_in(&run, &pins), pins);
         std::fs::write(pins.join("meta"), b"").unwrap();
-        let _reg = register_in(&dir.join("run"), &pins).unwrap();
-        // visible here: used as it is
-        assert_eq!(locate_in(&dir.join("run"), &pins), pins);
+        let reg = register_in(&run, &pins).unwrap();
+        let rel = pins.strip_prefix("/").unwrap();
+        let via_root = Path::new("/proc")
+            .join(std::process::id().to_string())
+            .join("root")
+            .join(rel);
+        assert_eq!(locate_in(&run, &pins), via_root);
+        // registered for another pin path: not this daemon
+        assert_eq!(locate_in(&run, &dir.join("other")), dir.join("other"));
+        drop(reg);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

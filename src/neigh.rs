@@ -16,8 +16,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use nix::sys::socket::{recv, sendto, MsgFlags, NetlinkAddr};
 
 use crate::netlink::{
-    messages, route_socket, Neighbour, AF_INET, NDA_DST, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE,
-    NLM_F_REPLACE, NLM_F_REQUEST, NUD_FAILED, NUD_VALID, RTMGRP_NEIGH, RTM_NEWNEIGH,
+    message, messages, route_socket, Neighbour, AF_INET, NDA_DST, NLMSG_ERROR, NLM_F_ACK,
+    NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NUD_FAILED, NUD_VALID, RTMGRP_NEIGH, RTM_NEWNEIGH,
 };
 
 const NTF_USE: u8 = 0x01;
@@ -162,25 +162,20 @@ fn outcomes(buf: &[u8]) -> impl Iterator<Item = Outcome> + '_ {
 
 /// The RTM_NEWNEIGH request: nlmsghdr, ndmsg, NDA_DST.
 fn request(seq: u32, ifindex: u32, addr: Ipv4Addr) -> Vec<u8> {
-    let len: u32 = 16 + 12 + 8;
-    let mut m = Vec::with_capacity(len as usize);
-    m.extend_from_slice(&len.to_ne_bytes());
-    m.extend_from_slice(&RTM_NEWNEIGH.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes()); // pid
-                                              // struct ndmsg
-    m.push(AF_INET);
-    m.extend_from_slice(&[0, 0, 0]);
-    m.extend_from_slice(&(ifindex as i32).to_ne_bytes());
-    m.extend_from_slice(&0u16.to_ne_bytes()); // state: NUD_NONE
-    m.push(NTF_USE);
-    m.push(0); // type
-               // NDA_DST
-    m.extend_from_slice(&8u16.to_ne_bytes());
-    m.extend_from_slice(&NDA_DST.to_ne_bytes());
-    m.extend_from_slice(&addr.octets());
-    m
+    // struct ndmsg: family, pad, ifindex, state NUD_NONE, flags, type
+    let mut body = Vec::with_capacity(12 + 8);
+    body.push(AF_INET);
+    body.extend_from_slice(&[0, 0, 0]);
+    body.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    body.extend_from_slice(&0u16.to_ne_bytes());
+    body.push(NTF_USE);
+    body.push(0);
+    // NDA_DST
+    body.extend_from_slice(&8u16.to_ne_bytes());
+    body.extend_from_slice(&NDA_DST.to_ne_bytes());
+    body.extend_from_slice(&addr.octets());
+    let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+    message(RTM_NEWNEIGH, flags, seq, &body)
 }
 
 /// The error code of a netlink ack (0 = success; negative errno).

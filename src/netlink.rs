@@ -63,6 +63,20 @@ pub fn route_socket(groups: u32) -> nix::Result<OwnedFd> {
     Ok(sock)
 }
 
+/// A netlink request: nlmsghdr (type `ty`, `flags`, `seq`, pid 0) and
+/// `body` (the family header and attributes).
+pub fn message(ty: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+    let len = (16 + body.len()) as u32;
+    let mut m = Vec::with_capacity(len as usize);
+    m.extend_from_slice(&len.to_ne_bytes());
+    m.extend_from_slice(&ty.to_ne_bytes());
+    m.extend_from_slice(&flags.to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
+    m.extend_from_slice(body);
+    m
+}
+
 /// The messages of a netlink datagram: (type, payload after the 16-byte
 /// header).
 pub fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
@@ -156,19 +170,10 @@ impl Neighbour {
 /// "vlan" ...; None for a physical device, which has no link info).
 pub fn link_kind(ifindex: u32) -> io::Result<Option<String>> {
     let sock = route_socket(0)?;
-    let len = (16 + IFINFOMSG_LEN) as u32;
-    let mut req = Vec::with_capacity(len as usize);
-    req.extend_from_slice(&len.to_ne_bytes());
-    req.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
-    req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    req.extend_from_slice(&1u32.to_ne_bytes()); // seq
-    req.extend_from_slice(&0u32.to_ne_bytes()); // pid
-    req.push(0); // ifi_family: AF_UNSPEC
-    req.push(0);
-    req.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
-    req.extend_from_slice(&(ifindex as i32).to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes()); // ifi_flags
-    req.extend_from_slice(&0u32.to_ne_bytes()); // ifi_change
+    // struct ifinfomsg: family AF_UNSPEC, pad, type, index, flags, change
+    let mut ifi = [0u8; IFINFOMSG_LEN];
+    ifi[4..8].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+    let req = message(RTM_GETLINK, NLM_F_REQUEST, 1, &ifi);
     send(sock.as_raw_fd(), &req, MsgFlags::empty())?;
     let mut buf = vec![0u8; 65536];
     let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())?;

@@ -23,7 +23,7 @@ use nix::sys::socket::{recv, send, MsgFlags};
 
 use crate::bpf::RouteGen;
 use crate::netlink::{
-    attributes, error_of, messages, route_socket, u32_of, Neighbour, AF_INET, NLMSG_DONE,
+    attributes, error_of, message, messages, route_socket, u32_of, Neighbour, AF_INET, NLMSG_DONE,
     NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST, NUD_VALID, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE,
     RTMGRP_IPV4_RULE, RTMGRP_LINK, RTMGRP_NEIGH, RTM_DELNEIGH, RTM_DELRULE, RTM_GETRULE,
     RTM_NEWNEIGH, RTM_NEWRULE,
@@ -69,15 +69,10 @@ fn is_default_rule(body: &[u8]) -> bool {
 /// a route lookup depends on the destination (and TOS) only.
 pub fn only_default_rules() -> io::Result<bool> {
     let sock = route_socket(0)?;
-    // nlmsghdr + struct fib_rule_hdr (family AF_INET)
-    let mut req = Vec::with_capacity(28);
-    req.extend_from_slice(&28u32.to_ne_bytes());
-    req.extend_from_slice(&RTM_GETRULE.to_ne_bytes());
-    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req.extend_from_slice(&1u32.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req.push(AF_INET);
-    req.extend_from_slice(&[0u8; 11]);
+    // struct fib_rule_hdr, family AF_INET
+    let mut hdr = [0u8; 12];
+    hdr[0] = AF_INET;
+    let req = message(RTM_GETRULE, NLM_F_REQUEST | NLM_F_DUMP, 1, &hdr);
     send(sock.as_raw_fd(), &req, MsgFlags::empty())?;
     let mut buf = vec![0u8; 32768];
     let (mut rules, mut all_default) = (0usize, true);

@@ -44,10 +44,15 @@ const SESS_HAIRPIN: u8 = types::cgnat_session_flag::CGNAT_SESS_HAIRPIN.0 as u8;
 /// What an outbound packet must become: source = `ext`, TTL - 1, out of
 /// ext0 to the destination's neighbour MAC.
 fn outbound(p: &Pkt, ext: (Ipv4Addr, u16)) -> Vec<u8> {
+    outbound_to(p, ext, mac_of(p.dst))
+}
+
+/// [`outbound`] toward a next hop whose MAC is `mac`.
+fn outbound_to(p: &Pkt, ext: (Ipv4Addr, u16), mac: Mac) -> Vec<u8> {
     p.clone()
         .with_src(ext.0, ext.1)
         .ttl(p.ttl - 1)
-        .macs(EXT0_MAC, mac_of(p.dst))
+        .macs(EXT0_MAC, mac)
         .bytes()
 }
 
@@ -2370,13 +2375,7 @@ fn route_cache() {
                 Err(format!("{entries} sessions"))
             },
         );
-        let to = |p: &Pkt, mac: Mac| {
-            p.clone()
-                .with_src(ext.0, ext.1)
-                .ttl(p.ttl - 1)
-                .macs(EXT0_MAC, mac)
-                .bytes()
-        };
+        let to = |p: &Pkt, mac: Mac| outbound_to(p, ext, mac);
 
         // The neighbour's MAC changes behind the cache's back: the cached
         // answer is still used (this is what makes it a cache) ...
@@ -2606,14 +2605,7 @@ fn neighbour_hold() {
         h.run(
             Case::int("neighbour resolved: forwarded", p.bytes())
                 .verdict(XDP_REDIRECT, "fwd_out")
-                .after(move |h| {
-                    let ext = h.external_of(&q)?;
-                    Ok(q.clone()
-                        .with_src(ext.0, ext.1)
-                        .ttl(q.ttl - 1)
-                        .macs(EXT0_MAC, mac_of(R10))
-                        .bytes())
-                }),
+                .after(move |h| Ok(outbound_to(&q, h.external_of(&q)?, mac_of(R10)))),
         );
         h.finish();
     });
