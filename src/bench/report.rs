@@ -1,0 +1,509 @@
+//! Report: table and JSON.
+
+use super::*;
+
+/// The goals the summary reports each figure against.
+pub const GOAL_PATH_RATIO: f64 = 1.4;
+pub const GOAL_SCALE_RATIO: f64 = 1.3;
+pub const GOAL_BYTES_PER_SESSION: f64 = 256.0;
+pub const GOAL_E2E_VS_FLOOR: f64 = 0.85;
+pub const GOAL_E2E_VS_NFT: f64 = 4.0;
+
+pub(super) fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+impl Summary {
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "cgnat benchmark: kernel {}, {} ({} CPUs), {}, {} runs per measurement (median), {:.0} s",
+            self.kernel, self.cpu, self.cpus, self.date, self.params.runs, self.secs
+        );
+        if !self.paths.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nPer-packet cost, BPF_PROG_TEST_RUN x {} (feeder overhead subtracted; single-call cross-check in brackets)",
+                self.params.repeat
+            );
+            let _ = writeln!(
+                o,
+                "{:<14} {:>9} {:>7} {:>9} {:>7} {:>6}  {:<6}  {:>17}  {:>10}",
+                "path",
+                "cgnat ns",
+                "Mpps",
+                "floor ns",
+                "Mpps",
+                "ratio",
+                "<=1.4",
+                "[single cg/floor]",
+                "floor+2lkp"
+            );
+            for r in &self.paths {
+                let _ = writeln!(
+                    o,
+                    "{:<14} {:>9.1} {:>7.2} {:>9.1} {:>7.2} {:>6.2}  {:<6}  [{:>6.1} / {:>6.1}]  {:>10}",
+                    r.name,
+                    r.cgnat_ns.median(),
+                    mpps(r.cgnat_ns.median()),
+                    r.floor_ns.median(),
+                    mpps(r.floor_ns.median()),
+                    r.ratio(),
+                    verdict(r.ratio() <= GOAL_PATH_RATIO),
+                    r.single_cgnat_ns,
+                    r.single_floor_ns,
+                    r.probe_ns
+                        .as_ref()
+                        .map(|s| format!("{:.1}", s.median()))
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+            let feeder: Vec<f64> = self.paths.iter().map(|r| r.feeder_ns.median()).collect();
+            let _ = writeln!(o, "(feeder overhead {:.1} ns per run)", median(&feeder));
+        }
+        if let Some(n) = &self.new_flows {
+            let _ = writeln!(
+                o,
+                "\nNew flows ({} per run over {} subscribers, single calls):",
+                n.flows_per_run, n.subscribers
+            );
+            let _ = writeln!(
+                o,
+                "  new flow {:.0} ns (mean {:.0}), established {:.0} ns (mean {:.0}): a new flow costs {:.0} ns more; {:.0} new flows/s per core",
+                n.new_ns.median(),
+                n.new_mean_ns.median(),
+                n.est_ns.median(),
+                n.est_mean_ns.median(),
+                n.extra_ns(),
+                n.flows_per_sec()
+            );
+        }
+        if let Some(s) = &self.scale {
+            let _ = writeln!(o, "\nScale (UDP outbound, established):");
+            let _ = writeln!(
+                o,
+                "  {:>9} sessions: cgnat {:.1} ns ({:.2} Mpps), floor {:.1} ns, floor+2 lookups {:.1} ns",
+                s.small_sessions,
+                s.small_ns.median(),
+                mpps(s.small_ns.median()),
+                s.small_floor_ns.median(),
+                s.small_probe_ns.median()
+            );
+            let _ = writeln!(
+                o,
+                "  {:>9} sessions: cgnat {:.1} ns ({:.2} Mpps), floor {:.1} ns, floor+2 lookups {:.1} ns  ({} flows cycled)",
+                s.large_sessions,
+                s.large_ns.median(),
+                mpps(s.large_ns.median()),
+                s.large_floor_ns.median(),
+                s.large_probe_ns.median(),
+                s.large_frames
+            );
+            let _ = writeln!(
+                o,
+                "  {:>9} sessions, only the {} flows above: cgnat {:.1} ns (table size alone)",
+                s.large_sessions,
+                s.small_sessions,
+                s.large_hot_ns.median()
+            );
+            let _ = writeln!(
+                o,
+                "  large/small {:.2} (goal <= {GOAL_SCALE_RATIO}: {})",
+                s.ratio(),
+                verdict(s.ratio() <= GOAL_SCALE_RATIO)
+            );
+            let _ = writeln!(
+                o,
+                "  memory: {:.1} bytes per session (sessions+bind_in+bind_out+subscribers memlock, {:.1} of it subscribers; goal <= {GOAL_BYTES_PER_SESSION}: {})",
+                s.bytes_per_session(),
+                s.subscriber_bytes_per_session(),
+                verdict(s.bytes_per_session() <= GOAL_BYTES_PER_SESSION)
+            );
+            for m in &s.maps {
+                let _ = writeln!(
+                    o,
+                    "    {:<12} max_entries {:>9}  memlock {:>11} B  ({:.1} B per entry)",
+                    m.name,
+                    m.max_entries,
+                    m.memlock,
+                    m.memlock as f64 / m.max_entries.max(1) as f64
+                );
+            }
+            let _ = writeln!(
+                o,
+                "  preload {:.1} s; sweep (nothing expires) {:.2} s; fast path during sweeps {:.1} ns ({:.2}x, {} sweeps)",
+                s.preload_secs,
+                s.sweep_noop_secs,
+                s.during_sweep_ns.median(),
+                s.during_sweep_ns.median() / s.large_ns.median(),
+                s.sweeps_during
+            );
+            if s.expired > 0 {
+                let _ = writeln!(
+                    o,
+                    "  expire all {}: mark sweep {:.2} s + delete sweep {:.2} s = {:.2} s",
+                    s.expired,
+                    s.expire_mark_secs,
+                    s.expire_delete_secs,
+                    s.expire_mark_secs + s.expire_delete_secs
+                );
+            }
+        }
+        if let Some(e) = &self.e2e {
+            let _ = writeln!(
+                o,
+                "\nEnd to end, native XDP on veth, {}-byte UDP frames, {} flows ({}):",
+                e.frame_len, e.flows, e.pinning
+            );
+            let _ = writeln!(
+                o,
+                "  {:<9} {:>13} {:>13} {:>11} {:>13} {:>13}",
+                "router",
+                "received Mpps",
+                "sent Mpps",
+                "router busy",
+                "router ns/pkt",
+                "capacity Mpps"
+            );
+            for (name, m) in [
+                ("cgnat", &e.cgnat),
+                ("floor", &e.floor),
+                ("floor+2lkp", &e.probe),
+                ("nftables", &e.nft),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "  {name:<9} {:>13.3} {:>13.3} {:>10.0}% {:>13.0} {:>13.3}",
+                    m.mpps.median(),
+                    m.gen_mpps.median(),
+                    m.router_busy.median() * 100.0,
+                    m.router_ns.median(),
+                    m.capacity_mpps()
+                );
+            }
+            let (vf, vn) = (e.vs_floor(), e.vs_nft());
+            let _ = writeln!(
+                o,
+                "  by router capacity: cgnat/floor {vf:.2} (goal >= {GOAL_E2E_VS_FLOOR}: {}), cgnat/nftables {vn:.2} (goal >= {GOAL_E2E_VS_NFT}: {})",
+                verdict(vf >= GOAL_E2E_VS_FLOOR),
+                verdict(vn >= GOAL_E2E_VS_NFT)
+            );
+            let _ = writeln!(
+                o,
+                "  by received Mpps:   cgnat/floor {:.2}, cgnat/nftables {:.2}",
+                e.cgnat.mpps.median() / e.floor.mpps.median(),
+                e.cgnat.mpps.median() / e.nft.mpps.median()
+            );
+        }
+        if let Some(t) = &self.tcp {
+            let _ = writeln!(o, "\nTCP through the router:");
+            match &t.iperf_skipped {
+                Some(why) => {
+                    let _ = writeln!(o, "  iperf3: skipped: {why}");
+                }
+                None => {
+                    let _ = writeln!(
+                        o,
+                        "  iperf3: cgnat {:.2} Gbit/s, nftables {:.2} Gbit/s",
+                        t.iperf_cgnat_gbps.median(),
+                        t.iperf_nft_gbps.median()
+                    );
+                }
+            }
+            let _ = writeln!(
+                o,
+                "  new connections/s: cgnat {:.0}, nftables {:.0}",
+                t.conn_cgnat.median(),
+                t.conn_nft.median()
+            );
+        }
+        for n in &self.notes {
+            let _ = writeln!(o, "note: {n}");
+        }
+        for u in &self.unavailable {
+            let _ = writeln!(o, "UNAVAILABLE: {u}");
+        }
+        for e in &self.errors {
+            let _ = writeln!(o, "ERROR: {e}");
+        }
+        o
+    }
+
+    /// The summary as one JSON object (target/bench/summary.json).
+    pub fn to_json(&self) -> String {
+        let mut root = vec![
+            ("kernel", J::s(&self.kernel)),
+            ("cpu", J::s(&self.cpu)),
+            ("cpus", J::n(self.cpus as f64)),
+            ("date", J::s(&self.date)),
+            ("seconds", J::n(self.secs)),
+            (
+                "params",
+                J::o(vec![
+                    ("runs", J::n(self.params.runs as f64)),
+                    ("repeat", J::n(f64::from(self.params.repeat))),
+                    ("single_calls", J::n(f64::from(self.params.single_calls))),
+                    ("new_flows", J::n(f64::from(self.params.new_flows))),
+                    ("scale_subs", J::n(f64::from(self.params.scale_subs))),
+                    ("scale_ports", J::n(f64::from(self.params.scale_ports))),
+                    ("scale_frames", J::n(f64::from(self.params.scale_frames))),
+                    ("scale_repeat", J::n(f64::from(self.params.scale_repeat))),
+                    ("e2e_secs", J::n(self.params.e2e_secs)),
+                    ("e2e_runs", J::n(self.params.e2e_runs as f64)),
+                ]),
+            ),
+        ];
+        let paths: Vec<(&str, J)> = self
+            .paths
+            .iter()
+            .map(|r| {
+                (
+                    r.name,
+                    J::o(vec![
+                        ("what", J::s(r.what)),
+                        ("cgnat_ns", J::n(r.cgnat_ns.median())),
+                        ("cgnat_mpps", J::n(mpps(r.cgnat_ns.median()))),
+                        ("floor_ns", J::n(r.floor_ns.median())),
+                        ("floor_mpps", J::n(mpps(r.floor_ns.median()))),
+                        ("ratio", J::n(r.ratio())),
+                        ("goal_ratio_le_1_4", J::Bool(r.ratio() <= GOAL_PATH_RATIO)),
+                        ("feeder_ns", J::n(r.feeder_ns.median())),
+                        (
+                            "floor_plus_lookups_ns",
+                            r.probe_ns
+                                .as_ref()
+                                .map(|s| J::n(s.median()))
+                                .unwrap_or(J::Null),
+                        ),
+                        ("single_call_cgnat_ns", J::n(r.single_cgnat_ns)),
+                        ("single_call_floor_ns", J::n(r.single_floor_ns)),
+                        ("cgnat_ns_runs", J::arr(&r.cgnat_ns.runs)),
+                        ("floor_ns_runs", J::arr(&r.floor_ns.runs)),
+                    ]),
+                )
+            })
+            .collect();
+        root.push(("paths", J::o(paths)));
+        if let Some(n) = &self.new_flows {
+            root.push((
+                "new_flows",
+                J::o(vec![
+                    ("flows_per_run", J::n(f64::from(n.flows_per_run))),
+                    ("subscribers", J::n(f64::from(n.subscribers))),
+                    ("new_flow_ns", J::n(n.new_ns.median())),
+                    ("new_flow_mean_ns", J::n(n.new_mean_ns.median())),
+                    ("established_ns", J::n(n.est_ns.median())),
+                    ("established_mean_ns", J::n(n.est_mean_ns.median())),
+                    ("extra_ns", J::n(n.extra_ns())),
+                    ("flows_per_sec_per_core", J::n(n.flows_per_sec())),
+                    ("timer_overhead_ns", J::n(n.overhead_ns.median())),
+                ]),
+            ));
+        }
+        if let Some(s) = &self.scale {
+            let maps: Vec<(&str, J)> = s
+                .maps
+                .iter()
+                .map(|m| {
+                    (
+                        m.name,
+                        J::o(vec![
+                            ("max_entries", J::n(m.max_entries as f64)),
+                            ("memlock", J::n(m.memlock as f64)),
+                        ]),
+                    )
+                })
+                .collect();
+            root.push((
+                "scale",
+                J::o(vec![
+                    ("small_sessions", J::n(s.small_sessions as f64)),
+                    ("large_sessions", J::n(s.large_sessions as f64)),
+                    ("large_flows_cycled", J::n(f64::from(s.large_frames))),
+                    ("small_ns", J::n(s.small_ns.median())),
+                    ("small_mpps", J::n(mpps(s.small_ns.median()))),
+                    ("large_ns", J::n(s.large_ns.median())),
+                    ("large_mpps", J::n(mpps(s.large_ns.median()))),
+                    ("large_table_small_flows_ns", J::n(s.large_hot_ns.median())),
+                    ("small_floor_ns", J::n(s.small_floor_ns.median())),
+                    ("large_floor_ns", J::n(s.large_floor_ns.median())),
+                    (
+                        "small_floor_plus_lookups_ns",
+                        J::n(s.small_probe_ns.median()),
+                    ),
+                    (
+                        "large_floor_plus_lookups_ns",
+                        J::n(s.large_probe_ns.median()),
+                    ),
+                    ("ratio", J::n(s.ratio())),
+                    ("goal_ratio_le_1_3", J::Bool(s.ratio() <= GOAL_SCALE_RATIO)),
+                    ("bytes_per_session", J::n(s.bytes_per_session())),
+                    (
+                        "subscriber_bytes_per_session",
+                        J::n(s.subscriber_bytes_per_session()),
+                    ),
+                    (
+                        "goal_bytes_le_256",
+                        J::Bool(s.bytes_per_session() <= GOAL_BYTES_PER_SESSION),
+                    ),
+                    ("maps", J::o(maps)),
+                    ("preload_secs", J::n(s.preload_secs)),
+                    ("sweep_noop_secs", J::n(s.sweep_noop_secs)),
+                    ("during_sweep_ns", J::n(s.during_sweep_ns.median())),
+                    ("sweeps_during", J::n(s.sweeps_during as f64)),
+                    ("expire_all_mark_secs", J::n(s.expire_mark_secs)),
+                    ("expire_all_delete_secs", J::n(s.expire_delete_secs)),
+                    ("expired", J::n(s.expired as f64)),
+                ]),
+            ));
+        }
+        if let Some(e) = &self.e2e {
+            let (vf, vn) = (e.vs_floor(), e.vs_nft());
+            let mode = |m: &E2eMode| {
+                J::o(vec![
+                    ("received_mpps", J::n(m.mpps.median())),
+                    ("sent_mpps", J::n(m.gen_mpps.median())),
+                    ("router_ns_per_packet", J::n(m.router_ns.median())),
+                    ("router_capacity_mpps", J::n(m.capacity_mpps())),
+                    ("router_busy", J::n(m.router_busy.median())),
+                    ("received_mpps_runs", J::arr(&m.mpps.runs)),
+                    ("router_ns_runs", J::arr(&m.router_ns.runs)),
+                ])
+            };
+            root.push((
+                "e2e",
+                J::o(vec![
+                    ("frame_bytes", J::n(e.frame_len as f64)),
+                    ("flows", J::n(f64::from(e.flows))),
+                    ("cgnat", mode(&e.cgnat)),
+                    ("floor", mode(&e.floor)),
+                    ("floor_plus_lookups", mode(&e.probe)),
+                    ("nft", mode(&e.nft)),
+                    ("cgnat_vs_floor", J::n(vf)),
+                    ("cgnat_vs_nft", J::n(vn)),
+                    (
+                        "cgnat_vs_floor_received",
+                        J::n(e.cgnat.mpps.median() / e.floor.mpps.median()),
+                    ),
+                    (
+                        "cgnat_vs_nft_received",
+                        J::n(e.cgnat.mpps.median() / e.nft.mpps.median()),
+                    ),
+                    ("goal_vs_floor_ge_0_85", J::Bool(vf >= GOAL_E2E_VS_FLOOR)),
+                    ("goal_vs_nft_ge_4", J::Bool(vn >= GOAL_E2E_VS_NFT)),
+                    ("pinning", J::s(&e.pinning)),
+                ]),
+            ));
+        }
+        if let Some(t) = &self.tcp {
+            root.push((
+                "tcp",
+                J::o(vec![
+                    ("iperf_cgnat_gbps", J::n(t.iperf_cgnat_gbps.median())),
+                    ("iperf_nft_gbps", J::n(t.iperf_nft_gbps.median())),
+                    (
+                        "iperf_skipped",
+                        t.iperf_skipped.as_deref().map(J::s).unwrap_or(J::Null),
+                    ),
+                    ("connections_per_sec_cgnat", J::n(t.conn_cgnat.median())),
+                    ("connections_per_sec_nft", J::n(t.conn_nft.median())),
+                ]),
+            ));
+        }
+        root.push((
+            "unavailable",
+            J::Arr(self.unavailable.iter().map(|n| J::s(n)).collect()),
+        ));
+        root.push((
+            "notes",
+            J::Arr(self.notes.iter().map(|n| J::s(n)).collect()),
+        ));
+        root.push((
+            "errors",
+            J::Arr(self.errors.iter().map(|n| J::s(n)).collect()),
+        ));
+        format!("{}\n", J::o(root))
+    }
+}
+
+/// A minimal JSON value (no dependency for one file).
+pub(super) enum J {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Arr(Vec<J>),
+    Obj(Vec<(String, J)>),
+}
+
+impl J {
+    pub(super) fn n(v: f64) -> J {
+        J::Num(v)
+    }
+
+    pub(super) fn s(v: &str) -> J {
+        J::Str(v.to_owned())
+    }
+
+    pub(super) fn arr(v: &[f64]) -> J {
+        J::Arr(v.iter().map(|x| J::Num(*x)).collect())
+    }
+
+    pub(super) fn o(v: Vec<(&str, J)>) -> J {
+        J::Obj(v.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    }
+}
+
+pub(super) fn json_str(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    f.write_char('"')?;
+    for c in s.chars() {
+        match c {
+            '"' => f.write_str("\\\"")?,
+            '\\' => f.write_str("\\\\")?,
+            '\n' => f.write_str("\\n")?,
+            c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
+            c => f.write_char(c)?,
+        }
+    }
+    f.write_char('"')
+}
+
+impl fmt::Display for J {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            J::Null => f.write_str("null"),
+            J::Bool(b) => write!(f, "{b}"),
+            J::Num(v) if !v.is_finite() => f.write_str("null"),
+            J::Num(v) if v.fract() == 0.0 && v.abs() < 1e15 => write!(f, "{}", *v as i64),
+            J::Num(v) => write!(f, "{}", (v * 1000.0).round() / 1000.0),
+            J::Str(s) => json_str(f, s),
+            J::Arr(a) => {
+                f.write_char('[')?;
+                for (i, v) in a.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_char(']')
+            }
+            J::Obj(o) => {
+                f.write_char('{')?;
+                for (i, (k, v)) in o.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    json_str(f, k)?;
+                    write!(f, ": {v}")?;
+                }
+                f.write_char('}')
+            }
+        }
+    }
+}

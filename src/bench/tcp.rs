@@ -1,0 +1,173 @@
+//! TCP.
+
+use super::*;
+
+pub(super) fn bench_tcp(p: &Params, net: &E2eNet) -> Result<TcpResult> {
+    let mut r = TcpResult::default();
+    let has_iperf = Command::new("iperf3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !has_iperf {
+        r.iperf_skipped = Some("iperf3 is not installed (apt-get install iperf3)".into());
+    }
+    for _ in 0..p.tcp_runs {
+        for mode in [Mode::Cgnat, Mode::Nft] {
+            let router = net.router(mode, (1, 1))?;
+            let res = (|| -> Result<()> {
+                if has_iperf {
+                    let gbps = iperf(net, p.iperf_secs)?;
+                    match mode {
+                        Mode::Cgnat => r.iperf_cgnat_gbps.runs.push(gbps),
+                        _ => r.iperf_nft_gbps.runs.push(gbps),
+                    }
+                }
+                let cps = conn_rate(net, p.conn_secs)?;
+                match mode {
+                    Mode::Cgnat => r.conn_cgnat.runs.push(cps),
+                    _ => r.conn_nft.runs.push(cps),
+                }
+                Ok(())
+            })();
+            net.router_off(router)?;
+            res.ctx(format!("{mode:?}"))?;
+        }
+    }
+    eprintln!(
+        "bench:   iperf3 cgnat {:.2} Gbit/s, nftables {:.2} Gbit/s; connections/s cgnat {:.0}, nftables {:.0}",
+        r.iperf_cgnat_gbps.median(),
+        r.iperf_nft_gbps.median(),
+        r.conn_cgnat.median(),
+        r.conn_nft.median()
+    );
+    Ok(r)
+}
+
+/// A child process killed and reaped on drop.
+pub(super) struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// iperf3 from the generator namespace to the sink namespace; Gbit/s
+/// received.
+pub(super) fn iperf(net: &E2eNet, secs: u32) -> Result<f64> {
+    let server = SERVER.to_string();
+    let argv = net
+        .s
+        .argv(&["iperf3", "-s", "-1", "-B", &server, "-p", "5201"]);
+    let _srv = Reaped(
+        Command::new(argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ctx("starting iperf3 -s")?,
+    );
+    let secs_s = secs.to_string();
+    let argv = net
+        .g
+        .argv(&["iperf3", "-c", &server, "-p", "5201", "-t", &secs_s, "-J"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = run_command(&argv, Duration::from_secs(u64::from(secs) + 30)).ctx("iperf3 -c")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && !text.contains("\"error\"") {
+            return json_number_after(&text, "\"sum_received\"", "\"bits_per_second\"")
+                .map(|b| b / 1e9)
+                .ok_or_else(|| {
+                    let tail: String = text
+                        .chars()
+                        .rev()
+                        .take(400)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect();
+                    BenchError(format!("iperf3: no sum_received in its output: ...{tail}"))
+                });
+        }
+        // the server may not listen yet ("Connection refused")
+        if Instant::now() > deadline {
+            return fail(format!("iperf3 -c failed: {}", text.trim()));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The number after `key` that follows `section` in a JSON text.
+pub(super) fn json_number_after(text: &str, section: &str, key: &str) -> Option<f64> {
+    let rest = &text[text.find(section)?..];
+    let rest = &rest[rest.find(key)? + key.len()..];
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// New TCP connections per second from the generator namespace to the
+/// sink namespace: connect, then an abortive close (RST, so that no
+/// TIME_WAIT state limits the rate), in a loop for `secs`.
+pub(super) fn conn_rate(net: &E2eNet, secs: f64) -> Result<f64> {
+    let addr = SocketAddr::V4(sock(SERVER, 5301));
+    let stop = Arc::new(AtomicBool::new(false));
+    let listener = in_ns(&net.s, || TcpListener::bind(addr).ctx("listen"))?;
+    let st = Arc::clone(&stop);
+    let server = thread::spawn(move || {
+        for c in listener.incoming() {
+            if st.load(Ordering::Relaxed) {
+                break;
+            }
+            if let Ok(mut c) = c {
+                let _ = c.set_read_timeout(Some(Duration::from_millis(200)));
+                let _ = c.read(&mut [0u8; 1]);
+            }
+        }
+    });
+    let gpath = net.g.path();
+    let client = thread::spawn(move || -> Result<(u64, f64)> {
+        enter(&gpath)?;
+        let start = Instant::now();
+        let (mut ok, mut errors) = (0u64, 0u64);
+        while start.elapsed().as_secs_f64() < secs {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                Ok(s) => {
+                    let l = nix::libc::linger {
+                        l_onoff: 1,
+                        l_linger: 0,
+                    };
+                    let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Linger, &l);
+                    ok += 1;
+                }
+                Err(e) => {
+                    errors += 1;
+                    if errors > 50 {
+                        return fail(format!("connect to {addr}: {e}"));
+                    }
+                }
+            }
+        }
+        Ok((ok, start.elapsed().as_secs_f64()))
+    });
+    let res = client
+        .join()
+        .map_err(|e| BenchError(format!("client panicked: {}", panic_text(&e))));
+    stop.store(true, Ordering::Relaxed);
+    // wake the server's accept
+    let _ = in_ns(&net.g, || {
+        let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+        Ok(())
+    });
+    let _ = server.join();
+    let (ok, dt) = res??;
+    Ok(ok as f64 / dt)
+}

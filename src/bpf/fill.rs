@@ -1,0 +1,247 @@
+//! Filling the configuration maps from the config at load and reload
+//! (pools, prefixes, static mappings, exemptions, tx ports, interface
+//! addresses and MACs).
+
+use super::*;
+
+impl Datapath {
+    pub(super) fn fill_config_maps(&self, cfg: &Config, ifindexes: &[u32]) -> Result<(), BpfError> {
+        let m = &self.skel.maps;
+        for (i, a) in cfg.pool_addrs.iter().enumerate() {
+            let v: u32 = u32::from(*a).to_be();
+            m.pool_addrs
+                .update(bytes_of(&(i as u32)), bytes_of(&v), MapFlags::ANY)
+                .map_err(map_err("pool_addrs"))?;
+        }
+        let one = 1u8;
+        let lpm = |p: &ipnetwork::Ipv4Network| types::cgnat_lpm_key {
+            prefixlen: u32::from(p.prefix()),
+            addr: u32::from(p.network()).to_be(),
+        };
+        // Adopted or reloaded tables hold the previous config: new entries
+        // are written first, stale ones removed after, so no lookup ever
+        // misses in between.
+        let stale = |map: &libbpf_rs::Map<'_>, keep: &[Vec<u8>]| -> Vec<Vec<u8>> {
+            map.keys().filter(|k| !keep.contains(k)).collect()
+        };
+        let keep_internal: Vec<Vec<u8>> = cfg
+            .internal_prefixes
+            .iter()
+            .map(|p| bytes_of(&lpm(p)).to_vec())
+            .collect();
+        // A pool prefix removed from the config drains: it stays while any
+        // binding uses it (new subscribers never get its addresses).
+        let in_use: Vec<Ipv4Addr> = m
+            .bind_in
+            .keys()
+            .filter_map(|k| from_bytes::<types::cgnat_endpoint>(&k))
+            .map(|k| Ipv4Addr::from(u32::from_be(k.addr)))
+            .collect();
+        let keep_pool: Vec<Vec<u8>> = m
+            .pool_prefixes
+            .keys()
+            .filter(|k| {
+                from_bytes::<types::cgnat_lpm_key>(k).is_some_and(|lk| {
+                    ipnetwork::Ipv4Network::new(
+                        Ipv4Addr::from(u32::from_be(lk.addr)),
+                        lk.prefixlen as u8,
+                    )
+                    .is_ok_and(|n| in_use.iter().any(|a| n.contains(*a)))
+                })
+            })
+            .chain(cfg.pool_prefixes.iter().map(|p| bytes_of(&lpm(p)).to_vec()))
+            .collect();
+        for (p, offset) in crate::pool::Deterministic::prefix_offsets(&cfg.internal_prefixes) {
+            let v = types::cgnat_prefix_info {
+                network: u32::from(p.network()).to_be(),
+                offset,
+            };
+            m.internal_prefixes
+                .update(bytes_of(&lpm(&p)), bytes_of(&v), MapFlags::ANY)
+                .map_err(map_err("internal_prefixes"))?;
+        }
+        for p in &cfg.pool_prefixes {
+            m.pool_prefixes
+                .update(bytes_of(&lpm(p)), bytes_of(&one), MapFlags::ANY)
+                .map_err(map_err("pool_prefixes"))?;
+        }
+        for (map, name, keep) in [
+            (&m.internal_prefixes, "internal_prefixes", &keep_internal),
+            (&m.pool_prefixes, "pool_prefixes", &keep_pool),
+        ] {
+            for k in stale(map, keep) {
+                map.delete(&k).map_err(map_err(name))?;
+            }
+        }
+        let mut keep_any = Vec::new();
+        let mut keep_port = Vec::new();
+        for e in &cfg.exempt {
+            match e.port {
+                None => {
+                    let k = lpm(&e.prefix);
+                    m.exempt_any
+                        .update(bytes_of(&k), bytes_of(&one), MapFlags::ANY)
+                        .map_err(map_err("exempt_any"))?;
+                    keep_any.push(bytes_of(&k).to_vec());
+                }
+                Some(port) => {
+                    let k = types::cgnat_lpm_port_key {
+                        prefixlen: 16 + u32::from(e.prefix.prefix()),
+                        port: port.to_be(),
+                        addr: e.prefix.network().octets(),
+                        _pad: [0; 2],
+                    };
+                    m.exempt_port
+                        .update(bytes_of(&k), bytes_of(&one), MapFlags::ANY)
+                        .map_err(map_err("exempt_port"))?;
+                    keep_port.push(bytes_of(&k).to_vec());
+                }
+            }
+        }
+        for (map, name, keep) in [
+            (&m.exempt_any, "exempt_any", &keep_any),
+            (&m.exempt_port, "exempt_port", &keep_port),
+        ] {
+            for k in stale(map, keep) {
+                map.delete(&k).map_err(map_err(name))?;
+            }
+        }
+
+        let static_flag = types::cgnat_binding_flag::CGNAT_BIND_STATIC.0 as u8;
+        // static mappings no longer configured go
+        let old_statics: Vec<(types::cgnat_endpoint, types::cgnat_binding)> = m
+            .bind_in
+            .keys()
+            .filter_map(|k| {
+                let v = m.bind_in.lookup(&k, MapFlags::ANY).ok().flatten()?;
+                Some((from_bytes(&k)?, from_bytes(&v)?))
+            })
+            .collect();
+        for (ek, b) in old_statics {
+            if b.flags & static_flag == 0 {
+                continue;
+            }
+            let still = cfg.statics.iter().any(|st| {
+                st.proto == ek.proto
+                    && u32::from(*st.external.ip()).to_be() == ek.addr
+                    && st.external.port().to_be() == ek.port
+                    && u32::from(*st.internal.ip()).to_be() == b.addr
+                    && st.internal.port().to_be() == b.port
+            });
+            if !still {
+                let ik = types::cgnat_endpoint {
+                    addr: b.addr,
+                    port: b.port,
+                    proto: ek.proto,
+                    _pad: 0,
+                };
+                let _ = m.bind_out.delete(bytes_of(&ik));
+                let _ = m.bind_in.delete(bytes_of(&ek));
+            }
+        }
+        for st in &cfg.statics {
+            let ik = types::cgnat_endpoint {
+                addr: u32::from(*st.internal.ip()).to_be(),
+                port: st.internal.port().to_be(),
+                proto: st.proto,
+                _pad: 0,
+            };
+            let ek = types::cgnat_endpoint {
+                addr: u32::from(*st.external.ip()).to_be(),
+                port: st.external.port().to_be(),
+                proto: st.proto,
+                _pad: 0,
+            };
+            let to_ext = types::cgnat_binding {
+                addr: ek.addr,
+                port: ek.port,
+                flags: static_flag,
+                ..Default::default()
+            };
+            let to_int = types::cgnat_binding {
+                addr: ik.addr,
+                port: ik.port,
+                flags: static_flag,
+                ..Default::default()
+            };
+            m.bind_in
+                .update(bytes_of(&ek), bytes_of(&to_int), MapFlags::ANY)
+                .map_err(map_err("bind_in"))?;
+            m.bind_out
+                .update(bytes_of(&ik), bytes_of(&to_ext), MapFlags::ANY)
+                .map_err(map_err("bind_out"))?;
+        }
+        for idx in ifindexes.iter().filter(|i| **i != 0) {
+            m.tx_ports
+                .update(bytes_of(idx), bytes_of(idx), MapFlags::ANY)
+                .map_err(map_err("tx_ports"))?;
+        }
+        for (name, idx) in [&cfg.internal_if, &cfg.external_if].iter().zip(ifindexes) {
+            if let Some(a) = interface_addr(name) {
+                let v = u32::from(a).to_be();
+                m.if_addrs
+                    .update(bytes_of(idx), bytes_of(&v), MapFlags::ANY)
+                    .map_err(map_err("if_addrs"))?;
+            }
+        }
+        for name in [&cfg.internal_if, &cfg.external_if] {
+            self.set_interface_mac(cfg, name, interface_mac(name))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the MAC frames to interface `name` must carry to be translated
+    /// (map `if_macs`, by side; `None`: no check). At load, and when the
+    /// interface's MAC changes under the daemon (`src/watch.rs`).
+    pub fn set_interface_mac(
+        &self,
+        cfg: &Config,
+        name: &str,
+        mac: Option<[u8; 6]>,
+    ) -> Result<(), BpfError> {
+        let v = types::cgnat_if_mac {
+            addr: mac.unwrap_or_default(),
+            set: u8::from(mac.is_some()),
+            _pad: 0,
+        };
+        // slot 0: internal (and one-armed), slot 1: external
+        let slots = [
+            (0u32, cfg.internal_if == name),
+            (1u32, cfg.external_if == name),
+        ];
+        for (slot, _) in slots.iter().filter(|(_, is)| *is) {
+            self.skel
+                .maps
+                .if_macs
+                .update(bytes_of(slot), bytes_of(&v), MapFlags::ANY)
+                .map_err(map_err("if_macs"))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the address the ICMP errors generated on interface `ifindex`
+    /// come from (map `if_addrs`, filled at load), or removes it (`None`:
+    /// no error is generated there then). The daemon calls it when an
+    /// interface's address changes under it (`src/watch.rs`).
+    pub fn set_interface_addr(
+        &self,
+        ifindex: u32,
+        addr: Option<std::net::Ipv4Addr>,
+    ) -> Result<(), BpfError> {
+        let m = &self.skel.maps.if_addrs;
+        match addr {
+            Some(a) => m
+                .update(
+                    bytes_of(&ifindex),
+                    bytes_of(&u32::from(a).to_be()),
+                    MapFlags::ANY,
+                )
+                .map_err(map_err("if_addrs")),
+            // absent already is fine
+            None => {
+                let _ = m.delete(bytes_of(&ifindex));
+                Ok(())
+            }
+        }
+    }
+}

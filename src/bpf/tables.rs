@@ -1,0 +1,96 @@
+//! Typed access to the pinned tables, for the daemon's sweeps and the
+//! CLI, and the route cache's generation.
+
+use super::*;
+
+/// The maps the daemon and the CLI work on, as owned handles: taken from a
+/// loaded program or opened from their pins.
+#[derive(Debug)]
+pub struct Tables {
+    pub sessions: MapHandle,
+    pub bind_in: MapHandle,
+    pub bind_out: MapHandle,
+    pub stats: MapHandle,
+    pub frags: MapHandle,
+    pub frag_stash: MapHandle,
+    pub frag_pending: MapHandle,
+    pub subscribers: MapHandle,
+    pub pool_load: MapHandle,
+    pub blocks: MapHandle,
+    pub sub_blocks: MapHandle,
+    pub event_lost: MapHandle,
+    /// Only when a protocol uses address-dependent filtering.
+    pub filter_addr: Option<MapHandle>,
+}
+
+/// Map names the CLI opens under `daemon.pin_path`.
+#[allow(dead_code)]
+const PINNED: [&str; 12] = [
+    "subscribers",
+    "pool_load",
+    "blocks",
+    "sub_blocks",
+    "sessions",
+    "bind_in",
+    "bind_out",
+    "stats",
+    "filter_addr",
+    "frags",
+    "frag_stash",
+    "frag_pending",
+];
+
+impl Tables {
+    /// Opens the maps pinned by a running daemon.
+    pub fn open_pinned(dir: &Path) -> Result<Tables, BpfError> {
+        let open = |name: &'static str| {
+            let path = dir.join(name);
+            MapHandle::from_pinned_path(&path).map_err(|e| BpfError::Pin {
+                path,
+                err: format!("{e} (is cgnat running with this config?)"),
+            })
+        };
+        Ok(Tables {
+            sessions: open("sessions")?,
+            bind_in: open("bind_in")?,
+            bind_out: open("bind_out")?,
+            stats: open("stats")?,
+            frags: open("frags")?,
+            frag_stash: open("frag_stash")?,
+            frag_pending: open("frag_pending")?,
+            subscribers: open("subscribers")?,
+            pool_load: open("pool_load")?,
+            blocks: open("blocks")?,
+            sub_blocks: open("sub_blocks")?,
+            event_lost: open("event_lost")?,
+            filter_addr: None,
+        })
+    }
+}
+
+/// The one slot of `route_gen` (include/cgnat.h): the generation every
+/// route cache entry must carry to be used, and the cache's on switch.
+#[derive(Debug)]
+pub struct RouteGen(pub(super) MapHandle);
+
+impl RouteGen {
+    /// The current value.
+    pub fn get(&self) -> Result<types::cgnat_route_gen, BpfError> {
+        let v = self
+            .0
+            .lookup(bytes_of(&0u32), MapFlags::ANY)
+            .map_err(map_err("route_gen"))?;
+        Ok(v.and_then(|b| from_bytes(&b)).unwrap_or_default())
+    }
+
+    /// Invalidates every cached route; `enabled` turns the cache on or off.
+    pub fn bump(&self, enabled: bool) -> Result<(), BpfError> {
+        let v = types::cgnat_route_gen {
+            gen: self.get()?.gen.wrapping_add(1),
+            enabled: u32::from(enabled),
+        };
+        self.0
+            .update(bytes_of(&0u32), bytes_of(&v), MapFlags::ANY)
+            .map_err(map_err("route_gen"))
+    }
+}
