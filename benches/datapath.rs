@@ -1,5 +1,5 @@
-//! `make bench` / `cargo bench --bench datapath`: the benchmark suite of
-//! issue #7 (src/bench.rs). Needs root. Prints the table and writes
+//! `make bench` / `cargo bench --bench datapath`: the benchmark suite
+//! (src/bench.rs). Needs root. Prints the table and writes
 //! target/bench/summary.json (and summary.txt). Environment:
 //! CGNAT_BENCH_ONLY=paths,newflows,scale,e2e,tcp selects sections,
 //! CGNAT_BENCH_SCALE_SUBS=N shrinks the large table, CGNAT_BENCH_RUNS=N.

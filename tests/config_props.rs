@@ -1,4 +1,4 @@
-//! Property tests of the config parser (issue #8): arbitrary text and
+//! Property tests of the config parser: arbitrary text and
 //! mutated valid configs never make `Config::parse` panic, and every
 //! rejection names the file and the problem (the field, when there is one).
 //!

@@ -271,7 +271,7 @@ fn scanner_recognises_references_and_test_functions() {
     ));
     assert!(matches!(parse_ref("tests/e2e::x"), Some(Err(_))));
 
-    let text = "#[test]\nfn plain() {}\n\n    #[test]\n    #[ignore = \"slow\"]\n    // why\n    fn in_mod() {}\n\nfn helper() {}\n#[test]\nfn plain_two() {}\n";
+    let text = "#[test]\nfn plain() {}\n\n    #[test]\n    #[should_panic]\n    // why\n    fn in_mod() {}\n\nfn helper() {}\n#[test]\nfn plain_two() {}\n";
     assert!(has_test_fn(text, "plain"));
     assert!(has_test_fn(text, "in_mod"));
     assert!(!has_test_fn(text, "helper"), "a helper is no test");

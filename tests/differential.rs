@@ -1,4 +1,4 @@
-//! Differential property test (issue #8): random packet sequences run
+//! Differential property test: random packet sequences run
 //! through the real XDP program (BPF_PROG_TEST_RUN, loaded as the daemon
 //! loads it) and through a pure-Rust reference model
 //! (`differential/model.rs`). Every packet must get the same verdict, the

@@ -1,4 +1,4 @@
-//! End-to-end tests of issue #3: native hairpinning, the full TCP/UDP NAT
+//! End-to-end tests of NAT behaviour: native hairpinning, the full TCP/UDP NAT
 //! behaviour (RFC 4787, RFC 5382, RFC 7857) and the session lifecycle,
 //! with the real `cgnat` binary, a TOML config written per test, and
 //! assertions on what the far end actually received.

@@ -1,4 +1,4 @@
-//! End-to-end fault tests (issue #8): the daemon killed with SIGKILL and
+//! End-to-end fault tests: the daemon killed with SIGKILL and
 //! started again, reloaded over and over, and sweeping expired sessions,
 //! all under steady traffic; interfaces going down and up, the external
 //! address changing, the external interface deleted and re-created. The

@@ -1,4 +1,4 @@
-//! End-to-end tests of hostile traffic (issue #8): floods from outside,
+//! End-to-end tests of hostile traffic: floods from outside,
 //! spoofed sources from inside, a subscriber opening flows as fast as it
 //! can, fragment floods and a full session table, each against the real
 //! `cgnat` binary in the router namespace of a [`Testbed`], bounded in

@@ -1,4 +1,4 @@
-//! End-to-end tests of issue #4: ICMP per RFC 5508, the ICMP errors cgnat
+//! End-to-end tests of ICMP per RFC 5508, the ICMP errors cgnat
 //! generates itself, fragments, MTU and MSS.
 //!
 //! Every test builds its own [`Testbed`], writes a real TOML file (the test
@@ -88,10 +88,7 @@ fn require_tools() -> bool {
         return true;
     }
     let msg = format!("ICMP end-to-end test needs {}", missing.join(", "));
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg} (CI=true: failing rather than skipping)");
-    }
-    eprintln!("SKIPPED: {msg}");
+    cgnat::testbed::cannot_run(&msg);
     false
 }
 

@@ -1,4 +1,4 @@
-//! End-to-end tests of operations (issue #6) with the real `cgnat` binary
+//! End-to-end tests of operations with the real `cgnat` binary
 //! in the router namespace of a [`Testbed`]: restart without losing
 //! sessions, SIGHUP reload (and rejection of a broken config), refusal of
 //! an incompatible restart, the NAT log (file, rotation, port blocks,

@@ -1,4 +1,4 @@
-//! End-to-end tests of carrier-grade address management (issue #5): paired
+//! End-to-end tests of carrier-grade address management: paired
 //! pooling at scale, port blocks, deterministic NAT (RFC 7422),
 //! per-subscriber limits, static mappings and NAT exemptions, with the real
 //! cgnat binary on real TOML configs in a network-namespace test bed,

@@ -1,4 +1,4 @@
-//! Mutation and garbage frames through the XDP program (issue #8).
+//! Mutation and garbage frames through the XDP program.
 //!
 //! Valid seed frames (outbound, inbound, hairpin, ICMP errors both ways,
 //! fragments, a static mapping, VLAN-tagged, non-IPv4) are mutated:

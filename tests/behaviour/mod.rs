@@ -244,10 +244,7 @@ pub fn require_tools(tools: &[&str]) -> bool {
         return true;
     }
     let msg = format!("test needs {}", missing.join(", "));
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg} (CI=true: failing rather than skipping)");
-    }
-    eprintln!("SKIPPED: {msg}");
+    cgnat::testbed::cannot_run(&msg);
     false
 }
 
