@@ -35,10 +35,15 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies in their own layer: a source change does not download them again.
+# The workspace names the kit crate (kit/: test bed, benchmark), so its
+# manifest and targets are stubbed too; only the product is built.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && touch src/lib.rs src/main.rs && cargo fetch --locked && rm -r src
+COPY kit/Cargo.toml kit/
+RUN mkdir -p src kit/src/bin kit/benches \
+    && touch src/lib.rs src/main.rs kit/src/lib.rs kit/src/bin/cgnat-demo.rs kit/benches/datapath.rs \
+    && cargo fetch --locked && rm -r src kit
 COPY . .
-RUN cargo build --release --locked --bin cgnat \
+RUN cargo build --release --locked -p cgnat --bin cgnat \
     && strip --remove-section=.comment --remove-section=.note --strip-unneeded target/release/cgnat
 
 FROM debian:bookworm-slim

@@ -48,21 +48,24 @@ build-user:
 run: build
 	./target/release/cgnat $(ARGS)
 
-## demo: network-namespace demo with the embedded default config (root)
+## demo: network-namespace demo (root): cgnat-demo (kit/) runs the cgnat binary
 demo: deps build
-	./target/release/cgnat demo
+	$(CARGO) build --release -p cgnat-kit --bin cgnat-demo
+	./target/release/cgnat-demo
 
 ## test: every test: unit, BPF_PROG_TEST_RUN packet tables, netns end-to-end (root)
+## (the tests live in the kit crate and run the cgnat binary built first)
 test: deps lint
-	$(CARGO) test --release -- --nocapture
+	$(CARGO) build --release --bin cgnat
+	$(CARGO) test --release --workspace -- --nocapture
 
 ## test-unit: unprivileged unit tests only
 test-unit:
-	$(CARGO) test --release --lib --bins
+	$(CARGO) test --release --workspace --lib --bins
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
@@ -83,9 +86,9 @@ docker:
 
 .PHONY: bench
 ## bench: the benchmark suite (root; docs/performance.md): release build, then
-## cargo bench --bench datapath prints the table and writes target/bench/summary.json
+## cargo bench -p cgnat-kit --bench datapath prints the table and writes target/bench/summary.json
 bench: deps
 	@dpkg -s iperf3 >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null; }
 	$(CARGO) build --release
-	$(CARGO) bench --bench datapath
+	$(CARGO) bench -p cgnat-kit --bench datapath

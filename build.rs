@@ -1,16 +1,12 @@
-//! Compiles the XDP programs into libbpf-rs skeletons in OUT_DIR: the data
-//! path (bpf/cgnat.bpf.c) and the benchmark's floor and instruments
-//! (bpf/bench/floor.bpf.c, not part of the data path).
+//! Compiles the XDP data path (bpf/cgnat.bpf.c) into a libbpf-rs skeleton
+//! in OUT_DIR. The kit's own object is built by kit/build.rs.
 use std::env;
 use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
 /// (source, generated skeleton) pairs, all compiled with the same flags.
-const OBJECTS: [(&str, &str); 2] = [
-    ("bpf/cgnat.bpf.c", "cgnat.skel.rs"),
-    ("bpf/bench/floor.bpf.c", "floor.skel.rs"),
-];
+const OBJECTS: [(&str, &str); 1] = [("bpf/cgnat.bpf.c", "cgnat.skel.rs")];
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));

@@ -162,15 +162,6 @@ int xdp_one_armed(struct xdp_md *ctx)
 	return process(ctx, CGNAT_SIDE_BOTH);
 }
 
-/* Not part of the NAT: an XDP_PASS program for the far end of veth links
- * in test beds. A veth delivers frames sent to it by XDP_TX only if its
- * peer runs an XDP program (GRO alone is enough for XDP_REDIRECT). */
-SEC("xdp")
-int xdp_pass(struct xdp_md *ctx)
-{
-	return XDP_PASS;
-}
-
 char LICENSE[] SEC("license") = "GPL";
 
 /* Types that no map names: these globals put them into BTF, so the daemon

@@ -30,9 +30,9 @@ die() { echo "build-deb: $*" >&2; exit 1; }
 command -v dpkg-deb >/dev/null || die "dpkg-deb not found (Debian package dpkg)"
 
 pkg=cgnat
-# The [package] version of Cargo.toml; a pre-release "1.0.0-rc.1" sorts
-# before "1.0.0" in Debian as "1.0.0~rc.1".
-upstream=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' "$top/Cargo.toml" | head -1)
+# The version of Cargo.toml ([workspace.package] or [package]); a
+# pre-release "1.0.0-rc.1" sorts before "1.0.0" in Debian as "1.0.0~rc.1".
+upstream=$(sed -n '/^\[\(workspace\.\)\{0,1\}package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' "$top/Cargo.toml" | head -1)
 [ -n "$upstream" ] || die "no version in $top/Cargo.toml"
 version="$(echo "$upstream" | sed 's/-/~/')-${DEB_REVISION:-1}"
 arch=$(dpkg --print-architecture)

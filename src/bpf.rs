@@ -2,7 +2,7 @@
 //! config, load and attachment, and byte views of the shared ABI types.
 //! Beside it: `fill` (the configuration maps), `pin` (bpffs, adoption,
 //! links, detach), `tables` (typed access to the pinned maps), `held`
-//! (re-running held frames) and [`floor`] (the benchmark's own object).
+//! (re-running held frames).
 //!
 //! The crate's `unsafe` lives in this module and its children (the
 //! skeleton `include!`s, the `Pod` marker for generated types, the raw
@@ -201,8 +201,6 @@ pub enum BpfError {
          net.ipv4.conf.{iface}.forwarding=1 (or use the default fib_lookup = \"loopback\")"
     )]
     ForwardingOff { iface: String },
-    #[error("benchmark: {0}")]
-    Bench(String),
 }
 
 /// Which entry point a packet enters (one per interface role).
@@ -512,8 +510,7 @@ impl Datapath {
         Ok(dp)
     }
 
-    /// The program of an entry point (for the benchmark's feeder, which
-    /// tail-calls it).
+    /// The program of an entry point (for a program that tail-calls it).
     pub fn prog_fd(&self, side: Side) -> std::os::fd::BorrowedFd<'_> {
         self.prog(side).as_fd()
     }
@@ -556,7 +553,7 @@ impl Datapath {
             ));
             return Ok(());
         }
-        let fd = link_xdp(prog_fd, idx, mode, iface)?;
+        let fd = attach_xdp(prog_fd, idx, mode, iface)?;
         if let Some(path) = &pin {
             obj_pin(&fd, path)?;
         }
@@ -634,41 +631,63 @@ impl Datapath {
         frame: &[u8],
         ingress_ifindex: u32,
     ) -> Result<(u32, Vec<u8>), libbpf_rs::Error> {
-        let mut ctx_bytes = xdp_ctx(frame.len(), ingress_ifindex);
-        let mut out = vec![0u8; frame.len() + 256];
-        let input = libbpf_rs::ProgramInput {
-            context_in: Some(&mut ctx_bytes),
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..Default::default()
-        };
-        let res = self.prog(side).test_run(input)?;
-        let ret = res.return_value;
-        let len = res.data.map(|d| d.len()).unwrap_or(0);
-        out.truncate(len);
-        Ok((ret, out))
+        let r = run_xdp(self.prog(side), frame, ingress_ifindex, 1, 0)?;
+        Ok((r.action, r.frame))
     }
 
-    /// Runs a frame `repeat` times (on the same buffer: each run sees what
-    /// the previous one left) and returns the last XDP action and the
-    /// kernel's mean time per run (ns).
-    pub fn bench_run(
+    /// Runs an entry point `repeat` times on one buffer (each run sees
+    /// what the previous one left); see [`run_xdp`].
+    pub fn run(
         &self,
         side: Side,
         frame: &[u8],
         ingress_ifindex: u32,
         repeat: u32,
-    ) -> Result<(u32, u64), libbpf_rs::Error> {
-        let mut ctx_bytes = xdp_ctx(frame.len(), ingress_ifindex);
-        let input = libbpf_rs::ProgramInput {
-            context_in: Some(&mut ctx_bytes),
-            data_in: Some(frame),
-            repeat,
-            ..Default::default()
-        };
-        let res = self.prog(side).test_run(input)?;
-        Ok((res.return_value, res.duration.as_nanos() as u64))
+    ) -> Result<XdpRun, libbpf_rs::Error> {
+        run_xdp(self.prog(side), frame, ingress_ifindex, repeat, 0)
     }
+}
+
+/// What one BPF_PROG_TEST_RUN of an XDP program returned.
+#[derive(Debug, Clone)]
+pub struct XdpRun {
+    /// The XDP action of the last run.
+    pub action: u32,
+    /// The frame as the last run left it.
+    pub frame: Vec<u8>,
+    /// The kernel's mean time per run (ns).
+    pub mean_ns: u64,
+}
+
+/// Runs an XDP program `repeat` times on `frame` as if received on
+/// `ingress_ifindex` (in the caller's network namespace), with the
+/// BPF_PROG_TEST_RUN `flags` given.
+pub fn run_xdp(
+    prog: &libbpf_rs::ProgramMut<'_>,
+    frame: &[u8],
+    ingress_ifindex: u32,
+    repeat: u32,
+    flags: u32,
+) -> Result<XdpRun, libbpf_rs::Error> {
+    let mut ctx_bytes = xdp_ctx(frame.len(), ingress_ifindex);
+    let mut out = vec![0u8; frame.len() + 256];
+    let input = libbpf_rs::ProgramInput {
+        context_in: Some(&mut ctx_bytes),
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat,
+        flags,
+        ..Default::default()
+    };
+    let res = prog.test_run(input)?;
+    let len = res.data.map(|d| d.len()).unwrap_or(0);
+    let (action, mean_ns) = (res.return_value, res.duration.as_nanos() as u64);
+    out.truncate(len);
+    Ok(XdpRun {
+        action,
+        frame: out,
+        mean_ns,
+    })
 }
 
 impl Drop for Datapath {
@@ -696,42 +715,6 @@ fn libc_enoent() -> i32 {
     nix::errno::Errno::ENOENT as i32
 }
 
-/// An `xdp_pass` program attached to an interface (detached on drop).
-pub struct PassLink {
-    _dp: Datapath,
-    _link: OwnedFd,
-}
-
-/// Attaches the object's `xdp_pass` program (returns XDP_PASS) in native
-/// mode to `ifindex` in the current network namespace. Test beds put it on
-/// the far end of veth links so that frames sent by XDP_TX are delivered.
-pub fn attach_pass_program(ifindex: u32) -> Result<PassLink, BpfError> {
-    let cfg = Config::parse(
-        "[interfaces]\ninternal = \"lo\"\nexternal = \"lo\"\n[nat]\n\
-         internal_prefixes = [\"10.255.255.0/24\"]\nexternal_pool = [\"192.0.2.1/32\"]\n\
-         max_sessions = 16\nmax_bindings = 16\n",
-        Path::new("(xdp_pass)"),
-    )
-    .map_err(|e| BpfError::Pin {
-        path: PathBuf::from("(xdp_pass)"),
-        err: e.to_string(),
-    })?;
-    let dp = Datapath::load(
-        &cfg,
-        LoadOptions {
-            attach: false,
-            pin: false,
-        },
-    )?;
-    let fd = link_xdp(
-        dp.skel.progs.xdp_pass.as_fd().as_raw_fd(),
-        ifindex,
-        XdpMode::Native,
-        &ifname(ifindex),
-    )?;
-    Ok(PassLink { _dp: dp, _link: fd })
-}
-
 /// The epoll fd of a ring buffer, readable when records wait (for poll(2)
 /// beside other fds).
 pub fn ring_fd<'a>(rb: &'a libbpf_rs::RingBuffer<'_>) -> std::os::fd::BorrowedFd<'a> {
@@ -742,7 +725,7 @@ pub fn ring_fd<'a>(rb: &'a libbpf_rs::RingBuffer<'_>) -> std::os::fd::BorrowedFd
 
 /// A BPF_PROG_TEST_RUN context: a frame of `len` bytes received on
 /// `ingress_ifindex` (in the caller's network namespace).
-fn xdp_ctx(len: usize, ingress_ifindex: u32) -> Vec<u8> {
+pub fn xdp_ctx(len: usize, ingress_ifindex: u32) -> Vec<u8> {
     let ctx = types::xdp_md {
         data: 0,
         data_end: len as u32,
@@ -788,15 +771,12 @@ pub fn ifname(idx: u32) -> String {
         .unwrap_or_else(|| format!("ifindex {idx}"))
 }
 
-/// The benchmark's XDP object (bpf/bench/floor.bpf.c), not part of the
-/// data path: the floor forwarder `xdp_floor` and the instruments of
-/// `make bench` (`xdp_feed`, `xdp_empty`, `xdp_gen`, `xdp_sink`).
 mod fill;
-pub mod floor;
 mod held;
 mod pin;
 mod tables;
 
+pub use pin::attach_xdp;
 pub use pin::detach;
-use pin::{check_adoptable, ensure_bpffs, link_xdp, obj_get, obj_pin};
+use pin::{check_adoptable, ensure_bpffs, obj_get, obj_pin};
 pub use tables::{RouteGen, Tables};

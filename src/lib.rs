@@ -1,13 +1,12 @@
 //! cgnat: a carrier-grade NAT44 whose data path is one XDP program.
 //!
-//! The library holds everything the `cgnat` binary and the tests share:
-//! configuration, the BPF loader, expiry, and the network-namespace test bed.
+//! The library is the product: configuration, the BPF loader, the tables,
+//! expiry, logs, metrics and what the `cgnat` binary runs. The test bed,
+//! benchmark and demo live in the `cgnat-kit` crate (kit/), which uses it.
 
-pub mod bench;
 pub mod bpf;
 pub mod clock;
 pub mod config;
-pub mod demo;
 pub mod expiry;
 pub mod inject;
 pub mod instance;
@@ -19,6 +18,5 @@ pub mod netlink;
 pub mod pool;
 pub mod routes;
 pub mod stats;
-pub mod testbed;
 pub mod veth;
 pub mod watch;

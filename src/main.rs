@@ -119,9 +119,6 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Build a network-namespace test bed, run cgnat in it with the embedded
-    /// default configuration, show translated and hairpinned traffic, clean up.
-    Demo,
 }
 
 fn main() -> ExitCode {
@@ -330,10 +327,6 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
             }
             Ok(())
-        }
-        Cmd::Demo => {
-            let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-            cgnat::demo::run_demo(&exe).map_err(|e| e.to_string())
         }
     }
 }

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use libbpf_rs::{MapCore, MapFlags};
 
-use super::{bytes_of, from_bytes, map_err, types, xdp_ctx, BpfError, Datapath, Side};
+use super::{bytes_of, from_bytes, map_err, types, BpfError, Datapath, Side};
 
 impl Datapath {
     /// Re-runs the held later fragments of datagram `key`: their first
@@ -51,22 +51,11 @@ impl Datapath {
         } else {
             Side::External
         };
-        let mut ctx_bytes = xdp_ctx(len, st.ifindex);
-        // an ICMP error built from the frame may be longer than it
-        let mut out = vec![0u8; len + 256];
-        let input = libbpf_rs::ProgramInput {
-            context_in: Some(&mut ctx_bytes),
-            data_in: Some(&st.data[..len]),
-            data_out: Some(&mut out),
-            repeat: 1,
-            ..Default::default()
-        };
-        let res = self
-            .prog(side)
-            .test_run(input)
+        let (action, frame) = self
+            .test_run(side, &st.data[..len], st.ifindex)
             .map_err(map_err("test_run"))?;
-        let frame = res.data.unwrap_or_default();
-        let egress = match res.return_value {
+        let frame = &frame[..];
+        let egress = match action {
             XDP_TX => st.ifindex,
             XDP_REDIRECT => frame
                 .get(6..12)

@@ -1,0 +1,509 @@
+//! End to end.
+
+use super::*;
+
+pub(super) const GEN_MAC: Mac = [0x02, 0x33, 0, 0, 0, 0x11];
+pub(super) const SINK_MAC: Mac = [0x02, 0x44, 0, 0, 0, 0x10];
+pub(super) const CLIENT: Ipv4Addr = H11;
+pub(super) const SERVER: Ipv4Addr = R10;
+
+/// generator ns --(rg-ri)-- router ns --(re-rs)-- sink ns
+pub struct E2eNet {
+    pub(super) g: Ns,
+    pub(super) r: Ns,
+    pub(super) s: Ns,
+    /// Interface names carry the pid: NAPI threads are named after them.
+    pub(super) ri: String,
+    pub(super) re: String,
+    pub(super) rg: String,
+    pub(super) rs: String,
+    drop_base: std::sync::Mutex<(u64, u64)>,
+}
+
+impl E2eNet {
+    pub(super) fn create() -> Result<E2eNet> {
+        let n = std::process::id() % 100_000;
+        let net = E2eNet {
+            g: Ns::create("g")?,
+            r: Ns::create("r")?,
+            s: Ns::create("s")?,
+            ri: format!("ri{n}"),
+            re: format!("re{n}"),
+            rg: format!("rg{n}"),
+            rs: format!("rs{n}"),
+            drop_base: std::sync::Mutex::new((0, 0)),
+        };
+        let (r, g, s) = (&net.r, &net.g, &net.s);
+        r.ip(&format!(
+            "link add {} type veth peer name {} netns {}",
+            net.ri, net.rg, g.name
+        ))?;
+        r.ip(&format!(
+            "link add {} type veth peer name {} netns {}",
+            net.re, net.rs, s.name
+        ))?;
+        for (ns, dev, mac) in [
+            (r, &net.ri, INT0_MAC),
+            (r, &net.re, EXT0_MAC),
+            (g, &net.rg, GEN_MAC),
+            (s, &net.rs, SINK_MAC),
+        ] {
+            ns.ip(&format!("link set {dev} address {}", mac_str(&mac)))?;
+        }
+        r.ip(&format!("addr add 100.64.0.1/10 dev {}", net.ri))?;
+        r.ip(&format!("addr add 198.51.100.1/24 dev {}", net.re))?;
+        g.ip(&format!("addr add {CLIENT}/10 dev {}", net.rg))?;
+        s.ip(&format!("addr add {SERVER}/24 dev {}", net.rs))?;
+        for (ns, dev) in [(r, &net.ri), (r, &net.re), (g, &net.rg), (s, &net.rs)] {
+            ns.ip(&format!("link set {dev} up"))?;
+        }
+        for (ns, dev) in [(r, &net.ri), (r, &net.re), (g, &net.rg), (s, &net.rs)] {
+            // GRO gives a veth the NAPI that frames sent to it by XDP
+            // need, and makes its peer a redirect target; only a change
+            // while the device is up does (it is "on" after creation).
+            ns.sh(&format!(
+                "ethtool -K {dev} gro off >/dev/null && ethtool -K {dev} gro on >/dev/null"
+            ))?;
+        }
+        for (ns, dev) in [(g, &net.rg), (s, &net.rs)] {
+            ns.sh(&format!("ethtool -K {dev} tx off >/dev/null"))?;
+        }
+        g.ip("route add default via 100.64.0.1")?;
+        s.ip(&format!("route add {POOL} via 198.51.100.1"))?;
+        r.ip(&format!(
+            "neigh replace {SERVER} lladdr {} dev {} nud permanent",
+            mac_str(&SINK_MAC),
+            net.re
+        ))?;
+        r.ip(&format!(
+            "neigh replace {CLIENT} lladdr {} dev {} nud permanent",
+            mac_str(&GEN_MAC),
+            net.ri
+        ))?;
+        net.router_plain()?;
+        // NAPI in kernel threads, so that they can be pinned
+        r.sh(&format!("echo 1 > /sys/class/net/{}/threaded", net.ri))?;
+        s.sh(&format!("echo 1 > /sys/class/net/{}/threaded", net.rs))?;
+        Ok(net)
+    }
+
+    /// Forwarding off (cgnat and the floor forward by themselves), lo
+    /// forwarding on for bpf_fib_lookup.
+    fn router_plain(&self) -> Result<()> {
+        self.r
+            .sh("echo 0 > /proc/sys/net/ipv4/ip_forward && \
+                 echo 1 > /proc/sys/net/ipv4/conf/lo/forwarding")
+            .map(|_| ())
+    }
+
+    fn nft_on(&self) -> Result<()> {
+        self.r.sh(&format!(
+            "echo 1 > /proc/sys/net/ipv4/ip_forward && \
+             nft add table ip cgbench && \
+             nft 'add chain ip cgbench post {{ type nat hook postrouting priority srcnat; }}' && \
+             nft add rule ip cgbench post oifname {} masquerade",
+            self.re
+        ))?;
+        Ok(())
+    }
+
+    fn nft_off(&self) -> Result<()> {
+        let _ = self.r.sh("nft delete table ip cgbench");
+        let _ = self.r.sh("conntrack -F >/dev/null 2>&1");
+        self.router_plain()
+    }
+
+    fn cgnat_config(&self) -> Result<Config> {
+        let text = format!(
+            r#"
+[interfaces]
+internal = "{}"
+external = "{}"
+xdp_mode = "native"
+[nat]
+internal_prefixes = ["100.64.0.0/10"]
+external_pool = ["{POOL}"]
+[daemon]
+pin_path = "/sys/fs/bpf/cgnat-bench-unused"
+"#,
+            self.ri, self.re
+        );
+        Config::parse(&text, Path::new("(bench e2e)")).ctx("e2e config")
+    }
+
+    /// Pins the router's NAPI thread to the last CPU and the sink's to the
+    /// first (with the generator). Returns what was done.
+    fn pin(&self) -> String {
+        let cpus = thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        if cpus < 2 {
+            return "one CPU: nothing pinned".into();
+        }
+        let mut done = Vec::new();
+        for (dev, cpu) in [(&self.ri, cpus - 1), (&self.rs, 0)] {
+            let pids = napi_threads(dev);
+            let ok = !pids.is_empty() && pids.iter().all(|&pid| pin_to(pid, cpu).is_ok());
+            // SCHED_FIFO: the router's CPU is its own while it has work
+            // (the machine may be busy), and the sink preempts the
+            // generator it shares a CPU with as soon as frames arrive.
+            let rt = ok
+                && pids.iter().all(|pid| {
+                    run_command(&["chrt", "-f", "-p", "50", &pid.to_string()], CMD_TIMEOUT)
+                        .map(|o| o.status.success())
+                        .unwrap_or(false)
+                });
+            done.push(match (ok, rt) {
+                (true, true) => format!("NAPI thread of {dev} on CPU {cpu}, SCHED_FIFO 50"),
+                (true, false) => format!("NAPI thread of {dev} on CPU {cpu}"),
+                _ => format!("NAPI of {dev} not pinned (no thread found)"),
+            });
+        }
+        done.push("generator on CPU 0".into());
+        done.join(", ")
+    }
+}
+
+impl E2eNet {
+    /// Frames the veths could not pass on (their peer's ring was full),
+    /// generator -> router and router -> sink, since `reset_drops`.
+    fn drops(&self) -> String {
+        let now = self.drop_counts();
+        let before = *self.drop_base.lock().unwrap_or_else(|e| e.into_inner());
+        format!(
+            "frames lost generator->router {}, router->sink {}",
+            now.0.saturating_sub(before.0),
+            now.1.saturating_sub(before.1)
+        )
+    }
+
+    fn reset_drops(&self) {
+        let now = self.drop_counts();
+        *self.drop_base.lock().unwrap_or_else(|e| e.into_inner()) = now;
+    }
+
+    fn drop_counts(&self) -> (u64, u64) {
+        let errors = |ns: &Ns, dev: &str| -> u64 {
+            ns.sh(&format!("ethtool -S {dev}"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("xdp_xmit_err") || l.contains("xdp_tx_err"))
+                .filter_map(|l| l.rsplit(':').next()?.trim().parse::<u64>().ok())
+                .sum()
+        };
+        (errors(&self.g, &self.rg), errors(&self.r, &self.re))
+    }
+}
+
+/// CPU time (ns) the threads `pids` have run (/proc/PID/schedstat).
+pub(super) fn cpu_ns(pids: &[i32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok())
+        .filter_map(|t| t.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Threaded-NAPI kernel threads of `dev` ("napi/DEV-ID").
+pub(super) fn napi_threads(dev: &str) -> Vec<i32> {
+    let prefix = format!("napi/{dev}-");
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) {
+            if comm.trim().starts_with(&prefix) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn pin_to(pid: i32, cpu: usize) -> Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu).ctx("cpu set")?;
+    nix::sched::sched_setaffinity(Pid::from_raw(pid), &set).ctx("sched_setaffinity")
+}
+
+/// The live-frames generator, on a thread of its own in the generator
+/// namespace.
+pub(super) struct Generator {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    handle: Option<thread::JoinHandle<Result<()>>>,
+}
+
+impl Generator {
+    fn start(net: &E2eNet, subs: u32, ports: u32) -> Result<Generator> {
+        const CHUNK: u32 = 1 << 16;
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let (st, se) = (Arc::clone(&stop), Arc::clone(&sent));
+        let path = net.g.path();
+        let dev = net.rg.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
+        let handle = thread::spawn(move || -> Result<()> {
+            let setup = || -> Result<(Floor, u32, Vec<u8>)> {
+                enter(&path)?;
+                let _ = pin_to(0, 0);
+                let idx = ifindex(&dev)?;
+                let mut fl = Floor::load(0, 1, (1, 1)).ctx("loading the generator")?;
+                let base = Ipv4Addr::new(100, 65, 0, 0);
+                let frame = udp_frame(INT0_MAC, GEN_MAC, sock(base, 10000), sock(SERVER, 9));
+                fl.set_generator(&frame, base, subs, 10000, ports)
+                    .ctx("generator")?;
+                Ok((fl, idx, frame))
+            };
+            let (fl, idx, frame) = match setup() {
+                Ok(v) => {
+                    let _ = ready_tx.send(Ok(()));
+                    v
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(BenchError(e.0.clone())));
+                    return Err(e);
+                }
+            };
+            while !st.load(Ordering::Relaxed) {
+                fl.generate(&frame, idx, CHUNK)
+                    .ctx("live-frames BPF_PROG_TEST_RUN")?;
+                se.fetch_add(u64::from(CHUNK), Ordering::Relaxed);
+            }
+            Ok(())
+        });
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => Ok(Generator {
+                stop,
+                sent,
+                handle: Some(handle),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => fail("the generator did not start"),
+        }
+    }
+
+    fn stop(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.handle.take().map(|h| h.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => fail(format!("generator panicked: {}", panic_text(&e))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Mode {
+    Cgnat,
+    Floor,
+    /// The floor plus cgnat's two lookups (xdp_probe).
+    Probe,
+    Nft,
+}
+
+/// The bindings and sessions cgnat would hold for the generator's flows,
+/// in xdp_probe's maps.
+pub(super) fn fill_probe(fl: &Floor, subs: u32, ports: u32) -> Result<()> {
+    let maps = fl.probe_maps()?;
+    let (mut bk, mut bv, mut sk, mut sv) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let base = u32::from(Ipv4Addr::new(100, 65, 0, 0));
+    for sub in 0..subs {
+        for port in 0..ports {
+            let ext_addr = be(Ipv4Addr::from(POOL_BASE + sub % POOL_SIZE));
+            let ext_port = (1024 + (sub / POOL_SIZE) * ports + port) as u16;
+            let ik = types::cgnat_endpoint {
+                addr: be(Ipv4Addr::from(base + sub)),
+                port: (10000 + port as u16).to_be(),
+                proto: PROTO_UDP,
+                _pad: 0,
+            };
+            let b = types::cgnat_binding {
+                addr: ext_addr,
+                port: ext_port.to_be(),
+                ..Default::default()
+            };
+            let k = types::cgnat_session_key {
+                ext_addr,
+                rem_addr: be(SERVER),
+                ext_port: ext_port.to_be(),
+                rem_port: 9u16.to_be(),
+                proto: PROTO_UDP,
+                _pad: [0; 3],
+            };
+            let v = types::cgnat_session {
+                int_addr: ik.addr,
+                int_port: ik.port,
+                ..Default::default()
+            };
+            bk.extend_from_slice(bytes_of(&ik));
+            bv.extend_from_slice(bytes_of(&b));
+            sk.extend_from_slice(bytes_of(&k));
+            sv.extend_from_slice(bytes_of(&v));
+        }
+    }
+    let n = subs * ports;
+    maps.0
+        .update_batch(&bk, &bv, n, MapFlags::ANY, MapFlags::ANY)
+        .ctx("probe_bind")?;
+    maps.1
+        .update_batch(&sk, &sv, n, MapFlags::ANY, MapFlags::ANY)
+        .ctx("probe_sess")
+}
+
+/// What the router runs while it lives; dropping it detaches.
+pub(super) enum Router {
+    Cgnat { _dp: Box<Datapath> },
+    Floor { _fl: Box<Floor> },
+    Nft,
+}
+
+impl E2eNet {
+    /// Sets the router up in `mode`; `flows` (subscribers, ports) are the
+    /// generator's, whose bindings and sessions xdp_probe gets.
+    pub(super) fn router(&self, mode: Mode, flows: (u32, u32)) -> Result<Router> {
+        match mode {
+            Mode::Cgnat => {
+                let cfg = self.cgnat_config()?;
+                in_ns(&self.r, || load_dp(&cfg, true)).map(|d| Router::Cgnat { _dp: Box::new(d) })
+            }
+            Mode::Floor => in_ns(&self.r, || {
+                let mut fl = Floor::load(ifindex("lo")?, 1, (1, 1)).ctx("loading the floor")?;
+                fl.add_tx_port(ifindex(&self.re)?).ctx("floor tx_ports")?;
+                fl.attach(Prog::Floor, ifindex(&self.ri)?)
+                    .ctx("attaching the floor")?;
+                Ok(Router::Floor { _fl: Box::new(fl) })
+            }),
+            Mode::Probe => in_ns(&self.r, || {
+                let (subs, ports) = flows;
+                // sized as cgnat's maps with the e2e config's defaults
+                let cfg = self.cgnat_config()?;
+                let mut fl = Floor::load(ifindex("lo")?, 1, (cfg.max_bindings, cfg.max_sessions))
+                    .ctx("loading the probe")?;
+                fill_probe(&fl, subs, ports)?;
+                fl.add_tx_port(ifindex(&self.re)?).ctx("floor tx_ports")?;
+                fl.attach(Prog::Probe, ifindex(&self.ri)?)
+                    .ctx("attaching the probe")?;
+                Ok(Router::Floor { _fl: Box::new(fl) })
+            }),
+            Mode::Nft => {
+                self.nft_on()?;
+                Ok(Router::Nft)
+            }
+        }
+    }
+
+    pub(super) fn router_off(&self, r: Router) -> Result<()> {
+        let nft = matches!(r, Router::Nft);
+        drop(r);
+        if nft {
+            self.nft_off()?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn bench_e2e(p: &Params, net: &E2eNet, notes: &mut Vec<String>) -> Result<E2eResult> {
+    let mut sink = in_ns(&net.s, || {
+        let mut f = Floor::load(0, 1, (1, 1)).ctx("loading the sink")?;
+        f.attach(Prog::Sink, ifindex(&net.rs)?)
+            .ctx("attaching the sink")?;
+        Ok(f)
+    })?;
+    let mut r = E2eResult {
+        flows: p.e2e_subs * p.e2e_ports,
+        frame_len: 60,
+        ..Default::default()
+    };
+    for run in 0..p.e2e_runs {
+        let first = run == 0;
+        for mode in [Mode::Cgnat, Mode::Floor, Mode::Probe, Mode::Nft] {
+            let router = net.router(mode, (p.e2e_subs, p.e2e_ports))?;
+            r.pinning = net.pin();
+            net.reset_drops();
+            let gen = Generator::start(net, p.e2e_subs, p.e2e_ports)?;
+            thread::sleep(Duration::from_secs_f64(p.e2e_warmup));
+            let napi = napi_threads(&net.ri);
+            let (c0, g0, u0, t0) = (
+                sink.sink_packets()?,
+                gen.sent.load(Ordering::Relaxed),
+                cpu_ns(&napi),
+                Instant::now(),
+            );
+            thread::sleep(Duration::from_secs_f64(p.e2e_secs));
+            let (c1, g1, u1) = (
+                sink.sink_packets()?,
+                gen.sent.load(Ordering::Relaxed),
+                cpu_ns(&napi),
+            );
+            let dt = t0.elapsed().as_secs_f64();
+            gen.stop()?;
+            if first {
+                notes.push(format!("e2e {mode:?}: {}", net.drops()));
+                if let Router::Cgnat { _dp: dp } = &router {
+                    let t = dp.tables().ctx("tables")?;
+                    let c = cgnat::stats::read(&t.stats).ctx("stats")?;
+                    let nz: Vec<String> = c
+                        .iter()
+                        .filter(|c| c.packets > 0)
+                        .map(|c| format!("{}={}", c.name, c.packets))
+                        .collect();
+                    notes.push(format!("e2e cgnat verdicts (first run): {}", nz.join(" ")));
+                }
+            }
+            net.router_off(router)?;
+            let rate = (c1 - c0) as f64 / dt / 1e6;
+            let grate = (g1 - g0) as f64 / dt / 1e6;
+            let busy = (u1 - u0) as f64 / 1e9 / dt;
+            let per_pkt = (u1 - u0) as f64 / (c1 - c0).max(1) as f64;
+            let m = match mode {
+                Mode::Cgnat => &mut r.cgnat,
+                Mode::Floor => &mut r.floor,
+                Mode::Probe => &mut r.probe,
+                Mode::Nft => &mut r.nft,
+            };
+            m.mpps.runs.push(rate);
+            m.gen_mpps.runs.push(grate);
+            m.router_ns.runs.push(per_pkt);
+            m.router_busy.runs.push(busy);
+            eprintln!(
+                "bench:   e2e {mode:?}: {rate:.3} Mpps received, {grate:.3} Mpps sent, \
+                 router NAPI thread busy {:.0}%, {per_pkt:.0} ns per packet",
+                busy * 100.0
+            );
+            if rate <= 0.0 {
+                return fail(format!("e2e {mode:?}: nothing reached the sink"));
+            }
+        }
+    }
+    sink.detach_all();
+    for (name, m) in [
+        ("cgnat", &r.cgnat),
+        ("floor", &r.floor),
+        ("nftables", &r.nft),
+    ] {
+        if m.router_busy.median() < 0.9 {
+            notes.push(format!(
+                "e2e {name}: the router's NAPI thread was busy {:.0}% of the time: its \
+                 throughput ({:.2} Mpps of {:.2} sent) is bounded by the generator; compare \
+                 router CPU per packet",
+                m.router_busy.median() * 100.0,
+                m.mpps.median(),
+                m.gen_mpps.median()
+            ));
+        }
+    }
+    Ok(r)
+}

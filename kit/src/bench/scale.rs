@@ -1,0 +1,400 @@
+//! Scale.
+
+use super::*;
+
+/// Where the preloaded sessions are: subscriber k is 100.66.0.0 + k, its
+/// j-th flow leaves from port 20000 + j to 198.51.100.10:3478 (UDP) on
+/// pool address k / per_addr, port 1024 + (k % per_addr) * ports + j.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Geo {
+    pub(super) subs: u32,
+    pub(super) ports: u32,
+    pub(super) per_addr: u32,
+}
+
+impl Geo {
+    pub(super) fn new(subs: u32, ports: u32) -> Result<Geo> {
+        if ports == 0 || ports > 64512 {
+            return fail("scale_ports must be 1..=64512");
+        }
+        let per_addr = 64512 / ports;
+        if subs.div_ceil(per_addr) > POOL_SIZE || subs > 1 << 16 {
+            return fail(format!(
+                "{subs} subscribers x {ports} ports do not fit the pool {POOL}"
+            ));
+        }
+        Ok(Geo {
+            subs,
+            ports,
+            per_addr,
+        })
+    }
+
+    pub(super) fn sub(&self, k: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 66, 0, 0)) + k)
+    }
+
+    pub(super) fn pool_idx(&self, k: u32) -> u32 {
+        k / self.per_addr
+    }
+
+    pub(super) fn ext(&self, k: u32, j: u32) -> SocketAddrV4 {
+        sock(
+            Ipv4Addr::from(POOL_BASE + self.pool_idx(k)),
+            (1024 + (k % self.per_addr) * self.ports + j) as u16,
+        )
+    }
+
+    pub(super) fn int(&self, k: u32, j: u32) -> SocketAddrV4 {
+        sock(self.sub(k), 20000 + j as u16)
+    }
+
+    pub(super) fn frame(&self, k: u32, j: u32) -> Vec<u8> {
+        udp_frame(INT0_MAC, SUB_MAC, self.int(k, j), sock(R10, 3478))
+    }
+}
+
+/// The maps a preload writes: cgnat's, or `xdp_probe`'s (no reverse
+/// bindings, no subscribers).
+pub(super) struct Dest<'a> {
+    bind_in: Option<&'a MapHandle>,
+    bind_out: &'a MapHandle,
+    sessions: &'a MapHandle,
+    subscribers: Option<&'a MapHandle>,
+}
+
+impl<'a> Dest<'a> {
+    pub(super) fn cgnat(t: &'a Tables) -> Dest<'a> {
+        Dest {
+            bind_in: Some(&t.bind_in),
+            bind_out: &t.bind_out,
+            sessions: &t.sessions,
+            subscribers: Some(&t.subscribers),
+        }
+    }
+
+    pub(super) fn probe(maps: &'a (MapHandle, MapHandle)) -> Dest<'a> {
+        Dest {
+            bind_in: None,
+            bind_out: &maps.0,
+            sessions: &maps.1,
+            subscribers: None,
+        }
+    }
+}
+
+/// Writes the bindings, sessions and subscribers of subscribers `subs`
+/// as the data path would have created them at `now`.
+pub(super) fn preload(t: &Dest<'_>, g: &Geo, subs: std::ops::Range<u32>, now: u64) -> Result<()> {
+    const CHUNK: usize = 1 << 16;
+    let mut sk = Vec::new();
+    let mut sv = Vec::new();
+    let mut ok = Vec::new();
+    let mut ov = Vec::new();
+    let mut ik = Vec::new();
+    let mut iv = Vec::new();
+    let mut n = 0usize;
+    let flush = |sk: &mut Vec<u8>,
+                 sv: &mut Vec<u8>,
+                 ok: &mut Vec<u8>,
+                 ov: &mut Vec<u8>,
+                 ik: &mut Vec<u8>,
+                 iv: &mut Vec<u8>,
+                 n: &mut usize|
+     -> Result<()> {
+        if *n == 0 {
+            return Ok(());
+        }
+        let c = *n as u32;
+        // reverse binding first, as the data path claims a port
+        if let Some(m) = t.bind_in {
+            m.update_batch(ik, iv, c, MapFlags::ANY, MapFlags::ANY)
+                .ctx("bind_in batch update")?;
+        }
+        t.bind_out
+            .update_batch(ok, ov, c, MapFlags::ANY, MapFlags::ANY)
+            .ctx("bind_out batch update")?;
+        t.sessions
+            .update_batch(sk, sv, c, MapFlags::ANY, MapFlags::ANY)
+            .ctx("sessions batch update")?;
+        for v in [sk, sv, ok, ov, ik, iv] {
+            v.clear();
+        }
+        *n = 0;
+        Ok(())
+    };
+    let r10 = be(R10);
+    for k in subs.clone() {
+        for j in 0..g.ports {
+            let (int, ext) = (g.int(k, j), g.ext(k, j));
+            let ie = types::cgnat_endpoint {
+                addr: be(*int.ip()),
+                port: int.port().to_be(),
+                proto: PROTO_UDP,
+                _pad: 0,
+            };
+            let ee = types::cgnat_endpoint {
+                addr: be(*ext.ip()),
+                port: ext.port().to_be(),
+                proto: PROTO_UDP,
+                _pad: 0,
+            };
+            let to_ext = types::cgnat_binding {
+                addr: ee.addr,
+                port: ee.port,
+                ..Default::default()
+            };
+            let to_int = types::cgnat_binding {
+                addr: ie.addr,
+                port: ie.port,
+                ..Default::default()
+            };
+            let key = types::cgnat_session_key {
+                ext_addr: ee.addr,
+                rem_addr: r10,
+                ext_port: ee.port,
+                rem_port: 3478u16.to_be(),
+                proto: PROTO_UDP,
+                _pad: [0; 3],
+            };
+            let val = types::cgnat_session {
+                int_addr: ie.addr,
+                int_port: ie.port,
+                last_seen: cgnat::expiry::compact_time(now),
+                ..Default::default()
+            };
+            ik.extend_from_slice(bytes_of(&ee));
+            iv.extend_from_slice(bytes_of(&to_int));
+            ok.extend_from_slice(bytes_of(&ie));
+            ov.extend_from_slice(bytes_of(&to_ext));
+            sk.extend_from_slice(bytes_of(&key));
+            sv.extend_from_slice(bytes_of(&val));
+            n += 1;
+            if n == CHUNK {
+                flush(&mut sk, &mut sv, &mut ok, &mut ov, &mut ik, &mut iv, &mut n)?;
+            }
+        }
+    }
+    flush(&mut sk, &mut sv, &mut ok, &mut ov, &mut ik, &mut iv, &mut n)?;
+    // subscribers: paired address, ports and sessions held
+    let Some(subscribers) = t.subscribers else {
+        return Ok(());
+    };
+    let (mut keys, mut vals) = (Vec::new(), Vec::new());
+    for k in subs {
+        let s = types::cgnat_subscriber {
+            ext_addr: be(Ipv4Addr::from(POOL_BASE + g.pool_idx(k))),
+            pool_idx: g.pool_idx(k),
+            ports: [0, g.ports, 0],
+            sessions: g.ports,
+            rate_stamp_ns: now,
+            created_ns: now,
+            last_alloc_ns: now,
+            ..Default::default()
+        };
+        keys.extend_from_slice(bytes_of(&be(g.sub(k))));
+        vals.extend_from_slice(bytes_of(&s));
+    }
+    for (kc, vc) in keys
+        .chunks(4 * CHUNK)
+        .zip(vals.chunks(std::mem::size_of::<types::cgnat_subscriber>() * CHUNK))
+    {
+        subscribers
+            .update_batch(kc, vc, (kc.len() / 4) as u32, MapFlags::ANY, MapFlags::ANY)
+            .ctx("subscribers batch update")?;
+    }
+    Ok(())
+}
+
+/// pool_load as the data path keeps it: subscribers per pool address.
+pub(super) fn set_pool_load(t: &Tables, g: &Geo, subs: u32) -> Result<()> {
+    for idx in 0..POOL_SIZE {
+        let lo = idx * g.per_addr;
+        let n = subs.saturating_sub(lo).min(g.per_addr);
+        t.pool_load
+            .update(bytes_of(&idx), bytes_of(&n), MapFlags::ANY)
+            .ctx("pool_load")?;
+    }
+    Ok(())
+}
+
+/// A small deterministic generator (xorshift64*).
+pub(super) struct Rng(u64);
+
+impl Rng {
+    pub(super) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
+    in_ns(ns, || {
+        let g = Geo::new(p.scale_subs, p.scale_ports)?;
+        let small = Geo::new(p.small_subs.min(p.scale_subs), p.scale_ports)?;
+        let total = u64::from(g.subs) * u64::from(g.ports);
+        let size = total.next_power_of_two().max(1024) as u32;
+        let cfg = prog_config(size, size, g.subs.next_power_of_two().max(1024))?;
+        let dp = load_dp(&cfg, false)?;
+        let t = dp.tables().ctx("tables")?;
+        let (int0, ext0, lo) = (ifindex("int0")?, ifindex("ext0")?, ifindex("lo")?);
+        let frames_max = p.scale_frames.max(small.subs * small.ports);
+        let mut fl = Floor::load(lo, frames_max, (size, size)).ctx("loading the floor")?;
+        fl.add_tx_port(int0).ctx("floor tx_ports")?;
+        fl.add_tx_port(ext0).ctx("floor tx_ports")?;
+        let probe = fl.probe_maps()?;
+        let mut r = ScaleResult::default();
+
+        // Fast path over every flow of the small table.
+        let now = monotonic_ns();
+        let t0 = Instant::now();
+        preload(&Dest::cgnat(&t), &g, 0..small.subs, now)?;
+        set_pool_load(&t, &g, small.subs)?;
+        let mut preload_secs = t0.elapsed().as_secs_f64();
+        preload(&Dest::probe(&probe), &g, 0..small.subs, now)?;
+        r.small_sessions = u64::from(small.subs) * u64::from(g.ports);
+        let frames: Vec<Vec<u8>> = (0..small.subs)
+            .flat_map(|k| (0..g.ports).map(move |j| (k, j)))
+            .map(|(k, j)| g.frame(k, j))
+            .collect();
+        fl.set_frames(&frames).ctx("feeder frames")?;
+        // cgnat, and optionally the floor and the probe, net of the feeder
+        let measure = |fl: &Floor,
+                       runs: usize,
+                       c: &mut Stat,
+                       mut others: Option<(&mut Stat, &mut Stat)>|
+         -> Result<()> {
+            for _ in 0..runs {
+                let (_, e) = feed(fl, Target::Empty, int0, p.scale_repeat)?;
+                let cg = feed_cgnat(fl, &dp, &t, Side::Internal, int0, p.scale_repeat, "fwd_out")?;
+                c.runs.push(cg - e);
+                if let Some((f, pr)) = others.as_mut() {
+                    let (_, x) = feed(fl, Target::Floor, int0, p.scale_repeat)?;
+                    f.runs.push(x - e);
+                    let hits = fl.probe_hits();
+                    let (_, x) = feed(fl, Target::Probe, int0, p.scale_repeat)?;
+                    if fl.probe_hits() - hits != u64::from(p.scale_repeat) {
+                        return fail("xdp_probe did not find every session");
+                    }
+                    pr.runs.push(x - e);
+                }
+            }
+            Ok(())
+        };
+        measure(
+            &fl,
+            p.runs,
+            &mut r.small_ns,
+            Some((&mut r.small_floor_ns, &mut r.small_probe_ns)),
+        )?;
+
+        // The rest of the large table.
+        let t1 = Instant::now();
+        preload(&Dest::cgnat(&t), &g, small.subs..g.subs, now)?;
+        set_pool_load(&t, &g, g.subs)?;
+        preload_secs += t1.elapsed().as_secs_f64();
+        r.preload_secs = preload_secs;
+        preload(&Dest::probe(&probe), &g, small.subs..g.subs, now)?;
+        r.large_sessions = total;
+        // the large table, the small table's flows: table size alone
+        measure(&fl, p.runs, &mut r.large_hot_ns, None)?;
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let frames: Vec<Vec<u8>> = (0..p.scale_frames.min(g.subs * g.ports))
+            .map(|_| {
+                let k = (rng.next() % u64::from(g.subs)) as u32;
+                let j = (rng.next() % u64::from(g.ports)) as u32;
+                g.frame(k, j)
+            })
+            .collect();
+        r.large_frames = frames.len() as u32;
+        fl.set_frames(&frames).ctx("feeder frames")?;
+        measure(
+            &fl,
+            p.runs,
+            &mut r.large_ns,
+            Some((&mut r.large_floor_ns, &mut r.large_probe_ns)),
+        )?;
+        eprintln!(
+            "bench:   {} sessions {:.1} ns, {} sessions {:.1} ns (preload {:.1} s)",
+            r.small_sessions,
+            r.small_ns.median(),
+            r.large_sessions,
+            r.large_ns.median(),
+            r.preload_secs
+        );
+
+        // Memory.
+        for (name, m) in [
+            ("sessions", &t.sessions),
+            ("bind_in", &t.bind_in),
+            ("bind_out", &t.bind_out),
+            ("subscribers", &t.subscribers),
+            ("frags", &t.frags),
+            ("blocks", &t.blocks),
+            ("sub_blocks", &t.sub_blocks),
+        ] {
+            r.maps.push(map_mem(name, m)?);
+        }
+
+        // Expiry: a sweep that expires nothing (its `now` is the preload
+        // time), then the fast path while such sweeps run on another CPU.
+        let sweeper = Sweeper {
+            timeouts: cfg.timeouts.clone(),
+            quarantine: cfg.port_quarantine,
+            blocks: None,
+            pool: cfg.pool_addrs.clone(),
+        };
+        let s0 = Instant::now();
+        let rep = sweeper.sweep(&t, now).ctx("sweep")?;
+        r.sweep_noop_secs = s0.elapsed().as_secs_f64();
+        if rep.sessions_live != total || rep.sessions_dying != 0 || rep.bindings_released != 0 {
+            return fail(format!("the no-op sweep changed state: {rep:?}"));
+        }
+        let stop = AtomicBool::new(false);
+        let sweeps = AtomicU64::new(0);
+        let t2 = dp.tables().ctx("tables")?;
+        let during = thread::scope(|sc| -> Result<Stat> {
+            let h = sc.spawn(|| -> Result<()> {
+                while !stop.load(Ordering::Relaxed) {
+                    sweeper.sweep(&t2, now).ctx("sweep")?;
+                    sweeps.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            });
+            let mut st = Stat::default();
+            let res = measure(&fl, p.runs, &mut st, None);
+            // keep a sweep running until at least one completed
+            while sweeps.load(Ordering::Relaxed) == 0 && !h.is_finished() {
+                thread::sleep(Duration::from_millis(10));
+            }
+            stop.store(true, Ordering::Relaxed);
+            h.join()
+                .map_err(|e| BenchError(format!("sweeper panicked: {}", panic_text(&e))))??;
+            res.map(|()| st)
+        })?;
+        r.during_sweep_ns = during;
+        r.sweeps_during = sweeps.load(Ordering::Relaxed);
+
+        // Expire everything: the first sweep marks every session dying,
+        // the second deletes them and releases (quarantines) the ports.
+        if p.expire_all {
+            let far = now + 10 * 86_400 * 1_000_000_000;
+            let s1 = Instant::now();
+            let a = sweeper.sweep(&t, far).ctx("sweep")?;
+            r.expire_mark_secs = s1.elapsed().as_secs_f64();
+            let s2 = Instant::now();
+            let b = sweeper.sweep(&t, far + 1_000_000_000).ctx("sweep")?;
+            r.expire_delete_secs = s2.elapsed().as_secs_f64();
+            r.expired = b.sessions_expired;
+            if a.sessions_dying != total || b.sessions_expired != total {
+                return fail(format!(
+                    "expiring everything: {} marked, {} expired of {total}",
+                    a.sessions_dying, b.sessions_expired
+                ));
+            }
+        }
+        Ok(r)
+    })
+}

@@ -1,0 +1,48 @@
+//! cgnat-kit: the tooling around cgnat, never installed. The
+//! network-namespace test bed every end-to-end test and the demo use, the
+//! benchmark (`make bench`) with its own XDP object, and where to find the
+//! `cgnat` binary under test.
+
+pub mod bench;
+pub mod demo;
+pub mod floor;
+pub mod testbed;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The repository's top directory (the workspace root).
+pub fn repo_root() -> PathBuf {
+    let kit = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    kit.parent().map(PathBuf::from).unwrap_or(kit)
+}
+
+/// The `cgnat` binary of this build profile: beside the running test or
+/// benchmark executable (target/<profile>/deps/..) or beside the kit's own
+/// binary (target/<profile>/). `CGNAT_BIN` overrides it. Panics with the
+/// command to run when it is missing: cargo builds a package's binaries
+/// for that package's tests only, and the tests live in the kit.
+pub fn cgnat_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(find_cgnat_binary)
+}
+
+fn find_cgnat_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("CGNAT_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let found = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join("cgnat"))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!(
+            "no cgnat binary beside {}: build it first (`cargo build --release --bin cgnat`, \
+             which `make test` does) or set CGNAT_BIN",
+            exe.display()
+        )
+    })
+}

@@ -1,0 +1,112 @@
+//! The benchmark suite (src/bench.rs) with tiny repeat counts: it must
+//! complete and produce sane numbers. No timing is asserted: the machine
+//! may be slow or busy. Needs root; without it the test is skipped, except
+//! under CI where it fails (`cgnat_kit::testbed::cannot_run`).
+
+use cgnat_kit::bench::{mpps, Params, Stat};
+
+fn privileged() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    cgnat_kit::testbed::cannot_run(
+        "bench_smoke: the benchmarks need root (BPF programs, network namespaces)",
+    );
+    false
+}
+
+fn sane(what: &str, s: &Stat, runs: usize) {
+    assert_eq!(
+        s.runs.len(),
+        runs,
+        "{what}: {} runs, expected {runs}",
+        s.runs.len()
+    );
+    let m = s.median();
+    assert!(
+        m.is_finite() && m > 0.0,
+        "{what}: median {m} ({:?})",
+        s.runs
+    );
+}
+
+#[test]
+fn bench_suite_runs() {
+    if !privileged() {
+        return;
+    }
+    let p = Params::smoke();
+    let s = cgnat_kit::bench::run(&p).expect("the suite runs");
+    println!("{}", s.table());
+    assert!(s.errors.is_empty(), "sections failed: {:#?}", s.errors);
+
+    assert_eq!(s.paths.len(), 7, "every packet path measured");
+    for r in &s.paths {
+        sane(&format!("{} cgnat", r.name), &r.cgnat_ns, p.runs);
+        sane(&format!("{} floor", r.name), &r.floor_ns, p.runs);
+        assert!(
+            r.ratio().is_finite() && r.ratio() > 0.0,
+            "{}: ratio",
+            r.name
+        );
+        assert!(mpps(r.cgnat_ns.median()) > 0.0);
+        assert!(r.single_cgnat_ns.is_finite(), "{}: single-call", r.name);
+        if let Some(pr) = &r.probe_ns {
+            sane(&format!("{} floor+lookups", r.name), pr, p.runs);
+        }
+    }
+
+    let n = s.new_flows.as_ref().expect("new-flow results");
+    sane("new flows", &n.new_mean_ns, p.runs);
+    assert!(n.flows_per_sec().is_finite() && n.flows_per_sec() > 0.0);
+
+    let sc = s.scale.as_ref().expect("scale results");
+    let total = u64::from(p.scale_subs) * u64::from(p.scale_ports);
+    assert_eq!(sc.large_sessions, total);
+    sane("scale small", &sc.small_ns, p.runs);
+    sane("scale large", &sc.large_ns, p.runs);
+    sane("scale large table, small flows", &sc.large_hot_ns, p.runs);
+    sane("scale floor+lookups", &sc.large_probe_ns, p.runs);
+    sane("scale during sweep", &sc.during_sweep_ns, p.runs);
+    assert!(sc.sweeps_during >= 1);
+    assert_eq!(sc.expired, total, "the expire-everything sweeps");
+    let b = sc.bytes_per_session();
+    assert!(b.is_finite() && b > 0.0, "bytes per session {b}");
+
+    // The end-to-end section's traffic generator needs live frames; a
+    // kernel that refuses them (EPERM) makes the section unavailable, said
+    // in the summary, rather than failed. Nothing else may be missing.
+    match s.e2e.as_ref() {
+        Some(e) => {
+            for (what, m) in [
+                ("e2e cgnat", &e.cgnat),
+                ("e2e floor", &e.floor),
+                ("e2e floor+lookups", &e.probe),
+                ("e2e nftables", &e.nft),
+            ] {
+                sane(what, &m.mpps, p.e2e_runs);
+                sane(what, &m.router_ns, p.e2e_runs);
+            }
+        }
+        None => {
+            assert!(
+                s.unavailable.len() == 1 && s.unavailable[0].starts_with("e2e:"),
+                "no end-to-end results, unavailable: {:?}",
+                s.unavailable
+            );
+            eprintln!("NOTE: {}", s.unavailable[0]);
+        }
+    }
+
+    let t = s.tcp.as_ref().expect("tcp results");
+    sane("connections/s cgnat", &t.conn_cgnat, p.tcp_runs);
+    sane("connections/s nftables", &t.conn_nft, p.tcp_runs);
+    if t.iperf_skipped.is_none() {
+        sane("iperf3 cgnat", &t.iperf_cgnat_gbps, p.tcp_runs);
+        sane("iperf3 nftables", &t.iperf_nft_gbps, p.tcp_runs);
+    }
+
+    let json = s.to_json();
+    assert!(json.starts_with('{') && json.trim_end().ends_with('}'));
+    assert!(json.contains("\"paths\"") && json.contains("\"kernel\""));
+}

@@ -1,0 +1,111 @@
+//! The packet tables on the oldest kernel cgnat supports: runs
+//! `tests/oldkernel/run.sh`, which boots Debian's Linux 6.1 under qemu (TCG,
+//! no KVM needed) from an initramfs holding the prog_run test executable,
+//! and runs a representative subset of `tests/prog_run.rs` there (the whole
+//! suite takes 8 to 11 minutes under TCG: see `FILTER` and docs/kernels.md).
+//! The current kernel runs the whole suite in `tests/prog_run.rs` itself.
+//!
+//! Needs root: the script installs qemu-system-x86, busybox-static, cpio
+//! and bpftool with apt-get if missing, and downloads the kernel package
+//! (kept in target/oldkernel/). Without root it prints a message and
+//! returns, except under CI=true where it fails.
+//!
+//! Run: cargo test --release --test old_kernel -- --nocapture
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The prog_run tests run on 6.1 (libtest filters: names containing any
+/// of them). Each loads the program with its own configuration, and the
+/// verifier explores only the code that configuration leaves live:
+/// translation: the NAT paths, FIB lookups, redirects and generated ICMP;
+/// fragments: the fragment stash (bpf_xdp_load_bytes, live-frame reruns);
+/// port_collisions: port allocation on collisions (map update errors);
+/// malformed_and_other: the parser, with ICMP generation off;
+/// mss_clamping: the bounded loop over TCP options.
+/// The whole suite (14 tests) takes 8 to 11 minutes under TCG.
+const FILTER: &str = "translation fragments port_collisions malformed_and_other mss_clamping";
+
+/// Limit for the VM (boot, load, tests). TCG verifies and runs the program
+/// some 25 times slower than the host.
+const VM_LIMIT: Duration = Duration::from_secs(480);
+
+/// Limit for the whole script: installs, the kernel download, the cargo
+/// check of the test executable, the initramfs, and the VM.
+const SCRIPT_LIMIT: Duration = Duration::from_secs(900);
+
+#[test]
+fn packet_tables_on_linux_6_1() {
+    if !nix::unistd::geteuid().is_root() {
+        cgnat_kit::testbed::cannot_run("old_kernel: needs root (apt-get, qemu, mknod)");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("tests/oldkernel/run.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script)
+        .current_dir(root)
+        .env("OLDKERNEL_FILTER", FILTER)
+        .env("OLDKERNEL_TIMEOUT", VM_LIMIT.as_secs().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // The script builds the prog_run executable with cargo (a no-op
+    // after `cargo test --release`), so that it is never a stale one.
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stderr.read_to_string(&mut out);
+        out
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("waiting for the script") {
+            break Some(s);
+        }
+        if start.elapsed() > SCRIPT_LIMIT {
+            // the script, qemu and anything else in its process group
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let out = reader.join().unwrap_or_default();
+    let err = err_reader.join().unwrap_or_default();
+    print!("{err}{out}");
+    let took = start.elapsed().as_secs();
+    let Some(status) = status else {
+        panic!(
+            "{} did not finish within {SCRIPT_LIMIT:?}",
+            script.display()
+        );
+    };
+    println!("old_kernel: script exited with {status} after {took} s");
+    assert!(
+        status.success(),
+        "the packet tables failed on Linux 6.1 (see the serial console above and \
+         target/oldkernel/serial.log)"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("[oldkernel] PASS on 6.1.")),
+        "the script exited 0 without its PASS line"
+    );
+}

@@ -1,0 +1,1029 @@
+//! Packaging: the Debian package (`make deb`, packaging/build-deb.sh) and
+//! the Dockerfile.
+//!
+//! `deb_package_installs_checks_and_purges` needs root and changes the real
+//! system: it installs the package with `dpkg -i` and purges it at the end
+//! (also when it fails). Under `CI=true` it fails rather than skips when it
+//! cannot run. `dockerfile_*` need neither root nor a Docker engine: they
+//! check the Dockerfile statically and that the runtime image's packages
+//! provide every library the binary links.
+
+use cgnat_kit::testbed::cannot_run;
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const TOP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+const UNIT: &str = "/lib/systemd/system/cgnat.service";
+const CONF: &str = "/etc/cgnat.toml";
+/// Packages of debian:bookworm-slim that provide shared libraries.
+const BOOKWORM_SLIM_LIBS: &[&str] = &["libc6", "libgcc-s1", "zlib1g"];
+
+/// The cgnat binary under test (target/release/cgnat under
+/// `cargo test --release`).
+fn bin() -> &'static Path {
+    cgnat_kit::cgnat_binary()
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+fn command(argv: &[&str]) -> Command {
+    let mut c = Command::new(argv[0]);
+    c.args(&argv[1..]).stdin(Stdio::null());
+    c
+}
+
+fn output(argv: &[&str]) -> Output {
+    command(argv)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"))
+}
+
+fn show(argv: &[&str], out: &Output) -> String {
+    format!(
+        "{argv:?}: {}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `argv`, panics unless it succeeds, returns its stdout.
+fn run_ok(argv: &[&str]) -> String {
+    let out = output(argv);
+    assert!(out.status.success(), "{}", show(argv, &out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// dpkg refuses to run while another dpkg or apt holds its lock: retry.
+fn dpkg_ok(args: &[&str]) -> String {
+    let mut argv = vec!["dpkg", "--force-confdef", "--force-confold"];
+    argv.extend_from_slice(args);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = output(&argv);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("lock") && Instant::now() < deadline {
+            thread::sleep(Duration::from_secs(2));
+            continue;
+        }
+        panic!("{}", show(&argv, &out));
+    }
+}
+
+fn is_installed(pkg: &str) -> bool {
+    let out = output(&["dpkg-query", "-W", "-f=${Status}", pkg]);
+    out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok installed")
+}
+
+// ---------------------------------------------------------------- Dockerfile
+
+#[derive(Debug)]
+struct Instr {
+    cmd: String,
+    args: String,
+}
+
+#[derive(Debug)]
+struct Stage {
+    image: String,
+    name: Option<String>,
+    instrs: Vec<Instr>,
+}
+
+/// Instructions of a Dockerfile: comments dropped, continuation lines joined.
+fn parse_dockerfile(text: &str) -> Vec<Instr> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('#') || (t.is_empty() && !cur.is_empty()) {
+            continue;
+        }
+        if t.is_empty() {
+            continue;
+        }
+        if let Some(s) = t.strip_suffix('\\') {
+            cur.push_str(s.trim_end());
+            cur.push(' ');
+            continue;
+        }
+        cur.push_str(t);
+        let (cmd, args) = cur.split_once(char::is_whitespace).unwrap_or((&cur, ""));
+        out.push(Instr {
+            cmd: cmd.to_ascii_uppercase(),
+            args: args.trim().to_owned(),
+        });
+        cur.clear();
+    }
+    assert!(cur.is_empty(), "the Dockerfile ends in a continuation line");
+    out
+}
+
+fn stages(instrs: Vec<Instr>) -> Vec<Stage> {
+    let mut stages: Vec<Stage> = Vec::new();
+    for i in instrs {
+        if i.cmd == "FROM" {
+            let w: Vec<&str> = i.args.split_whitespace().collect();
+            let name = match w.as_slice() {
+                [_] => None,
+                [_, as_, n] if as_.eq_ignore_ascii_case("as") => Some(n.to_string()),
+                _ => panic!("FROM {}: expected IMAGE [AS NAME]", i.args),
+            };
+            stages.push(Stage {
+                image: w[0].to_owned(),
+                name,
+                instrs: Vec::new(),
+            });
+        } else {
+            let s = stages
+                .last_mut()
+                .unwrap_or_else(|| panic!("{} before the first FROM", i.cmd));
+            s.instrs.push(i);
+        }
+    }
+    stages
+}
+
+/// `["a", "b"]` (exec form) as its strings.
+fn json_array(s: &str) -> Vec<String> {
+    let inner = s
+        .trim()
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("{s}: not in exec (JSON array) form"));
+    inner
+        .split(',')
+        .map(|w| {
+            let w = w.trim();
+            w.strip_prefix('"')
+                .and_then(|w| w.strip_suffix('"'))
+                .unwrap_or_else(|| panic!("{s}: {w} is not a JSON string"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// COPY's flags (`--from=builder`) and its words: sources, then destination.
+fn copy_args(args: &str) -> (Vec<String>, Vec<String>) {
+    let mut flags = Vec::new();
+    let mut words = Vec::new();
+    for w in args.split_whitespace() {
+        if w.starts_with("--") && words.is_empty() {
+            flags.push(w.to_owned());
+        } else {
+            words.push(w.to_owned());
+        }
+    }
+    assert!(
+        words.len() >= 2,
+        "COPY {args}: needs a source and a destination"
+    );
+    (flags, words)
+}
+
+/// The packages of every `apt-get install` in `stage`.
+fn apt_installs(stage: &Stage) -> BTreeSet<String> {
+    let mut pkgs = BTreeSet::new();
+    for i in stage.instrs.iter().filter(|i| i.cmd == "RUN") {
+        for part in i.args.split("&&") {
+            let w: Vec<&str> = part.split_whitespace().collect();
+            if w.len() >= 2 && w[0] == "apt-get" && w.contains(&"install") {
+                let after = w.iter().position(|x| *x == "install").unwrap() + 1;
+                pkgs.extend(
+                    w[after..]
+                        .iter()
+                        .filter(|x| !x.starts_with('-'))
+                        .map(|x| x.to_string()),
+                );
+            }
+        }
+    }
+    pkgs
+}
+
+/// Glob match of one pattern against a whole path (`*` within a segment,
+/// `**` across segments), as .dockerignore patterns match.
+fn glob(pat: &[u8], s: &[u8]) -> bool {
+    if pat.starts_with(b"**") {
+        let rest = pat[2..].strip_prefix(b"/").unwrap_or(&pat[2..]);
+        return (0..=s.len()).any(|i| (i == 0 || s[i - 1] == b'/') && glob(rest, &s[i..]))
+            || glob(rest, s);
+    }
+    match (pat.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob(&pat[1..], s) || (!s.is_empty() && s[0] != b'/' && glob(pat, &s[1..]))
+        }
+        (Some(b'?'), Some(c)) if *c != b'/' => glob(&pat[1..], &s[1..]),
+        (Some(p), Some(c)) if p == c => glob(&pat[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+/// Whether `.dockerignore` keeps `rel` (a path relative to the context) out
+/// of the build context: a pattern excludes the paths it matches and
+/// everything under them; `!pattern` re-includes; the last match wins.
+fn docker_ignored(patterns: &[String], rel: &str) -> bool {
+    let mut ignored = false;
+    for p in patterns {
+        let (neg, p) = match p.strip_prefix('!') {
+            Some(p) => (true, p),
+            None => (false, p.as_str()),
+        };
+        let p = p.trim_start_matches('/').trim_end_matches('/');
+        let mut prefix = String::new();
+        let hit = rel.split('/').any(|seg| {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(seg);
+            glob(p.as_bytes(), prefix.as_bytes())
+        });
+        if hit {
+            ignored = !neg;
+        }
+    }
+    ignored
+}
+
+fn dockerignore() -> Vec<String> {
+    let text =
+        fs::read_to_string(Path::new(TOP).join(".dockerignore")).expect("reading .dockerignore");
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every file under `dir` (recursively), relative to TOP.
+fn files_under(dir: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![Path::new(TOP).join(dir)];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let p = e.expect("read_dir entry").path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let rel = p.strip_prefix(TOP).expect("under TOP");
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn dockerignore_patterns_match_like_docker() {
+    let pats: Vec<String> = ["target", "**/*.deb", "/packaging/", "docs", "!docs/keep.md"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for (path, ignored) in [
+        ("target", true),
+        ("target/release/cgnat", true),
+        ("src/target.rs", false),
+        ("x.deb", true),
+        ("a/b/x.deb", true),
+        ("packaging/build-deb.sh", true),
+        ("docs/a.md", true),
+        ("docs/keep.md", false),
+        ("Cargo.toml", false),
+    ] {
+        assert_eq!(docker_ignored(&pats, path), ignored, "{path}");
+    }
+}
+
+#[test]
+fn dockerfile_builds_from_the_sources_and_runs_the_binary() {
+    let text = fs::read_to_string(Path::new(TOP).join("Dockerfile")).expect("reading Dockerfile");
+    let instrs = parse_dockerfile(&text);
+    const KNOWN: &[&str] = &[
+        "FROM",
+        "RUN",
+        "COPY",
+        "WORKDIR",
+        "ENTRYPOINT",
+        "CMD",
+        "ENV",
+        "ARG",
+        "LABEL",
+        "USER",
+        "EXPOSE",
+        "VOLUME",
+        "STOPSIGNAL",
+        "HEALTHCHECK",
+        "SHELL",
+    ];
+    for i in &instrs {
+        assert!(
+            KNOWN.contains(&i.cmd.as_str()),
+            "unknown instruction {}",
+            i.cmd
+        );
+    }
+    let st = stages(instrs);
+    assert_eq!(st.len(), 2, "a builder and a runtime stage: {st:#?}");
+    let (builder, runtime) = (&st[0], &st[1]);
+    assert_eq!(builder.image, "rust:1-bookworm");
+    assert_eq!(builder.name.as_deref(), Some("builder"));
+    assert_eq!(runtime.image, "debian:bookworm-slim");
+
+    // Builder: the toolchain for the XDP object, a locked release build.
+    let build_pkgs = apt_installs(builder);
+    for p in ["clang", "llvm", "libelf-dev", "zlib1g-dev", "pkg-config"] {
+        assert!(build_pkgs.contains(p), "builder does not install {p}");
+    }
+    let runs: Vec<&str> = builder
+        .instrs
+        .iter()
+        .filter(|i| i.cmd == "RUN")
+        .map(|i| i.args.as_str())
+        .collect();
+    assert!(
+        runs.iter()
+            .any(|r| r.contains("cargo build --release --locked")),
+        "builder: no `cargo build --release --locked`"
+    );
+    let workdir = builder
+        .instrs
+        .iter()
+        .rfind(|i| i.cmd == "WORKDIR")
+        .map(|i| i.args.clone())
+        .expect("builder: WORKDIR");
+
+    // Every COPY from the context names something that exists and that
+    // .dockerignore lets through; `COPY . .` must carry every build input.
+    let ignore = dockerignore();
+    let mut context_copies = 0;
+    for stage in &st {
+        for i in stage
+            .instrs
+            .iter()
+            .filter(|i| i.cmd == "COPY" || i.cmd == "ADD")
+        {
+            let (flags, words) = copy_args(&i.args);
+            if flags.iter().any(|f| f.starts_with("--from=")) {
+                continue;
+            }
+            context_copies += 1;
+            for src in &words[..words.len() - 1] {
+                let src = src.trim_start_matches("./");
+                if src == "." || src.is_empty() {
+                    let mut inputs = vec![
+                        "Cargo.toml".to_owned(),
+                        "Cargo.lock".to_owned(),
+                        "build.rs".to_owned(),
+                    ];
+                    for d in ["src", "bpf", "include"] {
+                        inputs.extend(files_under(d));
+                    }
+                    for f in inputs {
+                        assert!(
+                            !docker_ignored(&ignore, &f),
+                            "COPY {}: .dockerignore leaves out the build input {f}",
+                            i.args
+                        );
+                    }
+                    continue;
+                }
+                assert!(
+                    Path::new(TOP).join(src).exists(),
+                    "COPY {}: {src} does not exist",
+                    i.args
+                );
+                assert!(
+                    !docker_ignored(&ignore, src),
+                    "COPY {}: {src} is excluded by .dockerignore",
+                    i.args
+                );
+            }
+        }
+    }
+    assert!(context_copies > 0, "nothing is copied from the context");
+
+    // Runtime: the binary from the builder, the default config, the
+    // entry point.
+    let copies: Vec<(Vec<String>, Vec<String>)> = runtime
+        .instrs
+        .iter()
+        .filter(|i| i.cmd == "COPY")
+        .map(|i| copy_args(&i.args))
+        .collect();
+    let built = format!("{}/target/release/cgnat", workdir.trim_end_matches('/'));
+    assert!(
+        copies
+            .iter()
+            .any(|(f, w)| f.contains(&"--from=builder".to_owned())
+                && w == &[built.clone(), "/usr/bin/cgnat".to_owned()]),
+        "runtime: no COPY --from=builder {built} /usr/bin/cgnat"
+    );
+    assert!(
+        copies
+            .iter()
+            .any(|(f, w)| f.is_empty() && w == &["configs/cgnat.toml", CONF]),
+        "runtime: no COPY configs/cgnat.toml {CONF}"
+    );
+    let last = |cmd: &str| {
+        runtime
+            .instrs
+            .iter()
+            .rfind(|i| i.cmd == cmd)
+            .map(|i| json_array(&i.args))
+            .unwrap_or_else(|| panic!("runtime: no {cmd}"))
+    };
+    assert_eq!(last("ENTRYPOINT"), ["/usr/bin/cgnat"]);
+    assert_eq!(last("CMD"), ["--config", CONF]);
+
+    // The documented `docker run` is the same in the Dockerfile and the README.
+    let readme = fs::read_to_string(Path::new(TOP).join("packaging/README.md"))
+        .expect("reading packaging/README.md");
+    for flag in [
+        "--network host",
+        "--cap-add NET_ADMIN",
+        "--cap-add BPF",
+        "--cap-add SYS_ADMIN",
+        "--cap-add PERFMON",
+        "-v /sys/fs/bpf:/sys/fs/bpf",
+        "-v /etc/cgnat.toml:/etc/cgnat.toml:ro",
+    ] {
+        assert!(text.contains(flag), "Dockerfile comment: no {flag}");
+        assert!(readme.contains(flag), "packaging/README.md: no {flag}");
+    }
+}
+
+/// The Debian packages that provide the shared libraries `exe` links, from
+/// `ldd` and `dpkg -S`.
+fn library_packages(exe: &Path) -> Result<BTreeSet<String>, String> {
+    for tool in ["ldd", "dpkg"] {
+        if !on_path(tool) {
+            return Err(format!(
+                "`{tool}` not found (Debian with libc-bin and dpkg)"
+            ));
+        }
+    }
+    let exe_s = exe.display().to_string();
+    let ldd = run_ok(&["ldd", &exe_s]);
+    let mut pkgs = BTreeSet::new();
+    for line in ldd.lines() {
+        let line = line.trim();
+        assert!(!line.contains("not found"), "ldd {exe_s}: {line}");
+        // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or
+        // "/lib64/ld-linux-x86-64.so.2 (0x...)" or "linux-vdso.so.1 (0x...)"
+        let path = match line.split_once("=>") {
+            Some((_, rhs)) => rhs.split_whitespace().next().unwrap_or(""),
+            None => line.split_whitespace().next().unwrap_or(""),
+        };
+        if !path.starts_with('/') {
+            continue; // the vDSO
+        }
+        // dpkg knows the path a package ships, which on a merged-/usr
+        // system may be the /lib or the /usr/lib spelling, or the target.
+        let real = fs::canonicalize(path)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| path.to_owned());
+        let mut candidates = vec![path.to_owned(), real.clone()];
+        for p in [path, real.as_str()] {
+            if let Some(rest) = p.strip_prefix("/usr") {
+                candidates.push(rest.to_owned());
+            } else {
+                candidates.push(format!("/usr{p}"));
+            }
+        }
+        let owner = candidates.iter().find_map(|c| {
+            let out = output(&["dpkg", "-S", c]);
+            if !out.status.success() {
+                return None;
+            }
+            let s = String::from_utf8_lossy(&out.stdout);
+            let first = s.lines().next()?;
+            let pkg = first.split(':').next()?.trim();
+            Some(pkg.to_owned())
+        });
+        let owner =
+            owner.unwrap_or_else(|| panic!("no package owns {path} (tried {candidates:?})"));
+        pkgs.insert(owner);
+    }
+    Ok(pkgs)
+}
+
+#[test]
+fn dockerfile_runtime_stage_provides_the_binarys_libraries() {
+    let text = fs::read_to_string(Path::new(TOP).join("Dockerfile")).expect("reading Dockerfile");
+    let st = stages(parse_dockerfile(&text));
+    let runtime = st.last().expect("a stage");
+    let mut provided: BTreeSet<String> = apt_installs(runtime);
+    provided.extend(BOOKWORM_SLIM_LIBS.iter().map(|s| s.to_string()));
+
+    let needed = match library_packages(bin()) {
+        Ok(p) => p,
+        Err(why) => return cannot_run(&why),
+    };
+    for p in ["libc6", "libelf1", "zlib1g"] {
+        assert!(
+            needed.contains(p),
+            "ldd: expected a library of {p}: {needed:?}"
+        );
+    }
+    let missing: Vec<&String> = needed.difference(&provided).collect();
+    assert!(
+        missing.is_empty(),
+        "the runtime image ({}, installing {:?}) lacks {missing:?} for {}",
+        runtime.image,
+        apt_installs(runtime),
+        bin().display()
+    );
+    // And nothing the binary does not need.
+    for p in apt_installs(runtime) {
+        assert!(
+            needed.contains(&p),
+            "the runtime stage installs {p}, which nothing links"
+        );
+    }
+}
+
+// ------------------------------------------------------------- Debian package
+
+/// Purges cgnat on drop (also when the test fails) and puts back a
+/// configuration that was there before the test.
+struct Installed {
+    saved_conf: Option<PathBuf>,
+    purged: bool,
+}
+
+impl Installed {
+    fn purge(&mut self) {
+        if !self.purged {
+            self.purged = true;
+            dpkg_ok(&["--purge", "cgnat"]);
+        }
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        if !self.purged {
+            self.purged = true;
+            let out = output(&["dpkg", "--purge", "cgnat"]);
+            if !out.status.success() {
+                eprintln!("cleanup: {}", show(&["dpkg", "--purge", "cgnat"], &out));
+            }
+        }
+        if let Some(saved) = self.saved_conf.take() {
+            if !Path::new(CONF).exists() {
+                if let Err(e) = fs::rename(&saved, CONF) {
+                    eprintln!("cleanup: restoring {CONF} from {}: {e}", saved.display());
+                }
+            }
+        }
+    }
+}
+
+/// A network namespace, deleted on drop.
+struct Netns(&'static str);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = output(&["ip", "netns", "del", self.0]);
+    }
+}
+
+/// A daemon process, killed on drop.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Daemon {
+    fn wait_for(&mut self, what: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let hit = l.contains(what);
+                    self.log.push(l);
+                    if hit {
+                        return Ok(());
+                    }
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "no \"{what}\" from the daemon within {timeout:?}; its output:\n{}",
+                        self.log.join("\n")
+                    ))
+                }
+            }
+        }
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `Key=value` entries of a systemd unit, in order (a key may repeat).
+fn unit_entries(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// Capability numbers (linux/capability.h) of the names the unit may use.
+fn cap_bit(name: &str) -> u32 {
+    match name {
+        "CAP_NET_ADMIN" => 12,
+        "CAP_NET_RAW" => 13,
+        "CAP_SYS_ADMIN" => 21,
+        "CAP_SYS_RESOURCE" => 24,
+        "CAP_PERFMON" => 38,
+        "CAP_BPF" => 39,
+        _ => panic!("{name}: add it to cap_bit()"),
+    }
+}
+
+fn cap_bnd(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("reading status");
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .expect("CapBnd in status")
+        .trim();
+    u64::from_str_radix(hex, 16).expect("CapBnd is hex")
+}
+
+/// Runs the installed binary as the unit would: only the unit's bounding
+/// set, no_new_privs, the file system read-only but for /proc and /sys
+/// (ProtectSystem=strict with ReadWritePaths=/sys/fs/bpf /proc/sys/net), in
+/// a scratch network namespace on veth pairs in generic XDP mode.
+fn smoke_run_under_unit_limits(caps: &[String], tmp: &Path) {
+    const NS: &str = "cgnat-pkgtest";
+    let _ = output(&["ip", "netns", "del", NS]);
+    run_ok(&["ip", "netns", "add", NS]);
+    let _ns = Netns(NS);
+    for (a, b) in [("pkin", "pkin-p"), ("pkex", "pkex-p")] {
+        run_ok(&[
+            "ip", "-n", NS, "link", "add", a, "type", "veth", "peer", "name", b,
+        ]);
+    }
+    for l in ["lo", "pkin", "pkin-p", "pkex", "pkex-p"] {
+        run_ok(&["ip", "-n", NS, "link", "set", l, "up"]);
+    }
+    // As under systemd (RequiresMountsFor=/sys/fs/bpf), the host's bpffs
+    // is there before the daemon starts in its own mount namespace.
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let is_bpffs = nix::sys::statfs::statfs("/sys/fs/bpf")
+        .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+        .unwrap_or(false);
+    if !is_bpffs {
+        run_ok(&["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"]);
+    }
+    let pin = "/sys/fs/bpf/cgnat-pkgtest";
+    let shipped = fs::read_to_string(CONF).expect("reading the installed config");
+    let cfg: String = shipped
+        .lines()
+        .map(|l| {
+            let key = l.split('=').next().unwrap_or("").trim();
+            match key {
+                "internal" => "internal = \"pkin\"".to_owned(),
+                "external" => "external = \"pkex\"".to_owned(),
+                "xdp_mode" => "xdp_mode = \"generic\"".to_owned(),
+                "max_sessions" => "max_sessions = 4096".to_owned(),
+                "max_bindings" => "max_bindings = 4096".to_owned(),
+                "pin_path" => format!("pin_path = \"{pin}\""),
+                // the smoke run checks that nothing is left behind
+                "detach_on_exit" => "detach_on_exit = true".to_owned(),
+                _ => l.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let cfg_path = tmp.join("smoke.toml");
+    fs::write(&cfg_path, cfg).expect("writing the smoke config");
+    let cfg_s = cfg_path.display().to_string();
+
+    // The bounding set the unit gives, less what this process lacks itself.
+    let ours = cap_bnd(std::process::id());
+    let mut want = 0u64;
+    let mut bset = String::from("-all");
+    for c in caps {
+        let bit = cap_bit(c);
+        if ours & (1 << bit) != 0 {
+            want |= 1 << bit;
+            bset.push_str(&format!(
+                ",+{}",
+                c.trim_start_matches("CAP_").to_lowercase()
+            ));
+        } else {
+            eprintln!("note: this process lacks {c}; smoke run without it");
+        }
+    }
+    let mut child = command(&[
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        "mount -o remount,bind,ro / && exec \"$@\"",
+        "sh",
+        "setpriv",
+        "--bounding-set",
+        &bset,
+        "--inh-caps",
+        "-all",
+        "--no-new-privs",
+        "/usr/bin/cgnat",
+        "--netns",
+        NS,
+        "--config",
+        &cfg_s,
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("starting the daemon");
+    let (tx, rx) = mpsc::channel();
+    for r in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            for l in BufReader::new(r).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut d = Daemon {
+        child,
+        lines: rx,
+        log: Vec::new(),
+    };
+    d.wait_for("attached;", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("smoke run: {e}"));
+    let pid = d.child.id();
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "cgnat", "the daemon is not the direct child");
+    assert_eq!(cap_bnd(pid), want, "the daemon's bounding set");
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.replace(char::is_whitespace, "") == "NoNewPrivs:1"),
+        "no_new_privs is not set"
+    );
+    // The tables were pinned on the host's bpffs (visible outside the
+    // daemon's mount namespace): `cgnat stats` reads them.
+    let stats = run_ok(&["/usr/bin/cgnat", "--netns", NS, "--config", &cfg_s, "stats"]);
+    assert!(!stats.trim().is_empty(), "cgnat stats printed nothing");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let st = d.wait_exit(Duration::from_secs(15));
+    while let Ok(l) = d.lines.recv_timeout(Duration::from_millis(200)) {
+        d.log.push(l);
+    }
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "the daemon did not exit cleanly on SIGTERM ({st:?}):\n{}",
+        d.log.join("\n")
+    );
+    assert!(!Path::new(pin).exists(), "{pin} left behind");
+}
+
+#[test]
+fn deb_package_installs_checks_and_purges() {
+    if !nix::unistd::geteuid().is_root() {
+        return cannot_run("the package test needs root (dpkg -i)");
+    }
+    for tool in ["dpkg-deb", "ip", "unshare", "setpriv"] {
+        if !on_path(tool) {
+            return cannot_run(&format!("the package test needs `{tool}`"));
+        }
+    }
+    if !on_path("systemd-analyze") {
+        // Works without systemd as PID 1.
+        let out = output(&[
+            "sh",
+            "-c",
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+             -o DPkg::Lock::Timeout=120 systemd >/dev/null",
+        ]);
+        if !out.status.success() {
+            return cannot_run(&format!(
+                "systemd-analyze is missing and installing systemd failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("packaging");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).expect("creating the scratch directory");
+    let tmp_s = tmp.display().to_string();
+
+    // Build: the script `make deb` runs, on the binary of this test run.
+    let script = format!("{TOP}/packaging/build-deb.sh");
+    let bin_s = bin().display().to_string();
+    let built = run_ok(&[&script, "--bin", &bin_s, "--out", &tmp_s]);
+    let deb = built
+        .lines()
+        .last()
+        .expect("build-deb.sh prints the package")
+        .to_owned();
+    let arch = run_ok(&["dpkg", "--print-architecture"]).trim().to_owned();
+    let version = format!("{}-1", env!("CARGO_PKG_VERSION").replace('-', "~"));
+    assert_eq!(
+        Path::new(&deb).file_name().unwrap().to_string_lossy(),
+        format!("cgnat_{version}_{arch}.deb")
+    );
+
+    // Inspect.
+    let field = |f: &str| run_ok(&["dpkg-deb", "-f", &deb, f]).trim().to_owned();
+    assert_eq!(field("Package"), "cgnat");
+    assert_eq!(field("Version"), version);
+    assert_eq!(field("Architecture"), arch);
+    assert_eq!(field("Section"), "net");
+    assert_eq!(field("Priority"), "optional");
+    assert!(
+        field("Maintainer").contains('@'),
+        "Maintainer without e-mail"
+    );
+    assert!(!field("Description").is_empty());
+    let depends = field("Depends");
+    let dep_pkgs: BTreeSet<String> = depends
+        .split(',')
+        .filter_map(|d| d.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    let libs = library_packages(bin()).unwrap_or_else(|e| panic!("{e}"));
+    for p in libs.iter().map(String::as_str).chain(["procps"]) {
+        assert!(dep_pkgs.contains(p), "Depends ({depends}) lacks {p}");
+    }
+    let conffiles = run_ok(&["dpkg-deb", "-I", &deb, "conffiles"]);
+    assert_eq!(conffiles.trim(), CONF, "DEBIAN/conffiles");
+    let listing = run_ok(&["dpkg-deb", "-c", &deb]);
+    for f in [
+        "./usr/bin/cgnat",
+        "./etc/cgnat.toml",
+        "./lib/systemd/system/cgnat.service",
+        "./usr/share/doc/cgnat/README.md",
+        "./usr/share/doc/cgnat/copyright",
+        "./usr/share/doc/cgnat/changelog.Debian.gz",
+    ] {
+        let line = listing
+            .lines()
+            .find(|l| l.ends_with(&format!(" {f}")))
+            .unwrap_or_else(|| panic!("{f} not in the package:\n{listing}"));
+        assert!(line.contains("root/root"), "{f} not owned by root: {line}");
+    }
+
+    // Install into this (disposable) system; purge at the end, whatever
+    // happens.
+    if is_installed("cgnat") {
+        dpkg_ok(&["--purge", "cgnat"]);
+    }
+    let mut saved_conf = None;
+    if Path::new(CONF).exists() {
+        let saved = PathBuf::from(format!("{CONF}.packaging-test-saved"));
+        fs::rename(CONF, &saved).expect("moving the existing config aside");
+        saved_conf = Some(saved);
+    }
+    let mut installed = Installed {
+        saved_conf,
+        purged: false,
+    };
+    dpkg_ok(&["-i", &deb]);
+    assert!(
+        is_installed("cgnat"),
+        "cgnat is not installed after dpkg -i"
+    );
+    assert!(
+        !Path::new("/etc/systemd/system/multi-user.target.wants/cgnat.service").exists(),
+        "installing the package enabled the unit"
+    );
+    let v = run_ok(&["/usr/bin/cgnat", "--version"]);
+    assert!(
+        v.contains(env!("CARGO_PKG_VERSION")),
+        "cgnat --version: {v}"
+    );
+    let check = run_ok(&["/usr/bin/cgnat", "check", "--config", CONF]);
+    assert!(check.contains(": ok"), "cgnat check: {check}");
+
+    // The unit: what the daemon needs, and systemd accepts it.
+    let unit = fs::read_to_string(UNIT).expect("reading the installed unit");
+    let entries = unit_entries(&unit);
+    let get = |k: &str| -> Vec<&str> {
+        entries
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    for (k, v) in [
+        ("Type", "simple"),
+        ("User", "root"),
+        (
+            "ExecStartPre",
+            "/usr/bin/cgnat check --config /etc/cgnat.toml",
+        ),
+        ("ExecStart", "/usr/bin/cgnat --config /etc/cgnat.toml"),
+        ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        ("Restart", "on-failure"),
+        ("RestartSec", "5"),
+        ("StartLimitIntervalSec", "0"),
+        ("RequiresMountsFor", "/sys/fs/bpf"),
+        ("Wants", "network-online.target"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ReadWritePaths", "/sys/fs/bpf /proc/sys/net"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("LimitMEMLOCK", "infinity"),
+        (
+            "RestrictAddressFamilies",
+            "AF_NETLINK AF_UNIX AF_INET AF_INET6 AF_PACKET",
+        ),
+        ("WantedBy", "multi-user.target"),
+    ] {
+        assert!(get(k).contains(&v), "{UNIT}: no {k}={v} (has {:?})", get(k));
+    }
+    let after = get("After").join(" ");
+    assert!(after.contains("network-online.target"), "After={after}");
+    let caps: Vec<String> = get("CapabilityBoundingSet")
+        .iter()
+        .flat_map(|v| v.split_whitespace())
+        .map(str::to_owned)
+        .collect();
+    let want: BTreeSet<&str> = [
+        "CAP_BPF",
+        "CAP_NET_ADMIN",
+        "CAP_NET_RAW",
+        "CAP_SYS_ADMIN",
+        "CAP_PERFMON",
+        "CAP_SYS_RESOURCE",
+    ]
+    .into();
+    assert_eq!(
+        caps.iter().map(String::as_str).collect::<BTreeSet<_>>(),
+        want,
+        "CapabilityBoundingSet"
+    );
+    let out = output(&["systemd-analyze", "verify", UNIT]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{}",
+        show(&["systemd-analyze", "verify", UNIT], &out)
+    );
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains("cgnat")).collect();
+    assert!(ours.is_empty(), "systemd-analyze verify: {ours:?}");
+
+    smoke_run_under_unit_limits(&caps, &tmp);
+
+    installed.purge();
+    assert!(!is_installed("cgnat"), "cgnat still installed after purge");
+    for f in ["/usr/bin/cgnat", CONF, UNIT] {
+        assert!(!Path::new(f).exists(), "{f} left behind by dpkg --purge");
+    }
+    drop(installed);
+}
