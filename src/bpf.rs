@@ -481,7 +481,7 @@ impl Datapath {
         // The route cache starts on only where routing depends on the
         // destination alone (src/routes.rs keeps this up to date).
         dp.route_gen()?
-            .bump(crate::routes::only_default_rules().unwrap_or(false))?;
+            .bump(crate::netlink::only_default_rules().unwrap_or(false))?;
         if opts.pin {
             let meta = types::cgnat_meta {
                 abi: abi(),
@@ -779,4 +779,4 @@ mod tables;
 pub use pin::attach_xdp;
 pub use pin::detach;
 use pin::{check_adoptable, ensure_bpffs, obj_get, obj_pin};
-pub use tables::{RouteGen, Tables};
+pub use tables::{bindings, delete_binding, internal_endpoint, unbind_out, RouteGen, Tables};

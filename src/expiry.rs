@@ -285,13 +285,7 @@ impl Sweeper {
             }
             // Release: the outbound entry first, so no new session can
             // find this binding, then quarantine (or free) the port.
-            let ik = types::cgnat_endpoint {
-                addr: b.addr,
-                port: b.port,
-                proto: ek.proto,
-                _pad: 0,
-            };
-            let _ = t.bind_out.delete(bytes_of(&ik));
+            crate::bpf::unbind_out(&t.bind_out, ek, b)?;
             rep.bindings_released += 1;
             rep.released.push(BindingRelease {
                 proto: ek.proto,

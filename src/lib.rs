@@ -6,7 +6,9 @@
 
 pub mod bpf;
 pub mod clock;
+pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod expiry;
 pub mod inject;
 pub mod instance;

@@ -213,17 +213,8 @@ pub fn pool(cfg: &Config, t: &Tables) -> Result<Vec<PoolRow>, LookupError> {
         }
     }
     let q = types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8;
-    for k in t.bind_in.keys() {
-        let (Some(ek), Ok(Some(v))) = (
-            from_bytes::<types::cgnat_endpoint>(&k),
-            t.bind_in.lookup(&k, MapFlags::ANY),
-        ) else {
-            continue;
-        };
-        let (Some(b), Some(&i)) = (
-            from_bytes::<types::cgnat_binding>(&v),
-            idx.get(&addr(ek.addr)),
-        ) else {
+    for (ek, b) in crate::bpf::bindings(&t.bind_in) {
+        let Some(&i) = idx.get(&addr(ek.addr)) else {
             continue;
         };
         if b.flags & q != 0 {

@@ -87,16 +87,7 @@ pub fn render(cfg: &Config, t: &Tables, d: &DaemonGauges) -> Result<String, Stri
     let mut per_addr: BTreeMap<u32, i64> = BTreeMap::new();
     let mut quarantined = 0i64;
     let quarantine = types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8;
-    for k in t.bind_in.keys() {
-        let (Some(ek), Ok(Some(v))) = (
-            from_bytes::<types::cgnat_endpoint>(&k),
-            t.bind_in.lookup(&k, MapFlags::ANY),
-        ) else {
-            continue;
-        };
-        let Some(b) = from_bytes::<types::cgnat_binding>(&v) else {
-            continue;
-        };
+    for (ek, b) in crate::bpf::bindings(&t.bind_in) {
         if b.flags & quarantine != 0 {
             quarantined += 1;
             continue;

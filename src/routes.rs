@@ -19,78 +19,17 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::thread;
 
-use nix::sys::socket::{recv, send, MsgFlags};
+use nix::sys::socket::{recv, MsgFlags};
 
 use crate::bpf::RouteGen;
 use crate::netlink::{
-    attributes, error_of, message, messages, route_socket, u32_of, Neighbour, AF_INET, NLMSG_DONE,
-    NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST, NUD_VALID, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE,
-    RTMGRP_IPV4_RULE, RTMGRP_LINK, RTMGRP_NEIGH, RTM_DELNEIGH, RTM_DELRULE, RTM_GETRULE,
-    RTM_NEWNEIGH, RTM_NEWRULE,
+    messages, only_default_rules, route_socket, Neighbour, NLMSG_DONE, NLMSG_ERROR, NUD_VALID,
+    RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV4_RULE, RTMGRP_LINK, RTMGRP_NEIGH,
+    RTM_DELNEIGH, RTM_DELRULE, RTM_NEWNEIGH, RTM_NEWRULE,
 };
 
 const GROUPS: u32 =
     RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV4_RULE;
-
-// fib rule attributes that the three default rules carry
-const FRA_PRIORITY: u16 = 6;
-const FRA_SUPPRESS_PREFIXLEN: u16 = 14;
-const FRA_TABLE: u16 = 15;
-const FRA_PROTOCOL: u16 = 21;
-const FR_ACT_TO_TBL: u8 = 1;
-
-/// Is this RTM_NEWRULE payload one of the kernel's three default IPv4
-/// rules (`0: from all lookup local`, `32766: ... main`, `32767: ...
-/// default`) with no selector at all?
-fn is_default_rule(body: &[u8]) -> bool {
-    // struct fib_rule_hdr: family, dst_len, src_len, tos, table, res1,
-    // res2, action, flags (u32)
-    if body.len() < 12 {
-        return false;
-    }
-    let flags = u32::from_ne_bytes([body[8], body[9], body[10], body[11]]);
-    if body[1] != 0 || body[2] != 0 || body[3] != 0 || body[7] != FR_ACT_TO_TBL || flags != 0 {
-        return false;
-    }
-    let (mut prio, mut table) = (0u32, u32::from(body[4]));
-    for (ty, v) in attributes(body, 12) {
-        match ty {
-            FRA_PRIORITY => prio = u32_of(v).unwrap_or(u32::MAX),
-            FRA_TABLE => table = u32_of(v).unwrap_or(0),
-            FRA_SUPPRESS_PREFIXLEN if u32_of(v) == Some(u32::MAX) => {}
-            FRA_PROTOCOL => {}
-            _ => return false, // a selector or action the default lacks
-        }
-    }
-    matches!((prio, table), (0, 255) | (32766, 254) | (32767, 253))
-}
-
-/// True when the kernel's IPv4 rules are exactly the three defaults, i.e.
-/// a route lookup depends on the destination (and TOS) only.
-pub fn only_default_rules() -> io::Result<bool> {
-    let sock = route_socket(0)?;
-    // struct fib_rule_hdr, family AF_INET
-    let mut hdr = [0u8; 12];
-    hdr[0] = AF_INET;
-    let req = message(RTM_GETRULE, NLM_F_REQUEST | NLM_F_DUMP, 1, &hdr);
-    send(sock.as_raw_fd(), &req, MsgFlags::empty())?;
-    let mut buf = vec![0u8; 32768];
-    let (mut rules, mut all_default) = (0usize, true);
-    loop {
-        let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())?;
-        for (ty, body) in messages(&buf[..n]) {
-            match ty {
-                NLMSG_DONE => return Ok(all_default && rules == 3),
-                NLMSG_ERROR => error_of(body)?,
-                RTM_NEWRULE => {
-                    rules += 1;
-                    all_default &= is_default_rule(body);
-                }
-                _ => {}
-            }
-        }
-    }
-}
 
 /// What a batch of rtnetlink notifications asks of the cache.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -191,7 +130,10 @@ pub fn watch(gen: RouteGen) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::{NDA_DST, NDA_LLADDR};
+    use crate::netlink::{
+        is_default_rule, AF_INET, FRA_PRIORITY, FRA_PROTOCOL, FRA_SUPPRESS_PREFIXLEN, FRA_TABLE,
+        FR_ACT_TO_TBL, NDA_DST, NDA_LLADDR,
+    };
 
     fn msg(ty: u16, body: &[u8]) -> Vec<u8> {
         let len = 16 + body.len();

@@ -109,14 +109,7 @@ impl Datapath {
 
         let static_flag = types::cgnat_binding_flag::CGNAT_BIND_STATIC.0 as u8;
         // static mappings no longer configured go
-        let old_statics: Vec<(types::cgnat_endpoint, types::cgnat_binding)> = m
-            .bind_in
-            .keys()
-            .filter_map(|k| {
-                let v = m.bind_in.lookup(&k, MapFlags::ANY).ok().flatten()?;
-                Some((from_bytes(&k)?, from_bytes(&v)?))
-            })
-            .collect();
+        let old_statics: Vec<_> = tables::bindings(&m.bind_in).collect();
         for (ek, b) in old_statics {
             if b.flags & static_flag == 0 {
                 continue;
@@ -129,14 +122,7 @@ impl Datapath {
                     && st.internal.port().to_be() == b.port
             });
             if !still {
-                let ik = types::cgnat_endpoint {
-                    addr: b.addr,
-                    port: b.port,
-                    proto: ek.proto,
-                    _pad: 0,
-                };
-                let _ = m.bind_out.delete(bytes_of(&ik));
-                let _ = m.bind_in.delete(bytes_of(&ek));
+                tables::delete_binding(&m.bind_out, &m.bind_in, &ek, &b)?;
             }
         }
         for st in &cfg.statics {
