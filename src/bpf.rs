@@ -331,6 +331,100 @@ fn prepare_fib(cfg: &Config) -> Result<(u32, Option<String>), BpfError> {
     }
 }
 
+/// The program's configuration constants (rodata), set before load.
+fn set_rodata(ro: &mut types::rodata, cfg: &Config, fib_ifindex: u32) {
+    ro.FIB_IFINDEX = fib_ifindex;
+    ro.ROUTE_CACHE_NS = cfg.route_cache.as_nanos() as u64;
+    ro.TX_REDIRECT = u8::from(crate::veth::redirect_back(cfg));
+    ro.POOL_LEN = cfg.pool_addrs.len() as u32;
+    ro.INBOUND_REFRESH = u8::from(cfg.inbound_refresh);
+    ro.PRESERVE_PARITY = u8::from(cfg.preserve_parity);
+    ro.ICMP_RATE = cfg.icmp.rate_limit;
+    ro.MSS_CLAMP = cfg.mss_clamp;
+    ro.ALLOC_MODE = match cfg.mode {
+        PoolMode::Dynamic => types::cgnat_alloc_mode::CGNAT_ALLOC_DYNAMIC.0 as u8,
+        PoolMode::PortBlock => types::cgnat_alloc_mode::CGNAT_ALLOC_PBA.0 as u8,
+        PoolMode::Deterministic => types::cgnat_alloc_mode::CGNAT_ALLOC_DET.0 as u8,
+    };
+    ro.BLOCK_SIZE = cfg.blocks.block_size;
+    ro.MAX_BLOCKS = cfg.blocks.max_blocks;
+    ro.BLOCKS_PER_ADDR = cfg.blocks.per_addr;
+    if let Some(d) = &cfg.deterministic {
+        ro.DET_HOSTS = d.hosts_per_addr;
+        ro.DET_PORTS = d.ports_per_host;
+    }
+    ro.LIMIT_PORTS = cfg.limits.ports;
+    ro.LIMIT_SESSIONS = cfg.limits.sessions;
+    ro.RATE_NEW = cfg.limits.new_mappings_per_second;
+    ro.HAS_EXEMPT = u8::from(!cfg.exempt.is_empty());
+    ro.ID_SECRET = random_u32();
+    let mode = |f: Filtering| match f {
+        Filtering::EndpointIndependent => types::cgnat_filtering::CGNAT_FILTER_EIF.0 as u8,
+        Filtering::AddressDependent => types::cgnat_filtering::CGNAT_FILTER_ADF.0 as u8,
+        Filtering::AddressAndPortDependent => types::cgnat_filtering::CGNAT_FILTER_APDF.0 as u8,
+    };
+    ro.FILTER_UDP = mode(cfg.filtering.udp);
+    ro.FILTER_TCP = mode(cfg.filtering.tcp);
+    ro.FILTER_ICMP = mode(cfg.filtering.icmp);
+}
+
+/// Sizes the maps from the configuration before load.
+fn size_maps(m: &mut skel::OpenCgnatMaps<'_>, sizes: &Sizes) -> Result<(), BpfError> {
+    for (map, name, n) in [
+        (&mut m.pool_addrs, "pool_addrs", MAX_POOL_ADDRS as u32),
+        (&mut m.pool_load, "pool_load", MAX_POOL_ADDRS as u32),
+        (
+            &mut m.internal_prefixes,
+            "internal_prefixes",
+            MAX_PREFIXES as u32,
+        ),
+        (&mut m.pool_prefixes, "pool_prefixes", MAX_PREFIXES as u32),
+        (&mut m.exempt_any, "exempt_any", MAX_PREFIXES as u32),
+        (&mut m.exempt_port, "exempt_port", MAX_PREFIXES as u32),
+        (&mut m.sessions, "sessions", sizes.sessions),
+        (&mut m.filter_addr, "filter_addr", sizes.sessions),
+        (&mut m.bind_out, "bind_out", sizes.bindings),
+        (&mut m.bind_in, "bind_in", sizes.bindings),
+        (&mut m.subscribers, "subscribers", sizes.subscribers),
+        (&mut m.blocks, "blocks", sizes.blocks),
+        (&mut m.sub_blocks, "sub_blocks", sizes.blocks),
+        (&mut m.frags, "frags", sizes.fragments),
+    ] {
+        map.set_max_entries(n).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
+/// Makes the pin directory (on a bpffs) and points every shared map at its
+/// pin; with `adopting`, checks first that the pinned tables fit.
+fn prepare_pins(
+    open: &mut skel::OpenCgnatSkel<'_>,
+    cfg: &Config,
+    sizes: &Sizes,
+    adopting: bool,
+) -> Result<(), BpfError> {
+    ensure_bpffs(&cfg.pin_path)?;
+    if adopting {
+        check_adoptable(&cfg.pin_path, sizes)?;
+    }
+    std::fs::create_dir_all(&cfg.pin_path).map_err(|e| BpfError::Pin {
+        path: cfg.pin_path.clone(),
+        err: e.to_string(),
+    })?;
+    for mut map in open.open_object_mut().maps_mut() {
+        let name = map.name().to_string_lossy().into_owned();
+        if name.contains('.') {
+            continue; // .rodata, .bss: per program, never shared
+        }
+        let path = cfg.pin_path.join(&name);
+        map.set_pin_path(&path).map_err(|e| BpfError::Pin {
+            path,
+            err: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
 impl Datapath {
     /// Opens the skeleton, sets rodata and map sizes from `cfg`, loads it,
     /// fills the configuration maps, then attaches and pins as asked.
@@ -361,88 +455,16 @@ impl Datapath {
             open.maps.rodata_data.as_deref_mut().ok_or_else(|| {
                 BpfError::Open(libbpf_rs::Error::from_raw_os_error(libc_enoent()))
             })?;
-        ro.FIB_IFINDEX = fib_ifindex;
-        ro.ROUTE_CACHE_NS = cfg.route_cache.as_nanos() as u64;
-        ro.TX_REDIRECT = u8::from(crate::veth::redirect_back(cfg));
-        ro.POOL_LEN = cfg.pool_addrs.len() as u32;
-        ro.INBOUND_REFRESH = u8::from(cfg.inbound_refresh);
-        ro.PRESERVE_PARITY = u8::from(cfg.preserve_parity);
-        ro.ICMP_RATE = cfg.icmp.rate_limit;
-        ro.MSS_CLAMP = cfg.mss_clamp;
-        ro.ALLOC_MODE = match cfg.mode {
-            PoolMode::Dynamic => types::cgnat_alloc_mode::CGNAT_ALLOC_DYNAMIC.0 as u8,
-            PoolMode::PortBlock => types::cgnat_alloc_mode::CGNAT_ALLOC_PBA.0 as u8,
-            PoolMode::Deterministic => types::cgnat_alloc_mode::CGNAT_ALLOC_DET.0 as u8,
-        };
-        ro.BLOCK_SIZE = cfg.blocks.block_size;
-        ro.MAX_BLOCKS = cfg.blocks.max_blocks;
-        ro.BLOCKS_PER_ADDR = cfg.blocks.per_addr;
-        if let Some(d) = &cfg.deterministic {
-            ro.DET_HOSTS = d.hosts_per_addr;
-            ro.DET_PORTS = d.ports_per_host;
-        }
-        ro.LIMIT_PORTS = cfg.limits.ports;
-        ro.LIMIT_SESSIONS = cfg.limits.sessions;
-        ro.RATE_NEW = cfg.limits.new_mappings_per_second;
-        ro.HAS_EXEMPT = u8::from(!cfg.exempt.is_empty());
-        ro.ID_SECRET = random_u32();
-        let mode = |f: Filtering| match f {
-            Filtering::EndpointIndependent => types::cgnat_filtering::CGNAT_FILTER_EIF.0 as u8,
-            Filtering::AddressDependent => types::cgnat_filtering::CGNAT_FILTER_ADF.0 as u8,
-            Filtering::AddressAndPortDependent => types::cgnat_filtering::CGNAT_FILTER_APDF.0 as u8,
-        };
-        ro.FILTER_UDP = mode(cfg.filtering.udp);
-        ro.FILTER_TCP = mode(cfg.filtering.tcp);
-        ro.FILTER_ICMP = mode(cfg.filtering.icmp);
+        set_rodata(ro, cfg, fib_ifindex);
 
         let sizes = Sizes::of(cfg);
-        let m = &mut open.maps;
-        for (map, name, n) in [
-            (&mut m.pool_addrs, "pool_addrs", MAX_POOL_ADDRS as u32),
-            (&mut m.pool_load, "pool_load", MAX_POOL_ADDRS as u32),
-            (
-                &mut m.internal_prefixes,
-                "internal_prefixes",
-                MAX_PREFIXES as u32,
-            ),
-            (&mut m.pool_prefixes, "pool_prefixes", MAX_PREFIXES as u32),
-            (&mut m.exempt_any, "exempt_any", MAX_PREFIXES as u32),
-            (&mut m.exempt_port, "exempt_port", MAX_PREFIXES as u32),
-            (&mut m.sessions, "sessions", sizes.sessions),
-            (&mut m.filter_addr, "filter_addr", sizes.sessions),
-            (&mut m.bind_out, "bind_out", sizes.bindings),
-            (&mut m.bind_in, "bind_in", sizes.bindings),
-            (&mut m.subscribers, "subscribers", sizes.subscribers),
-            (&mut m.blocks, "blocks", sizes.blocks),
-            (&mut m.sub_blocks, "sub_blocks", sizes.blocks),
-            (&mut m.frags, "frags", sizes.fragments),
-        ] {
-            map.set_max_entries(n).map_err(map_err(name))?;
-        }
+        size_maps(&mut open.maps, &sizes)?;
 
         // Pinned state: adopt what a previous daemon left (same ABI and
         // sizes), else create it; libbpf reuses a map pinned at its path.
         let adopting = opts.pin && cfg.pin_path.join("meta").exists();
         if opts.pin {
-            ensure_bpffs(&cfg.pin_path)?;
-            if adopting {
-                check_adoptable(&cfg.pin_path, &sizes)?;
-            }
-            std::fs::create_dir_all(&cfg.pin_path).map_err(|e| BpfError::Pin {
-                path: cfg.pin_path.clone(),
-                err: e.to_string(),
-            })?;
-            for mut map in open.open_object_mut().maps_mut() {
-                let name = map.name().to_string_lossy().into_owned();
-                if name.contains('.') {
-                    continue; // .rodata, .bss: per program, never shared
-                }
-                let path = cfg.pin_path.join(&name);
-                map.set_pin_path(&path).map_err(|e| BpfError::Pin {
-                    path,
-                    err: e.to_string(),
-                })?;
-            }
+            prepare_pins(&mut open, cfg, &sizes, adopting)?;
         }
 
         let skel = open.load().map_err(|e| {
@@ -483,31 +505,44 @@ impl Datapath {
         dp.route_gen()?
             .bump(crate::netlink::only_default_rules().unwrap_or(false))?;
         if opts.pin {
-            let meta = types::cgnat_meta {
-                abi: abi(),
-                internal_ifindex: int_idx,
-                external_ifindex: ext_idx,
-                max_sessions: sizes.sessions,
-                max_bindings: sizes.bindings,
-                max_subscribers: sizes.subscribers,
-                max_fragments: sizes.fragments,
-            };
-            dp.skel
-                .maps
-                .meta
-                .update(bytes_of(&0u32), bytes_of(&meta), MapFlags::ANY)
-                .map_err(map_err("meta"))?;
+            dp.write_meta(&sizes, [int_idx, ext_idx])?;
         }
         if opts.attach {
-            if cfg.one_armed() {
-                dp.attach(Side::OneArmed, &cfg.internal_if, int_idx, cfg.xdp_mode)?;
-            } else {
-                dp.attach(Side::Internal, &cfg.internal_if, int_idx, cfg.xdp_mode)?;
-                dp.attach(Side::External, &cfg.external_if, ext_idx, cfg.xdp_mode)?;
-            }
-            dp.drop_stale_links();
+            dp.attach_all(cfg, int_idx, ext_idx)?;
         }
         Ok(dp)
+    }
+
+    /// Records what the pinned tables were made for, so that a later
+    /// daemon adopts them only if it can use them (`pin::check_adoptable`).
+    fn write_meta(&self, sizes: &Sizes, [int_idx, ext_idx]: [u32; 2]) -> Result<(), BpfError> {
+        let meta = types::cgnat_meta {
+            abi: abi(),
+            internal_ifindex: int_idx,
+            external_ifindex: ext_idx,
+            max_sessions: sizes.sessions,
+            max_bindings: sizes.bindings,
+            max_subscribers: sizes.subscribers,
+            max_fragments: sizes.fragments,
+        };
+        self.skel
+            .maps
+            .meta
+            .update(bytes_of(&0u32), bytes_of(&meta), MapFlags::ANY)
+            .map_err(map_err("meta"))
+    }
+
+    /// Attaches the entry points the interface roles need, then drops the
+    /// links of a previous configuration that no role took over.
+    fn attach_all(&mut self, cfg: &Config, int_idx: u32, ext_idx: u32) -> Result<(), BpfError> {
+        if cfg.one_armed() {
+            self.attach(Side::OneArmed, &cfg.internal_if, int_idx, cfg.xdp_mode)?;
+        } else {
+            self.attach(Side::Internal, &cfg.internal_if, int_idx, cfg.xdp_mode)?;
+            self.attach(Side::External, &cfg.external_if, ext_idx, cfg.xdp_mode)?;
+        }
+        self.drop_stale_links();
+        Ok(())
     }
 
     /// The program of an entry point (for a program that tail-calls it).

@@ -4,8 +4,48 @@
 
 use super::*;
 
+/// The LPM key of a prefix.
+fn lpm(p: &ipnetwork::Ipv4Network) -> types::cgnat_lpm_key {
+    types::cgnat_lpm_key {
+        prefixlen: u32::from(p.prefix()),
+        addr: u32::from(p.network()).to_be(),
+    }
+}
+
+/// The keys of `map` that `keep` does not list. Adopted or reloaded tables
+/// hold the previous config: new entries are written first, stale ones
+/// removed after, so no lookup ever misses in between.
+fn stale(map: &libbpf_rs::Map<'_>, keep: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    map.keys().filter(|k| !keep.contains(k)).collect()
+}
+
+/// Deletes the stale keys of each (map, name, keys to keep).
+fn remove_stale(
+    maps: [(&libbpf_rs::Map<'_>, &'static str, &[Vec<u8>]); 2],
+) -> Result<(), BpfError> {
+    for (map, name, keep) in maps {
+        for k in stale(map, keep) {
+            map.delete(&k).map_err(map_err(name))?;
+        }
+    }
+    Ok(())
+}
+
+const ONE: u8 = 1;
+
 impl Datapath {
+    /// Writes the configuration maps: the pool, the prefixes, the
+    /// exemptions, the static mappings and the interfaces.
     pub(super) fn fill_config_maps(&self, cfg: &Config, ifindexes: &[u32]) -> Result<(), BpfError> {
+        self.fill_pool_addrs(cfg)?;
+        self.fill_prefixes(cfg)?;
+        self.fill_exemptions(cfg)?;
+        self.fill_statics(cfg)?;
+        self.fill_interfaces(cfg, ifindexes)
+    }
+
+    /// The pool's addresses, by index.
+    fn fill_pool_addrs(&self, cfg: &Config) -> Result<(), BpfError> {
         let m = &self.skel.maps;
         for (i, a) in cfg.pool_addrs.iter().enumerate() {
             let v: u32 = u32::from(*a).to_be();
@@ -13,17 +53,13 @@ impl Datapath {
                 .update(bytes_of(&(i as u32)), bytes_of(&v), MapFlags::ANY)
                 .map_err(map_err("pool_addrs"))?;
         }
-        let one = 1u8;
-        let lpm = |p: &ipnetwork::Ipv4Network| types::cgnat_lpm_key {
-            prefixlen: u32::from(p.prefix()),
-            addr: u32::from(p.network()).to_be(),
-        };
-        // Adopted or reloaded tables hold the previous config: new entries
-        // are written first, stale ones removed after, so no lookup ever
-        // misses in between.
-        let stale = |map: &libbpf_rs::Map<'_>, keep: &[Vec<u8>]| -> Vec<Vec<u8>> {
-            map.keys().filter(|k| !keep.contains(k)).collect()
-        };
+        Ok(())
+    }
+
+    /// The subscriber prefixes (with their deterministic offsets) and the
+    /// pool prefixes.
+    fn fill_prefixes(&self, cfg: &Config) -> Result<(), BpfError> {
+        let m = &self.skel.maps;
         let keep_internal: Vec<Vec<u8>> = cfg
             .internal_prefixes
             .iter()
@@ -62,17 +98,18 @@ impl Datapath {
         }
         for p in &cfg.pool_prefixes {
             m.pool_prefixes
-                .update(bytes_of(&lpm(p)), bytes_of(&one), MapFlags::ANY)
+                .update(bytes_of(&lpm(p)), bytes_of(&ONE), MapFlags::ANY)
                 .map_err(map_err("pool_prefixes"))?;
         }
-        for (map, name, keep) in [
+        remove_stale([
             (&m.internal_prefixes, "internal_prefixes", &keep_internal),
             (&m.pool_prefixes, "pool_prefixes", &keep_pool),
-        ] {
-            for k in stale(map, keep) {
-                map.delete(&k).map_err(map_err(name))?;
-            }
-        }
+        ])
+    }
+
+    /// Destinations exempt from translation, whole or by port.
+    fn fill_exemptions(&self, cfg: &Config) -> Result<(), BpfError> {
+        let m = &self.skel.maps;
         let mut keep_any = Vec::new();
         let mut keep_port = Vec::new();
         for e in &cfg.exempt {
@@ -80,7 +117,7 @@ impl Datapath {
                 None => {
                     let k = lpm(&e.prefix);
                     m.exempt_any
-                        .update(bytes_of(&k), bytes_of(&one), MapFlags::ANY)
+                        .update(bytes_of(&k), bytes_of(&ONE), MapFlags::ANY)
                         .map_err(map_err("exempt_any"))?;
                     keep_any.push(bytes_of(&k).to_vec());
                 }
@@ -92,21 +129,22 @@ impl Datapath {
                         _pad: [0; 2],
                     };
                     m.exempt_port
-                        .update(bytes_of(&k), bytes_of(&one), MapFlags::ANY)
+                        .update(bytes_of(&k), bytes_of(&ONE), MapFlags::ANY)
                         .map_err(map_err("exempt_port"))?;
                     keep_port.push(bytes_of(&k).to_vec());
                 }
             }
         }
-        for (map, name, keep) in [
+        remove_stale([
             (&m.exempt_any, "exempt_any", &keep_any),
             (&m.exempt_port, "exempt_port", &keep_port),
-        ] {
-            for k in stale(map, keep) {
-                map.delete(&k).map_err(map_err(name))?;
-            }
-        }
+        ])
+    }
 
+    /// Static mappings: both halves of each binding; those no longer
+    /// configured go.
+    fn fill_statics(&self, cfg: &Config) -> Result<(), BpfError> {
+        let m = &self.skel.maps;
         let static_flag = types::cgnat_binding_flag::CGNAT_BIND_STATIC.0 as u8;
         // static mappings no longer configured go
         let old_statics: Vec<_> = tables::bindings(&m.bind_in).collect();
@@ -157,6 +195,12 @@ impl Datapath {
                 .update(bytes_of(&ik), bytes_of(&to_ext), MapFlags::ANY)
                 .map_err(map_err("bind_out"))?;
         }
+        Ok(())
+    }
+
+    /// The tx ports, and each NAT interface's address and MAC.
+    fn fill_interfaces(&self, cfg: &Config, ifindexes: &[u32]) -> Result<(), BpfError> {
+        let m = &self.skel.maps;
         for idx in ifindexes.iter().filter(|i| **i != 0) {
             m.tx_ports
                 .update(bytes_of(idx), bytes_of(idx), MapFlags::ANY)
