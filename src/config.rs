@@ -651,8 +651,14 @@ impl Config {
             ));
         }
 
-        let blocks = crate::pool::Blocks::new(raw.pool.block_size, raw.pool.max_blocks)
-            .map_err(|e| invalid("pool", e.to_string()))?;
+        let blocks =
+            crate::pool::Blocks::new(raw.pool.block_size, raw.pool.max_blocks).map_err(|e| {
+                let field = match e {
+                    crate::pool::PoolError::MaxBlocks(_) => "pool.max_blocks",
+                    _ => "pool.block_size",
+                };
+                invalid(field, e.to_string())
+            })?;
         let deterministic = match raw.pool.mode {
             PoolMode::Deterministic => Some(
                 crate::pool::Deterministic::new(&internal_prefixes, &pool_addrs)
@@ -696,16 +702,28 @@ impl Config {
                     format!("{external} is not in nat.external_pool"),
                 ));
             }
-            if internal.port() == 0 || external.port() == 0 {
-                return Err(invalid("static", "port 0 cannot be mapped".into()));
+            if internal.port() == 0 {
+                return Err(invalid("static.internal", "port 0 cannot be mapped".into()));
+            }
+            if external.port() == 0 {
+                return Err(invalid("static.external", "port 0 cannot be mapped".into()));
             }
             if statics
                 .iter()
-                .any(|o| o.proto == proto && (o.internal == internal || o.external == external))
+                .any(|o| o.proto == proto && o.internal == internal)
             {
                 return Err(invalid(
-                    "static",
-                    format!("{} {internal} or {external} is mapped twice", st.proto),
+                    "static.internal",
+                    format!("{} {internal} is mapped twice", st.proto),
+                ));
+            }
+            if statics
+                .iter()
+                .any(|o| o.proto == proto && o.external == external)
+            {
+                return Err(invalid(
+                    "static.external",
+                    format!("{} {external} is mapped twice", st.proto),
                 ));
             }
             statics.push(StaticMapping {

@@ -1,8 +1,10 @@
 //! Property tests of the config parser: arbitrary text and
 //! mutated valid configs never make `Config::parse` panic, and every
-//! rejection names the file and the problem (the field, when there is one).
+//! rejection names the file and the problem: a validation error names the
+//! mutated field (or the field a cross-field check compares it with), a
+//! TOML or type error gives the line of the mutated key.
 //!
-//! Cases: `CGNAT_PROPTEST_CASES` per property (default 5000).
+//! Cases: `CGNAT_PROPTEST_CASES` per property (default 5000, at least 16).
 //!
 //! Run: cargo test --release --test config_props -- --nocapture
 
@@ -20,11 +22,74 @@ const FILE: &str = "props.toml";
 /// The shipped example config: every key, with its default.
 const SEED: &str = include_str!("../../configs/cgnat.toml");
 
+/// Fewer cases than this would let a run pass on almost nothing.
+const MIN_CASES: u32 = 16;
+
 fn cases() -> u32 {
-    std::env::var("CGNAT_PROPTEST_CASES")
+    let n = std::env::var("CGNAT_PROPTEST_CASES")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5000)
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("CGNAT_PROPTEST_CASES={v:?} is not a number"))
+        })
+        .unwrap_or(5000);
+    assert!(
+        n >= MIN_CASES,
+        "CGNAT_PROPTEST_CASES={n} is below the floor of {MIN_CASES}: \
+         a run that checks (almost) nothing must not pass"
+    );
+    n
+}
+
+/// Fields a validation error may name when the mutated key is another
+/// one: checks that compare two settings report the one they compare
+/// against (the pool is checked against the internal prefixes, a static
+/// mapping against both, deterministic mode against both, a log file
+/// against the log output).
+const CROSS_FIELD: &[(&str, &[&str])] = &[
+    ("nat.external_pool", &["nat.internal_prefixes"]),
+    ("static.internal", &["nat.internal_prefixes"]),
+    ("static.external", &["nat.external_pool"]),
+    ("pool.mode", &["nat.internal_prefixes", "nat.external_pool"]),
+    ("log.file", &["log.output"]),
+    ("log.syslog", &["log.output"]),
+];
+
+/// The 1-based line of `key = ...` in `[table]` of `text`.
+fn key_line(text: &str, table: &str, key: &str) -> Option<usize> {
+    let header = format!("[{table}]");
+    let lines: Vec<&str> = text.lines().collect();
+    let h = lines.iter().position(|l| l.trim() == header)?;
+    lines[h + 1..]
+        .iter()
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        })
+        .map(|i| h + 2 + i)
+}
+
+/// The 1-based lines of every `[[static]]` block (header and keys).
+fn static_lines(text: &str) -> Vec<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if l.trim() == "[[static]]" {
+            out.extend((i + 1..).take(4));
+        }
+    }
+    out
+}
+
+/// A TOML or type error: the line toml reports ("at line N, column M").
+fn reported_line(msg: &str) -> Option<usize> {
+    let rest = &msg[msg.find(" at line ")? + " at line ".len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Every `key = value` line of the seed, with the table it is in.
@@ -161,6 +226,26 @@ fn seed_is_valid() {
     Config::parse(SEED, Path::new(FILE)).expect("the shipped config parses");
 }
 
+/// Without a [metrics] section the Prometheus endpoint listens on
+/// 127.0.0.1:9469 (README, docs/robustness.md): loopback only.
+#[test]
+fn metrics_listen_defaults_to_loopback_9469() {
+    let text = "[interfaces]\ninternal = \"eth1\"\nexternal = \"eth0\"\n\
+                [nat]\ninternal_prefixes = [\"100.64.0.0/10\"]\n\
+                external_pool = [\"203.0.113.0/28\"]\n";
+    let cfg = Config::parse(text, Path::new(FILE)).expect("a minimal config parses");
+    assert_eq!(
+        cfg.metrics_listen,
+        Some("127.0.0.1:9469".parse().unwrap()),
+        "metrics.listen default"
+    );
+    let seed = Config::parse(SEED, Path::new(FILE)).expect("the shipped config parses");
+    assert_eq!(
+        seed.metrics_listen, cfg.metrics_listen,
+        "the shipped config"
+    );
+}
+
 /// Arbitrary text (random bytes as UTF-8, TOML-ish token soup) never
 /// panics; a rejection names the file.
 #[test]
@@ -212,7 +297,13 @@ fn arbitrary_text_never_panics() {
         match Config::parse(&text, Path::new(FILE)) {
             Ok(_) => {}
             Err(e) => {
-                check_error(&e)?;
+                let msg = check_error(&e)?;
+                if matches!(e, ConfigError::Parse { .. }) {
+                    prop_assert!(
+                        reported_line(&msg).is_some(),
+                        "a TOML error without its line: {msg}"
+                    );
+                }
                 rejected.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -236,56 +327,76 @@ fn mutated_config_never_panics_and_names_the_field() {
     assert!(keys.len() > 30, "seed keys: {keys:?}");
     let (ok, rejected) = (AtomicU64::new(0), AtomicU64::new(0));
     let mut r = runner(n);
-    r.run(
-        &prop::collection::vec(mutation(keys.len()), 1..4),
-        |muts| {
-            let mut text = SEED.to_owned();
-            let mut names = Vec::new();
-            for m in &muts {
-                match m {
-                    Mutation::Set(k, v) => {
-                        let (t, key) = &keys[*k];
-                        text = common::toml_set(&text, t, key, v);
-                        names.push((t.clone(), key.clone()));
-                    }
-                    Mutation::Unknown(k, u, v) => {
-                        let t = &keys[*k].0;
-                        let u = format!("x_{u}");
-                        text = common::toml_set(&text, t, &u, v);
-                        names.push((t.clone(), u));
-                    }
-                    Mutation::Static(p, i, e) => {
-                        text.push_str(&format!(
-                            "\n[[static]]\nproto = {p}\ninternal = {i}\nexternal = {e}\n"
-                        ));
-                        for k in ["proto", "internal", "external"] {
-                            names.push(("static".into(), k.into()));
-                        }
+    r.run(&prop::collection::vec(mutation(keys.len()), 1..4), |muts| {
+        let mut text = SEED.to_owned();
+        let mut names = Vec::new();
+        for m in &muts {
+            match m {
+                Mutation::Set(k, v) => {
+                    let (t, key) = &keys[*k];
+                    text = common::toml_set(&text, t, key, v);
+                    names.push((t.clone(), key.clone()));
+                }
+                Mutation::Unknown(k, u, v) => {
+                    let t = &keys[*k].0;
+                    let u = format!("x_{u}");
+                    text = common::toml_set(&text, t, &u, v);
+                    names.push((t.clone(), u));
+                }
+                Mutation::Static(p, i, e) => {
+                    text.push_str(&format!(
+                        "\n[[static]]\nproto = {p}\ninternal = {i}\nexternal = {e}\n"
+                    ));
+                    for k in ["proto", "internal", "external"] {
+                        names.push(("static".into(), k.into()));
                     }
                 }
             }
-            match Config::parse(&text, Path::new(FILE)) {
-                Ok(_) => {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    rejected.fetch_add(1, Ordering::Relaxed);
-                    let msg = check_error(&e)?;
-                    // which mutated key it is about: by name, or for
-                    // cross-field checks, some configured field
-                    let named = names.iter().any(|(t, k)| {
-                        msg.contains(k.as_str()) || msg.contains(t.as_str())
-                    });
-                    let field = matches!(e, ConfigError::Invalid { .. });
-                    prop_assert!(
-                        named || field,
-                        "rejection names none of the mutated keys {names:?}: {msg}\n--- config ---\n{text}"
-                    );
+        }
+        match Config::parse(&text, Path::new(FILE)) {
+            Ok(_) => {
+                ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                rejected.fetch_add(1, Ordering::Relaxed);
+                let msg = check_error(&e)?;
+                let mutated: Vec<String> = names.iter().map(|(t, k)| format!("{t}.{k}")).collect();
+                match &e {
+                    // a validation error names the mutated key itself,
+                    // or the key a cross-field check compares it with
+                    ConfigError::Invalid { field, .. } => {
+                        let cross = CROSS_FIELD.iter().find(|(f, _)| f == field).is_some_and(
+                            |(_, from)| from.iter().any(|k| mutated.iter().any(|m| m == k)),
+                        );
+                        prop_assert!(
+                            mutated.iter().any(|m| m == field) || cross,
+                            "rejection names field {field}, but the mutated keys are \
+                                 {mutated:?}: {msg}\n--- config ---\n{text}"
+                        );
+                    }
+                    // a TOML or type error gives the line of a mutated
+                    // key (README: "names the file, the field and the
+                    // reason"; docs/robustness.md: "the field or the
+                    // offending TOML line")
+                    _ => {
+                        let mut lines: Vec<usize> = names
+                            .iter()
+                            .filter(|(t, _)| t != "static")
+                            .filter_map(|(t, k)| key_line(&text, t, k))
+                            .collect();
+                        lines.extend(static_lines(&text));
+                        let line = reported_line(&msg);
+                        prop_assert!(
+                            line.is_some_and(|l| lines.contains(&l)),
+                            "rejection reports line {line:?}, but the mutated keys {mutated:?} \
+                                 are on lines {lines:?}: {msg}\n--- config ---\n{text}"
+                        );
+                    }
                 }
             }
-            Ok(())
-        },
-    )
+        }
+        Ok(())
+    })
     .unwrap_or_else(|e| panic!("{e}"));
     println!(
         "config_props mutated_config: {n} cases, {} accepted, {} rejected",

@@ -4,9 +4,10 @@
 //! (`differential/model.rs`). Every packet must get the same verdict, the
 //! same counter (exactly one, by one packet) and a byte-identical output
 //! frame; after every packet the binding tables hold exactly the model's
-//! endpoints, and after every sequence the sessions (with their TCP state,
-//! inbound and hairpin flags, as `cgnat sessions` decodes them) and the
-//! per-subscriber counts equal the model's.
+//! endpoints, and after every sequence the sessions (with their raw TCP
+//! event bits, inbound and hairpin flags) and the per-subscriber counts
+//! equal the model's, and the TCP state `cgnat sessions` shows for each
+//! equals the model's own decoding of its bits.
 //!
 //! Universe: subscribers 100.64.0.11 and .12 plus a spoofed 10.9.9.9,
 //! remotes 198.51.100.10 and .20, three source ports (one below 1024), two
@@ -19,7 +20,7 @@
 //! sequences by deleting every map entry.
 //!
 //! Cases: `CGNAT_PROPTEST_CASES` sequences per configuration (default
-//! 1000). Needs root and iproute2 (skips, or fails under CI=true).
+//! 1000, at least 16). Needs root and iproute2 (skips, or fails under CI=true).
 //!
 //! Run: cargo test --release --test differential -- --nocapture
 
@@ -703,49 +704,42 @@ fn run_sequence(
         *st.counters.entry(want.counter).or_default() += 1;
         st.packets += 1;
     }
-    // sessions and subscribers, decoded by cgnat's own code
+    // sessions as the program stored them: raw TCP event bits and flags
+    let mut got = raw_sessions(h)?;
+    got.sort();
+    let want = m.session_rows();
+    if got != want {
+        return Err(format!(
+            "sessions differ after the sequence (internal, external, remote, proto, \
+             tcp event bits, inbound, hairpin):\n  program: {got:?}\n  model:   {want:?}\nsequence:\n{}",
+            log.join("\n")
+        ));
+    }
+    // ... and as `cgnat sessions` shows them: cgnat's decoder of the bits
+    // against the model's own
     let now = cgnat::expiry::monotonic_ns();
     let views =
         cgnat::expiry::list_sessions(&h.tables, &h.cfg.timeouts, now).map_err(|e| e.to_string())?;
-    let mut got: Vec<_> = views
+    let mut shown: Vec<_> = views
         .iter()
-        .map(|v| {
-            (
-                v.internal,
-                v.external,
-                v.remote,
-                v.proto.to_string(),
-                v.state.to_string(),
-                v.inbound,
-                v.hairpin,
-            )
-        })
+        .map(|v| (v.internal, v.external, v.remote, v.state.to_string()))
         .collect();
-    got.sort();
-    let mut want: Vec<_> = m
-        .session_rows()
-        .into_iter()
-        .map(|(i, e, r, proto, tcp, inb, hp)| {
-            let state = if proto == PROTO_TCP {
-                cgnat::expiry::tcp_state_name(cgnat::expiry::tcp_state(tcp)).to_string()
+    shown.sort();
+    let mut decoded: Vec<_> = want
+        .iter()
+        .map(|(i, e, r, proto, tcp, _, _)| {
+            let state = if *proto == PROTO_TCP {
+                model::tcp_state_name(*tcp)
             } else {
-                "active".to_string()
+                "active"
             };
-            (
-                i,
-                e,
-                r,
-                cgnat::expiry::proto_name(proto).to_string(),
-                state,
-                inb,
-                hp,
-            )
+            (*i, *e, *r, state.to_string())
         })
         .collect();
-    want.sort();
-    if got != want {
+    decoded.sort();
+    if shown != decoded {
         return Err(format!(
-            "sessions differ after the sequence:\n  program: {got:?}\n  model:   {want:?}\nsequence:\n{}",
+            "session states differ:\n  cgnat shows: {shown:?}\n  model:       {decoded:?}\nsequence:\n{}",
             log.join("\n")
         ));
     }
@@ -779,11 +773,73 @@ fn run_sequence(
     Ok(())
 }
 
+/// Every session of the program's table, as the model lists them.
+type SessionRow = (Ep, Ep, Ep, u8, u32, bool, bool);
+
+fn raw_sessions(h: &Harness) -> Result<Vec<SessionRow>, String> {
+    use cgnat::bpf::{from_bytes, types};
+    let inbound = types::cgnat_session_flag::CGNAT_SESS_INBOUND.0 as u8;
+    let hairpin = types::cgnat_session_flag::CGNAT_SESS_HAIRPIN.0 as u8;
+    let mut rows = Vec::new();
+    for k in h.tables.sessions.keys() {
+        let Some(v) = h
+            .tables
+            .sessions
+            .lookup(&k, MapFlags::ANY)
+            .map_err(|e| e.to_string())?
+        else {
+            continue;
+        };
+        let k: types::cgnat_session_key = from_bytes(&k).ok_or("session key size")?;
+        let s: types::cgnat_session = from_bytes(&v).ok_or("session value size")?;
+        rows.push((
+            (addr_of(s.int_addr), u16::from_be(s.int_port)),
+            (addr_of(k.ext_addr), u16::from_be(k.ext_port)),
+            (addr_of(k.rem_addr), u16::from_be(k.rem_port)),
+            k.proto,
+            s.tcp,
+            s.flags & inbound != 0,
+            s.flags & hairpin != 0,
+        ));
+    }
+    Ok(rows)
+}
+
+/// Fewer sequences than this would let a run pass on almost nothing.
+const MIN_CASES: u32 = 16;
+
 fn cases() -> u32 {
-    std::env::var("CGNAT_PROPTEST_CASES")
+    let n = std::env::var("CGNAT_PROPTEST_CASES")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000)
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("CGNAT_PROPTEST_CASES={v:?} is not a number"))
+        })
+        .unwrap_or(1000);
+    assert!(
+        n >= MIN_CASES,
+        "CGNAT_PROPTEST_CASES={n} is below the floor of {MIN_CASES}: \
+         a run that checks (almost) nothing must not pass"
+    );
+    n
+}
+
+/// The model's event bits are the program's (include/cgnat.h), so raw
+/// bits compare.
+#[test]
+fn model_tcp_event_bits_are_the_programs() {
+    use cgnat::bpf::types::cgnat_tcp_event as E;
+    assert_eq!(
+        [SYN_OUT, SYN_IN, FIN_OUT, FIN_IN, RST, LOOSE],
+        [
+            E::CGNAT_TCP_SYN_OUT.0,
+            E::CGNAT_TCP_SYN_IN.0,
+            E::CGNAT_TCP_FIN_OUT.0,
+            E::CGNAT_TCP_FIN_IN.0,
+            E::CGNAT_TCP_RST.0,
+            E::CGNAT_TCP_LOOSE.0,
+        ]
+    );
 }
 
 #[test]

@@ -16,8 +16,9 @@
 //! - a dropped or passed frame comes back untouched;
 //! - nothing with an internal source (100.64.0.0/10) leaves on the
 //!   external side, nor inside a quoted packet of an ICMP error;
-//! - a translated frame has valid IP/L4/ICMP checksums if the input had
-//!   (and an invalid L4 checksum stays invalid: the NAT does not launder
+//! - no frame with a wrong IPv4 header checksum is translated (RFC 1812
+//!   5.2.2); a translated frame has valid IP/L4/ICMP checksums if the input
+//!   had (and an invalid L4 checksum stays invalid: the NAT does not launder
 //!   corruption); an ICMP error cgnat generates is entirely valid, and
 //!   never about a link-layer broadcast or multicast (RFC 1812 4.3.2.7);
 //! - nothing reaches a subscriber without a matching mapping: the
@@ -27,8 +28,9 @@
 //!   (RFC 6598 section 4).
 //!
 //! `CGNAT_PROPTEST_CASES` scales the random flips per seed (default 1000
-//! → 150 per seed); `CGNAT_GARBAGE_SEED` changes the random seed. Needs
-//! root and iproute2 (skips, or fails under CI=true).
+//! → 150 per seed; below 16 the test fails rather than check nothing);
+//! `CGNAT_GARBAGE_SEED` changes the random seed. Needs root and iproute2
+//! (skips, or fails under CI=true).
 //!
 //! Run: cargo test --release --test garbage -- --nocapture
 
@@ -272,10 +274,14 @@ fn run(h: &mut Harness, r: &mut Run, what: &str, port: Port, input: &[u8]) -> Op
         XDP_TX | XDP_REDIRECT => {
             msgs.extend(check_forwarded(h, port, input, &out, counter));
             if !counter.starts_with("icmp_") {
+                // RFC 1812 5.2.2: a header whose checksum is wrong is not
+                // trusted, so never translated (drop_ip_checksum)
                 if let Some((false, _)) = csum_state(input) {
-                    *r.notes
-                        .entry("translated with a bad IP header checksum")
-                        .or_default() += 1;
+                    msgs.push(
+                        "translated although its IPv4 header checksum is wrong \
+                         (RFC 1812 5.2.2: drop_ip_checksum)"
+                            .into(),
+                    );
                 }
                 if let Some((_, Some(false))) = csum_state(input) {
                     *r.notes
@@ -425,11 +431,23 @@ fn check_forwarded(
     msgs
 }
 
+/// Fewer cases than this would let a run pass on almost nothing.
+const MIN_CASES: usize = 16;
+
 fn cases() -> usize {
-    std::env::var("CGNAT_PROPTEST_CASES")
+    let n = std::env::var("CGNAT_PROPTEST_CASES")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000)
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("CGNAT_PROPTEST_CASES={v:?} is not a number"))
+        })
+        .unwrap_or(1000);
+    assert!(
+        n >= MIN_CASES,
+        "CGNAT_PROPTEST_CASES={n} is below the floor of {MIN_CASES}: \
+         a run that checks (almost) nothing must not pass"
+    );
+    n
 }
 
 /// The source endpoint of a forwarded output frame.

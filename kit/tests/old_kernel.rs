@@ -37,6 +37,37 @@ const VM_LIMIT: Duration = Duration::from_secs(480);
 /// check of the test executable, the initramfs, and the VM.
 const SCRIPT_LIMIT: Duration = Duration::from_secs(900);
 
+/// Every filter word names at least one `#[test]` of tests/prog_run.rs: a
+/// renamed test must not drop its table from the 6.1 run unnoticed. (The
+/// script checks the same against the test executable and the VM's
+/// output; this check needs neither root nor qemu.)
+#[test]
+fn every_filter_selects_a_prog_run_test() {
+    let src =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/prog_run.rs"))
+            .expect("reading tests/prog_run.rs");
+    let mut tests = Vec::new();
+    let mut lines = src.lines();
+    while let Some(l) = lines.next() {
+        if l.trim() == "#[test]" {
+            if let Some(name) = lines
+                .next()
+                .and_then(|f| f.trim().strip_prefix("fn "))
+                .and_then(|f| f.split('(').next())
+            {
+                tests.push(name.to_owned());
+            }
+        }
+    }
+    assert!(!tests.is_empty(), "no #[test] found in tests/prog_run.rs");
+    for f in FILTER.split_whitespace() {
+        assert!(
+            tests.iter().any(|t| t.contains(f)),
+            "old_kernel filter {f:?} matches no test of tests/prog_run.rs ({tests:?})"
+        );
+    }
+}
+
 #[test]
 fn packet_tables_on_linux_6_1() {
     if !nix::unistd::geteuid().is_root() {

@@ -4,7 +4,11 @@
 //! `deb_package_installs_checks_and_purges` needs root and changes the real
 //! system: it installs the package with `dpkg -i` and purges it at the end
 //! (also when it fails). Under `CI=true` it fails rather than skips when it
-//! cannot run. `dockerfile_*` need neither root nor a Docker engine: they
+//! cannot run. It also checks the unit's restart settings by section, and
+//! that removing the package (prerm) detaches what a stopped daemon left
+//! pinned. `daemon_warns_serves_metrics_and_exits_when_an_interface_is_deleted`
+//! (root) runs the built daemon in a scratch namespace for the behaviour
+//! the unit relies on. `dockerfile_*` need neither root nor a Docker engine: they
 //! check the Dockerfile statically and that the runtime image's packages
 //! provide every library the binary links.
 
@@ -831,6 +835,219 @@ fn smoke_run_under_unit_limits(caps: &[String], tmp: &Path) {
     assert!(!Path::new(pin).exists(), "{pin} left behind");
 }
 
+/// Starts `cmd` with its output collected line by line.
+fn spawn_daemon(mut cmd: Command) -> Daemon {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the daemon");
+    let (tx, rx) = mpsc::channel();
+    for r in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            for l in BufReader::new(r).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Daemon {
+        child,
+        lines: rx,
+        log: Vec::new(),
+    }
+}
+
+/// A scratch network namespace with the veth pairs pkin/pkin-p and
+/// pkex/pkex-p, all up.
+fn scratch_netns(ns: &'static str) -> Netns {
+    let _ = output(&["ip", "netns", "del", ns]);
+    run_ok(&["ip", "netns", "add", ns]);
+    let guard = Netns(ns);
+    for (a, b) in [("pkin", "pkin-p"), ("pkex", "pkex-p")] {
+        run_ok(&[
+            "ip", "-n", ns, "link", "add", a, "type", "veth", "peer", "name", b,
+        ]);
+    }
+    for l in ["lo", "pkin", "pkin-p", "pkex", "pkex-p"] {
+        run_ok(&["ip", "-n", ns, "link", "set", l, "up"]);
+    }
+    guard
+}
+
+/// `text` (the shipped config) on pkin/pkex in generic mode, pinned at
+/// `pin`; `metrics.listen` removed when `default_metrics`, so the daemon
+/// uses its default.
+fn scratch_config(text: &str, pin: &str, detach: bool, default_metrics: bool) -> String {
+    text.lines()
+        .filter(|l| !(default_metrics && l.trim_start().starts_with("listen")))
+        .map(|l| {
+            let key = l.split('=').next().unwrap_or("").trim();
+            match key {
+                "internal" => "internal = \"pkin\"".to_owned(),
+                "external" => "external = \"pkex\"".to_owned(),
+                "xdp_mode" => "xdp_mode = \"generic\"".to_owned(),
+                "max_sessions" => "max_sessions = 4096".to_owned(),
+                "max_bindings" => "max_bindings = 4096".to_owned(),
+                "pin_path" => format!("pin_path = \"{pin}\""),
+                "detach_on_exit" => format!("detach_on_exit = {detach}"),
+                _ => l.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Whether process `pid` (in its network namespace) listens on TCP
+/// `addr:port` (/proc/<pid>/net/tcp: local address as hex, state 0A).
+fn listens(pid: u32, addr: [u8; 4], port: u16) -> bool {
+    let want = format!(
+        "{:02X}{:02X}{:02X}{:02X}:{port:04X}",
+        addr[3], addr[2], addr[1], addr[0]
+    );
+    fs::read_to_string(format!("/proc/{pid}/net/tcp"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&"0A")
+        })
+}
+
+/// The daemon as run from a world-writable config without [metrics]
+/// listen: it warns about the config, serves metrics on 127.0.0.1:9469,
+/// and when a NAT interface is deleted it exits with status 1 within about
+/// a second (src/watch.rs polls once a second), with one error naming the
+/// interface. Status 1 is what `Restart=on-failure` restarts (the unit's
+/// StartLimitIntervalSec=0 keeps it restarting until the interface is
+/// back; checked in `deb_package_installs_checks_and_purges`).
+#[test]
+fn daemon_warns_serves_metrics_and_exits_when_an_interface_is_deleted() {
+    if !nix::unistd::geteuid().is_root() {
+        return cannot_run("the daemon test needs root (XDP, network namespaces)");
+    }
+    const NS: &str = "cgnat-pkgexit";
+    let _ns = scratch_netns(NS);
+    let pin = "/sys/fs/bpf/cgnat-pkgexit";
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("packaging-exit");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).expect("creating the scratch directory");
+    let shipped =
+        fs::read_to_string(format!("{TOP}/configs/cgnat.toml")).expect("configs/cgnat.toml");
+    let cfg = tmp.join("exit.toml");
+    fs::write(&cfg, scratch_config(&shipped, pin, true, true)).expect("writing the config");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o666)).expect("chmod 666");
+    let cfg_s = cfg.display().to_string();
+    let bin_s = bin().display().to_string();
+
+    let mut d = spawn_daemon(command(&[&bin_s, "--netns", NS, "--config", &cfg_s]));
+    d.wait_for("attached;", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let warned = d
+        .log
+        .iter()
+        .any(|l| l.contains("warning") && l.contains("world-writable") && l.contains(&cfg_s));
+    assert!(
+        warned,
+        "no world-writable warning for a mode 666 config:\n{}",
+        d.log.join("\n")
+    );
+    let pid = d.child.id();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !listens(pid, [127, 0, 0, 1], 9469) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        listens(pid, [127, 0, 0, 1], 9469),
+        "the daemon does not listen on 127.0.0.1:9469 by default:\n{}",
+        fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default()
+    );
+
+    let t0 = Instant::now();
+    run_ok(&["ip", "-n", NS, "link", "del", "pkex"]);
+    let st = d.wait_exit(Duration::from_secs(10));
+    let took = t0.elapsed();
+    while let Ok(l) = d.lines.recv_timeout(Duration::from_millis(200)) {
+        d.log.push(l);
+    }
+    let log = d.log.join("\n");
+    let _ = output(&[&bin_s, "stop", "--detach", "--config", &cfg_s]);
+    let st = st.unwrap_or_else(|| panic!("still running 10 s after pkex was deleted:\n{log}"));
+    assert_eq!(
+        st.code(),
+        Some(1),
+        "exit status after pkex was deleted:\n{log}"
+    );
+    // "about 1 s": one poll period, plus the loop's own latency
+    assert!(
+        took < Duration::from_millis(2500),
+        "exited {took:?} after pkex was deleted (about 1 s documented):\n{log}"
+    );
+    let errors: Vec<&String> = d
+        .log
+        .iter()
+        .filter(|l| l.contains("error") && l.contains("pkex"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error naming pkex expected:\n{log}");
+    eprintln!(
+        "exited with status 1 {took:?} after pkex was deleted: {}",
+        errors[0]
+    );
+}
+
+/// The installed daemon stops (SIGTERM) and leaves its programs and
+/// tables pinned, as it does to keep forwarding; removing the package then
+/// detaches them (prerm: `cgnat stop --detach`), so no NAT runs without its
+/// daemon.
+fn prerm_detaches_what_a_stopped_daemon_left() {
+    const NS: &str = "cgnat-pkgprerm";
+    let _ns = scratch_netns(NS);
+    let pin = "/sys/fs/bpf/cgnat-pkgprerm";
+    let shipped = fs::read_to_string(CONF).expect("reading the installed config");
+    fs::write(CONF, scratch_config(&shipped, pin, false, false)).expect("writing the config");
+    let mut d = spawn_daemon(command(&[
+        "/usr/bin/cgnat",
+        "--netns",
+        NS,
+        "--config",
+        CONF,
+    ]));
+    d.wait_for("attached;", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("prerm run: {e}"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let st = d.wait_exit(Duration::from_secs(15));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "the daemon did not exit cleanly on SIGTERM ({st:?}):\n{}",
+        d.log.join("\n")
+    );
+    let left = fs::read_dir(pin).map(|r| r.count()).unwrap_or(0);
+    assert!(left > 0, "{pin}: nothing left pinned after SIGTERM");
+    let link = run_ok(&["ip", "-n", NS, "link", "show", "pkin"]);
+    assert!(
+        link.contains("xdp"),
+        "XDP not attached after the daemon stopped: {link}"
+    );
+    dpkg_ok(&["--remove", "cgnat"]);
+    assert!(!Path::new(pin).exists(), "{pin} left behind by prerm");
+    let link = run_ok(&["ip", "-n", NS, "link", "show", "pkin"]);
+    assert!(
+        !link.contains("xdp"),
+        "XDP still attached after removal: {link}"
+    );
+}
+
 #[test]
 fn deb_package_installs_checks_and_purges() {
     if !nix::unistd::geteuid().is_root() {
@@ -987,6 +1204,23 @@ fn deb_package_installs_checks_and_purges() {
     ] {
         assert!(get(k).contains(&v), "{UNIT}: no {k}={v} (has {:?})", get(k));
     }
+    // systemd reads the start limit from [Unit] and Restart= from
+    // [Service]; in the wrong section either is ignored
+    let section_of = |key: &str| -> Vec<String> {
+        let mut sec = String::new();
+        let mut out = Vec::new();
+        for l in unit.lines().map(str::trim) {
+            if l.starts_with('[') {
+                sec = l.to_owned();
+            } else if l.split('=').next().map(str::trim) == Some(key) {
+                out.push(sec.clone());
+            }
+        }
+        out
+    };
+    assert_eq!(section_of("StartLimitIntervalSec"), ["[Unit]"], "{UNIT}");
+    assert_eq!(section_of("Restart"), ["[Service]"], "{UNIT}");
+    assert_eq!(section_of("RestartSec"), ["[Service]"], "{UNIT}");
     let after = get("After").join(" ");
     assert!(after.contains("network-online.target"), "After={after}");
     let caps: Vec<String> = get("CapabilityBoundingSet")
@@ -1019,6 +1253,7 @@ fn deb_package_installs_checks_and_purges() {
     assert!(ours.is_empty(), "systemd-analyze verify: {ours:?}");
 
     smoke_run_under_unit_limits(&caps, &tmp);
+    prerm_detaches_what_a_stopped_daemon_left();
 
     installed.purge();
     assert!(!is_installed("cgnat"), "cgnat still installed after purge");

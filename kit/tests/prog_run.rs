@@ -923,23 +923,29 @@ fn malformed_cases(h: &mut Harness) {
         Case::ext("inbound, IPv4 header checksum wrong", f).verdict(XDP_DROP, "drop_ip_checksum"),
     );
 
-    // The kernel refuses frames shorter than an Ethernet header before the
-    // program runs; should it ever accept one, it must be a malformed drop.
+    // BPF_PROG_TEST_RUN refuses an XDP frame shorter than an Ethernet
+    // header with EINVAL before the program runs: the run must fail exactly
+    // so, and no counter may move (a frame the program saw is counted).
     let short = good[..10].to_vec();
-    match h.test_run(Side::Internal, Port::Int0, &short) {
-        Err(e) => {
-            println!("  note: 10-byte frame refused by BPF_PROG_TEST_RUN ({e})");
-            h.check("10-byte frame never reaches the program", Ok(()));
-        }
-        Ok((v, _)) => {
-            let r = if v == XDP_DROP {
+    let before = h.counters();
+    let r = match h.test_run(Side::Internal, Port::Int0, &short) {
+        Err(e) if e.contains("os error 22") => {
+            let after = h.counters();
+            if after == before {
                 Ok(())
             } else {
-                Err(format!("10-byte frame: {}", verdict_name(v)))
-            };
-            h.check("10-byte frame dropped", r);
+                Err(format!(
+                    "counters moved for a refused frame: {before:?} -> {after:?}"
+                ))
+            }
         }
-    }
+        Err(e) => Err(format!("10-byte frame: {e} (expected EINVAL)")),
+        Ok((v, _)) => Err(format!(
+            "10-byte frame reached the program: {} (the kernel must refuse it with EINVAL)",
+            verdict_name(v)
+        )),
+    };
+    h.check("10-byte frame refused with EINVAL, nothing counted", r);
 
     let mut table: Vec<Case> = Vec::new();
 
@@ -1528,12 +1534,45 @@ fn fragment_cases(h: &mut Harness) {
         return;
     };
 
+    // DF clear: the IP ID is replaced by a keyed hash of the header's (ID,
+    // source, destination, protocol) before translation (RFC 7857 section
+    // 10, bpf/frag.h). The key is random per load, so the value cannot be
+    // predicted; the rule's properties can: the ID changes (a hash maps an
+    // ID to itself with probability 2^-16), the same header always gets the
+    // same ID (no per-datagram state), and every other byte is the exact
+    // translated frame.
     let p = from_sub(Pkt::udp((H11, 5000), (R10, 3478), b"may fragment")).frag(0);
     let exp = outbound(&p, e11);
-    h.run(
+    let in_id = p.id;
+    let first = h.run(
         Case::int("DF clear: translated, IP ID replaced", p.bytes())
             .verdict(XDP_REDIRECT, "fwd_out")
-            .output(move |_, out| with_out_id(exp, out, IP)),
+            .output(move |_, out| {
+                let exp = with_out_id(exp, out, IP)?;
+                ensure!(
+                    ip_id(out, IP) != in_id,
+                    "IP ID {in_id:#06x} left as it was on a datagram without DF"
+                );
+                Ok(exp)
+            }),
+    );
+    if let Some(id) = first.map(|o| ip_id(&o, IP)) {
+        let mut exp = outbound(&p, e11);
+        set_ip_id(&mut exp, IP, id);
+        h.run(
+            Case::int(
+                "DF clear, the same datagram again: the same new IP ID",
+                p.bytes(),
+            )
+            .verdict(XDP_REDIRECT, "fwd_out")
+            .frame(exp),
+        );
+    }
+    let p = from_sub(Pkt::udp((H11, 5000), (R10, 3478), b"must not fragment"));
+    h.run(
+        Case::int("DF set: the IP ID is kept", p.bytes())
+            .verdict(XDP_REDIRECT, "fwd_out")
+            .frame(outbound(&p, e11)),
     );
 
     // a 48-byte UDP segment in two fragments of 24 bytes
@@ -1957,21 +1996,12 @@ fn filtering_cases(h: &mut Harness) {
     );
 }
 
-// ---------------------------------------------------------------------
-// Data-path bugs: these cases assert the correct behaviour and fail until
-// the data path is fixed (see the comments for the suspected lines).
-// ---------------------------------------------------------------------
-
-/// BUG: hole punching between two subscribers through the hairpin under
-/// address-dependent filtering never succeeds. A hairpinned packet leaves
-/// through the sender's mapping and then meets the target's filter (RFC
-/// 4787 REQ-9 with REQ-8). When the target's filter refuses it, the
-/// sender's mapping must still have "sent to" the target's address, so the
-/// target's own attempt in the other direction is admitted. bpf/nat.h
-/// nat_outbound returns CGNAT_DROP_FILTERED (the `!t && !filter_admits`
-/// test of the hairpin block) before session_get(&sk) and filter_note() of
-/// the sender, so neither side ever records the other and every attempt
-/// both ways is filtered.
+/// Hole punching between two subscribers through the hairpin under
+/// address-dependent filtering (RFC 4787 REQ-9 with REQ-8). A hairpinned
+/// packet leaves through the sender's mapping and then meets the target's
+/// filter. When the target's filter refuses it, the sender's mapping has
+/// still "sent to" the target's address, so the target's own attempt in
+/// the other direction is admitted.
 #[test]
 fn adf_hairpin_hole_punching() {
     if !privileged("adf_hairpin_hole_punching") {
@@ -2019,14 +2049,9 @@ fn adf_hairpin_hole_punching() {
     });
 }
 
-/// BUG (inconsistency with the data path's own model): a hairpinned TCP
-/// segment that is not a bare SYN opens a session on the target's binding,
-/// while the same segment from outside is dropped (drop_tcp_no_session,
-/// "Only a SYN may open a TCP session from outside (RFC 5382)"). The hairpin
-/// block of nat_outbound in bpf/nat.h says "the target's side of the same
-/// flow, as if it came inbound: its own filtering applies", but it only
-/// calls filter_admits(), without the tcp_is_bare_syn() test nat_inbound
-/// makes before creating an inbound session.
+/// A hairpinned TCP segment is filtered as if it came from outside: only a
+/// bare SYN opens a session on the target's binding (RFC 5382), so an ACK
+/// without a session is dropped from either side alike.
 #[test]
 fn hairpin_tcp_needs_syn() {
     if !privileged("hairpin_tcp_needs_syn") {
@@ -2072,16 +2097,106 @@ fn hairpin_tcp_needs_syn() {
     });
 }
 
+/// A subscriber sending to its own external endpoint (RFC 4787 REQ-9 with
+/// sender and target the same binding) holds one session, which serves both
+/// sides and counts once against `limits.sessions`. With a limit of 2, the
+/// self-hairpin fits beside one ordinary session, and a third session is
+/// refused, which shows that the limit is in force.
+#[test]
+fn self_hairpin_counts_one_session() {
+    if !privileged("self_hairpin_counts_one_session") {
+        return;
+    }
+    let ns = NetNs::create("s");
+    ns.enter(|| {
+        let mut h = Harness::load_with(
+            "self_hairpin_counts_one_session",
+            "",
+            "[limits]\nsessions = 2\n[icmp]\nrate_limit = 0",
+        );
+        self_hairpin_cases(&mut h);
+        h.finish();
+    });
+}
+
+/// The session count the subscribers map holds for `sub`.
+fn sub_sessions(h: &Harness, sub: Ipv4Addr) -> Result<u32, String> {
+    let subs = cgnat::lookup::subscribers(&h.tables).map_err(|e| e.to_string())?;
+    subs.iter()
+        .find(|s| s.subscriber == sub)
+        .map(|s| s.sessions)
+        .ok_or_else(|| format!("{sub} is not in the subscribers map"))
+}
+
+fn self_hairpin_cases(h: &mut Harness) {
+    let Some(e11) = open_binding(h, H11, 5000) else {
+        return;
+    };
+    let r = sub_sessions(h, H11).and_then(|n| {
+        ensure!(n == 1, "{n} sessions after one flow");
+        Ok(())
+    });
+    h.check("one flow: one session counted", r);
+
+    let p = from_sub(Pkt::udp((H11, 5000), e11, b"to myself"));
+    let exp = p
+        .clone()
+        .with_src(e11.0, e11.1)
+        .with_dst(H11, 5000)
+        .ttl(p.ttl - 1)
+        .macs(INT0_MAC, mac_of(H11))
+        .bytes();
+    let before = Harness::count_entries(&h.tables.sessions);
+    h.run(
+        Case::int(
+            "100.64.0.11:5000 -> its own external endpoint: hairpinned back",
+            p.bytes(),
+        )
+        .verdict(XDP_TX, "fwd_hairpin")
+        .frame(exp),
+    );
+    let r = session_check(h, e11, e11, PROTO_UDP, (H11, 5000), SESS_HAIRPIN, 0).and_then(|_| {
+        let n = Harness::count_entries(&h.tables.sessions);
+        ensure!(
+            n == before + 1,
+            "{} sessions added (one serves both sides)",
+            n - before
+        );
+        let c = sub_sessions(h, H11)?;
+        ensure!(c == 2, "{c} sessions counted for 100.64.0.11 (2 expected)");
+        Ok(())
+    });
+    h.check("self-hairpin: one session, counted once", r);
+
+    let p = from_sub(Pkt::udp((H11, 5000), e11, b"to myself again"));
+    let exp = p
+        .clone()
+        .with_src(e11.0, e11.1)
+        .with_dst(H11, 5000)
+        .ttl(p.ttl - 1)
+        .macs(INT0_MAC, mac_of(H11))
+        .bytes();
+    h.run(
+        Case::int("self-hairpin again: the same session", p.bytes())
+            .verdict(XDP_TX, "fwd_hairpin")
+            .frame(exp),
+    );
+    let p = from_sub(Pkt::udp((H11, 5000), (R20, 3478), b"third session"));
+    h.run(
+        Case::int("a third session: over limits.sessions = 2", p.bytes())
+            .verdict(XDP_DROP, "drop_subscriber_limit"),
+    );
+    let r = sub_sessions(h, H11).and_then(|c| {
+        ensure!(c == 2, "{c} sessions counted for 100.64.0.11 (2 expected)");
+        Ok(())
+    });
+    h.check("the limit holds at 2", r);
+}
+
 /// TCP MSS clamping (nat.mss_clamp) in both directions, the option at an
-/// even and at an odd offset (the checksum update differs).
-///
-/// BUG at the time of writing: with mss_clamp != 0 the program does not
-/// load at all. The verifier gives up on xdp_internal ("BPF program is too
-/// large. Processed 1000001 insn", -E2BIG): the option loop of mss_clamp()
-/// in bpf/mss.h (`for (i = 0; i < TCP_OPTS_MAX; i++)` with a data-dependent
-/// `opt += opt[1]`), inlined at both call sites in bpf/nat.h, multiplies
-/// the verifier's states. With mss_clamp = 0 (the default) the dead code is
-/// pruned, which is why every other test loads.
+/// even and at an odd offset (the checksum update differs). The option loop
+/// is live code only with mss_clamp != 0, so this test is also the one
+/// that makes the verifier walk it.
 #[test]
 fn mss_clamping() {
     if !privileged("mss_clamping") {

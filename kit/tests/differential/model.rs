@@ -90,6 +90,37 @@ pub const FIN_IN: u32 = 8;
 pub const RST: u32 = 16;
 pub const LOOSE: u32 = 32;
 
+/// The TCP state shown for a session's event bits, from the states of RFC
+/// 7857 section 2 (the RFC 6146 machine) as the event bits can tell them:
+/// - an RST was seen: "reset", transitory for 4 minutes (section 2.2);
+/// - both sides sent FIN: "closing" (V4 FIN + V6 FIN RCV), transitory;
+/// - the connection was established (a SYN each way, or picked up
+///   mid-stream) and one side sent FIN: "fin_one" (V4 or V6 FIN RCV),
+///   still on the established timer;
+/// - a FIN before the connection was established ends an attempt that
+///   never opened: "closing";
+/// - established, no FIN: "established";
+/// - a SYN one way only: "init" (V4 or V6 INIT).
+pub fn tcp_state_name(bits: u32) -> &'static str {
+    let established = bits & LOOSE != 0 || bits & (SYN_OUT | SYN_IN) == SYN_OUT | SYN_IN;
+    let fins = (bits & FIN_OUT != 0, bits & FIN_IN != 0);
+    if bits & RST != 0 {
+        "reset"
+    } else if fins == (true, true) {
+        "closing"
+    } else if fins.0 || fins.1 {
+        if established {
+            "fin_one"
+        } else {
+            "closing"
+        }
+    } else if established {
+        "established"
+    } else {
+        "init"
+    }
+}
+
 /// What the program must do with a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expect {

@@ -19,8 +19,10 @@
 #   OLDKERNEL_TIMEOUT  hard limit for the VM in seconds (default 900)
 #   OLDKERNEL_SERIES   kernel series to boot (default 6.1)
 #
-# Prints the tail of the serial console and exits 0 only if the harness
-# closed with "test result: ok. N passed; 0 failed" and the VM reported
+# Prints the tail of the serial console and exits 0 only if every word of
+# OLDKERNEL_FILTER names at least one test (checked before the boot, and
+# again on the tests that passed in the VM), the harness closed with
+# "test result: ok. N passed; 0 failed" and the VM reported
 # OLDKERNEL-RESULT rc=0. The whole console is kept in
 # target/oldkernel/serial.log. docs/kernels.md says why 6.1 is enough.
 set -euo pipefail
@@ -172,6 +174,14 @@ if [ -z "$EXE" ] || [ ! -x "$EXE" ]; then
 	die "no prog_run test executable (${EXE:-cargo printed none})"
 fi
 log "test executable: $EXE"
+# Every filter must select at least one test: a filter that matches nothing
+# (a test renamed) would silently drop a table from the run.
+if [ -n "$FILTER" ]; then
+	listed=$("$EXE" --list --format terse 2>/dev/null | sed -n 's/: test$//p')
+	for f in $FILTER; do
+		echo "$listed" | grep -qF -- "$f" || die "filter '$f' matches no test of $EXE"
+	done
+fi
 
 # --- initramfs ------------------------------------------------------------
 STAGE=$OUT/initramfs
@@ -290,4 +300,9 @@ fi
 grep -q '^OLDKERNEL-RESULT rc=0$' "$SERIAL" || die "the test executable failed in the VM ($(grep -o 'OLDKERNEL-RESULT rc=[0-9]*' "$SERIAL" || echo 'no result marker'))"
 echo "$result" | grep -qE '^test result: ok\. [0-9]+ passed; 0 failed' || die "the harness did not report 0 failed"
 echo "$result" | grep -qE '^test result: ok\. 0 passed' && die "no test ran (filter: ${FILTER:-none})"
+# ... and each filter selected a test that passed in the VM
+for f in $FILTER; do
+	grep -E '^test [^ ]+ \.\.\. ok$' "$SERIAL" | grep -qF -- "$f" ||
+		die "no test matching '$f' passed in the VM"
+done
 say "PASS on $KVER"
