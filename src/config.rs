@@ -4,7 +4,7 @@
 //! error naming the file, the field and the reason; nothing is attached
 //! before a config has passed here.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -12,6 +12,13 @@ use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
 use serde::Deserialize;
+
+mod checks;
+mod raw;
+
+pub use checks::parse_duration;
+use checks::{Checker, Numbering};
+use raw::RawConfig;
 
 /// Largest number of external addresses in the pool (the pool array map is
 /// sized from it; 65,536 addresses cover any realistic CGN).
@@ -151,40 +158,6 @@ pub enum PoolMode {
     Deterministic,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPool {
-    #[serde(default)]
-    mode: PoolMode,
-    #[serde(default = "default_block_size")]
-    block_size: u32,
-    #[serde(default = "default_max_blocks")]
-    max_blocks: u32,
-    #[serde(default = "default_max_subscribers")]
-    max_subscribers: u32,
-}
-
-impl Default for RawPool {
-    fn default() -> Self {
-        RawPool {
-            mode: PoolMode::Dynamic,
-            block_size: default_block_size(),
-            max_blocks: default_max_blocks(),
-            max_subscribers: default_max_subscribers(),
-        }
-    }
-}
-
-fn default_block_size() -> u32 {
-    256
-}
-fn default_max_blocks() -> u32 {
-    4
-}
-fn default_max_subscribers() -> u32 {
-    65_536
-}
-
 /// Per-subscriber limits (RFC 6888 REQ-4, REQ-5); 0 means none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -198,14 +171,6 @@ pub struct Limits {
     /// New bindings per second.
     #[serde(default)]
     pub new_mappings_per_second: u32,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStatic {
-    proto: String,
-    internal: String,
-    external: String,
 }
 
 /// A static mapping (port forward).
@@ -234,197 +199,6 @@ pub enum LogOutput {
     SyslogUnix(PathBuf),
     /// RFC 5424 messages over UDP.
     SyslogUdp(std::net::SocketAddr),
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLog {
-    #[serde(default)]
-    output: Option<String>,
-    #[serde(default)]
-    file: Option<PathBuf>,
-    #[serde(default)]
-    syslog: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMetrics {
-    #[serde(default = "default_metrics_listen")]
-    listen: String,
-}
-
-impl Default for RawMetrics {
-    fn default() -> Self {
-        RawMetrics {
-            listen: default_metrics_listen(),
-        }
-    }
-}
-
-fn default_metrics_listen() -> String {
-    "127.0.0.1:9469".into()
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    interfaces: RawInterfaces,
-    nat: RawNat,
-    #[serde(default)]
-    pool: RawPool,
-    #[serde(default)]
-    limits: Limits,
-    #[serde(default, rename = "static")]
-    statics: Vec<RawStatic>,
-    #[serde(default)]
-    filtering: FilteringConfig,
-    #[serde(default)]
-    icmp: IcmpConfig,
-    #[serde(default)]
-    timeouts: RawTimeouts,
-    #[serde(default)]
-    daemon: RawDaemon,
-    #[serde(default)]
-    log: RawLog,
-    #[serde(default)]
-    metrics: RawMetrics,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawInterfaces {
-    internal: String,
-    external: String,
-    #[serde(default)]
-    xdp_mode: XdpMode,
-    #[serde(default)]
-    fib_lookup: FibLookup,
-    #[serde(default = "default_route_cache")]
-    route_cache: String,
-    #[serde(default)]
-    send_back: SendBack,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNat {
-    internal_prefixes: Vec<String>,
-    external_pool: Vec<String>,
-    #[serde(default = "default_max_sessions")]
-    max_sessions: u32,
-    #[serde(default = "default_max_bindings")]
-    max_bindings: u32,
-    #[serde(default)]
-    inbound_refresh: bool,
-    #[serde(default = "default_quarantine")]
-    port_quarantine: String,
-    #[serde(default)]
-    preserve_parity: bool,
-    #[serde(default)]
-    mss_clamp: u16,
-    #[serde(default = "default_max_fragments")]
-    max_fragments: u32,
-    #[serde(default)]
-    exempt: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTimeouts {
-    #[serde(default = "default_udp")]
-    udp: String,
-    #[serde(default = "default_tcp_established")]
-    tcp_established: String,
-    #[serde(default = "default_tcp_transitory")]
-    tcp_transitory: String,
-    tcp_opening: Option<String>,
-    tcp_closing: Option<String>,
-    #[serde(default = "default_icmp")]
-    icmp: String,
-    #[serde(default = "default_fragment")]
-    fragment: String,
-    #[serde(default)]
-    udp_ports: BTreeMap<String, String>,
-}
-
-impl Default for RawTimeouts {
-    fn default() -> Self {
-        RawTimeouts {
-            udp: default_udp(),
-            tcp_established: default_tcp_established(),
-            tcp_transitory: default_tcp_transitory(),
-            tcp_opening: None,
-            tcp_closing: None,
-            icmp: default_icmp(),
-            fragment: default_fragment(),
-            udp_ports: BTreeMap::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDaemon {
-    #[serde(default = "default_pin_path")]
-    pin_path: PathBuf,
-    #[serde(default = "default_sweep_interval")]
-    sweep_interval: String,
-    #[serde(default)]
-    detach_on_exit: bool,
-}
-
-impl Default for RawDaemon {
-    fn default() -> Self {
-        RawDaemon {
-            pin_path: default_pin_path(),
-            sweep_interval: default_sweep_interval(),
-            detach_on_exit: false,
-        }
-    }
-}
-
-fn default_max_sessions() -> u32 {
-    1 << 20
-}
-fn default_max_fragments() -> u32 {
-    4096
-}
-fn default_max_bindings() -> u32 {
-    1 << 18
-}
-/// RFC 6888 REQ-8: a freed port is not reused for at least 120 s.
-fn default_quarantine() -> String {
-    "120s".into()
-}
-/// RFC 4787 REQ-5c: UDP mapping timer of 300 s recommended.
-fn default_udp() -> String {
-    "300s".into()
-}
-/// RFC 5382 REQ-5: established idle timeout at least 2 h 4 min.
-fn default_tcp_established() -> String {
-    "2h4m".into()
-}
-/// RFC 5382 REQ-5 / RFC 7857 section 2.1: transitory at least 4 min.
-fn default_tcp_transitory() -> String {
-    "4m".into()
-}
-/// RFC 5508 REQ-2: ICMP query timer at least 60 s.
-fn default_icmp() -> String {
-    "60s".into()
-}
-/// RFC 6146 section 4: FRAGMENT_MIN is 2 s; a little more for slow links.
-fn default_fragment() -> String {
-    "5s".into()
-}
-fn default_pin_path() -> PathBuf {
-    PathBuf::from("/sys/fs/bpf/cgnat")
-}
-fn default_sweep_interval() -> String {
-    "1s".into()
-}
-fn default_route_cache() -> String {
-    "1s".into()
 }
 
 /// Per-protocol idle timeouts.
@@ -503,282 +277,22 @@ impl Config {
             file: file.to_owned(),
             message: e.to_string().trim_end().replace('\n', "\n  "),
         })?;
-        let invalid = |field: &'static str, reason: String| ConfigError::Invalid {
-            file: file.to_owned(),
-            field,
-            reason,
-        };
-
-        let iface = |field: &'static str, name: &str| {
-            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
-                Err(invalid(field, format!("{name:?} is not an interface name")))
-            } else {
-                Ok(name.to_owned())
-            }
-        };
-        let internal_if = iface("interfaces.internal", &raw.interfaces.internal)?;
-        let external_if = iface("interfaces.external", &raw.interfaces.external)?;
-
-        let internal_prefixes = parse_prefixes(&raw.nat.internal_prefixes)
-            .map_err(|r| invalid("nat.internal_prefixes", r))?;
-        let pool_prefixes =
-            parse_prefixes(&raw.nat.external_pool).map_err(|r| invalid("nat.external_pool", r))?;
-        for p in &pool_prefixes {
-            if let Some(i) = internal_prefixes.iter().find(|i| overlaps(p, i)) {
-                return Err(invalid(
-                    "nat.external_pool",
-                    format!(
-                        "{p} overlaps internal prefix {i}: inside and outside numbering must not \
-                         conflict (RFC 4787 REQ-7)"
-                    ),
-                ));
-            }
-        }
-        for (a, pa) in pool_prefixes.iter().enumerate() {
-            for pb in &pool_prefixes[a + 1..] {
-                if overlaps(pa, pb) {
-                    return Err(invalid(
-                        "nat.external_pool",
-                        format!("{pa} and {pb} overlap"),
-                    ));
-                }
-            }
-        }
-        let total: u64 = pool_prefixes.iter().map(|p| p.size() as u64).sum();
-        if total > MAX_POOL_ADDRS as u64 {
-            return Err(invalid(
-                "nat.external_pool",
-                format!("{total} addresses; at most {MAX_POOL_ADDRS} are supported"),
-            ));
-        }
-        let mut seen = BTreeSet::new();
-        let pool_addrs: Vec<Ipv4Addr> = pool_prefixes
-            .iter()
-            .flat_map(|p| p.iter())
-            .filter(|a| seen.insert(*a))
-            .collect();
-        for a in &pool_addrs {
-            if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() {
-                return Err(invalid(
-                    "nat.external_pool",
-                    format!("{a} cannot be an external address"),
-                ));
-            }
-        }
-
-        if raw.nat.mss_clamp != 0 && raw.nat.mss_clamp < 536 {
-            return Err(invalid(
-                "nat.mss_clamp",
-                format!(
-                    "{} is below the IPv4 minimum MSS of 536 (0 turns clamping off)",
-                    raw.nat.mss_clamp
-                ),
-            ));
-        }
-        if raw.nat.max_sessions < 16 {
-            return Err(invalid("nat.max_sessions", "must be at least 16".into()));
-        }
-        if raw.nat.max_bindings < 16 {
-            return Err(invalid("nat.max_bindings", "must be at least 16".into()));
-        }
-
-        let dur = |field: &'static str, s: &str| parse_duration(s).map_err(|r| invalid(field, r));
-        let transitory = dur("timeouts.tcp_transitory", &raw.timeouts.tcp_transitory)?;
-        let mut udp_ports = BTreeMap::new();
-        for (port, d) in &raw.timeouts.udp_ports {
-            let p: u16 = port.parse().map_err(|_| {
-                invalid(
-                    "timeouts.udp_ports",
-                    format!("{port:?} is not a port number"),
-                )
-            })?;
-            udp_ports.insert(p, dur("timeouts.udp_ports", d)?);
-        }
-        let timeouts = Timeouts {
-            udp: dur("timeouts.udp", &raw.timeouts.udp)?,
-            tcp_established: dur("timeouts.tcp_established", &raw.timeouts.tcp_established)?,
-            tcp_opening: match &raw.timeouts.tcp_opening {
-                Some(d) => dur("timeouts.tcp_opening", d)?,
-                None => transitory,
-            },
-            tcp_closing: match &raw.timeouts.tcp_closing {
-                Some(d) => dur("timeouts.tcp_closing", d)?,
-                None => transitory,
-            },
-            icmp: dur("timeouts.icmp", &raw.timeouts.icmp)?,
-            fragment: dur("timeouts.fragment", &raw.timeouts.fragment)?,
-            udp_ports,
-        };
-        let mut all = vec![
-            ("timeouts.udp", timeouts.udp),
-            ("timeouts.tcp_established", timeouts.tcp_established),
-            ("timeouts.tcp_transitory", transitory),
-            ("timeouts.tcp_opening", timeouts.tcp_opening),
-            ("timeouts.tcp_closing", timeouts.tcp_closing),
-            ("timeouts.icmp", timeouts.icmp),
-            ("timeouts.fragment", timeouts.fragment),
-        ];
-        all.extend(
-            timeouts
-                .udp_ports
-                .values()
-                .map(|d| ("timeouts.udp_ports", *d)),
-        );
-        for (field, d) in all {
-            if d < Duration::from_secs(1) {
-                return Err(invalid(field, "must be at least 1s".into()));
-            }
-        }
-        let route_cache = dur("interfaces.route_cache", &raw.interfaces.route_cache)?;
-        if route_cache > Duration::from_secs(60) {
-            return Err(invalid(
-                "interfaces.route_cache",
-                "must be at most 60s (0s turns the cache off)".into(),
-            ));
-        }
-        let port_quarantine = dur("nat.port_quarantine", &raw.nat.port_quarantine)?;
-        let sweep_interval = dur("daemon.sweep_interval", &raw.daemon.sweep_interval)?;
-        if sweep_interval < Duration::from_millis(100) || sweep_interval > Duration::from_secs(60) {
-            return Err(invalid(
-                "daemon.sweep_interval",
-                "must be between 100ms and 60s".into(),
-            ));
-        }
-        if !raw.daemon.pin_path.is_absolute() {
-            return Err(invalid(
-                "daemon.pin_path",
-                format!("{} is not an absolute path", raw.daemon.pin_path.display()),
-            ));
-        }
-
-        let blocks =
-            crate::pool::Blocks::new(raw.pool.block_size, raw.pool.max_blocks).map_err(|e| {
-                let field = match e {
-                    crate::pool::PoolError::MaxBlocks(_) => "pool.max_blocks",
-                    _ => "pool.block_size",
-                };
-                invalid(field, e.to_string())
-            })?;
-        let deterministic = match raw.pool.mode {
-            PoolMode::Deterministic => Some(
-                crate::pool::Deterministic::new(&internal_prefixes, &pool_addrs)
-                    .map_err(|e| invalid("pool.mode", e.to_string()))?,
-            ),
-            _ => None,
-        };
-        if raw.pool.max_subscribers < 16 {
-            return Err(invalid(
-                "pool.max_subscribers",
-                "must be at least 16".into(),
-            ));
-        }
-        let mut statics: Vec<StaticMapping> = Vec::new();
-        for st in &raw.statics {
-            let proto = match st.proto.as_str() {
-                "tcp" => 6,
-                "udp" => 17,
-                other => {
-                    return Err(invalid(
-                        "static.proto",
-                        format!("{other:?}: use \"tcp\" or \"udp\""),
-                    ))
-                }
-            };
-            let ep = |field: &'static str, v: &str| {
-                v.parse::<SocketAddrV4>()
-                    .map_err(|_| invalid(field, format!("{v:?} is not an ip:port")))
-            };
-            let internal = ep("static.internal", &st.internal)?;
-            let external = ep("static.external", &st.external)?;
-            if !internal_prefixes.iter().any(|p| p.contains(*internal.ip())) {
-                return Err(invalid(
-                    "static.internal",
-                    format!("{internal} is not in nat.internal_prefixes"),
-                ));
-            }
-            if !pool_prefixes.iter().any(|p| p.contains(*external.ip())) {
-                return Err(invalid(
-                    "static.external",
-                    format!("{external} is not in nat.external_pool"),
-                ));
-            }
-            if internal.port() == 0 {
-                return Err(invalid("static.internal", "port 0 cannot be mapped".into()));
-            }
-            if external.port() == 0 {
-                return Err(invalid("static.external", "port 0 cannot be mapped".into()));
-            }
-            if statics
-                .iter()
-                .any(|o| o.proto == proto && o.internal == internal)
-            {
-                return Err(invalid(
-                    "static.internal",
-                    format!("{} {internal} is mapped twice", st.proto),
-                ));
-            }
-            if statics
-                .iter()
-                .any(|o| o.proto == proto && o.external == external)
-            {
-                return Err(invalid(
-                    "static.external",
-                    format!("{} {external} is mapped twice", st.proto),
-                ));
-            }
-            statics.push(StaticMapping {
-                proto,
-                internal,
-                external,
-            });
-        }
-        let mut exempt = Vec::new();
-        for e in &raw.nat.exempt {
-            let (pfx, port) = match e.split_once(':') {
-                Some((a, p)) => (
-                    a,
-                    Some(p.parse::<u16>().map_err(|_| {
-                        invalid("nat.exempt", format!("{e:?}: {p:?} is not a port"))
-                    })?),
-                ),
-                None => (e.as_str(), None),
-            };
-            let prefix =
-                parse_prefixes(&[pfx.to_owned()]).map_err(|r| invalid("nat.exempt", r))?[0];
-            exempt.push(Exemption { prefix, port });
-        }
-
-        let log = match raw.log.output.as_deref().unwrap_or("off") {
-            "off" => LogOutput::Off,
-            "file" => LogOutput::File(raw.log.file.clone().ok_or_else(|| {
-                invalid("log.file", "output = \"file\" needs a file path".into())
-            })?),
-            "syslog" => {
-                let t = raw.log.syslog.clone().unwrap_or_else(|| "/dev/log".into());
-                match t.strip_prefix("udp:") {
-                    Some(a) => LogOutput::SyslogUdp(a.parse().map_err(|_| {
-                        invalid("log.syslog", format!("{a:?} is not host:port (IP address)"))
-                    })?),
-                    None => LogOutput::SyslogUnix(PathBuf::from(t)),
-                }
-            }
-            other => {
-                return Err(invalid(
-                    "log.output",
-                    format!("{other:?}: use \"off\", \"file\" or \"syslog\""),
-                ))
-            }
-        };
-        let metrics_listen = if raw.metrics.listen.is_empty() {
-            None
-        } else {
-            Some(raw.metrics.listen.parse().map_err(|_| {
-                invalid(
-                    "metrics.listen",
-                    format!("{:?} is not ip:port (\"\" disables)", raw.metrics.listen),
-                )
-            })?)
-        };
+        let c = Checker { file };
+        let internal_if = c.interface("interfaces.internal", &raw.interfaces.internal)?;
+        let external_if = c.interface("interfaces.external", &raw.interfaces.external)?;
+        let Numbering {
+            internal_prefixes,
+            pool_prefixes,
+            pool_addrs,
+        } = c.numbering(&raw.nat)?;
+        c.sizes(&raw.nat)?;
+        let timeouts = c.timeouts(&raw.timeouts)?;
+        let (route_cache, port_quarantine, sweep_interval) = c.daemon(&raw)?;
+        let (blocks, deterministic) = c.pool(&raw, &internal_prefixes, &pool_addrs)?;
+        let statics = c.statics(&raw.statics, &internal_prefixes, &pool_prefixes)?;
+        let exempt = c.exemptions(&raw.nat)?;
+        let log = c.log(&raw.log)?;
+        let metrics_listen = c.metrics(&raw.metrics)?;
 
         Ok(Config {
             file: file.to_owned(),
@@ -821,72 +335,5 @@ impl Config {
         self.internal_if == self.external_if
     }
 }
-
-fn parse_prefixes(list: &[String]) -> Result<Vec<Ipv4Network>, String> {
-    if list.is_empty() {
-        return Err("must list at least one prefix".into());
-    }
-    if list.len() > MAX_PREFIXES {
-        return Err(format!("at most {MAX_PREFIXES} prefixes are supported"));
-    }
-    let mut out = Vec::with_capacity(list.len());
-    for s in list {
-        let net: Ipv4Network = s
-            .parse()
-            .map_err(|e| format!("{s:?} is not an IPv4 prefix ({e})"))?;
-        if net.network() != net.ip() {
-            return Err(format!(
-                "{s:?} has host bits set (did you mean {}/{}?)",
-                net.network(),
-                net.prefix()
-            ));
-        }
-        out.push(net);
-    }
-    Ok(out)
-}
-
-fn overlaps(a: &Ipv4Network, b: &Ipv4Network) -> bool {
-    a.contains(b.network()) || b.contains(a.network())
-}
-
-/// Parses durations like "300s", "2h4m", "1m30s", "500ms", "1d".
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("{s:?} is not a duration like \"300s\" or \"2h4m\""));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{s:?}: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let part = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "d" => Duration::from_secs(n.saturating_mul(86400)),
-            "" => return Err(format!("{s:?}: missing unit (ms, s, m, h or d)")),
-            u => return Err(format!("{s:?}: unknown unit {u:?} (use ms, s, m, h or d)")),
-        };
-        total = total.saturating_add(part);
-    }
-    Ok(total)
-}
-
 #[cfg(test)]
 mod tests;
