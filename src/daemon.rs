@@ -309,7 +309,7 @@ impl Daemon {
     /// Warns about and logs the events the data path lost since the last
     /// look (its ring buffer was full).
     fn report_lost_events(&mut self, tables: &Tables) {
-        let lost = events_lost(tables);
+        let lost: u64 = tables.events_lost().iter().map(|(_, n)| n).sum();
         if lost > self.lost_seen {
             let count = lost - self.lost_seen;
             eprintln!("cgnat: warning: {count} data-path events lost (ring buffer full)");
@@ -499,21 +499,6 @@ fn wait_for_events(rb: &libbpf_rs::RingBuffer, neighbours: &neigh::Listener, wai
     ];
     let ms = PollTimeout::from(wait.as_millis().min(1000) as u16);
     let _ = poll(&mut fds, ms);
-}
-
-/// Events the data path lost since the last look, summed over CPUs.
-fn events_lost(t: &Tables) -> u64 {
-    use libbpf_rs::MapCore;
-    (1..bpf::EVENT_SLOTS)
-        .map(|ty| {
-            t.event_lost
-                .lookup_percpu(bpf::bytes_of(&ty), libbpf_rs::MapFlags::ANY)
-                .ok()
-                .flatten()
-                .map(|v| v.iter().filter_map(|b| from_bytes::<u64>(b)).sum::<u64>())
-                .unwrap_or(0)
-        })
-        .sum()
 }
 
 /// One ring-buffer record from the data path.

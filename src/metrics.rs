@@ -17,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::bpf::{bytes_of, from_bytes, types, Tables};
+use crate::bpf::{from_bytes, types, Tables};
 use crate::config::Config;
 use crate::expiry::{list_sessions, monotonic_ns, proto_name};
 
@@ -49,7 +49,20 @@ fn counter(reg: &mut Registry, name: &str, help: &str, v: u64) {
 /// The text exposition of every metric, read now.
 pub fn render(cfg: &Config, t: &Tables, d: &DaemonGauges) -> Result<String, String> {
     let mut reg = Registry::with_prefix("cgnat");
+    verdicts(&mut reg, t)?;
+    sessions(&mut reg, cfg, t)?;
+    let per_addr = bindings(&mut reg, cfg, t);
+    pool(&mut reg, cfg, &per_addr);
+    subscribers(&mut reg, cfg, t);
+    events_lost(&mut reg, t);
+    daemon(&mut reg, d);
+    let mut out = String::new();
+    encode(&mut out, &reg).map_err(|e| e.to_string())?;
+    Ok(out)
+}
 
+/// Packets and bytes by verdict reason, and the drops among them.
+fn verdicts(reg: &mut Registry, t: &Tables) -> Result<(), String> {
     let packets = Family::<Labels, Counter>::default();
     let bytes = Family::<Labels, Counter>::default();
     let drops = Family::<Labels, Counter>::default();
@@ -64,7 +77,11 @@ pub fn render(cfg: &Config, t: &Tables, d: &DaemonGauges) -> Result<String, Stri
     reg.register("packets", "Packets by verdict reason", packets);
     reg.register("bytes", "Bytes by verdict reason", bytes);
     reg.register("drops", "Dropped packets by reason", drops);
+    Ok(())
+}
 
+/// Sessions by protocol and state, and the table's size.
+fn sessions(reg: &mut Registry, cfg: &Config, t: &Tables) -> Result<(), String> {
     let now = monotonic_ns();
     let sessions = Family::<Labels, Gauge>::default();
     for s in list_sessions(t, &cfg.timeouts, now).map_err(|e| e.to_string())? {
@@ -77,12 +94,17 @@ pub fn render(cfg: &Config, t: &Tables, d: &DaemonGauges) -> Result<String, Stri
     }
     reg.register("sessions", "Sessions by protocol and state", sessions);
     gauge(
-        &mut reg,
+        reg,
         "sessions_capacity",
         "Session table size",
         i64::from(cfg.max_sessions),
     );
+    Ok(())
+}
 
+/// Live bindings by protocol, quarantined ports and the table's size;
+/// returns the bindings per external address (network order).
+fn bindings(reg: &mut Registry, cfg: &Config, t: &Tables) -> BTreeMap<u32, i64> {
     let bindings = Family::<Labels, Gauge>::default();
     let mut per_addr: BTreeMap<u32, i64> = BTreeMap::new();
     let mut quarantined = 0i64;
@@ -102,18 +124,22 @@ pub fn render(cfg: &Config, t: &Tables, d: &DaemonGauges) -> Result<String, Stri
     }
     reg.register("bindings", "Live bindings by protocol", bindings);
     gauge(
-        &mut reg,
+        reg,
         "ports_quarantined",
         "External ports in quarantine",
         quarantined,
     );
     gauge(
-        &mut reg,
+        reg,
         "bindings_capacity",
         "Binding table size",
         i64::from(cfg.max_bindings),
     );
+    per_addr
+}
 
+/// Per external address: bindings and the share of its ports in use.
+fn pool(reg: &mut Registry, cfg: &Config, per_addr: &BTreeMap<u32, i64>) {
     let used = Family::<Labels, Gauge>::default();
     let util = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     for a in &cfg.pool_addrs {
@@ -130,7 +156,10 @@ pub fn render(cfg: &Config, t: &Tables, d: &DaemonGauges) -> Result<String, Stri
         "Share of an external address's ports in use",
         util,
     );
+}
 
+/// Subscribers holding state, and those at a port or session limit.
+fn subscribers(reg: &mut Registry, cfg: &Config, t: &Tables) {
     let mut subs = 0i64;
     let mut at_limit = 0i64;
     for k in t.subscribers.keys() {
@@ -148,23 +177,19 @@ pub fn render(cfg: &Config, t: &Tables, d: &DaemonGauges) -> Result<String, Stri
             at_limit += 1;
         }
     }
-    gauge(&mut reg, "subscribers", "Subscribers holding state", subs);
+    gauge(reg, "subscribers", "Subscribers holding state", subs);
     gauge(
-        &mut reg,
+        reg,
         "subscribers_at_limit",
         "Subscribers at a port or session limit",
         at_limit,
     );
+}
 
+/// Ring-buffer events the data path lost, by type.
+fn events_lost(reg: &mut Registry, t: &Tables) {
     let lost = Family::<Labels, Counter>::default();
-    for ty in 1..crate::bpf::EVENT_SLOTS {
-        let total: u64 = t
-            .event_lost
-            .lookup_percpu(bytes_of(&ty), MapFlags::ANY)
-            .ok()
-            .flatten()
-            .map(|v| v.iter().filter_map(|b| from_bytes::<u64>(b)).sum())
-            .unwrap_or(0);
+    for (ty, total) in t.events_lost() {
         lost.get_or_create(&vec![("type".to_string(), ty.to_string())])
             .inc_by(total);
     }
@@ -173,45 +198,46 @@ pub fn render(cfg: &Config, t: &Tables, d: &DaemonGauges) -> Result<String, Stri
         "Ring-buffer events lost (buffer full), by type",
         lost,
     );
+}
+
+/// What only the daemon knows: sweeps and the NAT log.
+fn daemon(reg: &mut Registry, d: &DaemonGauges) {
     counter(
-        &mut reg,
+        reg,
         "sweeps",
         "Expiry sweeps run",
         d.sweeps.load(Ordering::Relaxed),
     );
     gauge(
-        &mut reg,
+        reg,
         "last_sweep_microseconds",
         "Duration of the last expiry sweep",
         d.last_sweep_us.load(Ordering::Relaxed) as i64,
     );
     counter(
-        &mut reg,
+        reg,
         "sessions_expired",
         "Sessions expired by sweeps",
         d.sessions_expired.load(Ordering::Relaxed),
     );
     counter(
-        &mut reg,
+        reg,
         "bindings_released",
         "Bindings released by sweeps",
         d.bindings_released.load(Ordering::Relaxed),
     );
     counter(
-        &mut reg,
+        reg,
         "log_records",
         "NAT log records written",
         d.log_written.load(Ordering::Relaxed),
     );
     counter(
-        &mut reg,
+        reg,
         "log_failures",
         "NAT log records that could not be written",
         d.log_failed.load(Ordering::Relaxed),
     );
-    let mut out = String::new();
-    encode(&mut out, &reg).map_err(|e| e.to_string())?;
-    Ok(out)
 }
 
 /// Serves `/metrics` on `addr` from a thread; returns the bound address.

@@ -94,6 +94,23 @@ const PINNED: [&str; 12] = [
 ];
 
 impl Tables {
+    /// Events the data path could not report (its ring buffer was full),
+    /// per event type, summed over CPUs.
+    pub fn events_lost(&self) -> Vec<(u32, u64)> {
+        (1..EVENT_SLOTS)
+            .map(|ty| {
+                let total = self
+                    .event_lost
+                    .lookup_percpu(bytes_of(&ty), MapFlags::ANY)
+                    .ok()
+                    .flatten()
+                    .map(|v| v.iter().filter_map(|b| from_bytes::<u64>(b)).sum())
+                    .unwrap_or(0);
+                (ty, total)
+            })
+            .collect()
+    }
+
     /// Opens the maps pinned by a running daemon.
     pub fn open_pinned(dir: &Path) -> Result<Tables, BpfError> {
         let open = |name: &'static str| {
