@@ -47,9 +47,6 @@ const volatile __u8 HAS_EXEMPT = 0;
 const volatile __u32 ID_SECRET = 0;
 /* Clamp the MSS option of TCP SYNs to at most this (0: off). */
 const volatile __u16 MSS_CLAMP = 0;
-/* last_seen_ns is rewritten at most this often per session: timeouts are
- * seconds, and skipping the store keeps the cache line shared. */
-const volatile __u64 REFRESH_NS = 1000000000ULL;
 /* Route cache entries are trusted this long (0: no cache); see
  * struct cgnat_route. Bounds staleness even if the daemon misses a change. */
 const volatile __u64 ROUTE_CACHE_NS = 1000000000ULL;
@@ -188,3 +185,6 @@ enum cgnat_alloc_mode _btf_alloc_mode = CGNAT_ALLOC_DYNAMIC;
 enum cgnat_proto_idx _btf_proto_idx = CGNAT_PI_TCP;
 enum cgnat_time _btf_time = CGNAT_TIME_SHIFT;
 enum cgnat_hold_limit _btf_hold_limit = CGNAT_HOLD_PER_HOP;
+enum cgnat_proto _btf_proto = CGNAT_PROTO_TCP;
+enum cgnat_event_lost _btf_event_lost = CGNAT_EVENT_SLOTS;
+enum cgnat_ports _btf_ports = CGNAT_PORT_MIN;

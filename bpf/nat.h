@@ -187,7 +187,7 @@ static __always_inline void session_touch(struct cgnat_session *s, __u64 now,
 	__u32 t = cgnat_time(now);
 	int new_ev = ev && (s->tcp & ev) != ev;
 
-	if ((refresh && t - s->last_seen > (__u32)(REFRESH_NS >> CGNAT_TIME_SHIFT)) ||
+	if ((refresh && t - s->last_seen > (__u32)((CGNAT_REFRESH_MS * 1000000ULL) >> CGNAT_TIME_SHIFT)) ||
 	    new_ev)
 		s->last_seen = t;
 	if ((refresh || new_ev) && (s->flags & CGNAT_SESS_DYING))

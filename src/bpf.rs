@@ -223,8 +223,7 @@ impl Side {
     }
 }
 
-/// Slots of the event_lost map (enum cgnat_event_type values).
-pub const EVENT_SLOTS: u32 = 8;
+pub use abi::EVENT_SLOTS;
 
 /// The ABI of pinned state (a hash of include/cgnat.h and bpf/maps.h).
 pub fn abi() -> u64 {
@@ -791,6 +790,7 @@ pub fn ifname(idx: u32) -> String {
 /// The benchmark's XDP object (bpf/bench/floor.bpf.c), not part of the
 /// data path: the floor forwarder `xdp_floor` and the instruments of
 /// `make bench` (`xdp_feed`, `xdp_empty`, `xdp_gen`, `xdp_sink`).
+pub mod abi;
 mod fill;
 pub mod floor;
 mod held;

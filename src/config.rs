@@ -13,6 +13,8 @@ use std::time::Duration;
 use ipnetwork::Ipv4Network;
 use serde::Deserialize;
 
+use crate::bpf::abi::{IPPROTO_TCP, IPPROTO_UDP};
+
 /// Largest number of external addresses in the pool (the pool array map is
 /// sized from it; 65,536 addresses cover any realistic CGN).
 pub const MAX_POOL_ADDRS: usize = 65_536;
@@ -669,8 +671,8 @@ impl Config {
         let mut statics: Vec<StaticMapping> = Vec::new();
         for st in &raw.statics {
             let proto = match st.proto.as_str() {
-                "tcp" => 6,
-                "udp" => 17,
+                "tcp" => IPPROTO_TCP,
+                "udp" => IPPROTO_UDP,
                 other => {
                     return Err(invalid(
                         "static.proto",

@@ -153,8 +153,7 @@ pub(super) fn link_xdp(
     mode: XdpMode,
     iface: &str,
 ) -> Result<OwnedFd, BpfError> {
-    const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-    const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+    use libbpf_sys::{XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE};
     // SAFETY: zeroed is a valid bpf_link_create_opts; sz is set below.
     let mut lopts: libbpf_sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
     lopts.sz = std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _;
