@@ -29,12 +29,17 @@
 #ifndef CGNAT_FRAG_H
 #define CGNAT_FRAG_H
 
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "addr.h"
+#include "config.h"
 #include "csum.h"
 #include "events.h"
 #include "fwd.h"
-#include "neigh.h"
+#include "maps.h"
 #include "parse.h"
+#include "route.h"
 #include "stash.h"
 
 static __always_inline __be16 frag_id(__be32 saddr, __be32 daddr, __be16 id,

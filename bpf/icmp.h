@@ -21,7 +21,15 @@
 #ifndef CGNAT_ICMP_H
 #define CGNAT_ICMP_H
 
-#include "nat.h"
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "addr.h"
+#include "csum.h"
+#include "fwd.h"
+#include "maps.h"
+#include "parse.h"
+#include "route.h"
 
 /* Store a 16/32-bit field inside the ICMP message, updating its checksum. */
 static __always_inline void icmp_store16(__sum16 *csum, __be16 *field, __be16 v)

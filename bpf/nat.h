@@ -20,28 +20,21 @@
 #ifndef CGNAT_NAT_H
 #define CGNAT_NAT_H
 
-#include "maps.h"
-#include "parse.h"
-#include "csum.h"
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
 #include "addr.h"
+#include "clock.h"
+#include "config.h"
+#include "csum.h"
 #include "events.h"
-#include "fwd.h"
-#include "neigh.h"
-#include "icmp_gen.h"
-#include "mss.h"
 #include "frag.h"
+#include "fwd.h"
+#include "icmp_gen.h"
+#include "maps.h"
+#include "mss.h"
+#include "parse.h"
 #include "pool.h"
-
-#ifndef EEXIST
-#define EEXIST 17
-#endif
-
-
-/* A CLOCK_MONOTONIC time in the sessions' compact units (include/cgnat.h). */
-static __always_inline __u32 cgnat_time(__u64 ns)
-{
-	return (__u32)(ns >> CGNAT_TIME_SHIFT);
-}
+#include "route.h"
 
 /* fib_route() for a packet that gets translated: too big with DF set is
  * answered with "fragmentation needed" carrying the egress MTU. */

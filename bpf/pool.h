@@ -34,13 +34,14 @@
 #ifndef CGNAT_POOL_H
 #define CGNAT_POOL_H
 
-#include "maps.h"
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "addr.h"
+#include "config.h"
 #include "events.h"
-
-#ifndef EEXIST
-#define EEXIST 17
-#endif
+#include "maps.h"
+#include "parse.h"
 
 /* Random ports tried after the source port itself; failing them all
  * counts as exhaustion. */
