@@ -6,8 +6,10 @@
 #ifndef CGNAT_ADDR_H
 #define CGNAT_ADDR_H
 
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "config.h"
 #include "maps.h"
-#include <bpf/bpf_endian.h>
 
 static __always_inline int lpm_has(void *trie, __be32 addr)
 {

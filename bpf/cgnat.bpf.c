@@ -3,67 +3,28 @@
  * cgnat.bpf.c - the whole CGNAT data path: one XDP program per interface
  * role, all calling process().
  *
- * Configuration arrives as rodata (set by the daemon before load) and maps
- * (pools, prefixes, tx ports). Timeouts are not here: the data path only
- * stamps last_seen_ns and TCP events; the daemon expires state.
+ * Configuration arrives as rodata (config.h, set by the daemon before
+ * load) and maps (pools, prefixes, tx ports). Timeouts are not here: the
+ * data path only stamps sessions' last_seen and TCP events; the daemon
+ * expires state.
+ *
+ * A packet's way: parse.h, mac.h (sent to us?), then one translation
+ * (nat.h, icmp.h, frag.h), each of which routes and forwards through
+ * fwd.h, or a reason to pass or drop; neigh.h holds what waits for its
+ * next hop; stats.h counts the reason and turns it into the XDP action.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "cgnat.h"
-
-/* ifindex handed to bpf_fib_lookup (0: the ingress interface). */
-const volatile __u32 FIB_IFINDEX = 0;
-/* Number of valid entries in pool_addrs. */
-const volatile __u32 POOL_LEN = 0;
-/* Inbound packets refresh sessions (RFC 4787 REQ-6a: MAY; off by
- * default, so outsiders cannot keep a mapping alive). */
-const volatile __u8 INBOUND_REFRESH = 0;
-/* Filtering per protocol (enum cgnat_filtering); endpoint-independent by
- * default (RFC 4787 REQ-8, RFC 6888 REQ-7). */
-const volatile __u8 FILTER_UDP = CGNAT_FILTER_EIF;
-const volatile __u8 FILTER_TCP = CGNAT_FILTER_EIF;
-const volatile __u8 FILTER_ICMP = CGNAT_FILTER_EIF;
-/* Keep the parity of the source port in random allocations (RFC 4787
- * REQ-4; RFC 7857 section 8 allows turning it off, as by default here). */
-const volatile __u8 PRESERVE_PARITY = 0;
-/* Generated ICMP errors per second and CPU (RFC 1812 4.3.2.8 rate
- * limit; also the burst). 0: never generate. */
-const volatile __u32 ICMP_RATE = 100;
-/* Port allocation (enum cgnat_alloc_mode) and its geometry. */
-const volatile __u8 ALLOC_MODE = CGNAT_ALLOC_DYNAMIC;
-const volatile __u32 BLOCK_SIZE = 256;       /* port-block: ports per block */
-const volatile __u32 MAX_BLOCKS = 4;         /* port-block: per subscriber */
-const volatile __u32 BLOCKS_PER_ADDR = 252;  /* (65536 - 1024) / BLOCK_SIZE */
-const volatile __u32 DET_HOSTS = 0;          /* deterministic: per address */
-const volatile __u32 DET_PORTS = 0;          /* deterministic: per subscriber */
-/* Per-subscriber limits (RFC 6888 REQ-4, REQ-5; 0: none): bindings per
- * protocol, sessions, new bindings per second. */
-const volatile __u32 LIMIT_PORTS = 0;
-const volatile __u32 LIMIT_SESSIONS = 0;
-const volatile __u32 RATE_NEW = 0;
-/* nat.exempt has entries. */
-const volatile __u8 HAS_EXEMPT = 0;
-/* Key of the IP ID hash (frag.h); random, set by the daemon. */
-const volatile __u32 ID_SECRET = 0;
-/* Clamp the MSS option of TCP SYNs to at most this (0: off). */
-const volatile __u16 MSS_CLAMP = 0;
-/* last_seen_ns is rewritten at most this often per session: timeouts are
- * seconds, and skipping the store keeps the cache line shared. */
-const volatile __u64 REFRESH_NS = 1000000000ULL;
-/* Route cache entries are trusted this long (0: no cache); see
- * struct cgnat_route. Bounds staleness even if the daemon misses a change. */
-const volatile __u64 ROUTE_CACHE_NS = 1000000000ULL;
-/* Frames that leave by the interface they came in on are redirected to it
- * through the devmap instead of XDP_TX (tx.h; for veth). */
-const volatile __u8 TX_REDIRECT = 0;
-
+#include "addr.h"
+#include "frag.h"
+#include "icmp.h"
+#include "mac.h"
 #include "maps.h"
+#include "nat.h"
+#include "neigh.h"
 #include "parse.h"
 #include "stats.h"
-#include "fwd.h"
-#include "nat.h"
-#include "icmp.h"
-#include "neigh.h"
 
 /*
  * RFC 6598 section 4: shared (internal) addresses are filtered on ingress
@@ -179,3 +140,6 @@ enum cgnat_alloc_mode _btf_alloc_mode = CGNAT_ALLOC_DYNAMIC;
 enum cgnat_proto_idx _btf_proto_idx = CGNAT_PI_TCP;
 enum cgnat_time _btf_time = CGNAT_TIME_SHIFT;
 enum cgnat_hold_limit _btf_hold_limit = CGNAT_HOLD_PER_HOP;
+enum cgnat_proto _btf_proto = CGNAT_PROTO_TCP;
+enum cgnat_event_lost _btf_event_lost = CGNAT_EVENT_SLOTS;
+enum cgnat_ports _btf_ports = CGNAT_PORT_MIN;

@@ -10,6 +10,8 @@
 #define CGNAT_CSUM_H
 
 #include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
 
 /* UDP: a transmitted checksum of 0 means "none"; a computed 0 is sent as
  * 0xffff (RFC 768). */

@@ -29,12 +29,17 @@
 #ifndef CGNAT_FRAG_H
 #define CGNAT_FRAG_H
 
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "addr.h"
-#include "csum.h"
+#include "config.h"
 #include "events.h"
 #include "fwd.h"
-#include "neigh.h"
+#include "maps.h"
 #include "parse.h"
+#include "rewrite.h"
+#include "route.h"
 #include "stash.h"
 
 static __always_inline __be16 frag_id(__be32 saddr, __be32 daddr, __be16 id,
@@ -49,12 +54,6 @@ static __always_inline __be16 frag_id(__be32 saddr, __be32 daddr, __be16 id,
 	x *= 0x846ca68bu;
 	x ^= x >> 16;
 	return (__be16)x;
-}
-
-static __always_inline void ip_set_id(struct iphdr *ip, __be16 id)
-{
-	csum_replace2(&ip->check, ip->id, id);
-	ip->id = id;
 }
 
 /* New ID for an outbound datagram, from its header before translation. */
@@ -157,10 +156,8 @@ static __always_inline int nat_fragment(struct xdp_md *ctx, struct pkt *p,
 	rc = egress_ready(ctx, p, fib_route(ctx, p, ns, nd, &fib), &fib);
 	if (rc != CGNAT_CONTINUE)
 		return rc;
-	csum_replace4(&ip->check, ip->saddr, ns);
-	ip->saddr = ns;
-	csum_replace4(&ip->check, ip->daddr, nd);
-	ip->daddr = nd;
+	ip_set_addr(ip, ADDR_SRC, ns);
+	ip_set_addr(ip, ADDR_DST, nd);
 	ip_set_id(ip, nid);
 	rc = forward(p, &fib);
 	return rc == CGNAT_CONTINUE ? reason : rc;

@@ -1,168 +1,49 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * fwd.h - routing and transmission without the kernel's forwarding path.
- *
- * fib_route() asks the kernel FIB (bpf_fib_lookup) for the egress interface
- * and MACs of a packet and returns CGNAT_CONTINUE, CGNAT_PASS_LOCAL (the
- * destination is the router itself, or broadcast) or a drop reason.
- *
- * The lookup is made as if the packet came from FIB_IFINDEX (rodata; the
- * daemon sets the loopback device by default). The kernel refuses lookups
- * (BPF_FIB_LKUP_RET_FWD_DISABLED) unless forwarding is enabled on that
- * device, so enabling it on lo alone lets XDP route while every real
- * interface keeps forwarding off: the kernel itself can forward nothing.
- *
- * Successful answers are kept in the route cache ("routes", see struct
- * cgnat_route in include/cgnat.h) for at most ROUTE_CACHE_NS and until the
- * daemon reports a routing change, so a packet of an established flow
- * normally costs one cache lookup instead of a FIB lookup.
- *
- * A next hop without a neighbour entry (BPF_FIB_LKUP_RET_NO_NEIGH) comes
- * back as CGNAT_DROP_NO_NEIGH with the egress device and the next hop in
- * *fib: egress_ready() and neigh_wait() (neigh.h) hold the packet while
- * it resolves.
- *
- * forward() sends through the devmap, or back out of the ingress
- * interface (tx.h).
+ * fwd.h - the way out of every forwarded packet, in three steps:
+ *   1. after the route (route.h), egress_ready(): what must hold before
+ *      the packet may leave (TTL, next hop resolved);
+ *   2. the caller rewrites the packet, and only then
+ *   3. forward(): TTL decremented, MACs set, sent back out (tx.h) or
+ *      redirected through the devmap.
+ * Nothing is rewritten and no state is created before step 1 succeeds,
+ * so a packet held for its next hop (neigh.h) re-runs exactly as if it
+ * arrived then.
  */
 #ifndef CGNAT_FWD_H
 #define CGNAT_FWD_H
 
-#include "maps.h"
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "icmp_gen.h"
 #include "parse.h"
+#include "route.h"
 #include "tx.h"
 
-#ifndef AF_INET
-#define AF_INET 2
-#endif
-
-/* Is the frame's destination the MAC in slot `slot` of if_macs (or is that
- * slot unset)? */
-static __always_inline int mac_matches(struct pkt *p, __u32 slot)
-{
-	struct cgnat_if_mac *m = bpf_map_lookup_elem(&if_macs, &slot);
-	__u8 *d = p->eth->h_dest;
-
-	if (!m || !m->set)
-		return 1;
-	return *(__u32 *)d == *(__u32 *)m->addr &&
-	       *(__u16 *)(d + 4) == *(__u16 *)(m->addr + 4);
-}
-
-/* Was the frame sent to this interface's own MAC (struct cgnat_if_mac)?
- * One-armed, the interface is both (the slots hold the same address). */
-static __always_inline int addressed_to_us(struct pkt *p, __u32 side)
-{
-	if (side == CGNAT_SIDE_BOTH)
-		return mac_matches(p, 0) || mac_matches(p, 1);
-	return mac_matches(p, side == CGNAT_SIDE_EXTERNAL);
-}
-
 /*
- * bpf_fib_lookup() through the route cache: same contract (*fib in, answer
- * in *fib, BPF_FIB_LKUP_RET_* out). A global function, so the verifier
- * checks it once instead of at each of fib_route()'s many inlined sites.
- *
- * A miss asks the FIB; a successful answer is cached together with the
- * path MTU, which the FIB reports only when a packet exceeds it: a second
- * lookup with the largest length asks for it (on a miss only).
+ * After fib_route(): CGNAT_CONTINUE when the packet may be rewritten and
+ * forwarded, otherwise its reason (time exceeded sent, or fib_route()'s
+ * drop). An unresolved next hop is CGNAT_DROP_NO_NEIGH with p->nexthop
+ * set, whatever the TTL: process() then calls neigh_wait() once for every
+ * path, which answers TTL <= 1 first. (Inlined at each call site, the
+ * unresolved case would need stack the 6.1 verifier does not have.) After
+ * anything but CGNAT_CONTINUE the packet must not be touched.
  */
-__noinline int cgnat_fib_lookup(struct xdp_md *ctx, struct bpf_fib_lookup *fib,
-			     __u64 now_ns)
+static __always_inline int egress_ready(struct xdp_md *ctx, struct pkt *p,
+					int rc, struct bpf_fib_lookup *fib)
 {
-	__u32 zero = 0, now = (__u32)(now_ns >> CGNAT_TIME_SHIFT);
-	struct cgnat_route_scratch *sc;
-	struct cgnat_route_gen *g;
-	struct cgnat_route *r;
-	int rc;
-
-	if (!ctx || !fib)
-		return BPF_FIB_LKUP_RET_NOT_FWDED;
-	g = ROUTE_CACHE_NS ? bpf_map_lookup_elem(&route_gen, &zero) : 0;
-	sc = bpf_map_lookup_elem(&route_scratch, &zero);
-	if (!g || !g->enabled || !sc)
-		return bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
-
-	sc->key.daddr = fib->ipv4_dst;
-	sc->key.tos = fib->tos;
-	sc->route.gen = g->gen; /* read before the lookup it stamps */
-	r = bpf_map_lookup_elem(&routes, &sc->key);
-	if (r && r->gen == sc->route.gen &&
-	    now - r->stamp < (__u32)(ROUTE_CACHE_NS >> CGNAT_TIME_SHIFT)) {
-		fib->ifindex = r->ifindex;
-		__builtin_memcpy(fib->smac, r->smac, ETH_ALEN);
-		__builtin_memcpy(fib->dmac, r->dmac, ETH_ALEN);
-		if (fib->tot_len > r->mtu) {
-			fib->mtu_result = r->mtu;
-			return BPF_FIB_LKUP_RET_FRAG_NEEDED;
-		}
-		return BPF_FIB_LKUP_RET_SUCCESS;
-	}
-
-	/* a miss: keep the inputs, which the answer overwrites */
-	sc->in_ifindex = fib->ifindex;
-	sc->saddr = fib->ipv4_src;
-	sc->len = fib->tot_len;
-	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+	if (rc == CGNAT_DROP_NO_NEIGH) {
+		p->nexthop = fib->ipv4_dst;
+		p->nexthop_ifindex = fib->ifindex;
 		return rc;
-	sc->route.ifindex = fib->ifindex;
-	sc->route.stamp = now;
-	sc->route.mtu = 0xffff;
-	__builtin_memcpy(sc->route.smac, fib->smac, ETH_ALEN);
-	__builtin_memcpy(sc->route.dmac, fib->dmac, ETH_ALEN);
-	/* the path MTU: ask again with the largest length (FRAG_NEEDED
-	 * returns before writing the answer fields) */
-	fib->ifindex = sc->in_ifindex;
-	fib->ipv4_src = sc->saddr;
-	fib->ipv4_dst = sc->key.daddr;
-	fib->tot_len = 0xffff;
-	if (bpf_fib_lookup(ctx, fib, sizeof(*fib), 0) == BPF_FIB_LKUP_RET_FRAG_NEEDED)
-		sc->route.mtu = fib->mtu_result;
-	bpf_map_update_elem(&routes, &sc->key, &sc->route, BPF_ANY);
-	/* back to the first answer. The MACs need no restoring: FRAG_NEEDED
-	 * returns before writing them, and a success (an MTU of 64 KiB)
-	 * writes the same route's. (Copying them back made the function's
-	 * frame 40 bytes, 64 once rounded, which 6.1 adds to the program's
-	 * own against its 512-byte limit.) */
-	fib->ifindex = sc->route.ifindex;
-	fib->ipv4_dst = sc->key.daddr;
-	fib->tot_len = sc->len;
-	return BPF_FIB_LKUP_RET_SUCCESS;
-}
-
-static __always_inline int fib_route(struct xdp_md *ctx, struct pkt *p,
-				     __be32 saddr, __be32 daddr,
-				     struct bpf_fib_lookup *fib)
-{
-	int rc;
-
-	__builtin_memset(fib, 0, sizeof(*fib));
-	fib->family = AF_INET;
-	fib->tos = p->ip->tos;
-	fib->l4_protocol = p->proto;
-	fib->tot_len = bpf_ntohs(p->ip->tot_len);
-	fib->ipv4_src = saddr;
-	fib->ipv4_dst = daddr;
-	fib->ifindex = FIB_IFINDEX ? FIB_IFINDEX : p->ifindex;
-
-	rc = cgnat_fib_lookup(ctx, fib, p->now);
-	switch (rc) {
-	case BPF_FIB_LKUP_RET_SUCCESS:
-		return CGNAT_CONTINUE;
-	case BPF_FIB_LKUP_RET_NOT_FWDED:
-		return CGNAT_PASS_LOCAL;
-	case BPF_FIB_LKUP_RET_BLACKHOLE:
-	case BPF_FIB_LKUP_RET_UNREACHABLE:
-	case BPF_FIB_LKUP_RET_PROHIBIT:
-		return CGNAT_DROP_NO_ROUTE;
-	case BPF_FIB_LKUP_RET_NO_NEIGH:
-		return CGNAT_DROP_NO_NEIGH; /* fib: egress ifindex, next hop */
-	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
-		return CGNAT_DROP_FRAG_NEEDED;
-	default:
-		return CGNAT_DROP_FIB_OTHER;
 	}
+	if (rc != CGNAT_CONTINUE)
+		return rc;
+	if (p->ip->ttl <= 1)
+		return icmp_ttl_exceeded(ctx, p);
+	return CGNAT_CONTINUE;
 }
 
 /* Decrement TTL with the incremental checksum update (RFC 1624); the

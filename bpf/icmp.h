@@ -21,7 +21,16 @@
 #ifndef CGNAT_ICMP_H
 #define CGNAT_ICMP_H
 
-#include "nat.h"
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "addr.h"
+#include "csum.h"
+#include "fwd.h"
+#include "maps.h"
+#include "parse.h"
+#include "rewrite.h"
+#include "route.h"
 
 /* Store a 16/32-bit field inside the ICMP message, updating its checksum. */
 static __always_inline void icmp_store16(__sum16 *csum, __be16 *field, __be16 v)
@@ -36,14 +45,16 @@ static __always_inline void icmp_store32(__sum16 *csum, __be32 *field, __be32 v)
 	*field = v;
 }
 
-/* Rewrite the quoted packet's source (dst == 0) or destination endpoint. */
-static __always_inline void icmp_inner_rewrite(struct pkt *p, int dst,
+/* Rewrite the quoted packet's source or destination endpoint (`end`:
+ * ADDR_SRC or ADDR_DST); every store inside the ICMP message also updates
+ * the ICMP checksum. */
+static __always_inline void icmp_inner_rewrite(struct pkt *p, int end,
 					       __be32 addr, __be16 port)
 {
 	struct iphdr *in = p->inner;
 	__sum16 *oc = p->l4_csum;
-	__be32 *ap = dst ? &in->daddr : &in->saddr;
-	__be16 *pp = dst ? p->inner_dport : p->inner_sport;
+	__be32 *ap = end == ADDR_DST ? &in->daddr : &in->saddr;
+	__be16 *pp = end == ADDR_DST ? p->inner_dport : p->inner_sport;
 	__be32 old_a = *ap;
 	__be16 old_p = *pp;
 	__sum16 c;
@@ -62,18 +73,6 @@ static __always_inline void icmp_inner_rewrite(struct pkt *p, int dst,
 	csum_replace4(&c, old_a, addr);
 	icmp_store16(oc, &in->check, c);
 	icmp_store32(oc, ap, addr);
-}
-
-static __always_inline void outer_set_src(struct iphdr *ip, __be32 addr)
-{
-	csum_replace4(&ip->check, ip->saddr, addr);
-	ip->saddr = addr;
-}
-
-static __always_inline void outer_set_dst(struct iphdr *ip, __be32 addr)
-{
-	csum_replace4(&ip->check, ip->daddr, addr);
-	ip->daddr = addr;
 }
 
 /* RFC 5508 REQ-3/3a: an error with a bad ICMP checksum, or a bad
@@ -149,8 +148,8 @@ static __always_inline int nat_icmp_error_in(struct xdp_md *ctx, struct pkt *p)
 	rc = egress_ready(ctx, p, rc, &fib); /* no ICMP about ICMP errors */
 	if (rc != CGNAT_CONTINUE)
 		return rc;
-	icmp_inner_rewrite(p, 0, int_addr, int_port);
-	outer_set_dst(ip, int_addr);
+	icmp_inner_rewrite(p, ADDR_SRC, int_addr, int_port);
+	ip_set_addr(ip, ADDR_DST, int_addr);
 	rc = forward(p, &fib);
 	return rc == CGNAT_CONTINUE ? CGNAT_FWD_IN : rc;
 }
@@ -200,11 +199,11 @@ static __always_inline int nat_icmp_error_out(struct xdp_md *ctx, struct pkt *p)
 	if (rc != CGNAT_CONTINUE)
 		return rc;
 
-	icmp_inner_rewrite(p, 1, ext_addr, ext_port);
-	outer_set_src(ip, ext_addr);
+	icmp_inner_rewrite(p, ADDR_DST, ext_addr, ext_port);
+	ip_set_addr(ip, ADDR_SRC, ext_addr);
 	if (tgt_addr) {
-		icmp_inner_rewrite(p, 0, tgt_addr, tgt_port);
-		outer_set_dst(ip, tgt_addr);
+		icmp_inner_rewrite(p, ADDR_SRC, tgt_addr, tgt_port);
+		ip_set_addr(ip, ADDR_DST, tgt_addr);
 	}
 	rc = forward(p, &fib);
 	if (rc != CGNAT_CONTINUE)

@@ -24,12 +24,15 @@
 #ifndef CGNAT_ICMP_GEN_H
 #define CGNAT_ICMP_GEN_H
 
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "config.h"
+#include "csum.h"
 #include "maps.h"
 #include "parse.h"
-#include "csum.h"
 #include "tx.h"
 
-#define IP_DF 0x4000
 #define ICMP_QUOTE_MAX (60 + 8)
 
 static __always_inline int icmp_rate_ok(void)

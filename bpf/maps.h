@@ -16,6 +16,11 @@
 #include <bpf/bpf_helpers.h>
 #include "cgnat.h"
 
+/* What a map update returns for a key that exists under BPF_NOEXIST. */
+#ifndef EEXIST
+#define EEXIST 17
+#endif
+
 /* What the daemon pinned (struct cgnat_meta); not used by the programs. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -12,8 +12,12 @@
 #ifndef CGNAT_MSS_H
 #define CGNAT_MSS_H
 
-#include "parse.h"
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "config.h"
 #include "csum.h"
+#include "parse.h"
 
 #define TCPOPT_EOL 0
 #define TCPOPT_NOP 1

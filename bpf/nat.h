@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * nat.h - bindings, sessions, port allocation and header rewriting.
+ * nat.h - bindings, sessions and the translation of TCP, UDP and ICMP
+ * query packets (ports: pool.h; the rewriting itself: rewrite.h).
  *
  * Model (RFC 6146 terms): a binding maps an internal endpoint to an external
  * one (endpoint-independent mapping, RFC 4787 REQ-1, RFC 5382 REQ-1, per
@@ -20,28 +21,22 @@
 #ifndef CGNAT_NAT_H
 #define CGNAT_NAT_H
 
-#include "maps.h"
-#include "parse.h"
-#include "csum.h"
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
 #include "addr.h"
+#include "clock.h"
+#include "config.h"
+#include "csum.h"
 #include "events.h"
-#include "fwd.h"
-#include "neigh.h"
-#include "icmp_gen.h"
-#include "mss.h"
 #include "frag.h"
+#include "fwd.h"
+#include "icmp_gen.h"
+#include "maps.h"
+#include "mss.h"
+#include "parse.h"
 #include "pool.h"
-
-#ifndef EEXIST
-#define EEXIST 17
-#endif
-
-
-/* A CLOCK_MONOTONIC time in the sessions' compact units (include/cgnat.h). */
-static __always_inline __u32 cgnat_time(__u64 ns)
-{
-	return (__u32)(ns >> CGNAT_TIME_SHIFT);
-}
+#include "rewrite.h"
+#include "route.h"
 
 /* fib_route() for a packet that gets translated: too big with DF set is
  * answered with "fragmentation needed" carrying the egress MTU. */
@@ -187,47 +182,13 @@ static __always_inline void session_touch(struct cgnat_session *s, __u64 now,
 	__u32 t = cgnat_time(now);
 	int new_ev = ev && (s->tcp & ev) != ev;
 
-	if ((refresh && t - s->last_seen > (__u32)(REFRESH_NS >> CGNAT_TIME_SHIFT)) ||
+	if ((refresh && t - s->last_seen > (__u32)((CGNAT_REFRESH_MS * 1000000ULL) >> CGNAT_TIME_SHIFT)) ||
 	    new_ev)
 		s->last_seen = t;
 	if ((refresh || new_ev) && (s->flags & CGNAT_SESS_DYING))
 		s->flags &= ~CGNAT_SESS_DYING;
 	if (new_ev)
 		__sync_fetch_and_or(&s->tcp, ev);
-}
-
-/* Rewrite the source (addr, port) with incremental checksum updates. */
-static __always_inline void rewrite_src(struct pkt *p, __be32 addr, __be16 port)
-{
-	struct iphdr *ip = p->ip;
-
-	if (p->l4_csum) {
-		if (p->pseudo)
-			csum_replace4(p->l4_csum, ip->saddr, addr);
-		csum_replace2(p->l4_csum, *p->sport, port);
-		if (p->proto == IPPROTO_UDP && *p->l4_csum == 0)
-			*p->l4_csum = CSUM_MANGLED_0;
-	}
-	csum_replace4(&ip->check, ip->saddr, addr);
-	ip->saddr = addr;
-	*p->sport = port;
-}
-
-/* Rewrite the destination (addr, port) likewise. */
-static __always_inline void rewrite_dst(struct pkt *p, __be32 addr, __be16 port)
-{
-	struct iphdr *ip = p->ip;
-
-	if (p->l4_csum) {
-		if (p->pseudo)
-			csum_replace4(p->l4_csum, ip->daddr, addr);
-		csum_replace2(p->l4_csum, *p->dport, port);
-		if (p->proto == IPPROTO_UDP && *p->l4_csum == 0)
-			*p->l4_csum = CSUM_MANGLED_0;
-	}
-	csum_replace4(&ip->check, ip->daddr, addr);
-	ip->daddr = addr;
-	*p->dport = port;
 }
 
 /* The remote port of a session: TCP/UDP port, 0 for ICMP queries. */
@@ -434,9 +395,9 @@ established:
 translate:
 	mss_clamp(p);
 	out_fix_id(ip);
-	rewrite_src(p, ext.addr, ext.port);
+	rewrite_endpoint(p, ADDR_SRC, ext.addr, ext.port);
 	if (t) {
-		rewrite_dst(p, new_dst, new_dport);
+		rewrite_endpoint(p, ADDR_DST, new_dst, new_dport);
 		frag_remember(p, &orig, CGNAT_FWD_HAIRPIN);
 		rc = forward(p, &fib);
 		return rc == CGNAT_CONTINUE ? CGNAT_FWD_HAIRPIN : rc;
@@ -525,7 +486,7 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 	}
 
 	mss_clamp(p);
-	rewrite_dst(p, int_addr, int_port);
+	rewrite_endpoint(p, ADDR_DST, int_addr, int_port);
 	frag_remember(p, &orig, CGNAT_FWD_IN);
 	rc = forward(p, &fib);
 	return rc == CGNAT_CONTINUE ? CGNAT_FWD_IN : rc;

@@ -1,12 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * neigh.h - the last steps before a routed packet leaves: TTL, then the
- * next hop's link-layer address.
+ * neigh.h - frames whose next hop has no link-layer address yet.
  *
- * egress_ready() takes fib_route()'s verdict; a next hop without a
- * neighbour entry (BPF_FIB_LKUP_RET_NO_NEIGH) is noted in p->nexthop and
- * process() calls neigh_wait(), which decides in the order of RFC 1812
- * 5.3.1 and 4.3.3.1:
+ * egress_ready() (fwd.h) notes such a next hop (BPF_FIB_LKUP_RET_NO_NEIGH)
+ * in p->nexthop and ends the packet's way with CGNAT_DROP_NO_NEIGH;
+ * process() then calls neigh_wait(), once for every path, which decides
+ * in the order of RFC 1812 5.3.1 and 4.3.3.1:
  *   1. TTL <= 1: time exceeded (11/0), whatever the state of the next hop
  *      (the error goes back where the packet came from, no neighbour
  *      needed), so traceroute's first probe always shows this hop;
@@ -28,11 +27,12 @@
 #ifndef CGNAT_NEIGH_H
 #define CGNAT_NEIGH_H
 
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "events.h"
+#include "icmp_gen.h"
 #include "maps.h"
 #include "parse.h"
-#include "fwd.h"
-#include "icmp_gen.h"
-#include "events.h"
 #include "stash.h"
 
 #define NEIGH_REPORT_NS 100000000ULL /* 100 ms */
@@ -102,30 +102,6 @@ static __always_inline int neigh_wait(struct xdp_md *ctx, struct pkt *p)
 	if (slot >= CGNAT_HOLD_PER_HOP)
 		return CGNAT_DROP_NO_NEIGH;
 	return neigh_stash(ctx, p, p->nexthop, slot);
-}
-
-/*
- * After fib_route(): CGNAT_CONTINUE when the packet may be rewritten and
- * forwarded, otherwise its reason (time exceeded sent, or fib_route()'s
- * drop). An unresolved next hop is CGNAT_DROP_NO_NEIGH with p->nexthop
- * set, whatever the TTL: process() then calls neigh_wait() once for every
- * path, which answers TTL <= 1 first. (Inlined at each call site, the
- * unresolved case would need stack the 6.1 verifier does not have.) After
- * anything but CGNAT_CONTINUE the packet must not be touched.
- */
-static __always_inline int egress_ready(struct xdp_md *ctx, struct pkt *p,
-					int rc, struct bpf_fib_lookup *fib)
-{
-	if (rc == CGNAT_DROP_NO_NEIGH) {
-		p->nexthop = fib->ipv4_dst;
-		p->nexthop_ifindex = fib->ifindex;
-		return rc;
-	}
-	if (rc != CGNAT_CONTINUE)
-		return rc;
-	if (p->ip->ttl <= 1)
-		return icmp_ttl_exceeded(ctx, p);
-	return CGNAT_CONTINUE;
 }
 
 #endif /* CGNAT_NEIGH_H */

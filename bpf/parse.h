@@ -22,6 +22,7 @@
 #include <linux/in.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "cgnat.h"
 
@@ -36,6 +37,7 @@
 #define ETH_P_8021AD 0x88A8
 #endif
 
+#define IP_DF 0x4000
 #define IP_MF 0x2000
 #define IP_OFFMASK 0x1fff
 

@@ -34,13 +34,14 @@
 #ifndef CGNAT_POOL_H
 #define CGNAT_POOL_H
 
-#include "maps.h"
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "addr.h"
+#include "config.h"
 #include "events.h"
-
-#ifndef EEXIST
-#define EEXIST 17
-#endif
+#include "maps.h"
+#include "parse.h"
 
 /* Random ports tried after the source port itself; failing them all
  * counts as exhaustion. */
@@ -49,8 +50,6 @@
 #define BLOCK_PORT_TRIES 8
 #define BLOCK_CLAIM_TRIES 16
 #define BLOCK_PROBE_MAX 256
-#define MAX_BLOCKS_CAP 32
-#define PORT_MIN 1024
 
 static __always_inline __u32 proto_idx(__u8 proto)
 {
@@ -78,7 +77,7 @@ static __always_inline int det_place(__be32 addr, __u32 *idx, __u16 *lo)
 		return -1;
 	n = pi->offset + (bpf_ntohl(addr) - bpf_ntohl(pi->network));
 	*idx = n / DET_HOSTS;
-	*lo = PORT_MIN + (n % DET_HOSTS) * DET_PORTS;
+	*lo = CGNAT_PORT_MIN + (n % DET_HOSTS) * DET_PORTS;
 	return *idx < POOL_LEN ? 0 : -1;
 }
 
@@ -265,7 +264,7 @@ static long probe_one(__u32 i, void *data)
 static __always_inline int claim_in_block(struct cgnat_endpoint *ek,
 					  struct cgnat_binding *rev, __u32 nb)
 {
-	__u32 t, k = 0, base = PORT_MIN + nb * BLOCK_SIZE;
+	__u32 t, k = 0, base = CGNAT_PORT_MIN + nb * BLOCK_SIZE;
 	struct cgnat_probe *c;
 	int r;
 
@@ -300,16 +299,16 @@ static __always_inline int claim_pba(struct cgnat_endpoint *ek,
 	struct cgnat_block blk = { .owner = rev->addr, .created_ns = now };
 	struct cgnat_block *held;
 	struct cgnat_event *ev;
-	__u32 slot, t, *no, free_slot = MAX_BLOCKS_CAP;
+	__u32 slot, t, *no, free_slot = CGNAT_MAX_BLOCKS_CAP;
 	int r;
 
-	for (slot = 0; slot < MAX_BLOCKS_CAP; slot++) {
+	for (slot = 0; slot < CGNAT_MAX_BLOCKS_CAP; slot++) {
 		if (slot >= MAX_BLOCKS)
 			break;
 		sbk.slot = slot;
 		no = bpf_map_lookup_elem(&sub_blocks, &sbk);
 		if (!no) {
-			if (free_slot == MAX_BLOCKS_CAP)
+			if (free_slot == CGNAT_MAX_BLOCKS_CAP)
 				free_slot = slot;
 			continue;
 		}
@@ -322,7 +321,7 @@ static __always_inline int claim_pba(struct cgnat_endpoint *ek,
 			return r ? CGNAT_DROP_TABLE_FULL : CGNAT_CONTINUE;
 		held->full = 1;
 	}
-	if (free_slot == MAX_BLOCKS_CAP)
+	if (free_slot == CGNAT_MAX_BLOCKS_CAP)
 		return CGNAT_DROP_SUB_LIMIT; /* all its blocks are full */
 
 	/* a new block on its address, claimed atomically */
@@ -344,8 +343,8 @@ static __always_inline int claim_pba(struct cgnat_endpoint *ek,
 	if (ev) {
 		ev->addr = rev->addr;
 		ev->ext_addr = ek->addr;
-		ev->port = bpf_htons(PORT_MIN + bk.block * BLOCK_SIZE);
-		ev->ext_port = bpf_htons(PORT_MIN + bk.block * BLOCK_SIZE + BLOCK_SIZE - 1);
+		ev->port = bpf_htons(CGNAT_PORT_MIN + bk.block * BLOCK_SIZE);
+		ev->ext_port = bpf_htons(CGNAT_PORT_MIN + bk.block * BLOCK_SIZE + BLOCK_SIZE - 1);
 		bpf_ringbuf_submit(ev, 0);
 	}
 	r = claim_in_block(ek, rev, bk.block);

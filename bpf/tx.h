@@ -13,6 +13,9 @@
 #ifndef CGNAT_TX_H
 #define CGNAT_TX_H
 
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "config.h"
 #include "maps.h"
 #include "parse.h"
 

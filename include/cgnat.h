@@ -18,6 +18,7 @@
 #define CGNAT_H
 
 #include <linux/types.h>
+#include <linux/in.h> /* IPPROTO_* */
 
 /*
  * Compact time of sessions and bindings: CLOCK_MONOTONIC nanoseconds
@@ -29,6 +30,22 @@
  */
 enum cgnat_time {
 	CGNAT_TIME_SHIFT = 20,
+	/* plain traffic rewrites a session's last_seen at most this often
+	 * (timeouts are seconds; skipping the store keeps a busy session's
+	 * cache line shared), so the daemon adds this much to every timeout
+	 * before it expires a session */
+	CGNAT_REFRESH_MS = 1000,
+};
+
+/*
+ * The protocols cgnat translates, as they appear in every proto field
+ * (struct cgnat_endpoint.proto ...): the IANA numbers of linux/in.h,
+ * named here so that they reach the daemon through BTF.
+ */
+enum cgnat_proto {
+	CGNAT_PROTO_ICMP = IPPROTO_ICMP,
+	CGNAT_PROTO_TCP = IPPROTO_TCP,
+	CGNAT_PROTO_UDP = IPPROTO_UDP,
 };
 
 /*
@@ -38,7 +55,7 @@ enum cgnat_time {
 struct cgnat_endpoint {
 	__be32 addr;
 	__be16 port;
-	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_ICMP */
+	__u8 proto; /* enum cgnat_proto */
 	__u8 _pad;
 };
 
@@ -338,8 +355,9 @@ struct cgnat_stash {
 };
 
 /* Events the data path could not deliver (ring buffer full), by type:
- * slot = enum cgnat_event_type. PERCPU_ARRAY "event_lost". */
-enum { CGNAT_EVENT_SLOTS = 8 };
+ * slot = enum cgnat_event_type, every one of which is below
+ * CGNAT_EVENT_SLOTS. PERCPU_ARRAY "event_lost". */
+enum cgnat_event_lost { CGNAT_EVENT_SLOTS = 8 };
 
 /* Key of the LPM tries (internal prefixes, pool prefixes, exemptions). */
 struct cgnat_lpm_key {
@@ -369,6 +387,17 @@ enum cgnat_alloc_mode {
 	CGNAT_ALLOC_DYNAMIC = 0, /* one port at a time, anywhere */
 	CGNAT_ALLOC_PBA = 1,     /* blocks of BLOCK_SIZE ports (RFC 6888 REQ-14) */
 	CGNAT_ALLOC_DET = 2,     /* deterministic (RFC 7422) */
+};
+
+/*
+ * External ports of port-block and deterministic allocation: blocks and
+ * ranges start at CGNAT_PORT_MIN (the system ports 0-1023 are never
+ * handed out in them, RFC 7422 section 3), and a subscriber holds at most
+ * CGNAT_MAX_BLOCKS_CAP blocks (the bound of pool.max_blocks).
+ */
+enum cgnat_ports {
+	CGNAT_PORT_MIN = 1024,
+	CGNAT_MAX_BLOCKS_CAP = 32,
 };
 
 /* Index of a protocol in per-protocol arrays. */
@@ -402,7 +431,7 @@ struct cgnat_subscriber {
 /* Port-block allocation: a block of one external address. */
 struct cgnat_block_key {
 	__be32 ext_addr;
-	__u32 block; /* ports PORT_MIN + block * BLOCK_SIZE ... */
+	__u32 block; /* ports CGNAT_PORT_MIN + block * BLOCK_SIZE ... */
 };
 
 struct cgnat_block {

@@ -221,8 +221,7 @@ impl Side {
     }
 }
 
-/// Slots of the event_lost map (enum cgnat_event_type values).
-pub const EVENT_SLOTS: u32 = 8;
+pub use abi::EVENT_SLOTS;
 
 /// The ABI of pinned state (a hash of include/cgnat.h and bpf/maps.h).
 pub fn abi() -> u64 {
@@ -806,6 +805,7 @@ pub fn ifname(idx: u32) -> String {
         .unwrap_or_else(|| format!("ifindex {idx}"))
 }
 
+pub mod abi;
 mod fill;
 mod held;
 mod pin;

@@ -28,20 +28,18 @@ use std::time::Duration;
 
 use libbpf_rs::{MapCore, MapFlags};
 
+use crate::bpf::abi::{proto_idx, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PROTOCOLS};
 use crate::bpf::{bytes_of, from_bytes, types, BpfError, Tables};
 use crate::config::Timeouts;
 
 /// How stale last_seen may be: the data path rewrites it at most this
-/// often (rodata REFRESH_NS), to keep the cache line of a busy session shared.
-pub const REFRESH_SLACK: Duration = Duration::from_secs(1);
+/// often (CGNAT_REFRESH_MS), to keep the cache line of a busy session shared.
+pub const REFRESH_SLACK: Duration = crate::bpf::abi::REFRESH;
 
 /// A port block or filtering entry younger than this is never released
 /// for lack of bindings or sessions.
 pub const BINDING_GRACE: Duration = Duration::from_secs(2);
 const BATCH: u32 = 4096;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 
 type Ev = types::cgnat_tcp_event;
 type St = types::cgnat_tcp_state;
@@ -385,15 +383,10 @@ impl Sweeper {
                 *sess.entry(s.int_addr).or_default() += 1;
             }
         }
-        let mut ports: HashMap<u32, [u32; 3]> = HashMap::new();
+        let mut ports: HashMap<u32, [u32; PROTOCOLS]> = HashMap::new();
         let mut block_use: HashMap<(u32, u32), u32> = HashMap::new();
         for &(sub, ext, port, proto) in held_ports {
-            let i = match proto {
-                IPPROTO_TCP => 0,
-                IPPROTO_UDP => 1,
-                _ => 2,
-            };
-            ports.entry(sub).or_default()[i] += 1;
+            ports.entry(sub).or_default()[proto_idx(proto)] += 1;
             if let Some(b) = self.blocks.and_then(|g| g.block_of(u16::from_be(port))) {
                 *block_use.entry((ext, b)).or_default() += 1;
             }

@@ -291,7 +291,7 @@ mod tests {
     #[test]
     fn json_record_has_the_rfc6888_fields_and_no_destination() {
         let r = Record::MappingCreate {
-            proto: 17,
+            proto: crate::bpf::abi::IPPROTO_UDP,
             subscriber: ("100.64.0.11".parse().unwrap(), 5000),
             external: ("203.0.113.5".parse().unwrap(), 40001),
         };

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use libbpf_rs::{MapCore, MapFlags};
 
+use crate::bpf::abi::{proto_idx, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PROTOCOLS};
 use crate::bpf::{bytes_of, from_bytes, types, BpfError, Tables};
 use crate::config::{Config, PoolMode};
 
@@ -125,7 +126,7 @@ pub fn reverse(cfg: &Config, ep: SocketAddrV4) -> Result<Placement, LookupError>
         }
     }
     // a binding of any protocol on that port
-    for proto in [6u8, 17, 1] {
+    for proto in [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP] {
         let k = types::cgnat_endpoint {
             addr: u32::from(ext).to_be(),
             port: ep.port().to_be(),
@@ -186,7 +187,7 @@ pub struct PoolRow {
     pub address: Ipv4Addr,
     pub subscribers: u32,
     /// Live bindings: tcp, udp, icmp.
-    pub bindings: [u32; 3],
+    pub bindings: [u32; PROTOCOLS],
     pub quarantined: u32,
 }
 
@@ -198,7 +199,7 @@ pub fn pool(cfg: &Config, t: &Tables) -> Result<Vec<PoolRow>, LookupError> {
         .map(|a| PoolRow {
             address: *a,
             subscribers: 0,
-            bindings: [0; 3],
+            bindings: [0; PROTOCOLS],
             quarantined: 0,
         })
         .collect();
@@ -220,11 +221,7 @@ pub fn pool(cfg: &Config, t: &Tables) -> Result<Vec<PoolRow>, LookupError> {
         if b.flags & q != 0 {
             rows[i].quarantined += 1;
         } else {
-            rows[i].bindings[match ek.proto {
-                6 => 0,
-                17 => 1,
-                _ => 2,
-            }] += 1;
+            rows[i].bindings[proto_idx(ek.proto)] += 1;
         }
     }
     Ok(rows)

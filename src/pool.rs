@@ -12,12 +12,9 @@ use std::ops::RangeInclusive;
 
 use ipnetwork::Ipv4Network;
 
-/// First port of blocks and deterministic ranges.
-pub const PORT_MIN: u32 = 1024;
-/// Ports available to blocks and ranges: 1024..=65535.
+pub use crate::bpf::abi::{MAX_BLOCKS_CAP, PORT_MIN};
+/// Ports available to blocks and ranges: PORT_MIN..=65535.
 pub const PORTS: u32 = 65536 - PORT_MIN;
-/// Blocks per subscriber the data path can track.
-pub const MAX_BLOCKS_CAP: u32 = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {

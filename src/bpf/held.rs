@@ -41,8 +41,7 @@ impl Datapath {
     /// (its tables change as for any packet) and sends what it makes of
     /// the frame out of the interface it chose (src/inject.rs).
     fn rerun(&self, st: &types::cgnat_stash) -> Result<(), BpfError> {
-        const XDP_TX: u32 = 3;
-        const XDP_REDIRECT: u32 = 4;
+        use libbpf_sys::{XDP_REDIRECT, XDP_TX};
         let len = (st.len as usize).min(st.data.len());
         let side = if self.one_armed {
             Side::OneArmed

@@ -148,8 +148,7 @@ pub fn detach(dir: &Path) -> Result<Vec<String>, BpfError> {
 
 /// Creates an XDP bpf_link of `prog_fd` on `idx` in the given mode.
 pub fn attach_xdp(prog_fd: i32, idx: u32, mode: XdpMode, iface: &str) -> Result<OwnedFd, BpfError> {
-    const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-    const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+    use libbpf_sys::{XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE};
     // SAFETY: zeroed is a valid bpf_link_create_opts; sz is set below.
     let mut lopts: libbpf_sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
     lopts.sz = std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _;

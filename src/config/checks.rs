@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
 
+use crate::bpf::abi::{IPPROTO_TCP, IPPROTO_UDP};
+
 use super::raw::{RawConfig, RawLog, RawMetrics, RawNat, RawStatic, RawTimeouts};
 use super::{
     ConfigError, Exemption, LogOutput, PoolMode, StaticMapping, Timeouts, MAX_POOL_ADDRS,
@@ -249,8 +251,8 @@ impl Checker<'_> {
         let mut statics: Vec<StaticMapping> = Vec::new();
         for st in raw {
             let proto = match st.proto.as_str() {
-                "tcp" => 6,
-                "udp" => 17,
+                "tcp" => IPPROTO_TCP,
+                "udp" => IPPROTO_UDP,
                 other => {
                     return Err(invalid(
                         "static.proto",
