@@ -72,6 +72,9 @@ enum Src {
     HighClassOn(Ipv4Addr, u16, u8),
 }
 
+/// Builds an expected frame from what was learned and the input.
+type Frame = Box<dyn Fn(&Learned, &Pkt) -> Vec<u8>>;
+
 /// What a row demands.
 enum Want {
     /// Translated toward the internet (source rewritten, TTL - 1).
@@ -84,7 +87,7 @@ enum Want {
     /// target's internal one.
     Hairpin { from: (Ipv4Addr, u16, u8), to: Ep },
     /// Exactly this frame, verdict and counter (ICMP errors).
-    Exact(u32, &'static str, Box<dyn Fn(&Learned, &Pkt) -> Vec<u8>>),
+    Exact(u32, &'static str, Frame),
     /// Dropped untouched, counted under this reason.
     Drop(&'static str),
 }
