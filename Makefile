@@ -6,7 +6,7 @@ ARGS       ?= --config configs/cgnat.toml
 BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -Wall -Werror -Wimplicit-fallthrough \
               -Iinclude -Ibpf -I/usr/include/$(shell uname -m)-linux-gnu -Itarget/bpf/include
 APT_PKGS   := clang llvm libelf-dev zlib1g-dev pkg-config make iproute2 ethtool python3-scapy coturn traceroute \
-              iputils-ping tcpdump nftables iptables conntrack bpftool util-linux iperf3
+              iputils-ping tcpdump nftables iptables conntrack bpftool util-linux podman runc iperf3
 
 .PHONY: all deps build debug build-ebpf build-user run demo test test-unit lint fmt clean
 
@@ -73,16 +73,17 @@ fmt:
 clean:
 	$(CARGO) clean
 
-.PHONY: deb docker
+.PHONY: deb image
 
 ## deb: Debian package target/debian/cgnat_<version>-1_<arch>.deb (see packaging/README.md)
 deb:
 	$(CARGO) build --release --locked --bin cgnat
 	packaging/build-deb.sh
 
-## docker: container image `cgnat` (needs a Docker engine; see packaging/README.md)
-docker:
-	docker build -t cgnat .
+## image: container image cgnat:<version>, a static binary FROM scratch, no registry
+## needed (podman or docker; see packaging/README.md)
+image:
+	packaging/build-image.sh
 
 .PHONY: bench
 ## bench: the benchmark suite (root; docs/performance.md): release build, then
