@@ -21,6 +21,8 @@ pub enum CmdError {
     Lookup(#[from] LookupError),
     #[error(transparent)]
     Daemon(#[from] crate::daemon::DaemonError),
+    #[error(transparent)]
+    Top(#[from] crate::top::TopError),
     #[error("{0}")]
     Usage(String),
     #[error("cannot enter network namespace {ns}: {err}")]
@@ -217,6 +219,22 @@ pub fn forward(path: &Path, addr: Ipv4Addr) -> Result<(), CmdError> {
 /// `cgnat reverse`: the subscriber behind an external ip:port.
 pub fn reverse(path: &Path, endpoint: SocketAddrV4) -> Result<(), CmdError> {
     outln!("{}", lookup::reverse(&cli_config(path)?, endpoint)?);
+    Ok(())
+}
+
+/// `cgnat top`: the live view, or with `batch` its text `iterations` times.
+pub fn top(path: &Path, interval: &str, batch: bool, iterations: u32) -> Result<(), CmdError> {
+    let every = crate::config::parse_duration(interval)
+        .map_err(|e| CmdError::Usage(format!("--interval: {e}")))?;
+    if every < std::time::Duration::from_millis(100) {
+        return Err(CmdError::Usage("--interval: at least 100ms".into()));
+    }
+    let (cfg, t) = open_tables(path)?;
+    if batch {
+        crate::top::run_batch(&cfg, &t, every, iterations)?;
+    } else {
+        crate::top::run_interactive(&cfg, &t, every)?;
+    }
     Ok(())
 }
 

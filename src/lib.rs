@@ -20,5 +20,6 @@ pub mod netlink;
 pub mod pool;
 pub mod routes;
 pub mod stats;
+pub mod top;
 pub mod veth;
 pub mod watch;

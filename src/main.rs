@@ -90,6 +90,20 @@ enum Cmd {
         #[arg(long)]
         detach: bool,
     },
+    /// A live view of the running daemon: traffic and drops with rates, the
+    /// pool, the busiest subscribers (keys 1-4/Tab switch views, s orders,
+    /// q quits).
+    Top {
+        /// Refresh interval.
+        #[arg(long, default_value = "1s")]
+        interval: String,
+        /// Print every view as text instead of the interactive screen.
+        #[arg(long)]
+        batch: bool,
+        /// With --batch: how many refreshes to print.
+        #[arg(long, default_value_t = 1)]
+        iterations: u32,
+    },
     /// List subscribers of the running daemon: external address, ports per
     /// protocol, sessions.
     Subscribers {
@@ -138,5 +152,10 @@ fn run(cli: Cli) -> Result<(), CmdError> {
         Cmd::Forward { addr } => commands::forward(path, addr),
         Cmd::Reverse { endpoint } => commands::reverse(path, endpoint),
         Cmd::Subscribers { json } => commands::subscribers(path, json),
+        Cmd::Top {
+            interval,
+            batch,
+            iterations,
+        } => commands::top(path, &interval, batch, iterations),
     }
 }
