@@ -3,7 +3,9 @@
 //! Each test creates its own network namespace (veth pairs int0/ext0 with
 //! fixed MACs, addresses and permanent neighbours, lo forwarding on), loads
 //! the program there exactly as the daemon does (`Datapath::load`, not
-//! attached), and runs a table of cases. Every case asserts the XDP verdict,
+//! attached), and runs a table of rows (`prog_run/table.rs`): packet cases,
+//! checks of the maps, and what later rows learn from earlier ones (an
+//! external endpoint the program chose). Every case asserts the XDP verdict,
 //! that exactly its counter grew by one packet, and the exact output frame
 //! (built here from scratch, checksums recomputed independently; frames that
 //! are passed or dropped must come back untouched). Finally all counters
@@ -12,7 +14,7 @@
 //! Needs root and iproute2: without them the tests print a message and
 //! return, except under CI=true where they fail.
 //!
-//! The tests are grouped by concern in `prog_run/*.rs`; this file holds
+//! The tables are grouped by concern in `prog_run/*.rs`; this file holds
 //! what they share.
 //!
 //! Run: cargo test --test prog_run -- --nocapture
@@ -23,6 +25,8 @@ mod frame;
 mod harness;
 #[path = "prog_run/netns.rs"]
 mod netns;
+#[path = "prog_run/table.rs"]
+mod table;
 
 #[path = "prog_run/filtering.rs"]
 mod filtering;
@@ -46,6 +50,7 @@ use cgnat::bpf::{types, Side};
 use frame::*;
 use harness::*;
 use netns::*;
+use table::*;
 
 const H11: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 11);
 const H12: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 12);
@@ -61,12 +66,12 @@ const SESS_HAIRPIN: u8 = types::cgnat_session_flag::CGNAT_SESS_HAIRPIN.0 as u8;
 
 /// What an outbound packet must become: source = `ext`, TTL - 1, out of
 /// ext0 to the destination's neighbour MAC.
-fn outbound(p: &Pkt, ext: (Ipv4Addr, u16)) -> Vec<u8> {
+fn outbound(p: &Pkt, ext: Ep) -> Vec<u8> {
     outbound_to(p, ext, mac_of(p.dst))
 }
 
 /// [`outbound`] toward a next hop whose MAC is `mac`.
-fn outbound_to(p: &Pkt, ext: (Ipv4Addr, u16), mac: Mac) -> Vec<u8> {
+fn outbound_to(p: &Pkt, ext: Ep, mac: Mac) -> Vec<u8> {
     p.clone()
         .with_src(ext.0, ext.1)
         .ttl(p.ttl - 1)
@@ -76,7 +81,7 @@ fn outbound_to(p: &Pkt, ext: (Ipv4Addr, u16), mac: Mac) -> Vec<u8> {
 
 /// What an inbound packet must become: destination = `int` (whose MAC is
 /// `mac`), TTL - 1, out of int0.
-fn inbound_to(p: &Pkt, int: (Ipv4Addr, u16), mac: Mac) -> Vec<u8> {
+fn inbound_to(p: &Pkt, int: Ep, mac: Mac) -> Vec<u8> {
     p.clone()
         .with_dst(int.0, int.1)
         .ttl(p.ttl - 1)
@@ -84,7 +89,7 @@ fn inbound_to(p: &Pkt, int: (Ipv4Addr, u16), mac: Mac) -> Vec<u8> {
         .bytes()
 }
 
-fn inbound(p: &Pkt, int: (Ipv4Addr, u16)) -> Vec<u8> {
+fn inbound(p: &Pkt, int: Ep) -> Vec<u8> {
     inbound_to(p, int, mac_of(int.0))
 }
 
@@ -130,19 +135,6 @@ fn session_check(
     Ok(())
 }
 
-/// A learned value the rest of the table depends on: without it, the test
-/// stops here with everything recorded so far.
-fn learned<T>(h: &mut Harness, what: &str, r: Result<T, String>) -> Option<T> {
-    match r {
-        Ok(v) => Some(v),
-        Err(e) => {
-            h.failures
-                .push(format!("{what}: {e} (later cases skipped)"));
-            None
-        }
-    }
-}
-
 /// The expected frame with the IP ID the program chose (a keyed hash the
 /// test cannot predict).
 fn with_out_id(mut exp: Vec<u8>, out: &[u8], ip_off: usize) -> Result<Vec<u8>, String> {
@@ -155,13 +147,33 @@ fn with_out_id(mut exp: Vec<u8>, out: &[u8], ip_off: usize) -> Result<Vec<u8>, S
     Ok(exp)
 }
 
-fn open_binding(h: &mut Harness, src: Ipv4Addr, port: u16) -> Option<(Ipv4Addr, u16)> {
-    let p = from_sub(Pkt::udp((src, port), (R10, 3478), b"open"));
+/// What a hairpinned packet must become: source = `src` (the sender's
+/// external endpoint), destination = `to`, TTL - 1, back out of int0.
+fn hairpin(p: &Pkt, src: Ep, to: Ep) -> Vec<u8> {
+    p.clone()
+        .with_src(src.0, src.1)
+        .with_dst(to.0, to.1)
+        .ttl(p.ttl - 1)
+        .macs(INT0_MAC, mac_of(to.0))
+        .bytes()
+}
+
+/// An outbound packet that must create a binding (any pool endpoint), and
+/// the binding learned as `name`.
+fn bind_row<'a>(case: impl Into<String>, p: Pkt, name: impl Into<String>) -> Row<'a> {
     let q = p.clone();
-    h.run(
-        Case::int(format!("binding for {src}:{port}"), p.bytes())
+    vec![
+        Case::int(case, p.bytes())
             .verdict(XDP_REDIRECT, "fwd_out")
-            .after(move |h| Ok(outbound(&q, h.external_of(&q)?))),
-    );
-    learned(h, &format!("binding of {src}:{port}"), h.external_of(&p))
+            .after(move |h| Ok(outbound(&q, h.external_of(&q)?)))
+            .into(),
+        learn_ext(name, &p),
+    ]
+    .into()
+}
+
+/// A UDP datagram from `src:port` that opens a binding, learned as `name`.
+fn open_binding<'a>(name: impl Into<String>, src: Ipv4Addr, port: u16) -> Row<'a> {
+    let p = from_sub(Pkt::udp((src, port), (R10, 3478), b"open"));
+    bind_row(format!("binding for {src}:{port}"), p, name)
 }

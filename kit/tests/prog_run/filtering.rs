@@ -5,86 +5,70 @@ use super::*;
 /// Address-dependent (UDP) and address-and-port-dependent (TCP) filtering.
 #[test]
 fn filtering() {
-    if !privileged("filtering") {
-        return;
-    }
-    let ns = NetNs::create("a");
-    ns.enter(|| {
-        let mut h = Harness::load_with(
-            "filtering",
-            "",
-            "[filtering]\nudp = \"address-dependent\"\ntcp = \"address-and-port-dependent\"",
-        );
-        filtering_cases(&mut h);
-        h.finish();
-    });
+    let config = config_text(
+        "",
+        "[filtering]\nudp = \"address-dependent\"\ntcp = \"address-and-port-dependent\"",
+    );
+    table_test("filtering", "a", &config, filtering_rows);
 }
 
-fn filtering_cases(h: &mut Harness) {
-    let Some(e11) = open_binding(h, H11, 5000) else {
-        return;
-    };
-    let p = from_net(Pkt::udp((R10, 9999), e11, b"other port"));
-    h.run(
-        Case::ext(
-            "ADF: another port of a contacted address is admitted",
-            p.bytes(),
-        )
-        .verdict(XDP_REDIRECT, "fwd_in")
-        .frame(inbound(&p, (H11, 5000))),
-    );
-    let p = from_net(Pkt::udp((R20, 3478), e11, b"stranger"));
-    h.run(
-        Case::ext("ADF: an address never contacted is filtered", p.bytes())
-            .verdict(XDP_DROP, "drop_filtered")
-            .after(move |h| {
-                ensure!(
-                    h.session(e11, (R20, 3478), PROTO_UDP).is_none(),
-                    "a refused packet created a session"
-                );
-                Ok(p.bytes())
-            }),
-    );
-    let p = from_sub(Pkt::udp((H11, 5000), (R20, 1), b"hello 20"));
-    h.run(
-        Case::int("the subscriber sends to 198.51.100.20", p.bytes())
-            .verdict(XDP_REDIRECT, "fwd_out")
-            .frame(outbound(&p, e11)),
-    );
-    let p = from_net(Pkt::udp((R20, 3478), e11, b"now known"));
-    h.run(
-        Case::ext(
-            "ADF: ... then 198.51.100.20 is admitted on any port",
-            p.bytes(),
-        )
-        .verdict(XDP_REDIRECT, "fwd_in")
-        .frame(inbound(&p, (H11, 5000))),
-    );
-
+fn filtering_rows(_: &NetNs) -> Vec<Row<'_>> {
     let pt = from_sub(Pkt::tcp((H11, 40000), (R10, 80), TCP_SYN));
-    let q = pt.clone();
-    h.run(
-        Case::int("TCP SYN out", pt.bytes())
-            .verdict(XDP_REDIRECT, "fwd_out")
-            .after(move |h| Ok(outbound(&q, h.external_of(&q)?))),
-    );
-    let Some(et) = learned(h, "TCP binding", h.external_of(&pt)) else {
-        return;
-    };
-    let p = from_net(Pkt::tcp((R10, 80), et, TCP_SYN | TCP_ACK));
-    h.run(
-        Case::ext("APDF: the SYN-ACK of the session is admitted", p.bytes())
+    vec![
+        open_binding("e11", H11, 5000),
+        with(|l| {
+            let p = from_net(Pkt::udp((R10, 9999), l.ep("e11"), b"other port"));
+            Case::ext(
+                "ADF: another port of a contacted address is admitted",
+                p.bytes(),
+            )
             .verdict(XDP_REDIRECT, "fwd_in")
-            .frame(inbound(&p, (H11, 40000))),
-    );
-    let p = from_net(Pkt::tcp((R10, 81), et, TCP_SYN));
-    h.run(
-        Case::ext(
-            "APDF: a SYN from another port of the same address is filtered",
-            p.bytes(),
-        )
-        .verdict(XDP_DROP, "drop_filtered"),
-    );
+            .frame(inbound(&p, (H11, 5000)))
+        }),
+        with(|l| {
+            let e11 = l.ep("e11");
+            let p = from_net(Pkt::udp((R20, 3478), e11, b"stranger"));
+            Case::ext("ADF: an address never contacted is filtered", p.bytes())
+                .verdict(XDP_DROP, "drop_filtered")
+                .after(move |h| {
+                    ensure!(
+                        h.session(e11, (R20, 3478), PROTO_UDP).is_none(),
+                        "a refused packet created a session"
+                    );
+                    Ok(p.bytes())
+                })
+        }),
+        with(|l| {
+            let p = from_sub(Pkt::udp((H11, 5000), (R20, 1), b"hello 20"));
+            Case::int("the subscriber sends to 198.51.100.20", p.bytes())
+                .verdict(XDP_REDIRECT, "fwd_out")
+                .frame(outbound(&p, l.ep("e11")))
+        }),
+        with(|l| {
+            let p = from_net(Pkt::udp((R20, 3478), l.ep("e11"), b"now known"));
+            Case::ext(
+                "ADF: ... then 198.51.100.20 is admitted on any port",
+                p.bytes(),
+            )
+            .verdict(XDP_REDIRECT, "fwd_in")
+            .frame(inbound(&p, (H11, 5000)))
+        }),
+        bind_row("TCP SYN out", pt, "et"),
+        with(|l| {
+            let p = from_net(Pkt::tcp((R10, 80), l.ep("et"), TCP_SYN | TCP_ACK));
+            Case::ext("APDF: the SYN-ACK of the session is admitted", p.bytes())
+                .verdict(XDP_REDIRECT, "fwd_in")
+                .frame(inbound(&p, (H11, 40000)))
+        }),
+        with(|l| {
+            let p = from_net(Pkt::tcp((R10, 81), l.ep("et"), TCP_SYN));
+            Case::ext(
+                "APDF: a SYN from another port of the same address is filtered",
+                p.bytes(),
+            )
+            .verdict(XDP_DROP, "drop_filtered")
+        }),
+    ]
 }
 
 /// Hole punching between two subscribers through the hairpin under
@@ -95,48 +79,29 @@ fn filtering_cases(h: &mut Harness) {
 /// the other direction is admitted.
 #[test]
 fn adf_hairpin_hole_punching() {
-    if !privileged("adf_hairpin_hole_punching") {
-        return;
-    }
-    let ns = NetNs::create("h");
-    ns.enter(|| {
-        let mut h = Harness::load_with(
-            "adf_hairpin_hole_punching",
-            "",
-            "[filtering]\nudp = \"address-dependent\"",
-        );
-        let (Some(e11), Some(e12)) = (
-            open_binding(&mut h, H11, 5000),
-            open_binding(&mut h, H12, 5000),
-        ) else {
-            h.finish();
-            return;
-        };
-        let p = from_sub(Pkt::udp((H12, 5000), e11, b"punch"));
-        h.run(
-            Case::int(
-                ".12 -> e11 first: filtered by .11's mapping (correct)",
-                p.bytes(),
-            )
-            .verdict(XDP_DROP, "drop_filtered"),
-        );
-        let p = from_sub(Pkt::udp((H11, 5000), e12, b"punch back"));
-        let exp = p
-            .clone()
-            .with_src(e11.0, e11.1)
-            .with_dst(H12, 5000)
-            .ttl(p.ttl - 1)
-            .macs(INT0_MAC, mac_of(H12))
-            .bytes();
-        h.run(
-            Case::int(
-                ".11 -> e12: admitted, .12 has sent to e11's address",
-                p.bytes(),
-            )
-            .verdict(XDP_TX, "fwd_hairpin")
-            .frame(exp),
-        );
-        h.finish();
+    let config = config_text("", "[filtering]\nudp = \"address-dependent\"");
+    table_test("adf_hairpin_hole_punching", "h", &config, |_| {
+        vec![
+            open_binding("e11", H11, 5000),
+            open_binding("e12", H12, 5000),
+            with(|l| {
+                let p = from_sub(Pkt::udp((H12, 5000), l.ep("e11"), b"punch"));
+                Case::int(
+                    ".12 -> e11 first: filtered by .11's mapping (correct)",
+                    p.bytes(),
+                )
+                .verdict(XDP_DROP, "drop_filtered")
+            }),
+            with(|l| {
+                let p = from_sub(Pkt::udp((H11, 5000), l.ep("e12"), b"punch back"));
+                Case::int(
+                    ".11 -> e12: admitted, .12 has sent to e11's address",
+                    p.bytes(),
+                )
+                .verdict(XDP_TX, "fwd_hairpin")
+                .frame(hairpin(&p, l.ep("e11"), (H12, 5000)))
+            }),
+        ]
     });
 }
 
@@ -145,46 +110,32 @@ fn adf_hairpin_hole_punching() {
 /// without a session is dropped from either side alike.
 #[test]
 fn hairpin_tcp_needs_syn() {
-    if !privileged("hairpin_tcp_needs_syn") {
-        return;
-    }
-    let ns = NetNs::create("k");
-    ns.enter(|| {
-        let mut h = Harness::load("hairpin_tcp_needs_syn");
+    table_test("hairpin_tcp_needs_syn", "k", &config_text("", ""), |_| {
         let pt = from_sub(Pkt::tcp((H11, 40000), (R10, 80), TCP_SYN));
-        let q = pt.clone();
-        h.run(
-            Case::int("TCP SYN out: binding for 100.64.0.11:40000", pt.bytes())
-                .verdict(XDP_REDIRECT, "fwd_out")
-                .after(move |h| Ok(outbound(&q, h.external_of(&q)?))),
-        );
-        let r = h.external_of(&pt);
-        let Some(et) = learned(&mut h, "TCP binding", r) else {
-            h.finish();
-            return;
-        };
-        let p = from_net(Pkt::tcp((R20, 80), et, TCP_ACK));
-        h.run(
-            Case::ext(
-                "from outside: ACK to the binding without session is dropped",
-                p.bytes(),
-            )
-            .verdict(XDP_DROP, "drop_tcp_no_session"),
-        );
-        let p = from_sub(Pkt::tcp((H12, 41000), et, TCP_ACK));
-        h.run(
-            Case::int(
-                "hairpinned: the same ACK from .12 is dropped too",
-                p.bytes(),
-            )
-            .verdict(XDP_DROP, "drop_tcp_no_session")
-            .after(move |h| {
-                let n = Harness::count_entries(&h.tables.sessions);
-                ensure!(n == 1, "{n} sessions (only the SYN's expected)");
-                Ok(p.bytes())
+        vec![
+            bind_row("TCP SYN out: binding for 100.64.0.11:40000", pt, "et"),
+            with(|l| {
+                let p = from_net(Pkt::tcp((R20, 80), l.ep("et"), TCP_ACK));
+                Case::ext(
+                    "from outside: ACK to the binding without session is dropped",
+                    p.bytes(),
+                )
+                .verdict(XDP_DROP, "drop_tcp_no_session")
             }),
-        );
-        h.finish();
+            with(|l| {
+                let p = from_sub(Pkt::tcp((H12, 41000), l.ep("et"), TCP_ACK));
+                Case::int(
+                    "hairpinned: the same ACK from .12 is dropped too",
+                    p.bytes(),
+                )
+                .verdict(XDP_DROP, "drop_tcp_no_session")
+                .after(move |h| {
+                    let n = Harness::count_entries(&h.tables.sessions);
+                    ensure!(n == 1, "{n} sessions (only the SYN's expected)");
+                    Ok(p.bytes())
+                })
+            }),
+        ]
     });
 }
 
@@ -195,19 +146,13 @@ fn hairpin_tcp_needs_syn() {
 /// refused, which shows that the limit is in force.
 #[test]
 fn self_hairpin_counts_one_session() {
-    if !privileged("self_hairpin_counts_one_session") {
-        return;
-    }
-    let ns = NetNs::create("s");
-    ns.enter(|| {
-        let mut h = Harness::load_with(
-            "self_hairpin_counts_one_session",
-            "",
-            "[limits]\nsessions = 2\n[icmp]\nrate_limit = 0",
-        );
-        self_hairpin_cases(&mut h);
-        h.finish();
-    });
+    let config = config_text("", "[limits]\nsessions = 2\n[icmp]\nrate_limit = 0");
+    table_test(
+        "self_hairpin_counts_one_session",
+        "s",
+        &config,
+        self_hairpin_rows,
+    );
 }
 
 /// The session count the subscribers map holds for `sub`.
@@ -219,67 +164,57 @@ fn sub_sessions(h: &Harness, sub: Ipv4Addr) -> Result<u32, String> {
         .ok_or_else(|| format!("{sub} is not in the subscribers map"))
 }
 
-fn self_hairpin_cases(h: &mut Harness) {
-    let Some(e11) = open_binding(h, H11, 5000) else {
-        return;
-    };
-    let r = sub_sessions(h, H11).and_then(|n| {
-        ensure!(n == 1, "{n} sessions after one flow");
-        Ok(())
-    });
-    h.check("one flow: one session counted", r);
-
-    let p = from_sub(Pkt::udp((H11, 5000), e11, b"to myself"));
-    let exp = p
-        .clone()
-        .with_src(e11.0, e11.1)
-        .with_dst(H11, 5000)
-        .ttl(p.ttl - 1)
-        .macs(INT0_MAC, mac_of(H11))
-        .bytes();
-    let before = Harness::count_entries(&h.tables.sessions);
-    h.run(
-        Case::int(
-            "100.64.0.11:5000 -> its own external endpoint: hairpinned back",
-            p.bytes(),
-        )
-        .verdict(XDP_TX, "fwd_hairpin")
-        .frame(exp),
-    );
-    let r = session_check(h, e11, e11, PROTO_UDP, (H11, 5000), SESS_HAIRPIN, 0).and_then(|_| {
-        let n = Harness::count_entries(&h.tables.sessions);
-        ensure!(
-            n == before + 1,
-            "{} sessions added (one serves both sides)",
-            n - before
-        );
-        let c = sub_sessions(h, H11)?;
-        ensure!(c == 2, "{c} sessions counted for 100.64.0.11 (2 expected)");
-        Ok(())
-    });
-    h.check("self-hairpin: one session, counted once", r);
-
-    let p = from_sub(Pkt::udp((H11, 5000), e11, b"to myself again"));
-    let exp = p
-        .clone()
-        .with_src(e11.0, e11.1)
-        .with_dst(H11, 5000)
-        .ttl(p.ttl - 1)
-        .macs(INT0_MAC, mac_of(H11))
-        .bytes();
-    h.run(
-        Case::int("self-hairpin again: the same session", p.bytes())
+fn self_hairpin_rows(_: &NetNs) -> Vec<Row<'_>> {
+    vec![
+        open_binding("e11", H11, 5000),
+        check("one flow: one session counted", |h, _| {
+            let n = sub_sessions(h, H11)?;
+            ensure!(n == 1, "{n} sessions after one flow");
+            Ok(())
+        }),
+        step(|h, l| {
+            let n = Harness::count_entries(&h.tables.sessions);
+            l.set_num("sessions before", n as u64);
+        }),
+        with(|l| {
+            let p = from_sub(Pkt::udp((H11, 5000), l.ep("e11"), b"to myself"));
+            Case::int(
+                "100.64.0.11:5000 -> its own external endpoint: hairpinned back",
+                p.bytes(),
+            )
             .verdict(XDP_TX, "fwd_hairpin")
-            .frame(exp),
-    );
-    let p = from_sub(Pkt::udp((H11, 5000), (R20, 3478), b"third session"));
-    h.run(
-        Case::int("a third session: over limits.sessions = 2", p.bytes())
-            .verdict(XDP_DROP, "drop_subscriber_limit"),
-    );
-    let r = sub_sessions(h, H11).and_then(|c| {
-        ensure!(c == 2, "{c} sessions counted for 100.64.0.11 (2 expected)");
-        Ok(())
-    });
-    h.check("the limit holds at 2", r);
+            .frame(hairpin(&p, l.ep("e11"), (H11, 5000)))
+        }),
+        check("self-hairpin: one session, counted once", |h, l| {
+            let e11 = l.ep("e11");
+            session_check(h, e11, e11, PROTO_UDP, (H11, 5000), SESS_HAIRPIN, 0)?;
+            let before = l.num("sessions before").unwrap_or(0) as usize;
+            let n = Harness::count_entries(&h.tables.sessions);
+            ensure!(
+                n == before + 1,
+                "{} sessions added (one serves both sides)",
+                n - before
+            );
+            let c = sub_sessions(h, H11)?;
+            ensure!(c == 2, "{c} sessions counted for 100.64.0.11 (2 expected)");
+            Ok(())
+        }),
+        with(|l| {
+            let p = from_sub(Pkt::udp((H11, 5000), l.ep("e11"), b"to myself again"));
+            Case::int("self-hairpin again: the same session", p.bytes())
+                .verdict(XDP_TX, "fwd_hairpin")
+                .frame(hairpin(&p, l.ep("e11"), (H11, 5000)))
+        }),
+        Case::int(
+            "a third session: over limits.sessions = 2",
+            from_sub(Pkt::udp((H11, 5000), (R20, 3478), b"third session")).bytes(),
+        )
+        .verdict(XDP_DROP, "drop_subscriber_limit")
+        .into(),
+        check("the limit holds at 2", |h, _| {
+            let c = sub_sessions(h, H11)?;
+            ensure!(c == 2, "{c} sessions counted for 100.64.0.11 (2 expected)");
+            Ok(())
+        }),
+    ]
 }
