@@ -1,9 +1,10 @@
 //! The packet tables on the oldest kernel cgnat supports: runs
 //! `tests/oldkernel/run.sh`, which boots Debian's Linux 6.1 under qemu (TCG,
 //! no KVM needed) from an initramfs holding the prog_run test executable,
-//! and runs a representative subset of `tests/prog_run.rs` there (the whole
-//! suite takes 8 to 11 minutes under TCG: see `FILTER` and docs/kernels.md).
-//! The current kernel runs the whole suite in `tests/prog_run.rs` itself.
+//! and runs a representative subset of the prog_run tests (`tests/prog_run.rs`
+//! and its tables in `tests/prog_run/`) there (the whole suite takes 8 to 11
+//! minutes under TCG: see `FILTER` and docs/kernels.md). The current kernel
+//! runs the whole prog_run suite itself.
 //!
 //! Needs root: the script installs qemu-system-x86, busybox-static, cpio
 //! and bpftool with apt-get if missing, and downloads the kernel package
@@ -37,33 +38,44 @@ const VM_LIMIT: Duration = Duration::from_secs(480);
 /// check of the test executable, the initramfs, and the VM.
 const SCRIPT_LIMIT: Duration = Duration::from_secs(900);
 
-/// Every filter word names at least one `#[test]` of tests/prog_run.rs: a
-/// renamed test must not drop its table from the 6.1 run unnoticed. (The
-/// script checks the same against the test executable and the VM's
-/// output; this check needs neither root nor qemu.)
+/// Every filter word names at least one `#[test]` of the prog_run tests
+/// (tests/prog_run.rs and the modules in tests/prog_run/): a renamed test
+/// must not drop its table from the 6.1 run unnoticed. (The script checks
+/// the same against the test executable and the VM's output; this check
+/// needs neither root nor qemu.)
 #[test]
 fn every_filter_selects_a_prog_run_test() {
-    let src =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/prog_run.rs"))
-            .expect("reading tests/prog_run.rs");
+    let tests_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut files = vec![tests_dir.join("prog_run.rs")];
+    let mut modules: Vec<_> = std::fs::read_dir(tests_dir.join("prog_run"))
+        .expect("reading tests/prog_run/")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    modules.sort();
+    files.extend(modules);
     let mut tests = Vec::new();
-    let mut lines = src.lines();
-    while let Some(l) = lines.next() {
-        if l.trim() == "#[test]" {
-            if let Some(name) = lines
-                .next()
-                .and_then(|f| f.trim().strip_prefix("fn "))
-                .and_then(|f| f.split('(').next())
-            {
-                tests.push(name.to_owned());
+    for file in &files {
+        let src = std::fs::read_to_string(file)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+        let mut lines = src.lines();
+        while let Some(l) = lines.next() {
+            if l.trim() == "#[test]" {
+                if let Some(name) = lines
+                    .next()
+                    .and_then(|f| f.trim().strip_prefix("fn "))
+                    .and_then(|f| f.split('(').next())
+                {
+                    tests.push(name.to_owned());
+                }
             }
         }
     }
-    assert!(!tests.is_empty(), "no #[test] found in tests/prog_run.rs");
+    assert!(!tests.is_empty(), "no #[test] found in {files:?}");
     for f in FILTER.split_whitespace() {
         assert!(
             tests.iter().any(|t| t.contains(f)),
-            "old_kernel filter {f:?} matches no test of tests/prog_run.rs ({tests:?})"
+            "old_kernel filter {f:?} matches no prog_run test ({tests:?})"
         );
     }
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the BPF_PROG_TEST_RUN packet tables (kit/tests/prog_run.rs) on the oldest
-# kernel Debian packages (6.1), booted under qemu with TCG (no KVM needed).
+# Runs the BPF_PROG_TEST_RUN packet tables (kit/tests/prog_run.rs and
+# kit/tests/prog_run/) on the oldest kernel Debian packages (6.1), booted
+# under qemu with TCG (no KVM needed).
 #
 #   kit/tests/oldkernel/run.sh [PROG_RUN_TEST_EXECUTABLE]
 #

@@ -179,18 +179,9 @@ pub fn addr_of(be: u32) -> Ipv4Addr {
 }
 
 impl Harness {
-    /// Loads the program as the daemon does (without attaching); must run
-    /// inside the test namespace.
-    pub fn load(test: &'static str) -> Harness {
-        Harness::load_with(test, "", "")
-    }
-
-    /// Loads with a modified configuration (see `config_text`).
-    pub fn load_with(test: &'static str, nat: &str, extra: &str) -> Harness {
-        Harness::load_text(test, &config_text(nat, extra))
-    }
-
-    /// Loads with a whole configuration text (interfaces int0/ext0).
+    /// Loads the program as the daemon does (without attaching) with a
+    /// whole configuration text (interfaces int0/ext0, see `config_text`);
+    /// must run inside the test namespace.
     pub fn load_text(test: &'static str, text: &str) -> Harness {
         // int0 and ext0 are veths: "auto" would redirect what goes back out
         // of its ingress; the tables expect XDP_TX unless a config asks
