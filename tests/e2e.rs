@@ -16,10 +16,10 @@ use libbpf_rs::MapCore;
 
 use cgnat::testbed::{
     self, in_internal, in_pool, pool_addrs, tcp_whoami, udp_exchange, udp_recv,
-    udp_send_until_received, Host, Reflection, TcpMode, TcpServer, Testbed, UdpReflector,
-    E1_SECOND, EXTERNAL_IF, INTERNAL_IF,
+    udp_send_until_received, Host, Reflection, TcpMode, TcpServer, Testbed, TestbedOptions,
+    UdpReflector, E1_SECOND, EXTERNAL_IF, INTERNAL_IF,
 };
-use common::{bin, Env};
+use common::{bin, Bed};
 
 /// Limit of one UDP exchange (the first packet may be dropped while the NAT
 /// resolves a neighbour; the helpers resend every 200 ms).
@@ -36,7 +36,7 @@ fn exchange(tb: &Testbed, host: Host, port: u16, dst: SocketAddrV4, payload: &st
 
 #[test]
 fn udp_from_both_subscribers_leaves_from_the_pool() {
-    let Some(env) = Env::start() else { return };
+    let Some(env) = Bed::running() else { return };
     let tb = &env.tb;
     let refl = UdpReflector::start(tb, Host::E1, Host::E1.sock(7000)).expect("reflector");
     for (host, port) in [(Host::S1, 40001), (Host::S2, 40002)] {
@@ -80,7 +80,7 @@ fn udp_from_both_subscribers_leaves_from_the_pool() {
 
 #[test]
 fn one_pool_address_per_subscriber() {
-    let Some(env) = Env::start() else { return };
+    let Some(env) = Bed::running() else { return };
     let tb = &env.tb;
     let r1 = UdpReflector::start(tb, Host::E1, Host::E1.sock(7000)).expect("reflector e1");
     let r2 = UdpReflector::start(tb, Host::E2, Host::E2.sock(7000)).expect("reflector e2");
@@ -106,7 +106,7 @@ fn one_pool_address_per_subscriber() {
 
 #[test]
 fn tcp_8mib_upload_and_download() {
-    let Some(env) = Env::start() else { return };
+    let Some(env) = Bed::running() else { return };
     let tb = &env.tb;
     let srv1 = TcpServer::start(tb, Host::E1, Host::E1.sock(8000)).expect("server e1");
     let srv2 = TcpServer::start(tb, Host::E2, Host::E2.sock(8000)).expect("server e2");
@@ -156,7 +156,7 @@ fn tcp_8mib_upload_and_download() {
 
 #[test]
 fn ping_from_both_subscribers() {
-    let Some(env) = Env::start() else { return };
+    let Some(env) = Bed::running() else { return };
     let tb = &env.tb;
     let sniff_e1 = tb.sniff(Host::E1).expect("sniffer e1");
     let sniff_e2 = tb.sniff(Host::E2).expect("sniffer e2");
@@ -200,7 +200,7 @@ fn ping_from_both_subscribers() {
 
 #[test]
 fn udp_endpoint_independent_mapping_and_filtering() {
-    let Some(env) = Env::start() else { return };
+    let Some(env) = Bed::running() else { return };
     let tb = &env.tb;
     let r1 = UdpReflector::start(tb, Host::E1, Host::E1.sock(7000)).expect("reflector e1");
     let r1b = UdpReflector::start(tb, Host::E1, SocketAddrV4::new(E1_SECOND, 7100))
@@ -255,7 +255,7 @@ fn udp_endpoint_independent_mapping_and_filtering() {
 
 #[test]
 fn tcp_endpoint_independent_mapping() {
-    let Some(env) = Env::start() else { return };
+    let Some(env) = Bed::running() else { return };
     let tb = &env.tb;
     let srv1 = TcpServer::start(tb, Host::E1, Host::E1.sock(8000)).expect("server e1");
     let srv2 = TcpServer::start(tb, Host::E2, Host::E2.sock(8001)).expect("server e2");
@@ -278,7 +278,7 @@ fn tcp_endpoint_independent_mapping() {
 
 #[test]
 fn same_source_port_on_two_subscribers() {
-    let Some(env) = Env::start() else { return };
+    let Some(env) = Bed::running() else { return };
     let tb = &env.tb;
     let refl = UdpReflector::start(tb, Host::E1, Host::E1.sock(7000)).expect("reflector");
     let s1 = tb
@@ -323,7 +323,7 @@ fn same_source_port_on_two_subscribers() {
 
 #[test]
 fn hairpin_between_subscribers() {
-    let Some(env) = Env::start() else { return };
+    let Some(env) = Bed::running() else { return };
     let tb = &env.tb;
     let refl = UdpReflector::start(tb, Host::E1, Host::E1.sock(7000)).expect("reflector");
     let s1 = tb.udp_socket(Host::S1, Host::S1.sock(43001)).expect("s1");
@@ -347,7 +347,7 @@ fn hairpin_between_subscribers() {
 
 #[test]
 fn kernel_forwards_nothing() {
-    let Some(env) = Env::start() else { return };
+    let Some(env) = Bed::running() else { return };
     let tb = &env.tb;
     let refl = UdpReflector::start(tb, Host::E1, Host::E1.sock(7000)).expect("reflector");
     let srv = TcpServer::start(tb, Host::E2, Host::E2.sock(8000)).expect("server");
@@ -383,7 +383,7 @@ fn kernel_forwards_nothing() {
 
 #[test]
 fn stats_count_the_traffic() {
-    let Some(env) = Env::start() else { return };
+    let Some(env) = Bed::running() else { return };
     let tb = &env.tb;
     let total = |m: &std::collections::BTreeMap<String, (u64, u64)>| -> u64 {
         m.values().map(|(p, _)| p).sum()
@@ -408,7 +408,7 @@ fn stats_count_the_traffic() {
 
 #[test]
 fn unsolicited_inbound_is_dropped() {
-    let Some(env) = Env::start() else { return };
+    let Some(env) = Bed::running() else { return };
     let tb = &env.tb;
     let sinks = [
         UdpReflector::start(tb, Host::S1, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 7000))
@@ -470,13 +470,15 @@ fn unsolicited_inbound_is_dropped() {
 
 #[test]
 fn attaches_natively_and_detaches_on_sigterm() {
-    let Some(mut env) = Env::start() else { return };
+    let Some(mut env) = Bed::running() else {
+        return;
+    };
     for ifname in [INTERNAL_IF, EXTERNAL_IF] {
         let mode = env.tb.xdp_mode(ifname).expect("ip link");
         assert_eq!(mode.as_deref(), Some("xdp"), "{ifname}: XDP attachment");
     }
     // The test bed's config sets daemon.detach_on_exit = true.
-    let cgnat = env.cgnat.take().expect("running");
+    let cgnat = env.daemon.take().expect("running");
     let status = cgnat.stop().expect("cgnat stops on SIGTERM");
     assert!(status.success(), "cgnat exited with {status}");
     for ifname in [INTERNAL_IF, EXTERNAL_IF] {
@@ -575,16 +577,13 @@ fn check_rejects_pool_overlapping_internal_prefixes() {
 /// take effect within a second.
 #[test]
 fn route_cache_follows_routing_changes() {
-    if !common::require_root() {
+    let Some(bed) = Bed::running_with(TestbedOptions::default(), |t| {
+        common::toml_set(&t, "interfaces", "route_cache", "\"30s\"")
+    }) else {
         return;
-    }
-    let tb = Testbed::new().unwrap_or_else(|e| panic!("building the test bed: {e}"));
-    let text = common::toml_set(&tb.config_toml(), "interfaces", "route_cache", "\"30s\"");
-    let config = tb.write_config("cgnat.toml", &text).expect("config");
-    let cgnat = tb
-        .start_cgnat(bin(), &config, Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("starting cgnat: {e}\n{}", tb.dump_state()));
-    let refl = UdpReflector::start(&tb, Host::E1, Host::E1.sock(7100)).expect("reflector");
+    };
+    let (tb, cgnat) = (&bed.tb, bed.cgnat());
+    let refl = UdpReflector::start(tb, Host::E1, Host::E1.sock(7100)).expect("reflector");
     let sock = tb
         .udp_socket(Host::S1, Host::S1.sock(41000))
         .expect("socket");
@@ -637,7 +636,7 @@ fn route_cache_follows_routing_changes() {
             .and_then(|s| s.get("drop_no_route").map(|v| v.0))
             .unwrap_or(0)
     };
-    let dropped_before = no_route(&cgnat);
+    let dropped_before = no_route(cgnat);
     let r = udp_exchange(
         &sock,
         refl.addr(),
@@ -649,7 +648,7 @@ fn route_cache_follows_routing_changes() {
         "a blackhole route 300 ms old did not stop the flow (cache lifetime 30 s)"
     );
     assert!(
-        no_route(&cgnat) > dropped_before,
+        no_route(cgnat) > dropped_before,
         "nothing counted as drop_no_route:\n{}",
         cgnat.stats_text().unwrap_or_default()
     );

@@ -32,13 +32,15 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use cgnat::testbed::{
-    in_pool, parse_ping, udp_exchange, udp_recv, udp_send_until_received, Cgnat, Host, Pattern,
-    TcpServer, Testbed, UdpReflector, EXTERNAL_IF, ROUTER_EXT, ROUTER_INT,
+    in_pool, parse_ping, udp_exchange, udp_recv, udp_send_until_received, Host, Pattern, TcpServer,
+    Testbed, UdpReflector, EXTERNAL_IF, ROUTER_EXT, ROUTER_INT,
 };
 use nix::sys::socket::{
     self, sockopt, AddressFamily, LinkAddr, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
 };
 use nix::sys::time::TimeVal;
+
+use common::Bed;
 
 /// Limit of one exchange (the helpers resend every 200 ms; the first packet
 /// may be dropped while the NAT resolves a neighbour).
@@ -130,43 +132,22 @@ fn set_toml(text: &str, section: &str, key: &str, value: &str) -> String {
     out.join("\n") + "\n"
 }
 
-/// A test bed with cgnat running on an edited configuration. On a panic its
-/// drop prints the daemon's log, `cgnat stats` and the router's state.
-struct Bed {
-    cgnat: Option<Cgnat>,
-    tb: Testbed,
-    config_text: String,
-}
-
 impl Bed {
-    /// Builds a test bed, runs `prepare` on it (MTUs ...), writes the test
-    /// bed's configuration with `settings` (`section`, `key`, TOML value)
-    /// applied and starts cgnat. `None` when the test cannot run here.
-    fn start(settings: &[(&str, &str, &str)], prepare: impl FnOnce(&Testbed)) -> Option<Bed> {
+    /// A test bed (after `prepare` ran on it: MTUs ...) with cgnat running
+    /// on the test bed's configuration with `settings` (`section`, `key`,
+    /// TOML value) applied. `None` when the test cannot run here.
+    fn icmp(settings: &[(&str, &str, &str)], prepare: impl FnOnce(&Testbed)) -> Option<Bed> {
         if !require_tools() {
             return None;
         }
-        let tb = Testbed::new().unwrap_or_else(|e| panic!("building the test bed: {e}"));
-        prepare(&tb);
-        let mut text = tb.config_toml();
+        let mut bed = Bed::new()?;
+        prepare(&bed.tb);
+        let mut text = bed.tb.config_toml();
         for (section, key, value) in settings {
             text = set_toml(&text, section, key, value);
         }
-        let config = tb
-            .write_config("cgnat.toml", &text)
-            .expect("writing the config");
-        let cgnat = tb
-            .start_cgnat(common::bin(), &config, Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("starting cgnat on\n{text}\n{e}\n{}", tb.dump_state()));
-        Some(Bed {
-            cgnat: Some(cgnat),
-            tb,
-            config_text: text,
-        })
-    }
-
-    fn cgnat(&self) -> &Cgnat {
-        self.cgnat.as_ref().expect("cgnat is running")
+        bed.start_text("cgnat.toml", &text);
+        Some(bed)
     }
 
     /// `cgnat stats`: name -> packets.
@@ -178,27 +159,6 @@ impl Bed {
             packets: m.into_iter().map(|(k, (p, _))| (k, p)).collect(),
             text,
         }
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        if !thread::panicking() {
-            return;
-        }
-        eprintln!("=== configuration ===\n{}", self.config_text);
-        if let Some(c) = &self.cgnat {
-            eprintln!("=== cgnat log ===\n{}", c.log());
-            match c.stats_text() {
-                Ok(s) => eprintln!("=== cgnat stats ===\n{s}"),
-                Err(e) => eprintln!("=== cgnat stats failed: {e}"),
-            }
-        }
-        eprintln!(
-            "=== test bed {} ===\n{}",
-            self.tb.id(),
-            self.tb.dump_state()
-        );
     }
 }
 
@@ -846,7 +806,7 @@ fn tcp_flags(v: &V4) -> u8 {
 /// checksum right.
 #[test]
 fn udp_port_unreachable_refuses_the_connected_socket() {
-    let Some(bed) = Bed::start(&[], |_| {}) else {
+    let Some(bed) = Bed::icmp(&[], |_| {}) else {
         return;
     };
     let tb = &bed.tb;
@@ -917,7 +877,7 @@ fn udp_port_unreachable_refuses_the_connected_socket() {
 /// back through the mapping of each probe.
 #[test]
 fn traceroute_shows_the_nat_as_first_hop() {
-    let Some(bed) = Bed::start(&[], |_| {}) else {
+    let Some(bed) = Bed::icmp(&[], |_| {}) else {
         return;
     };
     let tb = &bed.tb;
@@ -964,7 +924,7 @@ fn traceroute_shows_the_nat_as_first_hop() {
 /// 3/4 quotes s1's packet exactly as sent.
 #[test]
 fn path_mtu_discovery_through_the_nat() {
-    let Some(bed) = Bed::start(&[], external_mtu_1400) else {
+    let Some(bed) = Bed::icmp(&[], external_mtu_1400) else {
         return;
     };
     let tb = &bed.tb;
@@ -1041,7 +1001,7 @@ fn path_mtu_discovery_through_the_nat() {
 /// from both subscribers at once.
 #[test]
 fn large_datagrams_cross_the_nat_in_fragments() {
-    let Some(bed) = Bed::start(&[], |_| {}) else {
+    let Some(bed) = Bed::icmp(&[], |_| {}) else {
         return;
     };
     let tb = &bed.tb;
@@ -1115,7 +1075,7 @@ fn large_datagrams_cross_the_nat_in_fragments() {
 /// socket receives the whole datagram intact; frag_held counts them.
 #[test]
 fn inbound_fragments_in_reverse_order_are_held_then_delivered() {
-    let Some(bed) = Bed::start(&[], |_| {}) else {
+    let Some(bed) = Bed::icmp(&[], |_| {}) else {
         return;
     };
     let tb = &bed.tb;
@@ -1234,7 +1194,7 @@ fn inbound_fragments_in_reverse_order_are_held_then_delivered() {
 /// answer comes back to s1's socket.
 #[test]
 fn outbound_fragments_in_reverse_order_reassemble_at_e1() {
-    let Some(bed) = Bed::start(&[], |_| {}) else {
+    let Some(bed) = Bed::icmp(&[], |_| {}) else {
         return;
     };
     let tb = &bed.tb;
@@ -1298,7 +1258,7 @@ fn outbound_fragments_in_reverse_order_reassemble_at_e1() {
 /// intact, and with different IDs.
 #[test]
 fn same_ip_id_from_two_subscribers_sharing_an_address() {
-    let Some(bed) = Bed::start(&[("nat", "external_pool", "[\"203.0.113.5/32\"]")], |_| {}) else {
+    let Some(bed) = Bed::icmp(&[("nat", "external_pool", "[\"203.0.113.5/32\"]")], |_| {}) else {
         return;
     };
     let tb = &bed.tb;
@@ -1600,7 +1560,7 @@ fn quote_rest(q: &[u8]) -> Vec<u8> {
 /// REQ-12, RFC 5382 REQ-10).
 #[test]
 fn icmp_errors_from_outside_reach_the_subscriber_translated() {
-    let Some(bed) = Bed::start(&[], |_| {}) else {
+    let Some(bed) = Bed::icmp(&[], |_| {}) else {
         return;
     };
     let tb = &bed.tb;
@@ -1762,7 +1722,7 @@ fn icmp_errors_from_outside_reach_the_subscriber_translated() {
 /// mapping still works.
 #[test]
 fn bad_unmapped_and_obsolete_icmp_errors_are_dropped() {
-    let Some(bed) = Bed::start(&[], |_| {}) else {
+    let Some(bed) = Bed::icmp(&[], |_| {}) else {
         return;
     };
     let tb = &bed.tb;
@@ -1871,7 +1831,7 @@ fn in_pool_unused(x: SocketAddrV4) -> Ipv4Addr {
 /// socket is closed, gets ECONNREFUSED through the NAT.
 #[test]
 fn icmp_errors_from_inside_and_hairpinned() {
-    let Some(bed) = Bed::start(&[], |_| {}) else {
+    let Some(bed) = Bed::icmp(&[], |_| {}) else {
         return;
     };
     let tb = &bed.tb;
@@ -1977,7 +1937,7 @@ fn icmp_errors_from_inside_and_hairpinned() {
 /// its 11/0 from the internal address.
 #[test]
 fn ttl_expiry_is_answered_with_time_exceeded() {
-    let Some(bed) = Bed::start(&[], |_| {}) else {
+    let Some(bed) = Bed::icmp(&[], |_| {}) else {
         return;
     };
     let tb = &bed.tb;
@@ -2095,7 +2055,7 @@ fn ttl_expiry_is_answered_with_time_exceeded() {
 /// again. Every packet is counted once (answered or drop_ttl).
 #[test]
 fn generated_icmp_errors_are_rate_limited() {
-    let Some(bed) = Bed::start(&[("icmp", "rate_limit", "5")], |_| {}) else {
+    let Some(bed) = Bed::icmp(&[("icmp", "rate_limit", "5")], |_| {}) else {
         return;
     };
     let tb = &bed.tb;
@@ -2166,7 +2126,7 @@ fn generated_icmp_errors_are_rate_limited() {
 /// fill it, and the next destination gets 3/1 too.
 #[test]
 fn full_tables_answer_host_unreachable() {
-    let Some(bed) = Bed::start(
+    let Some(bed) = Bed::icmp(
         &[
             ("nat", "max_bindings", "16"),
             ("nat", "max_sessions", "32"),
@@ -2290,7 +2250,7 @@ fn full_tables_answer_host_unreachable() {
 /// connection works and s1 sends no segment larger than 1300 bytes.
 #[test]
 fn mss_is_clamped_both_ways() {
-    let Some(bed) = Bed::start(&[("nat", "mss_clamp", "1300")], |_| {}) else {
+    let Some(bed) = Bed::icmp(&[("nat", "mss_clamp", "1300")], |_| {}) else {
         return;
     };
     let tb = &bed.tb;
@@ -2365,7 +2325,7 @@ fn mss_is_clamped_both_ways() {
 /// 3/4 with MTU 1400 (control), and a 1400-byte one passes.
 #[test]
 fn too_big_without_df_is_dropped_and_counted() {
-    let Some(bed) = Bed::start(&[], external_mtu_1400) else {
+    let Some(bed) = Bed::icmp(&[], external_mtu_1400) else {
         return;
     };
     let tb = &bed.tb;

@@ -22,7 +22,7 @@ use cgnat::testbed::{
 };
 use pools::{
     add_addrs, addrs, cli_direct, contains_bytes, par_in_ns, parse_placement, ping_from,
-    ping_marker, probe, tcp_from, testbed, udp_flow, wait_until, Checks, Env, IcmpCapture,
+    ping_marker, probe, tcp_from, testbed, udp_flow, wait_until, Bed, Checks, IcmpCapture,
     Keepalive, Placement, Probe, Toml,
 };
 
@@ -49,7 +49,7 @@ fn sa(a: Ipv4Addr, port: u16) -> SocketAddrV4 {
 }
 
 /// A connected UDP socket from `local` to `dst`, made in `host`'s namespace.
-fn flow_in(env: &Env, host: Host, local: SocketAddrV4, dst: SocketAddrV4) -> UdpSocket {
+fn flow_in(env: &Bed, host: Host, local: SocketAddrV4, dst: SocketAddrV4) -> UdpSocket {
     env.tb
         .in_ns(host, move || udp_flow(local, dst))
         .unwrap_or_else(|e| panic!("{host}: {e}"))
@@ -102,7 +102,7 @@ fn paired_pooling_at_scale() {
     add_addrs(&tb, Host::S1, &s1_extra);
     add_addrs(&tb, Host::S2, &s2_extra);
     let toml = Toml::new(&tb);
-    let env = Env::start(tb, toml);
+    let env = Bed::pools(tb, toml);
     let tb = &env.tb;
     let refl = UdpReflector::start(tb, Host::E1, e1_reflector()).expect("reflector e1");
     let _srv = TcpServer::start(tb, Host::E1, e1_tcp()).expect("tcp server e1");
@@ -260,7 +260,7 @@ fn port_blocks() {
         .set("pool", "mode", "\"port-block\"")
         .set("pool", "block_size", "64")
         .set("pool", "max_blocks", "2");
-    let env = Env::start(tb, toml);
+    let env = Bed::pools(tb, toml);
     let refl = UdpReflector::start(&env.tb, Host::E1, e1_reflector()).expect("reflector e1");
     let s1 = Host::S1.addr();
     let mut c = Checks::default();
@@ -549,7 +549,7 @@ fn deterministic_mapping() {
     let toml = Toml::new(&tb)
         .set("nat", "internal_prefixes", "[\"100.64.0.0/18\"]")
         .set("pool", "mode", "\"deterministic\"");
-    let mut env = Env::start(tb, toml);
+    let mut env = Bed::pools(tb, toml);
     let refl = UdpReflector::start(&env.tb, Host::E1, e1_reflector()).expect("reflector e1");
     let _srv = TcpServer::start(&env.tb, Host::E1, e1_tcp()).expect("tcp server e1");
     let mut subs: Vec<(Host, Ipv4Addr)> =
@@ -634,15 +634,10 @@ fn deterministic_mapping() {
     }
 
     // Without the daemon: the same answers from the config alone.
-    let status = env
-        .cgnat
-        .take()
-        .expect("running")
-        .stop()
-        .expect("cgnat stops on SIGTERM");
+    let (status, _) = env.stop();
     assert!(status.success(), "cgnat exited with {status}");
     // With its own config, and with a copy whose pin path holds nothing.
-    let alone = Toml(env.toml.clone()).set(
+    let alone = Toml(env.config_text.clone()).set(
         "daemon",
         "pin_path",
         &format!("\"{}\"", env.tb.dir().join("no-such-pins").display()),
@@ -694,7 +689,7 @@ fn deterministic_mapping() {
 fn limit_ports_per_subscriber() {
     let Some(tb) = testbed() else { return };
     let toml = Toml::new(&tb).set("limits", "ports", "10");
-    let env = Env::start(tb, toml);
+    let env = Bed::pools(tb, toml);
     let tb = &env.tb;
     let refl = UdpReflector::start(tb, Host::E1, e1_reflector()).expect("reflector e1");
     let _srv = TcpServer::start(tb, Host::E1, e1_tcp()).expect("tcp server e1");
@@ -784,7 +779,7 @@ fn limit_ports_per_subscriber() {
 fn limit_new_mappings_per_second() {
     let Some(tb) = testbed() else { return };
     let toml = Toml::new(&tb).set("limits", "new_mappings_per_second", "5");
-    let env = Env::start(tb, toml);
+    let env = Bed::pools(tb, toml);
     let tb = &env.tb;
     let refl = UdpReflector::start(tb, Host::E1, e1_reflector()).expect("reflector e1");
     // Neighbours first: the router learns e1 through s2 and s1 through a
@@ -877,7 +872,7 @@ fn static_mappings(apdf: bool) {
             .set("filtering", "tcp", "\"address-and-port-dependent\"")
             .set("filtering", "udp", "\"address-and-port-dependent\"");
     }
-    let env = Env::start(tb, toml);
+    let env = Bed::pools(tb, toml);
     let tb = &env.tb;
     let s1_tcp = TcpServer::start(tb, Host::S1, Host::S1.sock(2222)).expect("tcp server s1");
     let s1_udp = UdpReflector::start(tb, Host::S1, Host::S1.sock(5000)).expect("reflector s1");
@@ -1082,7 +1077,7 @@ fn nat_exemptions() {
         "exempt",
         "[\"198.51.100.20/32\", \"198.51.100.30/32:5353\"]",
     );
-    let env = Env::start(tb, toml);
+    let env = Bed::pools(tb, toml);
     let tb = &env.tb;
     let before = env.counters();
     let r_e1 = UdpReflector::start(tb, Host::E1, e1_reflector()).expect("reflector e1");

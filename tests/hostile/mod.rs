@@ -215,12 +215,7 @@ impl RawIp {
 
 /// Counters (packets) by name, from `cgnat stats`.
 pub fn counters(bed: &Bed) -> BTreeMap<String, u64> {
-    bed.daemon()
-        .stats()
-        .unwrap_or_else(|e| panic!("cgnat stats: {e}"))
-        .into_iter()
-        .map(|(k, (p, _))| (k, p))
-        .collect()
+    bed.counters()
 }
 
 /// Per-counter growth from `before` to `after`, non-zero ones only.

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, ErrorKind};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,9 +22,10 @@ use nix::sched::CloneFlags;
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 use nix::sys::time::TimeVal;
 
-use cgnat::testbed::{decode_reflection, Cgnat, Host, Testbed};
+use cgnat::testbed::{decode_reflection, Host, Testbed};
 
 use crate::common::{bin, require_root};
+pub use crate::common::{cut, Bed};
 
 // ---------------------------------------------------------------------------
 // Config text
@@ -100,22 +101,14 @@ pub fn cli_direct(args: &[&str], config: &Path) -> (bool, String) {
     )
 }
 
-/// The test bed with cgnat running on a config of the test's own. On a
-/// panic its drop prints the daemon's log, counters, subscribers and
-/// sessions, and the router's state. Fields drop in order: the daemon
-/// stops before the namespaces go.
-pub struct Env {
-    pub cgnat: Option<Cgnat>,
-    pub tb: Testbed,
-    pub config: PathBuf,
-    pub toml: String,
-}
-
-impl Env {
-    /// Writes the config, validates it with `cgnat check`, starts cgnat.
-    pub fn start(tb: Testbed, toml: Toml) -> Env {
+impl Bed {
+    /// `tb` with cgnat running on `toml` (validated with `cgnat check`
+    /// first).
+    pub fn pools(tb: Testbed, toml: Toml) -> Bed {
         let text = toml.0;
-        let config = tb
+        let mut bed = Bed::on(tb);
+        let config = bed
+            .tb
             .write_config("cgnat.toml", &text)
             .expect("writing the config");
         let (ok, out) = cli_direct(&["check"], &config);
@@ -123,56 +116,8 @@ impl Env {
             ok,
             "cgnat check refused the test's config:\n{out}\n--- config ---\n{text}"
         );
-        let cgnat = tb
-            .start_cgnat(bin(), &config, START_TIMEOUT)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "starting cgnat: {e}\n--- config ---\n{text}\n{}",
-                    tb.dump_state()
-                )
-            });
-        Env {
-            cgnat: Some(cgnat),
-            tb,
-            config,
-            toml: text,
-        }
-    }
-
-    pub fn cgnat(&self) -> &Cgnat {
-        self.cgnat.as_ref().expect("cgnat is running")
-    }
-
-    /// `cgnat ARGS --config FILE` in the router's namespace: (success,
-    /// stdout + stderr).
-    pub fn cli(&self, args: &[&str]) -> (bool, String) {
-        let bin_s = bin().display().to_string();
-        let cfg = self.config.display().to_string();
-        let mut argv = vec![bin_s.as_str()];
-        argv.extend_from_slice(args);
-        argv.extend_from_slice(&["--config", &cfg]);
-        let out = self
-            .tb
-            .exec(Host::Router, &argv)
-            .unwrap_or_else(|e| panic!("running cgnat {args:?}: {e}"));
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    }
-
-    /// `cgnat stats` as name -> packets.
-    pub fn counters(&self) -> BTreeMap<String, u64> {
-        self.cgnat()
-            .stats()
-            .unwrap_or_else(|e| panic!("cgnat stats: {e}"))
-            .into_iter()
-            .map(|(k, (p, _))| (k, p))
-            .collect()
+        bed.start(&config);
+        bed
     }
 
     /// `cgnat subscribers --json`, parsed.
@@ -213,44 +158,6 @@ impl Env {
         let (_, out) = self.cli(&["sessions", "--json"]);
         s.push_str(&format!("cgnat sessions --json: {}\n", cut(&out, 8000)));
         s
-    }
-}
-
-pub fn cut(s: &str, n: usize) -> String {
-    let s = s.trim_end();
-    if s.len() <= n {
-        s.to_owned()
-    } else {
-        let mut end = n;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}... ({} bytes in all)", &s[..end], s.len())
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if !thread::panicking() {
-            return;
-        }
-        eprintln!("=== config ===\n{}", self.toml);
-        if let Some(c) = &self.cgnat {
-            eprintln!("=== cgnat log ===\n{}", cut(&c.log(), 20000));
-            match c.stats_text() {
-                Ok(s) => eprintln!("=== cgnat stats ===\n{s}"),
-                Err(e) => eprintln!("=== cgnat stats failed: {e}"),
-            }
-            let (_, out) = self.cli(&["subscribers", "--json"]);
-            eprintln!("=== cgnat subscribers --json ===\n{}", cut(&out, 8000));
-            let (_, out) = self.cli(&["sessions", "--json"]);
-            eprintln!("=== cgnat sessions --json ===\n{}", cut(&out, 8000));
-        }
-        eprintln!(
-            "=== test bed {} ===\n{}",
-            self.tb.id(),
-            self.tb.dump_state()
-        );
     }
 }
 
