@@ -309,10 +309,7 @@ fn kill_reload_and_sweeps_under_traffic_lose_nothing() {
     let reps = traffic.finish();
     let (sent, got) = check_flows("steady flows", &reps, &specs);
     let checked = check_receivers(&[&e1, &e2], &reps, &specs);
-    assert!(
-        checked >= sent * 9 / 10,
-        "the reflectors saw {checked} of {sent}"
-    );
+    assert_eq!(checked, sent, "datagrams at the reflectors of those sent");
     // Paired pooling held: each churn datagram left by its subscriber's
     // one external address.
     let ext_of: BTreeMap<Ipv4Addr, Ipv4Addr> = [Host::S1, Host::S2]
@@ -342,9 +339,9 @@ fn kill_reload_and_sweeps_under_traffic_lose_nothing() {
             churn_checked += 1;
         }
     }
-    assert!(
-        churn_checked * 10 >= churned * 9,
-        "churn: {churn_checked} of {churned} arrived"
+    assert_eq!(
+        churn_checked, churned,
+        "churn datagrams arrived of those sent"
     );
 
     // Everything expires: nothing leaks.
@@ -459,18 +456,20 @@ fn interfaces_down_up_and_address_changes() {
     let r = Host::Router;
     let ext_net = format!("{ROUTER_EXT}/24");
     let mut events = 0u64;
+    let mut recovered = 0u64;
+    let mut slowest = Duration::ZERO;
     let mut check = |bed: &mut Bed, what: &str| {
         events += 1;
-        assert_eq!(
-            recovers(&s1, e1.addr(), what, Duration::from_secs(15)),
-            x1,
-            "s1 after {what}"
-        );
-        assert_eq!(
-            recovers(&s2, e1.addr(), what, Duration::from_secs(15)),
-            x2,
-            "s2 after {what}"
-        );
+        for (s, x, h) in [(&s1, x1, Host::S1), (&s2, x2, Host::S2)] {
+            let t0 = Instant::now();
+            assert_eq!(
+                recovers(s, e1.addr(), what, Duration::from_secs(15)),
+                x,
+                "{h} after {what}"
+            );
+            slowest = slowest.max(t0.elapsed());
+            recovered += 1;
+        }
         assert!(bed.alive(), "cgnat died after {what}:\n{}", bed.log());
         for ifname in [INTERNAL_IF, EXTERNAL_IF] {
             assert_eq!(
@@ -557,7 +556,8 @@ fn interfaces_down_up_and_address_changes() {
         "interfaces_down_up_and_address_changes",
         &[
             ("events", events),
-            ("checks", events * 4 + 2),
+            ("flows_recovered_same_mapping", recovered),
+            ("slowest_recovery_ms", slowest.as_millis() as u64),
             ("seconds", started.elapsed().as_secs()),
         ],
     );
@@ -611,6 +611,7 @@ fn deleted_interface_stops_the_daemon_clearly_and_restart_adopts() {
         .expect("socket s1");
     let x1 = recovers(&s1, e1.addr(), "start", T);
     let mut exits = Vec::new();
+    let mut kept = 0u64;
     let mut passes = Vec::new();
     for (ifname, switch, addr) in [
         (EXTERNAL_IF, Host::SwitchExt, format!("{ROUTER_EXT}/24")),
@@ -675,6 +676,7 @@ fn deleted_interface_stops_the_daemon_clearly_and_restart_adopts() {
             x1,
             "s1's mapping after {what}"
         );
+        kept += 1;
     }
     report(
         "deleted_interface_stops_the_daemon_clearly_and_restart_adopts",
@@ -688,7 +690,7 @@ fn deleted_interface_stops_the_daemon_clearly_and_restart_adopts() {
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0),
             ),
-            ("checks", 4 * exits.len() as u64),
+            ("mappings_kept_after_restart", kept),
         ],
     );
 }
