@@ -330,6 +330,40 @@ pub fn addrs(base: [u8; 3], n: u8) -> Vec<Ipv4Addr> {
         .collect()
 }
 
+/// splitmix64: a small seeded generator (a failure can be replayed).
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// `n` distinct addresses drawn from 100.64.0.0/10 by a generator seeded
+/// with `seed`, outside 100.64.0.0/24 (the router and the test bed's own
+/// subscribers): subscribers as an access network scatters them. A run of
+/// consecutive addresses is the best case of a multiplicative hash (it
+/// spreads them almost evenly by itself), so it would not show what the
+/// placement adds to the hash.
+pub fn scattered_addrs(seed: u64, n: usize) -> Vec<Ipv4Addr> {
+    let mut rng = SplitMix(seed);
+    let mut out = std::collections::BTreeSet::new();
+    while out.len() < n {
+        let a = (100u32 << 24) | (64 << 16) | rng.below(1 << 22) as u32;
+        if a >> 8 != (100 << 16 | 64 << 8) && a & 0xff != 0 && a & 0xff != 0xff {
+            out.insert(Ipv4Addr::from(a));
+        }
+    }
+    out.into_iter().collect()
+}
+
 /// Adds `addrs` (as /10) to `host`'s eth0, in one `ip -batch`.
 pub fn add_addrs(tb: &Testbed, host: Host, addrs: &[Ipv4Addr]) {
     let text: String = addrs
