@@ -94,9 +94,11 @@ fn check_receivers(refls: &[&UdpReflector], reps: &[FlowReport], specs: &[FlowSp
     checked
 }
 
-/// Short-lived flows opened in the background (one datagram each, new
-/// socket each time), alternating s1 and s2: their sessions expire while
-/// the steady flows live on. Returns the number opened.
+/// Short-lived flows opened in the background until stopped: one datagram
+/// `C<n>` every 50 ms, each from the next of 400 sockets (even `n` from
+/// s1, odd from s2). A socket comes round again after 20 s, long after its
+/// session expired (2 s), so each datagram opens a new flow whose session
+/// expires while the steady flows live on. Returns the number sent.
 struct Churn {
     stop: Arc<AtomicBool>,
     handle: Option<thread::JoinHandle<u64>>,
@@ -104,7 +106,7 @@ struct Churn {
 
 impl Churn {
     fn start(bed: &Bed, dst: SocketAddrV4) -> Churn {
-        // Sockets are made up front (in their namespaces) and used once.
+        // Sockets are made up front (in their namespaces).
         let socks: Vec<(Host, std::net::UdpSocket)> = (0..400)
             .map(|i| {
                 let h = if i % 2 == 0 { Host::S1 } else { Host::S2 };
@@ -115,11 +117,9 @@ impl Churn {
         let stop2 = Arc::clone(&stop);
         let handle = thread::spawn(move || {
             let mut n = 0;
-            for (i, (_, s)) in socks.iter().enumerate() {
-                if stop2.load(Ordering::Relaxed) {
-                    break;
-                }
-                if s.send_to(format!("C{i}").as_bytes(), dst).is_ok() {
+            while !stop2.load(Ordering::Relaxed) {
+                let (_, s) = &socks[n as usize % socks.len()];
+                if s.send_to(format!("C{n}").as_bytes(), dst).is_ok() {
                     n += 1;
                 }
                 thread::sleep(Duration::from_millis(50));
@@ -282,13 +282,16 @@ fn kill_reload_and_sweeps_under_traffic_lose_nothing() {
     // flows stay.
     let churned = churn.finish();
     let churn_end = Instant::now();
+    // (A binding outlives its last session by up to a sweep.)
     let sweeps_seen = wait_until(Duration::from_secs(8), || {
         status_num(&bed, &cfg, "sessions") == specs.len() as u64
+            && subscribers(&bed, &cfg).iter().map(|s| s.udp).sum::<u64>() == specs.len() as u64
     });
     assert!(
         sweeps_seen,
-        "the short-lived sessions did not expire: {:?}",
-        bed.sessions(&cfg)
+        "the short-lived sessions and bindings did not expire: {:?}\n{:?}",
+        bed.sessions(&cfg),
+        subscribers(&bed, &cfg)
     );
     assert!(
         bed.log().contains("expired"),

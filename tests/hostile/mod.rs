@@ -335,19 +335,7 @@ pub fn map_len(pin: &Path, name: &str) -> usize {
     m.keys().count()
 }
 
-/// Polls `f` every 100 ms until it returns true or `timeout` passes.
-pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
+pub use crate::common::wait_until;
 
 // ---------------------------------------------------------------------------
 // Steady UDP traffic through the NAT
