@@ -113,7 +113,7 @@ fn assert_blocked(
 // ---------------------------------------------------------------------------
 
 fn udp_hairpin(shared_address: bool) {
-    let Some(bed) = Bed::start(|c| {
+    let Some(bed) = Bed::with_conf(|c| {
         if shared_address {
             c.set("nat", "external_pool", "[\"203.0.113.5/32\"]");
         }
@@ -252,7 +252,7 @@ fn udp_hairpin_on_one_shared_external_address() {
 /// (UDP hole punching between two subscribers of the same NAT).
 #[test]
 fn udp_hairpin_hole_punching_with_port_dependent_filtering() {
-    let Some(bed) = Bed::start(|c| {
+    let Some(bed) = Bed::with_conf(|c| {
         c.set_str("filtering", "udp", "address-and-port-dependent");
     }) else {
         return;
@@ -298,7 +298,7 @@ fn udp_hairpin_hole_punching_with_port_dependent_filtering() {
 
 #[test]
 fn tcp_hairpin_handshake_data_and_close() {
-    let Some(bed) = Bed::start(|_| {}) else {
+    let Some(bed) = Bed::with_conf(|_| {}) else {
         return;
     };
     let tb = &bed.tb;
@@ -532,7 +532,7 @@ fn discovery_case(filtering: Option<&str>, expect_filtering: &str) {
     if !require_tools(&["turnserver", "turnutils_natdiscovery"]) {
         return;
     }
-    let Some(bed) = Bed::start(|c| {
+    let Some(bed) = Bed::with_conf(|c| {
         if let Some(f) = filtering {
             c.set_str("filtering", "udp", f);
         }
@@ -599,7 +599,7 @@ fn open_mapping(tb: &Testbed) -> (UdpSocket, UdpSocket, SocketAddrV4) {
 
 #[test]
 fn filtering_endpoint_independent() {
-    let Some(bed) = Bed::start(|_| {}) else {
+    let Some(bed) = Bed::with_conf(|_| {}) else {
         return;
     };
     let tb = &bed.tb;
@@ -632,7 +632,7 @@ fn filtering_endpoint_independent() {
 
 #[test]
 fn filtering_address_dependent_and_no_refresh_by_filtered_packets() {
-    let Some(bed) = Bed::start(|c| {
+    let Some(bed) = Bed::with_conf(|c| {
         c.set_str("filtering", "udp", "address-dependent")
             .set_str("timeouts", "udp", "3s")
             // Admitted inbound packets refresh: the filtered ones must not
@@ -754,7 +754,7 @@ fn filtering_address_dependent_and_no_refresh_by_filtered_packets() {
 
 #[test]
 fn filtering_address_and_port_dependent() {
-    let Some(bed) = Bed::start(|c| {
+    let Some(bed) = Bed::with_conf(|c| {
         c.set_str("filtering", "udp", "address-and-port-dependent");
     }) else {
         return;
@@ -801,7 +801,7 @@ fn filtering_address_and_port_dependent() {
 /// its parity. One pool address, so s2 collides with s1 on every port.
 #[test]
 fn udp_port_range_and_parity_kept_on_collision() {
-    let Some(bed) = Bed::start(|c| {
+    let Some(bed) = Bed::with_conf(|c| {
         c.set("nat", "external_pool", "[\"203.0.113.5/32\"]")
             .set("nat", "preserve_parity", "true");
     }) else {
@@ -846,7 +846,7 @@ fn tcp_short(c: &mut Conf) {
 
 #[test]
 fn tcp_32mib_each_way_through_the_nat() {
-    let Some(bed) = Bed::start(tcp_short) else {
+    let Some(bed) = Bed::with_conf(tcp_short) else {
         return;
     };
     let tb = &bed.tb;
@@ -989,7 +989,7 @@ fn expect_removed(bed: &Bed, ports: &[u16], since: Instant, timeout: Duration) {
 
 #[test]
 fn tcp_half_close_by_the_subscriber() {
-    let Some(bed) = Bed::start(tcp_short) else {
+    let Some(bed) = Bed::with_conf(tcp_short) else {
         return;
     };
     let port = 45100;
@@ -1019,7 +1019,7 @@ fn tcp_half_close_by_the_subscriber() {
 
 #[test]
 fn tcp_half_close_by_the_remote() {
-    let Some(bed) = Bed::start(tcp_short) else {
+    let Some(bed) = Bed::with_conf(tcp_short) else {
         return;
     };
     let port = 45200;
@@ -1043,7 +1043,7 @@ fn tcp_half_close_by_the_remote() {
 #[test]
 fn tcp_init_state_and_reset_by_the_subscriber() {
     // Separate opening and closing timers (RFC 7857 s2.1).
-    let Some(bed) = Bed::start(|c| {
+    let Some(bed) = Bed::with_conf(|c| {
         tcp_short(c);
         c.set_str("timeouts", "tcp_opening", "2s");
     }) else {
@@ -1136,7 +1136,7 @@ fn reset_case(bed: &Bed, port: u16, by_subscriber: bool) {
 
 #[test]
 fn tcp_reset_by_the_remote() {
-    let Some(bed) = Bed::start(tcp_short) else {
+    let Some(bed) = Bed::with_conf(tcp_short) else {
         return;
     };
     reset_case(&bed, 45302, false);
@@ -1213,7 +1213,7 @@ fn simultaneous_open(bed: &Bed, p: u16, q: u16, s1_first: bool) {
 
 #[test]
 fn tcp_simultaneous_open_endpoint_independent_filtering() {
-    let Some(bed) = Bed::start(|_| {}) else {
+    let Some(bed) = Bed::with_conf(|_| {}) else {
         return;
     };
     simultaneous_open(&bed, 46001, 46101, true);
@@ -1221,7 +1221,7 @@ fn tcp_simultaneous_open_endpoint_independent_filtering() {
 
 #[test]
 fn tcp_simultaneous_open_address_and_port_dependent_filtering() {
-    let Some(bed) = Bed::start(|c| {
+    let Some(bed) = Bed::with_conf(|c| {
         c.set_str("filtering", "tcp", "address-and-port-dependent");
     }) else {
         return;
@@ -1237,7 +1237,7 @@ fn tcp_simultaneous_open_address_and_port_dependent_filtering() {
 /// filtering makes the first SYN's refusal deterministic.
 #[test]
 fn tcp_hairpin_simultaneous_open() {
-    let Some(bed) = Bed::start(|c| {
+    let Some(bed) = Bed::with_conf(|c| {
         c.set_str("filtering", "tcp", "address-and-port-dependent")
             .set_str("timeouts", "tcp_transitory", "3s");
     }) else {
@@ -1347,7 +1347,7 @@ fn wait_gone(bed: &Bed, proto: &str, internal: SocketAddrV4, timeout: Duration) 
 
 #[test]
 fn udp_mapping_expires_after_its_timeout() {
-    let Some(bed) = Bed::start(|c| {
+    let Some(bed) = Bed::with_conf(|c| {
         c.set_str("timeouts", "udp", "3s");
     }) else {
         return;
@@ -1412,7 +1412,7 @@ fn udp_mapping_expires_after_its_timeout() {
 /// than its value).
 #[test]
 fn udp_idle_timer_counts_from_the_last_packet() {
-    let Some(bed) = Bed::start(|c| {
+    let Some(bed) = Bed::with_conf(|c| {
         c.set_str("timeouts", "udp", "3s");
     }) else {
         return;
@@ -1452,7 +1452,7 @@ fn udp_idle_timer_counts_from_the_last_packet() {
 
 #[test]
 fn udp_port_quarantined_then_reissued() {
-    let Some(bed) = Bed::start(|c| {
+    let Some(bed) = Bed::with_conf(|c| {
         c.set("nat", "external_pool", "[\"203.0.113.5/32\"]")
             .set_str("nat", "port_quarantine", "4s")
             .set_str("timeouts", "udp", "3s");
@@ -1507,7 +1507,7 @@ fn udp_port_quarantined_then_reissued() {
 
 #[test]
 fn udp_mapping_kept_alive_by_outbound_traffic() {
-    let Some(bed) = Bed::start(|c| {
+    let Some(bed) = Bed::with_conf(|c| {
         c.set_str("timeouts", "udp", "3s");
     }) else {
         return;
@@ -1537,7 +1537,7 @@ fn udp_mapping_kept_alive_by_outbound_traffic() {
 
 #[test]
 fn tcp_established_survives_idle_longer_than_transitory() {
-    let Some(bed) = Bed::start(tcp_short) else {
+    let Some(bed) = Bed::with_conf(tcp_short) else {
         return;
     };
     let port = 46700;
@@ -1571,7 +1571,7 @@ fn tcp_established_survives_idle_longer_than_transitory() {
 
 #[test]
 fn udp_timeout_by_destination_port() {
-    let Some(bed) = Bed::start(|c| {
+    let Some(bed) = Bed::with_conf(|c| {
         c.set_str("timeouts", "udp", "10s")
             .set_str("timeouts.udp_ports", "53", "2s");
     }) else {

@@ -27,7 +27,7 @@ use cgnat_kit::testbed::{
     in_pool, tcp_whoami, udp_exchange, udp_recv, Host, IcmpCapture, TcpServer, Testbed,
     TestbedOptions, UdpReflector, EXTERNAL_IF, INTERNAL_IF, ROUTER_INT,
 };
-use common::{bin, toml_set, Env};
+use common::{bin, toml_set, Bed};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -38,7 +38,7 @@ fn gro_only() -> TestbedOptions {
     }
 }
 
-fn counter(env: &Env, name: &str) -> u64 {
+fn counter(env: &Bed, name: &str) -> u64 {
     env.cgnat()
         .stats()
         .unwrap_or_else(|e| panic!("cgnat stats: {e}"))
@@ -58,7 +58,7 @@ fn router_neighbours(tb: &Testbed) -> String {
         .join("\n")
 }
 
-fn assert_no_kernel_forwarding(env: &Env) {
+fn assert_no_kernel_forwarding(env: &Bed) {
     let now = env.tb.forw_datagrams().expect("ForwDatagrams");
     assert_eq!(
         now,
@@ -70,7 +70,7 @@ fn assert_no_kernel_forwarding(env: &Env) {
 
 #[test]
 fn fresh_neighbours_lose_nothing() {
-    let Some(env) = Env::start_with(gro_only(), |t| t) else {
+    let Some(env) = Bed::running_with(gro_only(), |t| t) else {
         return;
     };
     let tb = &env.tb;
@@ -142,7 +142,7 @@ fn fresh_neighbours_lose_nothing() {
 
 #[test]
 fn first_traceroute_shows_every_hop() {
-    let Some(env) = Env::start_with(gro_only(), |t| t) else {
+    let Some(env) = Bed::running_with(gro_only(), |t| t) else {
         return;
     };
     let tb = &env.tb;
@@ -212,7 +212,7 @@ fn held_per_hop(hold: &MapHandle) -> BTreeMap<[u8; 4], usize> {
 
 #[test]
 fn unresolvable_next_hop_answers_host_unreachable() {
-    let Some(env) = Env::start_with(gro_only(), |t| t) else {
+    let Some(env) = Bed::running_with(gro_only(), |t| t) else {
         return;
     };
     let tb = &env.tb;
@@ -297,7 +297,7 @@ fn unresolvable_next_hop_answers_host_unreachable() {
 
 #[test]
 fn veth_gro_only_peers_get_hairpin_and_icmp_at_once() {
-    let Some(env) = Env::start_with(gro_only(), |t| t) else {
+    let Some(env) = Bed::running_with(gro_only(), |t| t) else {
         return;
     };
     let tb = &env.tb;
@@ -381,7 +381,7 @@ fn veth_gro_only_peers_get_hairpin_and_icmp_at_once() {
 
 #[test]
 fn cli_reads_daemon_started_with_ip_netns_exec() {
-    let Some(env) = Env::start_with(TestbedOptions::default(), |t| {
+    let Some(env) = Bed::running_with(TestbedOptions::default(), |t| {
         toml_set(&t, "daemon", "pin_path", "\"/sys/fs/bpf/cgnat\"")
     }) else {
         return;

@@ -1,21 +1,20 @@
-//! Helpers of `tests/e2e_behaviour.rs`: a test bed running cgnat with a
+//! Helpers of `tests/e2e_behaviour.rs`: [`Bed`] running cgnat with a
 //! config edited per test, `cgnat sessions --json` parsed, TCP helpers
 //! (listeners sharing a port, pattern streams with hashes), and a small
 //! waiting primitive. Everything is built on the public Testbed API.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cgnat_kit::testbed::{Cgnat, Fnv64, Host, Pattern, Testbed};
+use cgnat_kit::testbed::{Fnv64, Host, Pattern, Testbed};
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 
-use crate::common::{bin, require_root};
+use crate::common::bin;
+pub use crate::common::Bed;
 
 // ---------------------------------------------------------------------------
 // Config text editing
@@ -33,34 +32,7 @@ impl Conf {
     /// `[table]`, replacing an existing line, adding the table at the end
     /// if it is missing.
     pub fn set(&mut self, table: &str, key: &str, value: &str) -> &mut Self {
-        let header = format!("[{table}]");
-        let mut lines: Vec<String> = self.text.lines().map(str::to_owned).collect();
-        let Some(h) = lines.iter().position(|l| l.trim() == header) else {
-            if !self.text.ends_with('\n') {
-                self.text.push('\n');
-            }
-            self.text
-                .push_str(&format!("\n{header}\n{key} = {value}\n"));
-            return self;
-        };
-        let mut end = lines.len();
-        for (i, l) in lines.iter().enumerate().skip(h + 1) {
-            if l.trim_start().starts_with('[') {
-                end = i;
-                break;
-            }
-        }
-        let existing = (h + 1..end).find(|&i| {
-            let l = lines[i].trim_start();
-            l.strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        });
-        let line = format!("{key} = {value}");
-        match existing {
-            Some(i) => lines[i] = line,
-            None => lines.insert(h + 1, line),
-        }
-        self.text = lines.join("\n") + "\n";
+        self.text = crate::common::toml_set(&self.text, table, key, value);
         self
     }
 
@@ -79,52 +51,19 @@ impl Conf {
 // The test bed with cgnat running
 // ---------------------------------------------------------------------------
 
-/// A test bed with cgnat running in its router namespace, started from
-/// an edited config. On a panic its drop prints the daemon's log,
-/// `cgnat stats`, `cgnat sessions` and the test bed state.
-pub struct Bed {
-    pub cgnat: Option<Cgnat>,
-    pub tb: Testbed,
-    pub config: PathBuf,
-    pub config_text: String,
-}
-
 impl Bed {
-    /// Builds a test bed, applies `edit` to its config (sweeps every
-    /// 200 ms already set) and starts cgnat. `None` when the test cannot
-    /// run here (not root, outside CI); under CI=true that panics.
-    pub fn start(edit: impl FnOnce(&mut Conf)) -> Option<Bed> {
-        if !require_root() {
-            return None;
-        }
-        let tb = Testbed::new().unwrap_or_else(|e| panic!("building the test bed: {e}"));
+    /// A test bed with cgnat running on its config edited by `edit`
+    /// (sweeps every 200 ms already set). `None` when the test cannot run
+    /// here (not root, outside CI); under CI that panics.
+    pub fn with_conf(edit: impl FnOnce(&mut Conf)) -> Option<Bed> {
+        let mut bed = Bed::new()?;
         let mut conf = Conf {
-            text: tb.config_toml(),
+            text: bed.tb.config_toml(),
         };
         conf.fast_sweeps();
         edit(&mut conf);
-        let config = tb
-            .write_config("cgnat.toml", &conf.text)
-            .expect("writing the config");
-        let cgnat = tb
-            .start_cgnat(bin(), &config, Duration::from_secs(30))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "starting cgnat: {e}\n--- config ---\n{}\n{}",
-                    conf.text,
-                    tb.dump_state()
-                )
-            });
-        Some(Bed {
-            cgnat: Some(cgnat),
-            tb,
-            config,
-            config_text: conf.text,
-        })
-    }
-
-    pub fn cgnat(&self) -> &Cgnat {
-        self.cgnat.as_ref().expect("cgnat is running")
+        bed.start_text("cgnat.toml", &conf.text);
+        Some(bed)
     }
 
     /// `cgnat --config F sessions --json`, raw.
@@ -169,16 +108,6 @@ impl Bed {
         found.first().map(|s| (*s).clone())
     }
 
-    /// `cgnat stats` as name → packets.
-    pub fn counters(&self) -> BTreeMap<String, u64> {
-        self.cgnat()
-            .stats()
-            .unwrap_or_else(|e| panic!("cgnat stats: {e}"))
-            .into_iter()
-            .map(|(k, (p, _))| (k, p))
-            .collect()
-    }
-
     /// One counter (packets); a missing name is a test failure.
     pub fn counter(&self, name: &str) -> u64 {
         let c = self.counters();
@@ -197,36 +126,6 @@ impl Bed {
             self.sessions_text().trim_end(),
             stats.trim_end()
         )
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        if !thread::panicking() {
-            return;
-        }
-        eprintln!("=== config ===\n{}", self.config_text);
-        if let Some(c) = &self.cgnat {
-            eprintln!("=== cgnat log ===\n{}", c.log());
-            match c.stats_text() {
-                Ok(s) => eprintln!("=== cgnat stats ===\n{s}"),
-                Err(e) => eprintln!("=== cgnat stats failed: {e}"),
-            }
-            let b = bin().display().to_string();
-            let cf = self.config.display().to_string();
-            match self
-                .tb
-                .run(Host::Router, &[&b, "--config", &cf, "sessions", "--json"])
-            {
-                Ok(s) => eprintln!("=== cgnat sessions --json ===\n{s}"),
-                Err(e) => eprintln!("=== cgnat sessions failed: {e}"),
-            }
-        }
-        eprintln!(
-            "=== test bed {} ===\n{}",
-            self.tb.id(),
-            self.tb.dump_state()
-        );
     }
 }
 

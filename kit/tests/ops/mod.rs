@@ -1,6 +1,6 @@
-//! Helpers of `tests/e2e_ops.rs`: a test bed whose daemon can be stopped,
-//! restarted, reloaded and signalled with configs of the test's own; the
-//! `cgnat` commands run in the router namespace; a small JSON parser (for
+//! Helpers of `tests/e2e_ops.rs` (and of the hostile and fault tests):
+//! configs of the test's own for [`Bed`], waiting on the daemon's log and
+//! on XDP attachments, a small JSON parser (for
 //! `--json` outputs and NAT log lines), a Prometheus text parser and
 //! scraper, a TCP echo server with a client that pumps a known byte stream
 //! through it, and NAT log file readers.
@@ -10,18 +10,14 @@ use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use cgnat_kit::testbed::{Fnv64, Host, Pattern, Testbed};
 
-use cgnat_kit::testbed::{Cgnat, Fnv64, Host, Pattern, Testbed};
-
-use crate::common::{bin, require_root};
+pub use crate::common::Bed;
 
 // ---------------------------------------------------------------------------
 // Config text
@@ -71,36 +67,7 @@ impl Toml {
 // The test bed and its daemon
 // ---------------------------------------------------------------------------
 
-/// A test bed with at most one cgnat daemon at a time, started from the
-/// test's own configs. On drop: stops the daemon and removes what it left
-/// pinned (`cgnat stop --detach`); during a panic, prints every daemon log
-/// and the router's state first.
-pub struct Bed {
-    pub daemon: Option<Cgnat>,
-    /// Logs of the daemons stopped so far, in order.
-    pub old_logs: Vec<String>,
-    /// The config last started, for the final clean-up.
-    pub last_config: Option<PathBuf>,
-    pub tb: Testbed,
-}
-
-pub const CMD: Duration = Duration::from_secs(30);
-
 impl Bed {
-    /// `None` when the test cannot run here (see `require_root`).
-    pub fn new() -> Option<Bed> {
-        if !require_root() {
-            return None;
-        }
-        let tb = Testbed::new().unwrap_or_else(|e| panic!("building the test bed: {e}"));
-        Some(Bed {
-            daemon: None,
-            old_logs: Vec::new(),
-            last_config: None,
-            tb,
-        })
-    }
-
     /// The test bed's config with this test bed's pin path and an explicit
     /// `daemon.detach_on_exit`.
     pub fn toml(&self, detach_on_exit: bool) -> Toml {
@@ -113,72 +80,6 @@ impl Bed {
         self.tb
             .write_config(name, &t.0)
             .unwrap_or_else(|e| panic!("writing {name}: {e}"))
-    }
-
-    /// Starts cgnat with `config` and waits for its `attached` line.
-    pub fn start(&mut self, config: &Path) -> &Cgnat {
-        assert!(self.daemon.is_none(), "a daemon is already running");
-        self.last_config = Some(config.to_owned());
-        let c = self
-            .tb
-            .start_cgnat(bin(), config, Duration::from_secs(30))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "starting cgnat with {}: {e}\n{}",
-                    config.display(),
-                    self.tb.dump_state()
-                )
-            });
-        self.daemon = Some(c);
-        self.daemon.as_ref().unwrap()
-    }
-
-    pub fn daemon(&self) -> &Cgnat {
-        self.daemon.as_ref().expect("cgnat is running")
-    }
-
-    pub fn pid(&mut self) -> Pid {
-        let pid = self
-            .daemon
-            .as_mut()
-            .expect("cgnat is running")
-            .process()
-            .pid()
-            .expect("daemon pid");
-        Pid::from_raw(pid as i32)
-    }
-
-    /// SIGTERM; waits for the exit; returns its status and the whole log.
-    pub fn stop(&mut self) -> (ExitStatus, String) {
-        let mut c = self.daemon.take().expect("cgnat is running");
-        let status = c
-            .process()
-            .stop(Duration::from_secs(15))
-            .unwrap_or_else(|e| panic!("stopping cgnat: {e}"));
-        let log = c.log();
-        self.old_logs.push(log.clone());
-        (status, log)
-    }
-
-    pub fn signal(&mut self, sig: Signal) {
-        let pid = self.pid();
-        kill(pid, sig).unwrap_or_else(|e| panic!("kill -{sig} {pid}: {e}"));
-    }
-
-    /// True while the daemon process exists and is not a zombie.
-    pub fn alive(&mut self) -> bool {
-        let pid = self.pid();
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(s) => s
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().next())
-                .is_some_and(|st| st != "Z" && st != "X"),
-            Err(_) => false,
-        }
-    }
-
-    pub fn log(&self) -> String {
-        self.daemon().log()
     }
 
     /// Waits until at least `n` lines of the running daemon's log satisfy
@@ -206,30 +107,6 @@ impl Bed {
         }
     }
 
-    /// `cgnat --config CONFIG ARGS...` in the router namespace.
-    pub fn cli(&self, config: &Path, args: &[&str]) -> Output {
-        let b = bin().display().to_string();
-        let c = config.display().to_string();
-        let mut argv = vec![b.as_str(), "--config", c.as_str()];
-        argv.extend_from_slice(args);
-        self.tb
-            .exec_timeout(Host::Router, &argv, CMD)
-            .unwrap_or_else(|e| panic!("running {argv:?}: {e}"))
-    }
-
-    /// [`Bed::cli`] that must succeed; returns stdout.
-    pub fn cli_ok(&self, config: &Path, args: &[&str]) -> String {
-        let out = self.cli(config, args);
-        assert!(
-            out.status.success(),
-            "cgnat {args:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// `cgnat sessions --json`, parsed.
     pub fn sessions(&self, config: &Path) -> Vec<SessionRow> {
         let text = self.cli_ok(config, &["sessions", "--json"]);
@@ -254,46 +131,6 @@ impl Bed {
                 return mode;
             }
             thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        let panicking = thread::panicking();
-        if panicking {
-            for (i, l) in self.old_logs.iter().enumerate() {
-                eprintln!("=== log of stopped cgnat #{} ===\n{l}", i + 1);
-            }
-            if let Some(c) = &self.daemon {
-                eprintln!("=== log of the running cgnat ===\n{}", c.log());
-                match c.stats_text() {
-                    Ok(s) => eprintln!("=== cgnat stats ===\n{s}"),
-                    Err(e) => eprintln!("=== cgnat stats failed: {e}"),
-                }
-            }
-            eprintln!(
-                "=== test bed {} ===\n{}",
-                self.tb.id(),
-                self.tb.dump_state()
-            );
-        }
-        if let Some(mut c) = self.daemon.take() {
-            let _ = c.process().stop(Duration::from_secs(10));
-        }
-        // No panic here: this may run while unwinding.
-        if let Some(cfg) = self.last_config.clone() {
-            let b = bin().display().to_string();
-            let c = cfg.display().to_string();
-            let argv = [b.as_str(), "--config", c.as_str(), "stop", "--detach"];
-            match self.tb.exec_timeout(Host::Router, &argv, CMD) {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => eprintln!(
-                    "clean-up: cgnat stop --detach failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-                Err(e) => eprintln!("clean-up: cgnat stop --detach: {e}"),
-            }
         }
     }
 }

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, ErrorKind};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,9 +22,10 @@ use nix::sched::CloneFlags;
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 use nix::sys::time::TimeVal;
 
-use cgnat_kit::testbed::{decode_reflection, Cgnat, Host, Testbed};
+use cgnat_kit::testbed::{decode_reflection, Host, Testbed};
 
 use crate::common::{bin, require_root};
+pub use crate::common::{cut, Bed};
 
 // ---------------------------------------------------------------------------
 // Config text
@@ -100,22 +101,14 @@ pub fn cli_direct(args: &[&str], config: &Path) -> (bool, String) {
     )
 }
 
-/// The test bed with cgnat running on a config of the test's own. On a
-/// panic its drop prints the daemon's log, counters, subscribers and
-/// sessions, and the router's state. Fields drop in order: the daemon
-/// stops before the namespaces go.
-pub struct Env {
-    pub cgnat: Option<Cgnat>,
-    pub tb: Testbed,
-    pub config: PathBuf,
-    pub toml: String,
-}
-
-impl Env {
-    /// Writes the config, validates it with `cgnat check`, starts cgnat.
-    pub fn start(tb: Testbed, toml: Toml) -> Env {
+impl Bed {
+    /// `tb` with cgnat running on `toml` (validated with `cgnat check`
+    /// first).
+    pub fn pools(tb: Testbed, toml: Toml) -> Bed {
         let text = toml.0;
-        let config = tb
+        let mut bed = Bed::on(tb);
+        let config = bed
+            .tb
             .write_config("cgnat.toml", &text)
             .expect("writing the config");
         let (ok, out) = cli_direct(&["check"], &config);
@@ -123,56 +116,8 @@ impl Env {
             ok,
             "cgnat check refused the test's config:\n{out}\n--- config ---\n{text}"
         );
-        let cgnat = tb
-            .start_cgnat(bin(), &config, START_TIMEOUT)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "starting cgnat: {e}\n--- config ---\n{text}\n{}",
-                    tb.dump_state()
-                )
-            });
-        Env {
-            cgnat: Some(cgnat),
-            tb,
-            config,
-            toml: text,
-        }
-    }
-
-    pub fn cgnat(&self) -> &Cgnat {
-        self.cgnat.as_ref().expect("cgnat is running")
-    }
-
-    /// `cgnat ARGS --config FILE` in the router's namespace: (success,
-    /// stdout + stderr).
-    pub fn cli(&self, args: &[&str]) -> (bool, String) {
-        let bin_s = bin().display().to_string();
-        let cfg = self.config.display().to_string();
-        let mut argv = vec![bin_s.as_str()];
-        argv.extend_from_slice(args);
-        argv.extend_from_slice(&["--config", &cfg]);
-        let out = self
-            .tb
-            .exec(Host::Router, &argv)
-            .unwrap_or_else(|e| panic!("running cgnat {args:?}: {e}"));
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    }
-
-    /// `cgnat stats` as name -> packets.
-    pub fn counters(&self) -> BTreeMap<String, u64> {
-        self.cgnat()
-            .stats()
-            .unwrap_or_else(|e| panic!("cgnat stats: {e}"))
-            .into_iter()
-            .map(|(k, (p, _))| (k, p))
-            .collect()
+        bed.start(&config);
+        bed
     }
 
     /// `cgnat subscribers --json`, parsed.
@@ -213,44 +158,6 @@ impl Env {
         let (_, out) = self.cli(&["sessions", "--json"]);
         s.push_str(&format!("cgnat sessions --json: {}\n", cut(&out, 8000)));
         s
-    }
-}
-
-pub fn cut(s: &str, n: usize) -> String {
-    let s = s.trim_end();
-    if s.len() <= n {
-        s.to_owned()
-    } else {
-        let mut end = n;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}... ({} bytes in all)", &s[..end], s.len())
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if !thread::panicking() {
-            return;
-        }
-        eprintln!("=== config ===\n{}", self.toml);
-        if let Some(c) = &self.cgnat {
-            eprintln!("=== cgnat log ===\n{}", cut(&c.log(), 20000));
-            match c.stats_text() {
-                Ok(s) => eprintln!("=== cgnat stats ===\n{s}"),
-                Err(e) => eprintln!("=== cgnat stats failed: {e}"),
-            }
-            let (_, out) = self.cli(&["subscribers", "--json"]);
-            eprintln!("=== cgnat subscribers --json ===\n{}", cut(&out, 8000));
-            let (_, out) = self.cli(&["sessions", "--json"]);
-            eprintln!("=== cgnat sessions --json ===\n{}", cut(&out, 8000));
-        }
-        eprintln!(
-            "=== test bed {} ===\n{}",
-            self.tb.id(),
-            self.tb.dump_state()
-        );
     }
 }
 
@@ -421,6 +328,40 @@ pub fn addrs(base: [u8; 3], n: u8) -> Vec<Ipv4Addr> {
     (1..=n)
         .map(|i| Ipv4Addr::new(base[0], base[1], base[2], i))
         .collect()
+}
+
+/// splitmix64: a small seeded generator (a failure can be replayed).
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// `n` distinct addresses drawn from 100.64.0.0/10 by a generator seeded
+/// with `seed`, outside 100.64.0.0/24 (the router and the test bed's own
+/// subscribers): subscribers as an access network scatters them. A run of
+/// consecutive addresses is the best case of a multiplicative hash (it
+/// spreads them almost evenly by itself), so it would not show what the
+/// placement adds to the hash.
+pub fn scattered_addrs(seed: u64, n: usize) -> Vec<Ipv4Addr> {
+    let mut rng = SplitMix(seed);
+    let mut out = std::collections::BTreeSet::new();
+    while out.len() < n {
+        let a = (100u32 << 24) | (64 << 16) | rng.below(1 << 22) as u32;
+        if a >> 8 != (100 << 16 | 64 << 8) && a & 0xff != 0 && a & 0xff != 0xff {
+            out.insert(Ipv4Addr::from(a));
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// Adds `addrs` (as /10) to `host`'s eth0, in one `ip -batch`.
