@@ -199,6 +199,11 @@ pub enum LogOutput {
     SyslogUnix(PathBuf),
     /// RFC 5424 messages over UDP.
     SyslogUdp(std::net::SocketAddr),
+    /// IPFIX (RFC 7011) NAT events (RFC 8158) over UDP to a collector.
+    Ipfix {
+        collector: std::net::SocketAddr,
+        observation_domain: u32,
+    },
 }
 
 /// Per-protocol idle timeouts.

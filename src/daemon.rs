@@ -24,7 +24,7 @@ use crate::clock::monotonic_ns;
 use crate::config::{Config, ConfigError, PoolMode};
 use crate::log::{self, NatLog, Record};
 use crate::metrics::{self, DaemonGauges};
-use crate::{expiry, neigh, stats, watch};
+use crate::{expiry, ipfix, neigh, stats, watch};
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +130,8 @@ impl Daemon {
         let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(setup("signalfd"))?;
 
-        let natlog = NatLog::open(&cfg.log).map_err(DaemonError::Log)?;
+        let natlog =
+            NatLog::open(&cfg.log, ipfix::Quota::from_config(&cfg)).map_err(DaemonError::Log)?;
         let dp = load_datapath(&cfg)?;
         announce(&cfg, &dp);
         let registration = crate::instance::register(&cfg.pin_path)
@@ -218,6 +219,7 @@ impl Daemon {
                 self.sweep(&sweeper, &tables);
                 self.next_sweep = Instant::now() + self.cfg.sweep_interval;
             }
+            self.natlog.flush();
             if let Some(msg) = self.apply_interface_changes(&mut watch) {
                 return Ok(Next::Fail(msg));
             }
@@ -381,13 +383,21 @@ impl Daemon {
         };
         eprintln!("cgnat: SIGHUP: reloaded {}", self.path.display());
         self.dp = dp; // the old programs go; maps and links stay
+        let quota = ipfix::Quota::from_config(&cfg);
         if cfg.log != self.cfg.log {
-            match NatLog::open(&cfg.log) {
-                Ok(l) => self.natlog = l,
+            match NatLog::open(&cfg.log, quota) {
+                Ok(l) => {
+                    // what the old output still holds goes before it does
+                    self.natlog.flush();
+                    self.natlog = l;
+                }
                 Err(e) => eprintln!("cgnat: warning: NAT log unchanged: {e}"),
             }
-        } else if let Err(e) = self.natlog.reopen() {
-            eprintln!("cgnat: warning: reopening the NAT log: {e}");
+        } else {
+            self.natlog.set_quota(quota);
+            if let Err(e) = self.natlog.reopen() {
+                eprintln!("cgnat: warning: reopening the NAT log: {e}");
+            }
         }
         self.cfg = cfg;
         if let Ok(mut c) = self.shared_cfg.lock() {

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod expiry;
 pub mod inject;
 pub mod instance;
+pub mod ipfix;
 pub mod log;
 pub mod lookup;
 pub mod metrics;

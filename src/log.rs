@@ -1,6 +1,7 @@
 //! The NAT log (RFC 6888 section 4): one record per mapping (dynamic mode)
 //! or per port block (port-block mode), refusals, and lost events, as JSON
-//! lines in a file or RFC 5424 syslog messages. Destinations are never
+//! lines in a file, RFC 5424 syslog messages or IPFIX NAT events
+//! (RFC 8158, [`crate::ipfix`]). Destinations are never
 //! logged (RFC 6888 REQ-12). Deterministic mode logs no mappings: they
 //! follow from the config (RFC 7422).
 
@@ -9,10 +10,11 @@ use std::io::Write;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::LogOutput;
 use crate::expiry::proto_name;
+use crate::ipfix::{Exporter, Quota};
 
 /// One NAT log record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +181,7 @@ enum Sink {
     File { path: PathBuf, file: File },
     Unix(UnixDatagram, PathBuf),
     Udp(UdpSocket),
+    Ipfix(Exporter),
 }
 
 /// Where NAT log records go.
@@ -192,7 +195,8 @@ pub struct NatLog {
 }
 
 impl NatLog {
-    pub fn open(out: &LogOutput) -> Result<NatLog, String> {
+    /// `quota`: the limits IPFIX Quota Exceeded events report.
+    pub fn open(out: &LogOutput, quota: Quota) -> Result<NatLog, String> {
         let sink = match out {
             LogOutput::Off => Sink::Off,
             LogOutput::File(path) => Sink::File {
@@ -209,6 +213,13 @@ impl NatLog {
                     .map_err(|e| format!("syslog server {addr}: {e}"))?;
                 Sink::Udp(s)
             }
+            LogOutput::Ipfix {
+                collector,
+                observation_domain,
+            } => Sink::Ipfix(
+                Exporter::open(*collector, *observation_domain, quota)
+                    .map_err(|e| format!("IPFIX collector {collector}: {e}"))?,
+            ),
         };
         let host = nix::unistd::gethostname()
             .ok()
@@ -223,12 +234,32 @@ impl NatLog {
         })
     }
 
-    /// Reopens the file (after rotation: SIGUSR1 or SIGHUP).
+    /// Reopens the file (after rotation: SIGUSR1 or SIGHUP); an IPFIX
+    /// exporter sends its templates again with its next message.
     pub fn reopen(&mut self) -> Result<(), String> {
-        if let Sink::File { path, file } = &mut self.sink {
-            *file = open_append(path)?;
+        match &mut self.sink {
+            Sink::File { path, file } => *file = open_append(path)?,
+            Sink::Ipfix(e) => e.resend_templates(),
+            _ => {}
         }
         Ok(())
+    }
+
+    /// The limits IPFIX Quota Exceeded events report (after a reload).
+    pub fn set_quota(&mut self, quota: Quota) {
+        if let Sink::Ipfix(e) = &mut self.sink {
+            e.set_quota(quota);
+        }
+    }
+
+    /// Sends what waits to be sent (IPFIX: templates when due, queued
+    /// records) without blocking; nothing to do for the other outputs.
+    pub fn flush(&mut self) {
+        if let Sink::Ipfix(e) = &mut self.sink {
+            e.flush(Instant::now(), SystemTime::now());
+            self.written = e.written;
+            self.failed = e.failed;
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -245,6 +276,12 @@ impl NatLog {
             Sink::Udp(s) => s
                 .send(rec.syslog(ts, &self.host, self.pid).as_bytes())
                 .is_ok(),
+            // Queued: counted as written or failed when flushed.
+            Sink::Ipfix(e) => {
+                e.push(rec, ts);
+                self.failed = e.failed;
+                return;
+            }
         };
         if ok {
             self.written += 1;

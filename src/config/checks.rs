@@ -3,7 +3,7 @@
 //! why.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -350,10 +350,15 @@ impl Checker<'_> {
                     None => LogOutput::SyslogUnix(PathBuf::from(t)),
                 }
             }
+            "ipfix" => LogOutput::Ipfix {
+                collector: collector(raw.collector.as_deref())
+                    .map_err(|r| invalid("log.collector", r))?,
+                observation_domain: raw.observation_domain,
+            },
             other => {
                 return Err(invalid(
                     "log.output",
-                    format!("{other:?}: use \"off\", \"file\" or \"syslog\""),
+                    format!("{other:?}: use \"off\", \"file\", \"syslog\" or \"ipfix\""),
                 ))
             }
         };
@@ -375,6 +380,23 @@ impl Checker<'_> {
             )
         })
     }
+}
+
+/// The IPFIX collector: "ip:port", or an address alone for the IPFIX
+/// port (RFC 7011 section 10.3).
+fn collector(text: Option<&str>) -> Result<SocketAddr, String> {
+    let t = text.ok_or("output = \"ipfix\" needs a collector \"ip:port\"")?;
+    let addr = match t.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => match t.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, crate::ipfix::DEFAULT_PORT),
+            Err(_) => return Err(format!("{t:?} is not ip:port (an IP address, UDP port)")),
+        },
+    };
+    if addr.port() == 0 || addr.ip().is_unspecified() {
+        return Err(format!("{t:?}: needs an address and a port other than 0"));
+    }
+    Ok(addr)
 }
 
 fn parse_prefixes(list: &[String]) -> Result<Vec<Ipv4Network>, String> {

@@ -50,7 +50,7 @@ pub(super) struct RawStatic {
     pub(super) external: String,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLog {
     #[serde(default)]
@@ -59,6 +59,26 @@ pub(super) struct RawLog {
     pub(super) file: Option<PathBuf>,
     #[serde(default)]
     pub(super) syslog: Option<String>,
+    #[serde(default)]
+    pub(super) collector: Option<String>,
+    #[serde(default = "default_observation_domain")]
+    pub(super) observation_domain: u32,
+}
+
+pub(super) fn default_observation_domain() -> u32 {
+    1
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            output: None,
+            file: None,
+            syslog: None,
+            collector: None,
+            observation_domain: default_observation_domain(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

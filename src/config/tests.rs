@@ -168,3 +168,46 @@ fn shipped_configs_parse() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/cgnat.toml");
     Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn ipfix_output_needs_a_collector_address() {
+    let c = parse(&format!(
+        "{GOOD}[log]\noutput = \"ipfix\"\ncollector = \"192.0.2.10\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.log,
+        LogOutput::Ipfix {
+            collector: "192.0.2.10:4739".parse().unwrap(),
+            observation_domain: 1,
+        }
+    );
+    let c = parse(&format!(
+        "{GOOD}[log]\noutput = \"ipfix\"\ncollector = \"[2001:db8::1]:9995\"\nobservation_domain = 7\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.log,
+        LogOutput::Ipfix {
+            collector: "[2001:db8::1]:9995".parse().unwrap(),
+            observation_domain: 7,
+        }
+    );
+    for bad in [
+        "",
+        "collector.example:4739",
+        "192.0.2.10:0",
+        "192.0.2.10:99999",
+    ] {
+        let e = err(&format!(
+            "{GOOD}[log]\noutput = \"ipfix\"\ncollector = \"{bad}\"\n"
+        ));
+        assert!(e.contains("log.collector"), "{bad}: {e}");
+    }
+    let e = err(&format!("{GOOD}[log]\noutput = \"ipfix\"\n"));
+    assert!(e.contains("log.collector") && e.contains("ip:port"), "{e}");
+    let e = err(&format!(
+        "{GOOD}[log]\noutput = \"ipfix\"\ncollector = \"192.0.2.10\"\nobservation_domain = -1\n"
+    ));
+    assert!(e.contains("observation_domain"), "{e}");
+}
