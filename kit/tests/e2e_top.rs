@@ -93,7 +93,8 @@ fn top_shows_live_traffic_and_quits_on_q() {
         first.observed.ip()
     );
 
-    // Interactive, on a pseudo-terminal (script(1)); `q` after a refresh.
+    // Interactive, on a pseudo-terminal (script(1)): the subscribers view
+    // (key 4) after a refresh, then `q`.
     let mut child = Command::new("ip")
         .args(["netns", "exec", tb.ns(Host::Router), "script", "-qfec"])
         // a pseudo-terminal without a caller's terminal has no size
@@ -109,6 +110,9 @@ fn top_shows_live_traffic_and_quits_on_q() {
         .expect("script(1)");
     std::thread::sleep(Duration::from_millis(800));
     let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"4").expect("sending 4");
+    stdin.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(600));
     stdin.write_all(b"q").expect("sending q");
     let started = Instant::now();
     let status = loop {
@@ -142,4 +146,11 @@ fn top_shows_live_traffic_and_quits_on_q() {
         .expect("left the alternate screen");
     assert!(enter < leave, "the terminal is restored last");
     assert!(screen.contains("fwd_out"), "the traffic view was drawn");
+    // the screen is drawn as changed cells: look for whole words
+    let row = format!("{}^[5;18H{}", Host::S1.addr(), first.observed.ip());
+    assert!(
+        screen.contains("SESSIONS") && screen.replace('\x1b', "^").contains(&row),
+        "no subscribers view with s1 after 4:\n{:?}",
+        screen.replace('\x1b', "^")
+    );
 }

@@ -1,4 +1,4 @@
-//! The container image (`make image`, packaging/build-image.sh and
+//! The container image (`make image`: packaging/build-image.sh and
 //! packaging/Containerfile): built with no registry, a static binary on an
 //! empty base, then run as the test bed's NAT with host networking. What
 //! the far end receives must be translated, and a restart of the container
@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use cgnat_kit::testbed::{cannot_run, in_pool, udp_exchange, Host, Testbed, UdpReflector};
 
-const TAG: &str = "localhost/cgnat:kit-test";
+/// What `make image` tags besides cgnat:<version>.
+const TAG: &str = "localhost/cgnat:latest";
 const T: Duration = Duration::from_secs(5);
 
 fn output(argv: &[&str]) -> (bool, String) {
@@ -178,7 +179,6 @@ fn image_builds_without_a_registry_translates_and_keeps_sessions_across_restarts
     tb.run(Host::Router, &[&bin, "--config", &cfg, "stop", "--detach"])
         .expect("cgnat stop --detach");
     drop(container);
-    let (_, _) = output(&["podman", "rmi", "-f", TAG]);
 }
 
 fn set_executable(p: &Path) {
