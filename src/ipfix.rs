@@ -338,7 +338,7 @@ pub fn data_record(rec: &Record, ms: u64, ctx: &Context) -> (u16, Vec<u8>) {
             subscriber,
             reason,
         } => match *reason {
-            "drop_sub_limit" => {
+            "drop_subscriber_limit" => {
                 head(&mut b, nat_event::QUOTA_EXCEEDED);
                 put32(&mut b, quota_event::MAX_ENTRIES_PER_USER);
                 put32(&mut b, ctx.quota.per_user);
@@ -351,7 +351,7 @@ pub fn data_record(rec: &Record, ms: u64, ctx: &Context) -> (u16, Vec<u8>) {
                 put32(&mut b, ctx.quota.sessions);
                 template_id::QUOTA_SESSIONS
             }
-            "drop_subs_full" => {
+            "drop_subscribers_full" => {
                 head(&mut b, nat_event::QUOTA_EXCEEDED);
                 put32(&mut b, quota_event::MAX_SUBSCRIBERS);
                 put32(&mut b, ctx.quota.subscribers);

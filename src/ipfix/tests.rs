@@ -18,6 +18,13 @@ fn a(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 
+type S = crate::bpf::types::cgnat_stat;
+
+/// The reason's name as the daemon passes it on (from the data path's id).
+fn reason(s: S) -> &'static str {
+    crate::stats::name(s.0)
+}
+
 /// The Template Set and Options Template Set, written out field by
 /// field from RFC 7011 sections 3.3.2, 3.4.1, 3.4.2.2 and the IANA
 /// Information Element ids.
@@ -177,7 +184,7 @@ fn data_records_byte_for_byte() {
             Record::Refused {
                 proto: 17,
                 subscriber: (a("100.64.0.11"), 5000),
-                reason: "drop_ports_exhausted",
+                reason: reason(S::CGNAT_DROP_PORTS_EXHAUSTED),
             },
             258,
             with_time(Some(12), &[100, 64, 0, 11, 17, 0x13, 0x88]),
@@ -186,7 +193,7 @@ fn data_records_byte_for_byte() {
             Record::Refused {
                 proto: 17,
                 subscriber: (a("100.64.0.11"), 5000),
-                reason: "drop_sub_limit",
+                reason: reason(S::CGNAT_DROP_SUB_LIMIT),
             },
             259,
             // quota event 3, maxEntriesPerUser 1024, the subscriber
@@ -196,7 +203,7 @@ fn data_records_byte_for_byte() {
             Record::Refused {
                 proto: 6,
                 subscriber: (a("100.64.0.11"), 5000),
-                reason: "drop_table_full",
+                reason: reason(S::CGNAT_DROP_TABLE_FULL),
             },
             260,
             // quota event 1, maxSessionEntries 65536
@@ -206,7 +213,7 @@ fn data_records_byte_for_byte() {
             Record::Refused {
                 proto: 6,
                 subscriber: (a("100.64.0.11"), 5000),
-                reason: "drop_subs_full",
+                reason: reason(S::CGNAT_DROP_SUBS_FULL),
             },
             261,
             // quota event 4, maxSubscribers 4096
@@ -216,7 +223,7 @@ fn data_records_byte_for_byte() {
             Record::Refused {
                 proto: 1,
                 subscriber: (a("100.64.0.11"), 7),
-                reason: "drop_no_pool",
+                reason: reason(S::CGNAT_DROP_NO_POOL),
             },
             262,
             // natEvent 3, natPoolId 1
