@@ -404,6 +404,8 @@ pub struct Exporter {
     sequence: u32,
     /// When the templates were last sent; None: due now.
     templates_sent: Option<Instant>,
+    /// Data Records in the last datagram sent.
+    last_records: u64,
     /// Data Records sent, and dropped (queue full or send failed).
     pub written: u64,
     pub failed: u64,
@@ -430,6 +432,7 @@ impl Exporter {
             queue: VecDeque::new(),
             sequence: 0,
             templates_sent: None,
+            last_records: 0,
             written: 0,
             failed: 0,
         })
@@ -482,7 +485,7 @@ impl Exporter {
                 self.ctx.domain,
                 &template_sets(),
             );
-            match self.send(&m) {
+            match self.send(&m, 0) {
                 Ok(()) => self.templates_sent = Some(now),
                 // Data waits behind its templates (bounded by QUEUE_MAX).
                 Err(_) => return,
@@ -491,7 +494,7 @@ impl Exporter {
         while !self.queue.is_empty() {
             let (sets, n) = self.data_sets();
             let m = message(export_time, self.sequence, self.ctx.domain, &sets);
-            match self.send(&m) {
+            match self.send(&m, n as u64) {
                 Ok(()) => {
                     self.queue.drain(..n);
                     self.sequence = self.sequence.wrapping_add(n as u32);
@@ -538,14 +541,27 @@ impl Exporter {
         (out, n)
     }
 
-    /// One datagram. A refusal reported by the socket belongs to an
-    /// earlier datagram (an ICMP port unreachable came back): this one was
-    /// not sent, so it is tried once more.
-    fn send(&self, m: &[u8]) -> io::Result<()> {
-        match self.sock.send(m) {
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => self.sock.send(m).map(|_| ()),
-            r => r.map(|_| ()),
+    /// One datagram of `records` Data Records. A refusal reported by the
+    /// socket belongs to an earlier datagram (an ICMP port unreachable came
+    /// back): the records of the last one sent count as dropped instead of
+    /// written, the templates go again (the collector may come back
+    /// without them), and this datagram, which was not sent, is tried once
+    /// more.
+    fn send(&mut self, m: &[u8], records: u64) -> io::Result<()> {
+        let r = match self.sock.send(m) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                let lost = std::mem::take(&mut self.last_records);
+                self.written = self.written.saturating_sub(lost);
+                self.drop_records(lost);
+                self.templates_sent = None;
+                self.sock.send(m)
+            }
+            r => r,
+        };
+        if r.is_ok() {
+            self.last_records = records;
         }
+        r.map(|_| ())
     }
 }
 

@@ -317,3 +317,30 @@ fn exporter_sends_templates_first_and_counts_records() {
     assert_eq!(e.failed, 5);
     assert_eq!(e.ctx.not_sent, 5);
 }
+
+/// A collector that answers ICMP port unreachable: the records of the
+/// datagram it refused count as dropped, not written.
+#[test]
+fn exporter_counts_records_a_refusing_collector_lost() {
+    let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = gone.local_addr().unwrap();
+    drop(gone);
+    let mut e = Exporter::open(addr, 1, Quota::default()).unwrap();
+    let rec = Record::MappingCreate {
+        proto: 17,
+        subscriber: (a("100.64.0.11"), 5000),
+        external: (a("203.0.113.5"), 40001),
+    };
+    let ts = UNIX_EPOCH + Duration::from_millis(MS);
+    let now = Instant::now();
+    let mut lost_seen = false;
+    for i in 0..5 {
+        e.push(&rec, ts);
+        e.flush(now + Duration::from_millis(i), ts);
+        std::thread::sleep(Duration::from_millis(20));
+        lost_seen |= e.failed > 0;
+    }
+    assert!(lost_seen, "written {}, failed {}", e.written, e.failed);
+    assert_eq!(e.written + e.failed + e.queue.len() as u64, 5);
+    assert!(e.written < 5, "records sent into a refusal counted written");
+}
