@@ -566,7 +566,7 @@ fn assert_well_formed(pcap: &Path) {
     );
 }
 
-/// tshark's verbose decode of the first frame matching `filter`, from its
+/// tshark's verbose decode of the frames matching `filter`, from the first
 /// line containing `from`, `lines` lines.
 fn tshark_verbose(pcap: &Path, filter: &str, from: &str, lines: usize) -> String {
     let out = Command::new("tshark")
