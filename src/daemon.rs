@@ -215,8 +215,13 @@ impl Daemon {
                 handle_event(&self.dp, &mut self.resolver, &mut self.natlog, &ev);
             }
             if Instant::now() >= self.next_sweep {
+                // Sweeps start every sweep_interval, however long each
+                // takes (at once again if one took longer), so the bounds
+                // of src/expiry.rs hold in intervals, not in intervals
+                // plus sweep times.
+                let started = Instant::now();
                 self.sweep(&sweeper, &tables);
-                self.next_sweep = Instant::now() + self.cfg.sweep_interval;
+                self.next_sweep = started + self.cfg.sweep_interval;
             }
             if let Some(msg) = self.apply_interface_changes(&mut watch) {
                 return Ok(Next::Fail(msg));
