@@ -247,11 +247,15 @@ impl Daemon {
     /// of released mappings and blocks, the gauges.
     fn sweep(&mut self, sweeper: &expiry::Sweeper, tables: &Tables) {
         let started = Instant::now();
+        let cpu0 = crate::clock::thread_cpu_ns();
         let result = sweeper.sweep(tables, monotonic_ns());
+        let cpu = crate::clock::thread_cpu_ns().saturating_sub(cpu0);
         let g = Arc::clone(&self.gauges);
         g.sweeps.fetch_add(1, Ordering::Relaxed);
         g.last_sweep_us
             .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        g.last_sweep_cpu_us.store(cpu / 1000, Ordering::Relaxed);
+        g.sweep_cpu_ns.fetch_add(cpu, Ordering::Relaxed);
         neigh::settle_overdue(&self.dp);
         self.report_lost_events(tables);
         let r = match result {
