@@ -8,8 +8,11 @@
  *
  * 1. sessions: a session idle past its timeout is marked
  *    CGNAT_SESS_DYING, or deleted if it already was; every other one
- *    marks its binding CGNAT_BIND_LIVE, its filter_addr entry seen, and
- *    counts for its subscriber (sweep_subs);
+ *    marks its binding CGNAT_BIND_LIVE and its filter_addr entry seen,
+ *    and counts for its subscriber: on its binding (sweep_sessions, which
+ *    the binding pass adds to the binding's subscriber: no lookup per
+ *    session), or in sweep_subs directly when the binding cannot hold
+ *    the count (missing, quarantined, another subscriber's, or at 255);
  * 2. bind_in: a quarantine that has run out frees its port; a binding
  *    that is static, used or not yet marked CGNAT_BIND_IDLE is live
  *    (IDLE set on a bare one, cleared on a used one; counted per
@@ -161,8 +164,17 @@ static long sweep_session_cb(struct bpf_map *map,
 	}
 	sweep_run.sessions_live++;
 	b = bpf_map_lookup_elem(&bind_in, &ek);
-	if (b && !(b->flags & (CGNAT_BIND_LIVE | CGNAT_BIND_QUARANTINE)))
+	if (b && (b->flags & CGNAT_BIND_QUARANTINE))
+		b = 0;
+	if (b && !(b->flags & CGNAT_BIND_LIVE))
 		b->flags |= CGNAT_BIND_LIVE;
+	if (b && b->addr == s->int_addr && b->sweep_sessions < 255) {
+		b->sweep_sessions++;
+	} else {
+		c = sweep_sub(s->int_addr);
+		if (c)
+			c->sessions++;
+	}
 	if (sweep_run.flags & CGNAT_SWEEP_FILTER) {
 		struct cgnat_filter_key fk = {
 			.ext_addr = k.ext_addr, .rem_addr = k.rem_addr,
@@ -175,9 +187,6 @@ static long sweep_session_cb(struct bpf_map *map,
 		if (created && !(*created >> 63))
 			*created |= 1ULL << 63;
 	}
-	c = sweep_sub(s->int_addr);
-	if (c)
-		c->sessions++;
 	return 0;
 }
 
@@ -191,7 +200,7 @@ static __always_inline void sweep_release(const struct cgnat_endpoint *ek,
 	};
 	struct cgnat_binding q = {
 		.addr = sweep_now(), .port = b->port,
-		.flags = CGNAT_BIND_QUARANTINE, ._pad = b->_pad,
+		.flags = CGNAT_BIND_QUARANTINE,
 	};
 	struct cgnat_release *r;
 	__u32 slot = sweep_run.out;
@@ -201,6 +210,7 @@ static __always_inline void sweep_release(const struct cgnat_endpoint *ek,
 		/* no room to report it: a release run does it */
 		if (!(b->flags & CGNAT_BIND_PENDING))
 			b->flags = (b->flags & ~CGNAT_BIND_LIVE) | CGNAT_BIND_PENDING;
+		b->sweep_sessions = 0;
 		sweep_run.pending++;
 		return;
 	}
@@ -227,7 +237,7 @@ static long sweep_binding_cb(struct bpf_map *map,
 {
 	struct cgnat_endpoint ek = *key;
 	__u8 flags = b->flags, nf;
-	int is_static, used;
+	int is_static, used, live;
 
 	if (flags & CGNAT_BIND_QUARANTINE) {
 		/* a quarantined entry holds its start in addr */
@@ -245,17 +255,24 @@ static long sweep_binding_cb(struct bpf_map *map,
 	}
 	is_static = flags & CGNAT_BIND_STATIC;
 	used = flags & CGNAT_BIND_LIVE;
-	if (is_static || used || !(flags & CGNAT_BIND_IDLE)) {
+	live = is_static || used || !(flags & CGNAT_BIND_IDLE);
+	if (b->sweep_sessions || (live && !is_static)) {
+		/* its sessions counted in the session pass, its port */
+		struct cgnat_sweep_sub *c = sweep_sub(b->addr);
+
+		if (c) {
+			__u32 i = sweep_proto_idx(ek.proto);
+
+			c->sessions += b->sweep_sessions;
+			if (live && !is_static && i < CGNAT_PI__MAX)
+				c->ports[i]++;
+		}
+		if (b->sweep_sessions)
+			b->sweep_sessions = 0;
+	}
+	if (live) {
 		sweep_run.bindings_live++;
 		if (!is_static) {
-			struct cgnat_sweep_sub *c = sweep_sub(b->addr);
-
-			if (c) {
-				__u32 i = sweep_proto_idx(ek.proto);
-
-				if (i < CGNAT_PI__MAX)
-					c->ports[i]++;
-			}
 			if (sweep_run.flags & CGNAT_SWEEP_BLOCKS) {
 				__u32 p = bpf_ntohs(ek.port), n;
 				struct cgnat_block_key bk = { .ext_addr = ek.addr };
@@ -293,13 +310,12 @@ static long sweep_filter_cb(struct bpf_map *map,
 {
 	struct cgnat_filter_key k = *key;
 	__u64 v = *created, t = v & ~(1ULL << 63);
+	__u64 age = sweep_run.now_ns > t ? sweep_run.now_ns - t : 0;
 
 	if (v >> 63) {
 		*created = t;
 		return 0;
 	}
-	__u64 age = sweep_run.now_ns > t ? sweep_run.now_ns - t : 0;
-
 	if (age >= sweep_run.filter_grace_ns) {
 		bpf_map_delete_elem(&filter_addr, &k);
 		sweep_run.filters_deleted++;

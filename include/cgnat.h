@@ -107,7 +107,10 @@ struct cgnat_binding {
 	__be32 addr;
 	__be16 port;
 	__u8 flags; /* enum cgnat_binding_flag */
-	__u8 _pad;
+	/* bind_in: the in-kernel sweep's count of this binding's sessions
+	 * (saturating), from its session pass to its binding pass; 0
+	 * otherwise. bind_out: 0. */
+	__u8 sweep_sessions;
 };
 
 /*

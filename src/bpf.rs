@@ -376,11 +376,11 @@ fn set_rodata(ro: &mut types::rodata, cfg: &Config, fib_ifindex: u32) {
 /// static mappings count there too.
 const SWEEP_SUBS_SLACK: u32 = 4096;
 
-/// Release records one in-kernel sweep run can report (16 bytes each):
-/// a quarter of the bindings, so releasing every binding at once takes
-/// at most four more runs.
+/// Release records one in-kernel sweep run can report (16 bytes each,
+/// 8 per binding slot): half the bindings, so releasing every binding at
+/// once takes one more run (a walk of bind_in).
 pub fn sweep_out_size(bindings: u32) -> u32 {
-    (bindings / 4).clamp(1024, 1 << 20)
+    (bindings / 2).clamp(1024, 1 << 21)
 }
 
 /// Sizes the maps from the configuration before load.
