@@ -25,6 +25,7 @@
 #include "neigh.h"
 #include "parse.h"
 #include "stats.h"
+#include "sweep.h"
 
 /*
  * RFC 6598 section 4: shared (internal) addresses are filtered on ingress
@@ -123,6 +124,13 @@ int xdp_one_armed(struct xdp_md *ctx)
 	return process(ctx, CGNAT_SIDE_BOTH);
 }
 
+/* The daemon's sweep (sweep.h), run with BPF_PROG_TEST_RUN. */
+SEC("syscall")
+int sweep_tables(struct cgnat_sweep *ctx)
+{
+	return sweep(ctx);
+}
+
 char LICENSE[] SEC("license") = "GPL";
 
 /* Types that no map names: these globals put them into BTF, so the daemon
@@ -143,3 +151,8 @@ enum cgnat_hold_limit _btf_hold_limit = CGNAT_HOLD_PER_HOP;
 enum cgnat_proto _btf_proto = CGNAT_PROTO_TCP;
 enum cgnat_event_lost _btf_event_lost = CGNAT_EVENT_SLOTS;
 enum cgnat_ports _btf_ports = CGNAT_PORT_MIN;
+enum cgnat_sweep_limits _btf_sweep_limits = CGNAT_SWEEP_UDP_PORTS;
+enum cgnat_sweep_class _btf_sweep_class = CGNAT_SC_TCP_EST;
+enum cgnat_sweep_mode _btf_sweep_mode = CGNAT_SWEEP_FULL;
+enum cgnat_sweep_flags _btf_sweep_flags = CGNAT_SWEEP_FILTER;
+struct cgnat_sweep _btf_sweep = {};

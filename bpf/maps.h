@@ -299,4 +299,33 @@ struct {
 	__type(value, struct cgnat_route_scratch);
 } route_scratch SEC(".maps");
 
+/*
+ * The in-kernel sweep's scratch and output (bpf/sweep.h); the data path
+ * never touches them.
+ */
+/* Per subscriber: sessions and bindings the sweep counted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __be32);
+	__type(value, struct cgnat_sweep_sub);
+} sweep_subs SEC(".maps");
+
+/* Per port block: bindings the sweep counted (port-block mode). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* used in some modes only */
+	__uint(max_entries, 1);
+	__type(key, struct cgnat_block_key);
+	__type(value, __u32);
+} sweep_blocks SEC(".maps");
+
+/* Bindings a sweep released, in order; cgnat_sweep.out says how many. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct cgnat_release);
+} sweep_out SEC(".maps");
+
 #endif /* CGNAT_MAPS_H */

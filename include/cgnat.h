@@ -78,6 +78,18 @@ enum cgnat_binding_flag {
 	 * The daemon clears it when a session shows up.
 	 */
 	CGNAT_BIND_IDLE = 4,
+	/*
+	 * Set by the in-kernel sweep (bpf/sweep.h) on a binding a live
+	 * session uses, and cleared by the same sweep's binding pass: the
+	 * sweep's scratch mark, never seen by the data path.
+	 */
+	CGNAT_BIND_LIVE = 8,
+	/*
+	 * Set by the in-kernel sweep on a binding it decided to release but
+	 * could not report (sweep_out was full); a CGNAT_SWEEP_RELEASE run
+	 * releases it.
+	 */
+	CGNAT_BIND_PENDING = 16,
 };
 
 /*
@@ -95,7 +107,10 @@ struct cgnat_binding {
 	__be32 addr;
 	__be16 port;
 	__u8 flags; /* enum cgnat_binding_flag */
-	__u8 _pad;
+	/* bind_in: the in-kernel sweep's count of this binding's sessions
+	 * (saturating), from its session pass to its binding pass; 0
+	 * otherwise. bind_out: 0. */
+	__u8 sweep_sessions;
 };
 
 /*
@@ -541,6 +556,92 @@ enum cgnat_side {
 	CGNAT_SIDE_INTERNAL = 1,
 	CGNAT_SIDE_EXTERNAL = 2,
 	CGNAT_SIDE_BOTH = 3, /* one-armed: classify by address alone */
+};
+
+/*
+ * The in-kernel sweep (bpf/sweep.h, SEC("syscall") program cgnat_sweep):
+ * the daemon runs it with BPF_PROG_TEST_RUN, struct cgnat_sweep as the
+ * context. Times are compact (CGNAT_TIME_SHIFT units) unless named _ns.
+ */
+enum cgnat_sweep_limits {
+	/* UDP ports with their own timeout the kernel sweep handles; with
+	 * more, the daemon sweeps in user space */
+	CGNAT_SWEEP_UDP_PORTS = 16,
+};
+
+/* Timeout classes of struct cgnat_sweep.limit. */
+enum cgnat_sweep_class {
+	CGNAT_SC_TCP_EST = 0,	  /* established and fin_one */
+	CGNAT_SC_TCP_OPENING = 1, /* init */
+	CGNAT_SC_TCP_CLOSING = 2, /* closing and reset */
+	CGNAT_SC_UDP = 3,
+	CGNAT_SC_OTHER = 4, /* ICMP (and any other protocol) */
+	CGNAT_SC__MAX = 5,
+};
+
+enum cgnat_sweep_mode {
+	/* sessions, then bindings, then filter_addr */
+	CGNAT_SWEEP_FULL = 0,
+	/* only the bindings marked CGNAT_BIND_PENDING */
+	CGNAT_SWEEP_RELEASE = 1,
+};
+
+enum cgnat_sweep_flags {
+	CGNAT_SWEEP_FILTER = 1, /* filter_addr is in use: sweep it */
+	CGNAT_SWEEP_BLOCKS = 2, /* port blocks: count bindings per block */
+};
+
+struct cgnat_sweep_udp {
+	__u16 port; /* remote port, host order */
+	__u16 _pad;
+	__u32 limit;
+};
+
+struct cgnat_sweep {
+	/* in */
+	__u64 now_ns;
+	__u64 filter_grace_ns;
+	/* a session idle more than limit[class] units has expired */
+	__u32 limit[CGNAT_SC__MAX];
+	/* a quarantine at least this many units old ends */
+	__u32 quarantine;
+	__u32 mode;  /* enum cgnat_sweep_mode */
+	__u32 flags; /* enum cgnat_sweep_flags */
+	__u32 block_size;
+	__u32 blocks_per_addr;
+	__u32 out_cap; /* records sweep_out can take */
+	__u32 udp_ports; /* entries of udp used */
+	struct cgnat_sweep_udp udp[CGNAT_SWEEP_UDP_PORTS];
+	/* out */
+	__u64 sessions_live;
+	__u64 sessions_dying;
+	__u64 sessions_expired;
+	__u64 bindings_live;
+	__u64 bindings_released;
+	__u64 ports_quarantined;
+	__u64 ports_freed;
+	__u64 filters_deleted;
+	__u32 out;	   /* records written to sweep_out */
+	__u32 pending;	   /* releases left for a CGNAT_SWEEP_RELEASE run */
+	__u32 scratch_full; /* sweep_subs or sweep_blocks refused an entry */
+	__u32 _pad;
+};
+
+/* Value of sweep_subs (key: a subscriber's internal address): what the
+ * sweep counted for it. */
+struct cgnat_sweep_sub {
+	__u32 sessions;
+	__u32 ports[CGNAT_PI__MAX];
+};
+
+/* A released binding, for the NAT log (array sweep_out). */
+struct cgnat_release {
+	__be32 int_addr;
+	__be32 ext_addr;
+	__be16 int_port;
+	__be16 ext_port;
+	__u8 proto;
+	__u8 _pad[3];
 };
 
 #endif /* CGNAT_H */

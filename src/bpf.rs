@@ -61,6 +61,9 @@ unsafe impl Pod for types::cgnat_route_key {}
 unsafe impl Pod for types::cgnat_route {}
 unsafe impl Pod for types::cgnat_if_mac {}
 unsafe impl Pod for types::xdp_md {}
+unsafe impl Pod for types::cgnat_sweep {}
+unsafe impl Pod for types::cgnat_sweep_sub {}
+unsafe impl Pod for types::cgnat_release {}
 unsafe impl Pod for u8 {}
 unsafe impl Pod for u32 {}
 unsafe impl Pod for u64 {}
@@ -201,6 +204,8 @@ pub enum BpfError {
          net.ipv4.conf.{iface}.forwarding=1 (or use the default fib_lookup = \"loopback\")"
     )]
     ForwardingOff { iface: String },
+    #[error("running the in-kernel sweep (BPF_PROG_TEST_RUN): {0}")]
+    SweepRun(std::io::Error),
 }
 
 /// Which entry point a packet enters (one per interface role).
@@ -367,6 +372,17 @@ fn set_rodata(ro: &mut types::rodata, cfg: &Config, fib_ifindex: u32) {
     ro.FILTER_ICMP = mode(cfg.filtering.icmp);
 }
 
+/// Room in `sweep_subs` beyond the subscribers: the internal hosts of
+/// static mappings count there too.
+const SWEEP_SUBS_SLACK: u32 = 4096;
+
+/// Release records one in-kernel sweep run can report (16 bytes each,
+/// 8 per binding slot): half the bindings, so releasing every binding at
+/// once takes one more run (a walk of bind_in).
+pub fn sweep_out_size(bindings: u32) -> u32 {
+    (bindings / 2).clamp(1024, 1 << 21)
+}
+
 /// Sizes the maps from the configuration before load.
 fn size_maps(m: &mut skel::OpenCgnatMaps<'_>, sizes: &Sizes) -> Result<(), BpfError> {
     for (map, name, n) in [
@@ -388,6 +404,17 @@ fn size_maps(m: &mut skel::OpenCgnatMaps<'_>, sizes: &Sizes) -> Result<(), BpfEr
         (&mut m.blocks, "blocks", sizes.blocks),
         (&mut m.sub_blocks, "sub_blocks", sizes.blocks),
         (&mut m.frags, "frags", sizes.fragments),
+        (
+            &mut m.sweep_subs,
+            "sweep_subs",
+            sizes.subscribers.saturating_add(SWEEP_SUBS_SLACK),
+        ),
+        (&mut m.sweep_blocks, "sweep_blocks", sizes.blocks),
+        (
+            &mut m.sweep_out,
+            "sweep_out",
+            sweep_out_size(sizes.bindings),
+        ),
     ] {
         map.set_max_entries(n).map_err(map_err(name))?;
     }
@@ -648,6 +675,18 @@ impl Datapath {
             } else {
                 None
             },
+            sweep: Some(KernelSweep {
+                prog: self
+                    .skel
+                    .progs
+                    .sweep_tables
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(BpfError::SweepRun)?,
+                subs: h(&m.sweep_subs, "sweep_subs")?,
+                blocks: h(&m.sweep_blocks, "sweep_blocks")?,
+                out: h(&m.sweep_out, "sweep_out")?,
+            }),
         })
     }
 
@@ -814,4 +853,6 @@ mod tables;
 pub use pin::attach_xdp;
 pub use pin::detach;
 use pin::{check_adoptable, ensure_bpffs, obj_get, obj_pin};
-pub use tables::{bindings, delete_binding, internal_endpoint, unbind_out, RouteGen, Tables};
+pub use tables::{
+    bindings, delete_binding, internal_endpoint, unbind_out, KernelSweep, RouteGen, Tables,
+};

@@ -13,6 +13,12 @@ pub fn coarse_ns() -> u64 {
     read(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
 }
 
+/// CPU time of the calling thread in nanoseconds, user and system: a
+/// sweep's own cost, including what the kernel spends in its system calls.
+pub fn thread_cpu_ns() -> u64 {
+    read(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+}
+
 fn read(clock: nix::time::ClockId) -> u64 {
     match nix::time::clock_gettime(clock) {
         Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,

@@ -16,20 +16,30 @@
 //!    frees the port. (Two phases here too: the data path creates a binding
 //!    a moment before its first session.)
 //!
+//! Where: the sweep runs in the kernel (bpf/sweep.h: a SEC("syscall")
+//! program walking the maps with bpf_for_each_map_elem, run here through
+//! BPF_PROG_TEST_RUN) when the tables come with that program, and hands
+//! back counts and the released bindings; steps 1 and 2 and the
+//! filter_addr entries are decided there, subscribers, port blocks and
+//! fragments here. Otherwise (more per-port UDP timeouts than the
+//! program's context holds) the same rules run here on a copy of every
+//! session and binding. `kit/tests/sweep_kernel.rs` checks that both give
+//! the same reports and leave the same tables.
+//!
 //! Races with the data path: marking rewrites the whole value, so a TCP
 //! event bit or refresh landing in that same instant can be lost; the
 //! session then simply gets marked (not deleted) and a later packet clears
 //! the mark again. A packet may also create a session on a binding just
 //! being released; that session idles out as usual.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use libbpf_rs::{MapCore, MapFlags};
 
 use crate::bpf::abi::{proto_idx, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PROTOCOLS};
-use crate::bpf::{bytes_of, from_bytes, types, BpfError, Tables};
+use crate::bpf::{bytes_of, from_bytes, types, BpfError, KernelSweep, Tables};
 use crate::config::Timeouts;
 
 /// How stale last_seen may be: the data path rewrites it at most this
@@ -40,6 +50,8 @@ pub const REFRESH_SLACK: Duration = crate::bpf::abi::REFRESH;
 /// for lack of bindings or sessions.
 pub const BINDING_GRACE: Duration = Duration::from_secs(2);
 const BATCH: u32 = 4096;
+/// UDP ports with their own timeout that the in-kernel sweep handles.
+const UDP_PORTS: usize = types::cgnat_sweep_limits::CGNAT_SWEEP_UDP_PORTS.0 as usize;
 
 type Ev = types::cgnat_tcp_event;
 type St = types::cgnat_tcp_state;
@@ -202,9 +214,159 @@ fn delete_all<K: crate::bpf::Pod>(
     Ok(())
 }
 
+/// What a sweep counted per subscriber and per port block, for
+/// [`Sweeper::sweep_subscribers`].
+#[derive(Debug, Default)]
+struct Holdings {
+    /// Sessions left, by internal address.
+    sessions: HashMap<u32, u32>,
+    /// Live dynamic bindings, by subscriber and protocol index.
+    ports: HashMap<u32, [u32; PROTOCOLS]>,
+    /// Live dynamic bindings, by (external address, port block).
+    blocks: HashMap<(u32, u32), u32>,
+}
+
+/// `d` in compact time units, rounded down: an age in units is greater
+/// than `d` exactly when the age in nanoseconds is.
+fn units_floor(d: Duration) -> u32 {
+    (d.as_nanos() >> TIME_SHIFT).min(u128::from(u32::MAX)) as u32
+}
+
+/// `d` in compact time units, rounded up: an age in units is at least
+/// `d` exactly when the age in nanoseconds is.
+fn units_ceil(d: Duration) -> u32 {
+    d.as_nanos()
+        .div_ceil(1 << TIME_SHIFT)
+        .min(u128::from(u32::MAX)) as u32
+}
+
 impl Sweeper {
-    /// One sweep at time `now` (monotonic ns).
+    /// One sweep at time `now` (monotonic ns): in the kernel when the
+    /// tables come with the sweep program and the configuration fits its
+    /// context, else in user space. Both do the same.
     pub fn sweep(&self, t: &Tables, now: u64) -> Result<SweepReport, BpfError> {
+        match &t.sweep {
+            Some(k) if self.timeouts.udp_ports.len() <= UDP_PORTS => {
+                self.sweep_in_kernel(t, k, now)
+            }
+            _ => self.sweep_user(t, now),
+        }
+    }
+
+    /// The sweep program's parameters for a sweep at `now`.
+    fn kernel_params(&self, t: &Tables, k: &KernelSweep, now: u64) -> types::cgnat_sweep {
+        let limit = |d: Duration| units_floor(d + REFRESH_SLACK);
+        let to = &self.timeouts;
+        let mut c = types::cgnat_sweep {
+            now_ns: now,
+            filter_grace_ns: BINDING_GRACE.as_nanos() as u64,
+            quarantine: units_ceil(self.quarantine),
+            mode: types::cgnat_sweep_mode::CGNAT_SWEEP_FULL.0,
+            out_cap: k.out.max_entries(),
+            ..Default::default()
+        };
+        let class = |c: types::cgnat_sweep_class| c.0 as usize;
+        type C = types::cgnat_sweep_class;
+        c.limit[class(C::CGNAT_SC_TCP_EST)] = limit(to.tcp_established);
+        c.limit[class(C::CGNAT_SC_TCP_OPENING)] = limit(to.tcp_opening);
+        c.limit[class(C::CGNAT_SC_TCP_CLOSING)] = limit(to.tcp_closing);
+        c.limit[class(C::CGNAT_SC_UDP)] = limit(to.udp);
+        c.limit[class(C::CGNAT_SC_OTHER)] = limit(to.icmp);
+        for (slot, (port, d)) in c.udp.iter_mut().zip(&to.udp_ports) {
+            slot.port = *port;
+            slot.limit = limit(*d);
+            c.udp_ports += 1;
+        }
+        if t.filter_addr.is_some() {
+            c.flags |= types::cgnat_sweep_flags::CGNAT_SWEEP_FILTER.0;
+        }
+        if let Some(g) = self.blocks {
+            c.flags |= types::cgnat_sweep_flags::CGNAT_SWEEP_BLOCKS.0;
+            c.block_size = g.block_size;
+            c.blocks_per_addr = g.per_addr;
+        }
+        c
+    }
+
+    /// The sweep of bpf/sweep.h: sessions, bindings and filter_addr in the
+    /// kernel, which hands back counts and the released bindings; then
+    /// subscribers, port blocks and fragments here.
+    fn sweep_in_kernel(
+        &self,
+        t: &Tables,
+        k: &KernelSweep,
+        now: u64,
+    ) -> Result<SweepReport, BpfError> {
+        let mut c = self.kernel_params(t, k, now);
+        k.run(&mut c)?;
+        let mut rep = SweepReport {
+            sessions_live: c.sessions_live,
+            sessions_dying: c.sessions_dying,
+            sessions_expired: c.sessions_expired,
+            bindings_live: c.bindings_live,
+            ports_freed: c.ports_freed,
+            ..Default::default()
+        };
+        let holdings = (c.scratch_full == 0)
+            .then(|| self.kernel_holdings(k))
+            .transpose()?;
+        let mut released = k.released(c.out)?;
+        rep.bindings_released = c.bindings_released;
+        rep.ports_quarantined = c.ports_quarantined;
+        // sweep_out was full: release runs report the rest
+        while c.pending > 0 {
+            c.mode = types::cgnat_sweep_mode::CGNAT_SWEEP_RELEASE.0;
+            k.run(&mut c)?;
+            if c.out == 0 {
+                break;
+            }
+            released.extend(k.released(c.out)?);
+            rep.bindings_released += c.bindings_released;
+            rep.ports_quarantined += c.ports_quarantined;
+            rep.ports_freed += c.ports_freed;
+        }
+        rep.released = released
+            .iter()
+            .map(|r| BindingRelease {
+                proto: r.proto,
+                internal: (addr(r.int_addr), u16::from_be(r.int_port)),
+                external: (addr(r.ext_addr), u16::from_be(r.ext_port)),
+            })
+            .collect();
+        // Without complete counts (a scratch map was full) nothing is
+        // recounted: the data path's counts stay, nobody is deleted.
+        if let Some(h) = holdings {
+            self.sweep_subscribers(t, now, &h, &mut rep)?;
+        }
+        self.sweep_frags(t, now)?;
+        Ok(rep)
+    }
+
+    /// The per-subscriber and per-block counts of the last full run.
+    fn kernel_holdings(&self, k: &KernelSweep) -> Result<Holdings, BpfError> {
+        let mut h = Holdings::default();
+        let subs: Vec<(u32, types::cgnat_sweep_sub)> = dump(&k.subs, "sweep_subs")?;
+        for (a, c) in subs {
+            if c.sessions != 0 {
+                h.sessions.insert(a, c.sessions);
+            }
+            if c.ports != [0; PROTOCOLS] {
+                h.ports.insert(a, c.ports);
+            }
+        }
+        if self.blocks.is_some() {
+            let blocks: Vec<(types::cgnat_block_key, u32)> = dump(&k.blocks, "sweep_blocks")?;
+            h.blocks = blocks
+                .into_iter()
+                .map(|(b, n)| ((b.ext_addr, b.block), n))
+                .collect();
+        }
+        Ok(h)
+    }
+
+    /// The same sweep in user space: every session and binding read into
+    /// the daemon and decided here.
+    pub fn sweep_user(&self, t: &Tables, now: u64) -> Result<SweepReport, BpfError> {
         let mut rep = SweepReport::default();
         let sessions: Vec<(types::cgnat_session_key, types::cgnat_session)> =
             dump(&t.sessions, "sessions")?;
@@ -307,8 +469,29 @@ impl Sweeper {
         }
         delete_all(&t.bind_in, "bind_in", &free)?;
 
-        self.sweep_subscribers(t, now, &sessions, &dead, &held_ports, &mut rep)?;
+        let holdings = self.holdings(&sessions, &dead, &held_ports);
+        self.sweep_subscribers(t, now, &holdings, &mut rep)?;
+        self.sweep_frags(t, now)?;
 
+        // Address-dependent filtering entries live while a session from
+        // that binding to that remote address does.
+        if let Some(fa) = &t.filter_addr {
+            let entries: Vec<(types::cgnat_filter_key, u64)> = dump(fa, "filter_addr")?;
+            let stale: Vec<types::cgnat_filter_key> = entries
+                .iter()
+                .filter(|(k, created)| {
+                    now.saturating_sub(*created) >= grace_ns
+                        && !live_remotes.contains(&(k.ext_addr, k.ext_port, k.proto, k.rem_addr))
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            delete_all(fa, "filter_addr", &stale)?;
+        }
+        Ok(rep)
+    }
+
+    /// Fragment state past timeouts.fragment.
+    fn sweep_frags(&self, t: &Tables, now: u64) -> Result<(), BpfError> {
         // First-fragment translations are kept for timeouts.fragment.
         let frag_ns = self.timeouts.fragment.as_nanos() as u64;
         let frags: Vec<(types::cgnat_frag_key, types::cgnat_frag)> = dump(&t.frags, "frags")?;
@@ -334,22 +517,7 @@ impl Sweeper {
             .map(|(k, _)| *k)
             .collect();
         delete_all(&t.frag_pending, "frag_pending", &stale)?;
-
-        // Address-dependent filtering entries live while a session from
-        // that binding to that remote address does.
-        if let Some(fa) = &t.filter_addr {
-            let entries: Vec<(types::cgnat_filter_key, u64)> = dump(fa, "filter_addr")?;
-            let stale: Vec<types::cgnat_filter_key> = entries
-                .iter()
-                .filter(|(k, created)| {
-                    now.saturating_sub(*created) >= grace_ns
-                        && !live_remotes.contains(&(k.ext_addr, k.ext_port, k.proto, k.rem_addr))
-                })
-                .map(|(k, _)| *k)
-                .collect();
-            delete_all(fa, "filter_addr", &stale)?;
-        }
-        Ok(rep)
+        Ok(())
     }
 }
 
@@ -359,39 +527,45 @@ impl Sweeper {
 pub const SUBSCRIBER_GRACE: Duration = Duration::from_secs(10);
 
 impl Sweeper {
-    /// Recounts what each subscriber holds (the data path only ever
-    /// increments), deletes idle subscribers, rebalances pool_load and
-    /// releases port blocks that no binding uses.
-    fn sweep_subscribers(
+    /// What the user-space sweep counted: sessions left per internal
+    /// address, live dynamic bindings per subscriber and per port block.
+    fn holdings(
         &self,
-        t: &Tables,
-        now: u64,
         sessions: &[(types::cgnat_session_key, types::cgnat_session)],
         dead: &[types::cgnat_session_key],
         held_ports: &[(u32, u32, u16, u8)],
-        rep: &mut SweepReport,
-    ) -> Result<(), BpfError> {
-        use std::collections::HashMap;
+    ) -> Holdings {
         let dead: HashSet<[u8; 16]> = dead
             .iter()
             .map(|k| bytes_of(k).try_into().unwrap_or([0; 16]))
             .collect();
-        let mut sess: HashMap<u32, u32> = HashMap::new();
+        let mut h = Holdings::default();
         for (k, s) in sessions {
             let kb: [u8; 16] = bytes_of(k).try_into().unwrap_or([0; 16]);
             if !dead.contains(&kb) {
-                *sess.entry(s.int_addr).or_default() += 1;
+                *h.sessions.entry(s.int_addr).or_default() += 1;
             }
         }
-        let mut ports: HashMap<u32, [u32; PROTOCOLS]> = HashMap::new();
-        let mut block_use: HashMap<(u32, u32), u32> = HashMap::new();
         for &(sub, ext, port, proto) in held_ports {
-            ports.entry(sub).or_default()[proto_idx(proto)] += 1;
+            h.ports.entry(sub).or_default()[proto_idx(proto)] += 1;
             if let Some(b) = self.blocks.and_then(|g| g.block_of(u16::from_be(port))) {
-                *block_use.entry((ext, b)).or_default() += 1;
+                *h.blocks.entry((ext, b)).or_default() += 1;
             }
         }
+        h
+    }
 
+    /// Recounts what each subscriber holds (the data path only ever
+    /// increments) from `h`, deletes idle subscribers, rebalances
+    /// pool_load and releases port blocks that no binding uses.
+    fn sweep_subscribers(
+        &self,
+        t: &Tables,
+        now: u64,
+        h: &Holdings,
+        rep: &mut SweepReport,
+    ) -> Result<(), BpfError> {
+        let (sess, ports, block_use) = (&h.sessions, &h.ports, &h.blocks);
         let subs: Vec<(u32, types::cgnat_subscriber)> = dump(&t.subscribers, "subscribers")?;
         let grace = SUBSCRIBER_GRACE.as_nanos() as u64;
         let mut load: HashMap<u32, u32> = HashMap::new();

@@ -26,6 +26,10 @@ use crate::expiry::{list_sessions, monotonic_ns, proto_name};
 pub struct DaemonGauges {
     pub sweeps: AtomicU64,
     pub last_sweep_us: AtomicU64,
+    /// CPU time of the last sweep (the sweeping thread's, kernel included).
+    pub last_sweep_cpu_us: AtomicU64,
+    /// CPU time of all sweeps.
+    pub sweep_cpu_ns: AtomicU64,
     pub sessions_expired: AtomicU64,
     pub bindings_released: AtomicU64,
     pub log_written: AtomicU64,
@@ -213,6 +217,19 @@ fn daemon(reg: &mut Registry, d: &DaemonGauges) {
         "last_sweep_microseconds",
         "Duration of the last expiry sweep",
         d.last_sweep_us.load(Ordering::Relaxed) as i64,
+    );
+    gauge(
+        reg,
+        "last_sweep_cpu_microseconds",
+        "CPU time of the last expiry sweep (its thread, kernel time included)",
+        d.last_sweep_cpu_us.load(Ordering::Relaxed) as i64,
+    );
+    let cpu: Counter<f64, AtomicU64> = Counter::default();
+    cpu.inc_by(d.sweep_cpu_ns.load(Ordering::Relaxed) as f64 / 1e9);
+    reg.register(
+        "sweep_cpu_seconds",
+        "CPU time of all expiry sweeps (their thread, kernel time included)",
+        cpu,
     );
     counter(
         reg,

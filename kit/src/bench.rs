@@ -367,9 +367,21 @@ pub struct ScaleResult {
     pub sweeps_during: u64,
     pub preload_secs: f64,
     pub maps: Vec<MapMem>,
+    /// The large table, packets drawn from a Zipf(1.0) popularity over
+    /// all its flows.
+    pub zipf_ns: Stat,
+    /// Distinct flows among the Zipf frames.
+    pub zipf_flows: u32,
     pub sweep_noop_secs: f64,
+    /// CPU time of that sweep (the sweeping thread, kernel included).
+    pub sweep_noop_cpu_secs: f64,
+    /// The same sweep in user space (`Sweeper::sweep_user`), for reference.
+    pub sweep_noop_user_secs: f64,
+    pub sweep_noop_user_cpu_secs: f64,
     pub expire_mark_secs: f64,
     pub expire_delete_secs: f64,
+    pub expire_mark_cpu_secs: f64,
+    pub expire_delete_cpu_secs: f64,
     pub expired: u64,
 }
 

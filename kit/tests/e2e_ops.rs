@@ -905,6 +905,17 @@ fn metrics_and_cli_agree_with_known_traffic() {
         sweeps2 > sweeps1,
         "cgnat_sweeps_total did not grow in 800 ms (sweep_interval 200ms): {sweeps1} -> {sweeps2}"
     );
+    // the sweeps' CPU time is counted: positive, and below their wall time
+    let cpu = metric(&m2, "cgnat_sweep_cpu_seconds_total", &[])
+        .unwrap_or_else(|| panic!("no cgnat_sweep_cpu_seconds_total in:\n{body2}"));
+    assert!(
+        cpu > 0.0 && cpu < sweeps2 * 1.0,
+        "cgnat_sweep_cpu_seconds_total {cpu} after {sweeps2} sweeps of a few sessions"
+    );
+    assert!(
+        metric(&m2, "cgnat_last_sweep_cpu_microseconds", &[]).is_some(),
+        "no cgnat_last_sweep_cpu_microseconds in:\n{body2}"
+    );
 
     // Only the router itself can scrape.
     for (host, addr) in [(Host::E1, ROUTER_EXT), (Host::S1, ROUTER_INT)] {

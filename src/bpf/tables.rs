@@ -21,6 +21,95 @@ pub struct Tables {
     pub event_lost: MapHandle,
     /// Only when a protocol uses address-dependent filtering.
     pub filter_addr: Option<MapHandle>,
+    /// The in-kernel sweep, when these tables come from a loaded program
+    /// (not from pins: the CLI never sweeps).
+    pub sweep: Option<KernelSweep>,
+}
+
+/// The SEC("syscall") program that sweeps in the kernel (bpf/sweep.h),
+/// with its scratch and output maps.
+#[derive(Debug)]
+pub struct KernelSweep {
+    pub prog: OwnedFd,
+    /// Per subscriber: sessions and bindings counted by the last run.
+    pub subs: MapHandle,
+    /// Per port block: bindings counted by the last run.
+    pub blocks: MapHandle,
+    /// The bindings the last run released.
+    pub out: MapHandle,
+}
+
+impl KernelSweep {
+    /// Runs the program once with BPF_PROG_TEST_RUN; the kernel writes
+    /// the run's counters back into `ctx`.
+    pub fn run(&self, ctx: &mut types::cgnat_sweep) -> Result<(), BpfError> {
+        // SAFETY: zeroed is a valid bpf_test_run_opts; sz is set.
+        let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
+        opts.sz = std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _;
+        opts.ctx_in = (ctx as *mut types::cgnat_sweep).cast();
+        opts.ctx_size_in = std::mem::size_of::<types::cgnat_sweep>() as u32;
+        // SAFETY: ctx_in points at a whole cgnat_sweep, which the kernel
+        // reads and then overwrites with as many bytes (a syscall
+        // program's context goes back where it came from).
+        let ret = unsafe { libbpf_sys::bpf_prog_test_run_opts(self.prog.as_raw_fd(), &mut opts) };
+        if ret < 0 {
+            return Err(BpfError::SweepRun(std::io::Error::from_raw_os_error(-ret)));
+        }
+        Ok(())
+    }
+
+    /// The first `n` records of `sweep_out`.
+    pub fn released(&self, n: u32) -> Result<Vec<types::cgnat_release>, BpfError> {
+        const CHUNK: u32 = 1 << 14;
+        let rs = std::mem::size_of::<types::cgnat_release>();
+        let mut out = Vec::with_capacity(n as usize);
+        // the position token: the last key read (BPF_MAP_LOOKUP_BATCH
+        // starts after it)
+        let mut prev: Option<u32> = None;
+        while (out.len() as u32) < n {
+            let mut count = CHUNK.min(n - out.len() as u32);
+            let mut keys = vec![0u32; count as usize];
+            let mut vals = vec![0u8; rs * count as usize];
+            let mut in_key = prev.unwrap_or(0);
+            let mut token = 0u32;
+            // SAFETY: zeroed is a valid bpf_map_batch_opts; sz is set.
+            let mut opts: libbpf_sys::bpf_map_batch_opts = unsafe { std::mem::zeroed() };
+            opts.sz = std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _;
+            // SAFETY: the buffers hold `count` keys and values; an
+            // array's position token is a u32 key.
+            let ret = unsafe {
+                libbpf_sys::bpf_map_lookup_batch(
+                    self.out.as_fd().as_raw_fd(),
+                    if prev.is_some() {
+                        (&mut in_key as *mut u32).cast()
+                    } else {
+                        std::ptr::null_mut()
+                    },
+                    (&mut token as *mut u32).cast(),
+                    keys.as_mut_ptr().cast(),
+                    vals.as_mut_ptr().cast(),
+                    &mut count,
+                    &opts,
+                )
+            };
+            if ret < 0 && -ret != nix::errno::Errno::ENOENT as i32 {
+                return Err(map_err("sweep_out")(libbpf_rs::Error::from_raw_os_error(
+                    -ret,
+                )));
+            }
+            if count == 0 {
+                break;
+            }
+            out.extend(
+                vals.chunks_exact(rs)
+                    .take(count as usize)
+                    .filter_map(from_bytes::<types::cgnat_release>),
+            );
+            prev = Some(token);
+        }
+        out.truncate(n as usize);
+        Ok(out)
+    }
 }
 
 /// Every binding of a `bind_in` map: (external endpoint, binding). A key
@@ -134,6 +223,7 @@ impl Tables {
             sub_blocks: open("sub_blocks")?,
             event_lost: open("event_lost")?,
             filter_addr: None,
+            sweep: None,
         })
     }
 }

@@ -230,6 +230,43 @@ impl Rng {
     }
 }
 
+/// A sweep's report, wall seconds and CPU seconds of this thread (the
+/// kernel's work for it included).
+fn timed(
+    f: impl FnOnce() -> std::result::Result<cgnat::expiry::SweepReport, cgnat::bpf::BpfError>,
+) -> Result<(cgnat::expiry::SweepReport, f64, f64)> {
+    let (t0, c0) = (Instant::now(), cgnat::clock::thread_cpu_ns());
+    let rep = f().ctx("sweep")?;
+    let cpu = cgnat::clock::thread_cpu_ns().saturating_sub(c0) as f64 / 1e9;
+    Ok((rep, t0.elapsed().as_secs_f64(), cpu))
+}
+
+/// `n` frames of flows drawn from a Zipf(1.0) popularity over all the
+/// flows of `g`: rank r (1-based) with probability (1/r) / H(flows), by
+/// inverting the cumulative sum; rank r is flow (r * A) mod flows, A
+/// prime, so popular flows are spread over subscribers and buckets.
+pub(super) fn zipf_frames(g: &Geo, n: u32, rng: &mut Rng) -> Vec<Vec<u8>> {
+    const A: u64 = 2_654_435_761;
+    let flows = u64::from(g.subs) * u64::from(g.ports);
+    let mut cdf = Vec::with_capacity(flows as usize);
+    let mut sum = 0.0f64;
+    for r in 1..=flows {
+        sum += 1.0 / r as f64;
+        cdf.push(sum);
+    }
+    (0..n)
+        .map(|_| {
+            let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * sum;
+            let rank = cdf.partition_point(|c| *c < u) as u64;
+            let flow = (rank.min(flows - 1) * A) % flows;
+            g.frame(
+                (flow / u64::from(g.ports)) as u32,
+                (flow % u64::from(g.ports)) as u32,
+            )
+        })
+        .collect()
+}
+
 pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
     in_ns(ns, || {
         let g = Geo::new(p.scale_subs, p.scale_ports)?;
@@ -316,6 +353,27 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
             &mut r.large_ns,
             Some((&mut r.large_floor_ns, &mut r.large_probe_ns)),
         )?;
+        // Zipf(1.0) over every flow: rank r drawn with probability
+        // proportional to 1/r, ranks scattered over the table.
+        let frames = zipf_frames(&g, p.scale_frames.min(g.subs * g.ports), &mut rng);
+        r.zipf_flows = {
+            let mut f = frames.clone();
+            f.sort();
+            f.dedup();
+            f.len() as u32
+        };
+        fl.set_frames(&frames).ctx("feeder frames")?;
+        measure(&fl, p.runs, &mut r.zipf_ns, None)?;
+        // back to the uniform frames for the measurement during sweeps
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let frames: Vec<Vec<u8>> = (0..r.large_frames)
+            .map(|_| {
+                let k = (rng.next() % u64::from(g.subs)) as u32;
+                let j = (rng.next() % u64::from(g.ports)) as u32;
+                g.frame(k, j)
+            })
+            .collect();
+        fl.set_frames(&frames).ctx("feeder frames")?;
         eprintln!(
             "bench:   {} sessions {:.1} ns, {} sessions {:.1} ns (preload {:.1} s)",
             r.small_sessions,
@@ -346,12 +404,25 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
             blocks: None,
             pool: cfg.pool_addrs.clone(),
         };
-        let s0 = Instant::now();
-        let rep = sweeper.sweep(&t, now).ctx("sweep")?;
-        r.sweep_noop_secs = s0.elapsed().as_secs_f64();
-        if rep.sessions_live != total || rep.sessions_dying != 0 || rep.bindings_released != 0 {
-            return fail(format!("the no-op sweep changed state: {rep:?}"));
-        }
+        let noop = |rep: &cgnat::expiry::SweepReport| -> Result<()> {
+            if rep.sessions_live != total || rep.sessions_dying != 0 || rep.bindings_released != 0 {
+                return fail(format!("the no-op sweep changed state: {rep:?}"));
+            }
+            Ok(())
+        };
+        let (rep, wall, cpu) = timed(|| sweeper.sweep(&t, now))?;
+        noop(&rep)?;
+        (r.sweep_noop_secs, r.sweep_noop_cpu_secs) = (wall, cpu);
+        let (rep, wall, cpu) = timed(|| sweeper.sweep_user(&t, now))?;
+        noop(&rep)?;
+        (r.sweep_noop_user_secs, r.sweep_noop_user_cpu_secs) = (wall, cpu);
+        eprintln!(
+            "bench:   no-op sweep {:.2} s ({:.2} s CPU); in user space {:.2} s ({:.2} s CPU)",
+            r.sweep_noop_secs,
+            r.sweep_noop_cpu_secs,
+            r.sweep_noop_user_secs,
+            r.sweep_noop_user_cpu_secs
+        );
         let stop = AtomicBool::new(false);
         let sweeps = AtomicU64::new(0);
         let t2 = dp.tables().ctx("tables")?;
@@ -381,12 +452,10 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
         // the second deletes them and releases (quarantines) the ports.
         if p.expire_all {
             let far = now + 10 * 86_400 * 1_000_000_000;
-            let s1 = Instant::now();
-            let a = sweeper.sweep(&t, far).ctx("sweep")?;
-            r.expire_mark_secs = s1.elapsed().as_secs_f64();
-            let s2 = Instant::now();
-            let b = sweeper.sweep(&t, far + 1_000_000_000).ctx("sweep")?;
-            r.expire_delete_secs = s2.elapsed().as_secs_f64();
+            let (a, wall, cpu) = timed(|| sweeper.sweep(&t, far))?;
+            (r.expire_mark_secs, r.expire_mark_cpu_secs) = (wall, cpu);
+            let (b, wall, cpu) = timed(|| sweeper.sweep(&t, far + 1_000_000_000))?;
+            (r.expire_delete_secs, r.expire_delete_cpu_secs) = (wall, cpu);
             r.expired = b.sessions_expired;
             if a.sessions_dying != total || b.sessions_expired != total {
                 return fail(format!(

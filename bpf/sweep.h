@@ -1,0 +1,355 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * sweep.h - expiry inside the kernel: one walk of sessions, bind_in and
+ * filter_addr with bpf_for_each_map_elem, run by the daemon through
+ * BPF_PROG_TEST_RUN on the SEC("syscall") program cgnat_sweep
+ * (cgnat.bpf.c) with a struct cgnat_sweep as its context. It does what
+ * src/expiry.rs does in user space, with the same rules (see there):
+ *
+ * 1. sessions: a session idle past its timeout is marked
+ *    CGNAT_SESS_DYING, or deleted if it already was; every other one
+ *    marks its binding CGNAT_BIND_LIVE and its filter_addr entry seen,
+ *    and counts for its subscriber: on its binding (sweep_sessions, which
+ *    the binding pass adds to the binding's subscriber: no lookup per
+ *    session), or in sweep_subs directly when the binding cannot hold
+ *    the count (missing, quarantined, another subscriber's, or at 255);
+ * 2. bind_in: a quarantine that has run out frees its port; a binding
+ *    that is static, used or not yet marked CGNAT_BIND_IDLE is live
+ *    (IDLE set on a bare one, cleared on a used one; counted per
+ *    subscriber and per port block); any other is released: its bind_out
+ *    entry is deleted, its port quarantined (RFC 6888 REQ-8) or freed,
+ *    and a record goes to sweep_out for the NAT log. When sweep_out is
+ *    full the binding is marked CGNAT_BIND_PENDING instead and a
+ *    CGNAT_SWEEP_RELEASE run releases it;
+ * 3. filter_addr: an entry older than the grace with no live session
+ *    to its remote address is deleted.
+ *
+ * Only the daemon's sweeper runs it, one run at a time: the run's state
+ * is the global sweep_run. Writes the data path may race with are single
+ * stores to fields it only reads (binding flags) or a one-byte store of
+ * session flags, which a refreshing packet clears again as in the user
+ * space sweep; a quarantine replaces the whole bind_in value
+ * (BPF_EXIST), as the data path reads its address and flags together.
+ *
+ * Deleting or replacing the element a callback was given is safe for the
+ * walk: a deleted preallocated element keeps its next pointer until it is
+ * allocated again, and a replaced one becomes this CPU's spare element,
+ * reused only by this CPU's next replacement, after the walk moved on.
+ *
+ * Every callback returns 0 (continue the walk).
+ */
+#ifndef CGNAT_SWEEP_H
+#define CGNAT_SWEEP_H
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "cgnat.h"
+#include "maps.h"
+
+struct bpf_map;
+
+/* The current run: its parameters, then its counters. */
+static struct cgnat_sweep sweep_run;
+
+static __always_inline __u32 sweep_now(void)
+{
+	return (__u32)(sweep_run.now_ns >> CGNAT_TIME_SHIFT);
+}
+
+/* Age of a compact stamp, 0 if it is newer than the sweep's clock. */
+static __always_inline __u32 sweep_age(__u32 stamp)
+{
+	__s32 d = (__s32)(sweep_now() - stamp);
+
+	return d > 0 ? (__u32)d : 0;
+}
+
+/* The timeout class of a TCP session (RFC 7857 section 2), as
+ * expiry::tcp_state and expiry::session_timeout decide it. */
+static __always_inline __u32 sweep_tcp_class(__u32 bits)
+{
+	int syn_both = (bits & CGNAT_TCP_SYN_OUT) && (bits & CGNAT_TCP_SYN_IN);
+	int open = (bits & CGNAT_TCP_LOOSE) || syn_both;
+	int fin_out = bits & CGNAT_TCP_FIN_OUT, fin_in = bits & CGNAT_TCP_FIN_IN;
+
+	if (bits & CGNAT_TCP_RST)
+		return CGNAT_SC_TCP_CLOSING;
+	if (fin_out && fin_in)
+		return CGNAT_SC_TCP_CLOSING;
+	if (fin_out || fin_in)
+		return open ? CGNAT_SC_TCP_EST : CGNAT_SC_TCP_CLOSING;
+	return open ? CGNAT_SC_TCP_EST : CGNAT_SC_TCP_OPENING;
+}
+
+static __always_inline __u32 sweep_limit(const struct cgnat_session_key *k,
+					 const struct cgnat_session *s)
+{
+	__u32 c = CGNAT_SC_OTHER, i;
+
+	if (k->proto == IPPROTO_TCP)
+		c = sweep_tcp_class(s->tcp);
+	if (k->proto == IPPROTO_UDP) {
+		__u16 port = bpf_ntohs(k->rem_port);
+
+		for (i = 0; i < CGNAT_SWEEP_UDP_PORTS; i++) {
+			if (i >= sweep_run.udp_ports)
+				break;
+			if (sweep_run.udp[i].port == port)
+				return sweep_run.udp[i].limit;
+		}
+		c = CGNAT_SC_UDP;
+	}
+	if (c >= CGNAT_SC__MAX)
+		return 0;
+	return sweep_run.limit[c];
+}
+
+static __always_inline __u32 sweep_proto_idx(__u8 proto)
+{
+	if (proto == IPPROTO_TCP)
+		return CGNAT_PI_TCP;
+	if (proto == IPPROTO_UDP)
+		return CGNAT_PI_UDP;
+	return CGNAT_PI_ICMP;
+}
+
+/* The subscriber's counters of this run, created at 0. */
+static __always_inline struct cgnat_sweep_sub *sweep_sub(__be32 addr)
+{
+	struct cgnat_sweep_sub zero = {};
+	struct cgnat_sweep_sub *c = bpf_map_lookup_elem(&sweep_subs, &addr);
+
+	if (c)
+		return c;
+	if (bpf_map_update_elem(&sweep_subs, &addr, &zero, BPF_NOEXIST) &&
+	    !bpf_map_lookup_elem(&sweep_subs, &addr)) {
+		sweep_run.scratch_full++;
+		return 0;
+	}
+	return bpf_map_lookup_elem(&sweep_subs, &addr);
+}
+
+static long sweep_clear_cb(struct bpf_map *map, const void *key, void *val,
+			   void *ctx)
+{
+	bpf_map_delete_elem(map, key);
+	return 0;
+}
+
+static long sweep_session_cb(struct bpf_map *map,
+			     const struct cgnat_session_key *key,
+			     struct cgnat_session *s, void *ctx)
+{
+	struct cgnat_session_key k = *key;
+	struct cgnat_endpoint ek = {
+		.addr = k.ext_addr, .port = k.ext_port, .proto = k.proto,
+	};
+	struct cgnat_sweep_sub *c;
+	struct cgnat_binding *b;
+
+	/* the data path rewrites last_seen at most every CGNAT_REFRESH_MS:
+	 * the limits include that slack */
+	if (sweep_age(s->last_seen) > sweep_limit(&k, s)) {
+		if (s->flags & CGNAT_SESS_DYING) {
+			/* marked at the previous sweep and still idle */
+			bpf_map_delete_elem(&sessions, &k);
+			sweep_run.sessions_expired++;
+			return 0;
+		}
+		/* two-phase expiry: a refreshing packet clears the mark */
+		s->flags |= CGNAT_SESS_DYING;
+		sweep_run.sessions_dying++;
+	}
+	sweep_run.sessions_live++;
+	b = bpf_map_lookup_elem(&bind_in, &ek);
+	if (b && (b->flags & CGNAT_BIND_QUARANTINE))
+		b = 0;
+	if (b && !(b->flags & CGNAT_BIND_LIVE))
+		b->flags |= CGNAT_BIND_LIVE;
+	if (b && b->addr == s->int_addr && b->sweep_sessions < 255) {
+		b->sweep_sessions++;
+	} else {
+		c = sweep_sub(s->int_addr);
+		if (c)
+			c->sessions++;
+	}
+	if (sweep_run.flags & CGNAT_SWEEP_FILTER) {
+		struct cgnat_filter_key fk = {
+			.ext_addr = k.ext_addr, .rem_addr = k.rem_addr,
+			.ext_port = k.ext_port, .proto = k.proto,
+		};
+		__u64 *created = bpf_map_lookup_elem(&filter_addr, &fk);
+
+		/* bit 63 (a monotonic time never has it) marks "seen": the
+		 * data path only tests the entry's presence */
+		if (created && !(*created >> 63))
+			*created |= 1ULL << 63;
+	}
+	return 0;
+}
+
+/* Releases binding ek -> b: the outbound entry first, so no new session
+ * finds it, then the port goes into quarantine (or is freed). */
+static __always_inline void sweep_release(const struct cgnat_endpoint *ek,
+					  struct cgnat_binding *b)
+{
+	struct cgnat_endpoint ik = {
+		.addr = b->addr, .port = b->port, .proto = ek->proto,
+	};
+	struct cgnat_binding q = {
+		.addr = sweep_now(), .port = b->port,
+		.flags = CGNAT_BIND_QUARANTINE,
+	};
+	struct cgnat_release *r;
+	__u32 slot = sweep_run.out;
+
+	r = slot < sweep_run.out_cap ? bpf_map_lookup_elem(&sweep_out, &slot) : 0;
+	if (!r) {
+		/* no room to report it: a release run does it */
+		if (!(b->flags & CGNAT_BIND_PENDING))
+			b->flags = (b->flags & ~CGNAT_BIND_LIVE) | CGNAT_BIND_PENDING;
+		b->sweep_sessions = 0;
+		sweep_run.pending++;
+		return;
+	}
+	r->int_addr = b->addr;
+	r->int_port = b->port;
+	r->ext_addr = ek->addr;
+	r->ext_port = ek->port;
+	r->proto = ek->proto;
+	sweep_run.out = slot + 1;
+	bpf_map_delete_elem(&bind_out, &ik);
+	sweep_run.bindings_released++;
+	if (sweep_run.quarantine == 0) {
+		bpf_map_delete_elem(&bind_in, ek);
+		sweep_run.ports_freed++;
+	} else {
+		bpf_map_update_elem(&bind_in, ek, &q, BPF_EXIST);
+		sweep_run.ports_quarantined++;
+	}
+}
+
+static long sweep_binding_cb(struct bpf_map *map,
+			     const struct cgnat_endpoint *key,
+			     struct cgnat_binding *b, void *ctx)
+{
+	struct cgnat_endpoint ek = *key;
+	__u8 flags = b->flags, nf;
+	int is_static, used, live;
+
+	if (flags & CGNAT_BIND_QUARANTINE) {
+		/* a quarantined entry holds its start in addr */
+		if (sweep_run.mode == CGNAT_SWEEP_FULL &&
+		    sweep_age(b->addr) >= sweep_run.quarantine) {
+			bpf_map_delete_elem(&bind_in, &ek);
+			sweep_run.ports_freed++;
+		}
+		return 0;
+	}
+	if (sweep_run.mode == CGNAT_SWEEP_RELEASE) {
+		if (flags & CGNAT_BIND_PENDING)
+			sweep_release(&ek, b);
+		return 0;
+	}
+	is_static = flags & CGNAT_BIND_STATIC;
+	used = flags & CGNAT_BIND_LIVE;
+	live = is_static || used || !(flags & CGNAT_BIND_IDLE);
+	if (b->sweep_sessions || (live && !is_static)) {
+		/* its sessions counted in the session pass, its port */
+		struct cgnat_sweep_sub *c = sweep_sub(b->addr);
+
+		if (c) {
+			__u32 i = sweep_proto_idx(ek.proto);
+
+			c->sessions += b->sweep_sessions;
+			if (live && !is_static && i < CGNAT_PI__MAX)
+				c->ports[i]++;
+		}
+		if (b->sweep_sessions)
+			b->sweep_sessions = 0;
+	}
+	if (live) {
+		sweep_run.bindings_live++;
+		if (!is_static) {
+			if (sweep_run.flags & CGNAT_SWEEP_BLOCKS) {
+				__u32 p = bpf_ntohs(ek.port), n;
+				struct cgnat_block_key bk = { .ext_addr = ek.addr };
+				__u32 one = 1, *u;
+
+				if (p >= CGNAT_PORT_MIN && sweep_run.block_size) {
+					n = (p - CGNAT_PORT_MIN) / sweep_run.block_size;
+					bk.block = n;
+					u = n < sweep_run.blocks_per_addr ?
+						    bpf_map_lookup_elem(&sweep_blocks, &bk) : 0;
+					if (u)
+						(*u)++;
+					else if (n < sweep_run.blocks_per_addr &&
+						 bpf_map_update_elem(&sweep_blocks, &bk, &one,
+								     BPF_NOEXIST))
+						sweep_run.scratch_full++;
+				}
+			}
+		}
+		/* two-phase release: mark a bare binding, unmark a used one */
+		nf = (used || is_static) ? flags & ~CGNAT_BIND_IDLE :
+					   flags | CGNAT_BIND_IDLE;
+		nf &= ~(CGNAT_BIND_LIVE | CGNAT_BIND_PENDING);
+		if (nf != flags)
+			b->flags = nf;
+		return 0;
+	}
+	sweep_release(&ek, b);
+	return 0;
+}
+
+static long sweep_filter_cb(struct bpf_map *map,
+			    const struct cgnat_filter_key *key, __u64 *created,
+			    void *ctx)
+{
+	struct cgnat_filter_key k = *key;
+	__u64 v = *created, t = v & ~(1ULL << 63);
+	__u64 age = sweep_run.now_ns > t ? sweep_run.now_ns - t : 0;
+
+	if (v >> 63) {
+		*created = t;
+		return 0;
+	}
+	if (age >= sweep_run.filter_grace_ns) {
+		bpf_map_delete_elem(&filter_addr, &k);
+		sweep_run.filters_deleted++;
+	}
+	return 0;
+}
+
+/* One run: the caller's parameters in, the counters out. */
+static __always_inline int sweep(struct cgnat_sweep *ctx)
+{
+	sweep_run = *ctx;
+	sweep_run.sessions_live = 0;
+	sweep_run.sessions_dying = 0;
+	sweep_run.sessions_expired = 0;
+	sweep_run.bindings_live = 0;
+	sweep_run.bindings_released = 0;
+	sweep_run.ports_quarantined = 0;
+	sweep_run.ports_freed = 0;
+	sweep_run.filters_deleted = 0;
+	sweep_run.out = 0;
+	sweep_run.pending = 0;
+	sweep_run.scratch_full = 0;
+	if (sweep_run.mode == CGNAT_SWEEP_FULL) {
+		bpf_for_each_map_elem(&sweep_subs, sweep_clear_cb, 0, 0);
+		if (sweep_run.flags & CGNAT_SWEEP_BLOCKS)
+			bpf_for_each_map_elem(&sweep_blocks, sweep_clear_cb, 0, 0);
+		bpf_for_each_map_elem(&sessions, sweep_session_cb, 0, 0);
+	}
+	bpf_for_each_map_elem(&bind_in, sweep_binding_cb, 0, 0);
+	if (sweep_run.mode == CGNAT_SWEEP_FULL &&
+	    (sweep_run.flags & CGNAT_SWEEP_FILTER))
+		bpf_for_each_map_elem(&filter_addr, sweep_filter_cb, 0, 0);
+	*ctx = sweep_run;
+	return 0;
+}
+
+#endif /* CGNAT_SWEEP_H */

@@ -1,0 +1,341 @@
+//! The in-kernel sweep (bpf/sweep.h) against the user-space one
+//! (`Sweeper::sweep_user`): the same random tables in two loaded
+//! programs, swept at the same times, must give the same reports and
+//! leave the same tables, in dynamic mode with address-dependent
+//! filtering and per-port UDP timeouts, and in port-block mode without
+//! quarantine. More bindings are released at once than `sweep_out` holds,
+//! so the release runs are covered too.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use cgnat::bpf::{bytes_of, lookup_all, types, Datapath, KeyValue, LoadOptions, Tables};
+use cgnat::config::{Config, PoolMode};
+use cgnat::expiry::{compact_time, monotonic_ns, SweepReport, Sweeper};
+use libbpf_rs::{MapCore, MapFlags};
+
+const SEC: u64 = 1_000_000_000;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn config(extra: &str) -> Config {
+    let text = format!(
+        r#"
+[interfaces]
+internal = "int0"
+external = "ext0"
+[nat]
+internal_prefixes = ["100.64.0.0/10"]
+external_pool = ["203.0.113.0/28"]
+max_sessions = 16384
+max_bindings = 4096
+{extra}
+[daemon]
+pin_path = "/sys/fs/bpf/cgnat-sweep-test-unused"
+"#
+    );
+    Config::parse(&text, Path::new("(sweep test)")).expect("test config")
+}
+
+fn put<K: cgnat::bpf::Pod, V: cgnat::bpf::Pod>(m: &dyn MapCore, k: &K, v: &V) {
+    m.update(bytes_of(k), bytes_of(v), MapFlags::ANY)
+        .expect("map update");
+}
+
+/// Random sessions, bindings (some bare, idle, static or quarantined),
+/// subscribers, filter entries and port blocks, written to `ts`.
+fn fill(ts: &[&Tables], cfg: &Config, base: u64, seed: u64) {
+    let mut r = Rng(seed);
+    let block = cfg.mode == PoolMode::PortBlock;
+    let mut subs: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut blocks: BTreeMap<(u32, u32), u32> = BTreeMap::new();
+    for i in 0..4000u32 {
+        let sub = u32::from_be_bytes([100, 64, 0, (i % 200) as u8]).to_be();
+        let ext_addr = u32::from_be_bytes([203, 0, 113, (i % 14 + 1) as u8]).to_be();
+        let proto = [6u8, 17, 17, 1][r.below(4) as usize];
+        let ext_port = (1024 + i / 14 * 3 + r.below(3) as u32) as u16;
+        let ek = types::cgnat_endpoint {
+            addr: ext_addr,
+            port: ext_port.to_be(),
+            proto,
+            _pad: 0,
+        };
+        let ik = types::cgnat_endpoint {
+            addr: sub,
+            port: (20000 + i as u16).to_be(),
+            proto,
+            _pad: 0,
+        };
+        let kind = if i == 7 { 5 } else { r.below(20) };
+        let mut flags = 0u8;
+        let mut rev = types::cgnat_binding {
+            addr: ik.addr,
+            port: ik.port,
+            ..Default::default()
+        };
+        match kind {
+            0 => flags = types::cgnat_binding_flag::CGNAT_BIND_STATIC.0 as u8,
+            1 => flags = types::cgnat_binding_flag::CGNAT_BIND_IDLE.0 as u8,
+            2 => {
+                flags = types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8;
+                rev.addr = compact_time(base.saturating_sub(r.below(300) * SEC));
+            }
+            _ => {}
+        }
+        rev.flags = flags;
+        let fwd = types::cgnat_binding {
+            addr: ek.addr,
+            port: ek.port,
+            ..Default::default()
+        };
+        for t in ts {
+            put(&t.bind_in, &ek, &rev);
+            if kind != 2 {
+                put(&t.bind_out, &ik, &fwd);
+            }
+        }
+        if kind != 2 {
+            *subs.entry(sub).or_default() += 1;
+            if block {
+                if let Some(b) = cfg.blocks.block_of(ext_port) {
+                    blocks.entry((ext_addr, b)).or_insert(sub);
+                }
+            }
+        }
+        // 1..3 sessions on most, of various ages and states
+        // (one binding has more sessions than the kernel sweep counts on
+        // a binding: 255)
+        let crowd = i == 7;
+        let n = match kind {
+            3 => 0,
+            _ if crowd => 300,
+            _ => 1 + r.below(3),
+        };
+        for j in 0..n {
+            let mut rem_port: u16 = [53u16, 3478, 80, 443][r.below(4) as usize];
+            let mut rem_addr = u32::from_be_bytes([198, 51, 100, (j + 1) as u8]).to_be();
+            if crowd {
+                (rem_addr, rem_port) = (
+                    u32::from_be_bytes([198, 51, 100, 1]).to_be(),
+                    1000 + j as u16,
+                );
+            }
+            // now and then a session whose internal address is not its
+            // binding's (a port reused while an old session lingers)
+            let int_addr = if r.below(25) == 0 {
+                u32::from_be_bytes([100, 64, 1, (j % 200) as u8]).to_be()
+            } else {
+                sub
+            };
+            let key = types::cgnat_session_key {
+                ext_addr,
+                rem_addr,
+                ext_port: ek.port,
+                rem_port: if proto == 1 { 0 } else { rem_port.to_be() },
+                proto,
+                _pad: [0; 3],
+            };
+            let age = [0, 0, 0, 0, 0, 10, 70, 250, 310, 7500][r.below(10) as usize] * SEC;
+            let s = types::cgnat_session {
+                int_addr,
+                int_port: ik.port,
+                flags: if r.below(3) == 0 {
+                    types::cgnat_session_flag::CGNAT_SESS_DYING.0 as u8
+                } else {
+                    0
+                },
+                _pad0: 0,
+                tcp: r.below(64) as u32,
+                last_seen: compact_time(base.saturating_sub(age)),
+            };
+            let fk = types::cgnat_filter_key {
+                ext_addr,
+                rem_addr,
+                ext_port: ek.port,
+                proto,
+                _pad: 0,
+            };
+            let created = base.saturating_sub(r.below(4) * SEC);
+            for t in ts {
+                put(&t.sessions, &key, &s);
+                if let Some(fa) = &t.filter_addr {
+                    put(fa, &fk, &created);
+                }
+            }
+        }
+    }
+    // filter entries of remotes no session talks to
+    for i in 0..300u32 {
+        let fk = types::cgnat_filter_key {
+            ext_addr: u32::from_be_bytes([203, 0, 113, 1]).to_be(),
+            rem_addr: u32::from_be_bytes([192, 0, 2, (i % 250) as u8]).to_be(),
+            ext_port: (1024 + i as u16).to_be(),
+            proto: 17,
+            _pad: 0,
+        };
+        let created = base.saturating_sub(r.below(5) * SEC);
+        for t in ts {
+            if let Some(fa) = &t.filter_addr {
+                put(fa, &fk, &created);
+            }
+        }
+    }
+    for (sub, n) in &subs {
+        let s = types::cgnat_subscriber {
+            ext_addr: u32::from_be_bytes([203, 0, 113, 1]).to_be(),
+            ports: [*n, *n, 0],
+            sessions: *n * 2,
+            last_alloc_ns: base.saturating_sub(r.below(20) * SEC),
+            ..Default::default()
+        };
+        for t in ts {
+            put(&t.subscribers, sub, &s);
+        }
+    }
+    for (slot, ((ext, b), owner)) in blocks.iter().enumerate() {
+        let k = types::cgnat_block_key {
+            ext_addr: *ext,
+            block: *b,
+        };
+        let v = types::cgnat_block {
+            owner: *owner,
+            slot: slot as u32,
+            created_ns: base.saturating_sub(r.below(4) * SEC),
+            full: (r.below(2)) as u32,
+            _pad: 0,
+        };
+        let sk = types::cgnat_sub_block_key {
+            sub: *owner,
+            slot: slot as u32,
+        };
+        for t in ts {
+            put(&t.blocks, &k, &v);
+            put(&t.sub_blocks, &sk, b);
+        }
+    }
+}
+
+/// Every map a sweep writes, as sorted (key, value) bytes.
+fn snapshot(t: &Tables) -> Vec<(&'static str, Vec<KeyValue>)> {
+    let mut maps: Vec<(&'static str, &dyn MapCore)> = vec![
+        ("sessions", &t.sessions),
+        ("bind_in", &t.bind_in),
+        ("bind_out", &t.bind_out),
+        ("subscribers", &t.subscribers),
+        ("pool_load", &t.pool_load),
+        ("blocks", &t.blocks),
+        ("sub_blocks", &t.sub_blocks),
+    ];
+    if let Some(fa) = &t.filter_addr {
+        maps.push(("filter_addr", fa));
+    }
+    maps.into_iter()
+        .map(|(name, m)| {
+            let mut kv = lookup_all(m, 1024).expect("dump");
+            kv.sort();
+            (name, kv)
+        })
+        .collect()
+}
+
+fn normalized(mut r: SweepReport) -> SweepReport {
+    r.released
+        .sort_by_key(|b| (b.proto, b.internal, b.external));
+    r.blocks_released
+        .sort_by_key(|b| (b.subscriber, b.external, b.block));
+    r
+}
+
+fn compare(extra: &str, seed: u64) {
+    let cfg = config(extra);
+    let load = || {
+        Datapath::load(
+            &cfg,
+            LoadOptions {
+                attach: false,
+                pin: false,
+            },
+        )
+    };
+    let (kdp, udp) = (load().expect("load"), load().expect("load"));
+    let kt = kdp.tables().expect("tables");
+    let mut ut = udp.tables().expect("tables");
+    assert!(kt.sweep.is_some(), "a loaded program has the sweep program");
+    ut.sweep = None;
+    let base = monotonic_ns() + 10_000 * SEC;
+    fill(&[&kt, &ut], &cfg, base, seed);
+    let sweeper = Sweeper {
+        timeouts: cfg.timeouts.clone(),
+        quarantine: cfg.port_quarantine,
+        blocks: (cfg.mode == PoolMode::PortBlock).then_some(cfg.blocks),
+        pool: cfg.pool_addrs.clone(),
+    };
+    let mut released = 0;
+    for (i, dt) in [0u64, 1, 30, 31, 7600, 7601, 7602, 7603, 7800]
+        .iter()
+        .enumerate()
+    {
+        let now = base + dt * SEC;
+        let k = normalized(sweeper.sweep(&kt, now).expect("kernel sweep"));
+        let u = normalized(sweeper.sweep(&ut, now).expect("user sweep"));
+        assert_eq!(k, u, "sweep {i} (+{dt} s): reports differ");
+        for ((name, a), (_, b)) in snapshot(&kt).into_iter().zip(snapshot(&ut)) {
+            assert!(
+                a == b,
+                "sweep {i} (+{dt} s): {name} differs ({} vs {} entries)",
+                a.len(),
+                b.len()
+            );
+        }
+        released = released.max(k.bindings_released);
+    }
+    let cap = kt.sweep.as_ref().map_or(0, |k| k.out.max_entries());
+    assert!(
+        released > u64::from(cap),
+        "one sweep released {released} bindings: more than sweep_out's {cap} expected"
+    );
+}
+
+fn privileged() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    cgnat_kit::testbed::cannot_run("sweep_kernel needs root (it loads the BPF object)");
+    false
+}
+
+#[test]
+fn dynamic_with_address_dependent_filtering() {
+    if !privileged() {
+        return;
+    }
+    compare(
+        "port_quarantine = \"120s\"\n[filtering]\nudp = \"address-dependent\"\n\
+         [timeouts]\nudp = \"300s\"\ntcp_transitory = \"4m\"\n\
+         [timeouts.udp_ports]\n53 = \"20s\"\n",
+        0x1234_5678_9abc_def1,
+    );
+}
+
+#[test]
+fn port_blocks_without_quarantine() {
+    if !privileged() {
+        return;
+    }
+    compare(
+        "port_quarantine = \"0s\"\n[pool]\nmode = \"port-block\"\n",
+        0x0fed_cba9_8765_4321,
+    );
+}
