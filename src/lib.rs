@@ -6,6 +6,7 @@
 
 pub mod bpf;
 pub mod clock;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod daemon;
