@@ -7,4 +7,5 @@
 //! kept per peer (replay protection, reliable resending, liveness). Both
 //! are pure: no sockets, no BPF, time passed in.
 
+pub mod link;
 pub mod wire;
