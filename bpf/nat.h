@@ -304,7 +304,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		struct cgnat_subscriber *sub = subscriber_get(ip->saddr, now, &rc);
 
 		if (!sub)
-			return refuse(ctx, p, rc);
+			return rc == CGNAT_DROP_NOT_OWNER ? rc : refuse(ctx, p, rc);
 		rc = binding_create(&ik, sub, now, &ext);
 		if (rc != CGNAT_CONTINUE)
 			return refuse(ctx, p, rc);

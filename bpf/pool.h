@@ -68,12 +68,12 @@ static __always_inline struct cgnat_subscriber *subscriber_find(__be32 addr)
 /* Deterministic mode: the external address (pool index) and first port of
  * a subscriber. Subscribers are numbered across the internal prefixes;
  * DET_HOSTS of them share an address, DET_PORTS ports each. */
-static __always_inline int det_place(__be32 addr, __u32 *idx, __u16 *lo)
+static __always_inline int det_place(__be32 addr, struct cgnat_prefix_info *pi,
+				     __u32 *idx, __u16 *lo)
 {
-	struct cgnat_prefix_info *pi = internal_prefix(addr);
 	__u32 n;
 
-	if (!pi || !DET_HOSTS)
+	if (!DET_HOSTS)
 		return -1;
 	n = pi->offset + (bpf_ntohl(addr) - bpf_ntohl(pi->network));
 	*idx = n / DET_HOSTS;
@@ -81,14 +81,21 @@ static __always_inline int det_place(__be32 addr, __u32 *idx, __u16 *lo)
 	return *idx < POOL_LEN ? 0 : -1;
 }
 
-/* The less loaded of two pool addresses: one given by a hash of the
- * subscriber's address, one random; on a tie the hashed one, so a
- * subscriber that comes back after its state expired usually gets its old
- * address again. */
-static __always_inline __u32 pool_choose(__be32 sub)
+/* The less loaded of two addresses of the prefix's part of the pool: one
+ * given by a hash of the subscriber's address, one random; on a tie the
+ * hashed one, so a subscriber that comes back after its state expired
+ * usually gets its old address again. */
+static __always_inline __u32 pool_choose(__be32 sub, struct cgnat_prefix_info *pi)
 {
-	__u32 a = ((__u64)(bpf_ntohl(sub) * 0x9E3779B1u) * POOL_LEN) >> 32;
-	__u32 b = bpf_get_prandom_u32() % POOL_LEN;
+	__u32 first = pi->pool_first, n = pi->pool_count;
+	__u32 a, b;
+
+	if (!n || first >= POOL_LEN || n > POOL_LEN - first) {
+		first = 0;
+		n = POOL_LEN;
+	}
+	a = first + (((__u64)(bpf_ntohl(sub) * 0x9E3779B1u) * n) >> 32);
+	b = first + bpf_get_prandom_u32() % n;
 	__u32 *la = bpf_map_lookup_elem(&pool_load, &a);
 	__u32 *lb = bpf_map_lookup_elem(&pool_load, &b);
 
@@ -97,27 +104,34 @@ static __always_inline __u32 pool_choose(__be32 sub)
 	return a;
 }
 
-/* The subscriber, created on its first binding. */
+/* The subscriber that is about to get a new binding, created on its first
+ * one; NULL with *rc set when this node may not allocate for it (a cluster
+ * slice it does not own now: CGNAT_DROP_NOT_OWNER) or cannot. */
 static __always_inline struct cgnat_subscriber *
 subscriber_get(__be32 addr, __u64 now, int *rc)
 {
-	struct cgnat_subscriber *s = subscriber_find(addr), *init;
+	struct cgnat_subscriber *s, *init;
+	struct cgnat_prefix_info *pi = internal_prefix(addr);
 	__u32 k = 0, idx;
 	__u16 lo = 0;
 	__be32 *ext;
 	__u32 *load;
 	int err; /* int: see session_get() in nat.h */
 
+	*rc = CGNAT_DROP_NOT_OWNER;
+	if (!pi || !pi->active)
+		return 0;
+	s = subscriber_find(addr);
 	if (s)
 		return s;
 	*rc = CGNAT_DROP_NO_POOL;
 	if (!POOL_LEN)
 		return 0;
 	if (ALLOC_MODE == CGNAT_ALLOC_DET) {
-		if (det_place(addr, &idx, &lo))
+		if (det_place(addr, pi, &idx, &lo))
 			return 0;
 	} else {
-		idx = pool_choose(addr);
+		idx = pool_choose(addr, pi);
 	}
 	ext = bpf_map_lookup_elem(&pool_addrs, &idx);
 	/* built in a per-CPU scratch value: the stack is full */

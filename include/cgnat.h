@@ -243,6 +243,9 @@ enum cgnat_stat {
 	CGNAT_DROP_FIB_OTHER,   /* FIB: any other failure */
 	CGNAT_DROP_NO_TX_PORT,  /* egress interface not in the devmap */
 	CGNAT_DROP_NO_POOL,     /* no external address configured */
+	CGNAT_DROP_NOT_OWNER,   /* new mapping for a cluster slice this node
+				 * does not allocate for now (dropped silently:
+				 * the sender retries once the slice moves) */
 	CGNAT_STAT__MAX,
 };
 
@@ -386,6 +389,17 @@ struct cgnat_lpm_key {
 struct cgnat_prefix_info {
 	__be32 network;
 	__u32 offset;
+	/* dynamic and port-block modes: the prefix's subscribers get pool
+	 * addresses pool_first .. pool_first + pool_count - 1 (the whole pool
+	 * on a single node; its cluster slice's part on a cluster node) */
+	__u32 pool_first;
+	__u32 pool_count;
+	/* 0: this node does not allocate for these subscribers now (a cluster
+	 * slice whose owner is alive): no new subscriber, no new binding.
+	 * Existing bindings and sessions (synced from the owner) still
+	 * translate. 1 on a single node. */
+	__u32 active;
+	__u32 _pad;
 };
 
 /* Key of the exempt_port trie: destination port, then address; prefixlen

@@ -45,6 +45,7 @@ pub const NAMES: &[(S, &str)] = &[
     (S::CGNAT_DROP_FIB_OTHER, "drop_fib_other"),
     (S::CGNAT_DROP_NO_TX_PORT, "drop_no_tx_port"),
     (S::CGNAT_DROP_NO_POOL, "drop_no_pool"),
+    (S::CGNAT_DROP_NOT_OWNER, "drop_not_owner"),
 ];
 
 /// Name of a counter id.
