@@ -14,6 +14,7 @@ use ipnetwork::Ipv4Network;
 use serde::Deserialize;
 
 mod checks;
+pub mod cluster;
 mod raw;
 
 pub use checks::parse_duration;
@@ -264,6 +265,21 @@ pub struct Config {
     /// Remove programs and tables when the daemon exits (default: leave
     /// them, so traffic keeps flowing through a restart or upgrade).
     pub detach_on_exit: bool,
+    /// Set when this node is one of a cluster's.
+    pub cluster: Option<cluster::Cluster>,
+}
+
+/// One entry of the data path's subscriber-prefix table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixSlice {
+    pub prefix: Ipv4Network,
+    /// Deterministic numbering: internal addresses before this prefix.
+    pub offset: u32,
+    /// Its subscribers' part of `pool_addrs`.
+    pub pool_first: u32,
+    pub pool_count: u32,
+    /// The cluster node whose slice it is (0 on a single node).
+    pub owner: u16,
 }
 
 impl Config {
@@ -298,6 +314,29 @@ impl Config {
         let exempt = c.exemptions(&raw.nat)?;
         let log = c.log(&raw.log)?;
         let metrics_listen = c.metrics(&raw.metrics)?;
+        let cluster = match &raw.cluster {
+            Some(rc) => Some(c.cluster(
+                rc,
+                &cluster::SliceInputs {
+                    internal: &internal_prefixes,
+                    pool: &pool_prefixes,
+                    mode: raw.pool.mode,
+                    deterministic: deterministic.as_ref(),
+                    statics: &statics,
+                },
+            )?),
+            None => None,
+        };
+        // Dynamic and port-block pools are cut into one contiguous run of
+        // addresses per slice; deterministic numbering stays as configured.
+        let pool_addrs = match &cluster {
+            Some(cl) if deterministic.is_none() => {
+                let mut a = pool_addrs;
+                a.sort_by_key(|x| cl.owner_of_external(*x));
+                a
+            }
+            _ => pool_addrs,
+        };
 
         Ok(Config {
             file: file.to_owned(),
@@ -332,7 +371,55 @@ impl Config {
             detach_on_exit: raw.daemon.detach_on_exit,
             log,
             metrics_listen,
+            cluster,
         })
+    }
+
+    /// The subscriber-prefix table of the data path: the internal prefixes
+    /// (a cluster's slices cut them finer), each with its deterministic
+    /// offset and its part of the pool.
+    pub fn prefix_slices(&self) -> Vec<PrefixSlice> {
+        let offsets = crate::pool::Deterministic::prefix_offsets(&self.internal_prefixes);
+        let whole_pool = self.pool_addrs.len() as u32;
+        let Some(cl) = &self.cluster else {
+            return offsets
+                .into_iter()
+                .map(|(prefix, offset)| PrefixSlice {
+                    prefix,
+                    offset,
+                    pool_first: 0,
+                    pool_count: whole_pool,
+                    owner: 0,
+                })
+                .collect();
+        };
+        let mut out = Vec::new();
+        for n in &cl.nodes {
+            let mine: Vec<usize> = (0..self.pool_addrs.len())
+                .filter(|i| n.serves_external(self.pool_addrs[*i]))
+                .collect();
+            let (pool_first, pool_count) = match (mine.first(), mine.last()) {
+                (Some(f), Some(l)) if self.deterministic.is_none() => {
+                    (*f as u32, (l - f + 1) as u32)
+                }
+                _ => (0, whole_pool),
+            };
+            for p in &n.subscribers {
+                let Some((outer, base)) = offsets.iter().find(|(o, _)| o.contains(p.network()))
+                else {
+                    continue;
+                };
+                let into = u32::from(p.network()) - u32::from(outer.network());
+                out.push(PrefixSlice {
+                    prefix: *p,
+                    offset: base.saturating_add(into),
+                    pool_first,
+                    pool_count,
+                    owner: n.id,
+                });
+            }
+        }
+        out
     }
 
     /// True when both roles share one interface.
@@ -340,5 +427,7 @@ impl Config {
         self.internal_if == self.external_if
     }
 }
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod tests;

@@ -39,7 +39,7 @@ impl Checker<'_> {
         }
     }
 
-    fn duration(&self, field: &'static str, s: &str) -> Result<Duration, ConfigError> {
+    pub(super) fn duration(&self, field: &'static str, s: &str) -> Result<Duration, ConfigError> {
         parse_duration(s).map_err(|r| self.invalid(field, r))
     }
 
@@ -399,7 +399,7 @@ fn collector(text: Option<&str>) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-fn parse_prefixes(list: &[String]) -> Result<Vec<Ipv4Network>, String> {
+pub(super) fn parse_prefixes(list: &[String]) -> Result<Vec<Ipv4Network>, String> {
     if list.is_empty() {
         return Err("must list at least one prefix".into());
     }
@@ -423,7 +423,7 @@ fn parse_prefixes(list: &[String]) -> Result<Vec<Ipv4Network>, String> {
     Ok(out)
 }
 
-fn overlaps(a: &Ipv4Network, b: &Ipv4Network) -> bool {
+pub(super) fn overlaps(a: &Ipv4Network, b: &Ipv4Network) -> bool {
     a.contains(b.network()) || b.contains(a.network())
 }
 

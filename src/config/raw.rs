@@ -123,6 +123,8 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) metrics: RawMetrics,
+    #[serde(default)]
+    pub(super) cluster: Option<super::cluster::RawCluster>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
