@@ -5,7 +5,12 @@
 //!
 //! [`wire`] is the authenticated datagram format; [`link`] is the state
 //! kept per peer (replay protection, reliable resending, liveness). Both
-//! are pure: no sockets, no BPF, time passed in.
+//! are pure: no sockets, no BPF, time passed in. [`state`] reads and
+//! installs the tables' entries, [`export`] writes the routes a routing
+//! daemon announces, and [`engine`] runs it all in the daemon.
 
+pub mod engine;
+pub mod export;
 pub mod link;
+pub mod state;
 pub mod wire;

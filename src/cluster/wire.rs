@@ -111,9 +111,14 @@ impl TryFrom<u8> for Kind {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Record {
     /// `active`: bit n-1 set = the sender is currently active (allocating)
-    /// for node n's slice (so nodes 1 to 64). `resynced`: the sender holds
-    /// a complete copy of the receiver's state.
-    Hello { active: u64, resynced: bool },
+    /// for node n's slice (so nodes 1 to 64). `want`: the slices the sender
+    /// asks to serve (its own, once it may take it back). `resynced`: the
+    /// sender holds a complete copy of its live peers' state.
+    Hello {
+        active: u64,
+        want: u64,
+        resynced: bool,
+    },
     /// An endpoint-independent mapping: internal address:port of `proto`
     /// to external address:port.
     Binding {
@@ -179,7 +184,7 @@ impl Record {
     /// Bytes the record takes on the wire, type byte included.
     pub fn encoded_len(&self) -> usize {
         1 + match self {
-            Record::Hello { .. } => 8 + 1,
+            Record::Hello { .. } => 8 + 8 + 1,
             Record::Binding { .. } => 1 + 4 + 2 + 4 + 2 + 1,
             Record::BindingGone { .. } => 1 + 4 + 2,
             Record::Session { .. } => 1 + 4 + 2 + 4 + 2 + 4 + 2 + 1 + 4 + 4,
@@ -195,9 +200,14 @@ impl Record {
     /// a datagram, so an `Acks` count fits a u16.
     fn put(&self, out: &mut Vec<u8>) {
         match self {
-            Record::Hello { active, resynced } => {
+            Record::Hello {
+                active,
+                want,
+                resynced,
+            } => {
                 out.push(rtype::HELLO);
                 out.extend_from_slice(&active.to_be_bytes());
+                out.extend_from_slice(&want.to_be_bytes());
                 out.push(u8::from(*resynced));
             }
             Record::Binding {
@@ -301,6 +311,7 @@ impl Record {
         match r.u8()? {
             rtype::HELLO => Ok(Record::Hello {
                 active: r.u64()?,
+                want: r.u64()?,
                 resynced: r.flag()?,
             }),
             rtype::BINDING => Ok(Record::Binding {
@@ -826,10 +837,12 @@ mod tests {
         vec![
             Record::Hello {
                 active: 0x8000_0000_0000_0005,
+                want: 0x4000_0000_0000_0001,
                 resynced: true,
             },
             Record::Hello {
                 active: 0,
+                want: 0,
                 resynced: false,
             },
             Record::Binding {
@@ -880,6 +893,7 @@ mod tests {
         match rng.below(9) {
             0 => Record::Hello {
                 active: rng.next(),
+                want: rng.next(),
                 resynced: rng.next() & 1 == 1,
             },
             1 => Record::Binding {
@@ -990,8 +1004,8 @@ mod tests {
     /// hmac module) over the bytes before it.
     const HELLO_FIXTURE: &str = "
         43474e53 01 01 0002 0102030405060708 0000000000000001 0001
-        01 0000000000000003 01
-        b8b72f227d69c1a984ffcb6aff4f3f41b122dd24ca5be15ee2934a7590f2a1a6";
+        01 0000000000000003 0000000000000002 01
+        199f8012f862b3e7de69bacdd69f4b7ed6c721c66a495f1ae4c196e88ba34a05";
 
     const UPDATE_FIXTURE: &str = "
         43474e53 01 02 0102 17f0a1b2c3d4e5f6 000000000000002a 0002
@@ -1010,6 +1024,7 @@ mod tests {
             },
             records: vec![Record::Hello {
                 active: 0b11,
+                want: 0b10,
                 resynced: true,
             }],
         };
@@ -1132,10 +1147,11 @@ mod tests {
             header: header(Kind::Update, 1),
             records: vec![Record::Hello {
                 active: 1,
+                want: 0,
                 resynced: false,
             }],
         };
-        let body = encode(&msg, &key).unwrap()[..HEADER_LEN + 10].to_vec();
+        let body = encode(&msg, &key).unwrap()[..HEADER_LEN + 18].to_vec();
         // Unknown record types.
         for rtype in [0u8, 10, 0xff] {
             let mut altered = body.clone();
@@ -1144,7 +1160,7 @@ mod tests {
         }
         // A boolean that is neither 0 nor 1.
         let mut altered = body.clone();
-        altered[HEADER_LEN + 9] = 2;
+        altered[HEADER_LEN + 17] = 2;
         assert_eq!(decode(&remac(&altered, &key), &key), Err(Reject::BadRecord));
         // A byte after the counted records.
         let mut longer = body.clone();

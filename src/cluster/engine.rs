@@ -1,0 +1,772 @@
+//! The cluster engine the daemon runs: the sync socket, the peers, who
+//! serves which slice, and the routes announced for them.
+//!
+//! One turn ([`Engine::turn`], every loop of the daemon, so at least every
+//! 50 ms) reads every waiting datagram, installs what peers sent, decides
+//! which slices this node serves, sends the differences of its own tables
+//! every `sync_interval`, a hello every `heartbeat`, and resends what was
+//! not acknowledged.
+//!
+//! Slices ([`decide`]): a node serves its own slice once it has resynced
+//! from its live peers and no live peer serves it (after an outage it asks
+//! the peer that took over for it back: at once with `failback =
+//! "immediate"`, after `cgnat cluster failback` with "manual"). A peer's
+//! slice is served by the live node of lowest id when its owner has not
+//! been heard from for `dead_after`, and handed back when the owner, alive
+//! and resynced, wants it.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ipnetwork::Ipv4Network;
+
+use super::export::{Announced, Export};
+use super::link::{Inbound, Liveness, Outbox};
+use super::state::{self, Outcome, Policy, Sent};
+use super::wire::{self, Batcher, Header, Key, Kind, Message, Record, Reject};
+use crate::bpf::Tables;
+use crate::config::cluster::{Cluster, Failback};
+
+/// Reliable messages kept per peer before a full resync replaces them.
+const OUTBOX: usize = 4096;
+/// How often a node that has not heard a peer's resync asks again.
+const RESYNC_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster.key_file: {0}")]
+    Key(#[from] wire::KeyError),
+    #[error("cannot listen for cluster sync on {addr}: {source}")]
+    Bind {
+        addr: SocketAddrV4,
+        source: std::io::Error,
+    },
+}
+
+/// What one peer looks like from here.
+#[derive(Debug)]
+struct Peer {
+    id: u16,
+    addr: SocketAddrV4,
+    inbound: Inbound,
+    outbox: Outbox,
+    live: Liveness,
+    was_alive: bool,
+    /// Slices it serves, as its last hello said.
+    active: u64,
+    /// Slices it wants back (its own, once resynced).
+    want: u64,
+    /// Its hello said it holds our state.
+    resynced: bool,
+    /// It sent us all of its state (ResyncDone).
+    sent_us_all: bool,
+    asked_at: Option<Instant>,
+}
+
+/// Counters the metrics and `cgnat cluster` show.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Counters {
+    pub sent: u64,
+    pub received: u64,
+    pub acked: u64,
+    pub resent: u64,
+    pub records_applied: u64,
+    pub records_sent: u64,
+    pub conflicts: u64,
+    pub resyncs_served: u64,
+    pub rejected: BTreeMap<&'static str, u64>,
+}
+
+/// A peer as `cgnat cluster` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerStatus {
+    pub id: u16,
+    pub address: Ipv4Addr,
+    pub alive: bool,
+    pub heard_ms_ago: Option<u64>,
+    pub serves: Vec<u16>,
+    pub resynced: bool,
+    pub unacked: usize,
+}
+
+/// The engine's state as `cgnat cluster` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub id: u16,
+    pub resynced: bool,
+    pub serves: Vec<u16>,
+    pub failback: String,
+    pub peers: Vec<PeerStatus>,
+    pub counters: Counters,
+    /// Age of the oldest unacknowledged message, in ms (the sync lag).
+    pub lag_ms: u64,
+}
+
+pub struct Engine {
+    cl: Cluster,
+    key: Key,
+    sock: UdpSocket,
+    epoch: u64,
+    peers: BTreeMap<u16, Peer>,
+    /// Slices this node serves (bit id-1).
+    active: u64,
+    resynced: bool,
+    started: Instant,
+    failback_requested: bool,
+    sent: Sent,
+    export: Export,
+    next_hello: Instant,
+    next_sync: Instant,
+    acks: BTreeMap<u16, Vec<u64>>,
+    rate_tokens: u32,
+    pub counters: Counters,
+}
+
+fn bit(id: u16) -> u64 {
+    1u64 << (id - 1)
+}
+
+fn ids(mask: u64) -> Vec<u16> {
+    (1..=64u16).filter(|i| mask & bit(*i) != 0).collect()
+}
+
+impl Engine {
+    /// Opens the sync socket on this node's address and asks every peer
+    /// for its state. `rate_tokens`: the new-mapping budget a subscriber
+    /// installed from a peer starts with (`limits.new_mappings_per_second`).
+    pub fn start(cl: &Cluster, rate_tokens: u32) -> Result<Engine, ClusterError> {
+        let key = Key::from_file(&cl.key_file)?;
+        let addr = SocketAddrV4::new(cl.me().address, cl.port);
+        let sock = UdpSocket::bind(addr).map_err(|source| ClusterError::Bind { addr, source })?;
+        sock.set_nonblocking(true)
+            .map_err(|source| ClusterError::Bind { addr, source })?;
+        let now = Instant::now();
+        let peers = cl
+            .peers()
+            .map(|n| {
+                (
+                    n.id,
+                    Peer {
+                        id: n.id,
+                        addr: SocketAddrV4::new(n.address, cl.port),
+                        inbound: Inbound::new(),
+                        outbox: Outbox::new(OUTBOX),
+                        live: Liveness::new(),
+                        was_alive: false,
+                        active: 0,
+                        want: 0,
+                        resynced: false,
+                        sent_us_all: false,
+                        asked_at: None,
+                    },
+                )
+            })
+            .collect();
+        let mut export = Export::new(cl.route_table);
+        let pools: Vec<Ipv4Network> = cl.nodes.iter().flat_map(|n| n.pool.clone()).collect();
+        if let Err(e) = export.clear(&pools, &[cl.route_metric, cl.route_metric * 2]) {
+            eprintln!(
+                "cgnat: cluster: cannot clear routing table {}: {e}",
+                cl.route_table
+            );
+        }
+        Ok(Engine {
+            cl: cl.clone(),
+            key,
+            sock,
+            epoch: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64),
+            peers,
+            active: 0,
+            resynced: false,
+            started: now,
+            failback_requested: false,
+            sent: Sent::default(),
+            export,
+            next_hello: now,
+            next_sync: now,
+            acks: BTreeMap::new(),
+            rate_tokens,
+            counters: Counters::default(),
+        })
+    }
+
+    /// Slices this node serves now (bit id-1).
+    pub fn active(&self) -> u64 {
+        self.active
+    }
+
+    /// `cgnat cluster failback`: take this node's slice back from the peer
+    /// that serves it (failback = "manual").
+    pub fn request_failback(&mut self) {
+        self.failback_requested = true;
+    }
+
+    /// One turn. Returns Some(new mask) when the slices served changed:
+    /// the caller sets the data path's `active` flags to it.
+    pub fn turn(&mut self, t: &Tables, now: Instant) -> Option<u64> {
+        self.receive(t, now);
+        self.note_liveness(now);
+        self.ask_resyncs(now);
+        let before = self.active;
+        self.active = decide(&self.view(now));
+        if self.active != before {
+            eprintln!(
+                "cgnat: cluster: node {} now serves slices {:?} (was {:?})",
+                self.cl.id,
+                ids(self.active),
+                ids(before)
+            );
+            // what it serves now is sent in full at the next sync
+            self.sent.clear();
+            self.next_hello = now;
+        }
+        self.announce();
+        if now >= self.next_sync {
+            self.next_sync = now + self.cl.sync_interval;
+            self.sync(t, now);
+        }
+        if now >= self.next_hello {
+            self.next_hello = now + self.cl.heartbeat;
+            self.hello(now);
+        }
+        self.resend(now);
+        self.flush_acks();
+        (self.active != before).then_some(self.active)
+    }
+
+    /// Withdraws the routes (the daemon stops).
+    pub fn stop(&mut self) {
+        if let Err(e) = self.export.withdraw() {
+            eprintln!("cgnat: cluster: cannot withdraw routes: {e}");
+        }
+    }
+
+    pub fn status(&self, now: Instant) -> Status {
+        let mut counters = self.counters.clone();
+        let mut lag = Duration::ZERO;
+        let peers = self
+            .peers
+            .values()
+            .map(|p| {
+                let s = p.outbox.stats();
+                counters.acked += s.acked;
+                counters.resent += s.resent;
+                if let Some(d) = p.outbox.next_due() {
+                    lag = lag.max(now.saturating_duration_since(d));
+                }
+                PeerStatus {
+                    id: p.id,
+                    address: *p.addr.ip(),
+                    alive: p.live.is_alive(now, self.cl.dead_after),
+                    heard_ms_ago: p
+                        .live
+                        .last_heard()
+                        .map(|h| now.saturating_duration_since(h).as_millis() as u64),
+                    serves: ids(p.active),
+                    resynced: p.resynced,
+                    unacked: p.outbox.len(),
+                }
+            })
+            .collect();
+        Status {
+            id: self.cl.id,
+            resynced: self.resynced,
+            serves: ids(self.active),
+            failback: match self.cl.failback {
+                Failback::Immediate => "immediate".into(),
+                Failback::Manual => "manual".into(),
+            },
+            peers,
+            counters,
+            lag_ms: lag.as_millis() as u64,
+        }
+    }
+
+    fn reject(&mut self, r: Reject) {
+        *self.counters.rejected.entry(r.reason()).or_default() += 1;
+    }
+
+    fn receive(&mut self, t: &Tables, now: Instant) {
+        let mut buf = [0u8; 2048];
+        loop {
+            let (n, from) = match self.sock.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(_) => return,
+            };
+            let msg = match wire::decode(&buf[..n], &self.key) {
+                Ok(m) => m,
+                Err(r) => {
+                    self.reject(r);
+                    continue;
+                }
+            };
+            let h = msg.header;
+            let known = self
+                .peers
+                .get(&h.node)
+                .is_some_and(|p| SocketAddr::V4(p.addr).ip() == from.ip());
+            if !known || h.node == self.cl.id {
+                self.reject(Reject::UnknownNode);
+                continue;
+            }
+            let Some(peer) = self.peers.get_mut(&h.node) else {
+                continue;
+            };
+            if let Err(r) = peer.inbound.accept(h.epoch, h.seq) {
+                self.reject(r);
+                continue;
+            }
+            if peer.inbound.take_new_epoch() {
+                // a (re)started peer holds nothing of ours until it asks
+                peer.resynced = false;
+                peer.sent_us_all = false;
+                peer.asked_at = None;
+                peer.outbox.clear();
+            }
+            peer.live.heard(now);
+            self.counters.received += 1;
+            self.handle(t, h, msg.records, now);
+        }
+    }
+
+    fn handle(&mut self, t: &Tables, h: Header, records: Vec<Record>, now: Instant) {
+        let from = h.node;
+        match h.kind {
+            Kind::Hello => {
+                for r in &records {
+                    if let Record::Hello {
+                        active,
+                        want,
+                        resynced,
+                    } = r
+                    {
+                        if let Some(p) = self.peers.get_mut(&from) {
+                            p.active = *active;
+                            // a peer may only ask for its own slice
+                            p.want = *want & bit(from);
+                            p.resynced = *resynced;
+                        }
+                    }
+                }
+            }
+            Kind::Ack => {
+                if let Some(p) = self.peers.get_mut(&from) {
+                    for r in &records {
+                        if let Record::Acks { seqs } = r {
+                            for s in seqs {
+                                p.outbox.acked(*s);
+                            }
+                        }
+                    }
+                }
+            }
+            Kind::Update => {
+                self.acks.entry(from).or_default().push(h.seq);
+                let now_ns = crate::clock::monotonic_ns();
+                for r in &records {
+                    match state::install(t, r, now_ns, self.rate_tokens) {
+                        Ok(Outcome::Applied) => self.counters.records_applied += 1,
+                        Ok(Outcome::Conflict) => self.counters.conflicts += 1,
+                        Ok(Outcome::Ignored) => {}
+                        Err(e) => eprintln!("cgnat: cluster: cannot install a record: {e}"),
+                    }
+                }
+            }
+            Kind::ResyncDone => {
+                self.acks.entry(from).or_default().push(h.seq);
+                if let Some(p) = self.peers.get_mut(&from) {
+                    p.sent_us_all = true;
+                }
+            }
+            Kind::ResyncRequest => self.serve_resync(t, from, now),
+        }
+    }
+
+    /// Sends `to` everything of the slices this node serves, then
+    /// ResyncDone.
+    fn serve_resync(&mut self, t: &Tables, to: u16, now: Instant) {
+        self.counters.resyncs_served += 1;
+        let mine = self.mine();
+        let snap = state::scan(t, &|a| mine(a));
+        let records = state::full(&snap, crate::clock::monotonic_ns());
+        self.send_reliable(to, Kind::Update, records, now);
+        self.send_reliable(to, Kind::ResyncDone, Vec::new(), now);
+    }
+
+    /// Which external addresses belong to the slices served now.
+    fn mine(&self) -> impl Fn(Ipv4Addr) -> bool {
+        let pools: Vec<Ipv4Network> = self
+            .cl
+            .nodes
+            .iter()
+            .filter(|n| self.active & bit(n.id) != 0)
+            .flat_map(|n| n.pool.clone())
+            .collect();
+        move |a| pools.iter().any(|p| p.contains(a))
+    }
+
+    fn note_liveness(&mut self, now: Instant) {
+        for p in self.peers.values_mut() {
+            let alive = p.live.is_alive(now, self.cl.dead_after);
+            if alive != p.was_alive {
+                eprintln!(
+                    "cgnat: cluster: peer {} ({}) is {}",
+                    p.id,
+                    p.addr.ip(),
+                    if alive {
+                        "up"
+                    } else {
+                        "down (no sync heartbeat)"
+                    }
+                );
+                p.was_alive = alive;
+                if !alive {
+                    p.active = 0;
+                    p.want = 0;
+                    p.resynced = false;
+                    p.sent_us_all = false;
+                    p.asked_at = None;
+                    p.outbox.clear();
+                }
+            }
+        }
+    }
+
+    /// Until it holds every live peer's state, a node asks for it (again
+    /// every RESYNC_RETRY); a peer silent for dead_after since the start is
+    /// not waited for.
+    fn ask_resyncs(&mut self, now: Instant) {
+        let mut ask = Vec::new();
+        for p in self.peers.values_mut() {
+            let alive = p.live.is_alive(now, self.cl.dead_after);
+            if !p.sent_us_all
+                && (alive || p.live.last_heard().is_none())
+                && p.asked_at
+                    .is_none_or(|a| now.saturating_duration_since(a) >= RESYNC_RETRY)
+            {
+                p.asked_at = Some(now);
+                ask.push(p.id);
+            }
+        }
+        for id in ask {
+            self.send(id, Kind::ResyncRequest, Vec::new());
+        }
+        if !self.resynced {
+            let grace = now.saturating_duration_since(self.started) >= self.cl.dead_after;
+            let done = self
+                .peers
+                .values()
+                .all(|p| p.sent_us_all || (grace && !p.live.is_alive(now, self.cl.dead_after)));
+            if done {
+                self.resynced = true;
+                eprintln!(
+                    "cgnat: cluster: node {} resynced from its peers",
+                    self.cl.id
+                );
+                self.next_hello = now;
+            }
+        }
+    }
+
+    fn view(&self, now: Instant) -> View {
+        View {
+            me: self.cl.id,
+            nodes: self.cl.nodes.iter().map(|n| n.id).collect(),
+            active: self.active,
+            resynced: self.resynced,
+            peers: self
+                .peers
+                .values()
+                .map(|p| PeerView {
+                    id: p.id,
+                    alive: p.live.is_alive(now, self.cl.dead_after),
+                    active: p.active,
+                    want: p.want,
+                })
+                .collect(),
+        }
+    }
+
+    /// The routes of every slice: route_metric where served here, twice
+    /// that where only backed up.
+    fn announce(&mut self) {
+        let mut want: Announced = Vec::new();
+        for n in &self.cl.nodes {
+            let metric = if self.active & bit(n.id) != 0 {
+                self.cl.route_metric
+            } else {
+                self.cl.route_metric * 2
+            };
+            for p in &n.pool {
+                want.push((*p, metric));
+            }
+        }
+        if let Err(e) = self.export.apply(&want) {
+            eprintln!(
+                "cgnat: cluster: cannot write routing table {}: {e}",
+                self.cl.route_table
+            );
+        }
+    }
+
+    fn sync(&mut self, t: &Tables, now: Instant) {
+        if self.active == 0 {
+            return;
+        }
+        let mine = self.mine();
+        let snap = state::scan(t, &|a| mine(a));
+        let policy = Policy {
+            session_age: self.cl.session_age,
+            refresh: Duration::from_secs(2),
+        };
+        let records = self.sent.diff(&snap, crate::clock::monotonic_ns(), policy);
+        if records.is_empty() {
+            return;
+        }
+        let to: Vec<u16> = self
+            .peers
+            .values()
+            .filter(|p| p.live.is_alive(now, self.cl.dead_after))
+            .map(|p| p.id)
+            .collect();
+        for id in to {
+            self.send_reliable(id, Kind::Update, records.clone(), now);
+        }
+    }
+
+    fn hello(&mut self, _now: Instant) {
+        let wants = self.resynced
+            && (self.cl.failback == Failback::Immediate
+                || self.failback_requested
+                || self.active & bit(self.cl.id) != 0);
+        let rec = vec![Record::Hello {
+            active: self.active,
+            want: if wants { bit(self.cl.id) } else { 0 },
+            resynced: self.resynced,
+        }];
+        let ids: Vec<u16> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.send(id, Kind::Hello, rec.clone());
+        }
+    }
+
+    fn resend(&mut self, now: Instant) {
+        let mut out = Vec::new();
+        let mut resync = Vec::new();
+        for p in self.peers.values_mut() {
+            if p.outbox.take_overflow() {
+                resync.push(p.id);
+            }
+            for (seq, records) in p.outbox.due(now) {
+                out.push((p.id, seq, records));
+            }
+        }
+        for (id, seq, records) in out {
+            let kind = if records.is_empty() {
+                Kind::ResyncDone
+            } else {
+                Kind::Update
+            };
+            self.transmit(id, kind, seq, &records);
+        }
+        for id in resync {
+            eprintln!("cgnat: cluster: peer {id} fell behind: sending it everything again");
+            self.sent.clear();
+        }
+    }
+
+    fn flush_acks(&mut self) {
+        let acks = std::mem::take(&mut self.acks);
+        for (id, seqs) in acks {
+            for chunk in seqs.chunks(wire::MAX_ACKS) {
+                self.send(
+                    id,
+                    Kind::Ack,
+                    vec![Record::Acks {
+                        seqs: chunk.to_vec(),
+                    }],
+                );
+            }
+        }
+    }
+
+    /// Sends records in as many datagrams as they need, each kept until
+    /// acknowledged.
+    fn send_reliable(&mut self, to: u16, kind: Kind, records: Vec<Record>, now: Instant) {
+        let batches = if records.is_empty() {
+            vec![Vec::new()]
+        } else {
+            let mut b = Batcher::new();
+            for r in records {
+                if b.push(r).is_err() {
+                    self.counters.records_sent += 0;
+                }
+            }
+            b.finish()
+        };
+        for batch in batches {
+            let Some(p) = self.peers.get_mut(&to) else {
+                return;
+            };
+            let seq = p.outbox.next_seq();
+            p.outbox.sent(seq, batch.clone(), now);
+            self.counters.records_sent += batch.len() as u64;
+            self.transmit(to, kind, seq, &batch);
+        }
+    }
+
+    /// Sends one unreliable datagram.
+    fn send(&mut self, to: u16, kind: Kind, records: Vec<Record>) {
+        let Some(p) = self.peers.get_mut(&to) else {
+            return;
+        };
+        let seq = p.outbox.next_seq();
+        self.transmit(to, kind, seq, &records);
+    }
+
+    fn transmit(&mut self, to: u16, kind: Kind, seq: u64, records: &[Record]) {
+        let Some(p) = self.peers.get(&to) else {
+            return;
+        };
+        let msg = Message {
+            header: Header {
+                kind,
+                node: self.cl.id,
+                epoch: self.epoch,
+                seq,
+            },
+            records: records.to_vec(),
+        };
+        match wire::encode(&msg, &self.key) {
+            Ok(bytes) => {
+                if self.sock.send_to(&bytes, p.addr).is_ok() {
+                    self.counters.sent += 1;
+                }
+            }
+            Err(e) => eprintln!("cgnat: cluster: cannot encode a message: {e}"),
+        }
+    }
+}
+
+/// What the slice decision looks at.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub me: u16,
+    pub nodes: Vec<u16>,
+    pub active: u64,
+    pub resynced: bool,
+    pub peers: Vec<PeerView>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PeerView {
+    pub id: u16,
+    pub alive: bool,
+    pub active: u64,
+    pub want: u64,
+}
+
+/// The slices this node serves next (bit id-1); see the module docs.
+pub fn decide(v: &View) -> u64 {
+    if !v.resynced {
+        return v.active;
+    }
+    let alive: Vec<&PeerView> = v.peers.iter().filter(|p| p.alive).collect();
+    let served_elsewhere = |slice: u16| alive.iter().any(|p| p.active & bit(slice) != 0);
+    let mut next = 0u64;
+    for &slice in &v.nodes {
+        let b = bit(slice);
+        let held = v.active & b != 0;
+        let keep = if slice == v.me {
+            // after an outage the peer serving it hands it back once this
+            // node wants it (failback), and only then is it free
+            held || !served_elsewhere(slice)
+        } else {
+            match alive.iter().find(|p| p.id == slice) {
+                // the owner is alive: hand its slice back once it wants it
+                Some(owner) => held && owner.want & b == 0,
+                // the owner is dead: the live node of lowest id serves it
+                None => {
+                    let lowest = alive
+                        .iter()
+                        .map(|p| p.id)
+                        .filter(|id| *id != slice)
+                        .chain(std::iter::once(v.me))
+                        .min();
+                    lowest == Some(v.me) && (held || !served_elsewhere(slice))
+                }
+            }
+        };
+        if keep {
+            next |= b;
+        }
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(me: u16, active: u64, peers: &[(u16, bool, u64, u64)]) -> View {
+        View {
+            me,
+            nodes: vec![1, 2],
+            active,
+            resynced: true,
+            peers: peers
+                .iter()
+                .map(|&(id, alive, active, want)| PeerView {
+                    id,
+                    alive,
+                    active,
+                    want,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn each_node_serves_its_own_slice_when_both_are_up() {
+        assert_eq!(decide(&view(1, 0, &[(2, true, 0b10, 0b10)])), 0b01);
+        assert_eq!(decide(&view(2, 0, &[(1, true, 0b01, 0b01)])), 0b10);
+    }
+
+    #[test]
+    fn a_dead_owners_slice_is_taken_over_and_handed_back_when_wanted() {
+        // node 1 dead: node 2 serves both
+        assert_eq!(decide(&view(2, 0b10, &[(1, false, 0, 0)])), 0b11);
+        // node 1 back, resynced but not wanting yet: node 2 keeps it
+        assert_eq!(decide(&view(2, 0b11, &[(1, true, 0, 0)])), 0b11);
+        // node 1 wants it: node 2 lets go
+        assert_eq!(decide(&view(2, 0b11, &[(1, true, 0, 0b01)])), 0b10);
+        // node 1 takes it only once node 2 no longer serves it
+        assert_eq!(decide(&view(1, 0, &[(2, true, 0b11, 0b10)])), 0);
+        assert_eq!(decide(&view(1, 0, &[(2, true, 0b10, 0b10)])), 0b01);
+    }
+
+    #[test]
+    fn an_owner_takes_its_slice_only_when_nobody_serves_it() {
+        assert_eq!(decide(&view(1, 0, &[(2, true, 0b11, 0b10)])), 0);
+        // nobody serves it (cluster start): an owner takes its own slice
+        assert_eq!(decide(&view(1, 0, &[(2, true, 0b10, 0b10)])), 0b01);
+    }
+
+    #[test]
+    fn nothing_changes_before_the_resync() {
+        let mut v = view(2, 0b10, &[(1, false, 0, 0)]);
+        v.resynced = false;
+        assert_eq!(decide(&v), 0b10);
+    }
+
+    #[test]
+    fn split_brain_heals_toward_the_owner() {
+        // the sync link was down: both served slice 1; node 1 (owner,
+        // wanting it) keeps it, node 2 lets go
+        assert_eq!(decide(&view(1, 0b11, &[(2, true, 0b11, 0b10)])), 0b01);
+        assert_eq!(decide(&view(2, 0b11, &[(1, true, 0b11, 0b01)])), 0b10);
+    }
+}

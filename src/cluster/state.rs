@@ -1,0 +1,774 @@
+//! The NAT state a node sends its peers and installs from them: bindings
+//! (the `bind_in` entry, which also holds quarantined ports), sessions,
+//! subscribers (their paired external address) and port blocks.
+//!
+//! A node sends what belongs to the slices it serves now: it reads its
+//! tables every `sync_interval`, compares them with what it sent last
+//! ([`Sent`]) and sends the differences. Records are idempotent (an
+//! upsert or a removal of one key), so a resend, a reordering or a full
+//! resync after lost messages all converge on the sender's tables.
+//!
+//! Times cross nodes as ages (milliseconds before the send), never as
+//! clock readings: two nodes' monotonic clocks are unrelated.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use libbpf_rs::{MapCore, MapFlags};
+
+use super::wire::Record;
+use crate::bpf::{bytes_of, from_bytes, lookup_all, types, Tables};
+use crate::expiry::{compact_time, idle_ns};
+
+type Bf = types::cgnat_binding_flag;
+type Sf = types::cgnat_session_flag;
+
+/// Binding flags that mean the same on every node (the others are one
+/// sweep's scratch marks).
+const BIND_SYNCED_FLAGS: u8 = Bf::CGNAT_BIND_QUARANTINE.0 as u8;
+/// Session flags that mean the same on every node.
+const SESS_SYNCED_FLAGS: u8 = (Sf::CGNAT_SESS_INBOUND.0 | Sf::CGNAT_SESS_HAIRPIN.0) as u8;
+
+/// Key of a binding: protocol and external endpoint.
+pub type BindKey = (u8, Ipv4Addr, u16);
+/// Key of a session: protocol, external endpoint, remote endpoint.
+pub type SessKey = (u8, Ipv4Addr, u16, Ipv4Addr, u16);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindVal {
+    pub int_addr: Ipv4Addr,
+    pub int_port: u16,
+    pub flags: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessVal {
+    pub int_addr: Ipv4Addr,
+    pub int_port: u16,
+    pub flags: u8,
+    pub tcp: u32,
+    /// Compact time of the last refresh (this node's clock).
+    pub last_seen: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubVal {
+    pub ext_addr: Ipv4Addr,
+    pub pool_idx: u32,
+    pub det_lo: u16,
+}
+
+/// What one read of the tables found, for the slices being sent.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub bindings: HashMap<BindKey, BindVal>,
+    pub sessions: HashMap<SessKey, SessVal>,
+    pub subscribers: HashMap<Ipv4Addr, SubVal>,
+    pub blocks: HashMap<(Ipv4Addr, u32), (Ipv4Addr, u32)>,
+}
+
+fn ip(be: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from_be(be))
+}
+
+fn be(a: Ipv4Addr) -> u32 {
+    u32::from(a).to_be()
+}
+
+/// Reads the tables: the entries whose external address (bindings,
+/// sessions, blocks) or subscriber (subscribers) `mine` accepts. Static
+/// mappings are left out: every node installs them from the config.
+pub fn scan(t: &Tables, mine: &dyn Fn(Ipv4Addr) -> bool) -> Snapshot {
+    let mut s = Snapshot::default();
+    for kv in lookup_all(&t.bind_in, 4096).unwrap_or_default() {
+        let (Some(k), Some(v)) = (
+            from_bytes::<types::cgnat_endpoint>(&kv.0),
+            from_bytes::<types::cgnat_binding>(&kv.1),
+        ) else {
+            continue;
+        };
+        let ext = ip(k.addr);
+        if !mine(ext) || v.flags & Bf::CGNAT_BIND_STATIC.0 as u8 != 0 {
+            continue;
+        }
+        s.bindings.insert(
+            (k.proto, ext, u16::from_be(k.port)),
+            BindVal {
+                int_addr: ip(v.addr),
+                int_port: u16::from_be(v.port),
+                flags: v.flags & BIND_SYNCED_FLAGS,
+            },
+        );
+    }
+    for kv in lookup_all(&t.sessions, 4096).unwrap_or_default() {
+        let (Some(k), Some(v)) = (
+            from_bytes::<types::cgnat_session_key>(&kv.0),
+            from_bytes::<types::cgnat_session>(&kv.1),
+        ) else {
+            continue;
+        };
+        let ext = ip(k.ext_addr);
+        if !mine(ext) {
+            continue;
+        }
+        s.sessions.insert(
+            (
+                k.proto,
+                ext,
+                u16::from_be(k.ext_port),
+                ip(k.rem_addr),
+                u16::from_be(k.rem_port),
+            ),
+            SessVal {
+                int_addr: ip(v.int_addr),
+                int_port: u16::from_be(v.int_port),
+                flags: v.flags & SESS_SYNCED_FLAGS,
+                tcp: v.tcp,
+                last_seen: v.last_seen,
+            },
+        );
+    }
+    for kv in lookup_all(&t.subscribers, 4096).unwrap_or_default() {
+        let (Some(k), Some(v)) = (
+            from_bytes::<u32>(&kv.0),
+            from_bytes::<types::cgnat_subscriber>(&kv.1),
+        ) else {
+            continue;
+        };
+        if !mine(ip(v.ext_addr)) {
+            continue;
+        }
+        s.subscribers.insert(
+            ip(k),
+            SubVal {
+                ext_addr: ip(v.ext_addr),
+                pool_idx: v.pool_idx,
+                det_lo: v.det_lo,
+            },
+        );
+    }
+    for kv in lookup_all(&t.blocks, 4096).unwrap_or_default() {
+        let (Some(k), Some(v)) = (
+            from_bytes::<types::cgnat_block_key>(&kv.0),
+            from_bytes::<types::cgnat_block>(&kv.1),
+        ) else {
+            continue;
+        };
+        if mine(ip(k.ext_addr)) {
+            s.blocks
+                .insert((ip(k.ext_addr), k.block), (ip(v.owner), v.slot));
+        }
+    }
+    s
+}
+
+/// What was sent to the peers, and when each session was first seen.
+#[derive(Debug, Default)]
+pub struct Sent {
+    bindings: HashMap<BindKey, BindVal>,
+    /// The value sent (None: not sent yet) and the time it was first seen.
+    sessions: HashMap<SessKey, (Option<SessVal>, u64)>,
+    subscribers: HashMap<Ipv4Addr, SubVal>,
+    blocks: HashMap<(Ipv4Addr, u32), (Ipv4Addr, u32)>,
+}
+
+/// When a session's refresh is worth a message.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Sessions younger than this are not sent (0: all).
+    pub session_age: Duration,
+    /// A session whose last refresh moved by this much is sent again, so
+    /// the peer does not expire what lives here.
+    pub refresh: Duration,
+}
+
+impl Sent {
+    /// Forgets everything: the next [`Sent::diff`] sends the whole state.
+    pub fn clear(&mut self) {
+        *self = Sent::default();
+    }
+
+    /// The records that bring a peer from what it was sent to `snap`, in
+    /// dependency order (subscribers and blocks, bindings, sessions; then
+    /// removals in reverse).
+    pub fn diff(&mut self, snap: &Snapshot, now_ns: u64, policy: Policy) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (k, v) in &snap.subscribers {
+            if self.subscribers.get(k) != Some(v) {
+                out.push(subscriber_record(*k, v));
+                self.subscribers.insert(*k, *v);
+            }
+        }
+        for (k, v) in &snap.blocks {
+            if self.blocks.get(k) != Some(v) {
+                out.push(Record::Block {
+                    ext_addr: k.0,
+                    block: k.1,
+                    owner: v.0,
+                    slot: v.1,
+                });
+                self.blocks.insert(*k, *v);
+            }
+        }
+        for (k, v) in &snap.bindings {
+            if self.bindings.get(k) != Some(v) {
+                out.push(binding_record(*k, v, now_ns));
+                self.bindings.insert(*k, *v);
+            }
+        }
+        let refresh = compact_units(policy.refresh);
+        for (k, v) in &snap.sessions {
+            let entry = self.sessions.entry(*k).or_insert((None, now_ns));
+            let old_enough = now_ns.saturating_sub(entry.1) >= policy.session_age.as_nanos() as u64;
+            let changed = match entry.0 {
+                None => old_enough,
+                Some(sent) => {
+                    sent.int_addr != v.int_addr
+                        || sent.int_port != v.int_port
+                        || sent.flags != v.flags
+                        || sent.tcp != v.tcp
+                        || v.last_seen.wrapping_sub(sent.last_seen) as i32 >= refresh as i32
+                }
+            };
+            if changed {
+                out.push(session_record(*k, v, now_ns));
+                entry.0 = Some(*v);
+            }
+        }
+        let gone: Vec<SessKey> = self
+            .sessions
+            .keys()
+            .filter(|k| !snap.sessions.contains_key(k))
+            .copied()
+            .collect();
+        for k in gone {
+            if let Some((Some(_), _)) = self.sessions.remove(&k) {
+                out.push(Record::SessionGone {
+                    proto: k.0,
+                    ext_addr: k.1,
+                    ext_port: k.2,
+                    rem_addr: k.3,
+                    rem_port: k.4,
+                });
+            }
+        }
+        let gone: Vec<BindKey> = self
+            .bindings
+            .keys()
+            .filter(|k| !snap.bindings.contains_key(k))
+            .copied()
+            .collect();
+        for k in gone {
+            self.bindings.remove(&k);
+            out.push(Record::BindingGone {
+                proto: k.0,
+                ext_addr: k.1,
+                ext_port: k.2,
+            });
+        }
+        let gone: Vec<(Ipv4Addr, u32)> = self
+            .blocks
+            .keys()
+            .filter(|k| !snap.blocks.contains_key(k))
+            .copied()
+            .collect();
+        for k in gone {
+            self.blocks.remove(&k);
+            out.push(Record::BlockGone {
+                ext_addr: k.0,
+                block: k.1,
+            });
+        }
+        self.subscribers
+            .retain(|k, _| snap.subscribers.contains_key(k));
+        out
+    }
+}
+
+fn compact_units(d: Duration) -> u32 {
+    compact_time(d.as_nanos().min(u128::from(u64::MAX)) as u64)
+}
+
+fn subscriber_record(k: Ipv4Addr, v: &SubVal) -> Record {
+    Record::Subscriber {
+        int_addr: k,
+        ext_addr: v.ext_addr,
+        pool_idx: v.pool_idx,
+        det_lo: v.det_lo,
+    }
+}
+
+/// A quarantined binding's `int_addr` carries how long it has been in
+/// quarantine, in milliseconds (its table entry holds a start time).
+fn binding_record(k: BindKey, v: &BindVal, now_ns: u64) -> Record {
+    let quarantined = v.flags & BIND_SYNCED_FLAGS != 0;
+    let int_addr = if quarantined {
+        // scan() read the raw start through ip(): undo that byte swap
+        let start = u32::from(v.int_addr).to_be();
+        Ipv4Addr::from((idle_ns(now_ns, start) / 1_000_000).min(u64::from(u32::MAX)) as u32)
+    } else {
+        v.int_addr
+    };
+    Record::Binding {
+        proto: k.0,
+        int_addr,
+        int_port: v.int_port,
+        ext_addr: k.1,
+        ext_port: k.2,
+        flags: v.flags,
+    }
+}
+
+fn session_record(k: SessKey, v: &SessVal, now_ns: u64) -> Record {
+    Record::Session {
+        proto: k.0,
+        ext_addr: k.1,
+        ext_port: k.2,
+        rem_addr: k.3,
+        rem_port: k.4,
+        int_addr: v.int_addr,
+        int_port: v.int_port,
+        flags: v.flags,
+        tcp: v.tcp,
+        idle_ms: (idle_ns(now_ns, v.last_seen) / 1_000_000).min(u64::from(u32::MAX)) as u32,
+    }
+}
+
+/// Everything in `snap` as records (a bulk resync).
+pub fn full(snap: &Snapshot, now_ns: u64) -> Vec<Record> {
+    let mut s = Sent::default();
+    s.diff(
+        snap,
+        now_ns,
+        Policy {
+            session_age: Duration::ZERO,
+            refresh: Duration::ZERO,
+        },
+    )
+}
+
+/// What installing one record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// It contradicts a live entry of this node (an external port or a
+    /// subscriber bound otherwise): the local entry is kept.
+    Conflict,
+    /// A record that installs nothing (hello, acks).
+    Ignored,
+}
+
+/// Installs a peer's record into this node's tables.
+pub fn install(
+    t: &Tables,
+    rec: &Record,
+    now_ns: u64,
+    rate_tokens: u32,
+) -> Result<Outcome, libbpf_rs::Error> {
+    match rec {
+        Record::Binding {
+            proto,
+            int_addr,
+            int_port,
+            ext_addr,
+            ext_port,
+            flags,
+        } => install_binding(
+            t,
+            *proto,
+            (*int_addr, *int_port),
+            (*ext_addr, *ext_port),
+            *flags & BIND_SYNCED_FLAGS,
+            now_ns,
+        ),
+        Record::BindingGone {
+            proto,
+            ext_addr,
+            ext_port,
+        } => {
+            let ek = endpoint(*proto, *ext_addr, *ext_port);
+            if let Some(v) = lookup::<types::cgnat_binding>(&t.bind_in, bytes_of(&ek))? {
+                if v.flags & Bf::CGNAT_BIND_STATIC.0 as u8 != 0 {
+                    return Ok(Outcome::Conflict);
+                }
+                crate::bpf::delete_binding(&t.bind_out, &t.bind_in, &ek, &v)
+                    .map_err(|_| libbpf_rs::Error::from_raw_os_error(nix::libc::EIO))?;
+            }
+            Ok(Outcome::Applied)
+        }
+        Record::Session {
+            proto,
+            ext_addr,
+            ext_port,
+            rem_addr,
+            rem_port,
+            int_addr,
+            int_port,
+            flags,
+            tcp,
+            idle_ms,
+        } => {
+            let k = session_key(*proto, *ext_addr, *ext_port, *rem_addr, *rem_port);
+            let seen = compact_time(now_ns.saturating_sub(u64::from(*idle_ms) * 1_000_000));
+            let mut v = types::cgnat_session {
+                int_addr: be(*int_addr),
+                int_port: int_port.to_be(),
+                flags: *flags & SESS_SYNCED_FLAGS,
+                tcp: *tcp,
+                last_seen: seen,
+                ..Default::default()
+            };
+            if let Some(old) = lookup::<types::cgnat_session>(&t.sessions, bytes_of(&k))? {
+                if old.int_addr != v.int_addr || old.int_port != v.int_port {
+                    return Ok(Outcome::Conflict);
+                }
+                v.tcp |= old.tcp;
+                if (old.last_seen.wrapping_sub(seen) as i32) > 0 {
+                    v.last_seen = old.last_seen;
+                }
+            }
+            t.sessions
+                .update(bytes_of(&k), bytes_of(&v), MapFlags::ANY)?;
+            Ok(Outcome::Applied)
+        }
+        Record::SessionGone {
+            proto,
+            ext_addr,
+            ext_port,
+            rem_addr,
+            rem_port,
+        } => {
+            let k = session_key(*proto, *ext_addr, *ext_port, *rem_addr, *rem_port);
+            match t.sessions.delete(bytes_of(&k)) {
+                Err(e) if e.kind() != libbpf_rs::ErrorKind::NotFound => Err(e),
+                _ => Ok(Outcome::Applied),
+            }
+        }
+        Record::Subscriber {
+            int_addr,
+            ext_addr,
+            pool_idx,
+            det_lo,
+        } => {
+            let k = be(*int_addr);
+            if let Some(old) = lookup::<types::cgnat_subscriber>(&t.subscribers, bytes_of(&k))? {
+                return Ok(if old.ext_addr == be(*ext_addr) {
+                    Outcome::Applied
+                } else {
+                    Outcome::Conflict
+                });
+            }
+            let v = types::cgnat_subscriber {
+                ext_addr: be(*ext_addr),
+                pool_idx: *pool_idx,
+                det_lo: *det_lo,
+                rate_tokens,
+                rate_stamp_ns: now_ns,
+                created_ns: now_ns,
+                last_alloc_ns: now_ns,
+                ..Default::default()
+            };
+            t.subscribers
+                .update(bytes_of(&k), bytes_of(&v), MapFlags::NO_EXIST)
+                .or_else(ignore_exists)?;
+            Ok(Outcome::Applied)
+        }
+        Record::Block {
+            ext_addr,
+            block,
+            owner,
+            slot,
+        } => {
+            let k = types::cgnat_block_key {
+                ext_addr: be(*ext_addr),
+                block: *block,
+            };
+            if let Some(old) = lookup::<types::cgnat_block>(&t.blocks, bytes_of(&k))? {
+                return Ok(if old.owner == be(*owner) {
+                    Outcome::Applied
+                } else {
+                    Outcome::Conflict
+                });
+            }
+            let v = types::cgnat_block {
+                owner: be(*owner),
+                slot: *slot,
+                created_ns: now_ns,
+                ..Default::default()
+            };
+            let sk = types::cgnat_sub_block_key {
+                sub: be(*owner),
+                slot: *slot,
+            };
+            t.blocks
+                .update(bytes_of(&k), bytes_of(&v), MapFlags::NO_EXIST)
+                .or_else(ignore_exists)?;
+            t.sub_blocks
+                .update(bytes_of(&sk), bytes_of(block), MapFlags::ANY)?;
+            Ok(Outcome::Applied)
+        }
+        Record::BlockGone { ext_addr, block } => {
+            let k = types::cgnat_block_key {
+                ext_addr: be(*ext_addr),
+                block: *block,
+            };
+            if let Some(old) = lookup::<types::cgnat_block>(&t.blocks, bytes_of(&k))? {
+                let sk = types::cgnat_sub_block_key {
+                    sub: old.owner,
+                    slot: old.slot,
+                };
+                let _ = t.sub_blocks.delete(bytes_of(&sk));
+                let _ = t.blocks.delete(bytes_of(&k));
+            }
+            Ok(Outcome::Applied)
+        }
+        _ => Ok(Outcome::Ignored),
+    }
+}
+
+fn install_binding(
+    t: &Tables,
+    proto: u8,
+    int: (Ipv4Addr, u16),
+    ext: (Ipv4Addr, u16),
+    flags: u8,
+    now_ns: u64,
+) -> Result<Outcome, libbpf_rs::Error> {
+    let ek = endpoint(proto, ext.0, ext.1);
+    let ik = endpoint(proto, int.0, int.1);
+    let quarantined = flags & Bf::CGNAT_BIND_QUARANTINE.0 as u8 != 0;
+    let rev = types::cgnat_binding {
+        addr: if quarantined {
+            // int_addr: milliseconds in quarantine; stored: its start
+            let ms = u64::from(u32::from(int.0));
+            compact_time(now_ns.saturating_sub(ms * 1_000_000))
+        } else {
+            be(int.0)
+        },
+        port: int.1.to_be(),
+        flags,
+        sweep_sessions: 0,
+    };
+    if let Some(old) = lookup::<types::cgnat_binding>(&t.bind_in, bytes_of(&ek))? {
+        let same = old.addr == rev.addr && old.port == rev.port;
+        let old_static = old.flags & Bf::CGNAT_BIND_STATIC.0 as u8 != 0;
+        let old_quar = old.flags & Bf::CGNAT_BIND_QUARANTINE.0 as u8 != 0;
+        if old_static || (!same && !old_quar && !quarantined) {
+            return Ok(Outcome::Conflict);
+        }
+    }
+    if quarantined {
+        // the port stays reserved; its outbound half goes
+        if let Some(old) = lookup::<types::cgnat_binding>(&t.bind_in, bytes_of(&ek))? {
+            if old.flags & Bf::CGNAT_BIND_QUARANTINE.0 as u8 == 0 {
+                let _ = crate::bpf::unbind_out(&t.bind_out, &ek, &old);
+            }
+        }
+        t.bind_in
+            .update(bytes_of(&ek), bytes_of(&rev), MapFlags::ANY)?;
+        return Ok(Outcome::Applied);
+    }
+    if let Some(out) = lookup::<types::cgnat_binding>(&t.bind_out, bytes_of(&ik))? {
+        if out.addr != be(ext.0) || out.port != ext.1.to_be() {
+            return Ok(Outcome::Conflict);
+        }
+    }
+    let fwd = types::cgnat_binding {
+        addr: be(ext.0),
+        port: ext.1.to_be(),
+        flags: 0,
+        sweep_sessions: 0,
+    };
+    t.bind_in
+        .update(bytes_of(&ek), bytes_of(&rev), MapFlags::ANY)?;
+    t.bind_out
+        .update(bytes_of(&ik), bytes_of(&fwd), MapFlags::ANY)?;
+    Ok(Outcome::Applied)
+}
+
+fn endpoint(proto: u8, addr: Ipv4Addr, port: u16) -> types::cgnat_endpoint {
+    types::cgnat_endpoint {
+        addr: be(addr),
+        port: port.to_be(),
+        proto,
+        _pad: 0,
+    }
+}
+
+fn session_key(
+    proto: u8,
+    ext_addr: Ipv4Addr,
+    ext_port: u16,
+    rem_addr: Ipv4Addr,
+    rem_port: u16,
+) -> types::cgnat_session_key {
+    types::cgnat_session_key {
+        ext_addr: be(ext_addr),
+        rem_addr: be(rem_addr),
+        ext_port: ext_port.to_be(),
+        rem_port: rem_port.to_be(),
+        proto,
+        ..Default::default()
+    }
+}
+
+fn lookup<T: crate::bpf::Pod>(
+    map: &impl MapCore,
+    key: &[u8],
+) -> Result<Option<T>, libbpf_rs::Error> {
+    Ok(map
+        .lookup(key, MapFlags::ANY)?
+        .and_then(|v| from_bytes::<T>(&v)))
+}
+
+fn ignore_exists(e: libbpf_rs::Error) -> Result<(), libbpf_rs::Error> {
+    if e.kind() == libbpf_rs::ErrorKind::AlreadyExists {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn snap_with(last_seen: u32, tcp: u32) -> Snapshot {
+        let mut s = Snapshot::default();
+        let ext = Ipv4Addr::new(203, 0, 113, 9);
+        s.subscribers.insert(
+            Ipv4Addr::new(100, 64, 1, 10),
+            SubVal {
+                ext_addr: ext,
+                pool_idx: 1,
+                det_lo: 0,
+            },
+        );
+        s.bindings.insert(
+            (17, ext, 40000),
+            BindVal {
+                int_addr: Ipv4Addr::new(100, 64, 1, 10),
+                int_port: 5000,
+                flags: 0,
+            },
+        );
+        s.sessions.insert(
+            (17, ext, 40000, Ipv4Addr::new(198, 51, 100, 10), 7),
+            SessVal {
+                int_addr: Ipv4Addr::new(100, 64, 1, 10),
+                int_port: 5000,
+                flags: 0,
+                tcp,
+                last_seen,
+            },
+        );
+        s
+    }
+
+    const ALL: Policy = Policy {
+        session_age: Duration::ZERO,
+        refresh: Duration::from_secs(2),
+    };
+
+    fn kinds(r: &[Record]) -> Vec<&'static str> {
+        r.iter()
+            .map(|r| match r {
+                Record::Subscriber { .. } => "sub",
+                Record::Binding { .. } => "bind",
+                Record::BindingGone { .. } => "bind-",
+                Record::Session { .. } => "sess",
+                Record::SessionGone { .. } => "sess-",
+                Record::Block { .. } => "block",
+                Record::BlockGone { .. } => "block-",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn new_state_is_sent_once_in_dependency_order() {
+        let now = 100 * SEC;
+        let mut sent = Sent::default();
+        let snap = snap_with(compact_time(now), 0);
+        assert_eq!(kinds(&sent.diff(&snap, now, ALL)), ["sub", "bind", "sess"]);
+        assert!(sent.diff(&snap, now + SEC, ALL).is_empty());
+    }
+
+    #[test]
+    fn a_refresh_is_sent_only_past_the_threshold_and_as_an_age() {
+        let now = 100 * SEC;
+        let mut sent = Sent::default();
+        sent.diff(&snap_with(compact_time(now), 0), now, ALL);
+        let later = now + SEC;
+        assert!(sent
+            .diff(&snap_with(compact_time(later), 0), later, ALL)
+            .is_empty());
+        let much_later = now + 3 * SEC;
+        let r = sent.diff(
+            &snap_with(compact_time(much_later - SEC / 2), 0),
+            much_later,
+            ALL,
+        );
+        assert_eq!(kinds(&r), ["sess"]);
+        match &r[0] {
+            Record::Session { idle_ms, .. } => assert!((450..=550).contains(idle_ms), "{idle_ms}"),
+            _ => unreachable!(),
+        }
+        // a TCP event is sent at once
+        let r = sent.diff(&snap_with(compact_time(much_later), 3), much_later, ALL);
+        assert_eq!(kinds(&r), ["sess"]);
+    }
+
+    #[test]
+    fn removals_follow_the_tables() {
+        let now = 100 * SEC;
+        let mut sent = Sent::default();
+        sent.diff(&snap_with(compact_time(now), 0), now, ALL);
+        let r = sent.diff(&Snapshot::default(), now, ALL);
+        assert_eq!(kinds(&r), ["sess-", "bind-"]);
+        assert!(sent.diff(&Snapshot::default(), now, ALL).is_empty());
+    }
+
+    #[test]
+    fn young_sessions_wait_for_the_session_age() {
+        let now = 100 * SEC;
+        let policy = Policy {
+            session_age: Duration::from_secs(5),
+            refresh: Duration::from_secs(2),
+        };
+        let mut sent = Sent::default();
+        let r = sent.diff(&snap_with(compact_time(now), 0), now, policy);
+        assert_eq!(kinds(&r), ["sub", "bind"]);
+        let at = now + 6 * SEC;
+        let r = sent.diff(&snap_with(compact_time(at), 0), at, policy);
+        assert_eq!(kinds(&r), ["sess"]);
+        // one never sent is never removed either
+        let mut fresh = Sent::default();
+        fresh.diff(&snap_with(compact_time(now), 0), now, policy);
+        assert_eq!(
+            kinds(&fresh.diff(&Snapshot::default(), now, policy)),
+            ["bind-"]
+        );
+    }
+
+    #[test]
+    fn a_quarantined_binding_travels_as_its_age() {
+        let now = 500 * SEC;
+        let start = compact_time(now - 30 * SEC);
+        let v = BindVal {
+            int_addr: Ipv4Addr::from(u32::from_be(start)),
+            int_port: 0,
+            flags: BIND_SYNCED_FLAGS,
+        };
+        match binding_record((6, Ipv4Addr::new(203, 0, 113, 9), 1), &v, now) {
+            Record::Binding { int_addr, .. } => {
+                let ms = u32::from(int_addr);
+                assert!((29_000..=31_000).contains(&ms), "{ms}");
+            }
+            _ => unreachable!(),
+        }
+    }
+}
