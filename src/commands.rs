@@ -223,6 +223,87 @@ pub fn reverse(path: &Path, endpoint: SocketAddrV4) -> Result<(), CmdError> {
 }
 
 /// `cgnat top`: the live view, or with `batch` its text `iterations` times.
+/// `cgnat cluster [--json] [failback]`: what the running daemon of this
+/// network namespace last wrote about its cluster.
+pub fn cluster(path: &Path, json: bool, action: Option<&str>) -> Result<(), CmdError> {
+    let cfg = Config::load(path)?;
+    let Some(cl) = &cfg.cluster else {
+        return Err(CmdError::Usage(format!(
+            "{} has no [cluster] table",
+            path.display()
+        )));
+    };
+    let pid = crate::instance::daemon_pid(&cfg.pin_path).ok_or_else(|| {
+        CmdError::Usage(format!(
+            "no running cgnat daemon in this network namespace uses {}",
+            cfg.pin_path.display()
+        ))
+    })?;
+    match action {
+        None => {}
+        Some("failback") => {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGUSR2,
+            )
+            .map_err(|e| CmdError::Usage(format!("cannot signal daemon {pid}: {e}")))?;
+            outln!("asked node {} (pid {pid}) to take its slice back", cl.id);
+            return Ok(());
+        }
+        Some(other) => {
+            return Err(CmdError::Usage(format!(
+                "unknown cluster action {other:?} (known: failback)"
+            )))
+        }
+    }
+    let text = crate::instance::read_status(&cfg.pin_path).ok_or_else(|| {
+        CmdError::Usage(format!("daemon {pid} has written no cluster status yet"))
+    })?;
+    if json {
+        outln!("{}", text.trim_end());
+        return Ok(());
+    }
+    let s: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| CmdError::Usage(format!("unreadable cluster status: {e}")))?;
+    outln!(
+        "node {} serves slices {} (resynced: {}, failback: {}, sync lag {} ms)",
+        s["id"],
+        s["serves"],
+        s["resynced"],
+        s["failback"].as_str().unwrap_or("?"),
+        s["lag_ms"]
+    );
+    for n in &cl.nodes {
+        let subs: Vec<String> = n.subscribers.iter().map(|p| p.to_string()).collect();
+        let pool: Vec<String> = n.pool.iter().map(|p| p.to_string()).collect();
+        outln!(
+            "  slice {}: subscribers {} -> pool {}",
+            n.id,
+            subs.join(","),
+            pool.join(",")
+        );
+    }
+    if let Some(peers) = s["peers"].as_array() {
+        for p in peers {
+            outln!(
+                "  peer {} {}: {}, serves {}, heard {} ms ago, {} unacked",
+                p["id"],
+                p["address"].as_str().unwrap_or("?"),
+                if p["alive"].as_bool() == Some(true) {
+                    "up"
+                } else {
+                    "DOWN"
+                },
+                p["serves"],
+                p["heard_ms_ago"],
+                p["unacked"]
+            );
+        }
+    }
+    outln!("  counters: {}", s["counters"]);
+    Ok(())
+}
+
 pub fn top(path: &Path, interval: &str, batch: bool, iterations: u32) -> Result<(), CmdError> {
     let every = crate::config::parse_duration(interval)
         .map_err(|e| CmdError::Usage(format!("--interval: {e}")))?;

@@ -21,6 +21,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::bpf::{self, from_bytes, types, BpfError, Datapath, LoadOptions, Tables};
 use crate::clock::monotonic_ns;
+use crate::cluster::engine::{ClusterError, Engine};
 use crate::config::{Config, ConfigError, PoolMode};
 use crate::log::{self, NatLog, Record};
 use crate::metrics::{self, DaemonGauges};
@@ -37,6 +38,8 @@ pub enum DaemonError {
     Log(String),
     #[error("{what}: {err}")]
     Setup { what: &'static str, err: String },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error("daemon.pin_path changed ({} -> {}); restart to move the state", .from.display(), .to.display())]
     PinPathMoved { from: PathBuf, to: PathBuf },
     /// The daemon cannot go on (a NAT interface is gone): what happened,
@@ -105,6 +108,10 @@ struct Daemon {
     /// Kept across reloads: reloads coming more often than sweep_interval
     /// (each restarting the clock) would otherwise stop expiry altogether.
     next_sweep: Instant,
+    /// The cluster engine, when this node is one of a cluster's.
+    cluster: Option<Engine>,
+    /// When the cluster status file is written next.
+    next_status: Instant,
     _registration: Option<crate::instance::Registration>,
 }
 
@@ -123,6 +130,7 @@ impl Daemon {
             Signal::SIGTERM,
             Signal::SIGHUP,
             Signal::SIGUSR1,
+            Signal::SIGUSR2,
         ] {
             mask.add(s);
         }
@@ -134,6 +142,21 @@ impl Daemon {
             NatLog::open(&cfg.log, ipfix::Quota::from_config(&cfg)).map_err(DaemonError::Log)?;
         let dp = load_datapath(&cfg)?;
         announce(&cfg, &dp);
+        let cluster = match &cfg.cluster {
+            Some(cl) => {
+                let e = Engine::start(cl, cfg.limits.new_mappings_per_second)?;
+                eprintln!(
+                    "cgnat: cluster: node {} of {}, sync on {}:{}, routes in table {}",
+                    cl.id,
+                    cl.nodes.len(),
+                    cl.me().address,
+                    cl.port,
+                    cl.route_table
+                );
+                Some(e)
+            }
+            None => None,
+        };
         let registration = crate::instance::register(&cfg.pin_path)
             .map_err(|e| {
                 eprintln!(
@@ -176,6 +199,8 @@ impl Daemon {
             neighbours: neigh::Listener::new().map_err(setup("rtnetlink socket (neighbours)"))?,
             queue: Rc::default(),
             lost_seen: 0,
+            cluster,
+            next_status: Instant::now(),
             _registration: registration,
         })
     }
@@ -225,12 +250,34 @@ impl Daemon {
                 self.next_sweep = started + self.cfg.sweep_interval;
             }
             self.natlog.flush();
+            self.cluster_turn(&tables);
             if let Some(msg) = self.apply_interface_changes(&mut watch) {
                 return Ok(Next::Fail(msg));
             }
             if let Some(next) = self.read_signal()? {
                 return Ok(next);
             }
+        }
+    }
+
+    /// One turn of the cluster engine; applies a change of the slices this
+    /// node serves to the data path, and writes the status `cgnat cluster`
+    /// reads about once a second.
+    fn cluster_turn(&mut self, tables: &Tables) {
+        let Some(engine) = self.cluster.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some(mask) = engine.turn(tables, now) {
+            if let Err(e) = self.dp.set_slices_active(&self.cfg, mask) {
+                eprintln!("cgnat: cluster: cannot update the data path's slices: {e}");
+            }
+        }
+        if now >= self.next_status {
+            self.next_status = now + Duration::from_millis(500);
+            let status = engine.status(now);
+            self.gauges.set_cluster(&status);
+            let _ = crate::instance::write_status(&status);
         }
     }
 
@@ -368,6 +415,16 @@ impl Daemon {
                 }
                 Ok(None)
             }
+            Some(Signal::SIGUSR2) => {
+                match self.cluster.as_mut() {
+                    Some(e) => {
+                        eprintln!("cgnat: cluster: failback requested");
+                        e.request_failback();
+                    }
+                    None => eprintln!("cgnat: SIGUSR2 ignored: not a cluster node"),
+                }
+                Ok(None)
+            }
             sig => {
                 eprintln!(
                     "cgnat: {} received",
@@ -418,7 +475,11 @@ impl Daemon {
     /// Leaves the data path as `daemon.detach_on_exit` says; after a
     /// failure, one error that says what happened, what became of the
     /// tables and what to do.
-    fn finish(self, failure: Option<String>) -> Result<(), DaemonError> {
+    fn finish(mut self, failure: Option<String>) -> Result<(), DaemonError> {
+        if let Some(e) = self.cluster.as_mut() {
+            e.stop();
+            crate::instance::remove_status();
+        }
         let pin = self.cfg.pin_path.clone();
         let detach = self.cfg.detach_on_exit;
         drop(self.dp);

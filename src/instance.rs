@@ -42,6 +42,54 @@ fn register_in(dir: &Path, pin_path: &Path) -> io::Result<Registration> {
     Ok(Registration { path })
 }
 
+/// Where this daemon's cluster status goes.
+fn status_path(dir: &Path, pid: u32) -> PathBuf {
+    dir.join(format!("{pid}.cluster.json"))
+}
+
+/// Writes this daemon's cluster status (JSON) next to its registration.
+pub fn write_status<T: serde::Serialize>(status: &T) -> io::Result<()> {
+    let dir = Path::new(RUN_DIR);
+    let path = status_path(dir, std::process::id());
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_string_pretty(status).map_err(io::Error::other)?;
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, path)
+}
+
+pub fn remove_status() {
+    let _ = std::fs::remove_file(status_path(Path::new(RUN_DIR), std::process::id()));
+}
+
+/// The pid of the live daemon registered with `pin_path` in this network
+/// namespace.
+pub fn daemon_pid(pin_path: &Path) -> Option<u32> {
+    daemons_in(Path::new(RUN_DIR), pin_path).next()
+}
+
+/// The cluster status the daemon of `pin_path` wrote last.
+pub fn read_status(pin_path: &Path) -> Option<String> {
+    let pid = daemon_pid(pin_path)?;
+    std::fs::read_to_string(status_path(Path::new(RUN_DIR), pid)).ok()
+}
+
+/// Live daemons of this network namespace registered with `pin_path`.
+fn daemons_in<'a>(dir: &Path, pin_path: &'a Path) -> impl Iterator<Item = u32> + 'a {
+    let here = netns_of("self");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(move |e| {
+            let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            if netns_of(&pid.to_string()) != here {
+                return None;
+            }
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            (Path::new(text.trim_end()) == pin_path).then_some(pid)
+        })
+}
+
 /// The network namespace of `pid` ("self" for this process): (dev, inode).
 fn netns_of(pid: &str) -> Option<(u64, u64)> {
     let m = std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()?;
@@ -57,28 +105,16 @@ pub fn locate_pins(pin_path: &Path) -> PathBuf {
 }
 
 fn locate_in(dir: &Path, pin_path: &Path) -> PathBuf {
-    let here = netns_of("self");
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return pin_path.to_owned();
-    };
-    for e in entries.flatten() {
-        let pid = e.file_name().to_string_lossy().into_owned();
-        if pid.parse::<u32>().is_err() || netns_of(&pid) != here {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(e.path()) else {
-            continue;
-        };
-        if Path::new(text.trim_end()) != pin_path {
-            continue;
-        }
-        let rel = pin_path.strip_prefix("/").unwrap_or(pin_path);
-        let there = Path::new("/proc").join(&pid).join("root").join(rel);
-        if there.join("meta").exists() {
-            return there;
-        }
-    }
-    pin_path.to_owned()
+    let rel = pin_path.strip_prefix("/").unwrap_or(pin_path);
+    daemons_in(dir, pin_path)
+        .map(|pid| {
+            Path::new("/proc")
+                .join(pid.to_string())
+                .join("root")
+                .join(rel)
+        })
+        .find(|there| there.join("meta").exists())
+        .unwrap_or_else(|| pin_path.to_owned())
 }
 
 #[cfg(test)]

@@ -111,6 +111,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Cluster status of this node: its slices, peers and sync counters;
+    /// `cgnat cluster failback` takes this node's slice back from the peer
+    /// serving it (with `cluster.failback = "manual"`).
+    Cluster {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// "failback": request the failback.
+        action: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -152,6 +162,7 @@ fn run(cli: Cli) -> Result<(), CmdError> {
         Cmd::Forward { addr } => commands::forward(path, addr),
         Cmd::Reverse { endpoint } => commands::reverse(path, endpoint),
         Cmd::Subscribers { json } => commands::subscribers(path, json),
+        Cmd::Cluster { json, action } => commands::cluster(path, json, action.as_deref()),
         Cmd::Top {
             interval,
             batch,

@@ -34,6 +34,16 @@ pub struct DaemonGauges {
     pub bindings_released: AtomicU64,
     pub log_written: AtomicU64,
     pub log_failed: AtomicU64,
+    /// The cluster engine's last status (cluster nodes only).
+    pub cluster: std::sync::Mutex<Option<crate::cluster::engine::Status>>,
+}
+
+impl DaemonGauges {
+    pub fn set_cluster(&self, s: &crate::cluster::engine::Status) {
+        if let Ok(mut c) = self.cluster.lock() {
+            *c = Some(s.clone());
+        }
+    }
 }
 
 type Labels = Vec<(String, String)>;
@@ -60,9 +70,95 @@ pub fn render(cfg: &Config, t: &Tables, d: &DaemonGauges) -> Result<String, Stri
     subscribers(&mut reg, cfg, t);
     events_lost(&mut reg, t);
     daemon(&mut reg, d);
+    cluster(&mut reg, d);
     let mut out = String::new();
     encode(&mut out, &reg).map_err(|e| e.to_string())?;
     Ok(out)
+}
+
+/// State sync and slices of a cluster node.
+fn cluster(reg: &mut Registry, d: &DaemonGauges) {
+    let Some(s) = d.cluster.lock().ok().and_then(|c| c.clone()) else {
+        return;
+    };
+    let c = &s.counters;
+    counter(reg, "cluster_messages_sent", "Sync datagrams sent", c.sent);
+    counter(
+        reg,
+        "cluster_messages_received",
+        "Sync datagrams accepted",
+        c.received,
+    );
+    counter(
+        reg,
+        "cluster_messages_acked",
+        "Reliable sync messages acknowledged",
+        c.acked,
+    );
+    counter(
+        reg,
+        "cluster_messages_resent",
+        "Reliable sync messages resent",
+        c.resent,
+    );
+    counter(
+        reg,
+        "cluster_records_sent",
+        "State records sent to peers",
+        c.records_sent,
+    );
+    counter(
+        reg,
+        "cluster_records_applied",
+        "Peer state records installed",
+        c.records_applied,
+    );
+    counter(
+        reg,
+        "cluster_conflicts",
+        "Peer records refused because they contradict a live local entry",
+        c.conflicts,
+    );
+    let rejected = Family::<Labels, Counter>::default();
+    for (reason, n) in &c.rejected {
+        rejected
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc_by(*n);
+    }
+    reg.register(
+        "cluster_rejected",
+        "Sync datagrams rejected (forged, replayed, truncated, unknown sender)",
+        rejected,
+    );
+    gauge(
+        reg,
+        "cluster_sync_lag_ms",
+        "Age of the oldest unacknowledged sync message",
+        s.lag_ms as i64,
+    );
+    gauge(
+        reg,
+        "cluster_resynced",
+        "1 once this node holds its live peers' state",
+        i64::from(s.resynced),
+    );
+    let up = Family::<Labels, Gauge>::default();
+    for p in &s.peers {
+        up.get_or_create(&vec![("peer".to_string(), p.id.to_string())])
+            .set(i64::from(p.alive));
+    }
+    reg.register("cluster_peer_up", "1 while a peer's heartbeat arrives", up);
+    let owned = Family::<Labels, Gauge>::default();
+    for id in &s.serves {
+        owned
+            .get_or_create(&vec![("slice".to_string(), id.to_string())])
+            .set(1);
+    }
+    reg.register(
+        "cluster_slice_served",
+        "Slices (by owner node id) this node serves",
+        owned,
+    );
 }
 
 /// Packets and bytes by verdict reason, and the drops among them.

@@ -60,11 +60,6 @@ impl Datapath {
     /// pool prefixes.
     fn fill_prefixes(&self, cfg: &Config) -> Result<(), BpfError> {
         let m = &self.skel.maps;
-        let keep_internal: Vec<Vec<u8>> = cfg
-            .internal_prefixes
-            .iter()
-            .map(|p| bytes_of(&lpm(p)).to_vec())
-            .collect();
         // A pool prefix removed from the config drains: it stays while any
         // binding uses it (new subscribers never get its addresses).
         let in_use: Vec<Ipv4Addr> = m
@@ -87,13 +82,31 @@ impl Datapath {
             })
             .chain(cfg.pool_prefixes.iter().map(|p| bytes_of(&lpm(p)).to_vec()))
             .collect();
-        for (p, offset) in crate::pool::Deterministic::prefix_offsets(&cfg.internal_prefixes) {
+        let slices = cfg.prefix_slices();
+        let keep_internal: Vec<Vec<u8>> = slices
+            .iter()
+            .map(|s| bytes_of(&lpm(&s.prefix)).to_vec())
+            .collect();
+        for s in &slices {
+            let key = bytes_of(&lpm(&s.prefix)).to_vec();
+            // A cluster slice's `active` belongs to the cluster engine: a
+            // reload keeps it; a new slice starts inactive.
+            let active = match m.internal_prefixes.lookup(&key, MapFlags::ANY) {
+                Ok(Some(old)) if s.owner != 0 => {
+                    from_bytes::<types::cgnat_prefix_info>(&old).map_or(0, |o| o.active)
+                }
+                _ => u32::from(s.owner == 0),
+            };
             let v = types::cgnat_prefix_info {
-                network: u32::from(p.network()).to_be(),
-                offset,
+                network: u32::from(s.prefix.network()).to_be(),
+                offset: s.offset,
+                pool_first: s.pool_first,
+                pool_count: s.pool_count,
+                active,
+                _pad: 0,
             };
             m.internal_prefixes
-                .update(bytes_of(&lpm(&p)), bytes_of(&v), MapFlags::ANY)
+                .update(&key, bytes_of(&v), MapFlags::ANY)
                 .map_err(map_err("internal_prefixes"))?;
         }
         for p in &cfg.pool_prefixes {
@@ -105,6 +118,31 @@ impl Datapath {
             (&m.internal_prefixes, "internal_prefixes", &keep_internal),
             (&m.pool_prefixes, "pool_prefixes", &keep_pool),
         ])
+    }
+
+    /// Cluster: this node allocates for the subscribers of the slices in
+    /// `mask` (bit id-1) and of no other slice.
+    pub fn set_slices_active(&self, cfg: &Config, mask: u64) -> Result<(), BpfError> {
+        let m = &self.skel.maps;
+        for s in cfg.prefix_slices() {
+            if s.owner == 0 {
+                continue;
+            }
+            let key = bytes_of(&lpm(&s.prefix)).to_vec();
+            let Some(mut v) = m
+                .internal_prefixes
+                .lookup(&key, MapFlags::ANY)
+                .map_err(map_err("internal_prefixes"))?
+                .and_then(|b| from_bytes::<types::cgnat_prefix_info>(&b))
+            else {
+                continue;
+            };
+            v.active = u32::from(mask & (1u64 << (s.owner - 1)) != 0);
+            m.internal_prefixes
+                .update(&key, bytes_of(&v), MapFlags::ANY)
+                .map_err(map_err("internal_prefixes"))?;
+        }
+        Ok(())
     }
 
     /// Destinations exempt from translation, whole or by port.
