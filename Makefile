@@ -5,7 +5,7 @@ CARGO      ?= cargo
 ARGS       ?= --config configs/cgnat.toml
 BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -Wall -Werror -Wimplicit-fallthrough \
               -Iinclude -Ibpf -I/usr/include/$(shell uname -m)-linux-gnu -Itarget/bpf/include
-APT_PKGS   := clang llvm libelf-dev zlib1g-dev pkg-config make iproute2 ethtool python3-scapy coturn traceroute \
+APT_PKGS   := clang llvm libelf-dev zlib1g-dev pkg-config make iproute2 ethtool python3-scapy coturn traceroute bird2 \
               iputils-ping tcpdump nftables iptables conntrack bpftool util-linux podman runc iperf3 tshark
 
 .PHONY: all deps build debug build-ebpf build-user run demo test test-unit lint fmt clean

@@ -259,6 +259,13 @@ impl fmt::Display for Host {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// A fresh [`testbed_id`] for this process: every test bed of the kit
+/// (this one and [`crate::cluster_bed`]) draws from the same counter, so
+/// their namespaces never collide.
+pub(crate) fn next_testbed_id() -> String {
+    testbed_id(std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+}
+
 /// The prefix of every namespace and directory of the test bed number `n`
 /// of process `pid`: `cg<pid>x<n>` (at most 2 + 10 + 1 + 10 characters).
 pub fn testbed_id(pid: u32, n: u32) -> String {
@@ -281,7 +288,7 @@ pub fn id_pid(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
-const WORKDIR_PREFIX: &str = "cgnat-tb-";
+pub(crate) const WORKDIR_PREFIX: &str = "cgnat-tb-";
 const CMD_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn pid_alive(pid: u32) -> bool {
@@ -323,7 +330,7 @@ pub fn cleanup_stale() -> Result<Vec<String>> {
     Ok(removed)
 }
 
-fn remove_workdir(dir: &Path) {
+pub(crate) fn remove_workdir(dir: &Path) {
     let bpf = dir.join("bpf");
     // Not mounted is fine; anything else leaves the directory for later.
     let _ = nix::mount::umount2(&bpf, nix::mount::MntFlags::MNT_DETACH);
@@ -332,7 +339,7 @@ fn remove_workdir(dir: &Path) {
 
 /// SIGKILLs every process that runs in namespace `ns` (all of them were
 /// started by a test bed there).
-fn kill_ns_pids(ns: &str) {
+pub(crate) fn kill_ns_pids(ns: &str) {
     if let Ok(out) = run_command(&["ip", "netns", "pids", ns], Duration::from_secs(10)) {
         for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
             if let Ok(pid) = pid.parse::<i32>() {
@@ -392,7 +399,7 @@ impl Testbed {
     pub fn with_options(options: TestbedOptions) -> Result<Testbed> {
         // Leftovers of other runs must not break this one.
         let _ = cleanup_stale();
-        let id = testbed_id(std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let id = next_testbed_id();
         let dir = std::env::temp_dir().join(format!("{WORKDIR_PREFIX}{id}"));
         let mut tb = Testbed {
             names: Host::ALL

@@ -112,7 +112,7 @@ pub struct Background {
 }
 
 impl Background {
-    pub(super) fn start(argv: &[&str]) -> Result<Background> {
+    pub(crate) fn start(argv: &[&str]) -> Result<Background> {
         let cmd = argv.join(" ");
         let (prog, args) = argv.split_first().ok_or_else(|| TestbedError::Spawn {
             cmd: cmd.clone(),
