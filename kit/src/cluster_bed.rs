@@ -431,6 +431,21 @@ impl ClusterBed {
         Self::cmd(&self.netns_argv(name, args)?)
     }
 
+    /// Runs `f` on a thread inside namespace `name` (see
+    /// [`crate::testbed::in_netns`]).
+    pub fn in_ns<T, F>(&self, name: &str, f: F) -> Result<T>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        Ok(crate::testbed::in_netns(self.ns(name), f)?)
+    }
+
+    /// A pin directory for node `n`'s cgnat on the bed's private bpffs.
+    pub fn pin_path(&self, n: usize) -> PathBuf {
+        self.dir.join("bpf").join(node_name(n))
+    }
+
     /// Starts `args` in the background in host `name`'s namespace (output
     /// collected; SIGTERM, then SIGKILL, when the guard is dropped).
     /// [`ClusterBed::kill_node`] SIGKILLs it if it runs on that node.
@@ -806,6 +821,7 @@ impl ClusterBed {
             context: format!("creating {}", self.dir.display()),
             source,
         })?;
+        crate::testbed::mount_bpffs(&self.dir.join("bpf"))?;
         for host in ["s1", "s2", "ext", "acc", "upr", "swa", "swu", "sws"] {
             self.add_ns(host)?;
         }

@@ -337,6 +337,46 @@ pub(crate) fn remove_workdir(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Runs `f` on a new thread that first entered the named network
+/// namespace `ns`. Sockets it creates belong to that namespace and may be
+/// used from any thread afterwards.
+pub fn in_netns<T, F>(ns: &str, f: F) -> Result<T>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    let path = Path::new("/run/netns").join(ns);
+    thread::scope(|s| {
+        let h = s.spawn(|| -> Result<T> {
+            let file = File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
+            nix::sched::setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
+                .map_err(sys_err(format!("setns into {}", path.display())))?;
+            Ok(f())
+        });
+        match h.join() {
+            Ok(r) => r,
+            Err(p) => Err(TestbedError::Panicked {
+                ns: ns.to_owned(),
+                message: panic_message(&p),
+            }),
+        }
+    })
+}
+
+/// Mounts a bpffs on `dir` (created first): pins there are visible through
+/// `ip netns exec`, unlike `/sys/fs/bpf`. [`remove_workdir`] unmounts it.
+pub(crate) fn mount_bpffs(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    nix::mount::mount(
+        Some("bpf"),
+        dir,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(sys_err(format!("mounting bpffs on {}", dir.display())))
+}
+
 /// SIGKILLs every process that runs in namespace `ns` (all of them were
 /// started by a test bed there).
 pub(crate) fn kill_ns_pids(ns: &str) {
@@ -420,16 +460,7 @@ impl Testbed {
     fn build(&mut self) -> Result<()> {
         std::fs::create_dir_all(&self.dir)
             .map_err(io_err(format!("creating {}", self.dir.display())))?;
-        let bpf = self.dir.join("bpf");
-        std::fs::create_dir_all(&bpf).map_err(io_err(format!("creating {}", bpf.display())))?;
-        nix::mount::mount(
-            Some("bpf"),
-            &bpf,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(sys_err(format!("mounting bpffs on {}", bpf.display())))?;
+        mount_bpffs(&self.dir.join("bpf"))?;
         self.bpffs_mounted = true;
 
         let ipv6 = Path::new("/proc/sys/net/ipv6").exists();
@@ -635,24 +666,7 @@ impl Testbed {
         F: FnOnce() -> T + Send,
         T: Send,
     {
-        let path = self.ns_path(host);
-        let ns = self.ns(host).to_owned();
-        thread::scope(|s| {
-            let h = s.spawn(move || -> Result<T> {
-                let file =
-                    File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
-                nix::sched::setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
-                    .map_err(sys_err(format!("setns into {}", path.display())))?;
-                Ok(f())
-            });
-            match h.join() {
-                Ok(r) => r,
-                Err(p) => Err(TestbedError::Panicked {
-                    ns,
-                    message: panic_message(&p),
-                }),
-            }
-        })
+        in_netns(self.ns(host), f)
     }
 
     /// The cgnat configuration for this topology (see [`config_toml`]) with
