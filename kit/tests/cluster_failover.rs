@@ -47,7 +47,7 @@ fn bed() -> Option<ClusterBed> {
 
 /// Node `n`'s config: the shipped example with its id, the bed's key and
 /// pin path.
-fn node_config(bed: &ClusterBed, n: usize) -> PathBuf {
+fn node_config_with(bed: &ClusterBed, n: usize, failback: &str) -> PathBuf {
     let key = bed.dir().join("cluster.key");
     if !key.exists() {
         std::fs::write(&key, "a cluster key of this test bed, 42 bytes\n").unwrap();
@@ -59,7 +59,11 @@ fn node_config(bed: &ClusterBed, n: usize) -> PathBuf {
             "differs between nodes.\nid = 1\n",
             &format!("differs between nodes.\nid = {n}\n"),
         )
-        .replace("/etc/cgnat/cluster.key", &key.display().to_string());
+        .replace("/etc/cgnat/cluster.key", &key.display().to_string())
+        .replace(
+            "failback = \"immediate\"",
+            &format!("failback = \"{failback}\""),
+        );
     let text = format!(
         "{text}\n[daemon]\npin_path = \"{}\"\n",
         bed.pin_path(n).display()
@@ -77,7 +81,11 @@ fn node_config(bed: &ClusterBed, n: usize) -> PathBuf {
 /// node alone serves every slice until its peer shows up: see
 /// [`wait_serving`]).
 fn start_node(bed: &ClusterBed, n: usize) -> Background {
-    let cfg = node_config(bed, n);
+    start_node_with(bed, n, "immediate")
+}
+
+fn start_node_with(bed: &ClusterBed, n: usize, failback: &str) -> Background {
+    let cfg = node_config_with(bed, n, failback);
     let bin = cgnat_kit::cgnat_binary().display().to_string();
     let node = format!("n{n}");
     let mut p = bed
@@ -628,4 +636,63 @@ fn hostile_sync_traffic_and_a_lost_sync_link_change_nothing() {
     drop((s1, s2));
     stop.store(true, Ordering::Relaxed);
     refl.join().unwrap();
+}
+
+#[test]
+fn manual_failback_waits_for_the_operator() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(mut bed) = bed() else { return };
+    let stop = Arc::new(AtomicBool::new(false));
+    let far = Arc::new(FarEnd::default());
+    let refl = reflector(&bed, far.clone(), stop.clone());
+    let mut n1 = start_node_with(&bed, 1, "manual");
+    let mut n2 = start_node_with(&bed, 2, "manual");
+    wait_serving(&mut n1, 1, "[1]");
+    wait_serving(&mut n2, 2, "[2]");
+    bed.wait_route("upr", 254, POOL_SLICES[0], node_ext(1), SETTLE)
+        .expect("slice 1 at node 1");
+    let s1 = Stream::start(&bed, "s1", SocketAddrV4::new(S1, 5000));
+    wait_until("answers to s1", SETTLE, || {
+        s1.answered_since(Instant::now() - Duration::from_secs(1)) > 5
+    });
+    thread::sleep(Duration::from_secs(1));
+    bed.kill_node(1).expect("kill node 1");
+    let _ = std::fs::remove_dir_all(bed.pin_path(1));
+    wait_serving(&mut n2, 2, "[1, 2]");
+
+    // node 1 comes back, resyncs, and stays the backup of its own slice
+    bed.revive_node(1).expect("revive node 1");
+    n1 = start_node_with(&bed, 1, "manual");
+    thread::sleep(Duration::from_secs(3));
+    let st = cluster_status(&bed, 1);
+    assert_eq!(st["serves"], serde_json::json!([]), "{st}");
+    assert_eq!(st["resynced"], serde_json::json!(true), "{st}");
+    assert_eq!(
+        bed.route_via("upr", 254, POOL_SLICES[0]).unwrap(),
+        Some(node_ext(2)),
+        "slice 1 must stay at node 2 until the operator says"
+    );
+
+    // the operator: `cgnat cluster failback` on node 1
+    let cfg = bed.dir().join("n1.toml").display().to_string();
+    let bin = cgnat_kit::cgnat_binary().display().to_string();
+    let out = bed
+        .run("n1", &[&bin, "--config", &cfg, "cluster", "failback"])
+        .expect("cgnat cluster failback");
+    assert!(out.contains("take its slice back"), "{out}");
+    wait_serving(&mut n1, 1, "[1]");
+    bed.wait_route("upr", 254, POOL_SLICES[0], node_ext(1), SETTLE)
+        .expect("slice 1 back at node 1");
+    thread::sleep(Duration::from_secs(1));
+    assert_eq!(far.sources_of("s1:5000").len(), 1, "s1's mapping moved");
+    far.assert_no_port_twice();
+    let human = bed
+        .run("n1", &[&bin, "--config", &cfg, "cluster"])
+        .expect("cgnat cluster");
+    assert!(human.contains("node 1 serves slices [1]"), "{human}");
+    assert!(human.contains("peer 2 10.0.3.12: up"), "{human}");
+    drop(s1);
+    stop.store(true, Ordering::Relaxed);
+    refl.join().unwrap();
+    let _ = n2.log();
 }

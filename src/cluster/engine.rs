@@ -13,7 +13,9 @@
 //! "immediate"`, after `cgnat cluster failback` with "manual"). A peer's
 //! slice is served by the live node of lowest id when its owner has not
 //! been heard from for `dead_after`, and handed back when the owner, alive
-//! and resynced, wants it.
+//! and resynced, wants it; a peer that was never seen down (it started
+//! later than this node: the cluster's start) gets its slice back as soon
+//! as it holds the state, whatever the failback mode.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -61,6 +63,9 @@ struct Peer {
     resynced: bool,
     /// It sent us all of its state (ResyncDone).
     sent_us_all: bool,
+    /// It went down at least once while this node ran: its return is a
+    /// failback (`cluster.failback` applies), not the cluster's start.
+    lost_once: bool,
     asked_at: Option<Instant>,
 }
 
@@ -158,6 +163,7 @@ impl Engine {
                         want: 0,
                         resynced: false,
                         sent_us_all: false,
+                        lost_once: false,
                         asked_at: None,
                     },
                 )
@@ -334,24 +340,25 @@ impl Engine {
 
     fn handle(&mut self, t: &Tables, h: Header, records: Vec<Record>, now: Instant) {
         let from = h.node;
-        match h.kind {
-            Kind::Hello => {
-                for r in &records {
-                    if let Record::Hello {
-                        active,
-                        want,
-                        resynced,
-                    } = r
-                    {
-                        if let Some(p) = self.peers.get_mut(&from) {
-                            p.active = *active;
-                            // a peer may only ask for its own slice
-                            p.want = *want & bit(from);
-                            p.resynced = *resynced;
-                        }
-                    }
+        // Hellos come alone and inside ResyncDone (so a node that just
+        // resynced knows what its peers serve before it decides anything)
+        for r in &records {
+            if let Record::Hello {
+                active,
+                want,
+                resynced,
+            } = r
+            {
+                if let Some(p) = self.peers.get_mut(&from) {
+                    p.active = *active;
+                    // a peer may only ask for its own slice
+                    p.want = *want & bit(from);
+                    p.resynced = *resynced;
                 }
             }
+        }
+        match h.kind {
+            Kind::Hello => {}
             Kind::Ack => {
                 if let Some(p) = self.peers.get_mut(&from) {
                     for r in &records {
@@ -393,7 +400,8 @@ impl Engine {
         let snap = state::scan(t, &|a| mine(a));
         let records = state::full(&snap, crate::clock::monotonic_ns());
         self.send_reliable(to, Kind::Update, records, now);
-        self.send_reliable(to, Kind::ResyncDone, Vec::new(), now);
+        let hello = vec![self.hello_record()];
+        self.send_reliable(to, Kind::ResyncDone, hello, now);
     }
 
     /// Which external addresses belong to the slices served now.
@@ -424,6 +432,7 @@ impl Engine {
                 );
                 p.was_alive = alive;
                 if !alive {
+                    p.lost_once = true;
                     p.active = 0;
                     p.want = 0;
                     p.resynced = false;
@@ -485,6 +494,8 @@ impl Engine {
                     alive: p.live.is_alive(now, self.cl.dead_after),
                     active: p.active,
                     want: p.want,
+                    resynced: p.resynced,
+                    lost_once: p.lost_once,
                 })
                 .collect(),
         }
@@ -537,16 +548,21 @@ impl Engine {
         }
     }
 
-    fn hello(&mut self, _now: Instant) {
+    /// What this node serves and wants, for its peers.
+    fn hello_record(&self) -> Record {
         let wants = self.resynced
             && (self.cl.failback == Failback::Immediate
                 || self.failback_requested
                 || self.active & bit(self.cl.id) != 0);
-        let rec = vec![Record::Hello {
+        Record::Hello {
             active: self.active,
             want: if wants { bit(self.cl.id) } else { 0 },
             resynced: self.resynced,
-        }];
+        }
+    }
+
+    fn hello(&mut self, _now: Instant) {
+        let rec = vec![self.hello_record()];
         let ids: Vec<u16> = self.peers.keys().copied().collect();
         for id in ids {
             self.send(id, Kind::Hello, rec.clone());
@@ -565,7 +581,9 @@ impl Engine {
             }
         }
         for (id, seq, records) in out {
-            let kind = if records.is_empty() {
+            // the only reliable messages: Updates (state records) and
+            // ResyncDone (one Hello)
+            let kind = if matches!(records.as_slice(), [Record::Hello { .. }]) {
                 Kind::ResyncDone
             } else {
                 Kind::Update
@@ -596,8 +614,8 @@ impl Engine {
     /// Sends records in as many datagrams as they need, each kept until
     /// acknowledged.
     fn send_reliable(&mut self, to: u16, kind: Kind, records: Vec<Record>, now: Instant) {
-        let batches = if records.is_empty() {
-            vec![Vec::new()]
+        let batches = if kind == Kind::ResyncDone {
+            vec![records]
         } else {
             let mut b = Batcher::new();
             for r in records {
@@ -667,6 +685,9 @@ pub struct PeerView {
     pub alive: bool,
     pub active: u64,
     pub want: u64,
+    pub resynced: bool,
+    /// It went down at least once since this node started.
+    pub lost_once: bool,
 }
 
 /// The slices this node serves next (bit id-1); see the module docs.
@@ -687,7 +708,9 @@ pub fn decide(v: &View) -> u64 {
         } else {
             match alive.iter().find(|p| p.id == slice) {
                 // the owner is alive: hand its slice back once it wants it
-                Some(owner) => held && owner.want & b == 0,
+                // (failback), or, if it was never seen down (it started
+                // after this node), once it holds the state
+                Some(owner) => held && owner.want & b == 0 && (owner.lost_once || !owner.resynced),
                 // the owner is dead: the live node of lowest id serves it
                 None => {
                     let lowest = alive
@@ -724,6 +747,8 @@ mod tests {
                     alive,
                     active,
                     want,
+                    resynced: true,
+                    lost_once: true,
                 })
                 .collect(),
         }
@@ -753,6 +778,21 @@ mod tests {
         assert_eq!(decide(&view(1, 0, &[(2, true, 0b11, 0b10)])), 0);
         // nobody serves it (cluster start): an owner takes its own slice
         assert_eq!(decide(&view(1, 0, &[(2, true, 0b10, 0b10)])), 0b01);
+    }
+
+    #[test]
+    fn a_peer_never_seen_down_gets_its_slice_once_resynced() {
+        // node 1 started alone and serves both; node 2 starts (manual
+        // failback: it does not "want"), resyncs: node 1 lets slice 2 go
+        let mut v = view(1, 0b11, &[(2, true, 0, 0)]);
+        v.peers[0].lost_once = false;
+        v.peers[0].resynced = false;
+        assert_eq!(decide(&v), 0b11);
+        v.peers[0].resynced = true;
+        assert_eq!(decide(&v), 0b01);
+        // after an outage the same peer must ask (failback)
+        v.peers[0].lost_once = true;
+        assert_eq!(decide(&v), 0b11);
     }
 
     #[test]
