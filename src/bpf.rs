@@ -848,6 +848,7 @@ pub mod abi;
 mod fill;
 mod held;
 mod pin;
+mod selfcheck;
 mod tables;
 
 pub use pin::attach_xdp;

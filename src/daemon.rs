@@ -275,6 +275,10 @@ impl Daemon {
         }
         if now >= self.next_status {
             self.next_status = now + Duration::from_millis(500);
+            match self.dp.self_check(&self.cfg) {
+                Ok(()) => engine.set_healthy(true, ""),
+                Err(why) => engine.set_healthy(false, &why),
+            }
             let status = engine.status(now);
             self.gauges.set_cluster(&status);
             let _ = crate::instance::write_status(&status);

@@ -520,7 +520,7 @@ fn capture_update(bed: &ClusterBed) -> Vec<u8> {
 }
 
 #[test]
-fn hostile_sync_traffic_and_a_lost_sync_link_change_nothing() {
+fn hostile_sync_a_lost_sync_link_and_a_failed_self_check() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(bed) = bed() else { return };
     let stop = Arc::new(AtomicBool::new(false));
@@ -630,12 +630,53 @@ fn hostile_sync_traffic_and_a_lost_sync_link_change_nothing() {
     );
     assert_eq!(far.sources_of("s1:5000"), s1_ext, "s1's mapping moved");
     far.assert_no_port_twice();
+
+    // Node 1's data path stops (its XDP link is detached under it): its
+    // self-check fails, it withdraws its routes and goes silent, node 2
+    // serves both slices, and s1 goes on with the same mapping.
+    let link = xdp_link_of(&bed, "n1", "int0");
+    bed.run(
+        "n1",
+        &["bpftool", "link", "detach", "id", &link.to_string()],
+    )
+    .expect("bpftool link detach");
+    let broke = Instant::now();
+    n1.wait_for_line(|l| l.contains("self-check failed"), SETTLE)
+        .expect("node 1 notices its data path is gone");
+    bed.wait_route_since(broke, "upr", 254, POOL_SLICES[0], node_ext(2), SETTLE)
+        .expect("slice 1 moves to node 2");
+    wait_serving(&mut n2, 2, "[1, 2]");
+    let t = Instant::now();
+    wait_until("s1's answers through node 2", SETTLE, || {
+        s1.answered_since(t) > 5
+    });
+    assert_eq!(far.sources_of("s1:5000"), s1_ext, "s1's mapping moved");
     for ns in ["n1", "n2"] {
         assert_eq!(forw_datagrams(&bed, ns), 0, "{ns} forwarded in the kernel");
     }
     drop((s1, s2));
     stop.store(true, Ordering::Relaxed);
     refl.join().unwrap();
+}
+
+/// The id of the bpf_link attaching XDP to `iface` in namespace `ns`.
+fn xdp_link_of(bed: &ClusterBed, ns: &str, iface: &str) -> u64 {
+    let link = bed.run(ns, &["ip", "-d", "link", "show", iface]).unwrap();
+    let prog: u64 = link
+        .split("prog/xdp id ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no XDP program on {ns} {iface}: {link}"));
+    let links: serde_json::Value =
+        serde_json::from_str(&bed.run(ns, &["bpftool", "-j", "link", "show"]).unwrap()).unwrap();
+    links
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["prog_id"].as_u64() == Some(prog))
+        .and_then(|l| l["id"].as_u64())
+        .unwrap_or_else(|| panic!("no link of program {prog}: {links}"))
 }
 
 #[test]

@@ -125,6 +125,8 @@ pub struct Engine {
     next_sync: Instant,
     acks: BTreeMap<u16, Vec<u64>>,
     rate_tokens: u32,
+    /// The data path's self-check passes: routes are announced only then.
+    healthy: bool,
     pub counters: Counters,
 }
 
@@ -195,6 +197,7 @@ impl Engine {
             next_sync: now,
             acks: BTreeMap::new(),
             rate_tokens,
+            healthy: true,
             counters: Counters::default(),
         })
     }
@@ -202,6 +205,22 @@ impl Engine {
     /// Slices this node serves now (bit id-1).
     pub fn active(&self) -> u64 {
         self.active
+    }
+
+    /// The data path's self-check result: while it fails, every route is
+    /// withdrawn (the routers then send this node's traffic to a peer).
+    pub fn set_healthy(&mut self, healthy: bool, why: &str) {
+        if healthy != self.healthy {
+            if healthy {
+                eprintln!("cgnat: cluster: data path self-check passes again: announcing");
+            } else {
+                eprintln!(
+                    "cgnat: cluster: data path self-check failed ({why}): withdrawing routes and \
+                     going silent so that a peer serves this node's slices"
+                );
+            }
+            self.healthy = healthy;
+        }
     }
 
     /// `cgnat cluster failback`: take this node's slice back from the peer
@@ -234,7 +253,9 @@ impl Engine {
             self.next_sync = now + self.cl.sync_interval;
             self.sync(t, now);
         }
-        if now >= self.next_hello {
+        // a node whose data path fails its self-check goes silent: its
+        // peers declare it dead and take its slice over
+        if now >= self.next_hello && self.healthy {
             self.next_hello = now + self.cl.heartbeat;
             self.hello(now);
         }
@@ -486,6 +507,7 @@ impl Engine {
             nodes: self.cl.nodes.iter().map(|n| n.id).collect(),
             active: self.active,
             resynced: self.resynced,
+            healthy: self.healthy,
             peers: self
                 .peers
                 .values()
@@ -502,10 +524,10 @@ impl Engine {
     }
 
     /// The routes of every slice: route_metric where served here, twice
-    /// that where only backed up.
+    /// that where only backed up; none while the self-check fails.
     fn announce(&mut self) {
         let mut want: Announced = Vec::new();
-        for n in &self.cl.nodes {
+        for n in self.cl.nodes.iter().filter(|_| self.healthy) {
             let metric = if self.active & bit(n.id) != 0 {
                 self.cl.route_metric
             } else {
@@ -676,6 +698,8 @@ pub struct View {
     pub nodes: Vec<u16>,
     pub active: u64,
     pub resynced: bool,
+    /// The data path's self-check passes.
+    pub healthy: bool,
     pub peers: Vec<PeerView>,
 }
 
@@ -692,6 +716,9 @@ pub struct PeerView {
 
 /// The slices this node serves next (bit id-1); see the module docs.
 pub fn decide(v: &View) -> u64 {
+    if !v.healthy {
+        return 0;
+    }
     if !v.resynced {
         return v.active;
     }
@@ -740,6 +767,7 @@ mod tests {
             nodes: vec![1, 2],
             active,
             resynced: true,
+            healthy: true,
             peers: peers
                 .iter()
                 .map(|&(id, alive, active, want)| PeerView {
@@ -793,6 +821,13 @@ mod tests {
         // after an outage the same peer must ask (failback)
         v.peers[0].lost_once = true;
         assert_eq!(decide(&v), 0b11);
+    }
+
+    #[test]
+    fn a_node_failing_its_self_check_serves_nothing() {
+        let mut v = view(1, 0b01, &[(2, true, 0b10, 0b10)]);
+        v.healthy = false;
+        assert_eq!(decide(&v), 0);
     }
 
     #[test]
