@@ -413,13 +413,12 @@ impl Engine {
         }
     }
 
-    /// Sends `to` everything of the slices this node serves, then
-    /// ResyncDone.
+    /// Sends `to` everything of the slices this node serves (brought up to
+    /// date first, so a resync and later resends agree), then ResyncDone.
     fn serve_resync(&mut self, t: &Tables, to: u16, now: Instant) {
         self.counters.resyncs_served += 1;
-        let mine = self.mine();
-        let snap = state::scan(t, &|a| mine(a));
-        let records = state::full(&snap, crate::clock::monotonic_ns());
+        self.sync(t, now);
+        let records = self.sent.records(crate::clock::monotonic_ns());
         self.send_reliable(to, Kind::Update, records, now);
         let hello = vec![self.hello_record()];
         self.send_reliable(to, Kind::ResyncDone, hello, now);
@@ -524,10 +523,14 @@ impl Engine {
     }
 
     /// The routes of every slice: route_metric where served here, twice
-    /// that where only backed up; none while the self-check fails.
+    /// that where only backed up; none before the resync or while the
+    /// self-check fails.
     fn announce(&mut self) {
         let mut want: Announced = Vec::new();
-        for n in self.cl.nodes.iter().filter(|_| self.healthy) {
+        // nothing before the resync: a node holding no state must not
+        // attract traffic
+        let announcing = self.healthy && self.resynced;
+        for n in self.cl.nodes.iter().filter(|_| announcing) {
             let metric = if self.active & bit(n.id) != 0 {
                 self.cl.route_metric
             } else {
@@ -602,7 +605,7 @@ impl Engine {
                 out.push((p.id, seq, records));
             }
         }
-        for (id, seq, records) in out {
+        for (id, seq, mut records) in out {
             // the only reliable messages: Updates (state records) and
             // ResyncDone (one Hello)
             let kind = if matches!(records.as_slice(), [Record::Hello { .. }]) {
@@ -610,6 +613,14 @@ impl Engine {
             } else {
                 Kind::Update
             };
+            // what a later message superseded must not overtake it
+            records.retain(|r| self.sent.is_current(r));
+            if records.is_empty() {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.outbox.acked(seq);
+                }
+                continue;
+            }
             self.transmit(id, kind, seq, &records);
         }
         for id in resync {

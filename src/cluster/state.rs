@@ -184,6 +184,110 @@ pub struct Policy {
 }
 
 impl Sent {
+    /// Whether `r` still says what the peers were last told about its key:
+    /// a resend of a record that a later one superseded (a binding since
+    /// removed, a removal since undone) must not overtake it.
+    pub fn is_current(&self, r: &Record) -> bool {
+        match r {
+            Record::Binding {
+                proto,
+                int_addr,
+                int_port,
+                ext_addr,
+                ext_port,
+                flags,
+            } => self
+                .bindings
+                .get(&(*proto, *ext_addr, *ext_port))
+                .is_some_and(|v| {
+                    v.int_port == *int_port
+                        && v.flags == *flags
+                        && (v.flags & BIND_SYNCED_FLAGS != 0 || v.int_addr == *int_addr)
+                }),
+            Record::BindingGone {
+                proto,
+                ext_addr,
+                ext_port,
+            } => !self.bindings.contains_key(&(*proto, *ext_addr, *ext_port)),
+            Record::Session {
+                proto,
+                ext_addr,
+                ext_port,
+                rem_addr,
+                rem_port,
+                int_addr,
+                int_port,
+                flags,
+                tcp,
+                ..
+            } => self
+                .sessions
+                .get(&(*proto, *ext_addr, *ext_port, *rem_addr, *rem_port))
+                .and_then(|(v, _)| *v)
+                .is_some_and(|v| {
+                    v.int_addr == *int_addr
+                        && v.int_port == *int_port
+                        && v.flags == *flags
+                        && v.tcp == *tcp
+                }),
+            Record::SessionGone {
+                proto,
+                ext_addr,
+                ext_port,
+                rem_addr,
+                rem_port,
+            } => !matches!(
+                self.sessions
+                    .get(&(*proto, *ext_addr, *ext_port, *rem_addr, *rem_port)),
+                Some((Some(_), _))
+            ),
+            Record::Subscriber {
+                int_addr, ext_addr, ..
+            } => self
+                .subscribers
+                .get(int_addr)
+                .is_some_and(|v| v.ext_addr == *ext_addr),
+            Record::Block {
+                ext_addr,
+                block,
+                owner,
+                slot,
+            } => self.blocks.get(&(*ext_addr, *block)) == Some(&(*owner, *slot)),
+            Record::BlockGone { ext_addr, block } => {
+                !self.blocks.contains_key(&(*ext_addr, *block))
+            }
+            Record::Hello { .. } | Record::Acks { .. } => true,
+        }
+    }
+
+    /// Everything the peers were told, as records (a bulk resync): exactly
+    /// what [`Sent::is_current`] accepts.
+    pub fn records(&self, now_ns: u64) -> Vec<Record> {
+        let mut out: Vec<Record> = Vec::new();
+        out.extend(
+            self.subscribers
+                .iter()
+                .map(|(k, v)| subscriber_record(*k, v)),
+        );
+        out.extend(self.blocks.iter().map(|(k, v)| Record::Block {
+            ext_addr: k.0,
+            block: k.1,
+            owner: v.0,
+            slot: v.1,
+        }));
+        out.extend(
+            self.bindings
+                .iter()
+                .map(|(k, v)| binding_record(*k, v, now_ns)),
+        );
+        out.extend(
+            self.sessions
+                .iter()
+                .filter_map(|(k, (v, _))| v.map(|v| session_record(*k, &v, now_ns))),
+        );
+        out
+    }
+
     /// Forgets everything: the next [`Sent::diff`] sends the whole state.
     pub fn clear(&mut self) {
         *self = Sent::default();
@@ -333,19 +437,6 @@ fn session_record(k: SessKey, v: &SessVal, now_ns: u64) -> Record {
         tcp: v.tcp,
         idle_ms: (idle_ns(now_ns, v.last_seen) / 1_000_000).min(u64::from(u32::MAX)) as u32,
     }
-}
-
-/// Everything in `snap` as records (a bulk resync).
-pub fn full(snap: &Snapshot, now_ns: u64) -> Vec<Record> {
-    let mut s = Sent::default();
-    s.diff(
-        snap,
-        now_ns,
-        Policy {
-            session_age: Duration::ZERO,
-            refresh: Duration::ZERO,
-        },
-    )
 }
 
 /// What installing one record did.
@@ -730,6 +821,34 @@ mod tests {
         let r = sent.diff(&Snapshot::default(), now, ALL);
         assert_eq!(kinds(&r), ["sess-", "bind-"]);
         assert!(sent.diff(&Snapshot::default(), now, ALL).is_empty());
+    }
+
+    #[test]
+    fn a_resync_repeats_exactly_what_was_sent() {
+        let now = 100 * SEC;
+        let mut sent = Sent::default();
+        let diff = sent.diff(&snap_with(compact_time(now), 0), now, ALL);
+        let all = sent.records(now);
+        assert_eq!(kinds(&all), kinds(&diff));
+        assert!(all.iter().all(|r| sent.is_current(r)));
+    }
+
+    #[test]
+    fn a_superseded_record_is_not_current() {
+        let now = 100 * SEC;
+        let mut sent = Sent::default();
+        let first = sent.diff(&snap_with(compact_time(now), 0), now, ALL);
+        assert!(first.iter().all(|r| sent.is_current(r)));
+        let gone = sent.diff(&Snapshot::default(), now, ALL);
+        // the binding and session adds were superseded by their removals
+        assert!(first
+            .iter()
+            .filter(|r| !matches!(r, Record::Subscriber { .. }))
+            .all(|r| !sent.is_current(r)));
+        assert!(gone.iter().all(|r| sent.is_current(r)));
+        // and a removal is superseded by the state coming back
+        sent.diff(&snap_with(compact_time(now), 0), now, ALL);
+        assert!(gone.iter().all(|r| !sent.is_current(r)));
     }
 
     #[test]
