@@ -64,6 +64,12 @@ install -D -m 0644 "$here/cgnat.service" "$root/lib/systemd/system/cgnat.service
 doc="$root/usr/share/doc/$pkg"
 install -D -m 0644 "$top/README.md" "$doc/README.md"
 install -D -m 0644 "$here/debian/copyright" "$doc/copyright"
+# Cluster examples: the cgnat side and the BIRD 2 side (docs/cluster.md).
+install -D -m 0644 "$top/docs/cluster.md" "$doc/cluster.md"
+install -D -m 0644 "$top/configs/cluster.toml" "$doc/examples/cluster.toml"
+for f in "$top"/configs/bird/*.conf; do
+	install -D -m 0644 "$f" "$doc/examples/bird/$(basename "$f")"
+done
 date_r=$(date -u -d "@$SOURCE_DATE_EPOCH" -R)
 commit=$(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)
 cat >"$doc/changelog.Debian" <<EOF

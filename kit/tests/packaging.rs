@@ -706,6 +706,10 @@ fn deb_package_installs_checks_and_purges() {
         "./usr/share/doc/cgnat/README.md",
         "./usr/share/doc/cgnat/copyright",
         "./usr/share/doc/cgnat/changelog.Debian.gz",
+        "./usr/share/doc/cgnat/cluster.md",
+        "./usr/share/doc/cgnat/examples/cluster.toml",
+        "./usr/share/doc/cgnat/examples/bird/node-common.conf",
+        "./usr/share/doc/cgnat/examples/bird/access.conf",
     ] {
         let line = listing
             .lines()
