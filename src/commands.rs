@@ -80,6 +80,31 @@ pub fn check(path: &Path) -> Result<(), CmdError> {
         cfg.internal_prefixes.len(),
         cfg.max_sessions
     );
+    if let Some(cl) = &cfg.cluster {
+        outln!(
+            "cluster: this is node {} of {}, sync on {}:{}, routes in table {}",
+            cl.id,
+            cl.nodes.len(),
+            cl.me().address,
+            cl.port,
+            cl.route_table
+        );
+        for n in &cl.nodes {
+            let addrs = cfg
+                .pool_addrs
+                .iter()
+                .filter(|a| n.serves_external(**a))
+                .count();
+            outln!(
+                "  slice {}: {} subscriber addresses -> {addrs} external addresses",
+                n.id,
+                n.subscribers
+                    .iter()
+                    .map(|p| u64::from(p.size()))
+                    .sum::<u64>()
+            );
+        }
+    }
     Ok(())
 }
 

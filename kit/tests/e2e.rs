@@ -733,3 +733,70 @@ fn route_cache_follows_routing_changes() {
         settle.as_millis()
     );
 }
+
+#[test]
+fn check_validates_the_cluster_example_and_names_each_mistake() {
+    // Needs no privilege: `check` only validates the file.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("cgnat-e2e-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let key = dir.join("cluster.key");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let example = include_str!("../../configs/cluster.toml")
+        .replace("/etc/cgnat/cluster.key", &key.display().to_string());
+    let check = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write config");
+        let out = Command::new(bin())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .expect("running cgnat check");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = check("good.toml", &example);
+    assert!(ok, "the shipped cluster example is refused:\n{text}");
+    assert!(text.contains("cluster: this is node 1 of 2"), "{text}");
+    let mistakes = [
+        (
+            example.replace(
+                r#"subscribers = ["100.64.2.0/24"]"#,
+                r#"subscribers = ["100.64.1.128/25"]"#,
+            ),
+            "cluster.nodes.subscribers",
+        ),
+        (
+            example.replace(
+                r#"pool = ["203.0.113.16/29"]"#,
+                r#"pool = ["203.0.113.16/30"]"#,
+            ),
+            "cluster.nodes.pool",
+        ),
+        (
+            example.replace("id = 1\n# The shared", "id = 9\n# The shared"),
+            "cluster.id",
+        ),
+    ];
+    for (i, (text, field)) in mistakes.iter().enumerate() {
+        assert_ne!(text, &example, "mistake {i} changed nothing");
+        let (ok, out) = check(&format!("bad{i}.toml"), text);
+        assert!(!ok, "mistake {i} accepted:\n{out}");
+        assert!(
+            out.contains(field) && out.contains(&format!("bad{i}.toml")),
+            "{out}"
+        );
+    }
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (ok, out) = check("key.toml", &example);
+    assert!(
+        !ok && out.contains("cluster.key_file") && out.contains("chmod 600"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
