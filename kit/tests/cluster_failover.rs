@@ -4,6 +4,10 @@
 //! both nodes work, when node 1 loses power, when it comes back, and when
 //! the sync link alone fails or carries forged traffic.
 //!
+//! The first two tests run the dynamic pool, the manual-failback one the
+//! port-block pool (a flow opened on the backup gets a port of the block
+//! the owner had given the subscriber).
+//!
 //! Every datagram a subscriber sends names its sender ("s1:5000") and the
 //! far end's reflector answers with the source it saw, so the test knows
 //! which external endpoint each subscriber endpoint had at every moment,
@@ -48,6 +52,10 @@ fn bed() -> Option<ClusterBed> {
 /// Node `n`'s config: the shipped example with its id, the bed's key and
 /// pin path.
 fn node_config_with(bed: &ClusterBed, n: usize, failback: &str) -> PathBuf {
+    node_config_full(bed, n, failback, "dynamic")
+}
+
+fn node_config_full(bed: &ClusterBed, n: usize, failback: &str, pool_mode: &str) -> PathBuf {
     let key = bed.dir().join("cluster.key");
     if !key.exists() {
         std::fs::write(&key, "a cluster key of this test bed, 42 bytes\n").unwrap();
@@ -65,7 +73,7 @@ fn node_config_with(bed: &ClusterBed, n: usize, failback: &str) -> PathBuf {
             &format!("failback = \"{failback}\""),
         );
     let text = format!(
-        "{text}\n[daemon]\npin_path = \"{}\"\n",
+        "{text}\n[daemon]\npin_path = \"{}\"\n[pool]\nmode = \"{pool_mode}\"\nblock_size = 64\n",
         bed.pin_path(n).display()
     );
     assert!(
@@ -85,7 +93,11 @@ fn start_node(bed: &ClusterBed, n: usize) -> Background {
 }
 
 fn start_node_with(bed: &ClusterBed, n: usize, failback: &str) -> Background {
-    let cfg = node_config_with(bed, n, failback);
+    start_node_full(bed, n, failback, "dynamic")
+}
+
+fn start_node_full(bed: &ClusterBed, n: usize, failback: &str, pool_mode: &str) -> Background {
+    let cfg = node_config_full(bed, n, failback, pool_mode);
     let bin = cgnat_kit::cgnat_binary().display().to_string();
     let node = format!("n{n}");
     let mut p = bed
@@ -680,14 +692,14 @@ fn xdp_link_of(bed: &ClusterBed, ns: &str, iface: &str) -> u64 {
 }
 
 #[test]
-fn manual_failback_waits_for_the_operator() {
+fn manual_failback_waits_for_the_operator_port_blocks_follow() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(mut bed) = bed() else { return };
     let stop = Arc::new(AtomicBool::new(false));
     let far = Arc::new(FarEnd::default());
     let refl = reflector(&bed, far.clone(), stop.clone());
-    let mut n1 = start_node_with(&bed, 1, "manual");
-    let mut n2 = start_node_with(&bed, 2, "manual");
+    let mut n1 = start_node_full(&bed, 1, "manual", "port-block");
+    let mut n2 = start_node_full(&bed, 2, "manual", "port-block");
     wait_serving(&mut n1, 1, "[1]");
     wait_serving(&mut n2, 2, "[2]");
     bed.wait_route("upr", 254, POOL_SLICES[0], node_ext(1), SETTLE)
@@ -697,13 +709,31 @@ fn manual_failback_waits_for_the_operator() {
         s1.answered_since(Instant::now() - Duration::from_secs(1)) > 5
     });
     thread::sleep(Duration::from_secs(1));
+    let s1_ext = far.sources_of("s1:5000")[0];
     bed.kill_node(1).expect("kill node 1");
     let _ = std::fs::remove_dir_all(bed.pin_path(1));
     wait_serving(&mut n2, 2, "[1, 2]");
 
     // node 1 comes back, resyncs, and stays the backup of its own slice
     bed.revive_node(1).expect("revive node 1");
-    n1 = start_node_with(&bed, 1, "manual");
+    // a flow opened on node 2 while it serves slice 1: a port of the
+    // block node 1 had given s1 (the block came with the sync)
+    let s1b = Stream::start(&bed, "s1", SocketAddrV4::new(S1, 5001));
+    wait_until("s1's new flow through node 2", SETTLE, || {
+        s1b.answered_since(Instant::now() - Duration::from_secs(1)) > 5
+    });
+    let s1b_ext = far.sources_of("s1:5001")[0];
+    assert_eq!(
+        s1b_ext.ip(),
+        s1_ext.ip(),
+        "paired pooling across the failover"
+    );
+    assert_eq!(
+        (s1b_ext.port() - 1024) / 64,
+        (s1_ext.port() - 1024) / 64,
+        "s1's second port {s1b_ext} is outside its block (first port {s1_ext})"
+    );
+    n1 = start_node_full(&bed, 1, "manual", "port-block");
     thread::sleep(Duration::from_secs(3));
     let st = cluster_status(&bed, 1);
     assert_eq!(st["serves"], serde_json::json!([]), "{st}");
@@ -725,14 +755,23 @@ fn manual_failback_waits_for_the_operator() {
     bed.wait_route("upr", 254, POOL_SLICES[0], node_ext(1), SETTLE)
         .expect("slice 1 back at node 1");
     thread::sleep(Duration::from_secs(1));
-    assert_eq!(far.sources_of("s1:5000").len(), 1, "s1's mapping moved");
+    assert_eq!(
+        far.sources_of("s1:5000"),
+        vec![s1_ext],
+        "s1's mapping moved"
+    );
+    assert_eq!(
+        far.sources_of("s1:5001"),
+        vec![s1b_ext],
+        "s1:5001's mapping moved"
+    );
     far.assert_no_port_twice();
     let human = bed
         .run("n1", &[&bin, "--config", &cfg, "cluster"])
         .expect("cgnat cluster");
     assert!(human.contains("node 1 serves slices [1]"), "{human}");
     assert!(human.contains("peer 2 10.0.3.12: up"), "{human}");
-    drop(s1);
+    drop((s1, s1b));
     stop.store(true, Ordering::Relaxed);
     refl.join().unwrap();
     let _ = n2.log();
