@@ -51,10 +51,6 @@ fn bed() -> Option<ClusterBed> {
 
 /// Node `n`'s config: the shipped example with its id, the bed's key and
 /// pin path.
-fn node_config_with(bed: &ClusterBed, n: usize, failback: &str) -> PathBuf {
-    node_config_full(bed, n, failback, "dynamic")
-}
-
 fn node_config_full(bed: &ClusterBed, n: usize, failback: &str, pool_mode: &str) -> PathBuf {
     let key = bed.dir().join("cluster.key");
     if !key.exists() {
@@ -88,14 +84,6 @@ fn node_config_full(bed: &ClusterBed, n: usize, failback: &str, pool_mode: &str)
 /// Starts cgnat on node `n` and waits until it holds its peer's state (a
 /// node alone serves every slice until its peer shows up: see
 /// [`wait_serving`]).
-fn start_node(bed: &ClusterBed, n: usize) -> Background {
-    start_node_with(bed, n, "immediate")
-}
-
-fn start_node_with(bed: &ClusterBed, n: usize, failback: &str) -> Background {
-    start_node_full(bed, n, failback, "dynamic")
-}
-
 fn start_node_full(bed: &ClusterBed, n: usize, failback: &str, pool_mode: &str) -> Background {
     let cfg = node_config_full(bed, n, failback, pool_mode);
     let bin = cgnat_kit::cgnat_binary().display().to_string();
@@ -358,21 +346,57 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The far end's reflector and the test's turn at the cluster bed; the
+/// reflector stops on drop.
+struct Run {
+    far: Arc<FarEnd>,
+    stop: Arc<AtomicBool>,
+    refl: Option<JoinHandle<()>>,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Run {
+    /// A cluster bed with cgnat on both nodes (each serving its own slice,
+    /// routed to it) and the far end's reflector.
+    fn start(failback: &str, pool_mode: &str) -> Option<(Run, ClusterBed, Background, Background)> {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let bed = bed()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let far = Arc::new(FarEnd::default());
+        let refl = reflector(&bed, far.clone(), stop.clone());
+        let mut n1 = start_node_full(&bed, 1, failback, pool_mode);
+        let mut n2 = start_node_full(&bed, 2, failback, pool_mode);
+        wait_serving(&mut n1, 1, "[1]");
+        wait_serving(&mut n2, 2, "[2]");
+        for (slice, node) in [(1, 1), (2, 2)] {
+            bed.wait_route("upr", 254, POOL_SLICES[slice - 1], node_ext(node), SETTLE)
+                .unwrap_or_else(|e| panic!("slice {slice} not routed to node {node}: {e}"));
+        }
+        let run = Run {
+            far,
+            stop,
+            refl: Some(refl),
+            _serial: serial,
+        };
+        Some((run, bed, n1, n2))
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(r) = self.refl.take() {
+            let _ = r.join();
+        }
+    }
+}
+
 #[test]
 fn a_node_dies_and_comes_back_without_its_subscribers_noticing() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(mut bed) = bed() else { return };
-    let stop = Arc::new(AtomicBool::new(false));
-    let far = Arc::new(FarEnd::default());
-    let refl = reflector(&bed, far.clone(), stop.clone());
-    let mut n1 = start_node(&bed, 1);
-    let mut n2 = start_node(&bed, 2);
-    wait_serving(&mut n1, 1, "[1]");
-    wait_serving(&mut n2, 2, "[2]");
-    for (slice, node) in [(1, 1), (2, 2)] {
-        bed.wait_route("upr", 254, POOL_SLICES[slice - 1], node_ext(node), SETTLE)
-            .unwrap_or_else(|e| panic!("slice {slice} not routed to node {node}: {e}"));
-    }
+    let Some((run, mut bed, mut n1, mut n2)) = Run::start("immediate", "dynamic") else {
+        return;
+    };
+    let far = run.far.clone();
 
     // Both nodes carry traffic, each subscriber from its own node's slice.
     let s1 = Stream::start(&bed, "s1", SocketAddrV4::new(S1, 5000));
@@ -450,7 +474,7 @@ fn a_node_dies_and_comes_back_without_its_subscribers_noticing() {
     // their external endpoints.
     bed.revive_node(1).expect("revive node 1");
     let back = Instant::now();
-    n1 = start_node(&bed, 1);
+    n1 = start_node_full(&bed, 1, "immediate", "dynamic");
     wait_serving(&mut n1, 1, "[1]");
     // node 2's log holds "[2]" from the start: the hand-back is its status
     wait_until("node 2 hands slice 1 back", SETTLE, || {
@@ -484,8 +508,6 @@ fn a_node_dies_and_comes_back_without_its_subscribers_noticing() {
         assert_eq!(forw_datagrams(&bed, ns), 0, "{ns} forwarded in the kernel");
     }
     drop((s1, s1b, s2));
-    stop.store(true, Ordering::Relaxed);
-    refl.join().unwrap();
     let _ = (n1.log(), n2.log());
 }
 
@@ -533,17 +555,10 @@ fn capture_update(bed: &ClusterBed) -> Vec<u8> {
 
 #[test]
 fn hostile_sync_a_lost_sync_link_and_a_failed_self_check() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bed) = bed() else { return };
-    let stop = Arc::new(AtomicBool::new(false));
-    let far = Arc::new(FarEnd::default());
-    let refl = reflector(&bed, far.clone(), stop.clone());
-    let mut n1 = start_node(&bed, 1);
-    let mut n2 = start_node(&bed, 2);
-    wait_serving(&mut n1, 1, "[1]");
-    wait_serving(&mut n2, 2, "[2]");
-    bed.wait_route("upr", 254, POOL_SLICES[0], node_ext(1), SETTLE)
-        .expect("slice 1 at node 1");
+    let Some((run, bed, mut n1, mut n2)) = Run::start("immediate", "dynamic") else {
+        return;
+    };
+    let far = run.far.clone();
     let s1 = Stream::start(&bed, "s1", SocketAddrV4::new(S1, 5000));
     let s2 = Stream::start(&bed, "s2", SocketAddrV4::new(S2, 5000));
     let capture = thread::scope(|sc| {
@@ -667,8 +682,6 @@ fn hostile_sync_a_lost_sync_link_and_a_failed_self_check() {
         assert_eq!(forw_datagrams(&bed, ns), 0, "{ns} forwarded in the kernel");
     }
     drop((s1, s2));
-    stop.store(true, Ordering::Relaxed);
-    refl.join().unwrap();
 }
 
 /// The id of the bpf_link attaching XDP to `iface` in namespace `ns`.
@@ -693,17 +706,10 @@ fn xdp_link_of(bed: &ClusterBed, ns: &str, iface: &str) -> u64 {
 
 #[test]
 fn manual_failback_waits_for_the_operator_port_blocks_follow() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(mut bed) = bed() else { return };
-    let stop = Arc::new(AtomicBool::new(false));
-    let far = Arc::new(FarEnd::default());
-    let refl = reflector(&bed, far.clone(), stop.clone());
-    let mut n1 = start_node_full(&bed, 1, "manual", "port-block");
-    let mut n2 = start_node_full(&bed, 2, "manual", "port-block");
-    wait_serving(&mut n1, 1, "[1]");
-    wait_serving(&mut n2, 2, "[2]");
-    bed.wait_route("upr", 254, POOL_SLICES[0], node_ext(1), SETTLE)
-        .expect("slice 1 at node 1");
+    let Some((run, mut bed, mut n1, mut n2)) = Run::start("manual", "port-block") else {
+        return;
+    };
+    let far = run.far.clone();
     let s1 = Stream::start(&bed, "s1", SocketAddrV4::new(S1, 5000));
     wait_until("answers to s1", SETTLE, || {
         s1.answered_since(Instant::now() - Duration::from_secs(1)) > 5
@@ -711,6 +717,7 @@ fn manual_failback_waits_for_the_operator_port_blocks_follow() {
     thread::sleep(Duration::from_secs(1));
     let s1_ext = far.sources_of("s1:5000")[0];
     bed.kill_node(1).expect("kill node 1");
+    drop(n1);
     let _ = std::fs::remove_dir_all(bed.pin_path(1));
     wait_serving(&mut n2, 2, "[1, 2]");
 
@@ -772,7 +779,5 @@ fn manual_failback_waits_for_the_operator_port_blocks_follow() {
     assert!(human.contains("node 1 serves slices [1]"), "{human}");
     assert!(human.contains("peer 2 10.0.3.12: up"), "{human}");
     drop((s1, s1b));
-    stop.store(true, Ordering::Relaxed);
-    refl.join().unwrap();
     let _ = n2.log();
 }
