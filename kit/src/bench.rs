@@ -382,6 +382,13 @@ pub struct SyncResult {
     pub encode_secs: Stat,
     pub send_secs: Stat,
     pub send_wall_secs: Stat,
+    /// The next interval, nothing having changed: scan + diff (no
+    /// records), CPU seconds. What every interval costs at this table size.
+    pub idle_secs: Stat,
+    /// Of a scan: reading the four maps it reads (`lookup_all` of
+    /// bind_in, sessions, subscribers, blocks) without decoding, CPU
+    /// seconds, measured apart.
+    pub read_secs: Stat,
     /// Receive side, likewise: `wire::decode` (with the replay window),
     /// `state::install` of every record, their sum, its wall time.
     pub decode_secs: Stat,
@@ -481,6 +488,12 @@ impl SyncResult {
     /// the runs of the paired difference of the mean costs (ns).
     pub fn cluster_extra_ns(&self) -> f64 {
         self.extra_mean_ns.median()
+    }
+
+    /// Sessions in the table at which an interval with nothing to send
+    /// (scan + diff) takes a whole `interval` of one core.
+    pub fn idle_full_core_sessions(&self, interval: Duration) -> f64 {
+        self.sessions as f64 * interval.as_secs_f64() / self.idle_secs.median()
     }
 
     /// Datagrams one sync interval carries at the data path's new-session

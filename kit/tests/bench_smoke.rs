@@ -68,6 +68,7 @@ fn bench_suite_runs() {
         ("sync udp_out single-node", &y.single_est_ns),
         ("sync udp_out cluster", &y.cluster_est_ns),
         ("sync send", &y.send_secs),
+        ("sync idle interval", &y.idle_secs),
         ("sync receive", &y.recv_secs),
     ] {
         sane(what, st, p.runs);

@@ -148,6 +148,14 @@ impl Summary {
             );
             let _ = writeln!(
                 o,
+                "  next interval, nothing new (scan + diff): {:.3} s CPU at {} sessions (reading the maps alone {:.3} s): one core's whole 250 ms interval at {:.0} sessions",
+                y.idle_secs.median(),
+                y.sessions,
+                y.read_secs.median(),
+                y.idle_full_core_sessions(Duration::from_millis(250))
+            );
+            let _ = writeln!(
+                o,
                 "  receive (decode {:.3} + install {:.3} = {:.3} s CPU, {:.3} s wall): {:.0} records/s, {:.0} datagrams/s, {:.0} sessions/s per core = {:.2}x the new-session rate",
                 y.decode_secs.median(),
                 y.install_secs.median(),
@@ -436,6 +444,12 @@ impl Summary {
                     ("send_datagrams_per_sec", J::n(y.send_datagrams_per_sec())),
                     ("send_sessions_per_sec", J::n(y.send_sessions_per_sec())),
                     ("send_vs_new_session_rate", J::n(y.send_ratio())),
+                    ("idle_interval_cpu_secs", J::n(y.idle_secs.median())),
+                    ("map_read_cpu_secs", J::n(y.read_secs.median())),
+                    (
+                        "idle_interval_full_core_sessions_250ms",
+                        J::n(y.idle_full_core_sessions(Duration::from_millis(250))),
+                    ),
                     ("recv_decode_cpu_secs", J::n(y.decode_secs.median())),
                     ("recv_install_cpu_secs", J::n(y.install_secs.median())),
                     ("recv_cpu_secs", J::n(y.recv_secs.median())),

@@ -291,6 +291,22 @@ pub(super) fn bench_sync(p: &Params, ns: &Ns) -> Result<SyncResult> {
                 .ctx("encoding")?;
             let (encode, _) = since(t);
             let (_, wall) = since(t0);
+            let t = now();
+            let unchanged = state::scan(&t1, &mine);
+            let again = sent.diff(&unchanged, cgnat::clock::monotonic_ns(), policy);
+            let (idle, _) = since(t);
+            if !again.is_empty() {
+                return fail(format!(
+                    "{} records in an interval where nothing changed",
+                    again.len()
+                ));
+            }
+            r.idle_secs.runs.push(idle);
+            let t = now();
+            for m in [&t1.bind_in, &t1.sessions, &t1.subscribers, &t1.blocks] {
+                std::hint::black_box(cgnat::bpf::lookup_all(m, 4096).ctx("reading a map")?);
+            }
+            r.read_secs.runs.push(since(t).0);
             r.scan_secs.runs.push(scan);
             r.diff_secs.runs.push(diff);
             r.encode_secs.runs.push(encode);
