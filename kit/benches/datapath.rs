@@ -1,8 +1,10 @@
 //! `make bench` / `cargo bench --bench datapath`: the benchmark suite
 //! (src/bench.rs). Needs root. Prints the table and writes
 //! target/bench/summary.json (and summary.txt). Environment:
-//! CGNAT_BENCH_ONLY=paths,newflows,scale,e2e,tcp selects sections,
-//! CGNAT_BENCH_SCALE_SUBS=N shrinks the large table, CGNAT_BENCH_RUNS=N.
+//! CGNAT_BENCH_ONLY=paths,newflows,sync,scale,e2e,tcp selects sections,
+//! CGNAT_BENCH_SCALE_SUBS=N shrinks the large table,
+//! CGNAT_BENCH_SYNC_SESSIONS=N sets the sync section's sessions,
+//! CGNAT_BENCH_RUNS=N.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

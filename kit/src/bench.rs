@@ -17,6 +17,13 @@
 //!   by exactly `repeat`, so every repetition took the measured path.
 //! - **new flows**: one single call per new flow (new source address or
 //!   port) against the same number of calls on an established flow.
+//! - **sync**: cluster state sync at the new-session rate: N new UDP
+//!   flows through a node of a two-node cluster, then what one sync
+//!   interval costs its sender (`state::scan`, `Sent::diff`, batching,
+//!   `wire::encode`) and a peer (`wire::decode`, `state::install` into a
+//!   second data path's maps, checked to hold exactly the sender's
+//!   sessions and bindings); and the new-flow and established cost of the
+//!   data path with a single-node and with that cluster configuration.
 //! - **scale**: ~1,000 and `scale_subs x scale_ports` live sessions written
 //!   into the maps in batches (values as the data path writes them); the
 //!   fast path over many flows at both sizes; memory per session from the
@@ -93,15 +100,17 @@ fn fail<T>(msg: impl Into<String>) -> Result<T> {
 pub enum Section {
     Paths,
     NewFlows,
+    Sync,
     Scale,
     E2e,
     Tcp,
 }
 
 impl Section {
-    pub const ALL: [Section; 5] = [
+    pub const ALL: [Section; 6] = [
         Section::Paths,
         Section::NewFlows,
+        Section::Sync,
         Section::Scale,
         Section::E2e,
         Section::Tcp,
@@ -111,6 +120,7 @@ impl Section {
         match self {
             Section::Paths => "paths",
             Section::NewFlows => "newflows",
+            Section::Sync => "sync",
             Section::Scale => "scale",
             Section::E2e => "e2e",
             Section::Tcp => "tcp",
@@ -129,6 +139,9 @@ pub struct Params {
     pub single_calls: u32,
     /// New flows per run.
     pub new_flows: u32,
+    /// Sync: sessions the synced node creates (split over the runs), and
+    /// as many on the single-node data path it is compared with.
+    pub sync_sessions: u32,
     /// Subscribers and ports (sessions) each of the large scale table.
     pub scale_subs: u32,
     pub scale_ports: u32,
@@ -162,6 +175,7 @@ impl Params {
             repeat: 1_000_000,
             single_calls: 20_000,
             new_flows: 50_000,
+            sync_sessions: 200_000,
             scale_subs: 65_536,
             scale_ports: 63,
             small_subs: 16,
@@ -187,6 +201,7 @@ impl Params {
             repeat: 2_000,
             single_calls: 200,
             new_flows: 500,
+            sync_sessions: 2_000,
             // more sessions than one batch of a sweep's map dump
             scale_subs: 2048,
             scale_ports: 4,
@@ -207,7 +222,8 @@ impl Params {
     }
 
     /// Overrides from the environment: `CGNAT_BENCH_ONLY=paths,scale`
-    /// (sections), `CGNAT_BENCH_SCALE_SUBS=N`, `CGNAT_BENCH_RUNS=N`.
+    /// (sections), `CGNAT_BENCH_SCALE_SUBS=N`, `CGNAT_BENCH_SYNC_SESSIONS=N`,
+    /// `CGNAT_BENCH_RUNS=N`.
     pub fn with_env(mut self) -> Params {
         if let Ok(only) = std::env::var("CGNAT_BENCH_ONLY") {
             self.sections = Section::ALL
@@ -217,6 +233,9 @@ impl Params {
         }
         if let Some(n) = env_num("CGNAT_BENCH_SCALE_SUBS") {
             self.scale_subs = n as u32;
+        }
+        if let Some(n) = env_num("CGNAT_BENCH_SYNC_SESSIONS") {
+            self.sync_sessions = n as u32;
         }
         if let Some(n) = env_num("CGNAT_BENCH_RUNS") {
             self.runs = n as usize;
@@ -338,6 +357,150 @@ impl NewFlowResult {
     /// New flows one core can set up per second (from the mean cost).
     pub fn flows_per_sec(&self) -> f64 {
         1e9 / self.new_mean_ns.median()
+    }
+}
+
+/// Cluster sync at the new-session rate (section `sync`).
+#[derive(Debug, Clone, Default)]
+pub struct SyncResult {
+    /// New flows per run on each data path (single-node and cluster).
+    pub flows_per_run: u32,
+    /// What the sender's scan found in its slice (the new flows plus the
+    /// one established flow) and sent: sessions, bindings, subscribers.
+    pub sessions: u64,
+    pub bindings: u64,
+    pub subscribers: u64,
+    /// Records, datagrams and datagram bytes of one full sync of that.
+    pub records: u64,
+    pub datagrams: u64,
+    pub bytes: u64,
+    /// Send side, per run, CPU seconds of the sending thread:
+    /// `state::scan`, `Sent::diff`, batching + `wire::encode`, their sum;
+    /// and the sum's wall time.
+    pub scan_secs: Stat,
+    pub diff_secs: Stat,
+    pub encode_secs: Stat,
+    pub send_secs: Stat,
+    pub send_wall_secs: Stat,
+    /// The next interval, nothing having changed: scan + diff (no
+    /// records), CPU seconds. What every interval costs at this table size.
+    pub idle_secs: Stat,
+    /// Of a scan: reading the four maps it reads (`lookup_all` of
+    /// bind_in, sessions, subscribers, blocks) without decoding, CPU
+    /// seconds, measured apart.
+    pub read_secs: Stat,
+    /// Receive side, likewise: `wire::decode` (with the replay window),
+    /// `state::install` of every record, their sum, its wall time.
+    pub decode_secs: Stat,
+    pub install_secs: Stat,
+    pub recv_secs: Stat,
+    pub recv_wall_secs: Stat,
+    /// The receiver's maps after the install (last run).
+    pub recv_sessions: u64,
+    pub recv_bind_in: u64,
+    pub recv_bind_out: u64,
+    pub recv_subscribers: u64,
+    /// Records refused by the receiver (expected 0).
+    pub conflicts: u64,
+    /// Data path, single calls, timer overhead subtracted: new flow
+    /// (median and mean per run) with the single-node and the cluster
+    /// configuration.
+    pub single_new_ns: Stat,
+    pub single_new_mean_ns: Stat,
+    pub cluster_new_ns: Stat,
+    pub cluster_new_mean_ns: Stat,
+    /// Per run, cluster minus single-node (same flows, same run): of the
+    /// mean and of the median new-flow cost.
+    pub extra_mean_ns: Stat,
+    pub extra_median_ns: Stat,
+    /// Established udp_out, per packet through the feeder (its overhead
+    /// subtracted), both configurations.
+    pub single_est_ns: Stat,
+    pub cluster_est_ns: Stat,
+    pub feeder_ns: Stat,
+    pub overhead_ns: Stat,
+}
+
+impl SyncResult {
+    fn per_sec(n: u64, secs: &Stat) -> f64 {
+        n as f64 / secs.median()
+    }
+
+    /// Records one core of sync produces per second (scan to datagrams).
+    pub fn send_records_per_sec(&self) -> f64 {
+        Self::per_sec(self.records, &self.send_secs)
+    }
+
+    pub fn send_datagrams_per_sec(&self) -> f64 {
+        Self::per_sec(self.datagrams, &self.send_secs)
+    }
+
+    /// Sessions (with their bindings and subscribers) one core sends per
+    /// second.
+    pub fn send_sessions_per_sec(&self) -> f64 {
+        Self::per_sec(self.sessions, &self.send_secs)
+    }
+
+    pub fn recv_records_per_sec(&self) -> f64 {
+        Self::per_sec(self.records, &self.recv_secs)
+    }
+
+    pub fn recv_datagrams_per_sec(&self) -> f64 {
+        Self::per_sec(self.datagrams, &self.recv_secs)
+    }
+
+    pub fn recv_sessions_per_sec(&self) -> f64 {
+        Self::per_sec(self.sessions, &self.recv_secs)
+    }
+
+    /// Datagram bytes per session (its binding and its share of the
+    /// subscriber records, headers and tags included).
+    pub fn bytes_per_session(&self) -> f64 {
+        self.bytes as f64 / self.sessions.max(1) as f64
+    }
+
+    pub fn records_per_datagram(&self) -> f64 {
+        self.records as f64 / self.datagrams.max(1) as f64
+    }
+
+    /// New sessions one core of the data path sets up per second with
+    /// the cluster configuration (mean cost, as `newflows`).
+    pub fn new_flows_per_sec(&self) -> f64 {
+        1e9 / self.cluster_new_mean_ns.median()
+    }
+
+    pub fn single_new_flows_per_sec(&self) -> f64 {
+        1e9 / self.single_new_mean_ns.median()
+    }
+
+    /// Sessions one core of sync sends per second over new sessions one
+    /// core of the data path creates: >= 1 means it keeps up.
+    pub fn send_ratio(&self) -> f64 {
+        self.send_sessions_per_sec() / self.new_flows_per_sec()
+    }
+
+    /// Likewise for the receiving peer.
+    pub fn recv_ratio(&self) -> f64 {
+        self.recv_sessions_per_sec() / self.new_flows_per_sec()
+    }
+
+    /// What the cluster configuration adds to a new flow: the median over
+    /// the runs of the paired difference of the mean costs (ns).
+    pub fn cluster_extra_ns(&self) -> f64 {
+        self.extra_mean_ns.median()
+    }
+
+    /// Sessions in the table at which an interval with nothing to send
+    /// (scan + diff) takes a whole `interval` of one core.
+    pub fn idle_full_core_sessions(&self, interval: Duration) -> f64 {
+        self.sessions as f64 * interval.as_secs_f64() / self.idle_secs.median()
+    }
+
+    /// Datagrams one sync interval carries at the data path's new-session
+    /// rate (one core).
+    pub fn datagrams_per_interval(&self, interval: Duration) -> f64 {
+        self.new_flows_per_sec() * interval.as_secs_f64() * self.datagrams as f64
+            / self.sessions.max(1) as f64
     }
 }
 
@@ -483,6 +646,7 @@ pub struct Summary {
     pub params: Params,
     pub paths: Vec<PathResult>,
     pub new_flows: Option<NewFlowResult>,
+    pub sync: Option<SyncResult>,
     pub scale: Option<ScaleResult>,
     pub e2e: Option<E2eResult>,
     pub tcp: Option<TcpResult>,
@@ -542,6 +706,7 @@ fn run_sections(p: &Params) -> Summary {
         params: p.clone(),
         paths: Vec::new(),
         new_flows: None,
+        sync: None,
         scale: None,
         e2e: None,
         tcp: None,
@@ -550,7 +715,10 @@ fn run_sections(p: &Params) -> Summary {
         notes: Vec::new(),
         secs: 0.0,
     };
-    let needs_prog_ns = p.has(Section::Paths) || p.has(Section::NewFlows) || p.has(Section::Scale);
+    let needs_prog_ns = p.has(Section::Paths)
+        || p.has(Section::NewFlows)
+        || p.has(Section::Sync)
+        || p.has(Section::Scale);
     let ns = if needs_prog_ns {
         match prog_ns() {
             Ok(ns) => Some(ns),
@@ -577,6 +745,12 @@ fn run_sections(p: &Params) -> Summary {
                 "bench: new flows done in {:.1} s",
                 t.elapsed().as_secs_f64()
             );
+        }
+        if p.has(Section::Sync) {
+            let t = Instant::now();
+            let r = bench_sync(p, ns).map(|v| s.sync = Some(v));
+            note(&mut s, Section::Sync, r);
+            eprintln!("bench: sync done in {:.1} s", t.elapsed().as_secs_f64());
         }
         if p.has(Section::Scale) {
             let t = Instant::now();
@@ -1012,6 +1186,7 @@ mod machine;
 mod paths;
 mod report;
 mod scale;
+mod sync;
 mod tcp;
 pub use e2e::*;
 use flows::*;
@@ -1019,6 +1194,7 @@ use machine::*;
 use paths::*;
 pub use report::*;
 use scale::*;
+use sync::*;
 use tcp::*;
 
 #[cfg(test)]

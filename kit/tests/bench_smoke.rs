@@ -61,6 +61,34 @@ fn bench_suite_runs() {
     sane("new flows", &n.new_mean_ns, p.runs);
     assert!(n.flows_per_sec().is_finite() && n.flows_per_sec() > 0.0);
 
+    let y = s.sync.as_ref().expect("sync results");
+    for (what, st) in [
+        ("sync new flow single-node", &y.single_new_mean_ns),
+        ("sync new flow cluster", &y.cluster_new_mean_ns),
+        ("sync udp_out single-node", &y.single_est_ns),
+        ("sync udp_out cluster", &y.cluster_est_ns),
+        ("sync send", &y.send_secs),
+        ("sync idle interval", &y.idle_secs),
+        ("sync receive", &y.recv_secs),
+    ] {
+        sane(what, st, p.runs);
+    }
+    // every new flow of the cluster node, and its one established flow
+    let flows = u64::from(y.flows_per_run) * p.runs as u64;
+    assert!(flows >= u64::from(p.sync_sessions), "{flows} flows");
+    assert_eq!(y.sessions, flows + 1, "sessions node 1 sent");
+    assert_eq!(y.bindings, flows + 1, "bindings node 1 sent");
+    assert!(y.subscribers > 0 && y.records > y.sessions && y.datagrams > 0);
+    assert!(y.bytes_per_session() > 0.0 && y.send_ratio() > 0.0 && y.recv_ratio() > 0.0);
+    assert_eq!(y.recv_sessions, y.sessions, "sessions node 2 holds");
+    assert_eq!(y.recv_bind_in, y.bindings, "bind_in entries node 2 holds");
+    assert_eq!(y.recv_bind_out, y.bindings, "bind_out entries node 2 holds");
+    assert_eq!(
+        y.recv_subscribers, y.subscribers,
+        "subscribers node 2 holds"
+    );
+    assert_eq!(y.conflicts, 0);
+
     let sc = s.scale.as_ref().expect("scale results");
     let total = u64::from(p.scale_subs) * u64::from(p.scale_ports);
     assert_eq!(sc.large_sessions, total);

@@ -88,6 +88,96 @@ impl Summary {
                 n.flows_per_sec()
             );
         }
+        if let Some(y) = &self.sync {
+            let _ = writeln!(
+                o,
+                "\nCluster sync ({} new UDP flows per run on each data path; sync of node 1's {} sessions, {} bindings, {} subscribers to node 2):",
+                y.flows_per_run, y.sessions, y.bindings, y.subscribers
+            );
+            let _ = writeln!(
+                o,
+                "  data path, new flow: single-node {:.0} ns (mean {:.0}, {:.0}/s), 2-node cluster {:.0} ns (mean {:.0}, {:.0}/s)",
+                y.single_new_ns.median(),
+                y.single_new_mean_ns.median(),
+                y.single_new_flows_per_sec(),
+                y.cluster_new_ns.median(),
+                y.cluster_new_mean_ns.median(),
+                y.new_flows_per_sec()
+            );
+            let _ = writeln!(
+                o,
+                "  cluster minus single-node, paired per run: mean {:+.0} ns ({:+.1} %; runs {}), median {:+.0} ns",
+                y.cluster_extra_ns(),
+                100.0 * y.cluster_extra_ns() / y.single_new_mean_ns.median(),
+                y.extra_mean_ns
+                    .runs
+                    .iter()
+                    .map(|x| format!("{x:+.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                y.extra_median_ns.median()
+            );
+            let _ = writeln!(
+                o,
+                "  data path, udp_out established: single-node {:.1} ns, cluster {:.1} ns ({:+.1} ns)",
+                y.single_est_ns.median(),
+                y.cluster_est_ns.median(),
+                y.cluster_est_ns.median() - y.single_est_ns.median()
+            );
+            let _ = writeln!(
+                o,
+                "  wire: {} records in {} datagrams, {} bytes: {:.1} records per datagram, {:.1} bytes per session",
+                y.records,
+                y.datagrams,
+                y.bytes,
+                y.records_per_datagram(),
+                y.bytes_per_session()
+            );
+            let _ = writeln!(
+                o,
+                "  send (scan {:.3} + diff {:.3} + batch/encode {:.3} = {:.3} s CPU, {:.3} s wall): {:.0} records/s, {:.0} datagrams/s, {:.0} sessions/s per core = {:.2}x the new-session rate",
+                y.scan_secs.median(),
+                y.diff_secs.median(),
+                y.encode_secs.median(),
+                y.send_secs.median(),
+                y.send_wall_secs.median(),
+                y.send_records_per_sec(),
+                y.send_datagrams_per_sec(),
+                y.send_sessions_per_sec(),
+                y.send_ratio()
+            );
+            let _ = writeln!(
+                o,
+                "  next interval, nothing new (scan + diff): {:.3} s CPU at {} sessions (reading the maps alone {:.3} s): one core's whole 250 ms interval at {:.0} sessions",
+                y.idle_secs.median(),
+                y.sessions,
+                y.read_secs.median(),
+                y.idle_full_core_sessions(Duration::from_millis(250))
+            );
+            let _ = writeln!(
+                o,
+                "  receive (decode {:.3} + install {:.3} = {:.3} s CPU, {:.3} s wall): {:.0} records/s, {:.0} datagrams/s, {:.0} sessions/s per core = {:.2}x the new-session rate",
+                y.decode_secs.median(),
+                y.install_secs.median(),
+                y.recv_secs.median(),
+                y.recv_wall_secs.median(),
+                y.recv_records_per_sec(),
+                y.recv_datagrams_per_sec(),
+                y.recv_sessions_per_sec(),
+                y.recv_ratio()
+            );
+            let _ = writeln!(
+                o,
+                "  receiver holds {} sessions, {} bind_in, {} bind_out, {} subscribers ({} conflicts); at {:.0} new sessions/s one 250 ms interval is {:.0} datagrams",
+                y.recv_sessions,
+                y.recv_bind_in,
+                y.recv_bind_out,
+                y.recv_subscribers,
+                y.conflicts,
+                y.new_flows_per_sec(),
+                y.datagrams_per_interval(Duration::from_millis(250))
+            );
+        }
         if let Some(s) = &self.scale {
             let _ = writeln!(o, "\nScale (UDP outbound, established):");
             let _ = writeln!(
@@ -275,6 +365,7 @@ impl Summary {
                     ("repeat", J::n(f64::from(self.params.repeat))),
                     ("single_calls", J::n(f64::from(self.params.single_calls))),
                     ("new_flows", J::n(f64::from(self.params.new_flows))),
+                    ("sync_sessions", J::n(f64::from(self.params.sync_sessions))),
                     ("scale_subs", J::n(f64::from(self.params.scale_subs))),
                     ("scale_ports", J::n(f64::from(self.params.scale_ports))),
                     ("scale_frames", J::n(f64::from(self.params.scale_frames))),
@@ -328,6 +419,92 @@ impl Summary {
                     ("extra_ns", J::n(n.extra_ns())),
                     ("flows_per_sec_per_core", J::n(n.flows_per_sec())),
                     ("timer_overhead_ns", J::n(n.overhead_ns.median())),
+                ]),
+            ));
+        }
+        if let Some(y) = &self.sync {
+            root.push((
+                "sync",
+                J::o(vec![
+                    ("flows_per_run", J::n(f64::from(y.flows_per_run))),
+                    ("sessions", J::n(y.sessions as f64)),
+                    ("bindings", J::n(y.bindings as f64)),
+                    ("subscribers", J::n(y.subscribers as f64)),
+                    ("records", J::n(y.records as f64)),
+                    ("datagrams", J::n(y.datagrams as f64)),
+                    ("bytes", J::n(y.bytes as f64)),
+                    ("bytes_per_session", J::n(y.bytes_per_session())),
+                    ("records_per_datagram", J::n(y.records_per_datagram())),
+                    ("send_scan_cpu_secs", J::n(y.scan_secs.median())),
+                    ("send_diff_cpu_secs", J::n(y.diff_secs.median())),
+                    ("send_encode_cpu_secs", J::n(y.encode_secs.median())),
+                    ("send_cpu_secs", J::n(y.send_secs.median())),
+                    ("send_wall_secs", J::n(y.send_wall_secs.median())),
+                    ("send_records_per_sec", J::n(y.send_records_per_sec())),
+                    ("send_datagrams_per_sec", J::n(y.send_datagrams_per_sec())),
+                    ("send_sessions_per_sec", J::n(y.send_sessions_per_sec())),
+                    ("send_vs_new_session_rate", J::n(y.send_ratio())),
+                    ("idle_interval_cpu_secs", J::n(y.idle_secs.median())),
+                    ("map_read_cpu_secs", J::n(y.read_secs.median())),
+                    (
+                        "idle_interval_full_core_sessions_250ms",
+                        J::n(y.idle_full_core_sessions(Duration::from_millis(250))),
+                    ),
+                    ("recv_decode_cpu_secs", J::n(y.decode_secs.median())),
+                    ("recv_install_cpu_secs", J::n(y.install_secs.median())),
+                    ("recv_cpu_secs", J::n(y.recv_secs.median())),
+                    ("recv_wall_secs", J::n(y.recv_wall_secs.median())),
+                    ("recv_records_per_sec", J::n(y.recv_records_per_sec())),
+                    ("recv_datagrams_per_sec", J::n(y.recv_datagrams_per_sec())),
+                    ("recv_sessions_per_sec", J::n(y.recv_sessions_per_sec())),
+                    ("recv_vs_new_session_rate", J::n(y.recv_ratio())),
+                    ("recv_sessions", J::n(y.recv_sessions as f64)),
+                    ("recv_bind_in", J::n(y.recv_bind_in as f64)),
+                    ("recv_bind_out", J::n(y.recv_bind_out as f64)),
+                    ("recv_subscribers", J::n(y.recv_subscribers as f64)),
+                    ("recv_conflicts", J::n(y.conflicts as f64)),
+                    ("single_new_flow_ns", J::n(y.single_new_ns.median())),
+                    (
+                        "single_new_flow_mean_ns",
+                        J::n(y.single_new_mean_ns.median()),
+                    ),
+                    ("cluster_new_flow_ns", J::n(y.cluster_new_ns.median())),
+                    (
+                        "cluster_new_flow_mean_ns",
+                        J::n(y.cluster_new_mean_ns.median()),
+                    ),
+                    ("cluster_extra_new_flow_ns", J::n(y.cluster_extra_ns())),
+                    (
+                        "cluster_extra_new_flow_median_ns",
+                        J::n(y.extra_median_ns.median()),
+                    ),
+                    (
+                        "cluster_extra_new_flow_ns_runs",
+                        J::arr(&y.extra_mean_ns.runs),
+                    ),
+                    ("new_flows_per_sec_per_core", J::n(y.new_flows_per_sec())),
+                    (
+                        "single_new_flows_per_sec_per_core",
+                        J::n(y.single_new_flows_per_sec()),
+                    ),
+                    ("single_udp_out_ns", J::n(y.single_est_ns.median())),
+                    ("cluster_udp_out_ns", J::n(y.cluster_est_ns.median())),
+                    ("feeder_ns", J::n(y.feeder_ns.median())),
+                    ("timer_overhead_ns", J::n(y.overhead_ns.median())),
+                    (
+                        "datagrams_per_250ms_at_new_session_rate",
+                        J::n(y.datagrams_per_interval(Duration::from_millis(250))),
+                    ),
+                    ("send_cpu_secs_runs", J::arr(&y.send_secs.runs)),
+                    ("recv_cpu_secs_runs", J::arr(&y.recv_secs.runs)),
+                    (
+                        "single_new_flow_mean_ns_runs",
+                        J::arr(&y.single_new_mean_ns.runs),
+                    ),
+                    (
+                        "cluster_new_flow_mean_ns_runs",
+                        J::arr(&y.cluster_new_mean_ns.runs),
+                    ),
                 ]),
             ));
         }
