@@ -119,6 +119,12 @@ fn cluster(reg: &mut Registry, d: &DaemonGauges) {
         "Peer records refused because they contradict a live local entry",
         c.conflicts,
     );
+    counter(
+        reg,
+        "cluster_sync_paused",
+        "Sync intervals a peer got nothing new because its acknowledgements lagged",
+        c.sync_paused,
+    );
     let rejected = Family::<Labels, Counter>::default();
     for (reason, n) in &c.rejected {
         rejected

@@ -31,7 +31,15 @@ use crate::bpf::Tables;
 use crate::config::cluster::{Cluster, Failback};
 
 /// Reliable messages kept per peer before a full resync replaces them.
-const OUTBOX: usize = 4096;
+const OUTBOX: usize = 8192;
+/// Past this many unacknowledged messages a peer gets no new records
+/// (they wait in the tables for the next interval): flow control.
+const OUTBOX_PAUSE: usize = OUTBOX / 2;
+/// Most records one sync interval sends one peer (about 1,700 datagrams):
+/// a large table (a takeover, a resync) goes out over several intervals.
+const SYNC_LIMIT: usize = 100_000;
+/// Socket buffers of the sync socket: a full interval's burst.
+const SOCKET_BUFFER: usize = 8 << 20;
 /// How often a node that has not heard a peer's resync asks again.
 const RESYNC_RETRY: Duration = Duration::from_secs(1);
 
@@ -44,6 +52,18 @@ pub enum ClusterError {
         addr: SocketAddrV4,
         source: std::io::Error,
     },
+}
+
+/// Socket buffers for an interval's burst (forced past rmem_max/wmem_max
+/// when the daemon may, as root can).
+fn size_buffers(sock: &UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(sock, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(sock, sockopt::RcvBuf, &SOCKET_BUFFER);
+    }
+    if setsockopt(sock, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(sock, sockopt::SndBuf, &SOCKET_BUFFER);
+    }
 }
 
 /// What one peer looks like from here.
@@ -66,6 +86,10 @@ struct Peer {
     /// It went down at least once while this node ran: its return is a
     /// failback (`cluster.failback` applies), not the cluster's start.
     lost_once: bool,
+    /// What it was sent of the slices this node serves.
+    sent: Sent,
+    /// It asked for everything: ResyncDone goes once it has caught up.
+    resync_pending: bool,
     asked_at: Option<Instant>,
 }
 
@@ -80,6 +104,8 @@ pub struct Counters {
     pub records_sent: u64,
     pub conflicts: u64,
     pub resyncs_served: u64,
+    /// Sync intervals a peer got nothing new because its acks lagged.
+    pub sync_paused: u64,
     pub rejected: BTreeMap<&'static str, u64>,
 }
 
@@ -106,6 +132,8 @@ pub struct Status {
     pub counters: Counters,
     /// Age of the oldest unacknowledged message, in ms (the sync lag).
     pub lag_ms: u64,
+    /// The sync interval in force, in ms.
+    pub sync_interval_ms: u64,
 }
 
 pub struct Engine {
@@ -119,7 +147,6 @@ pub struct Engine {
     resynced: bool,
     started: Instant,
     failback_requested: bool,
-    sent: Sent,
     export: Export,
     next_hello: Instant,
     next_sync: Instant,
@@ -127,6 +154,9 @@ pub struct Engine {
     rate_tokens: u32,
     /// The data path's self-check passes: routes are announced only then.
     healthy: bool,
+    /// The sync interval in force: `sync_interval`, or four times what the
+    /// last sync cost when that is more.
+    interval: Duration,
     pub counters: Counters,
 }
 
@@ -148,6 +178,7 @@ impl Engine {
         let sock = UdpSocket::bind(addr).map_err(|source| ClusterError::Bind { addr, source })?;
         sock.set_nonblocking(true)
             .map_err(|source| ClusterError::Bind { addr, source })?;
+        size_buffers(&sock);
         let now = Instant::now();
         let peers = cl
             .peers()
@@ -166,6 +197,8 @@ impl Engine {
                         resynced: false,
                         sent_us_all: false,
                         lost_once: false,
+                        sent: Sent::default(),
+                        resync_pending: false,
                         asked_at: None,
                     },
                 )
@@ -191,13 +224,13 @@ impl Engine {
             resynced: false,
             started: now,
             failback_requested: false,
-            sent: Sent::default(),
             export,
             next_hello: now,
             next_sync: now,
             acks: BTreeMap::new(),
             rate_tokens,
             healthy: true,
+            interval: cl.sync_interval,
             counters: Counters::default(),
         })
     }
@@ -244,14 +277,23 @@ impl Engine {
                 ids(self.active),
                 ids(before)
             );
-            // what it serves now is sent in full at the next sync
-            self.sent.clear();
+            // a slice it no longer serves is its new server's to send
+            let mine = self.mine();
+            for p in self.peers.values_mut() {
+                p.sent.retain(&mine);
+            }
             self.next_hello = now;
+            self.next_sync = now;
         }
         self.announce();
         if now >= self.next_sync {
-            self.next_sync = now + self.cl.sync_interval;
+            // a sync takes at most a quarter of a core: on large tables
+            // the interval stretches (status: sync_interval_ms)
+            let cpu = crate::clock::thread_cpu_ns();
             self.sync(t, now);
+            let spent = Duration::from_nanos(crate::clock::thread_cpu_ns().saturating_sub(cpu));
+            self.interval = self.cl.sync_interval.max(spent * 4);
+            self.next_sync = now + self.interval;
         }
         // a node whose data path fails its self-check goes silent: its
         // peers declare it dead and take its slice over
@@ -309,6 +351,7 @@ impl Engine {
             peers,
             counters,
             lag_ms: lag.as_millis() as u64,
+            sync_interval_ms: self.interval.as_millis() as u64,
         }
     }
 
@@ -409,19 +452,20 @@ impl Engine {
                     p.sent_us_all = true;
                 }
             }
-            Kind::ResyncRequest => self.serve_resync(t, from, now),
+            Kind::ResyncRequest => self.serve_resync(from, now),
         }
     }
 
-    /// Sends `to` everything of the slices this node serves (brought up to
-    /// date first, so a resync and later resends agree), then ResyncDone.
-    fn serve_resync(&mut self, t: &Tables, to: u16, now: Instant) {
+    /// A peer asks for everything of the slices this node serves: it goes
+    /// out over the next sync intervals (paced like any other), then
+    /// ResyncDone.
+    fn serve_resync(&mut self, to: u16, now: Instant) {
         self.counters.resyncs_served += 1;
-        self.sync(t, now);
-        let records = self.sent.records(crate::clock::monotonic_ns());
-        self.send_reliable(to, Kind::Update, records, now);
-        let hello = vec![self.hello_record()];
-        self.send_reliable(to, Kind::ResyncDone, hello, now);
+        if let Some(p) = self.peers.get_mut(&to) {
+            p.sent.clear();
+            p.resync_pending = true;
+        }
+        self.next_sync = now;
     }
 
     /// Which external addresses belong to the slices served now.
@@ -453,6 +497,8 @@ impl Engine {
                 p.was_alive = alive;
                 if !alive {
                     p.lost_once = true;
+                    // what was waiting for its ack is lost: all again later
+                    p.sent.clear();
                     p.active = 0;
                     p.want = 0;
                     p.resynced = false;
@@ -548,28 +594,47 @@ impl Engine {
         }
     }
 
+    /// Sends each live peer what changed in the slices this node serves, at
+    /// most SYNC_LIMIT records, and nothing new to a peer whose
+    /// acknowledgements lag (OUTBOX_PAUSE); ResyncDone once a peer that
+    /// asked for everything has it.
     fn sync(&mut self, t: &Tables, now: Instant) {
-        if self.active == 0 {
-            return;
-        }
-        let mine = self.mine();
-        let snap = state::scan(t, &|a| mine(a));
+        let snap = if self.active == 0 {
+            state::Snapshot::default()
+        } else {
+            let mine = self.mine();
+            state::scan(t, &mine)
+        };
         let policy = Policy {
             session_age: self.cl.session_age,
             refresh: Duration::from_secs(2),
         };
-        let records = self.sent.diff(&snap, crate::clock::monotonic_ns(), policy);
-        if records.is_empty() {
-            return;
-        }
-        let to: Vec<u16> = self
-            .peers
-            .values()
-            .filter(|p| p.live.is_alive(now, self.cl.dead_after))
-            .map(|p| p.id)
-            .collect();
-        for id in to {
-            self.send_reliable(id, Kind::Update, records.clone(), now);
+        let now_ns = crate::clock::monotonic_ns();
+        let ids: Vec<u16> = self.peers.keys().copied().collect();
+        for id in ids {
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if !p.live.is_alive(now, self.cl.dead_after) && !p.resync_pending {
+                continue;
+            }
+            if p.outbox.len() >= OUTBOX_PAUSE {
+                self.counters.sync_paused += 1;
+                continue;
+            }
+            let records = p.sent.diff(&snap, now_ns, policy, SYNC_LIMIT);
+            let caught_up = records.len() < SYNC_LIMIT;
+            let finish = p.resync_pending && caught_up;
+            if finish {
+                p.resync_pending = false;
+            }
+            if !records.is_empty() {
+                self.send_reliable(id, Kind::Update, records, now);
+            }
+            if finish {
+                let hello = vec![self.hello_record()];
+                self.send_reliable(id, Kind::ResyncDone, hello, now);
+            }
         }
     }
 
@@ -614,18 +679,20 @@ impl Engine {
                 Kind::Update
             };
             // what a later message superseded must not overtake it
-            records.retain(|r| self.sent.is_current(r));
-            if records.is_empty() {
-                if let Some(p) = self.peers.get_mut(&id) {
+            if let Some(p) = self.peers.get_mut(&id) {
+                records.retain(|r| p.sent.is_current(r));
+                if records.is_empty() {
                     p.outbox.acked(seq);
+                    continue;
                 }
-                continue;
             }
             self.transmit(id, kind, seq, &records);
         }
         for id in resync {
             eprintln!("cgnat: cluster: peer {id} fell behind: sending it everything again");
-            self.sent.clear();
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.sent.clear();
+            }
         }
     }
 

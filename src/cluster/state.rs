@@ -288,6 +288,16 @@ impl Sent {
         out
     }
 
+    /// Forgets, without telling anyone, what belongs to external addresses
+    /// `keep` refuses (slices this node no longer serves: their state is
+    /// the new server's to send, not this node's to remove).
+    pub fn retain(&mut self, keep: &dyn Fn(Ipv4Addr) -> bool) {
+        self.bindings.retain(|k, _| keep(k.1));
+        self.sessions.retain(|k, _| keep(k.1));
+        self.subscribers.retain(|_, v| keep(v.ext_addr));
+        self.blocks.retain(|k, _| keep(k.0));
+    }
+
     /// Forgets everything: the next [`Sent::diff`] sends the whole state.
     pub fn clear(&mut self) {
         *self = Sent::default();
@@ -295,16 +305,30 @@ impl Sent {
 
     /// The records that bring a peer from what it was sent to `snap`, in
     /// dependency order (subscribers and blocks, bindings, sessions; then
-    /// removals in reverse).
-    pub fn diff(&mut self, snap: &Snapshot, now_ns: u64, policy: Policy) -> Vec<Record> {
+    /// removals in reverse), at most `limit` of them: what does not fit is
+    /// left for the next call (and a session never goes before every
+    /// binding has).
+    pub fn diff(
+        &mut self,
+        snap: &Snapshot,
+        now_ns: u64,
+        policy: Policy,
+        limit: usize,
+    ) -> Vec<Record> {
         let mut out = Vec::new();
         for (k, v) in &snap.subscribers {
+            if out.len() >= limit {
+                return out;
+            }
             if self.subscribers.get(k) != Some(v) {
                 out.push(subscriber_record(*k, v));
                 self.subscribers.insert(*k, *v);
             }
         }
         for (k, v) in &snap.blocks {
+            if out.len() >= limit {
+                return out;
+            }
             if self.blocks.get(k) != Some(v) {
                 out.push(Record::Block {
                     ext_addr: k.0,
@@ -316,6 +340,9 @@ impl Sent {
             }
         }
         for (k, v) in &snap.bindings {
+            if out.len() >= limit {
+                return out;
+            }
             if self.bindings.get(k) != Some(v) {
                 out.push(binding_record(*k, v, now_ns));
                 self.bindings.insert(*k, *v);
@@ -323,6 +350,9 @@ impl Sent {
         }
         let refresh = compact_units(policy.refresh);
         for (k, v) in &snap.sessions {
+            if out.len() >= limit {
+                return out;
+            }
             let entry = self.sessions.entry(*k).or_insert((None, now_ns));
             let old_enough = now_ns.saturating_sub(entry.1) >= policy.session_age.as_nanos() as u64;
             let changed = match entry.0 {
@@ -346,7 +376,7 @@ impl Sent {
             .filter(|k| !snap.sessions.contains_key(k))
             .copied()
             .collect();
-        for k in gone {
+        for k in gone.into_iter().take(limit.saturating_sub(out.len())) {
             if let Some((Some(_), _)) = self.sessions.remove(&k) {
                 out.push(Record::SessionGone {
                     proto: k.0,
@@ -363,7 +393,7 @@ impl Sent {
             .filter(|k| !snap.bindings.contains_key(k))
             .copied()
             .collect();
-        for k in gone {
+        for k in gone.into_iter().take(limit.saturating_sub(out.len())) {
             self.bindings.remove(&k);
             out.push(Record::BindingGone {
                 proto: k.0,
@@ -377,7 +407,7 @@ impl Sent {
             .filter(|k| !snap.blocks.contains_key(k))
             .copied()
             .collect();
-        for k in gone {
+        for k in gone.into_iter().take(limit.saturating_sub(out.len())) {
             self.blocks.remove(&k);
             out.push(Record::BlockGone {
                 ext_addr: k.0,
@@ -784,24 +814,28 @@ mod tests {
         let now = 100 * SEC;
         let mut sent = Sent::default();
         let snap = snap_with(compact_time(now), 0);
-        assert_eq!(kinds(&sent.diff(&snap, now, ALL)), ["sub", "bind", "sess"]);
-        assert!(sent.diff(&snap, now + SEC, ALL).is_empty());
+        assert_eq!(
+            kinds(&sent.diff(&snap, now, ALL, usize::MAX)),
+            ["sub", "bind", "sess"]
+        );
+        assert!(sent.diff(&snap, now + SEC, ALL, usize::MAX).is_empty());
     }
 
     #[test]
     fn a_refresh_is_sent_only_past_the_threshold_and_as_an_age() {
         let now = 100 * SEC;
         let mut sent = Sent::default();
-        sent.diff(&snap_with(compact_time(now), 0), now, ALL);
+        sent.diff(&snap_with(compact_time(now), 0), now, ALL, usize::MAX);
         let later = now + SEC;
         assert!(sent
-            .diff(&snap_with(compact_time(later), 0), later, ALL)
+            .diff(&snap_with(compact_time(later), 0), later, ALL, usize::MAX)
             .is_empty());
         let much_later = now + 3 * SEC;
         let r = sent.diff(
             &snap_with(compact_time(much_later - SEC / 2), 0),
             much_later,
             ALL,
+            usize::MAX,
         );
         assert_eq!(kinds(&r), ["sess"]);
         match &r[0] {
@@ -809,7 +843,12 @@ mod tests {
             _ => unreachable!(),
         }
         // a TCP event is sent at once
-        let r = sent.diff(&snap_with(compact_time(much_later), 3), much_later, ALL);
+        let r = sent.diff(
+            &snap_with(compact_time(much_later), 3),
+            much_later,
+            ALL,
+            usize::MAX,
+        );
         assert_eq!(kinds(&r), ["sess"]);
     }
 
@@ -817,17 +856,32 @@ mod tests {
     fn removals_follow_the_tables() {
         let now = 100 * SEC;
         let mut sent = Sent::default();
-        sent.diff(&snap_with(compact_time(now), 0), now, ALL);
-        let r = sent.diff(&Snapshot::default(), now, ALL);
+        sent.diff(&snap_with(compact_time(now), 0), now, ALL, usize::MAX);
+        let r = sent.diff(&Snapshot::default(), now, ALL, usize::MAX);
         assert_eq!(kinds(&r), ["sess-", "bind-"]);
-        assert!(sent.diff(&Snapshot::default(), now, ALL).is_empty());
+        assert!(sent
+            .diff(&Snapshot::default(), now, ALL, usize::MAX)
+            .is_empty());
+    }
+
+    #[test]
+    fn a_limited_diff_sends_the_rest_next_time_bindings_first() {
+        let now = 100 * SEC;
+        let mut sent = Sent::default();
+        let snap = snap_with(compact_time(now), 0);
+        assert_eq!(kinds(&sent.diff(&snap, now, ALL, 2)), ["sub", "bind"]);
+        assert_eq!(kinds(&sent.diff(&snap, now, ALL, 2)), ["sess"]);
+        assert!(sent.diff(&snap, now, ALL, 2).is_empty());
+        // forgetting a slice sends no removals
+        sent.retain(&|_| false);
+        assert!(sent.diff(&Snapshot::default(), now, ALL, 9).is_empty());
     }
 
     #[test]
     fn a_resync_repeats_exactly_what_was_sent() {
         let now = 100 * SEC;
         let mut sent = Sent::default();
-        let diff = sent.diff(&snap_with(compact_time(now), 0), now, ALL);
+        let diff = sent.diff(&snap_with(compact_time(now), 0), now, ALL, usize::MAX);
         let all = sent.records(now);
         assert_eq!(kinds(&all), kinds(&diff));
         assert!(all.iter().all(|r| sent.is_current(r)));
@@ -837,9 +891,9 @@ mod tests {
     fn a_superseded_record_is_not_current() {
         let now = 100 * SEC;
         let mut sent = Sent::default();
-        let first = sent.diff(&snap_with(compact_time(now), 0), now, ALL);
+        let first = sent.diff(&snap_with(compact_time(now), 0), now, ALL, usize::MAX);
         assert!(first.iter().all(|r| sent.is_current(r)));
-        let gone = sent.diff(&Snapshot::default(), now, ALL);
+        let gone = sent.diff(&Snapshot::default(), now, ALL, usize::MAX);
         // the binding and session adds were superseded by their removals
         assert!(first
             .iter()
@@ -847,7 +901,7 @@ mod tests {
             .all(|r| !sent.is_current(r)));
         assert!(gone.iter().all(|r| sent.is_current(r)));
         // and a removal is superseded by the state coming back
-        sent.diff(&snap_with(compact_time(now), 0), now, ALL);
+        sent.diff(&snap_with(compact_time(now), 0), now, ALL, usize::MAX);
         assert!(gone.iter().all(|r| !sent.is_current(r)));
     }
 
@@ -859,16 +913,16 @@ mod tests {
             refresh: Duration::from_secs(2),
         };
         let mut sent = Sent::default();
-        let r = sent.diff(&snap_with(compact_time(now), 0), now, policy);
+        let r = sent.diff(&snap_with(compact_time(now), 0), now, policy, usize::MAX);
         assert_eq!(kinds(&r), ["sub", "bind"]);
         let at = now + 6 * SEC;
-        let r = sent.diff(&snap_with(compact_time(at), 0), at, policy);
+        let r = sent.diff(&snap_with(compact_time(at), 0), at, policy, usize::MAX);
         assert_eq!(kinds(&r), ["sess"]);
         // one never sent is never removed either
         let mut fresh = Sent::default();
-        fresh.diff(&snap_with(compact_time(now), 0), now, policy);
+        fresh.diff(&snap_with(compact_time(now), 0), now, policy, usize::MAX);
         assert_eq!(
-            kinds(&fresh.diff(&Snapshot::default(), now, policy)),
+            kinds(&fresh.diff(&Snapshot::default(), now, policy, usize::MAX)),
             ["bind-"]
         );
     }

@@ -263,7 +263,7 @@ pub(super) fn bench_sync(p: &Params, ns: &Ns) -> Result<SyncResult> {
             let (scan, _) = since(t0);
             let t = now();
             let mut sent = Sent::default();
-            let records = sent.diff(&snap, cgnat::clock::monotonic_ns(), policy);
+            let records = sent.diff(&snap, cgnat::clock::monotonic_ns(), policy, usize::MAX);
             let (diff, _) = since(t);
             let n_records = records.len() as u64;
             let t = now();
@@ -293,7 +293,7 @@ pub(super) fn bench_sync(p: &Params, ns: &Ns) -> Result<SyncResult> {
             let (_, wall) = since(t0);
             let t = now();
             let unchanged = state::scan(&t1, &mine);
-            let again = sent.diff(&unchanged, cgnat::clock::monotonic_ns(), policy);
+            let again = sent.diff(&unchanged, cgnat::clock::monotonic_ns(), policy, usize::MAX);
             let (idle, _) = since(t);
             if !again.is_empty() {
                 return fail(format!(
