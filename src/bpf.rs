@@ -694,73 +694,6 @@ impl Datapath {
     pub fn events(&self) -> &libbpf_rs::Map<'static> {
         &self.skel.maps.events
     }
-
-    /// Runs one frame through an entry point with BPF_PROG_TEST_RUN, as if
-    /// received on `ingress_ifindex` (in the caller's network namespace).
-    /// Returns the XDP action and the frame as the program left it.
-    pub fn test_run(
-        &self,
-        side: Side,
-        frame: &[u8],
-        ingress_ifindex: u32,
-    ) -> Result<(u32, Vec<u8>), libbpf_rs::Error> {
-        let r = run_xdp(self.prog(side), frame, ingress_ifindex, 1, 0)?;
-        Ok((r.action, r.frame))
-    }
-
-    /// Runs an entry point `repeat` times on one buffer (each run sees
-    /// what the previous one left); see [`run_xdp`].
-    pub fn run(
-        &self,
-        side: Side,
-        frame: &[u8],
-        ingress_ifindex: u32,
-        repeat: u32,
-    ) -> Result<XdpRun, libbpf_rs::Error> {
-        run_xdp(self.prog(side), frame, ingress_ifindex, repeat, 0)
-    }
-}
-
-/// What one BPF_PROG_TEST_RUN of an XDP program returned.
-#[derive(Debug, Clone)]
-pub struct XdpRun {
-    /// The XDP action of the last run.
-    pub action: u32,
-    /// The frame as the last run left it.
-    pub frame: Vec<u8>,
-    /// The kernel's mean time per run (ns).
-    pub mean_ns: u64,
-}
-
-/// Runs an XDP program `repeat` times on `frame` as if received on
-/// `ingress_ifindex` (in the caller's network namespace), with the
-/// BPF_PROG_TEST_RUN `flags` given.
-pub fn run_xdp(
-    prog: &libbpf_rs::ProgramMut<'_>,
-    frame: &[u8],
-    ingress_ifindex: u32,
-    repeat: u32,
-    flags: u32,
-) -> Result<XdpRun, libbpf_rs::Error> {
-    let mut ctx_bytes = xdp_ctx(frame.len(), ingress_ifindex);
-    let mut out = vec![0u8; frame.len() + 256];
-    let input = libbpf_rs::ProgramInput {
-        context_in: Some(&mut ctx_bytes),
-        data_in: Some(frame),
-        data_out: Some(&mut out),
-        repeat,
-        flags,
-        ..Default::default()
-    };
-    let res = prog.test_run(input)?;
-    let len = res.data.map(|d| d.len()).unwrap_or(0);
-    let (action, mean_ns) = (res.return_value, res.duration.as_nanos() as u64);
-    out.truncate(len);
-    Ok(XdpRun {
-        action,
-        frame: out,
-        mean_ns,
-    })
 }
 
 impl Drop for Datapath {
@@ -794,18 +727,6 @@ pub fn ring_fd<'a>(rb: &'a libbpf_rs::RingBuffer<'_>) -> std::os::fd::BorrowedFd
     // SAFETY: libbpf owns the epoll fd for as long as the ring buffer
     // lives, and the borrow cannot outlive `rb`.
     unsafe { std::os::fd::BorrowedFd::borrow_raw(rb.epoll_fd()) }
-}
-
-/// A BPF_PROG_TEST_RUN context: a frame of `len` bytes received on
-/// `ingress_ifindex` (in the caller's network namespace).
-pub fn xdp_ctx(len: usize, ingress_ifindex: u32) -> Vec<u8> {
-    let ctx = types::xdp_md {
-        data: 0,
-        data_end: len as u32,
-        ingress_ifindex,
-        ..Default::default()
-    };
-    bytes_of(&ctx).to_vec()
 }
 
 /// The first IPv4 address of an interface: the source of the ICMP errors
@@ -848,12 +769,14 @@ pub mod abi;
 mod fill;
 mod held;
 mod pin;
+mod run;
 mod selfcheck;
 mod tables;
 
 pub use pin::attach_xdp;
 pub use pin::detach;
 use pin::{check_adoptable, ensure_bpffs, obj_get, obj_pin};
+pub use run::{run_xdp, xdp_ctx, XdpRun};
 pub use tables::{
     bindings, delete_binding, internal_endpoint, unbind_out, KernelSweep, RouteGen, Tables,
 };

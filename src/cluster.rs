@@ -7,10 +7,12 @@
 //! kept per peer (replay protection, reliable resending, liveness). Both
 //! are pure: no sockets, no BPF, time passed in. [`state`] reads and
 //! installs the tables' entries, [`export`] writes the routes a routing
-//! daemon announces, and [`engine`] runs it all in the daemon.
+//! daemon announces, [`slices`] decides who serves which slice, and
+//! [`engine`] runs it all in the daemon.
 
 pub mod engine;
 pub mod export;
 pub mod link;
+pub mod slices;
 pub mod state;
 pub mod wire;

@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::bpf::abi::{proto_idx, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PROTOCOLS};
+use crate::bpf::abi::{proto_idx, proto_name, IPPROTO_TCP, IPPROTO_UDP, PROTOCOLS};
 use crate::bpf::{bytes_of, from_bytes, types, BpfError, KernelSweep, Tables};
 use crate::config::Timeouts;
 
@@ -123,16 +123,6 @@ pub fn session_timeout(t: &Timeouts, proto: u8, tcp_bits: u32, rem_port: u16) ->
 
 fn timeout_of(t: &Timeouts, k: &types::cgnat_session_key, s: &types::cgnat_session) -> Duration {
     session_timeout(t, k.proto, s.tcp, u16::from_be(k.rem_port))
-}
-
-/// Name of an IP protocol number.
-pub fn proto_name(p: u8) -> &'static str {
-    match p {
-        IPPROTO_TCP => "tcp",
-        IPPROTO_UDP => "udp",
-        IPPROTO_ICMP => "icmp",
-        _ => "other",
-    }
 }
 
 /// What one sweep did.
@@ -703,6 +693,7 @@ pub fn list_sessions(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bpf::abi::IPPROTO_ICMP;
 
     fn t() -> Timeouts {
         Timeouts {

@@ -12,8 +12,8 @@ use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::bpf::abi::proto_name;
 use crate::config::LogOutput;
-use crate::expiry::proto_name;
 use crate::ipfix::{Exporter, Quota};
 
 /// One NAT log record.

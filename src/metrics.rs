@@ -17,9 +17,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::bpf::abi::proto_name;
 use crate::bpf::{from_bytes, types, Tables};
+use crate::clock::monotonic_ns;
 use crate::config::Config;
-use crate::expiry::{list_sessions, monotonic_ns, proto_name};
+use crate::expiry::list_sessions;
 
 /// What only the daemon knows, shared with the server thread.
 #[derive(Debug, Default)]

@@ -32,6 +32,16 @@ pub const REFRESH: Duration = Duration::from_millis(types::cgnat_time::CGNAT_REF
 const _: () = assert!(PORT_MIN < 65536 && MAX_BLOCKS_CAP >= 1);
 const _: () = assert!(REFRESH.as_nanos() >= 1u128 << types::cgnat_time::CGNAT_TIME_SHIFT.0);
 
+/// Name of an IP protocol number.
+pub fn proto_name(p: u8) -> &'static str {
+    match p {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        IPPROTO_ICMP => "icmp",
+        _ => "other",
+    }
+}
+
 /// Index of protocol `proto` in per-protocol arrays (`enum
 /// cgnat_proto_idx`), as the data path's proto_idx() (bpf/pool.h) computes
 /// it: anything but TCP and UDP counts as ICMP.
