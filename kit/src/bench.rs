@@ -1182,6 +1182,7 @@ fn single_median(
 
 mod e2e;
 mod flows;
+mod goals;
 mod machine;
 mod paths;
 mod report;
@@ -1190,6 +1191,7 @@ mod sync;
 mod tcp;
 pub use e2e::*;
 use flows::*;
+pub use goals::Goal;
 use machine::*;
 use paths::*;
 pub use report::*;

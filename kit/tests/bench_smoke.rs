@@ -143,4 +143,28 @@ fn bench_suite_runs() {
     let json = s.to_json();
     assert!(json.starts_with('{') && json.trim_end().ends_with('}'));
     assert!(json.contains("\"paths\"") && json.contains("\"kernel\""));
+    // every figure of issue #15 whose section ran is reported against its
+    // goal, with a met flag
+    let goals = s.goals();
+    let names: Vec<&str> = goals.iter().map(|g| g.name).collect();
+    for want in [
+        "new_flows_per_sec",
+        "hairpin_ratio",
+        "path_ratio_max",
+        "scale_uniform_ratio",
+        "scale_table_size_ratio",
+        "bytes_per_session",
+    ] {
+        assert!(names.contains(&want), "goal {want} missing from {names:?}");
+    }
+    assert!(
+        goals
+            .iter()
+            .all(|g| g.measured.is_finite() && g.measured > 0.0),
+        "{goals:?}"
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("summary.json parses");
+    let listed = parsed["goals"].as_array().expect("goals array");
+    assert_eq!(listed.len(), goals.len());
+    assert!(listed.iter().all(|g| g["met"].is_boolean()), "{listed:?}");
 }

@@ -338,6 +338,7 @@ impl Summary {
                 t.conn_nft.median()
             );
         }
+        self.goals_table(&mut o);
         for n in &self.notes {
             let _ = writeln!(o, "note: {n}");
         }
@@ -630,6 +631,7 @@ impl Summary {
                 ]),
             ));
         }
+        root.push(("goals", self.goals_json()));
         root.push((
             "unavailable",
             J::Arr(self.unavailable.iter().map(|n| J::s(n)).collect()),

@@ -1,0 +1,190 @@
+//! Every figure of issue #15's table (and its no-regression bars) against
+//! its goal: the last block of the printed table and `goals` in
+//! summary.json, each with a `met` flag. A figure whose section did not
+//! run is left out (not reported as met or missed).
+
+use super::*;
+
+/// One figure against its goal.
+#[derive(Debug, Clone)]
+pub struct Goal {
+    pub name: &'static str,
+    pub what: &'static str,
+    pub measured: f64,
+    pub goal: f64,
+    /// The goal is an upper bound (else a lower bound).
+    pub at_most: bool,
+}
+
+impl Goal {
+    pub fn met(&self) -> bool {
+        if self.at_most {
+            self.measured <= self.goal
+        } else {
+            self.measured >= self.goal
+        }
+    }
+}
+
+fn at_most(name: &'static str, what: &'static str, measured: f64, goal: f64) -> Goal {
+    Goal {
+        name,
+        what,
+        measured,
+        goal,
+        at_most: true,
+    }
+}
+
+fn at_least(name: &'static str, what: &'static str, measured: f64, goal: f64) -> Goal {
+    Goal {
+        name,
+        what,
+        measured,
+        goal,
+        at_most: false,
+    }
+}
+
+impl Summary {
+    /// The goals of the sections that ran.
+    pub fn goals(&self) -> Vec<Goal> {
+        let mut g = Vec::new();
+        if let Some(s) = &self.scale {
+            g.push(at_most(
+                "scale_uniform_ratio",
+                "established udp_out, large table with flows cycled uniformly / small table",
+                s.ratio(),
+                4.0,
+            ));
+            g.push(at_most(
+                "scale_table_size_ratio",
+                "established udp_out, large table with only the small set active / small table",
+                s.large_hot_ns.median() / s.small_ns.median(),
+                1.15,
+            ));
+            g.push(at_most(
+                "bytes_per_session",
+                "kernel memory per session (memlock of the session maps)",
+                s.bytes_per_session(),
+                200.0,
+            ));
+            if s.sweep_noop_cpu_secs > 0.0 {
+                g.push(at_most(
+                    "sweep_noop_cpu_secs",
+                    "CPU seconds of a sweep over the large table that expires nothing",
+                    s.sweep_noop_cpu_secs,
+                    1.0,
+                ));
+            }
+            if s.expired > 0 {
+                g.push(at_most(
+                    "expire_all_secs",
+                    "seconds to expire the whole large table",
+                    s.expire_mark_secs + s.expire_delete_secs,
+                    5.0,
+                ));
+            }
+        }
+        if let Some(n) = &self.new_flows {
+            g.push(at_least(
+                "new_flows_per_sec",
+                "new sessions per second per core",
+                n.flows_per_sec(),
+                1_000_000.0,
+            ));
+        }
+        if let Some(h) = self.paths.iter().find(|p| p.name == "hairpin") {
+            g.push(at_most(
+                "hairpin_ratio",
+                "hairpin per packet / floor",
+                h.ratio(),
+                1.3,
+            ));
+        }
+        let others = self.paths.iter().filter(|p| p.name != "hairpin");
+        if let Some(worst) = others.map(|p| p.ratio()).reduce(f64::max) {
+            g.push(at_most(
+                "path_ratio_max",
+                "worst per-path ratio to the floor, hairpin aside (no regression)",
+                worst,
+                1.3,
+            ));
+        }
+        if let Some(e) = &self.e2e {
+            g.push(at_least(
+                "e2e_vs_floor",
+                "end to end, cgnat / floor by router CPU",
+                e.vs_floor(),
+                0.9,
+            ));
+            g.push(at_least(
+                "e2e_vs_nft_cpu",
+                "end to end, cgnat / nftables by router CPU (no regression)",
+                e.vs_nft(),
+                4.5,
+            ));
+            g.push(at_least(
+                "e2e_vs_nft_rate",
+                "end to end, cgnat / nftables by received rate (no regression)",
+                e.cgnat.mpps.median() / e.nft.mpps.median(),
+                6.0,
+            ));
+        }
+        if let Some(t) = &self.tcp {
+            if t.conn_nft.median() > 0.0 {
+                g.push(at_least(
+                    "tcp_connections_vs_nft",
+                    "new TCP connections per second through the router, cgnat / nftables",
+                    t.conn_cgnat.median() / t.conn_nft.median(),
+                    1.0,
+                ));
+            }
+        }
+        g
+    }
+
+    /// The goals block of the printed table.
+    pub(super) fn goals_table(&self, o: &mut String) {
+        let goals = self.goals();
+        if goals.is_empty() {
+            return;
+        }
+        let _ = writeln!(o, "\nGoals (issue #15):");
+        for g in &goals {
+            let _ = writeln!(
+                o,
+                "  {:<26} {:>14.3} {} {:<12} {:<6}  {}",
+                g.name,
+                g.measured,
+                if g.at_most { "<=" } else { ">=" },
+                g.goal,
+                report::verdict(g.met()),
+                g.what
+            );
+        }
+    }
+
+    /// The goals as JSON: one object per figure.
+    pub(super) fn goals_json(&self) -> report::J {
+        use report::J;
+        J::Arr(
+            self.goals()
+                .iter()
+                .map(|g| {
+                    J::o(vec![
+                        ("name", J::s(g.name)),
+                        ("what", J::s(g.what)),
+                        ("measured", J::n(g.measured)),
+                        ("goal", J::n(g.goal)),
+                        (
+                            "bound",
+                            J::s(if g.at_most { "at_most" } else { "at_least" }),
+                        ),
+                        ("met", J::Bool(g.met())),
+                    ])
+                })
+                .collect(),
+        )
+    }
+}
