@@ -137,6 +137,9 @@ pub struct Engine {
     peers: BTreeMap<u16, Peer>,
     /// Slices this node serves (bit id-1).
     active: u64,
+    /// Slices it stopped serving whose last state its peers have not all
+    /// acknowledged yet: still claimed in its hellos.
+    draining: u64,
     resynced: bool,
     started: Instant,
     failback_requested: bool,
@@ -206,6 +209,7 @@ impl Engine {
                 .map_or(1, |d| d.as_nanos() as u64),
             peers,
             active: 0,
+            draining: 0,
             resynced: false,
             started: now,
             failback_requested: false,
@@ -254,7 +258,20 @@ impl Engine {
         self.note_liveness(now);
         self.ask_resyncs(now);
         let before = self.active;
-        self.active = decide(&self.view(now));
+        let next = decide(&self.view(now));
+        if before & !next != 0 {
+            // What it stops serving: its last state goes to the peers
+            // first, and its hellos keep claiming it until they acked
+            // everything, so the next server never hands out a port this
+            // node gave away a moment ago.
+            self.sync(t, now);
+            self.draining |= before & !next;
+        }
+        self.active = next;
+        if self.draining != 0 && self.peers.values().all(|p| p.outbox.is_empty()) {
+            self.draining = 0;
+            self.next_hello = now;
+        }
         if self.active != before {
             eprintln!(
                 "cgnat: cluster: node {} now serves slices {:?} (was {:?})",
@@ -630,7 +647,7 @@ impl Engine {
                 || self.failback_requested
                 || self.active & bit(self.cl.id) != 0);
         Record::Hello {
-            active: self.active,
+            active: self.active | self.draining,
             want: if wants { bit(self.cl.id) } else { 0 },
             resynced: self.resynced,
         }
