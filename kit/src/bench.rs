@@ -630,6 +630,9 @@ impl E2eResult {
 pub struct TcpResult {
     pub iperf_cgnat_gbps: Stat,
     pub iperf_nft_gbps: Stat,
+    /// CPUs busy during each iperf3 run, by kind (the whole machine).
+    pub iperf_cgnat_cpu: Vec<tcp::CpuTimes>,
+    pub iperf_nft_cpu: Vec<tcp::CpuTimes>,
     pub conn_cgnat: Stat,
     pub conn_nft: Stat,
     /// Why iperf3 did not run, if it did not.
@@ -1188,7 +1191,7 @@ mod paths;
 mod report;
 mod scale;
 mod sync;
-mod tcp;
+pub mod tcp;
 pub use e2e::*;
 use flows::*;
 pub use goals::Goal;

@@ -329,6 +329,20 @@ impl Summary {
                         t.iperf_cgnat_gbps.median(),
                         t.iperf_nft_gbps.median()
                     );
+                    for (name, gbps, cpu) in [
+                        ("cgnat", &t.iperf_cgnat_gbps, &t.iperf_cgnat_cpu),
+                        ("nftables", &t.iperf_nft_gbps, &t.iperf_nft_cpu),
+                    ] {
+                        let c = tcp::CpuTimes::median_of(cpu);
+                        let _ = writeln!(
+                            o,
+                            "    {name:<8} router NAPI thread {:.2} CPU, machine {:.2} of {} CPUs busy: {:.1} Gbit/s per router CPU-second",
+                            c.router,
+                            c.machine,
+                            self.cpus,
+                            gbps.median() / c.router.max(1e-9)
+                        );
+                    }
                 }
             }
             let _ = writeln!(
@@ -622,6 +636,8 @@ impl Summary {
                 J::o(vec![
                     ("iperf_cgnat_gbps", J::n(t.iperf_cgnat_gbps.median())),
                     ("iperf_nft_gbps", J::n(t.iperf_nft_gbps.median())),
+                    ("iperf_cgnat_cpu", cpu_json(&t.iperf_cgnat_cpu)),
+                    ("iperf_nft_cpu", cpu_json(&t.iperf_nft_cpu)),
                     (
                         "iperf_skipped",
                         t.iperf_skipped.as_deref().map(J::s).unwrap_or(J::Null),
@@ -646,6 +662,15 @@ impl Summary {
         ));
         format!("{}\n", J::o(root))
     }
+}
+
+/// Median CPUs busy during iperf3: the router's NAPI thread, the machine.
+fn cpu_json(runs: &[tcp::CpuTimes]) -> J {
+    let c = tcp::CpuTimes::median_of(runs);
+    J::o(vec![
+        ("router_cpus", J::n(c.router)),
+        ("machine_cpus", J::n(c.machine)),
+    ])
 }
 
 /// A minimal JSON value (no dependency for one file).

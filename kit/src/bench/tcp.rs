@@ -19,11 +19,16 @@ pub(super) fn bench_tcp(p: &Params, net: &E2eNet) -> Result<TcpResult> {
             let router = net.router(mode, (1, 1))?;
             let res = (|| -> Result<()> {
                 if has_iperf {
+                    let before = CpuTimes::now(net);
+                    let t0 = Instant::now();
                     let gbps = iperf(net, p.iperf_secs)?;
-                    match mode {
-                        Mode::Cgnat => r.iperf_cgnat_gbps.runs.push(gbps),
-                        _ => r.iperf_nft_gbps.runs.push(gbps),
-                    }
+                    let cpu = CpuTimes::now(net).since(&before, t0.elapsed().as_secs_f64());
+                    let (g, c) = match mode {
+                        Mode::Cgnat => (&mut r.iperf_cgnat_gbps, &mut r.iperf_cgnat_cpu),
+                        _ => (&mut r.iperf_nft_gbps, &mut r.iperf_nft_cpu),
+                    };
+                    g.runs.push(gbps);
+                    c.push(cpu);
                 }
                 let cps = conn_rate(net, p.conn_secs)?;
                 match mode {
@@ -44,6 +49,55 @@ pub(super) fn bench_tcp(p: &Params, net: &E2eNet) -> Result<TcpResult> {
         r.conn_nft.median()
     );
     Ok(r)
+}
+
+/// CPUs busy during a transfer: the router's data-direction NAPI thread
+/// (generator -> router: where XDP, or the kernel's GRO + netfilter +
+/// forwarding, runs in either mode) and the whole machine (/proc/stat).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTimes {
+    /// Router: CPU seconds of the NAPI thread of its generator-side veth.
+    pub router: f64,
+    /// Every CPU of the machine, busy seconds (user, system, irq, softirq).
+    pub machine: f64,
+}
+
+impl CpuTimes {
+    fn now(net: &E2eNet) -> CpuTimes {
+        let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let f: Vec<f64> = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // jiffies at USER_HZ = 100: user nice system idle iowait irq softirq
+        let j = |i: usize| f.get(i).copied().unwrap_or(0.0) / 100.0;
+        CpuTimes {
+            router: cpu_ns(&napi_threads(&net.ri)) as f64 / 1e9,
+            machine: j(0) + j(1) + j(2) + j(5) + j(6),
+        }
+    }
+
+    /// CPUs busy on average over `secs` since `before`.
+    fn since(&self, before: &CpuTimes, secs: f64) -> CpuTimes {
+        let s = secs.max(1e-9);
+        CpuTimes {
+            router: (self.router - before.router) / s,
+            machine: (self.machine - before.machine) / s,
+        }
+    }
+
+    /// The median of each over runs.
+    pub fn median_of(runs: &[CpuTimes]) -> CpuTimes {
+        let m = |f: fn(&CpuTimes) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        CpuTimes {
+            router: m(|c| c.router),
+            machine: m(|c| c.machine),
+        }
+    }
 }
 
 /// A child process killed and reaped on drop.
