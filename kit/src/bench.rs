@@ -53,6 +53,7 @@ use nix::sched::{CloneFlags, CpuSet};
 use nix::unistd::Pid;
 
 use crate::floor::{Floor, FloorError, Prog, Target};
+use crate::frame::{Mac, Pkt, L4, PROTO_TCP, PROTO_UDP};
 use crate::testbed::{check_output, run_command};
 use cgnat::bpf::{bytes_of, from_bytes, types, Datapath, LoadOptions, Side, Tables};
 use cgnat::config::Config;
@@ -891,8 +892,6 @@ fn ifindex(name: &str) -> Result<u32> {
     nix::net::if_::if_nametoindex(name).ctx(format!("interface {name}"))
 }
 
-type Mac = [u8; 6];
-
 fn mac_str(m: &Mac) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
@@ -973,100 +972,47 @@ fn load_dp(cfg: &Config, attach: bool) -> Result<Datapath> {
 // Frames
 // ---------------------------------------------------------------------------
 
-const PROTO_ICMP: u8 = 1;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
 const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
 /// 18 bytes of UDP payload make a 60-byte frame (64 on the wire with FCS).
 const PAYLOAD: &[u8; 18] = b"cgnat-bench-frame!";
 
-fn sum16(data: &[u8]) -> u32 {
-    data.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
+/// `p` as the bench sends it: IP identification 0 (DF, TTL 64, no
+/// options, as `Pkt` builds it).
+fn bench_pkt(p: Pkt) -> Pkt {
+    Pkt { id: 0, ..p }
 }
 
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
+fn ep(a: SocketAddrV4) -> (Ipv4Addr, u16) {
+    (*a.ip(), a.port())
+}
+
+/// A UDP datagram carrying [`PAYLOAD`].
+fn udp(src: SocketAddrV4, dst: SocketAddrV4) -> Pkt {
+    bench_pkt(Pkt::udp(ep(src), ep(dst), PAYLOAD))
+}
+
+/// A TCP segment without options or payload (window 64240).
+fn tcp(src: SocketAddrV4, dst: SocketAddrV4, flags: u8, seq: u32, ack: u32) -> Pkt {
+    let mut p = bench_pkt(Pkt::tcp(ep(src), ep(dst), flags));
+    if let L4::Tcp { seq: s, ack: a, .. } = &mut p.l4 {
+        (*s, *a) = (seq, ack);
     }
-    s as u16
+    p
 }
 
-fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ttl: u8, l4: &[u8]) -> Vec<u8> {
-    let mut h = vec![0u8; 20];
-    h[0] = 0x45;
-    h[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    h[6] = 0x40; // DF
-    h[8] = ttl;
-    h[9] = proto;
-    h[12..16].copy_from_slice(&src.octets());
-    h[16..20].copy_from_slice(&dst.octets());
-    let c = !fold(sum16(&h));
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h.extend_from_slice(l4);
-    h
+/// An ICMP message with a 4-byte rest-of-header.
+fn icmp(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, code: u8, rest: (u16, u16), body: &[u8]) -> Pkt {
+    bench_pkt(Pkt::icmp_msg(src, dst, ty, code, rest, body))
 }
 
-fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
-    sum16(&src.octets()) + sum16(&dst.octets()) + u32::from(proto) + len as u32
-}
-
-fn udp(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
-    let len = 8 + payload.len();
-    let mut u = Vec::with_capacity(len);
-    u.extend_from_slice(&src.port().to_be_bytes());
-    u.extend_from_slice(&dst.port().to_be_bytes());
-    u.extend_from_slice(&(len as u16).to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(payload);
-    let mut c = !fold(pseudo(*src.ip(), *dst.ip(), PROTO_UDP, len) + sum16(&u));
-    if c == 0 {
-        c = 0xffff;
-    }
-    u[6..8].copy_from_slice(&c.to_be_bytes());
-    u
-}
-
-fn tcp(src: SocketAddrV4, dst: SocketAddrV4, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
-    let mut t = vec![0u8; 20];
-    t[0..2].copy_from_slice(&src.port().to_be_bytes());
-    t[2..4].copy_from_slice(&dst.port().to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&ack.to_be_bytes());
-    t[12] = 5 << 4;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    let c = !fold(pseudo(*src.ip(), *dst.ip(), PROTO_TCP, t.len()) + sum16(&t));
-    t[16..18].copy_from_slice(&c.to_be_bytes());
-    t
-}
-
-fn icmp(ty: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
-    let mut m = vec![ty, code, 0, 0];
-    m.extend_from_slice(&rest);
-    m.extend_from_slice(body);
-    let c = !fold(sum16(&m));
-    m[2..4].copy_from_slice(&c.to_be_bytes());
-    m
-}
-
-fn eth(dst: Mac, src: Mac, ip: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(14 + ip.len());
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    f.extend_from_slice(ip);
-    f
+/// The Ethernet frame of `p` from `src` to `dst`.
+fn eth(dst: Mac, src: Mac, p: Pkt) -> Vec<u8> {
+    p.macs(src, dst).bytes()
 }
 
 fn udp_frame(dmac: Mac, smac: Mac, src: SocketAddrV4, dst: SocketAddrV4) -> Vec<u8> {
-    eth(
-        dmac,
-        smac,
-        &ipv4(*src.ip(), *dst.ip(), PROTO_UDP, 64, &udp(src, dst, PAYLOAD)),
-    )
+    eth(dmac, smac, udp(src, dst))
 }
 
 fn sock(a: Ipv4Addr, p: u16) -> SocketAddrV4 {
@@ -1205,13 +1151,8 @@ mod tests {
     fn frames_have_valid_checksums() {
         let f = udp_frame(INT0_MAC, SUB_MAC, sock(H11, 5000), sock(R10, 3478));
         assert_eq!(f.len(), 60);
-        assert_eq!(fold(sum16(&f[14..34])), 0xffff, "IP header checksum");
-        let l4 = &f[34..];
-        assert_eq!(
-            fold(pseudo(H11, R10, PROTO_UDP, l4.len()) + sum16(l4)),
-            0xffff,
-            "UDP checksum"
-        );
+        crate::frame::verify_checksums(&f).unwrap();
+        crate::frame::verify_with_etherparse(&f).unwrap();
     }
 
     #[test]

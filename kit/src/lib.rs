@@ -1,13 +1,15 @@
 //! cgnat-kit: the tooling around cgnat, never installed. The
 //! network-namespace test bed every end-to-end test and the demo use, the
 //! benchmark (`make bench`) with its own XDP object, and where to find the
-//! `cgnat` binary under test. [`cluster_bed`] is the namespace bed of a
-//! two-node cluster whose routing BIRD does (BGP + BFD).
+//! `cgnat` binary under test. [`frame`] builds and checks the frames of the
+//! packet-level tests and of the benchmark. [`cluster_bed`] is the
+//! namespace bed of a two-node cluster whose routing BIRD does (BGP + BFD).
 
 pub mod bench;
 pub mod cluster_bed;
 pub mod demo;
 pub mod floor;
+pub mod frame;
 pub mod testbed;
 
 use std::path::{Path, PathBuf};

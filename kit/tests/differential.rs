@@ -25,9 +25,6 @@
 //! Run: cargo test --release --test differential -- --nocapture
 
 #[allow(dead_code)]
-#[path = "prog_run/frame.rs"]
-mod frame;
-#[allow(dead_code)]
 #[path = "prog_run/harness.rs"]
 mod harness;
 #[allow(dead_code)]
@@ -48,6 +45,7 @@ use libbpf_rs::{MapCore, MapFlags};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
 
+use cgnat_kit::frame;
 use frame::*;
 use harness::*;
 use model::*;

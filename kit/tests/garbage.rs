@@ -35,9 +35,6 @@
 //! Run: cargo test --release --test garbage -- --nocapture
 
 #[allow(dead_code)]
-#[path = "prog_run/frame.rs"]
-mod frame;
-#[allow(dead_code)]
 #[path = "prog_run/harness.rs"]
 mod harness;
 #[allow(dead_code)]
@@ -51,6 +48,7 @@ use std::time::Instant;
 use cgnat::bpf::Side;
 use libbpf_rs::MapCore;
 
+use cgnat_kit::frame;
 use frame::*;
 use harness::*;
 use netns::*;
