@@ -22,25 +22,6 @@ const FILE: &str = "props.toml";
 /// The shipped example config: every key, with its default.
 const SEED: &str = include_str!("../../configs/cgnat.toml");
 
-/// Fewer cases than this would let a run pass on almost nothing.
-const MIN_CASES: u32 = 16;
-
-fn cases() -> u32 {
-    let n = std::env::var("CGNAT_PROPTEST_CASES")
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("CGNAT_PROPTEST_CASES={v:?} is not a number"))
-        })
-        .unwrap_or(5000);
-    assert!(
-        n >= MIN_CASES,
-        "CGNAT_PROPTEST_CASES={n} is below the floor of {MIN_CASES}: \
-         a run that checks (almost) nothing must not pass"
-    );
-    n
-}
-
 /// Fields a validation error may name when the mutated key is another
 /// one: checks that compare two settings report the one they compare
 /// against (the pool is checked against the internal prefixes, a static
@@ -250,7 +231,7 @@ fn metrics_listen_defaults_to_loopback_9469() {
 /// panics; a rejection names the file.
 #[test]
 fn arbitrary_text_never_panics() {
-    let n = cases();
+    let n = cgnat_kit::cases(5000);
     let rejected = AtomicU64::new(0);
     let tokens = prop::collection::vec(
         prop_oneof![
@@ -322,7 +303,7 @@ fn arbitrary_text_never_panics() {
 /// error, the offending line of a TOML/type error).
 #[test]
 fn mutated_config_never_panics_and_names_the_field() {
-    let n = cases();
+    let n = cgnat_kit::cases(5000);
     let keys = seed_keys();
     assert!(keys.len() > 30, "seed keys: {keys:?}");
     let (ok, rejected) = (AtomicU64::new(0), AtomicU64::new(0));

@@ -25,9 +25,6 @@
 //! Run: cargo test --release --test differential -- --nocapture
 
 #[allow(dead_code)]
-#[path = "prog_run/frame.rs"]
-mod frame;
-#[allow(dead_code)]
 #[path = "prog_run/harness.rs"]
 mod harness;
 #[allow(dead_code)]
@@ -48,6 +45,7 @@ use libbpf_rs::{MapCore, MapFlags};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
 
+use cgnat_kit::frame;
 use frame::*;
 use harness::*;
 use model::*;
@@ -805,25 +803,6 @@ fn raw_sessions(h: &Harness) -> Result<Vec<SessionRow>, String> {
     Ok(rows)
 }
 
-/// Fewer sequences than this would let a run pass on almost nothing.
-const MIN_CASES: u32 = 16;
-
-fn cases() -> u32 {
-    let n = std::env::var("CGNAT_PROPTEST_CASES")
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("CGNAT_PROPTEST_CASES={v:?} is not a number"))
-        })
-        .unwrap_or(1000);
-    assert!(
-        n >= MIN_CASES,
-        "CGNAT_PROPTEST_CASES={n} is below the floor of {MIN_CASES}: \
-         a run that checks (almost) nothing must not pass"
-    );
-    n
-}
-
 /// The model's event bits are the program's (include/cgnat.h), so raw
 /// bits compare.
 #[test]
@@ -850,7 +829,7 @@ fn differential() {
     let ns = NetNs::create("d");
     ns.enter(|| {
         let start = Instant::now();
-        let n = cases();
+        let n = cgnat_kit::cases(1000);
         let mut total = Stats {
             sequences: 0,
             packets: 0,

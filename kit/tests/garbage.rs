@@ -35,9 +35,6 @@
 //! Run: cargo test --release --test garbage -- --nocapture
 
 #[allow(dead_code)]
-#[path = "prog_run/frame.rs"]
-mod frame;
-#[allow(dead_code)]
 #[path = "prog_run/harness.rs"]
 mod harness;
 #[allow(dead_code)]
@@ -51,6 +48,7 @@ use std::time::Instant;
 use cgnat::bpf::Side;
 use libbpf_rs::MapCore;
 
+use cgnat_kit::frame;
 use frame::*;
 use harness::*;
 use netns::*;
@@ -429,25 +427,6 @@ fn check_forwarded(
         }
     }
     msgs
-}
-
-/// Fewer cases than this would let a run pass on almost nothing.
-const MIN_CASES: usize = 16;
-
-fn cases() -> usize {
-    let n = std::env::var("CGNAT_PROPTEST_CASES")
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("CGNAT_PROPTEST_CASES={v:?} is not a number"))
-        })
-        .unwrap_or(1000);
-    assert!(
-        n >= MIN_CASES,
-        "CGNAT_PROPTEST_CASES={n} is below the floor of {MIN_CASES}: \
-         a run that checks (almost) nothing must not pass"
-    );
-    n
 }
 
 /// The source endpoint of a forwarded output frame.
@@ -859,7 +838,7 @@ fn garbage() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0x5eed_cafe_f00d_1234);
         let mut rng = Rng(seed | 1);
-        let flips = (cases() * 3 / 20).max(10);
+        let flips = (cgnat_kit::cases(1000) as usize * 3 / 20).max(10);
         let mut r = Run {
             frames: 0,
             by_counter: BTreeMap::new(),

@@ -19,8 +19,6 @@
 //!
 //! Run: cargo test --test prog_run -- --nocapture
 
-#[path = "prog_run/frame.rs"]
-mod frame;
 #[path = "prog_run/harness.rs"]
 mod harness;
 #[path = "prog_run/netns.rs"]
@@ -47,6 +45,7 @@ use std::net::Ipv4Addr;
 
 use cgnat::bpf::{types, Side};
 
+use cgnat_kit::frame;
 use frame::*;
 use harness::*;
 use netns::*;

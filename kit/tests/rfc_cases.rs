@@ -17,9 +17,6 @@
 //! Run: cargo test --release --test rfc_cases -- --nocapture
 
 #[allow(dead_code)]
-#[path = "prog_run/frame.rs"]
-mod frame;
-#[allow(dead_code)]
 #[path = "prog_run/harness.rs"]
 mod harness;
 #[allow(dead_code)]
@@ -31,6 +28,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 
+use cgnat_kit::frame;
 use frame::*;
 use harness::*;
 use netns::*;

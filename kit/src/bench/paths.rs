@@ -100,10 +100,8 @@ pub(super) fn bench_paths(p: &Params, ns: &Ns) -> Result<Vec<PathResult>> {
 /// measure, each with its side, verdict counter and action.
 pub(super) fn path_cases(dp: &Datapath, t: &Tables, int0: u32, ext0: u32) -> Result<Vec<PathCase>> {
     let (i, e) = (Side::Internal, Side::External);
-    let from_sub =
-        |src, dst, l4: Vec<u8>, proto| eth(INT0_MAC, SUB_MAC, &ipv4(src, dst, proto, 64, &l4));
-    let from_net =
-        |src, dst, l4: Vec<u8>, proto| eth(EXT0_MAC, REM_MAC, &ipv4(src, dst, proto, 64, &l4));
+    let from_sub = |p: Pkt| eth(INT0_MAC, SUB_MAC, p);
+    let from_net = |p: Pkt| eth(EXT0_MAC, REM_MAC, p);
 
     // UDP
     let (h11, r10) = (sock(H11, 5000), sock(R10, 3478));
@@ -118,7 +116,7 @@ pub(super) fn path_cases(dp: &Datapath, t: &Tables, int0: u32, ext0: u32) -> Res
     run_once(
         dp,
         i,
-        &from_sub(H11, R10, tcp(h11t, r80, 0x02, 1000, 0), PROTO_TCP),
+        &from_sub(tcp(h11t, r80, 0x02, 1000, 0)),
         int0,
         XDP_REDIRECT,
     )?;
@@ -126,13 +124,13 @@ pub(super) fn path_cases(dp: &Datapath, t: &Tables, int0: u32, ext0: u32) -> Res
     run_once(
         dp,
         e,
-        &from_net(R10, *et.ip(), tcp(r80, et, 0x12, 5000, 1001), PROTO_TCP),
+        &from_net(tcp(r80, et, 0x12, 5000, 1001)),
         ext0,
         XDP_REDIRECT,
     )?;
-    let tcp_out = from_sub(H11, R10, tcp(h11t, r80, 0x10, 1001, 5001), PROTO_TCP);
+    let tcp_out = from_sub(tcp(h11t, r80, 0x10, 1001, 5001));
     run_once(dp, i, &tcp_out, int0, XDP_REDIRECT)?;
-    let tcp_in = from_net(R10, *et.ip(), tcp(r80, et, 0x10, 5001, 1001), PROTO_TCP);
+    let tcp_in = from_net(tcp(r80, et, 0x10, 5001, 1001));
     run_once(dp, e, &tcp_in, ext0, XDP_REDIRECT)?;
 
     // Hairpin: .12 to .11's external endpoint
@@ -140,18 +138,13 @@ pub(super) fn path_cases(dp: &Datapath, t: &Tables, int0: u32, ext0: u32) -> Res
     run_once(dp, i, &hair, int0, XDP_TX)?;
 
     // ICMP echo request out (identifier 0x4242)
-    let echo = from_sub(
-        H11,
-        R10,
-        icmp(8, 0, [0x42, 0x42, 0, 1], &PAYLOAD[..]),
-        PROTO_ICMP,
-    );
+    let echo = from_sub(icmp(H11, R10, 8, 0, (0x4242, 1), PAYLOAD));
     run_once(dp, i, &echo, int0, XDP_REDIRECT)?;
 
     // ICMP port unreachable from the remote about .11's translated UDP
     // packet (RFC 792 quote: IP header + 8 bytes)
-    let sent = ipv4(*e11.ip(), R10, PROTO_UDP, 63, &udp(e11, r10, PAYLOAD));
-    let err = from_net(R10, *e11.ip(), icmp(3, 3, [0; 4], &sent[..28]), PROTO_ICMP);
+    let sent = udp(e11, r10).ttl(63);
+    let err = from_net(icmp(R10, *e11.ip(), 3, 3, (0, 0), &sent.quote()));
     run_once(dp, e, &err, ext0, XDP_REDIRECT)?;
 
     let case = |name, what, side, ingress, frame, reason, action| PathCase {

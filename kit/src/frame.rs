@@ -1,5 +1,6 @@
 //! Frame building and independent checksum verification for the
-//! BPF_PROG_TEST_RUN suite.
+//! BPF_PROG_TEST_RUN suites (`tests/prog_run.rs`, `differential.rs`,
+//! `garbage.rs`, `rfc_cases.rs`) and the benchmark's frames.
 //!
 //! Frames are described logically (`Pkt`) and serialised with every length
 //! and checksum computed from scratch here (RFC 1071), never taken from the
