@@ -9,8 +9,9 @@
 
 #include "maps.h"
 
-/* Reserve a zeroed ring-buffer record of `type`, or count it lost. */
-static __always_inline struct cgnat_event *event_new(__u32 type)
+/* Reserve a zeroed ring-buffer record of `type` stamped `now`
+ * (bpf_ktime_get_coarse_ns()), or count it lost. */
+static __always_inline struct cgnat_event *event_new_at(__u32 type, __u64 now)
 {
 	struct cgnat_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	__u64 *lost;
@@ -23,8 +24,14 @@ static __always_inline struct cgnat_event *event_new(__u32 type)
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->type = type;
-	ev->ts_ns = bpf_ktime_get_coarse_ns();
+	ev->ts_ns = now;
 	return ev;
+}
+
+/* The same, stamped now. */
+static __always_inline struct cgnat_event *event_new(__u32 type)
+{
+	return event_new_at(type, bpf_ktime_get_coarse_ns());
 }
 
 #endif /* CGNAT_EVENTS_H */
