@@ -381,12 +381,22 @@ static __always_inline int claim_port(struct cgnat_endpoint *ik,
 				      struct cgnat_endpoint *ek,
 				      struct cgnat_binding *rev, __u64 now)
 {
-	__u32 i;
+	__u32 i = 0;
 	int r;
 
 	if (ALLOC_MODE == CGNAT_ALLOC_PBA)
 		return claim_pba(ek, rev, now);
-	for (i = 0; i < PORT_TRIES; i++) {
+	if (ALLOC_MODE == CGNAT_ALLOC_DYNAMIC) {
+		/* Try 0, the source port itself, is often taken (by the
+		 * other subscribers of the address). A lookup tells so as
+		 * surely as a failed insert, without taking the bucket lock;
+		 * when the port is free, the insert then finds the bucket in
+		 * the cache. Either way the same tries follow. */
+		ek->port = ik->port;
+		if (bpf_map_lookup_elem(&bind_in, ek))
+			i = 1;
+	}
+	for (; i < PORT_TRIES; i++) {
 		if (ALLOC_MODE == CGNAT_ALLOC_DET)
 			r = claim(ek, s->det_lo + bpf_get_prandom_u32() % DET_PORTS,
 				  rev);
