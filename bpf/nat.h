@@ -126,7 +126,7 @@ static __always_inline int refuse(struct xdp_md *ctx, struct pkt *p, int reason)
 			ev->port = *p->sport;
 			ev->proto = p->proto;
 			ev->reason = reason;
-			bpf_ringbuf_submit(ev, 0);
+			event_send(ev);
 		}
 	}
 	return icmp_host_unreach(ctx, p, reason);

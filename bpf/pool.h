@@ -221,7 +221,7 @@ static __always_inline void log_binding(struct cgnat_endpoint *ik,
 	ev->port = ik->port;
 	ev->ext_addr = ek->addr;
 	ev->ext_port = ek->port;
-	bpf_ringbuf_submit(ev, 0);
+	event_send_log(ev);
 }
 
 /* Dynamic mode: port candidate number `try` for internal port `orig`
@@ -366,7 +366,7 @@ static __always_inline int claim_pba(struct cgnat_endpoint *ek,
 		ev->ext_addr = ek->addr;
 		ev->port = bpf_htons(CGNAT_PORT_MIN + bk.block * BLOCK_SIZE);
 		ev->ext_port = bpf_htons(CGNAT_PORT_MIN + bk.block * BLOCK_SIZE + BLOCK_SIZE - 1);
-		bpf_ringbuf_submit(ev, 0);
+		event_send(ev);
 	}
 	r = claim_in_block(ek, rev, bk.block);
 	if (r <= 0)
