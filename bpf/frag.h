@@ -87,7 +87,7 @@ static __always_inline void frag_remember(struct pkt *p,
 		if (!ev)
 			return;
 		ev->frag = *orig;
-		bpf_ringbuf_submit(ev, 0);
+		event_send(ev);
 	}
 }
 

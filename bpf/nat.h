@@ -14,9 +14,10 @@
  * Races between CPUs: two CPUs may create the same binding at once; the
  * external port is claimed by inserting the reverse entry with BPF_NOEXIST
  * first, and the loser of the forward insert gives its port back and uses
- * the winner's binding. Session inserts use BPF_NOEXIST and re-read, so
- * concurrent creators share one entry. last_seen is a plain store (any
- * CPU's recent time is good enough); TCP event bits are ORed atomically.
+ * the winner's binding. Session inserts use BPF_NOEXIST, so concurrent
+ * creators share one entry (the loser re-reads it, session_create()).
+ * last_seen is a plain store (any CPU's recent time is good enough); TCP
+ * event bits are ORed atomically.
  */
 #ifndef CGNAT_NAT_H
 #define CGNAT_NAT_H
@@ -125,21 +126,39 @@ static __always_inline int refuse(struct xdp_md *ctx, struct pkt *p, int reason)
 			ev->port = *p->sport;
 			ev->proto = p->proto;
 			ev->reason = reason;
-			bpf_ringbuf_submit(ev, 0);
+			event_send(ev);
 		}
 	}
 	return icmp_host_unreach(ctx, p, reason);
 }
 
-/* Find or create the session *k; never evicts (a full map refuses). */
-static __always_inline int session_get(struct cgnat_session_key *k,
-				       struct cgnat_session *init,
-				       struct cgnat_session **out)
+/* Make sure the session *k exists, created as *init if it does not;
+ * never evicts (a full map refuses). One that another CPU created
+ * meanwhile is shared, and read back to check that it is still there.
+ * The entry just inserted is not read back: the packet that created it
+ * needs nothing from it, and the lookup was one more per new flow. */
+static __always_inline int session_create(struct cgnat_session_key *k,
+					  struct cgnat_session *init)
 {
 	/* int, not long: before Linux 6.5 hash-map updates return an int
 	 * that the JIT leaves zero-extended, so a 64-bit compare with
 	 * -EEXIST never matches */
 	int err = bpf_map_update_elem(&sessions, k, init, BPF_NOEXIST);
+
+	if (err == 0)
+		return CGNAT_CONTINUE;
+	if (err != -EEXIST || !bpf_map_lookup_elem(&sessions, k))
+		return CGNAT_DROP_TABLE_FULL;
+	return CGNAT_CONTINUE;
+}
+
+/* Find or create the session *k, as session_create(), and return it
+ * (the hairpin paths touch it). */
+static __always_inline int session_get(struct cgnat_session_key *k,
+				       struct cgnat_session *init,
+				       struct cgnat_session **out)
+{
+	int err = bpf_map_update_elem(&sessions, k, init, BPF_NOEXIST); /* int: above */
 
 	if (err && err != -EEXIST)
 		return CGNAT_DROP_TABLE_FULL;
@@ -213,7 +232,8 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	struct cgnat_session_key sk = {};
 	struct cgnat_session init = {};
 	struct cgnat_session_key tk = {};
-	struct cgnat_session *s, *t = 0;
+	struct cgnat_session *s = 0, *t = 0;
+	struct cgnat_subscriber *sub = 0;
 	struct cgnat_binding ext = {}, *b;
 	struct bpf_fib_lookup fib;
 	__be32 new_dst;
@@ -301,8 +321,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 
 	now = p->now;
 	if (!b) {
-		struct cgnat_subscriber *sub = subscriber_get(ip->saddr, now, &rc);
-
+		sub = subscriber_get(ip->saddr, now, &rc);
 		if (!sub)
 			return rc == CGNAT_DROP_NOT_OWNER ? rc : refuse(ctx, p, rc);
 		rc = binding_create(&ik, sub, now, &ext);
@@ -330,9 +349,14 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		if (!t && p->proto == IPPROTO_TCP && !tcp_is_bare_syn(p))
 			return CGNAT_DROP_TCP_NO_SESSION;
 	}
-	rc = subscriber_add_session(ip->saddr);
-	if (rc == CGNAT_CONTINUE)
-		rc = session_get(&sk, &init, &s);
+	/* a new binding's subscriber is at hand; else it is looked up */
+	rc = sub ? subscriber_count_session(sub) : subscriber_add_session(ip->saddr);
+	if (rc == CGNAT_CONTINUE) {
+		if (init.flags & CGNAT_SESS_HAIRPIN)
+			rc = session_get(&sk, &init, &s);
+		else
+			rc = session_create(&sk, &init);
+	}
 	if (rc != CGNAT_CONTINUE)
 		return refuse(ctx, p, rc);
 	filter_note(p->proto, ext.addr, ext.port, ip->daddr, now);
@@ -480,7 +504,7 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 		init.last_seen = cgnat_time(now);
 		rc = subscriber_add_session(int_addr);
 		if (rc == CGNAT_CONTINUE)
-			rc = session_get(&sk, &init, &s);
+			rc = session_create(&sk, &init);
 		if (rc != CGNAT_CONTINUE)
 			return rc;
 	}

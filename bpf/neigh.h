@@ -65,7 +65,7 @@ static __always_inline void neigh_report(struct cgnat_neigh *n, __u32 ifindex,
 		return;
 	ev->ifindex = ifindex;
 	ev->addr = nexthop;
-	bpf_ringbuf_submit(ev, 0);
+	event_send(ev);
 }
 
 /* Copy the frame into neigh_hold under (nexthop, slot). */

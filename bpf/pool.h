@@ -184,29 +184,36 @@ static __always_inline int subscriber_admit(struct cgnat_subscriber *s,
 	return CGNAT_CONTINUE;
 }
 
-/* May the subscriber have one more session? Counts it if so. */
-static __always_inline int subscriber_add_session(__be32 addr)
+/* May subscriber *s have one more session? Counts it if so. */
+static __always_inline int subscriber_count_session(struct cgnat_subscriber *s)
 {
-	struct cgnat_subscriber *s = subscriber_find(addr);
-
-	if (!s)
-		return CGNAT_CONTINUE; /* static mapping of a subscriber with no state */
 	if (LIMIT_SESSIONS && s->sessions >= LIMIT_SESSIONS)
 		return CGNAT_DROP_SUB_LIMIT;
 	__sync_fetch_and_add(&s->sessions, 1);
 	return CGNAT_CONTINUE;
 }
 
+/* The same for the subscriber with address `addr`, if it has state. */
+static __always_inline int subscriber_add_session(__be32 addr)
+{
+	struct cgnat_subscriber *s = subscriber_find(addr);
+
+	if (!s)
+		return CGNAT_CONTINUE; /* static mapping of a subscriber with no state */
+	return subscriber_count_session(s);
+}
+
 /* NAT log record of a new binding (RFC 6888 section 4: no destination,
- * REQ-12). Port-block and deterministic modes log blocks, or nothing. */
+ * REQ-12), stamped with the packet's arrival. Port-block and deterministic
+ * modes log blocks, or nothing. */
 static __always_inline void log_binding(struct cgnat_endpoint *ik,
-					struct cgnat_endpoint *ek)
+					struct cgnat_endpoint *ek, __u64 now)
 {
 	struct cgnat_event *ev;
 
 	if (ALLOC_MODE != CGNAT_ALLOC_DYNAMIC)
 		return;
-	ev = event_new(CGNAT_EV_BINDING_CREATE);
+	ev = event_new_at(CGNAT_EV_BINDING_CREATE, now);
 	if (!ev)
 		return;
 	ev->proto = ik->proto;
@@ -214,7 +221,7 @@ static __always_inline void log_binding(struct cgnat_endpoint *ik,
 	ev->port = ik->port;
 	ev->ext_addr = ek->addr;
 	ev->ext_port = ek->port;
-	bpf_ringbuf_submit(ev, 0);
+	event_send_log(ev);
 }
 
 /* Dynamic mode: port candidate number `try` for internal port `orig`
@@ -359,7 +366,7 @@ static __always_inline int claim_pba(struct cgnat_endpoint *ek,
 		ev->ext_addr = ek->addr;
 		ev->port = bpf_htons(CGNAT_PORT_MIN + bk.block * BLOCK_SIZE);
 		ev->ext_port = bpf_htons(CGNAT_PORT_MIN + bk.block * BLOCK_SIZE + BLOCK_SIZE - 1);
-		bpf_ringbuf_submit(ev, 0);
+		event_send(ev);
 	}
 	r = claim_in_block(ek, rev, bk.block);
 	if (r <= 0)
@@ -374,12 +381,22 @@ static __always_inline int claim_port(struct cgnat_endpoint *ik,
 				      struct cgnat_endpoint *ek,
 				      struct cgnat_binding *rev, __u64 now)
 {
-	__u32 i;
+	__u32 i = 0;
 	int r;
 
 	if (ALLOC_MODE == CGNAT_ALLOC_PBA)
 		return claim_pba(ek, rev, now);
-	for (i = 0; i < PORT_TRIES; i++) {
+	if (ALLOC_MODE == CGNAT_ALLOC_DYNAMIC) {
+		/* Try 0, the source port itself, is often taken (by the
+		 * other subscribers of the address). A lookup tells so as
+		 * surely as a failed insert, without taking the bucket lock;
+		 * when the port is free, the insert then finds the bucket in
+		 * the cache. Either way the same tries follow. */
+		ek->port = ik->port;
+		if (bpf_map_lookup_elem(&bind_in, ek))
+			i = 1;
+	}
+	for (; i < PORT_TRIES; i++) {
 		if (ALLOC_MODE == CGNAT_ALLOC_DET)
 			r = claim(ek, s->det_lo + bpf_get_prandom_u32() % DET_PORTS,
 				  rev);
@@ -420,7 +437,7 @@ static __always_inline int binding_create(struct cgnat_endpoint *ik,
 		if (pi < CGNAT_PI__MAX)
 			__sync_fetch_and_add(&s->ports[pi], 1);
 		s->last_alloc_ns = now;
-		log_binding(ik, &ek);
+		log_binding(ik, &ek, now);
 		return CGNAT_CONTINUE;
 	}
 	bpf_map_delete_elem(&bind_in, &ek);

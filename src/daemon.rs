@@ -573,8 +573,10 @@ fn announce(cfg: &Config, dp: &Datapath) {
     );
 }
 
-/// Sleeps until the ring buffer has records, a neighbour notification
-/// arrives, or `wait` has passed.
+/// Sleeps until the data path wakes the ring buffer, a neighbour
+/// notification arrives, or `wait` has passed. NAT log records do not wake
+/// the ring until a batch of them is unread (bpf/events.h), so the loop
+/// must not wait longer than its 50 ms.
 fn wait_for_events(rb: &libbpf_rs::RingBuffer, neighbours: &neigh::Listener, wait: Duration) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut fds = [
