@@ -143,7 +143,7 @@ fn bench_suite_runs() {
     let json = s.to_json();
     assert!(json.starts_with('{') && json.trim_end().ends_with('}'));
     assert!(json.contains("\"paths\"") && json.contains("\"kernel\""));
-    // every figure of issue #15 whose section ran is reported against its
+    // every figure with a goal whose section ran is reported against its
     // goal, with a met flag
     let goals = s.goals();
     let names: Vec<&str> = goals.iter().map(|g| g.name).collect();

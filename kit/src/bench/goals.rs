@@ -1,4 +1,4 @@
-//! Every figure of issue #15's table (and its no-regression bars) against
+//! Every performance figure with a goal (and the no-regression bars) against
 //! its goal: the last block of the printed table and `goals` in
 //! summary.json, each with a `met` flag. A figure whose section did not
 //! run is left out (not reported as met or missed).
@@ -150,7 +150,7 @@ impl Summary {
         if goals.is_empty() {
             return;
         }
-        let _ = writeln!(o, "\nGoals (issue #15):");
+        let _ = writeln!(o, "\nGoals:");
         for g in &goals {
             let _ = writeln!(
                 o,
