@@ -81,14 +81,7 @@ pub fn check(path: &Path) -> Result<(), CmdError> {
         cfg.max_sessions
     );
     if let Some(cl) = &cfg.cluster {
-        outln!(
-            "cluster: this is node {} of {}, sync on {}:{}, routes in table {}",
-            cl.id,
-            cl.nodes.len(),
-            cl.me().address,
-            cl.port,
-            cl.route_table
-        );
+        outln!("cluster: this is {}", cl.summary());
         for n in &cl.nodes {
             let addrs = cfg
                 .pool_addrs

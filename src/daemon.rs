@@ -145,14 +145,7 @@ impl Daemon {
         let cluster = match &cfg.cluster {
             Some(cl) => {
                 let e = Engine::start(cl, cfg.limits.new_mappings_per_second)?;
-                eprintln!(
-                    "cgnat: cluster: node {} of {}, sync on {}:{}, routes in table {}",
-                    cl.id,
-                    cl.nodes.len(),
-                    cl.me().address,
-                    cl.port,
-                    cl.route_table
-                );
+                eprintln!("cgnat: cluster: {}", cl.summary());
                 Some(e)
             }
             None => None,

@@ -548,26 +548,29 @@ fn attaches_natively_and_detaches_on_sigterm() {
     }
 }
 
+/// `cgnat check` on `text` written to `dir/name`: success, stdout + stderr.
+fn run_check(dir: &std::path::Path, name: &str, text: &str) -> (bool, String) {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write config");
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("running cgnat check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 #[test]
 fn check_rejects_pool_overlapping_internal_prefixes() {
     // Needs no privilege: `check` only validates the file.
     let dir = std::env::temp_dir().join(format!("cgnat-e2e-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let check = |name: &str, text: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).expect("write config");
-        let out = Command::new(bin())
-            .args(["check", "--config"])
-            .arg(&path)
-            .output()
-            .expect("running cgnat check");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    };
+    let check = |name: &str, text: &str| run_check(&dir, name, text);
     let good = testbed::config_toml(&dir.join("pins"));
     let bad = good.replace("\"203.0.113.0/28\"", "\"100.64.1.0/24\"");
     assert_ne!(good, bad);
@@ -745,21 +748,7 @@ fn check_validates_the_cluster_example_and_names_each_mistake() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let example = include_str!("../../configs/cluster.toml")
         .replace("/etc/cgnat/cluster.key", &key.display().to_string());
-    let check = |name: &str, text: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).expect("write config");
-        let out = Command::new(bin())
-            .args(["check", "--config"])
-            .arg(&path)
-            .output()
-            .expect("running cgnat check");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    };
+    let check = |name: &str, text: &str| run_check(&dir, name, text);
     let (ok, text) = check("good.toml", &example);
     assert!(ok, "the shipped cluster example is refused:\n{text}");
     assert!(text.contains("cluster: this is node 1 of 2"), "{text}");

@@ -152,6 +152,18 @@ impl Cluster {
         self.nodes.iter().filter(move |n| n.id != self.id)
     }
 
+    /// One line naming this node, its sync endpoint and its routing table.
+    pub fn summary(&self) -> String {
+        format!(
+            "node {} of {}, sync on {}:{}, routes in table {}",
+            self.id,
+            self.nodes.len(),
+            self.me().address,
+            self.port,
+            self.route_table
+        )
+    }
+
     /// The node whose slice holds subscriber `a`.
     pub fn owner_of_subscriber(&self, a: Ipv4Addr) -> Option<u16> {
         self.nodes
