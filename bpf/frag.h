@@ -68,18 +68,16 @@ static __always_inline void frag_remember(struct pkt *p,
 					  struct cgnat_frag_key *orig,
 					  __u32 reason)
 {
-	struct cgnat_frag f = {
-		.saddr = p->ip->saddr,
-		.daddr = p->ip->daddr,
-		.id = p->ip->id,
-		.reason = reason,
-		.created_ns = bpf_ktime_get_coarse_ns(),
-	};
-
+	struct cgnat_frag f = {};
 	struct cgnat_event *ev;
 
 	if (p->frag != FRAG_FIRST)
 		return;
+	f.saddr = p->ip->saddr;
+	f.daddr = p->ip->daddr;
+	f.id = p->ip->id;
+	f.reason = reason;
+	f.created_ns = bpf_ktime_get_coarse_ns();
 	bpf_map_update_elem(&frags, orig, &f, BPF_ANY);
 	/* later fragments came first: the daemon re-runs them now */
 	if (bpf_map_delete_elem(&frag_pending, orig) == 0) {
