@@ -109,18 +109,6 @@ static __always_inline int icmp_error_csum_ok(struct pkt *p)
 	return csum_fold32(sum) == 0xffff;
 }
 
-/* The live binding whose external endpoint is (addr, port, proto). */
-static __always_inline struct cgnat_binding *binding_in(__be32 addr, __be16 port,
-							__u8 proto)
-{
-	struct cgnat_endpoint ek = { .addr = addr, .port = port, .proto = proto };
-	struct cgnat_binding *b = bpf_map_lookup_elem(&bind_in, &ek);
-
-	if (b && (b->flags & CGNAT_BIND_QUARANTINE))
-		return 0;
-	return b;
-}
-
 /* Internet -> subscriber error about one of our outbound packets. */
 static __always_inline int nat_icmp_error_in(struct xdp_md *ctx, struct pkt *p)
 {

@@ -143,6 +143,19 @@ struct {
 	__type(value, struct cgnat_binding);
 } bind_in SEC(".maps");
 
+/* The live binding whose external endpoint is (addr, port, proto): a
+ * quarantined entry matches no traffic. */
+static __always_inline struct cgnat_binding *binding_in(__be32 addr, __be16 port,
+							__u8 proto)
+{
+	struct cgnat_endpoint ek = { .addr = addr, .port = port, .proto = proto };
+	struct cgnat_binding *b = bpf_map_lookup_elem(&bind_in, &ek);
+
+	if (b && (b->flags & CGNAT_BIND_QUARANTINE))
+		return 0;
+	return b;
+}
+
 /* Sessions, keyed in the external realm (see struct cgnat_session_key). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -238,7 +238,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	struct bpf_fib_lookup fib;
 	__be32 new_dst;
 	__be16 new_dport;
-	__u8 hairpin_static = 0;
+	__u8 hairpin_static = 0, hairpin = 0;
 	__u64 now;
 	__u32 ev;
 	int rc;
@@ -290,17 +290,15 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		 * are not hairpinned (RFC 5508 REQ-7: Basic NAT only) */
 		if (p->proto == IPPROTO_ICMP)
 			return CGNAT_DROP_NO_BINDING;
-		struct cgnat_endpoint tkey = { .addr = ip->daddr,
-					       .port = *p->dport,
-					       .proto = p->proto };
-		struct cgnat_binding *tb = bpf_map_lookup_elem(&bind_in, &tkey);
+		struct cgnat_binding *tb = binding_in(ip->daddr, *p->dport, p->proto);
 
-		if (!tb || (tb->flags & CGNAT_BIND_QUARANTINE))
+		if (!tb)
 			return CGNAT_DROP_NO_BINDING;
 		new_dst = tb->addr;
 		new_dport = tb->port;
 		hairpin_static = tb->flags & CGNAT_BIND_STATIC;
 		init.flags = CGNAT_SESS_HAIRPIN;
+		hairpin = 1;
 		rc = route(ctx, p, ext.addr, new_dst, &fib);
 	} else {
 		new_dst = ip->daddr;
@@ -333,11 +331,12 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		sk.rem_port = remote_port(p, *p->dport);
 		sk.proto = p->proto;
 	}
-	init.int_addr = ip->saddr;
-	init.int_port = *p->sport;
+	/* a hairpin session translates to its target (include/cgnat.h) */
+	init.int_addr = hairpin ? new_dst : ip->saddr;
+	init.int_port = hairpin ? new_dport : *p->sport;
 	init.tcp = ev;
 	init.last_seen = cgnat_time(now);
-	if (init.flags & CGNAT_SESS_HAIRPIN) {
+	if (hairpin) {
 		/* The target's side of the same flow, as if it came inbound:
 		 * only a SYN opens TCP, and its own filtering applies. */
 		tk.ext_addr = ip->daddr;
@@ -352,7 +351,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	/* a new binding's subscriber is at hand; else it is looked up */
 	rc = sub ? subscriber_count_session(sub) : subscriber_add_session(ip->saddr);
 	if (rc == CGNAT_CONTINUE) {
-		if (init.flags & CGNAT_SESS_HAIRPIN)
+		if (hairpin)
 			rc = session_get(&sk, &init, &s);
 		else
 			rc = session_create(&sk, &init);
@@ -362,18 +361,20 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	filter_note(p->proto, ext.addr, ext.port, ip->daddr, now);
 	/* to its own external endpoint: both sides are this one session
 	 * (counted once) */
-	if ((init.flags & CGNAT_SESS_HAIRPIN) && !t && ip->daddr == ext.addr &&
-	    *p->dport == ext.port)
+	if (hairpin && !t && ip->daddr == ext.addr && *p->dport == ext.port)
 		t = s;
-	if ((init.flags & CGNAT_SESS_HAIRPIN) && !t) {
+	if (hairpin && !t) {
 		/* The sender's side exists by now, even if the target filters
 		 * this packet, so two subscribers behind address-dependent
-		 * filtering open a path to each other like any two peers. */
+		 * filtering open a path to each other like any two peers;
+		 * until the target's side exists it is marked one-sided. */
+		s->flags |= CGNAT_SESS_ONE_SIDED;
 		if (!filter_admits(p->proto, ip->daddr, *p->dport, ext.addr,
 				   hairpin_static))
 			return CGNAT_DROP_FILTERED;
-		init.int_addr = new_dst;
-		init.int_port = new_dport;
+		/* the target's side translates back to the sender */
+		init.int_addr = ip->saddr;
+		init.int_port = *p->sport;
 		init.flags = CGNAT_SESS_HAIRPIN | CGNAT_SESS_INBOUND;
 		init.tcp = tcp_events(p, 0);
 		rc = subscriber_add_session(new_dst);
@@ -381,6 +382,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 			rc = session_get(&tk, &init, &t);
 		if (rc != CGNAT_CONTINUE)
 			return rc;
+		s->flags &= ~CGNAT_SESS_ONE_SIDED;
 	} else if (t) {
 		/* the target opened its side first (simultaneous open): this
 		 * packet is inbound for it */
@@ -395,16 +397,31 @@ established:
 					     CGNAT_TCP_RST)))
 		s->tcp = 0;
 	if (s->flags & CGNAT_SESS_HAIRPIN) {
-		tk.ext_addr = ip->daddr;
-		tk.ext_port = *p->dport;
-		tk.rem_addr = ext.addr;
-		tk.rem_port = remote_port(p, ext.port);
-		tk.proto = p->proto;
-		t = bpf_map_lookup_elem(&sessions, &tk);
-		if (!t)
-			return CGNAT_DROP_NO_BINDING;
-		new_dst = t->int_addr;
-		new_dport = t->int_port;
+		/* the session holds the target; the target's side of the
+		 * flow is looked up only to be touched (a TCP event, inbound
+		 * refresh), or on a one-sided session, whose target is
+		 * taken from the binding until the session ends */
+		hairpin = 1;
+		new_dst = s->int_addr;
+		new_dport = s->int_port;
+		if (s->flags & CGNAT_SESS_ONE_SIDED) {
+			struct cgnat_binding *tb = binding_in(ip->daddr, *p->dport, p->proto);
+
+			if (!tb)
+				return CGNAT_DROP_NO_BINDING;
+			new_dst = tb->addr;
+			new_dport = tb->port;
+		}
+		if (ev || INBOUND_REFRESH || (s->flags & CGNAT_SESS_ONE_SIDED)) {
+			tk.ext_addr = ip->daddr;
+			tk.ext_port = *p->dport;
+			tk.rem_addr = ext.addr;
+			tk.rem_port = remote_port(p, ext.port);
+			tk.proto = p->proto;
+			t = bpf_map_lookup_elem(&sessions, &tk);
+			if (!t)
+				return CGNAT_DROP_NO_BINDING;
+		}
 	} else {
 		new_dst = ip->daddr;
 		new_dport = *p->dport;
@@ -420,7 +437,7 @@ translate:
 	mss_clamp(p);
 	out_fix_id(ip);
 	rewrite_endpoint(p, ADDR_SRC, ext.addr, ext.port);
-	if (t) {
+	if (hairpin) {
 		rewrite_endpoint(p, ADDR_DST, new_dst, new_dport);
 		frag_remember(p, &orig, CGNAT_FWD_HAIRPIN);
 		rc = forward(p, &fib);
@@ -466,6 +483,10 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 	ev = tcp_events(p, 0);
 	s = bpf_map_lookup_elem(&sessions, &sk);
 	if (s) {
+		/* a hairpin session's remote is one of our own endpoints,
+		 * which never sends from outside */
+		if (s->flags & CGNAT_SESS_HAIRPIN)
+			return CGNAT_DROP_POOL_SOURCE;
 		int_addr = s->int_addr;
 		int_port = s->int_port;
 	} else {
@@ -476,6 +497,10 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 		b = bpf_map_lookup_elem(&bind_in, &ek);
 		if (!b || (b->flags & CGNAT_BIND_QUARANTINE))
 			return CGNAT_CONTINUE;
+		/* sessions with a remote in the pool are hairpin sessions
+		 * only (include/cgnat.h) */
+		if (lpm_has(&pool_prefixes, ip->saddr))
+			return CGNAT_DROP_POOL_SOURCE;
 		/* Only a SYN may open a TCP session from outside (RFC 5382). */
 		if (p->proto == IPPROTO_TCP && !tcp_is_bare_syn(p))
 			return CGNAT_DROP_TCP_NO_SESSION;

@@ -138,6 +138,22 @@ static long sweep_clear_cb(struct bpf_map *map, const void *key, void *val,
 	return 0;
 }
 
+/* A hairpin session k is gone: the other side of the flow (keyed by k's
+ * remote endpoint, with k's external endpoint as its remote) no longer
+ * has its mirror, so it becomes one-sided (include/cgnat.h). */
+static __always_inline void sweep_mirror_gone(const struct cgnat_session_key *k)
+{
+	struct cgnat_session_key m = {
+		.ext_addr = k->rem_addr, .ext_port = k->rem_port,
+		.rem_addr = k->ext_addr, .rem_port = k->ext_port,
+		.proto = k->proto,
+	};
+	struct cgnat_session *o = bpf_map_lookup_elem(&sessions, &m);
+
+	if (o && !(o->flags & CGNAT_SESS_ONE_SIDED))
+		o->flags |= CGNAT_SESS_ONE_SIDED;
+}
+
 static long sweep_session_cb(struct bpf_map *map,
 			     const struct cgnat_session_key *key,
 			     struct cgnat_session *s, void *ctx)
@@ -148,14 +164,19 @@ static long sweep_session_cb(struct bpf_map *map,
 	};
 	struct cgnat_sweep_sub *c;
 	struct cgnat_binding *b;
+	__be32 own;
 
 	/* the data path rewrites last_seen at most every CGNAT_REFRESH_MS:
 	 * the limits include that slack */
 	if (sweep_age(s->last_seen) > sweep_limit(&k, s)) {
 		if (s->flags & CGNAT_SESS_DYING) {
 			/* marked at the previous sweep and still idle */
+			__u8 hairpin = s->flags & CGNAT_SESS_HAIRPIN;
+
 			bpf_map_delete_elem(&sessions, &k);
 			sweep_run.sessions_expired++;
+			if (hairpin)
+				sweep_mirror_gone(&k);
 			return 0;
 		}
 		/* two-phase expiry: a refreshing packet clears the mark */
@@ -168,10 +189,15 @@ static long sweep_session_cb(struct bpf_map *map,
 		b = 0;
 	if (b && !(b->flags & CGNAT_BIND_LIVE))
 		b->flags |= CGNAT_BIND_LIVE;
-	if (b && b->addr == s->int_addr && b->sweep_sessions < 255) {
+	/* the subscriber the session belongs to: a hairpin session's is
+	 * its binding's (include/cgnat.h); without one it counts nowhere */
+	own = s->int_addr;
+	if (s->flags & CGNAT_SESS_HAIRPIN)
+		own = b ? b->addr : 0;
+	if (b && b->addr == own && b->sweep_sessions < 255) {
 		b->sweep_sessions++;
-	} else {
-		c = sweep_sub(s->int_addr);
+	} else if (own) {
+		c = sweep_sub(own);
 		if (c)
 			c->sessions++;
 	}

@@ -170,6 +170,10 @@ enum cgnat_session_flag {
 	 * sweep; any refreshing packet clears it (two-phase expiry, so a
 	 * sweep never deletes a session a packet is refreshing) */
 	CGNAT_SESS_DYING = 4,
+	/* a hairpin session made while its target's side could not be (the
+	 * target's filtering or limits refused it): its packets look that
+	 * side up, and go through only once it exists */
+	CGNAT_SESS_ONE_SIDED = 8,
 };
 
 /*
@@ -184,8 +188,21 @@ enum cgnat_tcp_state {
 	CGNAT_TCP_RESET = 4,       /* RST seen: transitory (RFC 7857 2.2) */
 };
 
-/* Value of the session map: 16 bytes, so an entry costs 96 bytes of
- * kernel memory (48 of hash-table element header, 16 of bucket). */
+/*
+ * Value of the session map: 16 bytes, so an entry costs 96 bytes of
+ * kernel memory (48 of hash-table element header, 16 of bucket).
+ *
+ * int_addr:int_port is the internal endpoint the session translates to:
+ * for a remote on the internet, the subscriber that owns the external
+ * endpoint (inbound packets go there); for a hairpin session, the
+ * subscriber behind the remote endpoint (the owner's packets go there),
+ * so a hairpinned packet needs its own session only. The two sessions of
+ * a hairpinned flow (each side's external endpoint as the other's
+ * remote) live and die together (bpf/sweep.h), so that endpoint stays the
+ * target's while either exists (CGNAT_SESS_ONE_SIDED: while the other side
+ * is not there yet). The owner of a hairpin session is the
+ * binding of its external endpoint.
+ */
 struct cgnat_session {
 	__be32 int_addr;
 	__be16 int_port;
@@ -246,6 +263,8 @@ enum cgnat_stat {
 	CGNAT_DROP_NOT_OWNER,   /* new mapping for a cluster slice this node
 				 * does not allocate for now (dropped silently:
 				 * the sender retries once the slice moves) */
+	CGNAT_DROP_POOL_SOURCE, /* external side, source one of our external
+				 * endpoints (hairpinned traffic never leaves) */
 	CGNAT_STAT__MAX,
 };
 

@@ -362,8 +362,6 @@ impl Sweeper {
             dump(&t.sessions, "sessions")?;
         let mut dead = Vec::new();
         let dying_flag = types::cgnat_session_flag::CGNAT_SESS_DYING.0 as u8;
-        let mut live: HashSet<(u32, u16, u8)> = HashSet::new();
-        let mut live_remotes: HashSet<(u32, u16, u8, u32)> = HashSet::new();
         for (k, s) in &sessions {
             let idle = idle_ns(now, s.last_seen);
             // + REFRESH_SLACK: the data path rewrites last_seen at most once
@@ -384,9 +382,31 @@ impl Sweeper {
                     .sessions
                     .update(bytes_of(k), bytes_of(&marked), MapFlags::EXIST);
                 rep.sessions_dying += 1;
-                live.insert((k.ext_addr, k.ext_port, k.proto));
-                live_remotes.insert((k.ext_addr, k.ext_port, k.proto, k.rem_addr));
-            } else {
+            }
+        }
+        // The other side of a dead hairpin session is one-sided now
+        // (include/cgnat.h).
+        let one_sided = types::cgnat_session_flag::CGNAT_SESS_ONE_SIDED.0 as u8;
+        for k in hairpin_mirrors(&sessions, &dead) {
+            let now_there = t
+                .sessions
+                .lookup(bytes_of(&k), MapFlags::ANY)
+                .map_err(map_err("sessions"))?;
+            if let Some(s) = now_there.and_then(|v| from_bytes::<types::cgnat_session>(&v)) {
+                let v = types::cgnat_session {
+                    flags: s.flags | one_sided,
+                    ..s
+                };
+                let _ = t
+                    .sessions
+                    .update(bytes_of(&k), bytes_of(&v), MapFlags::EXIST);
+            }
+        }
+        let dead_keys: HashSet<[u8; 16]> = dead.iter().map(key_bytes).collect();
+        let mut live: HashSet<(u32, u16, u8)> = HashSet::new();
+        let mut live_remotes: HashSet<(u32, u16, u8, u32)> = HashSet::new();
+        for (k, _) in &sessions {
+            if !dead_keys.contains(&key_bytes(k)) {
                 live.insert((k.ext_addr, k.ext_port, k.proto));
                 live_remotes.insert((k.ext_addr, k.ext_port, k.proto, k.rem_addr));
             }
@@ -459,7 +479,7 @@ impl Sweeper {
         }
         delete_all(&t.bind_in, "bind_in", &free)?;
 
-        let holdings = self.holdings(&sessions, &dead, &held_ports);
+        let holdings = self.holdings(&sessions, &dead, &bindings, &held_ports);
         self.sweep_subscribers(t, now, &holdings, &mut rep)?;
         self.sweep_frags(t, now)?;
 
@@ -523,17 +543,18 @@ impl Sweeper {
         &self,
         sessions: &[(types::cgnat_session_key, types::cgnat_session)],
         dead: &[types::cgnat_session_key],
+        bindings: &[(types::cgnat_endpoint, types::cgnat_binding)],
         held_ports: &[(u32, u32, u16, u8)],
     ) -> Holdings {
-        let dead: HashSet<[u8; 16]> = dead
-            .iter()
-            .map(|k| bytes_of(k).try_into().unwrap_or([0; 16]))
-            .collect();
+        let dead: HashSet<[u8; 16]> = dead.iter().map(key_bytes).collect();
+        let owners = Owners::new(bindings);
         let mut h = Holdings::default();
         for (k, s) in sessions {
-            let kb: [u8; 16] = bytes_of(k).try_into().unwrap_or([0; 16]);
-            if !dead.contains(&kb) {
-                *h.sessions.entry(s.int_addr).or_default() += 1;
+            if dead.contains(&key_bytes(k)) {
+                continue;
+            }
+            if let Some(owner) = owners.of(k, s) {
+                *h.sessions.entry(owner).or_default() += 1;
             }
         }
         for &(sub, ext, port, proto) in held_ports {
@@ -652,6 +673,78 @@ pub struct SessionView {
     pub expires_in: Duration,
 }
 
+fn key_bytes(k: &types::cgnat_session_key) -> [u8; 16] {
+    bytes_of(k).try_into().unwrap_or([0; 16])
+}
+
+fn is_hairpin(s: &types::cgnat_session) -> bool {
+    s.flags & types::cgnat_session_flag::CGNAT_SESS_HAIRPIN.0 as u8 != 0
+}
+
+/// The other sides of the dead hairpin sessions that live on: the
+/// session keyed by each one's remote endpoint, with its external
+/// endpoint as the remote.
+fn hairpin_mirrors(
+    sessions: &[(types::cgnat_session_key, types::cgnat_session)],
+    dead: &[types::cgnat_session_key],
+) -> Vec<types::cgnat_session_key> {
+    let all: HashMap<[u8; 16], &types::cgnat_session> =
+        sessions.iter().map(|(k, s)| (key_bytes(k), s)).collect();
+    let gone: HashSet<[u8; 16]> = dead.iter().map(key_bytes).collect();
+    let mut out = Vec::new();
+    for k in dead {
+        if !all.get(&key_bytes(k)).is_some_and(|s| is_hairpin(s)) {
+            continue;
+        }
+        let m = types::cgnat_session_key {
+            ext_addr: k.rem_addr,
+            ext_port: k.rem_port,
+            rem_addr: k.ext_addr,
+            rem_port: k.ext_port,
+            ..*k
+        };
+        if !gone.contains(&key_bytes(&m)) && all.contains_key(&key_bytes(&m)) {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// Whose a session is: the subscriber it translates to, except for a
+/// hairpin session, which translates to its target and belongs to the
+/// live binding of its external endpoint (include/cgnat.h; to no one
+/// without one).
+struct Owners(HashMap<(u32, u16, u8), (u32, u16)>);
+
+impl Owners {
+    fn new(bindings: &[(types::cgnat_endpoint, types::cgnat_binding)]) -> Owners {
+        let quarantine = types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8;
+        Owners(
+            bindings
+                .iter()
+                .filter(|(_, b)| b.flags & quarantine == 0)
+                .map(|(e, b)| ((e.addr, e.port, e.proto), (b.addr, b.port)))
+                .collect(),
+        )
+    }
+
+    /// The owner's internal endpoint (addresses and ports as stored).
+    fn endpoint(
+        &self,
+        k: &types::cgnat_session_key,
+        s: &types::cgnat_session,
+    ) -> Option<(u32, u16)> {
+        if !is_hairpin(s) {
+            return Some((s.int_addr, s.int_port));
+        }
+        self.0.get(&(k.ext_addr, k.ext_port, k.proto)).copied()
+    }
+
+    fn of(&self, k: &types::cgnat_session_key, s: &types::cgnat_session) -> Option<u32> {
+        self.endpoint(k, s).map(|(a, _)| a)
+    }
+}
+
 fn addr(be: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from_be(be))
 }
@@ -664,9 +757,12 @@ pub fn list_sessions(
 ) -> Result<Vec<SessionView>, BpfError> {
     let sessions: Vec<(types::cgnat_session_key, types::cgnat_session)> =
         dump(&t.sessions, "sessions")?;
+    let bindings: Vec<(types::cgnat_endpoint, types::cgnat_binding)> = dump(&t.bind_in, "bind_in")?;
+    let owners = Owners::new(&bindings);
     let mut out: Vec<SessionView> = sessions
         .iter()
         .map(|(k, s)| {
+            let (int_addr, int_port) = owners.endpoint(k, s).unwrap_or((0, 0));
             let idle = Duration::from_nanos(idle_ns(now, s.last_seen));
             let timeout = timeout_of(timeouts, k, s);
             let state = match k.proto {
@@ -675,12 +771,12 @@ pub fn list_sessions(
             };
             SessionView {
                 proto: proto_name(k.proto),
-                internal: (addr(s.int_addr), u16::from_be(s.int_port)),
+                internal: (addr(int_addr), u16::from_be(int_port)),
                 external: (addr(k.ext_addr), u16::from_be(k.ext_port)),
                 remote: (addr(k.rem_addr), u16::from_be(k.rem_port)),
                 state,
                 inbound: s.flags & types::cgnat_session_flag::CGNAT_SESS_INBOUND.0 as u8 != 0,
-                hairpin: s.flags & types::cgnat_session_flag::CGNAT_SESS_HAIRPIN.0 as u8 != 0,
+                hairpin: is_hairpin(s),
                 idle,
                 expires_in: timeout.saturating_sub(idle),
             }

@@ -46,6 +46,7 @@ pub const NAMES: &[(S, &str)] = &[
     (S::CGNAT_DROP_NO_TX_PORT, "drop_no_tx_port"),
     (S::CGNAT_DROP_NO_POOL, "drop_no_pool"),
     (S::CGNAT_DROP_NOT_OWNER, "drop_not_owner"),
+    (S::CGNAT_DROP_POOL_SOURCE, "drop_pool_source"),
 ];
 
 /// Name of a counter id.

@@ -778,6 +778,22 @@ fn raw_sessions(h: &Harness) -> Result<Vec<SessionRow>, String> {
     use cgnat::bpf::{from_bytes, types};
     let inbound = types::cgnat_session_flag::CGNAT_SESS_INBOUND.0 as u8;
     let hairpin = types::cgnat_session_flag::CGNAT_SESS_HAIRPIN.0 as u8;
+    // a hairpin session holds its target's internal endpoint and belongs
+    // to the binding of its external endpoint (include/cgnat.h): listed
+    // with its owner's, as the model lists it
+    let mut owners = std::collections::HashMap::new();
+    for k in h.tables.bind_in.keys() {
+        if let Some(v) = h
+            .tables
+            .bind_in
+            .lookup(&k, MapFlags::ANY)
+            .map_err(|e| e.to_string())?
+        {
+            let e: types::cgnat_endpoint = from_bytes(&k).ok_or("binding key size")?;
+            let b: types::cgnat_binding = from_bytes(&v).ok_or("binding value size")?;
+            owners.insert((e.addr, e.port, e.proto), (b.addr, b.port));
+        }
+    }
     let mut rows = Vec::new();
     for k in h.tables.sessions.keys() {
         let Some(v) = h
@@ -790,8 +806,15 @@ fn raw_sessions(h: &Harness) -> Result<Vec<SessionRow>, String> {
         };
         let k: types::cgnat_session_key = from_bytes(&k).ok_or("session key size")?;
         let s: types::cgnat_session = from_bytes(&v).ok_or("session value size")?;
+        let (int_addr, int_port) = if s.flags & hairpin != 0 {
+            *owners
+                .get(&(k.ext_addr, k.ext_port, k.proto))
+                .ok_or("a hairpin session without its binding")?
+        } else {
+            (s.int_addr, s.int_port)
+        };
         rows.push((
-            (addr_of(s.int_addr), u16::from_be(s.int_port)),
+            (addr_of(int_addr), u16::from_be(int_port)),
             (addr_of(k.ext_addr), u16::from_be(k.ext_port)),
             (addr_of(k.rem_addr), u16::from_be(k.rem_port)),
             k.proto,

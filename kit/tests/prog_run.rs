@@ -62,6 +62,7 @@ const TCP_LOOSE: u32 = types::cgnat_tcp_event::CGNAT_TCP_LOOSE.0;
 const FIN_OUT: u32 = types::cgnat_tcp_event::CGNAT_TCP_FIN_OUT.0;
 const SESS_INBOUND: u8 = types::cgnat_session_flag::CGNAT_SESS_INBOUND.0 as u8;
 const SESS_HAIRPIN: u8 = types::cgnat_session_flag::CGNAT_SESS_HAIRPIN.0 as u8;
+const SESS_ONE_SIDED: u8 = types::cgnat_session_flag::CGNAT_SESS_ONE_SIDED.0 as u8;
 
 /// What an outbound packet must become: source = `ext`, TTL - 1, out of
 /// ext0 to the destination's neighbour MAC.

@@ -61,6 +61,7 @@ fn fill(ts: &[&Tables], cfg: &Config, base: u64, seed: u64) {
     let block = cfg.mode == PoolMode::PortBlock;
     let mut subs: BTreeMap<u32, u32> = BTreeMap::new();
     let mut blocks: BTreeMap<(u32, u32), u32> = BTreeMap::new();
+    let mut hairpin_ends = Vec::new();
     for i in 0..4000u32 {
         let sub = u32::from_be_bytes([100, 64, 0, (i % 200) as u8]).to_be();
         let ext_addr = u32::from_be_bytes([203, 0, 113, (i % 14 + 1) as u8]).to_be();
@@ -105,6 +106,9 @@ fn fill(ts: &[&Tables], cfg: &Config, base: u64, seed: u64) {
             if kind != 2 {
                 put(&t.bind_out, &ik, &fwd);
             }
+        }
+        if kind != 2 && proto != 1 && i % 10 == 0 {
+            hairpin_ends.push((ek, ik));
         }
         if kind != 2 {
             *subs.entry(sub).or_default() += 1;
@@ -173,6 +177,39 @@ fn fill(ts: &[&Tables], cfg: &Config, base: u64, seed: u64) {
                 if let Some(fa) = &t.filter_addr {
                     put(fa, &fk, &created);
                 }
+            }
+        }
+    }
+    // hairpinned flows between two bindings of the same protocol: each
+    // side's session holds the other's internal endpoint, their ages
+    // differ, so sweeps end one side before the other
+    let hairpin = types::cgnat_session_flag::CGNAT_SESS_HAIRPIN.0 as u8;
+    let inbound = types::cgnat_session_flag::CGNAT_SESS_INBOUND.0 as u8;
+    for (a, b) in hairpin_ends.iter().zip(hairpin_ends.iter().skip(1)) {
+        let ((ea, ia), (eb, ib)) = (a, b);
+        if ea.proto != eb.proto {
+            continue;
+        }
+        for (from, to, target, flags) in [(ea, eb, ib, hairpin), (eb, ea, ia, hairpin | inbound)] {
+            let key = types::cgnat_session_key {
+                ext_addr: from.addr,
+                rem_addr: to.addr,
+                ext_port: from.port,
+                rem_port: to.port,
+                proto: from.proto,
+                _pad: [0; 3],
+            };
+            let age = [0, 10, 70, 250, 310, 7500][r.below(6) as usize] * SEC;
+            let s = types::cgnat_session {
+                int_addr: target.addr,
+                int_port: target.port,
+                flags,
+                _pad0: 0,
+                tcp: 0,
+                last_seen: compact_time(base.saturating_sub(age)),
+            };
+            for t in ts {
+                put(&t.sessions, &key, &s);
             }
         }
     }
@@ -283,6 +320,7 @@ fn compare(extra: &str, seed: u64) {
         pool: cfg.pool_addrs.clone(),
     };
     let mut released = 0;
+    let mut one_sided = 0;
     for (i, dt) in [0u64, 1, 30, 31, 7600, 7601, 7602, 7603, 7800]
         .iter()
         .enumerate()
@@ -300,12 +338,58 @@ fn compare(extra: &str, seed: u64) {
             );
         }
         released = released.max(k.bindings_released);
+        one_sided = one_sided.max(hairpin_mirrors_hold(&kt, i));
     }
+    assert!(
+        one_sided > 0,
+        "no sweep ended one side of a hairpinned flow before the other"
+    );
     let cap = kt.sweep.as_ref().map_or(0, |k| k.out.max_entries());
     assert!(
         released > u64::from(cap),
         "one sweep released {released} bindings: more than sweep_out's {cap} expected"
     );
+}
+
+/// Every hairpin session has the other side of its flow, or is marked
+/// one-sided (include/cgnat.h). Returns how many are one-sided.
+fn hairpin_mirrors_hold(t: &Tables, sweep: usize) -> usize {
+    let hairpin = types::cgnat_session_flag::CGNAT_SESS_HAIRPIN.0 as u8;
+    let one_sided = types::cgnat_session_flag::CGNAT_SESS_ONE_SIDED.0 as u8;
+    let rows: Vec<(types::cgnat_session_key, types::cgnat_session)> = lookup_all(&t.sessions, 1024)
+        .expect("sessions")
+        .iter()
+        .map(|(k, v)| {
+            (
+                cgnat::bpf::from_bytes(k).expect("session key"),
+                cgnat::bpf::from_bytes(v).expect("session value"),
+            )
+        })
+        .collect();
+    let keys: std::collections::HashSet<Vec<u8>> =
+        rows.iter().map(|(k, _)| bytes_of(k).to_vec()).collect();
+    let mut n = 0;
+    for (k, s) in &rows {
+        if s.flags & hairpin == 0 {
+            continue;
+        }
+        if s.flags & one_sided != 0 {
+            n += 1;
+            continue;
+        }
+        let m = types::cgnat_session_key {
+            ext_addr: k.rem_addr,
+            ext_port: k.rem_port,
+            rem_addr: k.ext_addr,
+            rem_port: k.ext_port,
+            ..*k
+        };
+        assert!(
+            keys.contains(bytes_of(&m)),
+            "sweep {sweep}: hairpin session {k:?} lost its other side without being marked one-sided"
+        );
+    }
+    n
 }
 
 fn privileged() -> bool {

@@ -28,7 +28,8 @@ type Sf = types::cgnat_session_flag;
 /// sweep's scratch marks).
 const BIND_SYNCED_FLAGS: u8 = Bf::CGNAT_BIND_QUARANTINE.0 as u8;
 /// Session flags that mean the same on every node.
-const SESS_SYNCED_FLAGS: u8 = (Sf::CGNAT_SESS_INBOUND.0 | Sf::CGNAT_SESS_HAIRPIN.0) as u8;
+const SESS_SYNCED_FLAGS: u8 =
+    (Sf::CGNAT_SESS_INBOUND.0 | Sf::CGNAT_SESS_HAIRPIN.0 | Sf::CGNAT_SESS_ONE_SIDED.0) as u8;
 
 /// Key of a binding: protocol and external endpoint.
 pub type BindKey = (u8, Ipv4Addr, u16);

@@ -382,6 +382,31 @@ impl Harness {
         lookup(&self.tables.sessions, bytes_of(&k))
     }
 
+    /// Writes (or, with None, deletes) the session of (ext, rem, proto),
+    /// as a sweep or a peer would.
+    pub fn put_session(
+        &self,
+        ext: (Ipv4Addr, u16),
+        rem: (Ipv4Addr, u16),
+        proto: u8,
+        v: Option<types::cgnat_session>,
+    ) -> Result<(), String> {
+        let k = types::cgnat_session_key {
+            ext_addr: be32(ext.0),
+            rem_addr: be32(rem.0),
+            ext_port: ext.1.to_be(),
+            rem_port: rem.1.to_be(),
+            proto,
+            _pad: [0; 3],
+        };
+        let m = &self.tables.sessions;
+        match v {
+            Some(v) => m.update(bytes_of(&k), bytes_of(&v), libbpf_rs::MapFlags::ANY),
+            None => m.delete(bytes_of(&k)),
+        }
+        .map_err(|e| format!("sessions: {e}"))
+    }
+
     pub fn count_entries(m: &libbpf_rs::MapHandle) -> usize {
         m.keys().count()
     }

@@ -753,15 +753,17 @@ fn hairpin_rows<'a>() -> Vec<Row<'a>> {
                 .verdict(XDP_TX, "fwd_hairpin")
                 .frame(hairpin(&p, l.ep("e12"), (H11, 5000)))
         }),
+        // each side's session holds the other side's internal endpoint,
+        // where its owner's packets go (include/cgnat.h)
         check("hairpin created both sessions", |h, l| {
             let (e11, e12) = (l.ep("e11"), l.ep("e12"));
-            session_check(h, e12, e11, PROTO_UDP, (H12, 5000), SESS_HAIRPIN, 0)?;
+            session_check(h, e12, e11, PROTO_UDP, (H11, 5000), SESS_HAIRPIN, 0)?;
             session_check(
                 h,
                 e11,
                 e12,
                 PROTO_UDP,
-                (H11, 5000),
+                (H12, 5000),
                 SESS_HAIRPIN | SESS_INBOUND,
                 0,
             )
@@ -789,6 +791,68 @@ fn hairpin_rows<'a>() -> Vec<Row<'a>> {
             Case::int("hairpinned ICMP error: both translations", p.bytes())
                 .verdict(XDP_TX, "fwd_hairpin")
                 .frame(exp)
+        }),
+        // The sweep ended .11's side of the flow and marked .12's one-sided
+        // (here with a stale target, as if e11 had changed hands since):
+        // .12's packets look .11's side up, and take the target from
+        // e11's binding once that side exists again.
+        check(
+            "the sweep ends .11's side of the hairpinned flow",
+            |h, l| {
+                let (e11, e12) = (l.ep("e11"), l.ep("e12"));
+                h.put_session(e11, e12, PROTO_UDP, None)?;
+                let mut s = h
+                    .session(e12, e11, PROTO_UDP)
+                    .ok_or("no session of .12's side")?;
+                s.flags |= SESS_ONE_SIDED;
+                s.int_port = 9999u16.to_be();
+                h.put_session(e12, e11, PROTO_UDP, Some(s))
+            },
+        ),
+        with(|l| {
+            let p = from_sub(Pkt::udp((H12, 5000), l.ep("e11"), b"other side gone"));
+            Case::int(
+                "one-sided hairpin session, the other side gone: dropped",
+                p.bytes(),
+            )
+            .verdict(XDP_DROP, "drop_no_binding")
+        }),
+        with(|l| {
+            let p = from_sub(Pkt::udp((H11, 5000), l.ep("e12"), b"opens again"));
+            Case::int(
+                ".11 -> .12's external endpoint opens its side again",
+                p.bytes(),
+            )
+            .verdict(XDP_TX, "fwd_hairpin")
+            .frame(hairpin(&p, l.ep("e11"), (H12, 5000)))
+        }),
+        with(|l| {
+            let p = from_sub(Pkt::udp((H12, 5000), l.ep("e11"), b"via the binding"));
+            Case::int(
+                "one-sided hairpin session: the target comes from the binding",
+                p.bytes(),
+            )
+            .verdict(XDP_TX, "fwd_hairpin")
+            .frame(hairpin(&p, l.ep("e12"), (H11, 5000)))
+        }),
+        // our own external endpoints never send from outside: such a
+        // packet neither uses a hairpin session nor opens a session
+        with(|l| {
+            let p = Pkt::udp(l.ep("e12"), l.ep("e11"), b"spoofed").macs(mac_of(R10), EXT0_MAC);
+            Case::ext(
+                "from outside, source e12 (a hairpin session's remote): dropped",
+                p.bytes(),
+            )
+            .verdict(XDP_DROP, "drop_pool_source")
+        }),
+        with(|l| {
+            let p = Pkt::udp((l.ep("e12").0, 7777), l.ep("e11"), b"spoofed")
+                .macs(mac_of(R10), EXT0_MAC);
+            Case::ext(
+                "from outside, source a pool address, no session: dropped",
+                p.bytes(),
+            )
+            .verdict(XDP_DROP, "drop_pool_source")
         }),
         // the one-armed entry point on the same maps: direction by address
         with(|l| {
