@@ -462,11 +462,10 @@ mod sync;
 pub mod tcp;
 pub use e2e::*;
 use flows::*;
-pub use goals::Goal;
+pub use goals::*;
 use machine::*;
 use maps::*;
 use paths::*;
-pub use report::*;
 pub use results::*;
 use scale::*;
 pub use setup::Ns;
@@ -476,6 +475,7 @@ use tcp::*;
 
 #[cfg(test)]
 mod tests {
+    use super::report::J;
     use super::*;
 
     #[test]

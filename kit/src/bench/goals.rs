@@ -5,6 +5,22 @@
 
 use super::*;
 
+/// The goals, each used by the Goals block and by the sections' own
+/// verdicts in the table.
+pub const GOAL_PATH_RATIO: f64 = 1.3;
+pub const GOAL_SCALE_RATIO: f64 = 4.0;
+pub const GOAL_SCALE_TABLE_SIZE_RATIO: f64 = 1.15;
+pub const GOAL_BYTES_PER_SESSION: f64 = 200.0;
+/// CPU seconds of a sweep over the large table that expires nothing.
+pub const GOAL_SWEEP_NOOP_CPU_SECS: f64 = 1.0;
+/// Seconds to expire the whole large table (both sweeps).
+pub const GOAL_EXPIRE_ALL_SECS: f64 = 5.0;
+pub const GOAL_NEW_FLOWS_PER_SEC: f64 = 1_000_000.0;
+pub const GOAL_E2E_VS_FLOOR: f64 = 0.9;
+pub const GOAL_E2E_VS_NFT: f64 = 4.5;
+pub const GOAL_E2E_VS_NFT_RATE: f64 = 6.0;
+pub const GOAL_TCP_CONN_VS_NFT: f64 = 1.0;
+
 /// One figure against its goal.
 #[derive(Debug, Clone)]
 pub struct Goal {
@@ -55,26 +71,26 @@ impl Summary {
                 "scale_uniform_ratio",
                 "established udp_out, large table with flows cycled uniformly / small table",
                 s.ratio(),
-                4.0,
+                GOAL_SCALE_RATIO,
             ));
             g.push(at_most(
                 "scale_table_size_ratio",
                 "established udp_out, large table with only the small set active / small table",
                 s.large_hot_ns.median() / s.small_ns.median(),
-                1.15,
+                GOAL_SCALE_TABLE_SIZE_RATIO,
             ));
             g.push(at_most(
                 "bytes_per_session",
                 "kernel memory per session (memlock of the session maps)",
                 s.bytes_per_session(),
-                200.0,
+                GOAL_BYTES_PER_SESSION,
             ));
             if s.sweep_noop_cpu_secs > 0.0 {
                 g.push(at_most(
                     "sweep_noop_cpu_secs",
                     "CPU seconds of a sweep over the large table that expires nothing",
                     s.sweep_noop_cpu_secs,
-                    1.0,
+                    GOAL_SWEEP_NOOP_CPU_SECS,
                 ));
             }
             if s.expired > 0 {
@@ -82,7 +98,7 @@ impl Summary {
                     "expire_all_secs",
                     "seconds to expire the whole large table",
                     s.expire_mark_secs + s.expire_delete_secs,
-                    5.0,
+                    GOAL_EXPIRE_ALL_SECS,
                 ));
             }
         }
@@ -91,7 +107,7 @@ impl Summary {
                 "new_flows_per_sec",
                 "new sessions per second per core",
                 n.flows_per_sec(),
-                1_000_000.0,
+                GOAL_NEW_FLOWS_PER_SEC,
             ));
         }
         if let Some(h) = self.paths.iter().find(|p| p.name == "hairpin") {
@@ -99,7 +115,7 @@ impl Summary {
                 "hairpin_ratio",
                 "hairpin per packet / floor",
                 h.ratio(),
-                1.3,
+                GOAL_PATH_RATIO,
             ));
         }
         let others = self.paths.iter().filter(|p| p.name != "hairpin");
@@ -108,7 +124,7 @@ impl Summary {
                 "path_ratio_max",
                 "worst per-path ratio to the floor, hairpin aside (no regression)",
                 worst,
-                1.3,
+                GOAL_PATH_RATIO,
             ));
         }
         if let Some(e) = &self.e2e {
@@ -116,19 +132,19 @@ impl Summary {
                 "e2e_vs_floor",
                 "end to end, cgnat / floor by router CPU",
                 e.vs_floor(),
-                0.9,
+                GOAL_E2E_VS_FLOOR,
             ));
             g.push(at_least(
                 "e2e_vs_nft_cpu",
                 "end to end, cgnat / nftables by router CPU (no regression)",
                 e.vs_nft(),
-                4.5,
+                GOAL_E2E_VS_NFT,
             ));
             g.push(at_least(
                 "e2e_vs_nft_rate",
                 "end to end, cgnat / nftables by received rate (no regression)",
                 e.cgnat.mpps.median() / e.nft.mpps.median(),
-                6.0,
+                GOAL_E2E_VS_NFT_RATE,
             ));
         }
         if let Some(t) = &self.tcp {
@@ -137,7 +153,7 @@ impl Summary {
                     "tcp_connections_vs_nft",
                     "new TCP connections per second through the router, cgnat / nftables",
                     t.conn_cgnat.median() / t.conn_nft.median(),
-                    1.0,
+                    GOAL_TCP_CONN_VS_NFT,
                 ));
             }
         }
