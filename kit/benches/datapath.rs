@@ -4,6 +4,7 @@
 //! CGNAT_BENCH_ONLY=paths,newflows,sync,scale,e2e,tcp selects sections,
 //! CGNAT_BENCH_SCALE_SUBS=N shrinks the large table,
 //! CGNAT_BENCH_SYNC_SESSIONS=N sets the sync section's sessions,
+//! CGNAT_BENCH_CONN_CLIENTS=N the TCP connection loops run at once,
 //! CGNAT_BENCH_RUNS=N.
 
 use std::path::PathBuf;

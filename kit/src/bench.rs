@@ -172,6 +172,8 @@ pub struct Params {
     pub tcp_runs: usize,
     pub iperf_secs: u32,
     pub conn_secs: f64,
+    /// Connection loops run at once (`conn_rate`).
+    pub conn_clients: usize,
     pub sections: Vec<Section>,
 }
 
@@ -198,6 +200,7 @@ impl Params {
             tcp_runs: 5,
             iperf_secs: 3,
             conn_secs: 2.0,
+            conn_clients: 4,
             sections: Section::ALL.to_vec(),
         }
     }
@@ -225,6 +228,7 @@ impl Params {
             tcp_runs: 1,
             iperf_secs: 1,
             conn_secs: 0.3,
+            conn_clients: 2,
             sections: Section::ALL.to_vec(),
         }
     }
@@ -244,6 +248,9 @@ impl Params {
         }
         if let Some(n) = env_num("CGNAT_BENCH_SYNC_SESSIONS") {
             self.sync_sessions = n as u32;
+        }
+        if let Some(n) = env_num("CGNAT_BENCH_CONN_CLIENTS") {
+            self.conn_clients = (n as usize).max(1);
         }
         if let Some(n) = env_num("CGNAT_BENCH_RUNS") {
             self.runs = n as usize;

@@ -130,6 +130,17 @@ fn bench_suite_runs() {
     let t = s.tcp.as_ref().expect("tcp results");
     sane("connections/s cgnat", &t.conn_cgnat, p.tcp_runs);
     sane("connections/s nftables", &t.conn_nft, p.tcp_runs);
+    for (what, cpu) in [("cgnat", &t.conn_cgnat_cpu), ("nftables", &t.conn_nft_cpu)] {
+        assert_eq!(cpu.len(), p.tcp_runs, "{what}: CPU of each connection run");
+        for c in cpu {
+            let router = c.router + c.router_back;
+            assert!(
+                router.is_finite() && router > 0.0 && c.machine > 0.0,
+                "{what}: router NAPI threads busy {router}, machine {} during connections",
+                c.machine
+            );
+        }
+    }
     // iperf3 comes with `make deps`; without it the throughput section is
     // skipped, which under CI is a failure like any test that cannot run.
     match &t.iperf_skipped {

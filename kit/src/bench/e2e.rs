@@ -83,6 +83,7 @@ impl E2eNet {
         net.router_plain()?;
         // NAPI in kernel threads, so that they can be pinned
         r.sh(&format!("echo 1 > /sys/class/net/{}/threaded", net.ri))?;
+        r.sh(&format!("echo 1 > /sys/class/net/{}/threaded", net.re))?;
         s.sh(&format!("echo 1 > /sys/class/net/{}/threaded", net.rs))?;
         Ok(net)
     }

@@ -336,10 +336,25 @@ impl Summary {
             }
             let _ = writeln!(
                 o,
-                "  new connections/s: cgnat {:.0}, nftables {:.0}",
+                "  new connections/s: cgnat {:.0}, nftables {:.0} ({} connection loops)",
                 t.conn_cgnat.median(),
-                t.conn_nft.median()
+                t.conn_nft.median(),
+                t.conn_clients
             );
+            for (name, cps, cpu) in [
+                ("cgnat", &t.conn_cgnat, &t.conn_cgnat_cpu),
+                ("nftables", &t.conn_nft, &t.conn_nft_cpu),
+            ] {
+                let c = tcp::CpuTimes::median_of(cpu);
+                let _ = writeln!(
+                    o,
+                    "    {name:<8} router NAPI threads {:.2} CPU ({:.1} us per connection), machine {:.2} of {} CPUs busy",
+                    c.router + c.router_back,
+                    (c.router + c.router_back) / cps.median().max(1e-9) * 1e6,
+                    c.machine,
+                    self.cpus
+                );
+            }
         }
         self.goals_table(&mut o);
         for n in &self.notes {
@@ -633,6 +648,8 @@ impl Summary {
                     ),
                     ("connections_per_sec_cgnat", J::n(t.conn_cgnat.median())),
                     ("connections_per_sec_nft", J::n(t.conn_nft.median())),
+                    ("connections_cgnat_cpu", cpu_json(&t.conn_cgnat_cpu)),
+                    ("connections_nft_cpu", cpu_json(&t.conn_nft_cpu)),
                 ]),
             ));
         }
@@ -658,6 +675,7 @@ fn cpu_json(runs: &[tcp::CpuTimes]) -> J {
     let c = tcp::CpuTimes::median_of(runs);
     J::o(vec![
         ("router_cpus", J::n(c.router)),
+        ("router_back_cpus", J::n(c.router_back)),
         ("machine_cpus", J::n(c.machine)),
     ])
 }

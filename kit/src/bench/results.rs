@@ -330,6 +330,12 @@ pub struct TcpResult {
     pub iperf_nft_cpu: Vec<tcp::CpuTimes>,
     pub conn_cgnat: Stat,
     pub conn_nft: Stat,
+    /// CPUs busy during each connection run: both router NAPI threads,
+    /// the whole machine.
+    pub conn_cgnat_cpu: Vec<tcp::CpuTimes>,
+    pub conn_nft_cpu: Vec<tcp::CpuTimes>,
+    /// Connection loops run at once.
+    pub conn_clients: usize,
     /// Why iperf3 did not run, if it did not.
     pub iperf_skipped: Option<String>,
 }

@@ -3,7 +3,10 @@
 use super::*;
 
 pub(super) fn bench_tcp(p: &Params, net: &E2eNet) -> Result<TcpResult> {
-    let mut r = TcpResult::default();
+    let mut r = TcpResult {
+        conn_clients: p.conn_clients,
+        ..Default::default()
+    };
     let has_iperf = Command::new("iperf3")
         .arg("--version")
         .stdout(Stdio::null())
@@ -30,11 +33,16 @@ pub(super) fn bench_tcp(p: &Params, net: &E2eNet) -> Result<TcpResult> {
                     g.runs.push(gbps);
                     c.push(cpu);
                 }
-                let cps = conn_rate(net, p.conn_secs)?;
-                match mode {
-                    Mode::Cgnat => r.conn_cgnat.runs.push(cps),
-                    _ => r.conn_nft.runs.push(cps),
-                }
+                let before = CpuTimes::now(net);
+                let t0 = Instant::now();
+                let cps = conn_rate(net, p.conn_secs, p.conn_clients)?;
+                let cpu = CpuTimes::now(net).since(&before, t0.elapsed().as_secs_f64());
+                let (n, c) = match mode {
+                    Mode::Cgnat => (&mut r.conn_cgnat, &mut r.conn_cgnat_cpu),
+                    _ => (&mut r.conn_nft, &mut r.conn_nft_cpu),
+                };
+                n.runs.push(cps);
+                c.push(cpu);
                 Ok(())
             })();
             net.router_off(router)?;
@@ -58,6 +66,8 @@ pub(super) fn bench_tcp(p: &Params, net: &E2eNet) -> Result<TcpResult> {
 pub struct CpuTimes {
     /// Router: CPU seconds of the NAPI thread of its generator-side veth.
     pub router: f64,
+    /// Router: the same for its sink-side veth (the return direction).
+    pub router_back: f64,
     /// Every CPU of the machine, busy seconds (user, system, irq, softirq).
     pub machine: f64,
 }
@@ -77,6 +87,7 @@ impl CpuTimes {
         let j = |i: usize| f.get(i).copied().unwrap_or(0.0) / 100.0;
         CpuTimes {
             router: cpu_ns(&napi_threads(&net.ri)) as f64 / 1e9,
+            router_back: cpu_ns(&napi_threads(&net.re)) as f64 / 1e9,
             machine: j(0) + j(1) + j(2) + j(5) + j(6),
         }
     }
@@ -86,6 +97,7 @@ impl CpuTimes {
         let s = secs.max(1e-9);
         CpuTimes {
             router: (self.router - before.router) / s,
+            router_back: (self.router_back - before.router_back) / s,
             machine: (self.machine - before.machine) / s,
         }
     }
@@ -95,6 +107,7 @@ impl CpuTimes {
         let m = |f: fn(&CpuTimes) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
         CpuTimes {
             router: m(|c| c.router),
+            router_back: m(|c| c.router_back),
             machine: m(|c| c.machine),
         }
     }
@@ -169,59 +182,80 @@ pub(super) fn json_number_after(text: &str, section: &str, key: &str) -> Option<
 }
 
 /// New TCP connections per second from the generator namespace to the
-/// sink namespace: connect, then an abortive close (RST, so that no
-/// TIME_WAIT state limits the rate), in a loop for `secs`.
-pub(super) fn conn_rate(net: &E2eNet, secs: f64) -> Result<f64> {
+/// sink namespace: `clients` loops, each connecting, then closing
+/// abortively (RST, so that no TIME_WAIT state limits the rate), for
+/// `secs`. One loop measures the round trip of a connection setup
+/// through both hosts' stacks and the veths; several keep the router
+/// busy, which is what a connection rate of a router means.
+pub(super) fn conn_rate(net: &E2eNet, secs: f64, clients: usize) -> Result<f64> {
     let addr = SocketAddr::V4(sock(SERVER, 5301));
     let stop = Arc::new(AtomicBool::new(false));
     let listener = in_ns(&net.s, || TcpListener::bind(addr).ctx("listen"))?;
-    let st = Arc::clone(&stop);
-    let server = thread::spawn(move || {
-        for c in listener.incoming() {
-            if st.load(Ordering::Relaxed) {
-                break;
-            }
-            if let Ok(mut c) = c {
-                let _ = c.set_read_timeout(Some(Duration::from_millis(200)));
-                let _ = c.read(&mut [0u8; 1]);
-            }
-        }
-    });
-    let gpath = net.g.path();
-    let client = thread::spawn(move || -> Result<(u64, f64)> {
-        enter(&gpath)?;
-        let start = Instant::now();
-        let (mut ok, mut errors) = (0u64, 0u64);
-        while start.elapsed().as_secs_f64() < secs {
-            match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-                Ok(s) => {
-                    let l = nix::libc::linger {
-                        l_onoff: 1,
-                        l_linger: 0,
-                    };
-                    let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Linger, &l);
-                    ok += 1;
+    let mut servers = Vec::new();
+    for _ in 0..clients.max(1) {
+        let l = listener.try_clone().ctx("listener")?;
+        let st = Arc::clone(&stop);
+        servers.push(thread::spawn(move || {
+            for c in l.incoming() {
+                if st.load(Ordering::Relaxed) {
+                    break;
                 }
-                Err(e) => {
-                    errors += 1;
-                    if errors > 50 {
-                        return fail(format!("connect to {addr}: {e}"));
+                if let Ok(mut c) = c {
+                    let _ = c.set_read_timeout(Some(Duration::from_millis(200)));
+                    let _ = c.read(&mut [0u8; 1]);
+                }
+            }
+        }));
+    }
+    let mut loops = Vec::new();
+    for _ in 0..clients.max(1) {
+        let gpath = net.g.path();
+        loops.push(thread::spawn(move || -> Result<(u64, f64)> {
+            enter(&gpath)?;
+            let start = Instant::now();
+            let (mut ok, mut errors) = (0u64, 0u64);
+            while start.elapsed().as_secs_f64() < secs {
+                match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                    Ok(s) => {
+                        let l = nix::libc::linger {
+                            l_onoff: 1,
+                            l_linger: 0,
+                        };
+                        let _ =
+                            nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Linger, &l);
+                        ok += 1;
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        if errors > 50 {
+                            return fail(format!("connect to {addr}: {e}"));
+                        }
                     }
                 }
             }
-        }
-        Ok((ok, start.elapsed().as_secs_f64()))
-    });
-    let res = client
-        .join()
-        .map_err(|e| BenchError(format!("client panicked: {}", panic_text(&e))));
+            Ok((ok, start.elapsed().as_secs_f64()))
+        }));
+    }
+    let res: Result<Vec<(u64, f64)>> = loops
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .map_err(|e| BenchError(format!("client panicked: {}", panic_text(&e))))?
+        })
+        .collect();
     stop.store(true, Ordering::Relaxed);
-    // wake the server's accept
+    // wake the servers' accepts
     let _ = in_ns(&net.g, || {
-        let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+        for _ in 0..servers.len() {
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+        }
         Ok(())
     });
-    let _ = server.join();
-    let (ok, dt) = res??;
+    for s in servers {
+        let _ = s.join();
+    }
+    let res = res?;
+    let ok: u64 = res.iter().map(|r| r.0).sum();
+    let dt = res.iter().map(|r| r.1).fold(0.0, f64::max);
     Ok(ok as f64 / dt)
 }
