@@ -275,6 +275,13 @@ __u32 gen_ports = 1;	/* ... times distinct source ports */
 __u32 gen_src_base = 0; /* first source address, host order */
 __u32 gen_port_base = 10000;
 __u64 gen_seq = 0;
+/* Pacing (0: none): at most gen_limit frames in all, one per gen_gap_ns.
+ * A frame that is not due is dropped before it is written; a run that
+ * falls behind by more than 64 gaps starts again from now. */
+__u64 gen_limit = 0;
+__u64 gen_gap_ns = 0;
+__u64 gen_next_ns = 0;
+__u64 gen_sent = 0;
 
 SEC("xdp")
 int xdp_gen(struct xdp_md *ctx)
@@ -289,6 +296,18 @@ int xdp_gen(struct xdp_md *ctx)
 
 	if (len < sizeof(*eth) + sizeof(*ip) + sizeof(*udp) || len > BENCH_FRAME_MAX)
 		return XDP_DROP;
+	if (gen_limit && gen_sent >= gen_limit)
+		return XDP_DROP;
+	if (gen_gap_ns) {
+		__u64 now = bpf_ktime_get_ns();
+
+		if (now < gen_next_ns)
+			return XDP_DROP;
+		if (gen_next_ns + 64 * gen_gap_ns < now)
+			gen_next_ns = now;
+		gen_next_ns += gen_gap_ns;
+	}
+	gen_sent++;
 	if (bpf_xdp_store_bytes(ctx, 0, gen_frame, len))
 		return XDP_DROP;
 	data = (void *)(long)ctx->data;

@@ -51,7 +51,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -112,16 +112,18 @@ pub enum Section {
     Scale,
     E2e,
     Tcp,
+    Rfc9693,
 }
 
 impl Section {
-    pub const ALL: [Section; 6] = [
+    pub const ALL: [Section; 7] = [
         Section::Paths,
         Section::NewFlows,
         Section::Sync,
         Section::Scale,
         Section::E2e,
         Section::Tcp,
+        Section::Rfc9693,
     ];
 
     pub fn name(self) -> &'static str {
@@ -132,6 +134,7 @@ impl Section {
             Section::Scale => "scale",
             Section::E2e => "e2e",
             Section::Tcp => "tcp",
+            Section::Rfc9693 => "rfc9693",
         }
     }
 }
@@ -174,6 +177,15 @@ pub struct Params {
     pub conn_secs: f64,
     /// Connection loops run at once (`conn_rate`).
     pub conn_clients: usize,
+    /// RFC 9693: seconds per trial, trials per binary search, the
+    /// generator's top rate (frames/s), connections torn down (at most
+    /// 64,512: nftables masquerades to one address, so one destination
+    /// gets that many source ports), and the table of the capacity test.
+    pub rfc_trial_secs: f64,
+    pub rfc_steps: u32,
+    pub rfc_top_fps: f64,
+    pub rfc_teardown: u32,
+    pub rfc_capacity: u32,
     pub sections: Vec<Section>,
 }
 
@@ -201,6 +213,11 @@ impl Params {
             iperf_secs: 3,
             conn_secs: 2.0,
             conn_clients: 4,
+            rfc_trial_secs: 0.25,
+            rfc_steps: 7,
+            rfc_top_fps: 2_000_000.0,
+            rfc_teardown: 60_000,
+            rfc_capacity: 32_768,
             sections: Section::ALL.to_vec(),
         }
     }
@@ -229,6 +246,11 @@ impl Params {
             iperf_secs: 1,
             conn_secs: 0.3,
             conn_clients: 2,
+            rfc_trial_secs: 0.05,
+            rfc_steps: 3,
+            rfc_top_fps: 100_000.0,
+            rfc_teardown: 2_000,
+            rfc_capacity: 1_024,
             sections: Section::ALL.to_vec(),
         }
     }
@@ -371,6 +393,7 @@ fn run_sections(p: &Params) -> Summary {
         scale: None,
         e2e: None,
         tcp: None,
+        rfc9693: None,
         errors: Vec::new(),
         unavailable: Vec::new(),
         notes: Vec::new(),
@@ -421,7 +444,7 @@ fn run_sections(p: &Params) -> Summary {
         }
     }
     drop(ns);
-    if p.has(Section::E2e) || p.has(Section::Tcp) {
+    if p.has(Section::E2e) || p.has(Section::Tcp) || p.has(Section::Rfc9693) {
         let t = Instant::now();
         match E2eNet::create() {
             Err(e) => s.errors.push(format!("e2e setup: {e}")),
@@ -448,6 +471,12 @@ fn run_sections(p: &Params) -> Summary {
                     note(&mut s, Section::Tcp, r);
                     eprintln!("bench: tcp done in {:.1} s", t.elapsed().as_secs_f64());
                 }
+                if p.has(Section::Rfc9693) && live {
+                    let t = Instant::now();
+                    let r = rfc9693::bench_rfc9693(p, &net).map(|v| s.rfc9693 = Some(v));
+                    note(&mut s, Section::Rfc9693, r);
+                    eprintln!("bench: rfc9693 done in {:.1} s", t.elapsed().as_secs_f64());
+                }
             }
         }
     }
@@ -463,6 +492,7 @@ mod maps;
 mod paths;
 mod report;
 mod results;
+pub mod rfc9693;
 mod scale;
 mod setup;
 mod sync;

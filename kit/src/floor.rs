@@ -275,6 +275,39 @@ impl Floor {
         Ok(())
     }
 
+    /// Where `xdp_gen` goes on: frame `seq` of the cycle (0 restarts it).
+    pub fn set_generator_seq(&mut self, seq: u64) -> Result<(), FloorError> {
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .ok_or(FloorError::Section("bss_data"))?;
+        bss.gen_seq = seq;
+        Ok(())
+    }
+
+    /// Paces `xdp_gen` (0, 0: unpaced): at most `limit` frames from now
+    /// on, one every `gap_ns`.
+    pub fn set_pacing(&mut self, limit: u64, gap_ns: u64) -> Result<(), FloorError> {
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .ok_or(FloorError::Section("bss_data"))?;
+        bss.gen_limit = limit;
+        bss.gen_gap_ns = gap_ns;
+        bss.gen_next_ns = 0;
+        bss.gen_sent = 0;
+        Ok(())
+    }
+
+    /// Frames `xdp_gen` has sent since `set_pacing`.
+    pub fn generator_sent(&self) -> u64 {
+        self.skel.maps.bss_data.as_deref().map_or(0, |b| b.gen_sent)
+    }
+
     /// Does this kernel run programs in live-frames mode? Some refuse
     /// it with EPERM for every program: `xdp_empty` (which drops what
     /// it is given) is tried once on a minimal frame.

@@ -127,6 +127,31 @@ fn bench_suite_runs() {
         }
     }
 
+    // RFC 9693 needs the same live frames as the end-to-end section.
+    if let Some(r) = &s.rfc9693 {
+        for (what, m) in [("cgnat", &r.cgnat), ("nftables", &r.nft)] {
+            for (figure, v) in [
+                ("establishment rate", m.establish_fps),
+                ("throughput", m.throughput_fps),
+                ("tear-down rate", m.teardown_per_sec),
+            ] {
+                assert!(v.is_finite() && v > 0.0, "rfc9693 {what} {figure}: {v}");
+            }
+            assert!(
+                m.capacity > 0 && !m.beyond.is_empty(),
+                "rfc9693 {what} capacity"
+            );
+        }
+        assert_eq!(
+            r.cgnat.capacity,
+            u64::from(r.capacity_table),
+            "cgnat lets exactly its table's worth of new connections through ({})",
+            r.cgnat.beyond
+        );
+    } else {
+        assert!(s.e2e.is_none(), "RFC 9693 results missing while e2e ran");
+    }
+
     let t = s.tcp.as_ref().expect("tcp results");
     sane("connections/s cgnat", &t.conn_cgnat, p.tcp_runs);
     sane("connections/s nftables", &t.conn_nft, p.tcp_runs);

@@ -114,7 +114,7 @@ impl E2eNet {
         self.router_plain()
     }
 
-    fn cgnat_config(&self) -> Result<Config> {
+    pub(super) fn cgnat_config(&self) -> Result<Config> {
         let text = format!(
             r#"
 [interfaces]
@@ -134,7 +134,7 @@ pin_path = "/sys/fs/bpf/cgnat-bench-unused"
 
     /// Pins the router's NAPI thread to the last CPU and the sink's to the
     /// first (with the generator). Returns what was done.
-    fn pin(&self) -> String {
+    pub(super) fn pin(&self) -> String {
         let cpus = thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -404,6 +404,14 @@ impl E2eNet {
                 Ok(Router::Nft)
             }
         }
+    }
+
+    /// cgnat with tables of `sessions` sessions and bindings.
+    pub(super) fn cgnat_sized(&self, sessions: u32) -> Result<Router> {
+        let mut cfg = self.cgnat_config()?;
+        cfg.max_sessions = sessions;
+        cfg.max_bindings = sessions;
+        in_ns(&self.r, || load_dp(&cfg, true)).map(|d| Router::Cgnat { _dp: Box::new(d) })
     }
 
     pub(super) fn router_off(&self, r: Router) -> Result<()> {

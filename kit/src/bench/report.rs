@@ -356,6 +356,9 @@ impl Summary {
                 );
             }
         }
+        if let Some(r) = &self.rfc9693 {
+            rfc9693_table(&mut o, r);
+        }
         self.goals_table(&mut o);
         for n in &self.notes {
             let _ = writeln!(o, "note: {n}");
@@ -653,6 +656,29 @@ impl Summary {
                 ]),
             ));
         }
+        if let Some(r) = &self.rfc9693 {
+            let mode = |m: &rfc9693::Rfc9693Mode| {
+                J::o(vec![
+                    ("establish_fps", J::n(m.establish_fps)),
+                    ("throughput_fps", J::n(m.throughput_fps)),
+                    ("teardown_secs", J::n(m.teardown_secs)),
+                    ("teardown_per_sec", J::n(m.teardown_per_sec)),
+                    ("capacity", J::n(m.capacity as f64)),
+                    ("beyond_capacity", J::s(&m.beyond)),
+                ])
+            };
+            root.push((
+                "rfc9693",
+                J::o(vec![
+                    ("trial_secs", J::n(r.trial_secs)),
+                    ("search_steps", J::n(f64::from(r.steps))),
+                    ("teardown_connections", J::n(f64::from(r.teardown))),
+                    ("capacity_table", J::n(f64::from(r.capacity_table))),
+                    ("cgnat", mode(&r.cgnat)),
+                    ("nft", mode(&r.nft)),
+                ]),
+            ));
+        }
         root.push(("goals", self.goals_json()));
         root.push((
             "unavailable",
@@ -671,6 +697,57 @@ impl Summary {
 }
 
 /// Median CPUs busy during iperf3: the router's NAPI thread, the machine.
+fn rfc9693_table(o: &mut String, r: &rfc9693::Rfc9693Result) {
+    let (c, n) = (&r.cgnat, &r.nft);
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let _ = writeln!(
+        o,
+        "\nRFC 9693, end to end (live frames, {} s trials, {}-step binary searches, zero loss):",
+        r.trial_secs, r.steps
+    );
+    let _ = writeln!(
+        o,
+        "  figure                                   cgnat        nftables   cgnat/nft"
+    );
+    for (what, a, b) in [
+        (
+            "connection establishment rate (fps)",
+            c.establish_fps,
+            n.establish_fps,
+        ),
+        (
+            "throughput, established (fps)",
+            c.throughput_fps,
+            n.throughput_fps,
+        ),
+        (
+            "tear-down rate (connections/s)",
+            c.teardown_per_sec,
+            n.teardown_per_sec,
+        ),
+    ] {
+        let _ = writeln!(o, "  {what:<38} {a:>12.0} {b:>12.0} {:>10.2}", ratio(a, b));
+    }
+    let _ = writeln!(
+        o,
+        "  tear-down of {} connections: cgnat {:.3} s, nftables {:.3} s",
+        r.teardown, c.teardown_secs, n.teardown_secs
+    );
+    let _ = writeln!(
+        o,
+        "  capacity, table of {} offered {}: cgnat {} got through, {}",
+        r.capacity_table,
+        u64::from(r.capacity_table) * 2,
+        c.capacity,
+        c.beyond
+    );
+    let _ = writeln!(
+        o,
+        "                                      nftables {} got through, {}",
+        n.capacity, n.beyond
+    );
+}
+
 fn cpu_json(runs: &[tcp::CpuTimes]) -> J {
     let c = tcp::CpuTimes::median_of(runs);
     J::o(vec![

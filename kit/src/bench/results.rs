@@ -354,6 +354,7 @@ pub struct Summary {
     pub scale: Option<ScaleResult>,
     pub e2e: Option<E2eResult>,
     pub tcp: Option<TcpResult>,
+    pub rfc9693: Option<rfc9693::Rfc9693Result>,
     pub errors: Vec<String>,
     /// Sections this kernel does not allow, with the reason (the
     /// end-to-end generator needs BPF_F_TEST_XDP_LIVE_FRAMES, which some

@@ -1,0 +1,401 @@
+//! RFC 9693 (benchmarking stateful NATxy gateways), end to end with live
+//! frames through the e2e topology, for cgnat and for nftables masquerade
+//! in the same run:
+//! - maximum connection establishment rate: every frame a new 5-tuple
+//!   (a new source address and port, the generator's sequence never
+//!   repeats within a trial), on an empty table; the highest offered rate
+//!   at which the sink receives every frame;
+//! - throughput with established connections: frames of connections
+//!   made beforehand at a low rate, the highest offered rate at which
+//!   the sink receives every frame;
+//! - connection tear-down rate: a table of `teardown` connections
+//!   removed at once, connections per second (cgnat: the two sweeps of
+//!   its expiry with every session past its timeout; nftables:
+//!   `conntrack -F`, less the time of the same command on an empty
+//!   table, as RFC 9693 subtracts the fixed cost);
+//! - connection table capacity: a table sized `capacity`
+//!   (`max_sessions` and `max_bindings`, or `nf_conntrack_max`), twice
+//!   as many new connections offered at a safe rate; the connections
+//!   that got through, and what happened to the others.
+//!
+//! The generator paces itself inside its XDP program (`xdp_gen`): one
+//! frame per 1/rate, at most the trial's frames, so frames leave evenly
+//! spaced (to the resolution of its loop). Each search is a
+//! binary search of `steps` trials between 0 and the generator's top
+//! rate; a trial passes when no frame is lost (loss tolerance zero).
+
+use super::*;
+
+/// Iterations of the generator per live-frames call: each call has a
+/// fixed cost of milliseconds, so the program paces itself within one
+/// (frames not yet due are dropped unsent) and calls go on until it has
+/// sent what the trial asked for.
+const RUN: u32 = 1 << 20;
+/// Sources of the establishment trials: enough addresses and ports that
+/// no 5-tuple repeats within a trial.
+const NEW_SUBS: u32 = 4096;
+const NEW_PORTS: u32 = 16384;
+/// Connections of the throughput trials.
+const EST_FLOWS: u32 = 4096;
+
+#[derive(Debug, Clone, Default)]
+pub struct Rfc9693Mode {
+    /// Frames (new connections) per second.
+    pub establish_fps: f64,
+    /// Frames per second of established connections.
+    pub throughput_fps: f64,
+    pub teardown_secs: f64,
+    pub teardown_per_sec: f64,
+    /// Connections that got through when twice the table was offered.
+    pub capacity: u64,
+    /// What the sender saw beyond the capacity.
+    pub beyond: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Rfc9693Result {
+    pub trial_secs: f64,
+    pub steps: u32,
+    pub teardown: u32,
+    pub capacity_table: u32,
+    pub cgnat: Rfc9693Mode,
+    pub nft: Rfc9693Mode,
+}
+
+/// One paced trial.
+struct Trial {
+    subs: u32,
+    ports: u32,
+    rate: f64,
+    frames: u64,
+}
+
+/// The live-frames generator on a thread in the generator namespace,
+/// sending what it is told at the rate it is told.
+struct Paced {
+    tx: Option<mpsc::Sender<Trial>>,
+    rx: mpsc::Receiver<Result<f64>>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl Paced {
+    fn start(net: &E2eNet) -> Result<Paced> {
+        let (tx, trials) = mpsc::channel::<Trial>();
+        let (done, rx) = mpsc::channel::<Result<f64>>();
+        let path = net.g.path();
+        let dev = net.rg.clone();
+        let handle = thread::spawn(move || {
+            let setup = || -> Result<(Floor, u32, Vec<u8>)> {
+                enter(&path)?;
+                let _ = pin_to(0, 0);
+                let idx = ifindex(&dev)?;
+                let fl = Floor::load(0, 1, (1, 1)).ctx("loading the generator")?;
+                let frame = udp_frame(INT0_MAC, GEN_MAC, sock(GEN_BASE, 10000), sock(SERVER, 9));
+                Ok((fl, idx, frame))
+            };
+            let (mut fl, idx, frame) = match setup() {
+                Ok(v) => {
+                    let _ = done.send(Ok(0.0));
+                    v
+                }
+                Err(e) => {
+                    let _ = done.send(Err(e));
+                    return;
+                }
+            };
+            for t in trials {
+                let r = (|| -> Result<f64> {
+                    fl.set_generator(&frame, GEN_BASE, t.subs, 10000, t.ports)
+                        .ctx("generator")?;
+                    fl.set_generator_seq(0).ctx("generator")?;
+                    let gap = (1e9 / t.rate.max(1.0)) as u64;
+                    fl.set_pacing(t.frames, gap.max(1)).ctx("generator")?;
+                    let start = Instant::now();
+                    let budget = Duration::from_secs_f64(t.frames as f64 / t.rate * 3.0 + 5.0);
+                    while fl.generator_sent() < t.frames {
+                        if start.elapsed() > budget {
+                            return fail(format!(
+                                "the generator sent {} of {} frames in {budget:?}",
+                                fl.generator_sent(),
+                                t.frames
+                            ));
+                        }
+                        fl.generate(&frame, idx, RUN)
+                            .ctx("live-frames BPF_PROG_TEST_RUN")?;
+                    }
+                    fl.set_pacing(0, 0).ctx("generator")?;
+                    Ok(start.elapsed().as_secs_f64())
+                })();
+                if done.send(r).is_err() {
+                    return;
+                }
+            }
+        });
+        let p = Paced {
+            tx: Some(tx),
+            rx,
+            handle: Some(handle),
+        };
+        match p.rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(_)) => Ok(p),
+            Ok(Err(e)) => Err(e),
+            Err(_) => fail("the paced generator did not start"),
+        }
+    }
+
+    /// Sends `frames` frames of `subs` x `ports` sources at `rate`;
+    /// returns the seconds it took.
+    fn send(&self, subs: u32, ports: u32, rate: f64, frames: u64) -> Result<f64> {
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or(BenchError("generator stopped".into()))?;
+        tx.send(Trial {
+            subs,
+            ports,
+            rate,
+            frames,
+        })
+        .map_err(|_| BenchError("the generator thread is gone".into()))?;
+        self.rx
+            .recv_timeout(Duration::from_secs(120))
+            .map_err(|_| BenchError("the generator did not finish a trial".into()))?
+    }
+}
+
+impl Drop for Paced {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+const GEN_BASE: Ipv4Addr = Ipv4Addr::new(100, 65, 0, 0);
+
+/// Frames the sink receives while `f` runs, after the queues drained.
+fn received(sink: &Floor, f: impl FnOnce() -> Result<f64>) -> Result<u64> {
+    let c0 = sink.sink_packets().ctx("sink")?;
+    f()?;
+    thread::sleep(Duration::from_millis(100));
+    Ok(sink.sink_packets().ctx("sink")? - c0)
+}
+
+/// The highest rate in (0, top] at which `pass(rate)` holds, in `steps`
+/// halvings; 0 if none did.
+fn search(top: f64, steps: u32, mut pass: impl FnMut(f64) -> Result<bool>) -> Result<f64> {
+    let (mut lo, mut hi) = (0.0, top);
+    for _ in 0..steps {
+        let mid = (lo + hi) / 2.0;
+        if pass(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
+fn conntrack_count(net: &E2eNet) -> u64 {
+    net.r
+        .sh("conntrack -C 2>/dev/null")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `conntrack -S`'s counter `name` summed over CPUs.
+fn conntrack_stat(net: &E2eNet, name: &str) -> u64 {
+    let text = net.r.sh("conntrack -S 2>/dev/null").unwrap_or_default();
+    text.split_whitespace()
+        .filter_map(|w| w.strip_prefix(&format!("{name}=")))
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum()
+}
+
+fn cgnat_counters(r: &Router) -> Result<Vec<cgnat::stats::Counter>> {
+    match r {
+        Router::Cgnat { _dp: dp } => {
+            let t = dp.tables().ctx("tables")?;
+            cgnat::stats::read(&t.stats).ctx("stats")
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// One mode's figures.
+fn bench_mode(
+    p: &Params,
+    net: &E2eNet,
+    gen: &Paced,
+    sink: &Floor,
+    mode: Mode,
+) -> Result<Rfc9693Mode> {
+    let mut m = Rfc9693Mode::default();
+    let fresh = |sessions: u32| match mode {
+        Mode::Cgnat => net.cgnat_sized(sessions),
+        _ => net.router(mode, (1, 1)),
+    };
+    let secs = p.rfc_trial_secs;
+    let top = p.rfc_top_fps;
+    let big = NEW_SUBS * NEW_PORTS;
+
+    // maximum connection establishment rate: an empty table each trial
+    m.establish_fps = search(top, p.rfc_steps, |rate| {
+        let frames = ((rate * secs) as u64).max(1);
+        let table = (frames as u32).max(1 << 16).next_power_of_two();
+        let router = fresh(table.min(1 << 22))?;
+        let got = received(sink, || {
+            gen.send(NEW_SUBS, NEW_PORTS.min(big / NEW_SUBS), rate, frames)
+        });
+        net.router_off(router)?;
+        let got = got?;
+        eprintln!("bench:   rfc9693 {mode:?} establish {rate:.0} fps: {got} of {frames}");
+        Ok(got == frames)
+    })?;
+
+    // throughput with established connections
+    let router = fresh(1 << 16)?;
+    let res = (|| -> Result<f64> {
+        received(sink, || {
+            gen.send(EST_FLOWS, 1, 50_000.0, u64::from(EST_FLOWS))
+        })?;
+        search(top, p.rfc_steps, |rate| {
+            let frames = ((rate * secs) as u64).max(1);
+            let got = received(sink, || gen.send(EST_FLOWS, 1, rate, frames))?;
+            eprintln!("bench:   rfc9693 {mode:?} throughput {rate:.0} fps: {got} of {frames}");
+            Ok(got == frames)
+        })
+    })();
+    net.router_off(router)?;
+    m.throughput_fps = res?;
+
+    // tear-down of a full table
+    let n = p.rfc_teardown;
+    // (a quarter of the establishment rate: a fill lasts longer than a
+    // trial, and what counts is what the table holds)
+    let safe = (m.establish_fps / 4.0).max(10_000.0);
+    let router = fresh(n.next_power_of_two() * 2)?;
+    let res = (|| -> Result<(u64, f64)> {
+        let got = received(sink, || gen.send(NEW_SUBS, NEW_PORTS, safe, u64::from(n)))?;
+        if got < u64::from(n) * 9 / 10 {
+            return fail(format!(
+                "{mode:?}: {got} of {n} connections made at {safe:.0} fps"
+            ));
+        }
+        match &router {
+            Router::Cgnat { _dp: dp } => {
+                let t = dp.tables().ctx("tables")?;
+                let cfg = net.cgnat_config()?;
+                let sweeper = cgnat::expiry::Sweeper {
+                    timeouts: cfg.timeouts.clone(),
+                    quarantine: cfg.port_quarantine,
+                    blocks: None,
+                    pool: cfg.pool_addrs.clone(),
+                };
+                let far = cgnat::expiry::monotonic_ns() + 86_400 * 1_000_000_000;
+                let t0 = Instant::now();
+                let a = sweeper.sweep(&t, far).ctx("sweep")?;
+                let b = sweeper.sweep(&t, far + 1_000_000_000).ctx("sweep")?;
+                let dt = t0.elapsed().as_secs_f64();
+                if a.sessions_dying < got || b.sessions_expired != a.sessions_dying {
+                    return fail(format!(
+                        "cgnat expiry: {} marked, {} expired, {got} made",
+                        a.sessions_dying, b.sessions_expired
+                    ));
+                }
+                Ok((b.sessions_expired, dt))
+            }
+            _ => {
+                let before = conntrack_count(net);
+                let t0 = Instant::now();
+                net.r
+                    .sh("conntrack -F >/dev/null 2>&1")
+                    .ctx("conntrack -F")?;
+                let full = t0.elapsed().as_secs_f64();
+                let t0 = Instant::now();
+                net.r
+                    .sh("conntrack -F >/dev/null 2>&1")
+                    .ctx("conntrack -F")?;
+                let empty = t0.elapsed().as_secs_f64();
+                if before < got {
+                    return fail(format!(
+                        "nftables: {before} connections in the table, {got} made"
+                    ));
+                }
+                Ok((before, (full - empty).max(1e-6)))
+            }
+        }
+    })();
+    net.router_off(router)?;
+    let (removed, secs) = res?;
+    m.teardown_secs = secs;
+    m.teardown_per_sec = removed as f64 / secs;
+
+    // capacity: twice the table offered
+    let cap = p.rfc_capacity;
+    let offered = u64::from(cap) * 2;
+    let (router, restore) = match mode {
+        Mode::Cgnat => (net.cgnat_sized(cap)?, None),
+        _ => {
+            let path = "/proc/sys/net/netfilter/nf_conntrack_max";
+            let old = std::fs::read_to_string(path).ctx(path)?;
+            std::fs::write(path, cap.to_string()).ctx(path)?;
+            (net.router(mode, (1, 1))?, Some((path, old)))
+        }
+    };
+    let res = (|| -> Result<(u64, String)> {
+        let (drops0, early0) = (
+            conntrack_stat(net, "drop"),
+            conntrack_stat(net, "early_drop"),
+        );
+        let got = received(sink, || gen.send(NEW_SUBS, NEW_PORTS, safe, offered))?;
+        let beyond = match mode {
+            Mode::Cgnat => {
+                let c = cgnat_counters(&router)?;
+                format!(
+                    "the rest dropped: drop_table_full {}, icmp_host_unreach {} (ICMP 3/1 back to the sender, rate-limited)",
+                    cgnat::stats::get(&c, "drop_table_full"),
+                    cgnat::stats::get(&c, "icmp_host_unreach")
+                )
+            }
+            _ => format!(
+                "conntrack table at {} of {cap}; {} dropped, {} older unreplied entries evicted (early_drop) to make room",
+                conntrack_count(net),
+                conntrack_stat(net, "drop").saturating_sub(drops0),
+                conntrack_stat(net, "early_drop").saturating_sub(early0)
+            ),
+        };
+        Ok((got, beyond))
+    })();
+    net.router_off(router)?;
+    if let Some((path, old)) = restore {
+        std::fs::write(path, old.trim()).ctx(path)?;
+    }
+    (m.capacity, m.beyond) = res?;
+    Ok(m)
+}
+
+pub(super) fn bench_rfc9693(p: &Params, net: &E2eNet) -> Result<Rfc9693Result> {
+    let mut sink = in_ns(&net.s, || {
+        let mut f = Floor::load(0, 1, (1, 1)).ctx("loading the sink")?;
+        f.attach(Prog::Sink, ifindex(&net.rs)?)
+            .ctx("attaching the sink")?;
+        Ok(f)
+    })?;
+    let gen = Paced::start(net)?;
+    net.pin();
+    let mut r = Rfc9693Result {
+        trial_secs: p.rfc_trial_secs,
+        steps: p.rfc_steps,
+        teardown: p.rfc_teardown,
+        capacity_table: p.rfc_capacity,
+        ..Default::default()
+    };
+    r.cgnat = bench_mode(p, net, &gen, &sink, Mode::Cgnat).ctx("cgnat")?;
+    r.nft = bench_mode(p, net, &gen, &sink, Mode::Nft).ctx("nftables")?;
+    drop(gen);
+    sink.detach_all();
+    Ok(r)
+}
