@@ -263,26 +263,25 @@ impl Floor {
         data.gen_subs = subs.max(1);
         data.gen_port_base = u32::from(port_base);
         data.gen_ports = ports.max(1);
-        let bss = self
-            .skel
-            .maps
-            .bss_data
-            .as_deref_mut()
-            .ok_or(FloorError::Section("bss_data"))?;
+        let bss = self.bss()?;
         bss.gen_src_base = u32::from(src_base);
         bss.gen_frame[..frame.len()].copy_from_slice(frame);
         bss.gen_len = frame.len() as u32;
         Ok(())
     }
 
-    /// Where `xdp_gen` goes on: frame `seq` of the cycle (0 restarts it).
-    pub fn set_generator_seq(&mut self, seq: u64) -> Result<(), FloorError> {
-        let bss = self
-            .skel
+    /// The object's .bss (the generator's state), writable.
+    fn bss(&mut self) -> Result<&mut skel::types::bss, FloorError> {
+        self.skel
             .maps
             .bss_data
             .as_deref_mut()
-            .ok_or(FloorError::Section("bss_data"))?;
+            .ok_or(FloorError::Section("bss_data"))
+    }
+
+    /// Where `xdp_gen` goes on: frame `seq` of the cycle (0 restarts it).
+    pub fn set_generator_seq(&mut self, seq: u64) -> Result<(), FloorError> {
+        let bss = self.bss()?;
         bss.gen_seq = seq;
         Ok(())
     }
@@ -290,12 +289,7 @@ impl Floor {
     /// Paces `xdp_gen` (0, 0: unpaced): at most `limit` frames from now
     /// on, one every `gap_ns`.
     pub fn set_pacing(&mut self, limit: u64, gap_ns: u64) -> Result<(), FloorError> {
-        let bss = self
-            .skel
-            .maps
-            .bss_data
-            .as_deref_mut()
-            .ok_or(FloorError::Section("bss_data"))?;
+        let bss = self.bss()?;
         bss.gen_limit = limit;
         bss.gen_gap_ns = gap_ns;
         bss.gen_next_ns = 0;

@@ -406,6 +406,16 @@ impl E2eNet {
         }
     }
 
+    /// The sink's counting program, attached to its veth.
+    pub(super) fn sink(&self) -> Result<Floor> {
+        in_ns(&self.s, || {
+            let mut f = Floor::load(0, 1, (1, 1)).ctx("loading the sink")?;
+            f.attach(Prog::Sink, ifindex(&self.rs)?)
+                .ctx("attaching the sink")?;
+            Ok(f)
+        })
+    }
+
     /// cgnat with tables of `sessions` sessions and bindings.
     pub(super) fn cgnat_sized(&self, sessions: u32) -> Result<Router> {
         let mut cfg = self.cgnat_config()?;
@@ -425,12 +435,7 @@ impl E2eNet {
 }
 
 pub(super) fn bench_e2e(p: &Params, net: &E2eNet, notes: &mut Vec<String>) -> Result<E2eResult> {
-    let mut sink = in_ns(&net.s, || {
-        let mut f = Floor::load(0, 1, (1, 1)).ctx("loading the sink")?;
-        f.attach(Prog::Sink, ifindex(&net.rs)?)
-            .ctx("attaching the sink")?;
-        Ok(f)
-    })?;
+    let mut sink = net.sink()?;
     let mut r = E2eResult {
         flows: p.e2e_subs * p.e2e_ports,
         frame_len: 60,

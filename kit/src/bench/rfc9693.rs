@@ -378,12 +378,7 @@ fn bench_mode(
 }
 
 pub(super) fn bench_rfc9693(p: &Params, net: &E2eNet) -> Result<Rfc9693Result> {
-    let mut sink = in_ns(&net.s, || {
-        let mut f = Floor::load(0, 1, (1, 1)).ctx("loading the sink")?;
-        f.attach(Prog::Sink, ifindex(&net.rs)?)
-            .ctx("attaching the sink")?;
-        Ok(f)
-    })?;
+    let mut sink = net.sink()?;
     let gen = Paced::start(net)?;
     net.pin();
     let mut r = Rfc9693Result {

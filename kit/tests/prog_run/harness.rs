@@ -371,14 +371,7 @@ impl Harness {
         rem: (Ipv4Addr, u16),
         proto: u8,
     ) -> Option<types::cgnat_session> {
-        let k = types::cgnat_session_key {
-            ext_addr: be32(ext.0),
-            rem_addr: be32(rem.0),
-            ext_port: ext.1.to_be(),
-            rem_port: rem.1.to_be(),
-            proto,
-            _pad: [0; 3],
-        };
+        let k = session_key(ext, rem, proto);
         lookup(&self.tables.sessions, bytes_of(&k))
     }
 
@@ -391,14 +384,7 @@ impl Harness {
         proto: u8,
         v: Option<types::cgnat_session>,
     ) -> Result<(), String> {
-        let k = types::cgnat_session_key {
-            ext_addr: be32(ext.0),
-            rem_addr: be32(rem.0),
-            ext_port: ext.1.to_be(),
-            rem_port: rem.1.to_be(),
-            proto,
-            _pad: [0; 3],
-        };
+        let k = session_key(ext, rem, proto);
         let m = &self.tables.sessions;
         match v {
             Some(v) => m.update(bytes_of(&k), bytes_of(&v), libbpf_rs::MapFlags::ANY),
@@ -488,4 +474,16 @@ fn lookup<T: cgnat::bpf::Pod>(m: &libbpf_rs::MapHandle, key: &[u8]) -> Option<T>
     m.lookup(key, MapFlags::ANY)
         .expect("map lookup")
         .map(|v| from_bytes::<T>(&v).expect("value size"))
+}
+
+/// The session key of (ext, rem, proto).
+fn session_key(ext: (Ipv4Addr, u16), rem: (Ipv4Addr, u16), proto: u8) -> types::cgnat_session_key {
+    types::cgnat_session_key {
+        ext_addr: be32(ext.0),
+        rem_addr: be32(rem.0),
+        ext_port: ext.1.to_be(),
+        rem_port: rem.1.to_be(),
+        proto,
+        _pad: [0; 3],
+    }
 }
