@@ -114,7 +114,7 @@ static __always_inline int nat_icmp_error_in(struct xdp_md *ctx, struct pkt *p)
 {
 	struct iphdr *ip = p->ip, *in = p->inner;
 	struct bpf_fib_lookup fib;
-	struct cgnat_binding *b;
+	struct cgnat_binding b;
 	__be32 int_addr;
 	__be16 int_port;
 	int rc;
@@ -122,13 +122,12 @@ static __always_inline int nat_icmp_error_in(struct xdp_md *ctx, struct pkt *p)
 	/* the error must be addressed to the quoted packet's source */
 	if (ip->daddr != in->saddr)
 		return CGNAT_CONTINUE;
-	b = binding_in(in->saddr, *p->inner_sport, p->inner_proto);
-	if (!b)
+	if (!binding_in(in->saddr, *p->inner_sport, p->inner_proto, &b))
 		return CGNAT_CONTINUE;
 	if (!icmp_error_csum_ok(p))
 		return CGNAT_DROP_ICMP_CSUM;
-	int_addr = b->addr;
-	int_port = b->port;
+	int_addr = b.addr;
+	int_port = b.port;
 
 	rc = fib_route(ctx, p, ip->saddr, int_addr, &fib);
 	if (rc == CGNAT_PASS_LOCAL)
@@ -148,7 +147,7 @@ static __always_inline int nat_icmp_error_out(struct xdp_md *ctx, struct pkt *p)
 	struct iphdr *ip = p->ip, *in = p->inner;
 	struct cgnat_endpoint ik = {};
 	struct bpf_fib_lookup fib;
-	struct cgnat_binding *b, *tb;
+	struct cgnat_binding *b, tb;
 	__be32 ext_addr, new_dst = ip->daddr, tgt_addr = 0;
 	__be16 ext_port, tgt_port = 0;
 	int rc;
@@ -175,11 +174,10 @@ static __always_inline int nat_icmp_error_out(struct xdp_md *ctx, struct pkt *p)
 		/* hairpinned: the quoted packet came from another mapping */
 		if (ip->daddr != in->saddr)
 			return CGNAT_DROP_NO_BINDING;
-		tb = binding_in(in->saddr, *p->inner_sport, p->inner_proto);
-		if (!tb)
+		if (!binding_in(in->saddr, *p->inner_sport, p->inner_proto, &tb))
 			return CGNAT_DROP_NO_BINDING;
-		tgt_addr = tb->addr;
-		tgt_port = tb->port;
+		tgt_addr = tb.addr;
+		tgt_port = tb.port;
 		new_dst = tgt_addr;
 	}
 	rc = egress_ready(ctx, p, fib_route(ctx, p, ext_addr, new_dst, &fib),

@@ -143,17 +143,35 @@ struct {
 	__type(value, struct cgnat_binding);
 } bind_in SEC(".maps");
 
-/* The live binding whose external endpoint is (addr, port, proto): a
- * quarantined entry matches no traffic. */
-static __always_inline struct cgnat_binding *binding_in(__be32 addr, __be16 port,
-							__u8 proto)
+/* A bind_in value, read with one 8-byte load. The sweep quarantines an
+ * entry in place with one 8-byte store (bpf/sweep.h), rewriting its
+ * address and flags together: a reader sees the binding or the
+ * quarantine, never the address of one with the flags of the other. */
+static __always_inline struct cgnat_binding binding_read(const struct cgnat_binding *b)
+{
+	union {
+		__u64 raw;
+		struct cgnat_binding b;
+	} v;
+
+	_Static_assert(sizeof(struct cgnat_binding) == sizeof(__u64),
+		       "a binding is read and quarantined with one 8-byte access");
+	v.raw = *(const volatile __u64 *)b;
+	return v.b;
+}
+
+/* The live binding whose external endpoint is (addr, port, proto), into
+ * *out: 1 if there is one (a quarantined entry matches no traffic). */
+static __always_inline int binding_in(__be32 addr, __be16 port, __u8 proto,
+				      struct cgnat_binding *out)
 {
 	struct cgnat_endpoint ek = { .addr = addr, .port = port, .proto = proto };
 	struct cgnat_binding *b = bpf_map_lookup_elem(&bind_in, &ek);
 
-	if (b && (b->flags & CGNAT_BIND_QUARANTINE))
+	if (!b)
 		return 0;
-	return b;
+	*out = binding_read(b);
+	return !(out->flags & CGNAT_BIND_QUARANTINE);
 }
 
 /* Sessions, keyed in the external realm (see struct cgnat_session_key). */

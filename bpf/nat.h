@@ -290,13 +290,13 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		 * are not hairpinned (RFC 5508 REQ-7: Basic NAT only) */
 		if (p->proto == IPPROTO_ICMP)
 			return CGNAT_DROP_NO_BINDING;
-		struct cgnat_binding *tb = binding_in(ip->daddr, *p->dport, p->proto);
+		struct cgnat_binding tb;
 
-		if (!tb)
+		if (!binding_in(ip->daddr, *p->dport, p->proto, &tb))
 			return CGNAT_DROP_NO_BINDING;
-		new_dst = tb->addr;
-		new_dport = tb->port;
-		hairpin_static = tb->flags & CGNAT_BIND_STATIC;
+		new_dst = tb.addr;
+		new_dport = tb.port;
+		hairpin_static = tb.flags & CGNAT_BIND_STATIC;
 		init.flags = CGNAT_SESS_HAIRPIN;
 		hairpin = 1;
 		rc = route(ctx, p, ext.addr, new_dst, &fib);
@@ -405,12 +405,12 @@ established:
 		new_dst = s->int_addr;
 		new_dport = s->int_port;
 		if (s->flags & CGNAT_SESS_ONE_SIDED) {
-			struct cgnat_binding *tb = binding_in(ip->daddr, *p->dport, p->proto);
+			struct cgnat_binding tb;
 
-			if (!tb)
+			if (!binding_in(ip->daddr, *p->dport, p->proto, &tb))
 				return CGNAT_DROP_NO_BINDING;
-			new_dst = tb->addr;
-			new_dport = tb->port;
+			new_dst = tb.addr;
+			new_dport = tb.port;
 		}
 		if (ev || INBOUND_REFRESH || (s->flags & CGNAT_SESS_ONE_SIDED)) {
 			tk.ext_addr = ip->daddr;
@@ -461,7 +461,6 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 	struct cgnat_session_key sk = {};
 	struct cgnat_session init = {};
 	struct cgnat_session *s;
-	struct cgnat_binding *b;
 	struct bpf_fib_lookup fib;
 	__be32 int_addr;
 	__be16 int_port;
@@ -490,12 +489,9 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 		int_addr = s->int_addr;
 		int_port = s->int_port;
 	} else {
-		struct cgnat_endpoint ek = { .addr = ip->daddr,
-					     .port = *p->dport,
-					     .proto = p->proto };
+		struct cgnat_binding b;
 
-		b = bpf_map_lookup_elem(&bind_in, &ek);
-		if (!b || (b->flags & CGNAT_BIND_QUARANTINE))
+		if (!binding_in(ip->daddr, *p->dport, p->proto, &b))
 			return CGNAT_CONTINUE;
 		/* sessions with a remote in the pool are hairpin sessions
 		 * only (include/cgnat.h) */
@@ -505,10 +501,10 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 		if (p->proto == IPPROTO_TCP && !tcp_is_bare_syn(p))
 			return CGNAT_DROP_TCP_NO_SESSION;
 		if (!filter_admits(p->proto, ip->daddr, *p->dport, ip->saddr,
-				   b->flags & CGNAT_BIND_STATIC))
+				   b.flags & CGNAT_BIND_STATIC))
 			return CGNAT_DROP_FILTERED;
-		int_addr = b->addr;
-		int_port = b->port;
+		int_addr = b.addr;
+		int_port = b.port;
 	}
 
 	rc = route(ctx, p, ip->saddr, int_addr, &fib);

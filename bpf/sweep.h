@@ -8,11 +8,14 @@
  *
  * 1. sessions: a session idle past its timeout is marked
  *    CGNAT_SESS_DYING, or deleted if it already was; every other one
- *    marks its binding CGNAT_BIND_LIVE and its filter_addr entry seen,
- *    and counts for its subscriber: on its binding (sweep_sessions, which
+ *    marks its filter_addr entry seen and counts for its subscriber, and
+ *    one within its timeout marks its binding CGNAT_BIND_LIVE (a binding
+ *    whose sessions are all past their timeouts is released with the
+ *    last of them). The count goes on the binding (sweep_sessions, which
  *    the binding pass adds to the binding's subscriber: no lookup per
  *    session), or in sweep_subs directly when the binding cannot hold
- *    the count (missing, quarantined, another subscriber's, or at 255);
+ *    it (a dying session, whose binding is not looked up; missing,
+ *    quarantined, another subscriber's, or at 255);
  * 2. bind_in: a quarantine that has run out frees its port; a binding
  *    that is static, used or not yet marked CGNAT_BIND_IDLE is live
  *    (IDLE set on a bare one, cleared on a used one; counted per
@@ -28,13 +31,13 @@
  * is the global sweep_run. Writes the data path may race with are single
  * stores to fields it only reads (binding flags) or a one-byte store of
  * session flags, which a refreshing packet clears again as in the user
- * space sweep; a quarantine replaces the whole bind_in value
- * (BPF_EXIST), as the data path reads its address and flags together.
+ * space sweep; a quarantine rewrites the whole bind_in value in place
+ * with one 8-byte store, as the data path reads its address and flags
+ * together with one 8-byte load (binding_read()).
  *
- * Deleting or replacing the element a callback was given is safe for the
- * walk: a deleted preallocated element keeps its next pointer until it is
- * allocated again, and a replaced one becomes this CPU's spare element,
- * reused only by this CPU's next replacement, after the walk moved on.
+ * Deleting the element a callback was given is safe for the walk: a
+ * deleted preallocated element keeps its next pointer until it is
+ * allocated again.
  *
  * Every callback returns 0 (continue the walk).
  */
@@ -164,6 +167,7 @@ static long sweep_session_cb(struct bpf_map *map,
 	};
 	struct cgnat_sweep_sub *c;
 	struct cgnat_binding *b;
+	int dying = 0;
 	__be32 own;
 
 	/* the data path rewrites last_seen at most every CGNAT_REFRESH_MS:
@@ -182,19 +186,26 @@ static long sweep_session_cb(struct bpf_map *map,
 		/* two-phase expiry: a refreshing packet clears the mark */
 		s->flags |= CGNAT_SESS_DYING;
 		sweep_run.sessions_dying++;
+		dying = 1;
 	}
 	sweep_run.sessions_live++;
-	b = bpf_map_lookup_elem(&bind_in, &ek);
-	if (b && (b->flags & CGNAT_BIND_QUARANTINE))
-		b = 0;
-	if (b && !(b->flags & CGNAT_BIND_LIVE))
-		b->flags |= CGNAT_BIND_LIVE;
+	/* a session past its timeout does not keep its binding in use (the
+	 * binding goes with its last session), so it needs no lookup of it
+	 * unless it is a hairpin session, whose subscriber is the binding's */
+	b = 0;
+	if (!dying || (s->flags & CGNAT_SESS_HAIRPIN)) {
+		b = bpf_map_lookup_elem(&bind_in, &ek);
+		if (b && (b->flags & CGNAT_BIND_QUARANTINE))
+			b = 0;
+		if (b && !dying && !(b->flags & CGNAT_BIND_LIVE))
+			b->flags |= CGNAT_BIND_LIVE;
+	}
 	/* the subscriber the session belongs to: a hairpin session's is
 	 * its binding's (include/cgnat.h); without one it counts nowhere */
 	own = s->int_addr;
 	if (s->flags & CGNAT_SESS_HAIRPIN)
 		own = b ? b->addr : 0;
-	if (b && b->addr == own && b->sweep_sessions < 255) {
+	if (b && !dying && b->addr == own && b->sweep_sessions < 255) {
 		b->sweep_sessions++;
 	} else if (own) {
 		c = sweep_sub(own);
@@ -224,10 +235,13 @@ static __always_inline void sweep_release(const struct cgnat_endpoint *ek,
 	struct cgnat_endpoint ik = {
 		.addr = b->addr, .port = b->port, .proto = ek->proto,
 	};
-	struct cgnat_binding q = {
+	union {
+		__u64 raw;
+		struct cgnat_binding b;
+	} q = { .b = {
 		.addr = sweep_now(), .port = b->port,
 		.flags = CGNAT_BIND_QUARANTINE,
-	};
+	} };
 	struct cgnat_release *r;
 	__u32 slot = sweep_run.out;
 
@@ -252,7 +266,9 @@ static __always_inline void sweep_release(const struct cgnat_endpoint *ek,
 		bpf_map_delete_elem(&bind_in, ek);
 		sweep_run.ports_freed++;
 	} else {
-		bpf_map_update_elem(&bind_in, ek, &q, BPF_EXIST);
+		/* in place, one 8-byte store: the data path reads the
+		 * value with one 8-byte load (binding_read()) */
+		*(volatile __u64 *)b = q.raw;
 		sweep_run.ports_quarantined++;
 	}
 }
@@ -364,11 +380,16 @@ static __always_inline int sweep(struct cgnat_sweep *ctx)
 	sweep_run.out = 0;
 	sweep_run.pending = 0;
 	sweep_run.scratch_full = 0;
+	sweep_run.session_pass_ns = 0;
 	if (sweep_run.mode == CGNAT_SWEEP_FULL) {
+		__u64 t0;
+
 		bpf_for_each_map_elem(&sweep_subs, sweep_clear_cb, 0, 0);
 		if (sweep_run.flags & CGNAT_SWEEP_BLOCKS)
 			bpf_for_each_map_elem(&sweep_blocks, sweep_clear_cb, 0, 0);
+		t0 = bpf_ktime_get_ns();
 		bpf_for_each_map_elem(&sessions, sweep_session_cb, 0, 0);
+		sweep_run.session_pass_ns = bpf_ktime_get_ns() - t0;
 	}
 	bpf_for_each_map_elem(&bind_in, sweep_binding_cb, 0, 0);
 	if (sweep_run.mode == CGNAT_SWEEP_FULL &&

@@ -658,6 +658,9 @@ struct cgnat_sweep {
 	__u32 pending;	   /* releases left for a CGNAT_SWEEP_RELEASE run */
 	__u32 scratch_full; /* sweep_subs or sweep_blocks refused an entry */
 	__u32 _pad;
+	/* nanoseconds the session pass took (bpf_ktime_get_ns); the
+	 * bindings and filter_addr follow it */
+	__u64 session_pass_ns;
 };
 
 /* Value of sweep_subs (key: a subscriber's internal address): what the

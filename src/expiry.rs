@@ -7,11 +7,11 @@
 //!    protocol and TCP state is marked dying, and deleted at the next sweep
 //!    if it is still marked (a refreshing packet clears the mark, so a
 //!    session is never deleted while packets refresh it: expiry happens
-//!    between timeout and timeout + one sweep interval); the others mark
-//!    their binding live;
-//! 2. reads every binding (bind_in); a binding no live session uses is
-//!    marked idle, and at the next sweep, if still unused, it loses its
-//!    outbound entry and its external port goes into quarantine for
+//!    between timeout and timeout + one sweep interval); those within
+//!    their timeout mark their binding live;
+//! 2. reads every binding (bind_in); a binding no session within its
+//!    timeout uses is marked idle, and at the next sweep, if still unused,
+//!    it loses its outbound entry and its external port goes into quarantine for
 //!    `nat.port_quarantine` (RFC 6888 REQ-8); a quarantine that has run out
 //!    frees the port. (Two phases here too: the data path creates a binding
 //!    a moment before its first session.)
@@ -141,6 +141,10 @@ pub struct SweepReport {
     pub blocks_released: Vec<BlockRelease>,
     /// Bindings released (for the NAT log).
     pub released: Vec<BindingRelease>,
+    /// How long the walk of the sessions took (the in-kernel sweep; zero
+    /// in user space): every expired session is gone at its end, the
+    /// bindings follow.
+    pub session_pass: Duration,
 }
 
 /// A binding given back (for the NAT log).
@@ -295,6 +299,7 @@ impl Sweeper {
             sessions_expired: c.sessions_expired,
             bindings_live: c.bindings_live,
             ports_freed: c.ports_freed,
+            session_pass: Duration::from_nanos(c.session_pass_ns),
             ..Default::default()
         };
         let holdings = (c.scratch_full == 0)
@@ -361,6 +366,8 @@ impl Sweeper {
         let sessions: Vec<(types::cgnat_session_key, types::cgnat_session)> =
             dump(&t.sessions, "sessions")?;
         let mut dead = Vec::new();
+        // past their timeouts but marked only now: they keep no binding
+        let mut dying = Vec::new();
         let dying_flag = types::cgnat_session_flag::CGNAT_SESS_DYING.0 as u8;
         for (k, s) in &sessions {
             let idle = idle_ns(now, s.last_seen);
@@ -382,6 +389,7 @@ impl Sweeper {
                     .sessions
                     .update(bytes_of(k), bytes_of(&marked), MapFlags::EXIST);
                 rep.sessions_dying += 1;
+                dying.push(*k);
             }
         }
         // The other side of a dead hairpin session is one-sided now
@@ -403,11 +411,16 @@ impl Sweeper {
             }
         }
         let dead_keys: HashSet<[u8; 16]> = dead.iter().map(key_bytes).collect();
+        let dying_keys: HashSet<[u8; 16]> = dying.iter().map(key_bytes).collect();
+        // bindings in use: a binding goes with the last session within
+        // its timeout
         let mut live: HashSet<(u32, u16, u8)> = HashSet::new();
         let mut live_remotes: HashSet<(u32, u16, u8, u32)> = HashSet::new();
         for (k, _) in &sessions {
             if !dead_keys.contains(&key_bytes(k)) {
-                live.insert((k.ext_addr, k.ext_port, k.proto));
+                if !dying_keys.contains(&key_bytes(k)) {
+                    live.insert((k.ext_addr, k.ext_port, k.proto));
+                }
                 live_remotes.insert((k.ext_addr, k.ext_port, k.proto, k.rem_addr));
             }
         }
