@@ -99,6 +99,16 @@ fn bench_suite_runs() {
     sane("scale during sweep", &sc.during_sweep_ns, p.runs);
     assert!(sc.sweeps_during >= 1);
     assert_eq!(sc.expired, total, "the expire-everything sweeps");
+    assert_eq!(
+        sc.expired_bindings, total,
+        "bindings released by those sweeps"
+    );
+    assert!(
+        sc.expire_session_pass_secs > 0.0 && sc.expire_session_pass_secs <= sc.expire_delete_secs,
+        "the session pass ({} s) is part of the delete sweep ({} s)",
+        sc.expire_session_pass_secs,
+        sc.expire_delete_secs
+    );
     let b = sc.bytes_per_session();
     assert!(b.is_finite() && b > 0.0, "bytes per session {b}");
 

@@ -240,9 +240,25 @@ pub struct ScaleResult {
     pub expire_mark_cpu_secs: f64,
     pub expire_delete_cpu_secs: f64,
     pub expired: u64,
+    /// Bindings the same two sweeps released (their ports quarantined).
+    pub expired_bindings: u64,
+    /// The delete sweep's walk of the sessions, at whose end every
+    /// session is gone (its bindings are released after it).
+    pub expire_session_pass_secs: f64,
 }
 
 impl ScaleResult {
+    /// Seconds from the first expiring sweep's start until every session
+    /// is gone.
+    pub fn expire_sessions_secs(&self) -> f64 {
+        self.expire_mark_secs + self.expire_session_pass_secs
+    }
+
+    /// Seconds until every session and binding is gone.
+    pub fn expire_all_state_secs(&self) -> f64 {
+        self.expire_mark_secs + self.expire_delete_secs
+    }
+
     pub fn ratio(&self) -> f64 {
         self.large_ns.median() / self.small_ns.median()
     }

@@ -10,7 +10,8 @@
 //!   the sink receives every frame;
 //! - connection tear-down rate: a table of `teardown` connections
 //!   removed at once, connections per second (cgnat: the two sweeps of
-//!   its expiry with every session past its timeout; nftables:
+//!   its expiry with every session past its timeout, which delete the
+//!   sessions and release their bindings; nftables:
 //!   `conntrack -F`, less the time of the same command on an empty
 //!   table, as RFC 9693 subtracts the fixed cost);
 //! - connection table capacity: a table sized `capacity`
@@ -299,9 +300,14 @@ fn bench_mode(
                 let a = sweeper.sweep(&t, far).ctx("sweep")?;
                 let b = sweeper.sweep(&t, far + 1_000_000_000).ctx("sweep")?;
                 let dt = t0.elapsed().as_secs_f64();
-                if a.sessions_dying < got || b.sessions_expired != a.sessions_dying {
+                // every connection has its own binding: all of them go too
+                let released = a.bindings_released + b.bindings_released;
+                if a.sessions_dying < got
+                    || b.sessions_expired != a.sessions_dying
+                    || released != b.sessions_expired
+                {
                     return fail(format!(
-                        "cgnat expiry: {} marked, {} expired, {got} made",
+                        "cgnat expiry: {} marked, {} expired, {released} bindings released, {got} made",
                         a.sessions_dying, b.sessions_expired
                     ));
                 }

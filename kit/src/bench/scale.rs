@@ -449,7 +449,8 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
         r.sweeps_during = sweeps.load(Ordering::Relaxed);
 
         // Expire everything: the first sweep marks every session dying,
-        // the second deletes them and releases (quarantines) the ports.
+        // the second deletes them (its session pass) and then releases
+        // the bindings (quarantines the ports).
         if p.expire_all {
             let far = now + 10 * 86_400 * 1_000_000_000;
             let (a, wall, cpu) = timed(|| sweeper.sweep(&t, far))?;
@@ -457,10 +458,17 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
             let (b, wall, cpu) = timed(|| sweeper.sweep(&t, far + 1_000_000_000))?;
             (r.expire_delete_secs, r.expire_delete_cpu_secs) = (wall, cpu);
             r.expired = b.sessions_expired;
-            if a.sessions_dying != total || b.sessions_expired != total {
+            r.expire_session_pass_secs = b.session_pass.as_secs_f64();
+            r.expired_bindings = a.bindings_released + b.bindings_released;
+            // one binding per session here: a binding goes with its last
+            // session, so the two sweeps leave nothing behind
+            if a.sessions_dying != total
+                || b.sessions_expired != total
+                || r.expired_bindings != total
+            {
                 return fail(format!(
-                    "expiring everything: {} marked, {} expired of {total}",
-                    a.sessions_dying, b.sessions_expired
+                    "expiring everything: {} marked, {} expired, {} bindings released of {total}",
+                    a.sessions_dying, b.sessions_expired, r.expired_bindings
                 ));
             }
         }
