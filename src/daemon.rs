@@ -108,6 +108,8 @@ struct Daemon {
     /// Kept across reloads: reloads coming more often than sweep_interval
     /// (each restarting the clock) would otherwise stop expiry altogether.
     next_sweep: Instant,
+    /// The last sweep took longer than sweep_interval.
+    sweep_overrun: bool,
     /// The cluster engine, when this node is one of a cluster's.
     cluster: Option<Engine>,
     /// When the cluster status file is written next.
@@ -182,6 +184,7 @@ impl Daemon {
         Ok(Daemon {
             path: path.to_owned(),
             next_sweep: Instant::now() + cfg.sweep_interval,
+            sweep_overrun: false,
             cfg,
             shared_cfg,
             dp,
@@ -241,6 +244,11 @@ impl Daemon {
                 let started = Instant::now();
                 self.sweep(&sweeper, &tables);
                 self.next_sweep = started + self.cfg.sweep_interval;
+                let took = started.elapsed();
+                let interval = self.cfg.sweep_interval;
+                if let Some(msg) = overrun_notice(took, interval, &mut self.sweep_overrun) {
+                    eprintln!("cgnat: {msg}");
+                }
             }
             self.natlog.flush();
             self.cluster_turn(&tables);
@@ -628,5 +636,58 @@ fn handle_event(
             ts(),
         ),
         _ => {}
+    }
+}
+
+/// What to say when sweeps start taking longer than `sweep_interval`, and
+/// when they fit in it again (once per change, `overrun` remembers). While
+/// they overrun, sweeps run back to back and a session ends up to two
+/// sweep durations after its timeout, instead of one interval.
+fn overrun_notice(took: Duration, interval: Duration, overrun: &mut bool) -> Option<String> {
+    let over = took > interval;
+    if over == *overrun {
+        return None;
+    }
+    *overrun = over;
+    Some(if over {
+        format!(
+            "warning: a sweep took {:.2} s, longer than daemon.sweep_interval ({:.2} s): \
+             sweeps now run back to back and sessions expire up to {:.1} s after their \
+             timeout; a larger sweep_interval, or smaller tables, make expiry regular again",
+            took.as_secs_f64(),
+            interval.as_secs_f64(),
+            2.0 * took.as_secs_f64()
+        )
+    } else {
+        format!(
+            "sweeps fit in daemon.sweep_interval again ({:.2} s of {:.2} s)",
+            took.as_secs_f64(),
+            interval.as_secs_f64()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_overrun_is_told_once_and_so_is_its_end() {
+        let ms = Duration::from_millis;
+        let mut over = false;
+        assert_eq!(overrun_notice(ms(300), ms(1000), &mut over), None);
+        let first = overrun_notice(ms(3100), ms(1000), &mut over).expect("overrun told");
+        assert!(
+            first.contains("3.10 s") && first.contains("6.2 s"),
+            "{first}"
+        );
+        assert_eq!(
+            overrun_notice(ms(3200), ms(1000), &mut over),
+            None,
+            "told once"
+        );
+        let back = overrun_notice(ms(900), ms(1000), &mut over).expect("end told");
+        assert!(back.contains("again"), "{back}");
+        assert_eq!(overrun_notice(ms(900), ms(1000), &mut over), None);
     }
 }
