@@ -157,6 +157,49 @@ static __always_inline void sweep_mirror_gone(const struct cgnat_session_key *k)
 		o->flags |= CGNAT_SESS_ONE_SIDED;
 }
 
+/* The binding of external endpoint *ek; NULL if there is none or it is
+ * quarantined. */
+static __always_inline struct cgnat_binding *sweep_binding(const struct cgnat_endpoint *ek)
+{
+	struct cgnat_binding *b = bpf_map_lookup_elem(&bind_in, ek);
+
+	if (b && (b->flags & CGNAT_BIND_QUARANTINE))
+		return 0;
+	return b;
+}
+
+/* One session more for subscriber `own` in sweep_subs (0: nobody's). */
+static __always_inline void sweep_count_sub(__be32 own)
+{
+	struct cgnat_sweep_sub *c;
+
+	if (!own)
+		return;
+	c = sweep_sub(own);
+	if (c)
+		c->sessions++;
+}
+
+/* A live session keeps the filter_addr entry of its binding and remote
+ * address (address-dependent filtering). */
+static __always_inline void sweep_filter_seen(const struct cgnat_session_key *key)
+{
+	struct cgnat_session_key k = *key;
+
+	if (sweep_run.flags & CGNAT_SWEEP_FILTER) {
+		struct cgnat_filter_key fk = {
+			.ext_addr = k.ext_addr, .rem_addr = k.rem_addr,
+			.ext_port = k.ext_port, .proto = k.proto,
+		};
+		__u64 *created = bpf_map_lookup_elem(&filter_addr, &fk);
+
+		/* bit 63 (a monotonic time never has it) marks "seen": the
+		 * data path only tests the entry's presence */
+		if (created && !(*created >> 63))
+			*created |= 1ULL << 63;
+	}
+}
+
 static long sweep_session_cb(struct bpf_map *map,
 			     const struct cgnat_session_key *key,
 			     struct cgnat_session *s, void *ctx)
@@ -165,9 +208,7 @@ static long sweep_session_cb(struct bpf_map *map,
 	struct cgnat_endpoint ek = {
 		.addr = k.ext_addr, .port = k.ext_port, .proto = k.proto,
 	};
-	struct cgnat_sweep_sub *c;
 	struct cgnat_binding *b;
-	int dying = 0;
 	__be32 own;
 
 	/* the data path rewrites last_seen at most every CGNAT_REFRESH_MS:
@@ -186,44 +227,34 @@ static long sweep_session_cb(struct bpf_map *map,
 		/* two-phase expiry: a refreshing packet clears the mark */
 		s->flags |= CGNAT_SESS_DYING;
 		sweep_run.sessions_dying++;
-		dying = 1;
+		sweep_run.sessions_live++;
+		/* past its timeout, it does not keep its binding in use (the
+		 * binding goes with its last session): it only counts for its
+		 * subscriber, which for a hairpin session is its binding's
+		 * (include/cgnat.h) */
+		own = s->int_addr;
+		if (s->flags & CGNAT_SESS_HAIRPIN) {
+			b = sweep_binding(&ek);
+			own = b ? b->addr : 0;
+		}
+		sweep_count_sub(own);
+		sweep_filter_seen(&k);
+		return 0;
 	}
 	sweep_run.sessions_live++;
-	/* a session past its timeout does not keep its binding in use (the
-	 * binding goes with its last session), so it needs no lookup of it
-	 * unless it is a hairpin session, whose subscriber is the binding's */
-	b = 0;
-	if (!dying || (s->flags & CGNAT_SESS_HAIRPIN)) {
-		b = bpf_map_lookup_elem(&bind_in, &ek);
-		if (b && (b->flags & CGNAT_BIND_QUARANTINE))
-			b = 0;
-		if (b && !dying && !(b->flags & CGNAT_BIND_LIVE))
-			b->flags |= CGNAT_BIND_LIVE;
-	}
+	b = sweep_binding(&ek);
+	if (b && !(b->flags & CGNAT_BIND_LIVE))
+		b->flags |= CGNAT_BIND_LIVE;
 	/* the subscriber the session belongs to: a hairpin session's is
 	 * its binding's (include/cgnat.h); without one it counts nowhere */
 	own = s->int_addr;
 	if (s->flags & CGNAT_SESS_HAIRPIN)
 		own = b ? b->addr : 0;
-	if (b && !dying && b->addr == own && b->sweep_sessions < 255) {
+	if (b && b->addr == own && b->sweep_sessions < 255)
 		b->sweep_sessions++;
-	} else if (own) {
-		c = sweep_sub(own);
-		if (c)
-			c->sessions++;
-	}
-	if (sweep_run.flags & CGNAT_SWEEP_FILTER) {
-		struct cgnat_filter_key fk = {
-			.ext_addr = k.ext_addr, .rem_addr = k.rem_addr,
-			.ext_port = k.ext_port, .proto = k.proto,
-		};
-		__u64 *created = bpf_map_lookup_elem(&filter_addr, &fk);
-
-		/* bit 63 (a monotonic time never has it) marks "seen": the
-		 * data path only tests the entry's presence */
-		if (created && !(*created >> 63))
-			*created |= 1ULL << 63;
-	}
+	else
+		sweep_count_sub(own);
+	sweep_filter_seen(&k);
 	return 0;
 }
 
