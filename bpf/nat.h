@@ -216,19 +216,6 @@ static __always_inline __be16 remote_port(struct pkt *p, __be16 port)
 	return p->proto == IPPROTO_ICMP ? 0 : port;
 }
 
-/* *k (zeroed by the caller) := the session of p's protocol between the
- * external endpoint ext_addr:ext_port and the remote rem_addr:rem_port. */
-static __always_inline void session_key(struct cgnat_session_key *k, struct pkt *p,
-					__be32 ext_addr, __be16 ext_port,
-					__be32 rem_addr, __be16 rem_port)
-{
-	k->ext_addr = ext_addr;
-	k->ext_port = ext_port;
-	k->rem_addr = rem_addr;
-	k->rem_port = remote_port(p, rem_port);
-	k->proto = p->proto;
-}
-
 /*
  * Subscriber -> anywhere. Handles packets whose source is a subscriber
  * (an existing binding, or nat.internal_prefixes); CGNAT_CONTINUE without
@@ -273,7 +260,11 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	if (b) {
 		ext.addr = b->addr;
 		ext.port = b->port;
-		session_key(&sk, p, b->addr, b->port, ip->daddr, *p->dport);
+		sk.ext_addr = b->addr;
+		sk.ext_port = b->port;
+		sk.rem_addr = ip->daddr;
+		sk.rem_port = remote_port(p, *p->dport);
+		sk.proto = p->proto;
 		s = bpf_map_lookup_elem(&sessions, &sk);
 		if (s)
 			goto established;
@@ -334,7 +325,11 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		rc = binding_create(&ik, sub, now, &ext);
 		if (rc != CGNAT_CONTINUE)
 			return refuse(ctx, p, rc);
-		session_key(&sk, p, ext.addr, ext.port, ip->daddr, *p->dport);
+		sk.ext_addr = ext.addr;
+		sk.ext_port = ext.port;
+		sk.rem_addr = ip->daddr;
+		sk.rem_port = remote_port(p, *p->dport);
+		sk.proto = p->proto;
 	}
 	/* a hairpin session translates to its target (include/cgnat.h) */
 	init.int_addr = hairpin ? new_dst : ip->saddr;
@@ -344,7 +339,11 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	if (hairpin) {
 		/* The target's side of the same flow, as if it came inbound:
 		 * only a SYN opens TCP, and its own filtering applies. */
-		session_key(&tk, p, ip->daddr, *p->dport, ext.addr, ext.port);
+		tk.ext_addr = ip->daddr;
+		tk.ext_port = *p->dport;
+		tk.rem_addr = ext.addr;
+		tk.rem_port = remote_port(p, ext.port);
+		tk.proto = p->proto;
 		t = bpf_map_lookup_elem(&sessions, &tk);
 		if (!t && p->proto == IPPROTO_TCP && !tcp_is_bare_syn(p))
 			return CGNAT_DROP_TCP_NO_SESSION;
@@ -414,7 +413,11 @@ established:
 			new_dport = tb.port;
 		}
 		if (ev || INBOUND_REFRESH || (s->flags & CGNAT_SESS_ONE_SIDED)) {
-			session_key(&tk, p, ip->daddr, *p->dport, ext.addr, ext.port);
+			tk.ext_addr = ip->daddr;
+			tk.ext_port = *p->dport;
+			tk.rem_addr = ext.addr;
+			tk.rem_port = remote_port(p, ext.port);
+			tk.proto = p->proto;
 			t = bpf_map_lookup_elem(&sessions, &tk);
 			if (!t)
 				return CGNAT_DROP_NO_BINDING;
@@ -471,7 +474,11 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 	    (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHOREPLY))
 		return CGNAT_CONTINUE;
 
-	session_key(&sk, p, ip->daddr, *p->dport, ip->saddr, *p->sport);
+	sk.ext_addr = ip->daddr;
+	sk.ext_port = *p->dport;
+	sk.rem_addr = ip->saddr;
+	sk.rem_port = remote_port(p, *p->sport);
+	sk.proto = p->proto;
 	ev = tcp_events(p, 0);
 	s = bpf_map_lookup_elem(&sessions, &sk);
 	if (s) {
