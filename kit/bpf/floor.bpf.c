@@ -12,6 +12,9 @@
  *
  * xdp_probe is the floor plus the two hash lookups of cgnat's fast path,
  * to tell what the lookups cost from what translation costs.
+ * xdp_probe_line is the floor plus one lookup in a table of cache lines:
+ * what a fast path with one lookup per packet in a table of its own
+ * would pay instead.
  *
  * The other programs are measuring instruments:
  * - xdp_feed restores a pristine frame (the next one of the `frames`
@@ -190,6 +193,94 @@ int xdp_probe(struct xdp_md *ctx)
 		sk.proto = ip->protocol;
 		if (bpf_map_lookup_elem(&probe_sess, &sk))
 			probe_hits++;
+	}
+	return floor_forward(ctx, eth, ip, tot);
+}
+
+/* ---- xdp_probe_line: the floor plus one lookup in a table of lines ---- */
+
+/*
+ * A design measurement: one lookup per established packet in a table laid
+ * out for it, against cgnat's two kernel hash lookups. A BPF array of
+ * 64-byte slots (one cache line each: the 5-tuple, and room for a
+ * translation and a session's state), open addressing with linear
+ * probing from probe_line_hash(), which Floor::fill_lines
+ * (kit/src/floor.rs) computes the same way.
+ */
+struct probe_line {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 used;
+	__u8 _pad[2];
+	__u8 state[48];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct probe_line);
+} probe_lines SEC(".maps");
+
+/* slots of probe_lines - 1 (a power of two less one; set by the loader) */
+__u32 probe_lines_mask = 0;
+/* Flows xdp_probe_line found. */
+__u64 probe_line_hits = 0;
+
+/* Slots a lookup tries before it gives up (the loader never fills a
+ * longer run). */
+#define PROBE_LINE_TRIES 64
+
+/* The first slot of a 5-tuple, from its fields as they lie in the packet
+ * (network order, read as host integers). */
+static __always_inline __u32 probe_line_hash(__u32 saddr, __u32 daddr, __u16 sport,
+					     __u16 dport, __u8 proto)
+{
+	__u64 h = ((__u64)saddr << 32) | daddr;
+
+	/* the finalizer of MurmurHash3 over both words */
+	h ^= (((__u64)sport << 24) | ((__u64)dport << 8) | proto) * 0x9e3779b97f4a7c15ULL;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return (__u32)h;
+}
+
+SEC("xdp")
+int xdp_probe_line(struct xdp_md *ctx)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	struct probe_line *l;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__be16 *ports;
+	__u32 slot, i;
+	int verdict;
+	__u32 tot = floor_parse(ctx, &eth, &ip, &verdict);
+
+	if (!tot)
+		return verdict;
+	ports = (void *)ip + ip->ihl * 4;
+	if ((void *)(ports + 2) > data_end)
+		return XDP_DROP;
+	slot = probe_line_hash(ip->saddr, ip->daddr, ports[0], ports[1], ip->protocol);
+	for (i = 0; i < PROBE_LINE_TRIES; i++) {
+		__u32 k = (slot + i) & probe_lines_mask;
+
+		l = bpf_map_lookup_elem(&probe_lines, &k);
+		if (!l || !l->used)
+			break;
+		if (l->saddr == ip->saddr && l->daddr == ip->daddr &&
+		    l->sport == ports[0] && l->dport == ports[1] &&
+		    l->proto == ip->protocol) {
+			probe_line_hits++;
+			break;
+		}
 	}
 	return floor_forward(ctx, eth, ip, tot);
 }

@@ -59,6 +59,8 @@ pub enum Prog {
     Floor,
     /// The floor plus cgnat's two fast-path hash lookups.
     Probe,
+    /// The floor plus one lookup in a table of cache lines.
+    ProbeLine,
     /// Restores a pristine frame, then tail-calls the target.
     Feed,
     /// Does nothing (returns XDP_DROP): the feeder's own cost.
@@ -75,6 +77,7 @@ pub enum Prog {
 pub enum Target<'a> {
     Floor,
     Probe,
+    ProbeLine,
     Empty,
     Cgnat(&'a Datapath, Side),
 }
@@ -90,7 +93,8 @@ impl Floor {
     /// Loads the object; bpf_fib_lookup is made from `fib_ifindex` (0:
     /// the ingress interface), `frames` holds up to `max_frames` and
     /// the maps of `xdp_probe` are sized (bindings, sessions) as
-    /// cgnat's bind_out and sessions.
+    /// cgnat's bind_out and sessions; `xdp_probe_line`'s table has twice
+    /// as many slots as sessions (a power of two).
     pub fn load(
         fib_ifindex: u32,
         max_frames: u32,
@@ -120,12 +124,19 @@ impl Floor {
         ] {
             map.set_max_entries(n.max(1)).map_err(map_err(name))?;
         }
+        let lines = probe_entries.1.max(1).next_power_of_two().saturating_mul(2);
+        open.maps
+            .probe_lines
+            .set_max_entries(lines)
+            .map_err(map_err("probe_lines"))?;
         let skel = open.load().map_err(FloorError::Load)?;
-        Ok(Floor {
+        let mut floor = Floor {
             skel,
             links: Vec::new(),
             frame_len: 0,
-        })
+        };
+        floor.bss()?.probe_lines_mask = lines - 1;
+        Ok(floor)
     }
 
     fn prog(&self, p: Prog) -> &libbpf_rs::ProgramMut<'static> {
@@ -133,6 +144,7 @@ impl Floor {
         match p {
             Prog::Floor => &g.xdp_floor,
             Prog::Probe => &g.xdp_probe,
+            Prog::ProbeLine => &g.xdp_probe_line,
             Prog::Feed => &g.xdp_feed,
             Prog::Empty => &g.xdp_empty,
             Prog::Pass => &g.xdp_pass,
@@ -206,6 +218,7 @@ impl Floor {
         let fd = match t {
             Target::Floor => self.prog(Prog::Floor).as_fd().as_raw_fd(),
             Target::Probe => self.prog(Prog::Probe).as_fd().as_raw_fd(),
+            Target::ProbeLine => self.prog(Prog::ProbeLine).as_fd().as_raw_fd(),
             Target::Empty => self.prog(Prog::Empty).as_fd().as_raw_fd(),
             Target::Cgnat(dp, side) => dp.prog_fd(side).as_raw_fd(),
         };
@@ -358,6 +371,64 @@ impl Floor {
         ))
     }
 
+    /// Puts UDP flows (source, destination) into `xdp_probe_line`'s
+    /// table, at the slots its lookup tries. `taken` remembers the slots
+    /// used by earlier calls (empty before the first).
+    pub fn fill_lines(
+        &self,
+        flows: &[(std::net::SocketAddrV4, std::net::SocketAddrV4)],
+        taken: &mut Vec<bool>,
+    ) -> Result<(), FloorError> {
+        let m = &self.skel.maps.probe_lines;
+        let slots = m.max_entries() as usize;
+        taken.resize(slots, false);
+        let (mut keys, mut vals) = (Vec::new(), Vec::new());
+        for (src, dst) in flows {
+            let (sa, da) = (src.ip().octets(), dst.ip().octets());
+            let (sp, dp) = (src.port().to_be_bytes(), dst.port().to_be_bytes());
+            let mut i = line_hash(
+                u32::from_ne_bytes(sa),
+                u32::from_ne_bytes(da),
+                u16::from_ne_bytes(sp),
+                u16::from_ne_bytes(dp),
+                PROTO_UDP,
+            ) as usize
+                & (slots - 1);
+            let mut tries = 0;
+            while taken[i] {
+                tries += 1;
+                if tries >= LINE_TRIES {
+                    return Err(FloorError::Frames("probe_lines: a probe run is too long"));
+                }
+                i = (i + 1) & (slots - 1);
+            }
+            taken[i] = true;
+            keys.extend_from_slice(&(i as u32).to_ne_bytes());
+            let mut v = [0u8; 64];
+            v[0..4].copy_from_slice(&sa);
+            v[4..8].copy_from_slice(&da);
+            v[8..10].copy_from_slice(&sp);
+            v[10..12].copy_from_slice(&dp);
+            v[12] = PROTO_UDP;
+            v[13] = 1;
+            vals.extend_from_slice(&v);
+            if keys.len() / 4 == BATCH {
+                update_lines(m, &mut keys, &mut vals)?;
+            }
+        }
+        update_lines(m, &mut keys, &mut vals)
+    }
+
+    /// Flows `xdp_probe_line` found so far.
+    pub fn line_hits(&self) -> u64 {
+        self.skel
+            .maps
+            .bss_data
+            .as_deref()
+            .map(|b| b.probe_line_hits)
+            .unwrap_or(0)
+    }
+
     /// Sessions `xdp_probe` found so far.
     pub fn probe_hits(&self) -> u64 {
         self.skel
@@ -393,4 +464,36 @@ pub fn attach_pass_program(ifindex: u32) -> Result<PassLink, FloorError> {
     let mut floor = Floor::load(0, 1, (1, 1))?;
     floor.attach(Prog::Pass, ifindex)?;
     Ok(PassLink { _floor: floor })
+}
+
+const PROTO_UDP: u8 = 17;
+/// PROBE_LINE_TRIES of floor.bpf.c.
+const LINE_TRIES: usize = 64;
+
+/// probe_line_hash() of floor.bpf.c.
+fn line_hash(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> u32 {
+    let b = (u64::from(sport) << 24) | (u64::from(dport) << 8) | u64::from(proto);
+    let mut h =
+        ((u64::from(saddr) << 32) | u64::from(daddr)) ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h as u32
+}
+
+fn update_lines(
+    m: &libbpf_rs::Map<'_>,
+    keys: &mut Vec<u8>,
+    vals: &mut Vec<u8>,
+) -> Result<(), FloorError> {
+    let n = (keys.len() / 4) as u32;
+    if n > 0 {
+        m.update_batch(keys, vals, n, MapFlags::ANY, MapFlags::ANY)
+            .map_err(map_err("probe_lines"))?;
+    }
+    keys.clear();
+    vals.clear();
+    Ok(())
 }

@@ -171,22 +171,29 @@ impl Summary {
             let _ = writeln!(o, "\nScale (UDP outbound, established):");
             let _ = writeln!(
                 o,
-                "  {:>9} sessions: cgnat {:.1} ns ({:.2} Mpps), floor {:.1} ns, floor+2 lookups {:.1} ns",
+                "  {:>9} sessions: cgnat {:.1} ns ({:.2} Mpps), floor {:.1} ns, floor+2 lookups {:.1} ns, floor+1 line {:.1} ns",
                 s.small_sessions,
                 s.small_ns.median(),
                 mpps(s.small_ns.median()),
                 s.small_floor_ns.median(),
-                s.small_probe_ns.median()
+                s.small_probe_ns.median(),
+                s.small_line_ns.median()
             );
             let _ = writeln!(
                 o,
-                "  {:>9} sessions: cgnat {:.1} ns ({:.2} Mpps), floor {:.1} ns, floor+2 lookups {:.1} ns  ({} flows cycled)",
+                "  {:>9} sessions: cgnat {:.1} ns ({:.2} Mpps), floor {:.1} ns, floor+2 lookups {:.1} ns, floor+1 line {:.1} ns  ({} flows cycled)",
                 s.large_sessions,
                 s.large_ns.median(),
                 mpps(s.large_ns.median()),
                 s.large_floor_ns.median(),
                 s.large_probe_ns.median(),
+                s.large_line_ns.median(),
                 s.large_frames
+            );
+            let _ = writeln!(
+                o,
+                "    (floor+1 line: one lookup in a table of 64-byte slots, the layout of a one-lookup fast path; large/small {:.2})",
+                s.large_line_ns.median() / s.small_line_ns.median()
             );
             let _ = writeln!(
                 o,
@@ -572,6 +579,8 @@ impl Summary {
                         "large_floor_plus_lookups_ns",
                         J::n(s.large_probe_ns.median()),
                     ),
+                    ("small_floor_plus_line_ns", J::n(s.small_line_ns.median())),
+                    ("large_floor_plus_line_ns", J::n(s.large_line_ns.median())),
                     ("ratio", J::n(s.ratio())),
                     ("goal_met", J::Bool(s.ratio() <= GOAL_SCALE_RATIO)),
                     ("bytes_per_session", J::n(s.bytes_per_session())),

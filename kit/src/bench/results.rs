@@ -220,6 +220,10 @@ pub struct ScaleResult {
     /// The floor plus cgnat's two lookups (xdp_probe), same maps' sizes.
     pub small_probe_ns: Stat,
     pub large_probe_ns: Stat,
+    /// The floor plus one lookup in a table of cache lines
+    /// (`xdp_probe_line`): a fast path with one lookup per packet.
+    pub small_line_ns: Stat,
+    pub large_line_ns: Stat,
     pub during_sweep_ns: Stat,
     pub sweeps_during: u64,
     pub preload_secs: f64,

@@ -207,6 +207,19 @@ pub(super) fn preload(t: &Dest<'_>, g: &Geo, subs: std::ops::Range<u32>, now: u6
 }
 
 /// pool_load as the data path keeps it: subscribers per pool address.
+/// The flows of subscribers `subs` into `xdp_probe_line`'s table.
+fn fill_lines(
+    fl: &Floor,
+    g: &Geo,
+    subs: std::ops::Range<u32>,
+    taken: &mut Vec<bool>,
+) -> Result<()> {
+    let flows: Vec<_> = subs
+        .flat_map(|k| (0..g.ports).map(move |j| (g.int(k, j), sock(R10, 3478))))
+        .collect();
+    fl.fill_lines(&flows, taken).ctx("probe_lines")
+}
+
 pub(super) fn set_pool_load(t: &Tables, g: &Geo, subs: u32) -> Result<()> {
     for idx in 0..POOL_SIZE {
         let lo = idx * g.per_addr;
@@ -291,23 +304,25 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
         set_pool_load(&t, &g, small.subs)?;
         let mut preload_secs = t0.elapsed().as_secs_f64();
         preload(&Dest::probe(&probe), &g, 0..small.subs, now)?;
+        let mut taken = Vec::new();
+        fill_lines(&fl, &g, 0..small.subs, &mut taken)?;
         r.small_sessions = u64::from(small.subs) * u64::from(g.ports);
         let frames: Vec<Vec<u8>> = (0..small.subs)
             .flat_map(|k| (0..g.ports).map(move |j| (k, j)))
             .map(|(k, j)| g.frame(k, j))
             .collect();
         fl.set_frames(&frames).ctx("feeder frames")?;
-        // cgnat, and optionally the floor and the probe, net of the feeder
+        // cgnat, and optionally the floor and the probes, net of the feeder
         let measure = |fl: &Floor,
                        runs: usize,
                        c: &mut Stat,
-                       mut others: Option<(&mut Stat, &mut Stat)>|
+                       mut others: Option<(&mut Stat, &mut Stat, &mut Stat)>|
          -> Result<()> {
             for _ in 0..runs {
                 let (_, e) = feed(fl, Target::Empty, int0, p.scale_repeat)?;
                 let cg = feed_cgnat(fl, &dp, &t, Side::Internal, int0, p.scale_repeat, "fwd_out")?;
                 c.runs.push(cg - e);
-                if let Some((f, pr)) = others.as_mut() {
+                if let Some((f, pr, li)) = others.as_mut() {
                     let (_, x) = feed(fl, Target::Floor, int0, p.scale_repeat)?;
                     f.runs.push(x - e);
                     let hits = fl.probe_hits();
@@ -316,6 +331,12 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
                         return fail("xdp_probe did not find every session");
                     }
                     pr.runs.push(x - e);
+                    let hits = fl.line_hits();
+                    let (_, x) = feed(fl, Target::ProbeLine, int0, p.scale_repeat)?;
+                    if fl.line_hits() - hits != u64::from(p.scale_repeat) {
+                        return fail("xdp_probe_line did not find every flow");
+                    }
+                    li.runs.push(x - e);
                 }
             }
             Ok(())
@@ -324,7 +345,11 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
             &fl,
             p.runs,
             &mut r.small_ns,
-            Some((&mut r.small_floor_ns, &mut r.small_probe_ns)),
+            Some((
+                &mut r.small_floor_ns,
+                &mut r.small_probe_ns,
+                &mut r.small_line_ns,
+            )),
         )?;
 
         // The rest of the large table.
@@ -334,6 +359,7 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
         preload_secs += t1.elapsed().as_secs_f64();
         r.preload_secs = preload_secs;
         preload(&Dest::probe(&probe), &g, small.subs..g.subs, now)?;
+        fill_lines(&fl, &g, small.subs..g.subs, &mut taken)?;
         r.large_sessions = total;
         // the large table, the small table's flows: table size alone
         measure(&fl, p.runs, &mut r.large_hot_ns, None)?;
@@ -351,7 +377,11 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
             &fl,
             p.runs,
             &mut r.large_ns,
-            Some((&mut r.large_floor_ns, &mut r.large_probe_ns)),
+            Some((
+                &mut r.large_floor_ns,
+                &mut r.large_probe_ns,
+                &mut r.large_line_ns,
+            )),
         )?;
         // Zipf(1.0) over every flow: rank r drawn with probability
         // proportional to 1/r, ranks scattered over the table.
