@@ -98,6 +98,16 @@ fn bench_suite_runs() {
     sane("scale floor+lookups", &sc.large_probe_ns, p.runs);
     sane("scale floor+line, small", &sc.small_line_ns, p.runs);
     sane("scale floor+line", &sc.large_line_ns, p.runs);
+    sane(
+        "scale floor+lookups, table size alone",
+        &sc.large_hot_probe_ns,
+        p.runs,
+    );
+    sane(
+        "scale floor+line, table size alone",
+        &sc.large_hot_line_ns,
+        p.runs,
+    );
     sane("scale during sweep", &sc.during_sweep_ns, p.runs);
     assert!(sc.sweeps_during >= 1);
     assert_eq!(sc.expired, total, "the expire-everything sweeps");

@@ -197,10 +197,13 @@ impl Summary {
             );
             let _ = writeln!(
                 o,
-                "  {:>9} sessions, only the {} flows above: cgnat {:.1} ns (table size alone)",
+                "  {:>9} sessions, only the {} flows above: cgnat {:.1} ns (table size alone), floor {:.1} ns, floor+2 lookups {:.1} ns, floor+1 line {:.1} ns",
                 s.large_sessions,
                 s.small_sessions,
-                s.large_hot_ns.median()
+                s.large_hot_ns.median(),
+                s.large_hot_floor_ns.median(),
+                s.large_hot_probe_ns.median(),
+                s.large_hot_line_ns.median()
             );
             let _ = writeln!(
                 o,
@@ -569,6 +572,14 @@ impl Summary {
                     ("large_ns", J::n(s.large_ns.median())),
                     ("large_mpps", J::n(mpps(s.large_ns.median()))),
                     ("large_table_small_flows_ns", J::n(s.large_hot_ns.median())),
+                    (
+                        "large_table_small_flows_floor_plus_lookups_ns",
+                        J::n(s.large_hot_probe_ns.median()),
+                    ),
+                    (
+                        "large_table_small_flows_floor_plus_line_ns",
+                        J::n(s.large_hot_line_ns.median()),
+                    ),
                     ("small_floor_ns", J::n(s.small_floor_ns.median())),
                     ("large_floor_ns", J::n(s.large_floor_ns.median())),
                     (

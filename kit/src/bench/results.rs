@@ -224,6 +224,11 @@ pub struct ScaleResult {
     /// (`xdp_probe_line`): a fast path with one lookup per packet.
     pub small_line_ns: Stat,
     pub large_line_ns: Stat,
+    /// The floor and both probes with the large tables loaded and only
+    /// the small set of flows active (table size alone).
+    pub large_hot_floor_ns: Stat,
+    pub large_hot_probe_ns: Stat,
+    pub large_hot_line_ns: Stat,
     pub during_sweep_ns: Stat,
     pub sweeps_during: u64,
     pub preload_secs: f64,

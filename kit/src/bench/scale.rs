@@ -362,7 +362,16 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
         fill_lines(&fl, &g, small.subs..g.subs, &mut taken)?;
         r.large_sessions = total;
         // the large table, the small table's flows: table size alone
-        measure(&fl, p.runs, &mut r.large_hot_ns, None)?;
+        measure(
+            &fl,
+            p.runs,
+            &mut r.large_hot_ns,
+            Some((
+                &mut r.large_hot_floor_ns,
+                &mut r.large_hot_probe_ns,
+                &mut r.large_hot_line_ns,
+            )),
+        )?;
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let frames: Vec<Vec<u8>> = (0..p.scale_frames.min(g.subs * g.ports))
             .map(|_| {
