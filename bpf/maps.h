@@ -143,21 +143,32 @@ struct {
 	__type(value, struct cgnat_binding);
 } bind_in SEC(".maps");
 
-/* A bind_in value, read with one 8-byte load. The sweep quarantines an
- * entry in place with one 8-byte store (bpf/sweep.h), rewriting its
- * address and flags together: a reader sees the binding or the
- * quarantine, never the address of one with the flags of the other. */
+/* A bind_in value as one 8-byte word. The sweep quarantines an entry in
+ * place (bpf/sweep.h) with binding_write(), rewriting its address and
+ * flags together, and the data path reads entries with binding_read():
+ * a reader sees the binding or the quarantine, never the address of one
+ * with the flags of the other. */
+union cgnat_binding_word {
+	__u64 raw;
+	struct cgnat_binding b;
+};
+
+_Static_assert(sizeof(struct cgnat_binding) == sizeof(__u64),
+	       "a binding is read and quarantined with one 8-byte access");
+
 static __always_inline struct cgnat_binding binding_read(const struct cgnat_binding *b)
 {
-	union {
-		__u64 raw;
-		struct cgnat_binding b;
-	} v;
+	union cgnat_binding_word v;
 
-	_Static_assert(sizeof(struct cgnat_binding) == sizeof(__u64),
-		       "a binding is read and quarantined with one 8-byte access");
 	v.raw = *(const volatile __u64 *)b;
 	return v.b;
+}
+
+static __always_inline void binding_write(struct cgnat_binding *b, struct cgnat_binding v)
+{
+	union cgnat_binding_word w = { .b = v };
+
+	*(volatile __u64 *)b = w.raw;
 }
 
 /* The live binding whose external endpoint is (addr, port, proto), into

@@ -32,8 +32,8 @@
  * stores to fields it only reads (binding flags) or a one-byte store of
  * session flags, which a refreshing packet clears again as in the user
  * space sweep; a quarantine rewrites the whole bind_in value in place
- * with one 8-byte store, as the data path reads its address and flags
- * together with one 8-byte load (binding_read()).
+ * with one 8-byte store (binding_write()), as the data path reads its
+ * address and flags together with one 8-byte load (binding_read()).
  *
  * Deleting the element a callback was given is safe for the walk: a
  * deleted preallocated element keeps its next pointer until it is
@@ -182,14 +182,12 @@ static __always_inline void sweep_count_sub(__be32 own)
 
 /* A live session keeps the filter_addr entry of its binding and remote
  * address (address-dependent filtering). */
-static __always_inline void sweep_filter_seen(const struct cgnat_session_key *key)
+static __always_inline void sweep_filter_seen(const struct cgnat_session_key *k)
 {
-	struct cgnat_session_key k = *key;
-
 	if (sweep_run.flags & CGNAT_SWEEP_FILTER) {
 		struct cgnat_filter_key fk = {
-			.ext_addr = k.ext_addr, .rem_addr = k.rem_addr,
-			.ext_port = k.ext_port, .proto = k.proto,
+			.ext_addr = k->ext_addr, .rem_addr = k->rem_addr,
+			.ext_port = k->ext_port, .proto = k->proto,
 		};
 		__u64 *created = bpf_map_lookup_elem(&filter_addr, &fk);
 
@@ -266,13 +264,10 @@ static __always_inline void sweep_release(const struct cgnat_endpoint *ek,
 	struct cgnat_endpoint ik = {
 		.addr = b->addr, .port = b->port, .proto = ek->proto,
 	};
-	union {
-		__u64 raw;
-		struct cgnat_binding b;
-	} q = { .b = {
+	struct cgnat_binding q = {
 		.addr = sweep_now(), .port = b->port,
 		.flags = CGNAT_BIND_QUARANTINE,
-	} };
+	};
 	struct cgnat_release *r;
 	__u32 slot = sweep_run.out;
 
@@ -297,9 +292,8 @@ static __always_inline void sweep_release(const struct cgnat_endpoint *ek,
 		bpf_map_delete_elem(&bind_in, ek);
 		sweep_run.ports_freed++;
 	} else {
-		/* in place, one 8-byte store: the data path reads the
-		 * value with one 8-byte load (binding_read()) */
-		*(volatile __u64 *)b = q.raw;
+		/* in place, in one store (binding_write(), bpf/maps.h) */
+		binding_write(b, q);
 		sweep_run.ports_quarantined++;
 	}
 }

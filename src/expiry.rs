@@ -367,7 +367,7 @@ impl Sweeper {
             dump(&t.sessions, "sessions")?;
         let mut dead = Vec::new();
         // past their timeouts but marked only now: they keep no binding
-        let mut dying = Vec::new();
+        let mut dying: HashSet<[u8; 16]> = HashSet::new();
         let dying_flag = types::cgnat_session_flag::CGNAT_SESS_DYING.0 as u8;
         for (k, s) in &sessions {
             let idle = idle_ns(now, s.last_seen);
@@ -389,7 +389,7 @@ impl Sweeper {
                     .sessions
                     .update(bytes_of(k), bytes_of(&marked), MapFlags::EXIST);
                 rep.sessions_dying += 1;
-                dying.push(*k);
+                dying.insert(key_bytes(k));
             }
         }
         // The other side of a dead hairpin session is one-sided now
@@ -411,14 +411,13 @@ impl Sweeper {
             }
         }
         let dead_keys: HashSet<[u8; 16]> = dead.iter().map(key_bytes).collect();
-        let dying_keys: HashSet<[u8; 16]> = dying.iter().map(key_bytes).collect();
         // bindings in use: a binding goes with the last session within
         // its timeout
         let mut live: HashSet<(u32, u16, u8)> = HashSet::new();
         let mut live_remotes: HashSet<(u32, u16, u8, u32)> = HashSet::new();
         for (k, _) in &sessions {
             if !dead_keys.contains(&key_bytes(k)) {
-                if !dying_keys.contains(&key_bytes(k)) {
+                if !dying.contains(&key_bytes(k)) {
                     live.insert((k.ext_addr, k.ext_port, k.proto));
                 }
                 live_remotes.insert((k.ext_addr, k.ext_port, k.proto, k.rem_addr));

@@ -138,6 +138,26 @@ int xdp_floor(struct xdp_md *ctx)
 	return floor_forward(ctx, eth, ip, tot);
 }
 
+/* floor_parse(), then the two port fields after the IPv4 header (TCP and
+ * UDP alike) into *portsp; 0 (and *verdict) if the frame has no ports. */
+static __always_inline __u32 floor_parse_ports(struct xdp_md *ctx, struct ethhdr **ethp,
+					       struct iphdr **ipp, __be16 **portsp,
+					       int *verdict)
+{
+	__u32 tot = floor_parse(ctx, ethp, ipp, verdict);
+	__be16 *ports;
+
+	if (!tot)
+		return 0;
+	ports = (void *)*ipp + (*ipp)->ihl * 4;
+	if ((void *)(ports + 2) > (void *)(long)ctx->data_end) {
+		*verdict = XDP_DROP;
+		return 0;
+	}
+	*portsp = ports;
+	return tot;
+}
+
 /* ---- xdp_probe: the floor plus cgnat's two fast-path lookups ---- */
 
 /*
@@ -166,7 +186,6 @@ __u64 probe_hits = 0;
 SEC("xdp")
 int xdp_probe(struct xdp_md *ctx)
 {
-	void *data_end = (void *)(long)ctx->data_end;
 	struct cgnat_endpoint ik = {};
 	struct cgnat_session_key sk = {};
 	struct cgnat_binding *b;
@@ -174,13 +193,10 @@ int xdp_probe(struct xdp_md *ctx)
 	struct iphdr *ip;
 	__be16 *ports;
 	int verdict;
-	__u32 tot = floor_parse(ctx, &eth, &ip, &verdict);
+	__u32 tot = floor_parse_ports(ctx, &eth, &ip, &ports, &verdict);
 
 	if (!tot)
 		return verdict;
-	ports = (void *)ip + ip->ihl * 4;
-	if ((void *)(ports + 2) > data_end)
-		return XDP_DROP;
 	ik.addr = ip->saddr;
 	ik.port = ports[0];
 	ik.proto = ip->protocol;
@@ -254,20 +270,16 @@ static __always_inline __u32 probe_line_hash(__u32 saddr, __u32 daddr, __u16 spo
 SEC("xdp")
 int xdp_probe_line(struct xdp_md *ctx)
 {
-	void *data_end = (void *)(long)ctx->data_end;
 	struct probe_line *l;
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__be16 *ports;
 	__u32 slot, i;
 	int verdict;
-	__u32 tot = floor_parse(ctx, &eth, &ip, &verdict);
+	__u32 tot = floor_parse_ports(ctx, &eth, &ip, &ports, &verdict);
 
 	if (!tot)
 		return verdict;
-	ports = (void *)ip + ip->ihl * 4;
-	if ((void *)(ports + 2) > data_end)
-		return XDP_DROP;
 	slot = probe_line_hash(ip->saddr, ip->daddr, ports[0], ports[1], ip->protocol);
 	for (i = 0; i < PROBE_LINE_TRIES; i++) {
 		__u32 k = (slot + i) & probe_lines_mask;

@@ -15,6 +15,8 @@ use cgnat::bpf::{
 };
 use cgnat::config::XdpMode;
 
+use crate::frame::PROTO_UDP;
+
 #[allow(clippy::all, clippy::pedantic, unsafe_op_in_unsafe_fn)]
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/floor.skel.rs"));
@@ -44,6 +46,8 @@ pub enum FloorError {
     },
     #[error("{0}")]
     Frames(&'static str),
+    #[error("probe_lines: {0}")]
+    Lines(&'static str),
     #[error(transparent)]
     Attach(#[from] BpfError),
 }
@@ -312,7 +316,7 @@ impl Floor {
 
     /// Frames `xdp_gen` has sent since `set_pacing`.
     pub fn generator_sent(&self) -> u64 {
-        self.skel.maps.bss_data.as_deref().map_or(0, |b| b.gen_sent)
+        self.bss_value(|b| b.gen_sent)
     }
 
     /// Does this kernel run programs in live-frames mode? Some refuse
@@ -398,7 +402,7 @@ impl Floor {
             while taken[i] {
                 tries += 1;
                 if tries >= LINE_TRIES {
-                    return Err(FloorError::Frames("probe_lines: a probe run is too long"));
+                    return Err(FloorError::Lines("a probe run is too long"));
                 }
                 i = (i + 1) & (slots - 1);
             }
@@ -421,22 +425,17 @@ impl Floor {
 
     /// Flows `xdp_probe_line` found so far.
     pub fn line_hits(&self) -> u64 {
-        self.skel
-            .maps
-            .bss_data
-            .as_deref()
-            .map(|b| b.probe_line_hits)
-            .unwrap_or(0)
+        self.bss_value(|b| b.probe_line_hits)
     }
 
     /// Sessions `xdp_probe` found so far.
     pub fn probe_hits(&self) -> u64 {
-        self.skel
-            .maps
-            .bss_data
-            .as_deref()
-            .map(|b| b.probe_hits)
-            .unwrap_or(0)
+        self.bss_value(|b| b.probe_hits)
+    }
+
+    /// A counter of the object's .bss (0 without the section).
+    fn bss_value(&self, f: impl Fn(&skel::types::bss) -> u64) -> u64 {
+        self.skel.maps.bss_data.as_deref().map_or(0, f)
     }
 
     /// Packets `xdp_sink` counted, summed over CPUs.
@@ -466,7 +465,6 @@ pub fn attach_pass_program(ifindex: u32) -> Result<PassLink, FloorError> {
     Ok(PassLink { _floor: floor })
 }
 
-const PROTO_UDP: u8 = 17;
 /// PROBE_LINE_TRIES of floor.bpf.c.
 const LINE_TRIES: usize = 64;
 

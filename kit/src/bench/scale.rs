@@ -206,7 +206,6 @@ pub(super) fn preload(t: &Dest<'_>, g: &Geo, subs: std::ops::Range<u32>, now: u6
     Ok(())
 }
 
-/// pool_load as the data path keeps it: subscribers per pool address.
 /// The flows of subscribers `subs` into `xdp_probe_line`'s table.
 fn fill_lines(
     fl: &Floor,
@@ -220,6 +219,7 @@ fn fill_lines(
     fl.fill_lines(&flows, taken).ctx("probe_lines")
 }
 
+/// pool_load as the data path keeps it: subscribers per pool address.
 pub(super) fn set_pool_load(t: &Tables, g: &Geo, subs: u32) -> Result<()> {
     for idx in 0..POOL_SIZE {
         let lo = idx * g.per_addr;
