@@ -29,7 +29,8 @@
  *   a new source address and port (gen_subs subscribers x gen_ports ports)
  *   and returns XDP_TX, which live-frames mode transmits out of the
  *   ingress device.
- * - xdp_sink counts what arrives at the far end (per CPU) and drops it.
+ * - xdp_sink counts the IPv4 UDP frames that arrive at the far end (per
+ *   CPU) and drops everything.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -443,12 +444,21 @@ struct {
 	__type(value, __u64);
 } sink_count SEC(".maps");
 
+/* Counts IPv4 UDP frames only (what xdp_gen sends, translated or not):
+ * the far end's own IPv6 and ARP chatter is no received traffic. */
 SEC("xdp")
 int xdp_sink(struct xdp_md *ctx)
 {
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = (void *)(long)ctx->data;
+	struct iphdr *ip = (void *)(eth + 1);
 	__u32 zero = 0;
-	__u64 *c = bpf_map_lookup_elem(&sink_count, &zero);
+	__u64 *c;
 
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) ||
+	    ip->protocol != IPPROTO_UDP)
+		return XDP_DROP;
+	c = bpf_map_lookup_elem(&sink_count, &zero);
 	if (c)
 		(*c)++;
 	return XDP_DROP;
