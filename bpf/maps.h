@@ -362,6 +362,25 @@ struct {
 	__type(value, __u32);
 } sweep_blocks SEC(".maps");
 
+/* Per external address (its slot, struct cgnat_sweep_range): the ports
+ * a live session uses. Scratch of one run, emptied at its start; an
+ * address without a slot has its bindings marked CGNAT_BIND_LIVE
+ * instead. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cgnat_port_bits);
+} sweep_live SEC(".maps");
+
+/* All zero, never written: what sweep_live is emptied with. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cgnat_port_bits);
+} sweep_zero SEC(".maps");
+
 /* Bindings a sweep released, in order; cgnat_sweep.out says how many. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

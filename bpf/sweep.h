@@ -8,16 +8,18 @@
  *
  * 1. sessions: a session idle past its timeout is marked
  *    CGNAT_SESS_DYING, or deleted if it already was; every other one
- *    marks its filter_addr entry seen and counts for its subscriber, and
- *    one within its timeout marks its binding CGNAT_BIND_LIVE (a binding
- *    whose sessions are all past their timeouts is released with the
- *    last of them). The count goes on the binding (sweep_sessions, which
- *    the binding pass adds to the binding's subscriber: no lookup per
- *    session), or in sweep_subs directly when the binding cannot hold
- *    it (a dying session, whose binding is not looked up; missing,
- *    quarantined, another subscriber's, or at 255);
+ *    marks its filter_addr entry seen and counts for its subscriber in
+ *    sweep_subs, and one within its timeout marks its binding used (a
+ *    binding whose sessions are all past their timeouts is released with
+ *    the last of them). The mark is the port's bit in sweep_live, so the
+ *    session pass looks no binding up. A hairpin session, which counts
+ *    for its binding's subscriber, looks its binding up and marks it
+ *    CGNAT_BIND_LIVE, counting on it (sweep_sessions, added to the
+ *    subscriber by the binding pass) while it can; so does any session
+ *    whose address has no slot in sweep_live;
  * 2. bind_in: a quarantine that has run out frees its port; a binding
- *    that is static, used or not yet marked CGNAT_BIND_IDLE is live
+ *    that is static, used (its bit in sweep_live, or CGNAT_BIND_LIVE) or
+ *    not yet marked CGNAT_BIND_IDLE is live
  *    (IDLE set on a bare one, cleared on a used one; counted per
  *    subscriber and per port block); any other is released: its bind_out
  *    entry is deleted, its port quarantined (RFC 6888 REQ-8) or freed,
@@ -134,6 +136,84 @@ static __always_inline struct cgnat_sweep_sub *sweep_sub(__be32 addr)
 	return bpf_map_lookup_elem(&sweep_subs, &addr);
 }
 
+/* The port bits of external address a in sweep_live; NULL if it has no
+ * slot. */
+static __always_inline struct cgnat_port_bits *sweep_live_bits(__be32 a)
+{
+	__u32 h = bpf_ntohl(a), i, slot;
+
+	for (i = 0; i < CGNAT_SWEEP_RANGES; i++) {
+		if (i >= sweep_run.ranges)
+			break;
+		if (h - sweep_run.range[i].first < sweep_run.range[i].count) {
+			slot = sweep_run.range[i].slot + (h - sweep_run.range[i].first);
+			return bpf_map_lookup_elem(&sweep_live, &slot);
+		}
+	}
+	return 0;
+}
+
+/* The word of m that holds the bit of external endpoint *ek, and the bit
+ * in *mask; NULL for a protocol without bits. */
+static __always_inline __u64 *sweep_port_word(struct cgnat_port_bits *m,
+					      const struct cgnat_endpoint *ek,
+					      __u64 *mask)
+{
+	__u32 port = bpf_ntohs(ek->port);
+	__u32 w = (port >> 6) & 1023;
+
+	*mask = 1ULL << (port & 63);
+	if (ek->proto == IPPROTO_TCP)
+		return &m->w[CGNAT_PI_TCP * 1024 + w];
+	if (ek->proto == IPPROTO_UDP)
+		return &m->w[CGNAT_PI_UDP * 1024 + w];
+	if (ek->proto == IPPROTO_ICMP)
+		return &m->w[CGNAT_PI_ICMP * 1024 + w];
+	return 0;
+}
+
+/* Marks the binding of *ek used in sweep_live; 0 if it could not (no slot
+ * for its address, or no bits for its protocol): the caller marks the
+ * binding itself. */
+static __always_inline int sweep_mark_used(const struct cgnat_endpoint *ek)
+{
+	struct cgnat_port_bits *m = sweep_live_bits(ek->addr);
+	__u64 mask, *w;
+
+	if (!m)
+		return 0;
+	w = sweep_port_word(m, ek, &mask);
+	if (!w)
+		return 0;
+	if (!(*w & mask))
+		*w |= mask;
+	return 1;
+}
+
+/* Whether a session of this run marked the binding of *ek in sweep_live. */
+static __always_inline int sweep_marked_used(const struct cgnat_endpoint *ek)
+{
+	struct cgnat_port_bits *m = sweep_live_bits(ek->addr);
+	__u64 mask, *w;
+
+	if (!m)
+		return 0;
+	w = sweep_port_word(m, ek, &mask);
+	return w && (*w & mask);
+}
+
+/* Empties one sweep_live slot. */
+static long sweep_zero_cb(struct bpf_map *map, const __u32 *key,
+			  struct cgnat_port_bits *bits, void *ctx)
+{
+	__u32 k = *key, zero = 0;
+	struct cgnat_port_bits *z = bpf_map_lookup_elem(&sweep_zero, &zero);
+
+	if (z)
+		bpf_map_update_elem(&sweep_live, &k, z, BPF_ANY);
+	return 0;
+}
+
 static long sweep_clear_cb(struct bpf_map *map, const void *key, void *val,
 			   void *ctx)
 {
@@ -240,6 +320,11 @@ static long sweep_session_cb(struct bpf_map *map,
 		return 0;
 	}
 	sweep_run.sessions_live++;
+	if (!(s->flags & CGNAT_SESS_HAIRPIN) && sweep_mark_used(&ek)) {
+		sweep_count_sub(s->int_addr);
+		sweep_filter_seen(&k);
+		return 0;
+	}
 	b = sweep_binding(&ek);
 	if (b && !(b->flags & CGNAT_BIND_LIVE))
 		b->flags |= CGNAT_BIND_LIVE;
@@ -321,7 +406,7 @@ static long sweep_binding_cb(struct bpf_map *map,
 		return 0;
 	}
 	is_static = flags & CGNAT_BIND_STATIC;
-	used = flags & CGNAT_BIND_LIVE;
+	used = (flags & CGNAT_BIND_LIVE) || sweep_marked_used(&ek);
 	live = is_static || used || !(flags & CGNAT_BIND_IDLE);
 	if (b->sweep_sessions || (live && !is_static)) {
 		/* its sessions counted in the session pass, its port */
@@ -410,6 +495,7 @@ static __always_inline int sweep(struct cgnat_sweep *ctx)
 		__u64 t0;
 
 		bpf_for_each_map_elem(&sweep_subs, sweep_clear_cb, 0, 0);
+		bpf_for_each_map_elem(&sweep_live, sweep_zero_cb, 0, 0);
 		if (sweep_run.flags & CGNAT_SWEEP_BLOCKS)
 			bpf_for_each_map_elem(&sweep_blocks, sweep_clear_cb, 0, 0);
 		t0 = bpf_ktime_get_ns();

@@ -600,6 +600,9 @@ enum cgnat_sweep_limits {
 	/* UDP ports with their own timeout the kernel sweep handles; with
 	 * more, the daemon sweeps in user space */
 	CGNAT_SWEEP_UDP_PORTS = 16,
+	/* runs of pool addresses with sweep_live slots; the bindings of any
+	 * other address are marked in bind_in */
+	CGNAT_SWEEP_RANGES = 8,
 };
 
 /* Timeout classes of struct cgnat_sweep.limit. */
@@ -624,6 +627,15 @@ enum cgnat_sweep_flags {
 	CGNAT_SWEEP_BLOCKS = 2, /* port blocks: count bindings per block */
 };
 
+/* External addresses first .. first + count - 1 (host order) have the
+ * sweep_live slots slot .. slot + count - 1. */
+struct cgnat_sweep_range {
+	__u32 first;
+	__u32 count;
+	__u32 slot;
+	__u32 _pad;
+};
+
 struct cgnat_sweep_udp {
 	__u16 port; /* remote port, host order */
 	__u16 _pad;
@@ -645,6 +657,9 @@ struct cgnat_sweep {
 	__u32 out_cap; /* records sweep_out can take */
 	__u32 udp_ports; /* entries of udp used */
 	struct cgnat_sweep_udp udp[CGNAT_SWEEP_UDP_PORTS];
+	__u32 ranges; /* entries of range used */
+	__u32 _pad_in;
+	struct cgnat_sweep_range range[CGNAT_SWEEP_RANGES];
 	/* out */
 	__u64 sessions_live;
 	__u64 sessions_dying;
@@ -661,6 +676,17 @@ struct cgnat_sweep {
 	/* nanoseconds the session pass took (bpf_ktime_get_ns); the
 	 * bindings and filter_addr follow it */
 	__u64 session_pass_ns;
+};
+
+/*
+ * Value of sweep_live (index: a slot given to an external address by a
+ * struct cgnat_sweep_range): one bit per port of each protocol, set by a
+ * sweep for every binding a session within its timeout uses, so that the
+ * session pass need not look the binding up. Port p (host order) of
+ * protocol index pi (CGNAT_PI_*) is bit p % 64 of w[pi * 1024 + p / 64].
+ */
+struct cgnat_port_bits {
+	__u64 w[CGNAT_PI__MAX * 1024];
 };
 
 /* Value of sweep_subs (key: a subscriber's internal address): what the

@@ -383,8 +383,23 @@ pub fn sweep_out_size(bindings: u32) -> u32 {
     (bindings / 2).clamp(1024, 1 << 21)
 }
 
+/// External addresses whose used ports the in-kernel sweep marks in
+/// `sweep_live` (24 KiB each, see `expiry::live_ranges`); the bindings of
+/// any further address are marked in `bind_in` itself, one lookup per
+/// live session.
+pub const SWEEP_LIVE_ADDRS: u32 = 1024;
+
+/// `sweep_live` and `sweep_zero` are one sweep's scratch, sized by the
+/// pool (which a restarted daemon may change while it adopts the tables):
+/// never pinned.
+const UNPINNED: [&str; 2] = ["sweep_live", "sweep_zero"];
+
 /// Sizes the maps from the configuration before load.
-fn size_maps(m: &mut skel::OpenCgnatMaps<'_>, sizes: &Sizes) -> Result<(), BpfError> {
+fn size_maps(
+    m: &mut skel::OpenCgnatMaps<'_>,
+    sizes: &Sizes,
+    pool: &[std::net::Ipv4Addr],
+) -> Result<(), BpfError> {
     for (map, name, n) in [
         (&mut m.pool_addrs, "pool_addrs", MAX_POOL_ADDRS as u32),
         (&mut m.pool_load, "pool_load", MAX_POOL_ADDRS as u32),
@@ -410,6 +425,15 @@ fn size_maps(m: &mut skel::OpenCgnatMaps<'_>, sizes: &Sizes) -> Result<(), BpfEr
             sizes.subscribers.saturating_add(SWEEP_SUBS_SLACK),
         ),
         (&mut m.sweep_blocks, "sweep_blocks", sizes.blocks),
+        (
+            &mut m.sweep_live,
+            "sweep_live",
+            crate::expiry::live_ranges(pool, SWEEP_LIVE_ADDRS)
+                .iter()
+                .map(|r| r.1)
+                .sum::<u32>()
+                .max(1),
+        ),
         (
             &mut m.sweep_out,
             "sweep_out",
@@ -439,8 +463,8 @@ fn prepare_pins(
     })?;
     for mut map in open.open_object_mut().maps_mut() {
         let name = map.name().to_string_lossy().into_owned();
-        if name.contains('.') {
-            continue; // .rodata, .bss: per program, never shared
+        if name.contains('.') || UNPINNED.contains(&name.as_str()) {
+            continue; // .rodata, .bss and UNPINNED: never shared
         }
         let path = cfg.pin_path.join(&name);
         map.set_pin_path(&path).map_err(|e| BpfError::Pin {
@@ -484,7 +508,7 @@ impl Datapath {
         set_rodata(ro, cfg, fib_ifindex);
 
         let sizes = Sizes::of(cfg);
-        size_maps(&mut open.maps, &sizes)?;
+        size_maps(&mut open.maps, &sizes, &cfg.pool_addrs)?;
 
         // Pinned state: adopt what a previous daemon left (same ABI and
         // sizes), else create it; libbpf reuses a map pinned at its path.
@@ -686,6 +710,7 @@ impl Datapath {
                 subs: h(&m.sweep_subs, "sweep_subs")?,
                 blocks: h(&m.sweep_blocks, "sweep_blocks")?,
                 out: h(&m.sweep_out, "sweep_out")?,
+                live: h(&m.sweep_live, "sweep_live")?,
             }),
         })
     }

@@ -52,6 +52,7 @@ pub const BINDING_GRACE: Duration = Duration::from_secs(2);
 const BATCH: u32 = 4096;
 /// UDP ports with their own timeout that the in-kernel sweep handles.
 const UDP_PORTS: usize = types::cgnat_sweep_limits::CGNAT_SWEEP_UDP_PORTS.0 as usize;
+const RANGES: usize = types::cgnat_sweep_limits::CGNAT_SWEEP_RANGES.0 as usize;
 
 type Ev = types::cgnat_tcp_event;
 type St = types::cgnat_tcp_state;
@@ -162,7 +163,8 @@ pub struct Sweeper {
     pub quarantine: Duration,
     /// Port-block geometry, in port-block mode.
     pub blocks: Option<crate::pool::Blocks>,
-    /// The configured pool, in pool_addrs order (for pool_load).
+    /// The configured pool, in pool_addrs order (for pool_load and the
+    /// sweep_live slots).
     pub pool: Vec<Ipv4Addr>,
 }
 
@@ -220,6 +222,26 @@ struct Holdings {
     blocks: HashMap<(u32, u32), u32>,
 }
 
+/// The runs of consecutive addresses of `pool` that get `sweep_live`
+/// slots (struct cgnat_sweep_range: first address in host order, count,
+/// first slot): at most CGNAT_SWEEP_RANGES runs and `slots` addresses,
+/// the lowest first.
+pub fn live_ranges(pool: &[Ipv4Addr], slots: u32) -> Vec<(u32, u32, u32)> {
+    let mut addrs: Vec<u32> = pool.iter().map(|&a| u32::from(a)).collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    let mut runs: Vec<(u32, u32, u32)> = Vec::new();
+    for (used, a) in (0..slots).zip(addrs) {
+        let full = runs.len() == RANGES;
+        match runs.last_mut() {
+            Some((first, count, _)) if a.wrapping_sub(*first) == *count => *count += 1,
+            _ if full => break,
+            _ => runs.push((a, 1, used)),
+        }
+    }
+    runs
+}
+
 /// `d` in compact time units, rounded down: an age in units is greater
 /// than `d` exactly when the age in nanoseconds is.
 fn units_floor(d: Duration) -> u32 {
@@ -270,6 +292,14 @@ impl Sweeper {
             slot.port = *port;
             slot.limit = limit(*d);
             c.udp_ports += 1;
+        }
+        for (r, (first, count, slot)) in c
+            .range
+            .iter_mut()
+            .zip(live_ranges(&self.pool, k.live.max_entries()))
+        {
+            (r.first, r.count, r.slot) = (first, count, slot);
+            c.ranges += 1;
         }
         if t.filter_addr.is_some() {
             c.flags |= types::cgnat_sweep_flags::CGNAT_SWEEP_FILTER.0;
@@ -802,6 +832,26 @@ pub fn list_sessions(
 mod tests {
     use super::*;
     use crate::bpf::abi::IPPROTO_ICMP;
+
+    #[test]
+    fn live_ranges_are_runs_of_the_pool_within_the_slots() {
+        let a = |d: u8| Ipv4Addr::new(203, 0, 113, d);
+        let h = |d: u8| u32::from(a(d));
+        // unsorted, with a duplicate: two runs
+        let pool = [a(5), a(1), a(2), a(3), a(6), a(2)];
+        assert_eq!(live_ranges(&pool, 64), [(h(1), 3, 0), (h(5), 2, 3)]);
+        // the slots run out inside the second run
+        assert_eq!(live_ranges(&pool, 4), [(h(1), 3, 0), (h(5), 1, 3)]);
+        // at most RANGES runs
+        let gaps: Vec<Ipv4Addr> = (0..20).map(|i| a(i * 2)).collect();
+        let r = live_ranges(&gaps, 64);
+        assert_eq!(r.len(), RANGES);
+        assert_eq!(
+            r[RANGES - 1],
+            (h(2 * (RANGES as u8 - 1)), 1, RANGES as u32 - 1)
+        );
+        assert!(live_ranges(&[], 64).is_empty());
+    }
 
     fn t() -> Timeouts {
         Timeouts {

@@ -30,7 +30,10 @@ impl Rng {
     }
 }
 
-fn config(extra: &str) -> Config {
+/// The external addresses the tables use: 203.0.113.1 to .14.
+const EXT_ADDRS: u32 = 14;
+
+fn config(pool: &str, extra: &str) -> Config {
     let text = format!(
         r#"
 [interfaces]
@@ -38,7 +41,7 @@ internal = "int0"
 external = "ext0"
 [nat]
 internal_prefixes = ["100.64.0.0/10"]
-external_pool = ["203.0.113.0/28"]
+external_pool = ["{pool}"]
 max_sessions = 16384
 max_bindings = 4096
 {extra}
@@ -64,9 +67,9 @@ fn fill(ts: &[&Tables], cfg: &Config, base: u64, seed: u64) {
     let mut hairpin_ends = Vec::new();
     for i in 0..4000u32 {
         let sub = u32::from_be_bytes([100, 64, 0, (i % 200) as u8]).to_be();
-        let ext_addr = u32::from_be_bytes([203, 0, 113, (i % 14 + 1) as u8]).to_be();
+        let ext_addr = u32::from_be_bytes([203, 0, 113, (i % EXT_ADDRS + 1) as u8]).to_be();
         let proto = [6u8, 17, 17, 1][r.below(4) as usize];
-        let ext_port = (1024 + i / 14 * 3 + r.below(3) as u32) as u16;
+        let ext_port = (1024 + i / EXT_ADDRS * 3 + r.below(3) as u32) as u16;
         let ek = types::cgnat_endpoint {
             addr: ext_addr,
             port: ext_port.to_be(),
@@ -109,6 +112,31 @@ fn fill(ts: &[&Tables], cfg: &Config, base: u64, seed: u64) {
         }
         if kind != 2 && proto != 1 && i % 10 == 0 {
             hairpin_ends.push((ek, ik));
+        }
+        if kind > 3 && i % 50 == 4 {
+            // a bare binding of another protocol on the same external
+            // port, already idle: released at the first sweep, whatever
+            // the sessions of its twin do
+            let twin = types::cgnat_endpoint {
+                proto: if proto == 17 { 6 } else { 17 },
+                ..ek
+            };
+            let twin_int = types::cgnat_endpoint {
+                port: (40000 + i as u16).to_be(),
+                proto: twin.proto,
+                ..ik
+            };
+            let idle = types::cgnat_binding {
+                addr: twin_int.addr,
+                port: twin_int.port,
+                flags: types::cgnat_binding_flag::CGNAT_BIND_IDLE.0 as u8,
+                ..Default::default()
+            };
+            for t in ts {
+                put(&t.bind_in, &twin, &idle);
+                put(&t.bind_out, &twin_int, &fwd);
+            }
+            *subs.entry(sub).or_default() += 1;
         }
         if kind != 2 {
             *subs.entry(sub).or_default() += 1;
@@ -297,8 +325,8 @@ fn normalized(mut r: SweepReport) -> SweepReport {
     r
 }
 
-fn compare(extra: &str, seed: u64) {
-    let cfg = config(extra);
+fn compare(pool: &str, extra: &str, seed: u64) {
+    let cfg = config(pool, extra);
     let load = || {
         Datapath::load(
             &cfg,
@@ -331,6 +359,27 @@ fn compare(extra: &str, seed: u64) {
         let k = normalized(sweeper.sweep(&kt, now).expect("kernel sweep"));
         let u = normalized(sweeper.sweep(&ut, now).expect("user sweep"));
         assert_eq!(k, u, "sweep {i} (+{dt} s): reports differ");
+        if i == 0 {
+            // every address has live sessions in the first sweep: those
+            // of the pool have port bits, the others are marked in bind_in
+            let live = &kt.sweep.as_ref().expect("kernel sweep").live;
+            let marked = (0..live.max_entries())
+                .filter(|slot| {
+                    live.lookup(&slot.to_ne_bytes(), MapFlags::ANY)
+                        .expect("sweep_live")
+                        .is_some_and(|bits| bits.iter().any(|&b| b != 0))
+                })
+                .count();
+            let in_pool = cfg
+                .pool_addrs
+                .iter()
+                .filter(|a| (1..=EXT_ADDRS).contains(&u32::from(a.octets()[3])))
+                .count();
+            assert_eq!(
+                marked, in_pool,
+                "sweep_live slots marked in the first sweep"
+            );
+        }
         for ((name, a), (_, b)) in snapshot(&kt).into_iter().zip(snapshot(&ut)) {
             assert!(
                 a == b,
@@ -408,6 +457,7 @@ fn dynamic_with_address_dependent_filtering() {
         return;
     }
     compare(
+        "203.0.113.0/28",
         "port_quarantine = \"120s\"\n[filtering]\nudp = \"address-dependent\"\n\
          [timeouts]\nudp = \"300s\"\ntcp_transitory = \"4m\"\n\
          [timeouts.udp_ports]\n53 = \"20s\"\n",
@@ -421,7 +471,23 @@ fn port_blocks_without_quarantine() {
         return;
     }
     compare(
+        "203.0.113.0/28",
         "port_quarantine = \"0s\"\n[pool]\nmode = \"port-block\"\n",
         0x0fed_cba9_8765_4321,
+    );
+}
+
+/// sweep_live has slots for the pool's addresses: the tables here use 14
+/// addresses against a pool of 4, so the bindings of 11 of them are marked
+/// in bind_in, and the sweep still agrees with the user-space one.
+#[test]
+fn more_addresses_than_port_bits() {
+    if !privileged() {
+        return;
+    }
+    compare(
+        "203.0.113.0/30",
+        "port_quarantine = \"60s\"\n",
+        0x5555_aaaa_1234_0f0f,
     );
 }

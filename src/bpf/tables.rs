@@ -37,6 +37,9 @@ pub struct KernelSweep {
     pub blocks: MapHandle,
     /// The bindings the last run released.
     pub out: MapHandle,
+    /// Per external address: the ports the live sessions of the last run
+    /// used.
+    pub live: MapHandle,
 }
 
 impl KernelSweep {
