@@ -250,6 +250,14 @@ impl Summary {
             );
             let _ = writeln!(
                 o,
+                "    no-op sweeps alternating ({} each, median CPU): live bindings marked in port bits {:.2} s, in bind_in {:.2} s ({:.2}x)",
+                s.sweep_noop_bits_cpu.runs.len(),
+                s.sweep_noop_bits_cpu.median(),
+                s.sweep_noop_marks_cpu.median(),
+                s.sweep_noop_bits_cpu.median() / s.sweep_noop_marks_cpu.median()
+            );
+            let _ = writeln!(
+                o,
                 "  fast path during sweeps {:.1} ns ({:.2}x, {} sweeps)",
                 s.during_sweep_ns.median(),
                 s.during_sweep_ns.median() / s.large_ns.median(),
@@ -612,6 +620,14 @@ impl Summary {
                     ("sweep_noop_cpu_secs", J::n(s.sweep_noop_cpu_secs)),
                     ("sweep_noop_user_secs", J::n(s.sweep_noop_user_secs)),
                     ("sweep_noop_user_cpu_secs", J::n(s.sweep_noop_user_cpu_secs)),
+                    (
+                        "sweep_noop_bits_cpu_secs",
+                        J::n(s.sweep_noop_bits_cpu.median()),
+                    ),
+                    (
+                        "sweep_noop_marks_cpu_secs",
+                        J::n(s.sweep_noop_marks_cpu.median()),
+                    ),
                     (
                         "sweep_noop_goal_met",
                         J::Bool(s.sweep_noop_cpu_secs <= GOAL_SWEEP_NOOP_CPU_SECS),

@@ -244,6 +244,12 @@ pub struct ScaleResult {
     /// The same sweep in user space (`Sweeper::sweep_user`), for reference.
     pub sweep_noop_user_secs: f64,
     pub sweep_noop_user_cpu_secs: f64,
+    /// CPU seconds of no-op sweeps run alternately in the same run: live
+    /// bindings marked in the port bits (`sweep_live`), and marked in
+    /// `bind_in` itself (a sweeper without `sweep_live` slots, as for the
+    /// addresses beyond them).
+    pub sweep_noop_bits_cpu: Stat,
+    pub sweep_noop_marks_cpu: Stat,
     pub expire_mark_secs: f64,
     pub expire_delete_secs: f64,
     pub expire_mark_cpu_secs: f64,

@@ -455,12 +455,31 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
         let (rep, wall, cpu) = timed(|| sweeper.sweep_user(&t, now))?;
         noop(&rep)?;
         (r.sweep_noop_user_secs, r.sweep_noop_user_cpu_secs) = (wall, cpu);
+        // what the port bits save, paired within this run: the same sweep
+        // without sweep_live slots marks each live binding in bind_in
+        let no_slots = Sweeper {
+            pool: Vec::new(),
+            ..sweeper.clone()
+        };
+        for _ in 0..p.runs.min(3) {
+            for (sw, st) in [
+                (&sweeper, &mut r.sweep_noop_bits_cpu),
+                (&no_slots, &mut r.sweep_noop_marks_cpu),
+            ] {
+                let (rep, _, cpu) = timed(|| sw.sweep(&t, now))?;
+                noop(&rep)?;
+                st.runs.push(cpu);
+            }
+        }
         eprintln!(
-            "bench:   no-op sweep {:.2} s ({:.2} s CPU); in user space {:.2} s ({:.2} s CPU)",
+            "bench:   no-op sweep {:.2} s ({:.2} s CPU); in user space {:.2} s ({:.2} s CPU); \
+             alternating: port bits {:.2} s CPU, bind_in marks {:.2} s CPU",
             r.sweep_noop_secs,
             r.sweep_noop_cpu_secs,
             r.sweep_noop_user_secs,
-            r.sweep_noop_user_cpu_secs
+            r.sweep_noop_user_cpu_secs,
+            r.sweep_noop_bits_cpu.median(),
+            r.sweep_noop_marks_cpu.median()
         );
         let stop = AtomicBool::new(false);
         let sweeps = AtomicU64::new(0);
