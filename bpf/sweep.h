@@ -172,34 +172,15 @@ static __always_inline __u64 *sweep_port_word(struct cgnat_port_bits *m,
 	return 0;
 }
 
-/* Marks the binding of *ek used in sweep_live; 0 if it could not (no slot
- * for its address, or no bits for its protocol): the caller marks the
- * binding itself. */
-static __always_inline int sweep_mark_used(const struct cgnat_endpoint *ek)
+/* The word of sweep_live with the bit of external endpoint *ek, and the
+ * bit in *mask; NULL if its address has no slot or its protocol no bits
+ * (the session pass then marks the binding in bind_in). */
+static __always_inline __u64 *sweep_used_word(const struct cgnat_endpoint *ek,
+					      __u64 *mask)
 {
 	struct cgnat_port_bits *m = sweep_live_bits(ek->addr);
-	__u64 mask, *w;
 
-	if (!m)
-		return 0;
-	w = sweep_port_word(m, ek, &mask);
-	if (!w)
-		return 0;
-	if (!(*w & mask))
-		*w |= mask;
-	return 1;
-}
-
-/* Whether a session of this run marked the binding of *ek in sweep_live. */
-static __always_inline int sweep_marked_used(const struct cgnat_endpoint *ek)
-{
-	struct cgnat_port_bits *m = sweep_live_bits(ek->addr);
-	__u64 mask, *w;
-
-	if (!m)
-		return 0;
-	w = sweep_port_word(m, ek, &mask);
-	return w && (*w & mask);
+	return m ? sweep_port_word(m, ek, mask) : 0;
 }
 
 /* Empties one sweep_live slot. */
@@ -287,6 +268,7 @@ static long sweep_session_cb(struct bpf_map *map,
 		.addr = k.ext_addr, .port = k.ext_port, .proto = k.proto,
 	};
 	struct cgnat_binding *b;
+	__u64 mask, *w;
 	__be32 own;
 
 	/* the data path rewrites last_seen at most every CGNAT_REFRESH_MS:
@@ -320,7 +302,10 @@ static long sweep_session_cb(struct bpf_map *map,
 		return 0;
 	}
 	sweep_run.sessions_live++;
-	if (!(s->flags & CGNAT_SESS_HAIRPIN) && sweep_mark_used(&ek)) {
+	w = (s->flags & CGNAT_SESS_HAIRPIN) ? 0 : sweep_used_word(&ek, &mask);
+	if (w) {
+		if (!(*w & mask))
+			*w |= mask;
 		sweep_count_sub(s->int_addr);
 		sweep_filter_seen(&k);
 		return 0;
@@ -390,6 +375,7 @@ static long sweep_binding_cb(struct bpf_map *map,
 	struct cgnat_endpoint ek = *key;
 	__u8 flags = b->flags, nf;
 	int is_static, used, live;
+	__u64 mask, *w;
 
 	if (flags & CGNAT_BIND_QUARANTINE) {
 		/* a quarantined entry holds its start in addr */
@@ -406,7 +392,8 @@ static long sweep_binding_cb(struct bpf_map *map,
 		return 0;
 	}
 	is_static = flags & CGNAT_BIND_STATIC;
-	used = (flags & CGNAT_BIND_LIVE) || sweep_marked_used(&ek);
+	w = sweep_used_word(&ek, &mask);
+	used = (flags & CGNAT_BIND_LIVE) || (w && (*w & mask));
 	live = is_static || used || !(flags & CGNAT_BIND_IDLE);
 	if (b->sweep_sessions || (live && !is_static)) {
 		/* its sessions counted in the session pass, its port */
