@@ -160,15 +160,15 @@ static __always_inline __u64 *sweep_port_word(struct cgnat_port_bits *m,
 					      __u64 *mask)
 {
 	__u32 port = bpf_ntohs(ek->port);
-	__u32 w = (port >> 6) & 1023;
+	__u32 w = (port >> 6) & (CGNAT_PORT_WORDS - 1);
 
 	*mask = 1ULL << (port & 63);
 	if (ek->proto == IPPROTO_TCP)
-		return &m->w[CGNAT_PI_TCP * 1024 + w];
+		return &m->w[CGNAT_PI_TCP * CGNAT_PORT_WORDS + w];
 	if (ek->proto == IPPROTO_UDP)
-		return &m->w[CGNAT_PI_UDP * 1024 + w];
+		return &m->w[CGNAT_PI_UDP * CGNAT_PORT_WORDS + w];
 	if (ek->proto == IPPROTO_ICMP)
-		return &m->w[CGNAT_PI_ICMP * 1024 + w];
+		return &m->w[CGNAT_PI_ICMP * CGNAT_PORT_WORDS + w];
 	return 0;
 }
 

@@ -683,10 +683,13 @@ struct cgnat_sweep {
  * struct cgnat_sweep_range): one bit per port of each protocol, set by a
  * sweep for every binding a session within its timeout uses, so that the
  * session pass need not look the binding up. Port p (host order) of
- * protocol index pi (CGNAT_PI_*) is bit p % 64 of w[pi * 1024 + p / 64].
+ * protocol index pi (CGNAT_PI_*) is bit p % 64 of
+ * w[pi * CGNAT_PORT_WORDS + p / 64].
  */
+enum { CGNAT_PORT_WORDS = 65536 / 64 };
+
 struct cgnat_port_bits {
-	__u64 w[CGNAT_PI__MAX * 1024];
+	__u64 w[CGNAT_PI__MAX * CGNAT_PORT_WORDS];
 };
 
 /* Value of sweep_subs (key: a subscriber's internal address): what the
