@@ -1,8 +1,8 @@
 //! The BPF loader: the generated skeleton, rodata and map sizing from the
 //! config, load and attachment, and byte views of the shared ABI types.
 //! Beside it: `fill` (the configuration maps), `pin` (bpffs, adoption,
-//! links, detach), `tables` (typed access to the pinned maps), `held`
-//! (re-running held frames).
+//! links, detach), `tables` (typed access to the pinned maps), `sessions`
+//! (the session table), `held` (re-running held frames).
 //!
 //! The crate's `unsafe` lives in this module and its children (the
 //! skeleton `include!`s, the `Pod` marker for generated types, the raw
@@ -682,7 +682,7 @@ impl Datapath {
             MapHandle::try_from(map).map_err(map_err(name))
         };
         Ok(Tables {
-            sessions: h(&m.sessions, "sessions")?,
+            sessions: Sessions::new(h(&m.sessions, "sessions")?),
             bind_in: h(&m.bind_in, "bind_in")?,
             bind_out: h(&m.bind_out, "bind_out")?,
             stats: h(&m.stats, "stats")?,
@@ -796,12 +796,14 @@ mod held;
 mod pin;
 mod run;
 mod selfcheck;
+mod sessions;
 mod tables;
 
 pub use pin::attach_xdp;
 pub use pin::detach;
 use pin::{check_adoptable, ensure_bpffs, obj_get, obj_pin};
 pub use run::{run_xdp, xdp_ctx, XdpRun};
+pub use sessions::Sessions;
 pub use tables::{
     bindings, delete_binding, internal_endpoint, unbind_out, KernelSweep, RouteGen, Tables,
 };

@@ -241,8 +241,7 @@ impl Sweeper {
     /// the daemon and decided here.
     pub fn sweep_user(&self, t: &Tables, now: u64) -> Result<SweepReport, BpfError> {
         let mut rep = SweepReport::default();
-        let sessions: Vec<(types::cgnat_session_key, types::cgnat_session)> =
-            dump(&t.sessions, "sessions")?;
+        let sessions = t.sessions.dump()?;
         let mut dead = Vec::new();
         // past their timeouts but marked only now: they keep no binding
         let mut dying: HashSet<[u8; 16]> = HashSet::new();
@@ -263,9 +262,7 @@ impl Sweeper {
                     flags: s.flags | dying_flag,
                     ..*s
                 };
-                let _ = t
-                    .sessions
-                    .update(bytes_of(k), bytes_of(&marked), MapFlags::EXIST);
+                let _ = t.sessions.update_existing(k, &marked);
                 rep.sessions_dying += 1;
                 dying.insert(key_bytes(k));
             }
@@ -274,18 +271,12 @@ impl Sweeper {
         // (include/cgnat.h).
         let one_sided = types::cgnat_session_flag::CGNAT_SESS_ONE_SIDED.0 as u8;
         for k in hairpin_mirrors(&sessions, &dead) {
-            let now_there = t
-                .sessions
-                .lookup(bytes_of(&k), MapFlags::ANY)
-                .map_err(map_err("sessions"))?;
-            if let Some(s) = now_there.and_then(|v| from_bytes::<types::cgnat_session>(&v)) {
+            if let Some(s) = t.sessions.get(&k)? {
                 let v = types::cgnat_session {
                     flags: s.flags | one_sided,
                     ..s
                 };
-                let _ = t
-                    .sessions
-                    .update(bytes_of(&k), bytes_of(&v), MapFlags::EXIST);
+                let _ = t.sessions.update_existing(&k, &v);
             }
         }
         let dead_keys: HashSet<[u8; 16]> = dead.iter().map(key_bytes).collect();
@@ -301,7 +292,7 @@ impl Sweeper {
                 live_remotes.insert((k.ext_addr, k.ext_port, k.proto, k.rem_addr));
             }
         }
-        delete_all(&t.sessions, "sessions", &dead)?;
+        t.sessions.delete_all(&dead)?;
         rep.sessions_expired = dead.len() as u64;
         rep.sessions_live = (sessions.len() - dead.len()) as u64;
 
@@ -645,8 +636,7 @@ pub fn list_sessions(
     timeouts: &Timeouts,
     now: u64,
 ) -> Result<Vec<SessionView>, BpfError> {
-    let sessions: Vec<(types::cgnat_session_key, types::cgnat_session)> =
-        dump(&t.sessions, "sessions")?;
+    let sessions = t.sessions.dump()?;
     let bindings: Vec<(types::cgnat_endpoint, types::cgnat_binding)> = dump(&t.bind_in, "bind_in")?;
     let owners = Owners::new(&bindings);
     let mut out: Vec<SessionView> = sessions

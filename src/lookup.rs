@@ -334,7 +334,7 @@ pub fn status(cfg: &Config) -> Result<Status, LookupError> {
     Ok(Status {
         pin_path: cfg.pin_path.clone(),
         links,
-        sessions: (count(&t.sessions), cfg.max_sessions),
+        sessions: (t.sessions.count()?, cfg.max_sessions),
         bindings: (count(&t.bind_in), cfg.max_bindings),
         subscribers: (count(&t.subscribers), cfg.max_subscribers),
         pool_addresses: cfg.pool_addrs.len(),

@@ -14,7 +14,6 @@ use std::io::Write;
 
 use std::time::{Duration, Instant};
 
-use libbpf_rs::MapCore;
 use ratatui::backend::{Backend, TestBackend};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -24,7 +23,7 @@ use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
 use ratatui::{Frame, Terminal};
 
 use crate::bpf::abi::{proto_idx, PROTOCOLS};
-use crate::bpf::{from_bytes, types, Tables};
+use crate::bpf::Tables;
 use crate::config::Config;
 use crate::lookup::{self, LookupError, PoolRow, SubscriberView};
 use crate::stats::{self, Counter};
@@ -47,10 +46,8 @@ impl Sample {
     /// Reads the running daemon's tables.
     pub fn read(cfg: &Config, t: &Tables) -> Result<Sample, LookupError> {
         let mut sessions = [0u64; PROTOCOLS];
-        for k in t.sessions.keys() {
-            if let Some(key) = from_bytes::<types::cgnat_session_key>(&k) {
-                sessions[proto_idx(key.proto)] += 1;
-            }
+        for (k, _) in t.sessions.dump()? {
+            sessions[proto_idx(k.proto)] += 1;
         }
         Ok(Sample {
             at: Instant::now(),

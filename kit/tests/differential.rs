@@ -565,8 +565,15 @@ impl Snapshot {
 /// Deletes every entry the data path may have created.
 fn reset(h: &Harness) {
     let t = &h.tables;
+    let sessions: Vec<cgnat::bpf::types::cgnat_session_key> = t
+        .sessions
+        .dump()
+        .expect("reading sessions")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    t.sessions.delete_all(&sessions).expect("deleting sessions");
     for m in [
-        &t.sessions,
         &t.bind_in,
         &t.bind_out,
         &t.subscribers,
@@ -795,17 +802,7 @@ fn raw_sessions(h: &Harness) -> Result<Vec<SessionRow>, String> {
         }
     }
     let mut rows = Vec::new();
-    for k in h.tables.sessions.keys() {
-        let Some(v) = h
-            .tables
-            .sessions
-            .lookup(&k, MapFlags::ANY)
-            .map_err(|e| e.to_string())?
-        else {
-            continue;
-        };
-        let k: types::cgnat_session_key = from_bytes(&k).ok_or("session key size")?;
-        let s: types::cgnat_session = from_bytes(&v).ok_or("session value size")?;
+    for (k, s) in h.tables.sessions.dump().map_err(|e| e.to_string())? {
         let (int_addr, int_port) = if s.flags & hairpin != 0 {
             *owners
                 .get(&(k.ext_addr, k.ext_port, k.proto))

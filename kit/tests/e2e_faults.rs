@@ -361,7 +361,13 @@ fn kill_reload_and_sweeps_under_traffic_lose_nothing() {
         pool(&bed, &cfg)
     );
     assert_eq!(reconcile(&bed, &cfg), (0, 0));
-    for m in ["sessions", "bind_in", "bind_out", "subscribers"] {
+    let sessions = cgnat::bpf::Tables::open_pinned(&pin)
+        .expect("opening the pinned tables")
+        .sessions
+        .count()
+        .expect("counting sessions");
+    assert_eq!(sessions, 0, "pinned map sessions not empty at the end");
+    for m in ["bind_in", "bind_out", "subscribers"] {
         assert_eq!(map_len(&pin, m), 0, "pinned map {m} not empty at the end");
     }
     report(

@@ -201,7 +201,7 @@ fn fill(ts: &[&Tables], cfg: &Config, base: u64, seed: u64) {
             };
             let created = base.saturating_sub(r.below(4) * SEC);
             for t in ts {
-                put(&t.sessions, &key, &s);
+                t.sessions.upsert(&key, &s).expect("map update");
                 if let Some(fa) = &t.filter_addr {
                     put(fa, &fk, &created);
                 }
@@ -237,7 +237,7 @@ fn fill(ts: &[&Tables], cfg: &Config, base: u64, seed: u64) {
                 last_seen: compact_time(base.saturating_sub(age)),
             };
             for t in ts {
-                put(&t.sessions, &key, &s);
+                t.sessions.upsert(&key, &s).expect("map update");
             }
         }
     }
@@ -294,8 +294,15 @@ fn fill(ts: &[&Tables], cfg: &Config, base: u64, seed: u64) {
 
 /// Every map a sweep writes, as sorted (key, value) bytes.
 fn snapshot(t: &Tables) -> Vec<(&'static str, Vec<KeyValue>)> {
+    let mut sessions: Vec<KeyValue> = t
+        .sessions
+        .dump()
+        .expect("dump")
+        .iter()
+        .map(|(k, v)| (bytes_of(k).to_vec(), bytes_of(v).to_vec()))
+        .collect();
+    sessions.sort();
     let mut maps: Vec<(&'static str, &dyn MapCore)> = vec![
-        ("sessions", &t.sessions),
         ("bind_in", &t.bind_in),
         ("bind_out", &t.bind_out),
         ("subscribers", &t.subscribers),
@@ -306,12 +313,13 @@ fn snapshot(t: &Tables) -> Vec<(&'static str, Vec<KeyValue>)> {
     if let Some(fa) = &t.filter_addr {
         maps.push(("filter_addr", fa));
     }
-    maps.into_iter()
-        .map(|(name, m)| {
-            let mut kv = lookup_all(m, 1024).expect("dump");
-            kv.sort();
-            (name, kv)
-        })
+    let rest = maps.into_iter().map(|(name, m)| {
+        let mut kv = lookup_all(m, 1024).expect("dump");
+        kv.sort();
+        (name, kv)
+    });
+    std::iter::once(("sessions", sessions))
+        .chain(rest)
         .collect()
 }
 
@@ -407,16 +415,7 @@ fn compare(pool: &str, extra: &str, seed: u64) {
 fn hairpin_mirrors_hold(t: &Tables, sweep: usize) -> usize {
     let hairpin = types::cgnat_session_flag::CGNAT_SESS_HAIRPIN.0 as u8;
     let one_sided = types::cgnat_session_flag::CGNAT_SESS_ONE_SIDED.0 as u8;
-    let rows: Vec<(types::cgnat_session_key, types::cgnat_session)> = lookup_all(&t.sessions, 1024)
-        .expect("sessions")
-        .iter()
-        .map(|(k, v)| {
-            (
-                cgnat::bpf::from_bytes(k).expect("session key"),
-                cgnat::bpf::from_bytes(v).expect("session value"),
-            )
-        })
-        .collect();
+    let rows = t.sessions.dump().expect("sessions");
     let keys: std::collections::HashSet<Vec<u8>> =
         rows.iter().map(|(k, _)| bytes_of(k).to_vec()).collect();
     let mut n = 0;

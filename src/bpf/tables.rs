@@ -7,7 +7,7 @@ use super::*;
 /// loaded program or opened from their pins.
 #[derive(Debug)]
 pub struct Tables {
-    pub sessions: MapHandle,
+    pub sessions: Sessions,
     pub bind_in: MapHandle,
     pub bind_out: MapHandle,
     pub stats: MapHandle,
@@ -213,7 +213,7 @@ impl Tables {
             })
         };
         Ok(Tables {
-            sessions: open("sessions")?,
+            sessions: Sessions::new(open("sessions")?),
             bind_in: open("bind_in")?,
             bind_out: open("bind_out")?,
             stats: open("stats")?,

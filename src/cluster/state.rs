@@ -18,7 +18,7 @@ use std::time::Duration;
 use libbpf_rs::{MapCore, MapFlags};
 
 use super::wire::Record;
-use crate::bpf::{bytes_of, from_bytes, lookup_all, types, Tables};
+use crate::bpf::{bytes_of, from_bytes, lookup_all, types, BpfError, Tables};
 use crate::expiry::{compact_time, idle_ns};
 
 type Bf = types::cgnat_binding_flag;
@@ -102,13 +102,7 @@ pub fn scan(t: &Tables, mine: &dyn Fn(Ipv4Addr) -> bool) -> Snapshot {
             },
         );
     }
-    for kv in lookup_all(&t.sessions, 4096).unwrap_or_default() {
-        let (Some(k), Some(v)) = (
-            from_bytes::<types::cgnat_session_key>(&kv.0),
-            from_bytes::<types::cgnat_session>(&kv.1),
-        ) else {
-            continue;
-        };
+    for (k, v) in t.sessions.dump().unwrap_or_default() {
         let ext = ip(k.ext_addr);
         if !mine(ext) {
             continue;
@@ -541,7 +535,7 @@ pub fn install(
                 last_seen: seen,
                 ..Default::default()
             };
-            if let Some(old) = lookup::<types::cgnat_session>(&t.sessions, bytes_of(&k))? {
+            if let Some(old) = t.sessions.get(&k).map_err(kernel_err)? {
                 if old.int_addr != v.int_addr || old.int_port != v.int_port {
                     return Ok(Outcome::Conflict);
                 }
@@ -550,8 +544,7 @@ pub fn install(
                     v.last_seen = old.last_seen;
                 }
             }
-            t.sessions
-                .update(bytes_of(&k), bytes_of(&v), MapFlags::ANY)?;
+            t.sessions.upsert(&k, &v).map_err(kernel_err)?;
             Ok(Outcome::Applied)
         }
         Record::SessionGone {
@@ -562,10 +555,8 @@ pub fn install(
             rem_port,
         } => {
             let k = session_key(*proto, *ext_addr, *ext_port, *rem_addr, *rem_port);
-            match t.sessions.delete(bytes_of(&k)) {
-                Err(e) if e.kind() != libbpf_rs::ErrorKind::NotFound => Err(e),
-                _ => Ok(Outcome::Applied),
-            }
+            t.sessions.delete(&k).map_err(kernel_err)?;
+            Ok(Outcome::Applied)
         }
         Record::Subscriber {
             int_addr,
@@ -742,6 +733,15 @@ fn lookup<T: crate::bpf::Pod>(
     Ok(map
         .lookup(key, MapFlags::ANY)?
         .and_then(|v| from_bytes::<T>(&v)))
+}
+
+/// The kernel's error inside a session table error: [`install`] reports
+/// libbpf's errors, for the session table as for the others.
+fn kernel_err(e: BpfError) -> libbpf_rs::Error {
+    match e {
+        BpfError::Map { err, .. } => err,
+        other => libbpf_rs::Error::from(std::io::Error::other(other.to_string())),
+    }
 }
 
 fn ignore_exists(e: libbpf_rs::Error) -> Result<(), libbpf_rs::Error> {

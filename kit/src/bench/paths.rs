@@ -26,11 +26,17 @@ pub(super) fn bench_paths(p: &Params, ns: &Ns) -> Result<Vec<PathResult>> {
         let cases = path_cases(&dp, &t, int0, ext0)?;
         // xdp_probe looks up what cgnat has
         let probe = fl.probe_maps()?;
-        for (from, to) in [(&t.bind_out, &probe.0), (&t.sessions, &probe.1)] {
-            for (k, v) in cgnat::bpf::lookup_all(from, 4096).ctx("reading cgnat's maps")? {
-                to.update(&k, &v, MapFlags::ANY)
-                    .ctx("filling xdp_probe's maps")?;
-            }
+        for (k, v) in cgnat::bpf::lookup_all(&t.bind_out, 4096).ctx("reading cgnat's maps")? {
+            probe
+                .0
+                .update(&k, &v, MapFlags::ANY)
+                .ctx("filling xdp_probe's maps")?;
+        }
+        for (k, v) in t.sessions.dump().ctx("reading cgnat's maps")? {
+            probe
+                .1
+                .update(bytes_of(&k), bytes_of(&v), MapFlags::ANY)
+                .ctx("filling xdp_probe's maps")?;
         }
         let mut out = Vec::new();
         for c in cases {

@@ -80,8 +80,8 @@ pub struct SyncResult {
     /// records), CPU seconds. What every interval costs at this table size.
     pub idle_secs: Stat,
     /// Of a scan: reading the four maps it reads (`lookup_all` of
-    /// bind_in, sessions, subscribers, blocks) without decoding, CPU
-    /// seconds, measured apart.
+    /// bind_in, subscribers, blocks without decoding, `Sessions::dump`),
+    /// CPU seconds, measured apart.
     pub read_secs: Stat,
     /// Receive side, likewise: `wire::decode` (with the replay window),
     /// `state::install` of every record, their sum, its wall time.

@@ -59,8 +59,15 @@ impl Geo {
 pub(super) struct Dest<'a> {
     bind_in: Option<&'a MapHandle>,
     bind_out: &'a MapHandle,
-    sessions: &'a MapHandle,
+    sessions: SessionsDest<'a>,
     subscribers: Option<&'a MapHandle>,
+}
+
+/// Where a preload's sessions go: cgnat's session table, or `xdp_probe`'s
+/// map (the same keys and values).
+enum SessionsDest<'a> {
+    Cgnat(&'a Sessions),
+    Probe(&'a MapHandle),
 }
 
 impl<'a> Dest<'a> {
@@ -68,7 +75,7 @@ impl<'a> Dest<'a> {
         Dest {
             bind_in: Some(&t.bind_in),
             bind_out: &t.bind_out,
-            sessions: &t.sessions,
+            sessions: SessionsDest::Cgnat(&t.sessions),
             subscribers: Some(&t.subscribers),
         }
     }
@@ -77,7 +84,7 @@ impl<'a> Dest<'a> {
         Dest {
             bind_in: None,
             bind_out: &maps.0,
-            sessions: &maps.1,
+            sessions: SessionsDest::Probe(&maps.1),
             subscribers: None,
         }
     }
@@ -87,15 +94,13 @@ impl<'a> Dest<'a> {
 /// as the data path would have created them at `now`.
 pub(super) fn preload(t: &Dest<'_>, g: &Geo, subs: std::ops::Range<u32>, now: u64) -> Result<()> {
     const CHUNK: usize = 1 << 16;
-    let mut sk = Vec::new();
-    let mut sv = Vec::new();
+    let mut ss = Vec::new();
     let mut ok = Vec::new();
     let mut ov = Vec::new();
     let mut ik = Vec::new();
     let mut iv = Vec::new();
     let mut n = 0usize;
-    let flush = |sk: &mut Vec<u8>,
-                 sv: &mut Vec<u8>,
+    let flush = |ss: &mut Vec<(types::cgnat_session_key, types::cgnat_session)>,
                  ok: &mut Vec<u8>,
                  ov: &mut Vec<u8>,
                  ik: &mut Vec<u8>,
@@ -114,10 +119,20 @@ pub(super) fn preload(t: &Dest<'_>, g: &Geo, subs: std::ops::Range<u32>, now: u6
         t.bind_out
             .update_batch(ok, ov, c, MapFlags::ANY, MapFlags::ANY)
             .ctx("bind_out batch update")?;
-        t.sessions
-            .update_batch(sk, sv, c, MapFlags::ANY, MapFlags::ANY)
-            .ctx("sessions batch update")?;
-        for v in [sk, sv, ok, ov, ik, iv] {
+        match t.sessions {
+            SessionsDest::Cgnat(s) => s.insert_batch(ss).ctx("sessions batch update")?,
+            SessionsDest::Probe(m) => {
+                let (mut sk, mut sv) = (Vec::new(), Vec::new());
+                for (k, v) in ss.iter() {
+                    sk.extend_from_slice(bytes_of(k));
+                    sv.extend_from_slice(bytes_of(v));
+                }
+                m.update_batch(&sk, &sv, c, MapFlags::ANY, MapFlags::ANY)
+                    .ctx("sessions batch update")?;
+            }
+        }
+        ss.clear();
+        for v in [ok, ov, ik, iv] {
             v.clear();
         }
         *n = 0;
@@ -167,15 +182,14 @@ pub(super) fn preload(t: &Dest<'_>, g: &Geo, subs: std::ops::Range<u32>, now: u6
             iv.extend_from_slice(bytes_of(&to_int));
             ok.extend_from_slice(bytes_of(&ie));
             ov.extend_from_slice(bytes_of(&to_ext));
-            sk.extend_from_slice(bytes_of(&key));
-            sv.extend_from_slice(bytes_of(&val));
+            ss.push((key, val));
             n += 1;
             if n == CHUNK {
-                flush(&mut sk, &mut sv, &mut ok, &mut ov, &mut ik, &mut iv, &mut n)?;
+                flush(&mut ss, &mut ok, &mut ov, &mut ik, &mut iv, &mut n)?;
             }
         }
     }
-    flush(&mut sk, &mut sv, &mut ok, &mut ov, &mut ik, &mut iv, &mut n)?;
+    flush(&mut ss, &mut ok, &mut ov, &mut ik, &mut iv, &mut n)?;
     // subscribers: paired address, ports and sessions held
     let Some(subscribers) = t.subscribers else {
         return Ok(());
@@ -424,7 +438,7 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
 
         // Memory.
         for (name, m) in [
-            ("sessions", &t.sessions),
+            ("sessions", t.sessions.map()),
             ("bind_in", &t.bind_in),
             ("bind_out", &t.bind_out),
             ("subscribers", &t.subscribers),

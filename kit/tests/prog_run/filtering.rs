@@ -130,7 +130,7 @@ fn hairpin_tcp_needs_syn() {
                 )
                 .verdict(XDP_DROP, "drop_tcp_no_session")
                 .after(move |h| {
-                    let n = Harness::count_entries(&h.tables.sessions);
+                    let n = h.tables.sessions.count().expect("counting sessions");
                     ensure!(n == 1, "{n} sessions (only the SYN's expected)");
                     Ok(p.bytes())
                 })
@@ -173,8 +173,8 @@ fn self_hairpin_rows(_: &NetNs) -> Vec<Row<'_>> {
             Ok(())
         }),
         step(|h, l| {
-            let n = Harness::count_entries(&h.tables.sessions);
-            l.set_num("sessions before", n as u64);
+            let n = h.tables.sessions.count().expect("counting sessions");
+            l.set_num("sessions before", n);
         }),
         with(|l| {
             let p = from_sub(Pkt::udp((H11, 5000), l.ep("e11"), b"to myself"));
@@ -188,8 +188,8 @@ fn self_hairpin_rows(_: &NetNs) -> Vec<Row<'_>> {
         check("self-hairpin: one session, counted once", |h, l| {
             let e11 = l.ep("e11");
             session_check(h, e11, e11, PROTO_UDP, (H11, 5000), SESS_HAIRPIN, 0)?;
-            let before = l.num("sessions before").unwrap_or(0) as usize;
-            let n = Harness::count_entries(&h.tables.sessions);
+            let before = l.num("sessions before").unwrap_or(0);
+            let n = h.tables.sessions.count().expect("counting sessions");
             ensure!(
                 n == before + 1,
                 "{} sessions added (one serves both sides)",

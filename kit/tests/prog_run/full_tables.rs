@@ -85,7 +85,7 @@ fn sessions_full_rows(_: &NetNs) -> Vec<Row<'_>> {
                 .frame(outbound(&p, l.ep("e")))
         }),
         check("16 sessions, none evicted", |h, _| {
-            let n = Harness::count_entries(&h.tables.sessions);
+            let n = h.tables.sessions.count().expect("counting sessions");
             ensure!(n == 16, "{n} sessions");
             Ok(())
         }),

@@ -372,7 +372,7 @@ impl Harness {
         proto: u8,
     ) -> Option<types::cgnat_session> {
         let k = session_key(ext, rem, proto);
-        lookup(&self.tables.sessions, bytes_of(&k))
+        self.tables.sessions.get(&k).expect("map lookup")
     }
 
     /// Writes (or, with None, deletes) the session of (ext, rem, proto),
@@ -385,12 +385,15 @@ impl Harness {
         v: Option<types::cgnat_session>,
     ) -> Result<(), String> {
         let k = session_key(ext, rem, proto);
-        let m = &self.tables.sessions;
+        let s = &self.tables.sessions;
         match v {
-            Some(v) => m.update(bytes_of(&k), bytes_of(&v), libbpf_rs::MapFlags::ANY),
-            None => m.delete(bytes_of(&k)),
+            Some(v) => s.upsert(&k, &v).map_err(|e| e.to_string()),
+            None => match s.delete(&k) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("sessions: no session to delete".to_string()),
+                Err(e) => Err(e.to_string()),
+            },
         }
-        .map_err(|e| format!("sessions: {e}"))
     }
 
     pub fn count_entries(m: &libbpf_rs::MapHandle) -> usize {

@@ -198,7 +198,8 @@ fn route_cache_rows(ns: &NetNs) -> Vec<Row<'_>> {
         }),
         bind_row("first packet: FIB lookup, cached", udp(b"first"), "ext"),
         check("one session", |h, _| {
-            let n = Harness::count_entries(&h.dp.tables().expect("tables").sessions);
+            let t = h.dp.tables().expect("tables");
+            let n = t.sessions.count().expect("counting sessions");
             ensure!(n == 1, "{n} sessions");
             Ok(())
         }),
