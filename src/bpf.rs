@@ -71,6 +71,40 @@ unsafe impl Pod for u64 {}
 /// A map entry as bytes: (key, value).
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// Every (key, value) of map `name`, typed, read in batches of `batch`
+/// (`lookup_all`); entries of the wrong size are skipped.
+pub fn dump_typed<K: Pod, V: Pod>(
+    map: &dyn MapCore,
+    name: &'static str,
+    batch: u32,
+) -> Result<Vec<(K, V)>, BpfError> {
+    let rows = lookup_all(map, batch).map_err(map_err(name))?;
+    Ok(rows
+        .iter()
+        .filter_map(|(k, v)| Some((from_bytes(k)?, from_bytes(v)?)))
+        .collect())
+}
+
+/// Deletes `keys` from `map` in batches of `batch`. Reports no error: a
+/// batch the kernel refuses (it stops at a key that vanished meanwhile)
+/// is retried key by key, and what still fails stays in the map.
+pub fn delete_keys<K: Pod>(map: &dyn MapCore, keys: &[K], batch: u32) {
+    for chunk in keys.chunks(batch.max(1) as usize) {
+        let mut buf = Vec::with_capacity(std::mem::size_of_val(chunk));
+        for k in chunk {
+            buf.extend_from_slice(bytes_of(k));
+        }
+        if map
+            .delete_batch(&buf, chunk.len() as u32, MapFlags::ANY, MapFlags::ANY)
+            .is_err()
+        {
+            for k in chunk {
+                let _ = map.delete(bytes_of(k));
+            }
+        }
+    }
+}
+
 /// Every (key, value) of a map, read with BPF_MAP_LOOKUP_BATCH, `batch`
 /// entries per call (not for per-CPU maps).
 ///

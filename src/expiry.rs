@@ -42,7 +42,7 @@ mod kernel;
 pub use kernel::live_ranges;
 
 use crate::bpf::abi::{proto_idx, proto_name, IPPROTO_TCP, IPPROTO_UDP, PROTOCOLS};
-use crate::bpf::{bytes_of, from_bytes, types, BpfError, Tables};
+use crate::bpf::{bytes_of, types, BpfError, Tables};
 use crate::config::Timeouts;
 
 /// How stale last_seen may be: the data path rewrites it at most this
@@ -174,41 +174,16 @@ fn map_err(map: &'static str) -> impl Fn(libbpf_rs::Error) -> BpfError {
     move |err| BpfError::Map { map, err }
 }
 
-/// Every (key, value) of a hash map, read in batches.
+/// Every (key, value) of a map, read in batches.
 fn dump<K: crate::bpf::Pod, V: crate::bpf::Pod>(
     map: &dyn MapCore,
     name: &'static str,
 ) -> Result<Vec<(K, V)>, BpfError> {
-    let mut out = Vec::new();
-    for (k, v) in crate::bpf::lookup_all(map, BATCH).map_err(map_err(name))? {
-        if let (Some(k), Some(v)) = (from_bytes::<K>(&k), from_bytes::<V>(&v)) {
-            out.push((k, v));
-        }
-    }
-    Ok(out)
+    crate::bpf::dump_typed(map, name, BATCH)
 }
 
-fn delete_all<K: crate::bpf::Pod>(
-    map: &dyn MapCore,
-    name: &'static str,
-    keys: &[K],
-) -> Result<(), BpfError> {
-    for chunk in keys.chunks(BATCH as usize) {
-        let mut buf = Vec::with_capacity(std::mem::size_of_val(chunk));
-        for k in chunk {
-            buf.extend_from_slice(bytes_of(k));
-        }
-        if map
-            .delete_batch(&buf, chunk.len() as u32, MapFlags::ANY, MapFlags::ANY)
-            .is_err()
-        {
-            // A key vanished meanwhile (the batch stops there): one by one.
-            for k in chunk {
-                let _ = map.delete(bytes_of(k));
-            }
-        }
-    }
-    let _ = name;
+fn delete_all<K: crate::bpf::Pod>(map: &dyn MapCore, keys: &[K]) -> Result<(), BpfError> {
+    crate::bpf::delete_keys(map, keys, BATCH);
     Ok(())
 }
 
@@ -358,7 +333,7 @@ impl Sweeper {
                 rep.ports_quarantined += 1;
             }
         }
-        delete_all(&t.bind_in, "bind_in", &free)?;
+        delete_all(&t.bind_in, &free)?;
 
         let holdings = self.holdings(&sessions, &dead, &bindings, &held_ports);
         self.sweep_subscribers(t, now, &holdings, &mut rep)?;
@@ -376,7 +351,7 @@ impl Sweeper {
                 })
                 .map(|(k, _)| *k)
                 .collect();
-            delete_all(fa, "filter_addr", &stale)?;
+            delete_all(fa, &stale)?;
         }
         Ok(rep)
     }
@@ -391,7 +366,7 @@ impl Sweeper {
             .filter(|(_, f)| now.saturating_sub(f.created_ns) >= frag_ns)
             .map(|(k, _)| *k)
             .collect();
-        delete_all(&t.frags, "frags", &old)?;
+        delete_all(&t.frags, &old)?;
         // Held fragments whose first fragment never came.
         let held: Vec<(types::cgnat_stash_key, types::cgnat_stash)> =
             dump(&t.frag_stash, "frag_stash")?;
@@ -400,14 +375,14 @@ impl Sweeper {
             .filter(|(_, st)| now.saturating_sub(st.created_ns) >= frag_ns)
             .map(|(k, _)| *k)
             .collect();
-        delete_all(&t.frag_stash, "frag_stash", &stale)?;
+        delete_all(&t.frag_stash, &stale)?;
         let pending: Vec<(types::cgnat_frag_key, u64)> = dump(&t.frag_pending, "frag_pending")?;
         let stale: Vec<types::cgnat_frag_key> = pending
             .iter()
             .filter(|(_, ts)| now.saturating_sub(*ts) >= frag_ns)
             .map(|(k, _)| *k)
             .collect();
-        delete_all(&t.frag_pending, "frag_pending", &stale)?;
+        delete_all(&t.frag_pending, &stale)?;
         Ok(())
     }
 }
@@ -487,7 +462,7 @@ impl Sweeper {
                     .update(bytes_of(addr), bytes_of(&v), MapFlags::EXIST);
             }
         }
-        delete_all(&t.subscribers, "subscribers", &gone)?;
+        delete_all(&t.subscribers, &gone)?;
         rep.subscribers_live = (subs.len() - gone.len()) as u64;
         rep.subscribers_released = gone.len() as u64;
         let loads: Vec<(u32, u32)> = dump(&t.pool_load, "pool_load")?;

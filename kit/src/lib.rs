@@ -10,6 +10,7 @@ pub mod cluster_bed;
 pub mod demo;
 pub mod floor;
 pub mod frame;
+pub mod rng;
 pub mod testbed;
 
 use std::path::{Path, PathBuf};

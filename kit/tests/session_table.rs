@@ -10,25 +10,12 @@ use std::path::Path;
 use cgnat::bpf::{types, Datapath, LoadOptions, Tables};
 use cgnat::config::Config;
 use cgnat::expiry::{compact_time, monotonic_ns, Sweeper};
+use cgnat_kit::rng::Rng;
 
 const SEC: u64 = 1_000_000_000;
 
 type Key = types::cgnat_session_key;
 type Session = types::cgnat_session;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn config(max_sessions: u32) -> Config {
     let text = format!(

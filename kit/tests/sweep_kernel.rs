@@ -12,23 +12,10 @@ use std::path::Path;
 use cgnat::bpf::{bytes_of, lookup_all, types, Datapath, KeyValue, LoadOptions, Tables};
 use cgnat::config::{Config, PoolMode};
 use cgnat::expiry::{compact_time, monotonic_ns, SweepReport, Sweeper};
+use cgnat_kit::rng::Rng;
 use libbpf_rs::{MapCore, MapFlags};
 
 const SEC: u64 = 1_000_000_000;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// The external addresses the tables use: 203.0.113.1 to .14.
 const EXT_ADDRS: u32 = 14;

@@ -43,11 +43,7 @@ impl Sessions {
 
     /// Every session, in no particular order; empty when there are none.
     pub fn dump(&self) -> Result<Vec<(Key, Session)>, BpfError> {
-        let rows = lookup_all(&self.0, BATCH).map_err(map_err(NAME))?;
-        Ok(rows
-            .iter()
-            .filter_map(|(k, v)| Some((from_bytes(k)?, from_bytes(v)?)))
-            .collect())
+        dump_typed(&self.0, NAME, BATCH)
     }
 
     /// The session of `k`; `None` when there is none.
@@ -117,21 +113,7 @@ impl Sessions {
     /// a key that vanished meanwhile) is retried key by key, and a session
     /// that still cannot be deleted stays in the table.
     pub fn delete_all(&self, keys: &[Key]) -> Result<(), BpfError> {
-        for chunk in keys.chunks(BATCH as usize) {
-            let mut buf = Vec::with_capacity(std::mem::size_of_val(chunk));
-            for k in chunk {
-                buf.extend_from_slice(bytes_of(k));
-            }
-            if self
-                .0
-                .delete_batch(&buf, chunk.len() as u32, MapFlags::ANY, MapFlags::ANY)
-                .is_err()
-            {
-                for k in chunk {
-                    let _ = self.0.delete(bytes_of(k));
-                }
-            }
-        }
+        delete_keys(&self.0, keys, BATCH);
         Ok(())
     }
 

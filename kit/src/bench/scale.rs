@@ -1,6 +1,7 @@
 //! Scale.
 
 use super::*;
+use crate::rng::Rng;
 
 /// Where the preloaded sessions are: subscriber k is 100.66.0.0 + k, its
 /// j-th flow leaves from port 20000 + j to 198.51.100.10:3478 (UDP) on
@@ -243,18 +244,6 @@ pub(super) fn set_pool_load(t: &Tables, g: &Geo, subs: u32) -> Result<()> {
             .ctx("pool_load")?;
     }
     Ok(())
-}
-
-/// A small deterministic generator (xorshift64*).
-pub(super) struct Rng(u64);
-
-impl Rng {
-    pub(super) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
 }
 
 /// A sweep's report, wall seconds and CPU seconds of this thread (the
