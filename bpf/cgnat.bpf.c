@@ -24,6 +24,7 @@
 #include "nat.h"
 #include "neigh.h"
 #include "parse.h"
+#include "sessions.h"
 #include "stats.h"
 #include "sweep.h"
 
@@ -131,6 +132,14 @@ int sweep_tables(struct cgnat_sweep *ctx)
 	return sweep(ctx);
 }
 
+/* The daemon's operations on the session table (sessions.h), run with
+ * BPF_PROG_TEST_RUN. */
+SEC("syscall")
+int session_ops(struct cgnat_session_ops *ctx)
+{
+	return session_ops_do(ctx);
+}
+
 char LICENSE[] SEC("license") = "GPL";
 
 /* Types that no map names: these globals put them into BTF, so the daemon
@@ -156,3 +165,7 @@ enum cgnat_sweep_class _btf_sweep_class = CGNAT_SC_TCP_EST;
 enum cgnat_sweep_mode _btf_sweep_mode = CGNAT_SWEEP_FULL;
 enum cgnat_sweep_flags _btf_sweep_flags = CGNAT_SWEEP_FILTER;
 struct cgnat_sweep _btf_sweep = {};
+enum cgnat_session_table _btf_session_table = CGNAT_SEG_SLOTS;
+enum cgnat_slot_state _btf_slot_state = CGNAT_SLOT_EMPTY;
+enum cgnat_session_op_kind _btf_session_op_kind = CGNAT_SOP_GET;
+struct cgnat_session_ops _btf_session_ops = {};

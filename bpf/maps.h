@@ -185,13 +185,36 @@ static __always_inline int binding_in(__be32 addr, __be16 port, __u8 proto,
 	return !(out->flags & CGNAT_BIND_QUARANTINE);
 }
 
-/* Sessions, keyed in the external realm (see struct cgnat_session_key). */
+/* Sessions, keyed in the external realm (struct cgnat_session_key): the
+ * session table of include/cgnat.h, one element per segment (bpf/sessions.h
+ * reads and writes it). */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, struct cgnat_session_key);
-	__type(value, struct cgnat_session);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cgnat_session_seg);
 } sessions SEC(".maps");
+
+/* The lock of each segment of sessions: its version, odd while a writer
+ * holds it (sessions.h). */
+struct cgnat_seg_lock {
+	__u32 version;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cgnat_seg_lock);
+} session_locks SEC(".maps");
+
+/* The number of sessions in sessions: at most MAX_SESSIONS (rodata). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} session_count SEC(".maps");
 
 /* Fragment state: later fragments follow the first one's translation. */
 struct {

@@ -14,8 +14,8 @@
  * Races between CPUs: two CPUs may create the same binding at once; the
  * external port is claimed by inserting the reverse entry with BPF_NOEXIST
  * first, and the loser of the forward insert gives its port back and uses
- * the winner's binding. Session inserts use BPF_NOEXIST, so concurrent
- * creators share one entry (the loser re-reads it, session_create()).
+ * the winner's binding. Session inserts hold the segment's lock
+ * (sessions.h), so concurrent creators share one session.
  * last_seen is a plain store (any CPU's recent time is good enough); TCP
  * event bits are ORed atomically.
  */
@@ -38,6 +38,7 @@
 #include "pool.h"
 #include "rewrite.h"
 #include "route.h"
+#include "sessions.h"
 
 /* fib_route() for a packet that gets translated: too big with DF set is
  * answered with "fragmentation needed" carrying the egress MTU. */
@@ -132,38 +133,28 @@ static __always_inline int refuse(struct xdp_md *ctx, struct pkt *p, int reason)
 	return icmp_host_unreach(ctx, p, reason);
 }
 
-/* Make sure the session *k exists, created as *init if it does not;
- * never evicts (a full map refuses). One that another CPU created
- * meanwhile is shared, and read back to check that it is still there.
- * The entry just inserted is not read back: the packet that created it
- * needs nothing from it, and the lookup was one more per new flow. */
-static __always_inline int session_create(struct cgnat_session_key *k,
-					  struct cgnat_session *init)
+/* Make sure the session n->key exists, created as n->s if it does not;
+ * never evicts (a full table refuses). One that another CPU created
+ * meanwhile is shared. */
+static __always_inline int session_create(struct cgnat_session_slot *n)
 {
-	/* int, not long: before Linux 6.5 hash-map updates return an int
-	 * that the JIT leaves zero-extended, so a 64-bit compare with
-	 * -EEXIST never matches */
-	int err = bpf_map_update_elem(&sessions, k, init, BPF_NOEXIST);
-
-	if (err == 0)
-		return CGNAT_CONTINUE;
-	if (err != -EEXIST || !bpf_map_lookup_elem(&sessions, k))
-		return CGNAT_DROP_TABLE_FULL;
-	return CGNAT_CONTINUE;
+	return cgnat_session_put(n, CGNAT_SOP_INSERT) < 0 ? CGNAT_DROP_TABLE_FULL
+							  : CGNAT_CONTINUE;
 }
 
-/* Find or create the session *k, as session_create(), and return it
+/* Find or create the session n->key, as session_create(), and return it
  * (the hairpin paths touch it). */
-static __always_inline int session_get(struct cgnat_session_key *k,
-				       struct cgnat_session *init,
+static __always_inline int session_get(struct cgnat_session_slot *n,
 				       struct cgnat_session **out)
 {
-	int err = bpf_map_update_elem(&sessions, k, init, BPF_NOEXIST); /* int: above */
+	/* an error names no slot (session_slot()) */
+	__u32 at = (__u32)cgnat_session_put(n, CGNAT_SOP_INSERT);
+	struct cgnat_session_slot *s = session_slot(at & ~CGNAT_SLOT_OLD);
 
-	if (err && err != -EEXIST)
+	if (!s)
 		return CGNAT_DROP_TABLE_FULL;
-	*out = bpf_map_lookup_elem(&sessions, k);
-	return *out ? CGNAT_CONTINUE : CGNAT_DROP_TABLE_FULL;
+	*out = &s->s;
+	return CGNAT_CONTINUE;
 }
 
 /* TCP event bits of a segment, seen from the subscriber (out) or remote. */
@@ -229,8 +220,8 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	struct cgnat_frag_key orig = { .saddr = ip->saddr, .daddr = ip->daddr,
 				       .id = ip->id, .proto = ip->protocol };
 	struct cgnat_endpoint ik = {};
-	struct cgnat_session_key sk = {};
-	struct cgnat_session init = {};
+	/* the session being looked up or made: its key, its value */
+	struct cgnat_session_slot ns = {};
 	struct cgnat_session_key tk = {};
 	struct cgnat_session *s = 0, *t = 0;
 	struct cgnat_subscriber *sub = 0;
@@ -260,12 +251,12 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	if (b) {
 		ext.addr = b->addr;
 		ext.port = b->port;
-		sk.ext_addr = b->addr;
-		sk.ext_port = b->port;
-		sk.rem_addr = ip->daddr;
-		sk.rem_port = remote_port(p, *p->dport);
-		sk.proto = p->proto;
-		s = bpf_map_lookup_elem(&sessions, &sk);
+		ns.key.ext_addr = b->addr;
+		ns.key.ext_port = b->port;
+		ns.key.rem_addr = ip->daddr;
+		ns.key.rem_port = remote_port(p, *p->dport);
+		ns.key.proto = p->proto;
+		s = session_lookup(&ns.key);
 		if (s)
 			goto established;
 	} else {
@@ -297,7 +288,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		new_dst = tb.addr;
 		new_dport = tb.port;
 		hairpin_static = tb.flags & CGNAT_BIND_STATIC;
-		init.flags = CGNAT_SESS_HAIRPIN;
+		ns.s.flags = CGNAT_SESS_HAIRPIN;
 		hairpin = 1;
 		rc = route(ctx, p, ext.addr, new_dst, &fib);
 	} else {
@@ -325,17 +316,17 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		rc = binding_create(&ik, sub, now, &ext);
 		if (rc != CGNAT_CONTINUE)
 			return refuse(ctx, p, rc);
-		sk.ext_addr = ext.addr;
-		sk.ext_port = ext.port;
-		sk.rem_addr = ip->daddr;
-		sk.rem_port = remote_port(p, *p->dport);
-		sk.proto = p->proto;
+		ns.key.ext_addr = ext.addr;
+		ns.key.ext_port = ext.port;
+		ns.key.rem_addr = ip->daddr;
+		ns.key.rem_port = remote_port(p, *p->dport);
+		ns.key.proto = p->proto;
 	}
 	/* a hairpin session translates to its target (include/cgnat.h) */
-	init.int_addr = hairpin ? new_dst : ip->saddr;
-	init.int_port = hairpin ? new_dport : *p->sport;
-	init.tcp = ev;
-	init.last_seen = cgnat_time(now);
+	ns.s.int_addr = hairpin ? new_dst : ip->saddr;
+	ns.s.int_port = hairpin ? new_dport : *p->sport;
+	ns.s.tcp = ev;
+	ns.s.last_seen = cgnat_time(now);
 	if (hairpin) {
 		/* The target's side of the same flow, as if it came inbound:
 		 * only a SYN opens TCP, and its own filtering applies. */
@@ -344,7 +335,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		tk.rem_addr = ext.addr;
 		tk.rem_port = remote_port(p, ext.port);
 		tk.proto = p->proto;
-		t = bpf_map_lookup_elem(&sessions, &tk);
+		t = session_lookup(&tk);
 		if (!t && p->proto == IPPROTO_TCP && !tcp_is_bare_syn(p))
 			return CGNAT_DROP_TCP_NO_SESSION;
 	}
@@ -352,9 +343,9 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	rc = sub ? subscriber_count_session(sub) : subscriber_add_session(ip->saddr);
 	if (rc == CGNAT_CONTINUE) {
 		if (hairpin)
-			rc = session_get(&sk, &init, &s);
+			rc = session_get(&ns, &s);
 		else
-			rc = session_create(&sk, &init);
+			rc = session_create(&ns);
 	}
 	if (rc != CGNAT_CONTINUE)
 		return refuse(ctx, p, rc);
@@ -373,13 +364,14 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 				   hairpin_static))
 			return CGNAT_DROP_FILTERED;
 		/* the target's side translates back to the sender */
-		init.int_addr = ip->saddr;
-		init.int_port = *p->sport;
-		init.flags = CGNAT_SESS_HAIRPIN | CGNAT_SESS_INBOUND;
-		init.tcp = tcp_events(p, 0);
+		ns.key = tk;
+		ns.s.int_addr = ip->saddr;
+		ns.s.int_port = *p->sport;
+		ns.s.flags = CGNAT_SESS_HAIRPIN | CGNAT_SESS_INBOUND;
+		ns.s.tcp = tcp_events(p, 0);
 		rc = subscriber_add_session(new_dst);
 		if (rc == CGNAT_CONTINUE)
-			rc = session_get(&tk, &init, &t);
+			rc = session_get(&ns, &t);
 		if (rc != CGNAT_CONTINUE)
 			return rc;
 		s->flags &= ~CGNAT_SESS_ONE_SIDED;
@@ -418,7 +410,7 @@ established:
 			tk.rem_addr = ext.addr;
 			tk.rem_port = remote_port(p, ext.port);
 			tk.proto = p->proto;
-			t = bpf_map_lookup_elem(&sessions, &tk);
+			t = session_lookup(&tk);
 			if (!t)
 				return CGNAT_DROP_NO_BINDING;
 		}
@@ -458,8 +450,8 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 	struct iphdr *ip = p->ip;
 	struct cgnat_frag_key orig = { .saddr = ip->saddr, .daddr = ip->daddr,
 				       .id = ip->id, .proto = ip->protocol };
-	struct cgnat_session_key sk = {};
-	struct cgnat_session init = {};
+	/* the session being looked up or made: its key, its value */
+	struct cgnat_session_slot ns = {};
 	struct cgnat_session *s;
 	struct bpf_fib_lookup fib;
 	__be32 int_addr;
@@ -474,13 +466,13 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 	    (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHOREPLY))
 		return CGNAT_CONTINUE;
 
-	sk.ext_addr = ip->daddr;
-	sk.ext_port = *p->dport;
-	sk.rem_addr = ip->saddr;
-	sk.rem_port = remote_port(p, *p->sport);
-	sk.proto = p->proto;
+	ns.key.ext_addr = ip->daddr;
+	ns.key.ext_port = *p->dport;
+	ns.key.rem_addr = ip->saddr;
+	ns.key.rem_port = remote_port(p, *p->sport);
+	ns.key.proto = p->proto;
 	ev = tcp_events(p, 0);
-	s = bpf_map_lookup_elem(&sessions, &sk);
+	s = session_lookup(&ns.key);
 	if (s) {
 		/* a hairpin session's remote is one of our own endpoints,
 		 * which never sends from outside */
@@ -518,14 +510,14 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 	if (s) {
 		session_touch(s, now, ev, INBOUND_REFRESH);
 	} else {
-		init.int_addr = int_addr;
-		init.int_port = int_port;
-		init.flags = CGNAT_SESS_INBOUND;
-		init.tcp = ev;
-		init.last_seen = cgnat_time(now);
+		ns.s.int_addr = int_addr;
+		ns.s.int_port = int_port;
+		ns.s.flags = CGNAT_SESS_INBOUND;
+		ns.s.tcp = ev;
+		ns.s.last_seen = cgnat_time(now);
 		rc = subscriber_add_session(int_addr);
 		if (rc == CGNAT_CONTINUE)
-			rc = session_create(&sk, &init);
+			rc = session_create(&ns);
 		if (rc != CGNAT_CONTINUE)
 			return rc;
 	}

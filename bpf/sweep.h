@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * sweep.h - expiry inside the kernel: one walk of sessions, bind_in and
- * filter_addr with bpf_for_each_map_elem, run by the daemon through
+ * sweep.h - expiry inside the kernel: one walk of the session table
+ * (segment by segment, with bpf_loop), then of bind_in and filter_addr
+ * (bpf_for_each_map_elem), run by the daemon through
  * BPF_PROG_TEST_RUN on the SEC("syscall") program cgnat_sweep
  * (cgnat.bpf.c) with a struct cgnat_sweep as its context. It does what
  * src/expiry.rs does in user space, with the same rules (see there):
  *
  * 1. sessions: a session idle past its timeout is marked
- *    CGNAT_SESS_DYING, or deleted if it already was; every other one
+ *    CGNAT_SESS_DYING, or deleted if it already was (and still is, under
+ *    the segment's lock); a segment that lost sessions has its
+ *    tombstones reclaimed (sessions.h); every other one
  *    marks its filter_addr entry seen and counts for its subscriber in
  *    sweep_subs, and one within its timeout marks its binding used (a
  *    binding whose sessions are all past their timeouts is released with
@@ -37,8 +40,8 @@
  * with one 8-byte store (binding_write()), as the data path reads its
  * address and flags together with one 8-byte load (binding_read()).
  *
- * Deleting the element a callback was given is safe for the walk: a
- * deleted preallocated element keeps its next pointer until it is
+ * Deleting the bind_in element a callback was given is safe for the walk:
+ * a deleted preallocated element keeps its next pointer until it is
  * allocated again.
  *
  * Every callback returns 0 (continue the walk).
@@ -52,6 +55,7 @@
 #include <bpf/bpf_endian.h>
 #include "cgnat.h"
 #include "maps.h"
+#include "sessions.h"
 
 struct bpf_map;
 
@@ -212,7 +216,7 @@ static __always_inline void sweep_mirror_gone(const struct cgnat_session_key *k)
 		.rem_addr = k->ext_addr, .rem_port = k->ext_port,
 		.proto = k->proto,
 	};
-	struct cgnat_session *o = bpf_map_lookup_elem(&sessions, &m);
+	struct cgnat_session *o = session_lookup(&m);
 
 	if (o && !(o->flags & CGNAT_SESS_ONE_SIDED))
 		o->flags |= CGNAT_SESS_ONE_SIDED;
@@ -259,11 +263,36 @@ static __always_inline void sweep_filter_seen(const struct cgnat_session_key *k)
 	}
 }
 
-static long sweep_session_cb(struct bpf_map *map,
-			     const struct cgnat_session_key *key,
-			     struct cgnat_session *s, void *ctx)
+/* Deletes the session in slot s of segment si if it is still live and
+ * marked dying (a packet may have refreshed it since it was read). */
+static __always_inline int sweep_kill(__u32 si, struct cgnat_session_slot *s)
 {
-	struct cgnat_session_key k = *key;
+	struct cgnat_seg_lock *lk = bpf_map_lookup_elem(&session_locks, &si);
+	__u64 *count = bpf_map_lookup_elem(&session_count, &session_count_key);
+	int killed = 0;
+
+	if (!lk || !count)
+		return 0;
+	if (!seg_lock(lk))
+		return 0;
+	if (s->key.slot_state == CGNAT_SLOT_LIVE && (s->s.flags & CGNAT_SESS_DYING)) {
+		session_kill_locked(lk, s, count);
+		killed = 1;
+	}
+	seg_unlock(lk);
+	return killed;
+}
+
+/* The session pass's work on one live session (slot `sl` of segment si);
+ * returns 1 if it deleted it. */
+static __always_inline int sweep_session(__u32 si, struct cgnat_session_slot *sl)
+{
+	struct cgnat_session *s = &sl->s;
+	struct cgnat_session_key k = {
+		.ext_addr = sl->key.ext_addr, .rem_addr = sl->key.rem_addr,
+		.ext_port = sl->key.ext_port, .rem_port = sl->key.rem_port,
+		.proto = sl->key.proto,
+	};
 	struct cgnat_endpoint ek = {
 		.addr = k.ext_addr, .port = k.ext_port, .proto = k.proto,
 	};
@@ -278,11 +307,16 @@ static long sweep_session_cb(struct bpf_map *map,
 			/* marked at the previous sweep and still idle */
 			__u8 hairpin = s->flags & CGNAT_SESS_HAIRPIN;
 
-			bpf_map_delete_elem(&sessions, &k);
+			if (!sweep_kill(si, sl)) {
+				/* refreshed since it was read: live, counted
+				 * for its subscriber by the next sweep */
+				sweep_run.sessions_live++;
+				return 0;
+			}
 			sweep_run.sessions_expired++;
 			if (hairpin)
 				sweep_mirror_gone(&k);
-			return 0;
+			return 1;
 		}
 		/* two-phase expiry: a refreshing packet clears the mark */
 		s->flags |= CGNAT_SESS_DYING;
@@ -323,6 +357,43 @@ static long sweep_session_cb(struct bpf_map *map,
 	else
 		sweep_count_sub(own);
 	sweep_filter_seen(&k);
+	return 0;
+}
+
+/* The segment and slot a per-slot callback of the session pass works on. */
+struct sweep_seg_ctx {
+	__u32 si;
+	__u32 dead; /* the segment has tombstones */
+};
+
+static long sweep_slot_cb(__u32 j, struct sweep_seg_ctx *c)
+{
+	struct cgnat_session_seg *seg = bpf_map_lookup_elem(&sessions, &c->si);
+	struct cgnat_session_slot *sl;
+
+	if (!seg)
+		return 1;
+	sl = &seg->slot[j & SLOT_MASK];
+	switch (slot_state(sl)) {
+	case CGNAT_SLOT_LIVE:
+		c->dead |= sweep_session(c->si, sl);
+		break;
+	case CGNAT_SLOT_DEAD:
+		c->dead = 1;
+		break;
+	}
+	return 0;
+}
+
+/* One segment of the session pass: its live sessions, then its
+ * tombstones, if it has some. */
+static long sweep_seg_cb(__u32 si, void *ctx)
+{
+	struct sweep_seg_ctx c = { .si = si };
+
+	bpf_loop(CGNAT_SEG_SLOTS, sweep_slot_cb, &c, 0);
+	if (c.dead)
+		session_reclaim(si);
 	return 0;
 }
 
@@ -486,7 +557,7 @@ static __always_inline int sweep(struct cgnat_sweep *ctx)
 		if (sweep_run.flags & CGNAT_SWEEP_BLOCKS)
 			bpf_for_each_map_elem(&sweep_blocks, sweep_clear_cb, 0, 0);
 		t0 = bpf_ktime_get_ns();
-		bpf_for_each_map_elem(&sessions, sweep_session_cb, 0, 0);
+		bpf_loop(SESSION_SEGS, sweep_seg_cb, 0, 0);
 		sweep_run.session_pass_ns = bpf_ktime_get_ns() - t0;
 	}
 	bpf_for_each_map_elem(&bind_in, sweep_binding_cb, 0, 0);

@@ -12,7 +12,7 @@
  * CLOCK_MONOTONIC) when it sweeps. Expiry is done by the daemon in batched
  * sweeps over these timestamps; the data path never deletes state.
  * The per-session tables store time in 32 bits (see CGNAT_TIME_SHIFT) so
- * that a session costs at most 256 bytes of kernel memory.
+ * that a session slot is 32 bytes and a binding entry 80.
  */
 #ifndef CGNAT_H
 #define CGNAT_H
@@ -126,7 +126,12 @@ struct cgnat_session_key {
 	__be16 ext_port;
 	__be16 rem_port;
 	__u8 proto;
-	__u8 _pad[3];
+	/* 0 in a key; in a slot of the session table, the slot's state
+	 * (enum cgnat_slot_state) and its distance from the key's home
+	 * slot (struct cgnat_session_seg) */
+	__u8 slot_state;
+	__u8 slot_dist;
+	__u8 _pad;
 };
 
 /*
@@ -189,8 +194,8 @@ enum cgnat_tcp_state {
 };
 
 /*
- * Value of the session map: 16 bytes, so an entry costs 96 bytes of
- * kernel memory (48 of hash-table element header, 16 of bucket).
+ * A session's value: 16 bytes, half of a slot of the session table
+ * (struct cgnat_session_slot), so a configured session costs 64 bytes.
  *
  * int_addr:int_port is the internal endpoint the session translates to:
  * for a remote on the internet, the subscriber that owns the external
@@ -211,6 +216,76 @@ struct cgnat_session {
 	__u32 tcp;       /* enum cgnat_tcp_event bits (ORed atomically) */
 	__u32 last_seen; /* CGNAT_TIME_SHIFT units */
 };
+
+/*
+ * The session table (array "sessions", bpf/sessions.h): segments of
+ * CGNAT_SEG_SLOTS slots of 32 bytes (2 KiB). A session lives in the
+ * segment its key hashes to (keyed by SESSION_SEED, rodata), in the first
+ * free slot from its home slot on (linear probing that wraps within the
+ * segment), so that a lookup reads one or two cache lines. The table has
+ * CGNAT_SLOTS_PER_SESSION slots per configured session (a load factor of
+ * at most 1/2, which keeps probes short), and never holds more than the
+ * configured number of sessions (session_count): a full table refuses, it
+ * never evicts (RFC 6888 REQ-11).
+ *
+ * Writers (inserts, updates of whole values, deletes) hold the segment's
+ * lock (session_locks); readers take none. A slot's state is written last
+ * when it becomes live and first when it dies. A deleted slot becomes a
+ * tombstone (CGNAT_SLOT_DEAD), which inserts reuse and which the sweep
+ * empties once no key's probe sequence crosses it. A slot is named by its
+ * segment and place: segment * CGNAT_SEG_SLOTS + slot.
+ */
+enum cgnat_session_table {
+	CGNAT_SEG_SLOTS = 64,
+	CGNAT_SLOTS_PER_SESSION = 2,
+	/* set in cgnat_session_put()'s result when the key was already
+	 * there (and left unchanged, CGNAT_SOP_INSERT) */
+	CGNAT_SLOT_OLD = 1 << 30,
+};
+
+enum cgnat_slot_state {
+	CGNAT_SLOT_EMPTY = 0, /* never used since the last reclaim: ends a probe */
+	CGNAT_SLOT_LIVE = 1,
+	CGNAT_SLOT_DEAD = 2, /* deleted: a probe goes on past it */
+};
+
+struct cgnat_session_slot {
+	struct cgnat_session_key key;
+	struct cgnat_session s;
+};
+
+struct cgnat_session_seg {
+	struct cgnat_session_slot slot[CGNAT_SEG_SLOTS];
+};
+
+/*
+ * What the daemon asks of the session table: the SEC("syscall") program
+ * session_ops runs a struct cgnat_session_ops (its context) with the same
+ * code the data path uses, one op after the other.
+ */
+enum cgnat_session_op_kind {
+	CGNAT_SOP_GET = 0,    /* s := the session; -ENOENT if absent */
+	CGNAT_SOP_INSERT = 1, /* add; -EEXIST if present (left unchanged) */
+	CGNAT_SOP_UPSERT = 2, /* add or replace the value */
+	CGNAT_SOP_UPDATE = 3, /* replace the value; -ENOENT if absent */
+	CGNAT_SOP_DELETE = 4, /* -ENOENT if absent */
+	/* ops per run (the program copies them whole: under 1 KiB) */
+	CGNAT_SESSION_OPS = 24,
+};
+
+struct cgnat_session_op {
+	struct cgnat_session_key key;
+	struct cgnat_session s;
+	__u32 kind;   /* enum cgnat_session_op_kind */
+	__s32 result; /* out: 0 or -errno (-E2BIG: the table is full) */
+};
+
+struct cgnat_session_ops {
+	__u32 count; /* ops used */
+	__u32 _pad;
+	struct cgnat_session_op op[CGNAT_SESSION_OPS];
+};
+
 
 /*
  * Per-CPU counters, one slot per id (PERCPU_ARRAY "stats"). Every packet the
@@ -521,6 +596,8 @@ struct cgnat_meta {
 	__u32 max_bindings;
 	__u32 max_subscribers;
 	__u32 max_fragments;
+	/* the key of the session table's hash (SESSION_SEED) */
+	__u64 session_seed;
 };
 
 /*

@@ -39,6 +39,8 @@ unsafe impl Pod for types::cgnat_endpoint {}
 unsafe impl Pod for types::cgnat_binding {}
 unsafe impl Pod for types::cgnat_session_key {}
 unsafe impl Pod for types::cgnat_session {}
+unsafe impl Pod for types::cgnat_session_slot {}
+unsafe impl Pod for types::cgnat_session_seg {}
 unsafe impl Pod for types::cgnat_counter {}
 unsafe impl Pod for types::cgnat_event {}
 unsafe impl Pod for types::cgnat_lpm_key {}
@@ -370,7 +372,7 @@ fn prepare_fib(cfg: &Config) -> Result<(u32, Option<String>), BpfError> {
 }
 
 /// The program's configuration constants (rodata), set before load.
-fn set_rodata(ro: &mut types::rodata, cfg: &Config, fib_ifindex: u32) {
+fn set_rodata(ro: &mut types::rodata, cfg: &Config, fib_ifindex: u32, sessions: &SessionTable) {
     ro.FIB_IFINDEX = fib_ifindex;
     ro.ROUTE_CACHE_NS = cfg.route_cache.as_nanos() as u64;
     ro.TX_REDIRECT = u8::from(crate::veth::redirect_back(cfg));
@@ -396,6 +398,9 @@ fn set_rodata(ro: &mut types::rodata, cfg: &Config, fib_ifindex: u32) {
     ro.RATE_NEW = cfg.limits.new_mappings_per_second;
     ro.HAS_EXEMPT = u8::from(!cfg.exempt.is_empty());
     ro.ID_SECRET = random_u32();
+    ro.SESSION_SEGS = sessions.segments;
+    ro.MAX_SESSIONS = sessions.max;
+    ro.SESSION_SEED = sessions.seed;
     let mode = |f: Filtering| match f {
         Filtering::EndpointIndependent => types::cgnat_filtering::CGNAT_FILTER_EIF.0 as u8,
         Filtering::AddressDependent => types::cgnat_filtering::CGNAT_FILTER_ADF.0 as u8,
@@ -432,6 +437,7 @@ const UNPINNED: [&str; 2] = ["sweep_live", "sweep_zero"];
 fn size_maps(
     m: &mut skel::OpenCgnatMaps<'_>,
     sizes: &Sizes,
+    table: &SessionTable,
     pool: &[std::net::Ipv4Addr],
 ) -> Result<(), BpfError> {
     for (map, name, n) in [
@@ -445,7 +451,8 @@ fn size_maps(
         (&mut m.pool_prefixes, "pool_prefixes", MAX_PREFIXES as u32),
         (&mut m.exempt_any, "exempt_any", MAX_PREFIXES as u32),
         (&mut m.exempt_port, "exempt_port", MAX_PREFIXES as u32),
-        (&mut m.sessions, "sessions", sizes.sessions),
+        (&mut m.sessions, "sessions", table.segments),
+        (&mut m.session_locks, "session_locks", table.segments),
         (&mut m.filter_addr, "filter_addr", sizes.sessions),
         (&mut m.bind_out, "bind_out", sizes.bindings),
         (&mut m.bind_in, "bind_in", sizes.bindings),
@@ -539,14 +546,26 @@ impl Datapath {
             open.maps.rodata_data.as_deref_mut().ok_or_else(|| {
                 BpfError::Open(libbpf_rs::Error::from_raw_os_error(libc_enoent()))
             })?;
-        set_rodata(ro, cfg, fib_ifindex);
-
         let sizes = Sizes::of(cfg);
-        size_maps(&mut open.maps, &sizes, &cfg.pool_addrs)?;
-
         // Pinned state: adopt what a previous daemon left (same ABI and
         // sizes), else create it; libbpf reuses a map pinned at its path.
+        // An adopted session table keeps the hash key it was filled with.
         let adopting = opts.pin && cfg.pin_path.join("meta").exists();
+        let seed = match adopting {
+            true => {
+                pinned_meta(&cfg.pin_path)
+                    .map_err(|why| BpfError::Adopt {
+                        dir: cfg.pin_path.clone(),
+                        why,
+                    })?
+                    .session_seed
+            }
+            false => u64::from(random_u32()) << 32 | u64::from(random_u32()),
+        };
+        let table = SessionTable::new(sizes.sessions, seed);
+        set_rodata(ro, cfg, fib_ifindex, &table);
+        size_maps(&mut open.maps, &sizes, &table, &cfg.pool_addrs)?;
+
         if opts.pin {
             prepare_pins(&mut open, cfg, &sizes, adopting)?;
         }
@@ -589,7 +608,7 @@ impl Datapath {
         dp.route_gen()?
             .bump(crate::netlink::only_default_rules().unwrap_or(false))?;
         if opts.pin {
-            dp.write_meta(&sizes, [int_idx, ext_idx])?;
+            dp.write_meta(&sizes, seed, [int_idx, ext_idx])?;
         }
         if opts.attach {
             dp.attach_all(cfg, int_idx, ext_idx)?;
@@ -599,7 +618,12 @@ impl Datapath {
 
     /// Records what the pinned tables were made for, so that a later
     /// daemon adopts them only if it can use them (`pin::check_adoptable`).
-    fn write_meta(&self, sizes: &Sizes, [int_idx, ext_idx]: [u32; 2]) -> Result<(), BpfError> {
+    fn write_meta(
+        &self,
+        sizes: &Sizes,
+        session_seed: u64,
+        [int_idx, ext_idx]: [u32; 2],
+    ) -> Result<(), BpfError> {
         let meta = types::cgnat_meta {
             abi: abi(),
             internal_ifindex: int_idx,
@@ -608,6 +632,7 @@ impl Datapath {
             max_bindings: sizes.bindings,
             max_subscribers: sizes.subscribers,
             max_fragments: sizes.fragments,
+            session_seed,
         };
         self.skel
             .maps
@@ -716,7 +741,21 @@ impl Datapath {
             MapHandle::try_from(map).map_err(map_err(name))
         };
         Ok(Tables {
-            sessions: Sessions::new(h(&m.sessions, "sessions")?),
+            sessions: Sessions::new(
+                [
+                    h(&m.sessions, "sessions")?,
+                    h(&m.session_locks, "session_locks")?,
+                    h(&m.session_count, "session_count")?,
+                ],
+                Some(
+                    self.skel
+                        .progs
+                        .session_ops
+                        .as_fd()
+                        .try_clone_to_owned()
+                        .map_err(|e| map_err("sessions")(e.into()))?,
+                ),
+            ),
             bind_in: h(&m.bind_in, "bind_in")?,
             bind_out: h(&m.bind_out, "bind_out")?,
             stats: h(&m.stats, "stats")?,
@@ -835,9 +874,9 @@ mod tables;
 
 pub use pin::attach_xdp;
 pub use pin::detach;
-use pin::{check_adoptable, ensure_bpffs, obj_get, obj_pin};
+use pin::{check_adoptable, ensure_bpffs, obj_get, obj_pin, pinned_meta};
 pub use run::{run_xdp, xdp_ctx, XdpRun};
-pub use sessions::Sessions;
+pub use sessions::{SessionTable, Sessions};
 pub use tables::{
     bindings, delete_binding, internal_endpoint, unbind_out, KernelSweep, RouteGen, Tables,
 };

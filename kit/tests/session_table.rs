@@ -1,8 +1,9 @@
-//! The session table through its API (`cgnat::bpf::Sessions`) against a
-//! model: random inserts, updates, upserts, lookups and deletes, then
-//! expiry by the in-kernel sweep, must always agree with a map kept in
-//! Rust: every dump, every lookup and the count. A small table makes the
-//! table run full; it then refuses new sessions and keeps the ones it has.
+//! The session table (bpf/sessions.h) against a model: random inserts,
+//! updates, upserts, lookups and deletes through the loaded program's
+//! `session_ops`, then expiry by the in-kernel sweep (which reclaims
+//! tombstones), must always agree with a map kept in Rust. A small table
+//! makes probe sequences long and wrap inside their segments; the table
+//! refuses beyond its size and never evicts.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -105,8 +106,8 @@ fn agree(t: &Tables, model: &BTreeMap<[u8; 16], (Key, Session)>, universe: u32, 
 }
 
 /// Random operations and sweeps, checked against the model after each
-/// round. The table holds 512 sessions, fewer than the keys used, so it
-/// runs full, and every round deletes and expires a share of them.
+/// round. The table holds 512 sessions in 16 segments of 64 slots, so
+/// segments run full of live slots and tombstones.
 #[test]
 fn operations_and_sweeps_agree_with_a_model() {
     let cfg = config(512);

@@ -164,7 +164,7 @@ fn fill(ts: &[&Tables], cfg: &Config, base: u64, seed: u64) {
                 ext_port: ek.port,
                 rem_port: if proto == 1 { 0 } else { rem_port.to_be() },
                 proto,
-                _pad: [0; 3],
+                ..Default::default()
             };
             let age = [0, 0, 0, 0, 0, 10, 70, 250, 310, 7500][r.below(10) as usize] * SEC;
             let s = types::cgnat_session {
@@ -212,7 +212,7 @@ fn fill(ts: &[&Tables], cfg: &Config, base: u64, seed: u64) {
                 ext_port: from.port,
                 rem_port: to.port,
                 proto: from.proto,
-                _pad: [0; 3],
+                ..Default::default()
             };
             let age = [0, 10, 70, 250, 310, 7500][r.below(6) as usize] * SEC;
             let s = types::cgnat_session {

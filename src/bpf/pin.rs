@@ -3,20 +3,23 @@
 
 use super::*;
 
+/// What the daemon that pinned `dir` recorded (struct cgnat_meta).
+pub(super) fn pinned_meta(dir: &Path) -> Result<types::cgnat_meta, String> {
+    let h = MapHandle::from_pinned_path(dir.join("meta")).map_err(|e| format!("meta: {e}"))?;
+    h.lookup(bytes_of(&0u32), MapFlags::ANY)
+        .ok()
+        .flatten()
+        .and_then(|v| from_bytes::<types::cgnat_meta>(&v))
+        .ok_or_else(|| "no metadata".to_string())
+}
+
 /// Can the state pinned in `dir` be adopted with these sizes?
 pub(super) fn check_adoptable(dir: &Path, sizes: &Sizes) -> Result<(), BpfError> {
     let adopt = |why: String| BpfError::Adopt {
         dir: dir.to_owned(),
         why,
     };
-    let h =
-        MapHandle::from_pinned_path(dir.join("meta")).map_err(|e| adopt(format!("meta: {e}")))?;
-    let meta = h
-        .lookup(bytes_of(&0u32), MapFlags::ANY)
-        .ok()
-        .flatten()
-        .and_then(|v| from_bytes::<types::cgnat_meta>(&v))
-        .ok_or_else(|| adopt("no metadata".into()))?;
+    let meta = pinned_meta(dir).map_err(adopt)?;
     if meta.abi != abi() {
         return Err(adopt(format!(
             "it was made by a cgnat with another table layout (ABI {:016x}, this one is {:016x})",

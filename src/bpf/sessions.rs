@@ -1,139 +1,264 @@
-//! The session table (`sessions` in bpf/maps.h) as user space sees it:
-//! every read and write of it from the daemon, the CLI and the kit goes
-//! through [`Sessions`], with keys and values typed as include/cgnat.h
-//! defines them (`cgnat_session_key`: external and remote endpoint and
-//! protocol; `cgnat_session`: internal endpoint, flags, TCP events, last
-//! seen).
+//! The session table (`sessions` in bpf/maps.h, laid out as
+//! include/cgnat.h's `struct cgnat_session_seg` describes) as user space
+//! sees it: every read and write of it from the daemon, the CLI and the
+//! kit goes through [`Sessions`], with keys and values typed as
+//! include/cgnat.h defines them (`cgnat_session_key`: external and remote
+//! endpoint and protocol; `cgnat_session`: internal endpoint, flags, TCP
+//! events, last seen).
+//!
+//! Reads take the table's segments in batches and keep the live slots.
+//! Writes and single lookups run the SEC("syscall") program `session_ops`
+//! (bpf/sessions.h), so the daemon hashes, probes and locks with the data
+//! path's own code; they need a loaded program (tables opened from their
+//! pins, as the CLI does, can only be read).
 //!
 //! An absent key is never an error: [`Sessions::get`] gives `None`,
 //! [`Sessions::update_existing`] and [`Sessions::delete`] give `false`, and
 //! [`Sessions::insert_new`] gives `false` when the key is already there.
-//! Errors are the kernel's, as [`BpfError::Map`] naming `sessions`.
-//!
-//! The table is a kernel hash map: reads of the whole table are batched
-//! (BPF_MAP_LOOKUP_BATCH), and the data path may add, refresh or delete
-//! sessions while they run.
+//! Errors are the kernel's, as [`BpfError::Map`] naming `sessions`; a full
+//! table is `E2BIG`.
 
 use super::*;
+use std::sync::Mutex;
 
 type Key = types::cgnat_session_key;
 type Session = types::cgnat_session;
+type Op = types::cgnat_session_op;
+type Kind = types::cgnat_session_op_kind;
 
 const NAME: &str = "sessions";
 
-/// Entries per batched call.
-const BATCH: u32 = 4096;
+/// Segments per batched read (2 KiB each).
+const BATCH: u32 = 256;
+
+/// The geometry of the session table (include/cgnat.h, bpf/sessions.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTable {
+    /// Segments of `CGNAT_SEG_SLOTS` slots.
+    pub segments: u32,
+    /// Sessions it may hold.
+    pub max: u32,
+    /// The key of its hash.
+    pub seed: u64,
+}
+
+impl SessionTable {
+    /// `CGNAT_SLOTS_PER_SESSION` slots per session, in whole segments.
+    pub fn new(max: u32, seed: u64) -> SessionTable {
+        let seg = u64::from(types::cgnat_session_table::CGNAT_SEG_SLOTS.0);
+        let per = u64::from(types::cgnat_session_table::CGNAT_SLOTS_PER_SESSION.0);
+        let segments = (u64::from(max) * per).div_ceil(seg).max(1);
+        SessionTable {
+            segments: segments.min(1 << 24) as u32,
+            max,
+            seed,
+        }
+    }
+}
 
 /// The session table.
 #[derive(Debug)]
-pub struct Sessions(MapHandle);
+pub struct Sessions {
+    segments: MapHandle,
+    locks: MapHandle,
+    count: MapHandle,
+    /// `session_ops`, with a lock: the program works on one global copy
+    /// of its context, so runs go one at a time.
+    ops: Option<Mutex<OwnedFd>>,
+}
 
 impl Sessions {
-    /// The `sessions` map of a loaded program or opened from its pin.
-    pub(super) fn new(map: MapHandle) -> Sessions {
-        Sessions(map)
+    pub(super) fn new([segments, locks, count]: [MapHandle; 3], ops: Option<OwnedFd>) -> Sessions {
+        Sessions {
+            segments,
+            locks,
+            count,
+            ops: ops.map(Mutex::new),
+        }
     }
 
-    /// The map itself, only for what concerns the map rather than its
-    /// sessions (its memory accounting in the benchmark); sessions are
-    /// read and written through the other methods.
-    pub fn map(&self) -> &MapHandle {
-        &self.0
+    /// The maps of the table (segments, their locks, the count), only for
+    /// what concerns the maps rather than the sessions (their memory
+    /// accounting in the benchmark).
+    pub fn maps(&self) -> [(&'static str, &MapHandle); 3] {
+        [
+            ("sessions", &self.segments),
+            ("session_locks", &self.locks),
+            ("session_count", &self.count),
+        ]
     }
 
     /// Every session, in no particular order; empty when there are none.
+    /// Not a snapshot: sessions the data path adds or deletes meanwhile may
+    /// or may not be there.
     pub fn dump(&self) -> Result<Vec<(Key, Session)>, BpfError> {
-        dump_typed(&self.0, NAME, BATCH)
+        let rows = lookup_all(&self.segments, BATCH).map_err(map_err(NAME))?;
+        let mut out = Vec::new();
+        for (_, seg) in &rows {
+            let Some(seg) = from_bytes::<types::cgnat_session_seg>(seg) else {
+                continue;
+            };
+            out.extend(seg.slot.iter().filter_map(live));
+        }
+        Ok(out)
     }
 
     /// The session of `k`; `None` when there is none.
     pub fn get(&self, k: &Key) -> Result<Option<Session>, BpfError> {
-        let v = self
-            .0
-            .lookup(bytes_of(k), MapFlags::ANY)
-            .map_err(map_err(NAME))?;
-        Ok(v.and_then(|b| from_bytes(&b)))
+        let op = self.run_one(Kind::CGNAT_SOP_GET, k, &Session::default())?;
+        Ok((op.result == 0).then_some(op.s))
     }
 
     /// Rewrites the session of `k` with `v`; `false` (and nothing
     /// written) when there is none.
     pub fn update_existing(&self, k: &Key, v: &Session) -> Result<bool, BpfError> {
-        absent_is_false(
-            self.0.update(bytes_of(k), bytes_of(v), MapFlags::EXIST),
-            libbpf_rs::ErrorKind::NotFound,
-        )
+        absent_is_false(self.run_one(Kind::CGNAT_SOP_UPDATE, k, v)?.result, ENOENT)
     }
 
     /// Writes the session of `k`, whether or not there was one.
     pub fn upsert(&self, k: &Key, v: &Session) -> Result<(), BpfError> {
-        self.0
-            .update(bytes_of(k), bytes_of(v), MapFlags::ANY)
-            .map_err(map_err(NAME))
+        check(self.run_one(Kind::CGNAT_SOP_UPSERT, k, v)?.result)
     }
 
     /// Writes the session of `k` if there is none yet; `false` (and the
     /// existing one kept) when there is.
     pub fn insert_new(&self, k: &Key, v: &Session) -> Result<bool, BpfError> {
-        absent_is_false(
-            self.0.update(bytes_of(k), bytes_of(v), MapFlags::NO_EXIST),
-            libbpf_rs::ErrorKind::AlreadyExists,
-        )
+        absent_is_false(self.run_one(Kind::CGNAT_SOP_INSERT, k, v)?.result, EEXIST)
     }
 
-    /// Writes every (key, session) of `rows` in one batched call, whether
-    /// or not the keys were there; nothing to do for an empty slice.
+    /// Writes every (key, session) of `rows`, whether or not the keys were
+    /// there; stops at the first that does not fit.
     pub fn insert_batch(&self, rows: &[(Key, Session)]) -> Result<(), BpfError> {
-        if rows.is_empty() {
-            return Ok(());
+        let ops: Vec<Op> = rows
+            .iter()
+            .map(|(k, v)| op(Kind::CGNAT_SOP_UPSERT, k, v))
+            .collect();
+        for op in self.run(ops)? {
+            check(op.result)?;
         }
-        let mut keys = Vec::with_capacity(rows.len() * std::mem::size_of::<Key>());
-        let mut vals = Vec::with_capacity(rows.len() * std::mem::size_of::<Session>());
-        for (k, v) in rows {
-            keys.extend_from_slice(bytes_of(k));
-            vals.extend_from_slice(bytes_of(v));
-        }
-        self.0
-            .update_batch(
-                &keys,
-                &vals,
-                rows.len() as u32,
-                MapFlags::ANY,
-                MapFlags::ANY,
-            )
-            .map_err(map_err(NAME))
+        Ok(())
     }
 
     /// Deletes the session of `k`; `false` when there was none.
     pub fn delete(&self, k: &Key) -> Result<bool, BpfError> {
-        absent_is_false(self.0.delete(bytes_of(k)), libbpf_rs::ErrorKind::NotFound)
+        absent_is_false(
+            self.run_one(Kind::CGNAT_SOP_DELETE, k, &Session::default())?
+                .result,
+            ENOENT,
+        )
     }
 
-    /// Deletes the sessions of `keys`, in batches; keys already gone are
-    /// skipped. Reports no error: a batch the kernel refuses (it stops at
-    /// a key that vanished meanwhile) is retried key by key, and a session
-    /// that still cannot be deleted stays in the table.
+    /// Deletes the sessions of `keys`; keys already gone are skipped.
     pub fn delete_all(&self, keys: &[Key]) -> Result<(), BpfError> {
-        delete_keys(&self.0, keys, BATCH);
+        let ops: Vec<Op> = keys
+            .iter()
+            .map(|k| op(Kind::CGNAT_SOP_DELETE, k, &Session::default()))
+            .collect();
+        for op in self.run(ops)? {
+            if op.result != -ENOENT {
+                check(op.result)?;
+            }
+        }
         Ok(())
     }
 
-    /// How many sessions there are, by walking the keys one by one; 0 when
-    /// there are none. The walk is not a snapshot: sessions the data path
-    /// adds or deletes meanwhile may or may not be counted.
+    /// How many sessions there are (the table's own count).
     pub fn count(&self) -> Result<u64, BpfError> {
-        Ok(self.0.keys().count() as u64)
+        let v = self
+            .count
+            .lookup(bytes_of(&0u32), MapFlags::ANY)
+            .map_err(map_err("session_count"))?;
+        Ok(v.and_then(|b| from_bytes::<u64>(&b)).unwrap_or(0))
+    }
+
+    fn run_one(&self, kind: Kind, k: &Key, v: &Session) -> Result<Op, BpfError> {
+        let mut out = self.run(vec![op(kind, k, v)])?;
+        out.pop().ok_or_else(|| no_ops(libc_einval()))
+    }
+
+    /// Runs `ops` through `session_ops`, CGNAT_SESSION_OPS at a time, and
+    /// gives them back with their results.
+    fn run(&self, ops: Vec<Op>) -> Result<Vec<Op>, BpfError> {
+        let Some(prog) = &self.ops else {
+            return Err(no_ops(libc_eperm()));
+        };
+        let prog = prog.lock().unwrap_or_else(|e| e.into_inner());
+        let per = types::cgnat_session_op_kind::CGNAT_SESSION_OPS.0 as usize;
+        let mut out = Vec::with_capacity(ops.len());
+        for chunk in ops.chunks(per) {
+            let mut ctx = types::cgnat_session_ops {
+                count: chunk.len() as u32,
+                ..Default::default()
+            };
+            ctx.op[..chunk.len()].copy_from_slice(chunk);
+            // SAFETY: zeroed is a valid bpf_test_run_opts; sz is set.
+            let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
+            opts.sz = std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _;
+            opts.ctx_in = (&mut ctx as *mut types::cgnat_session_ops).cast();
+            opts.ctx_size_in = std::mem::size_of::<types::cgnat_session_ops>() as u32;
+            // SAFETY: ctx_in points at a whole cgnat_session_ops, which the
+            // kernel reads and then overwrites with as many bytes.
+            let ret = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
+            if ret < 0 {
+                return Err(no_ops(-ret));
+            }
+            out.extend_from_slice(&ctx.op[..chunk.len()]);
+        }
+        Ok(out)
     }
 }
 
-/// `Ok(true)` on success, `Ok(false)` when the kernel's error is `absent`
-/// (the key is missing, or present for an insert), else the map error.
-fn absent_is_false(
-    r: Result<(), libbpf_rs::Error>,
-    absent: libbpf_rs::ErrorKind,
-) -> Result<bool, BpfError> {
-    match r {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == absent => Ok(false),
-        Err(e) => Err(map_err(NAME)(e)),
+/// The key and session of a live slot, with the slot's own fields zeroed.
+fn live(s: &types::cgnat_session_slot) -> Option<(Key, Session)> {
+    if s.key.slot_state != types::cgnat_slot_state::CGNAT_SLOT_LIVE.0 as u8 {
+        return None;
+    }
+    let k = Key {
+        slot_state: 0,
+        slot_dist: 0,
+        ..s.key
+    };
+    Some((k, s.s))
+}
+
+fn op(kind: Kind, k: &Key, v: &Session) -> Op {
+    Op {
+        key: *k,
+        s: *v,
+        kind: kind.0,
+        result: 0,
+    }
+}
+
+const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
+const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
+
+fn libc_einval() -> i32 {
+    nix::errno::Errno::EINVAL as i32
+}
+
+fn libc_eperm() -> i32 {
+    nix::errno::Errno::EPERM as i32
+}
+
+fn no_ops(errno: i32) -> BpfError {
+    map_err(NAME)(libbpf_rs::Error::from_raw_os_error(errno))
+}
+
+/// 0 is success; any other result the kernel's error.
+fn check(result: i32) -> Result<(), BpfError> {
+    match result {
+        0 => Ok(()),
+        e => Err(no_ops(-e)),
+    }
+}
+
+/// `Ok(true)` on success, `Ok(false)` when the result is `-absent` (the
+/// key is missing, or present for an insert), else the error.
+fn absent_is_false(result: i32, absent: i32) -> Result<bool, BpfError> {
+    match result {
+        0 => Ok(true),
+        e if e == -absent => Ok(false),
+        e => Err(no_ops(-e)),
     }
 }

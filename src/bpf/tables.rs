@@ -213,7 +213,14 @@ impl Tables {
             })
         };
         Ok(Tables {
-            sessions: Sessions::new(open("sessions")?),
+            sessions: Sessions::new(
+                [
+                    open("sessions")?,
+                    open("session_locks")?,
+                    open("session_count")?,
+                ],
+                None,
+            ),
             bind_in: open("bind_in")?,
             bind_out: open("bind_out")?,
             stats: open("stats")?,

@@ -342,7 +342,7 @@ pub(super) fn fill_probe(fl: &Floor, subs: u32, ports: u32) -> Result<()> {
                 ext_port: ext_port.to_be(),
                 rem_port: 9u16.to_be(),
                 proto: PROTO_UDP,
-                _pad: [0; 3],
+                ..Default::default()
             };
             let v = types::cgnat_session {
                 int_addr: ik.addr,

@@ -304,7 +304,14 @@ impl ScaleResult {
 }
 
 /// The maps a session costs memory in.
-const SESSION_MAPS: [&str; 4] = ["sessions", "bind_in", "bind_out", "subscribers"];
+const SESSION_MAPS: [&str; 6] = [
+    "sessions",
+    "session_locks",
+    "session_count",
+    "bind_in",
+    "bind_out",
+    "subscribers",
+];
 
 /// One router mode end to end.
 #[derive(Debug, Clone, Default)]

@@ -171,7 +171,7 @@ pub(super) fn preload(t: &Dest<'_>, g: &Geo, subs: std::ops::Range<u32>, now: u6
                 ext_port: ee.port,
                 rem_port: 3478u16.to_be(),
                 proto: PROTO_UDP,
-                _pad: [0; 3],
+                ..Default::default()
             };
             let val = types::cgnat_session {
                 int_addr: ie.addr,
@@ -426,15 +426,14 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
         );
 
         // Memory.
-        for (name, m) in [
-            ("sessions", t.sessions.map()),
+        for (name, m) in t.sessions.maps().into_iter().chain([
             ("bind_in", &t.bind_in),
             ("bind_out", &t.bind_out),
             ("subscribers", &t.subscribers),
             ("frags", &t.frags),
             ("blocks", &t.blocks),
             ("sub_blocks", &t.sub_blocks),
-        ] {
+        ]) {
             r.maps.push(map_mem(name, m)?);
         }
 

@@ -487,6 +487,6 @@ fn session_key(ext: (Ipv4Addr, u16), rem: (Ipv4Addr, u16), proto: u8) -> types::
         ext_port: ext.1.to_be(),
         rem_port: rem.1.to_be(),
         proto,
-        _pad: [0; 3],
+        ..Default::default()
     }
 }

@@ -1,0 +1,466 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * sessions.h - the session table (include/cgnat.h, struct
+ * cgnat_session_seg): lookup, insert, update, delete and the reclaim of
+ * tombstones, for the data path, the sweep and the daemon's operations.
+ *
+ * Contract:
+ * - session_lookup() takes no lock. It returns the live session of a key
+ *   or NULL; a packet racing with the creation of its own session may miss
+ *   it, and then finds it under the lock when it tries to create it.
+ * - cgnat_session_put() and the deletes hold the segment's lock, so two
+ *   writers never put the same key twice. A new slot's key and value are
+ *   written before its state becomes CGNAT_SLOT_LIVE; a delete makes the
+ *   state CGNAT_SLOT_DEAD first. x86 keeps stores in order, and readers
+ *   test the state before they compare the key.
+ * - A session pointer stays valid memory after a delete, like an element
+ *   of a preallocated kernel hash map: a writer that raced with the
+ *   delete writes into a dead or reused slot (a refresh lost, as it would
+ *   be for an entry deleted a moment earlier).
+ * - A tombstone becomes empty again (session_reclaim(), under the lock)
+ *   only when no live key's probe sequence crosses it, so a lookup never
+ *   stops short of a key it should find.
+ */
+#ifndef CGNAT_SESSIONS_H
+#define CGNAT_SESSIONS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "cgnat.h"
+#include "config.h"
+#include "maps.h"
+
+#ifndef ENOENT
+#define ENOENT 2
+#endif
+#ifndef E2BIG
+#define E2BIG 7
+#endif
+#ifndef EBUSY
+#define EBUSY 16
+#endif
+
+#define PICK_NONE 0xffffu
+#define PICK_FOUND 0x10000u
+
+/* The key of session_count, in .rodata: no stack slot for it. */
+static const __u32 session_count_key = 0;
+
+/* A keyed mix of the key's fields: the segment from the high half, the
+ * home slot from the low half. Remote ports and addresses are chosen by
+ * outsiders; without the seed they cannot aim at one segment. */
+static __always_inline __u64 session_hash(const struct cgnat_session_key *k)
+{
+	__u64 a = ((__u64)k->ext_addr << 32 | k->rem_addr) ^ SESSION_SEED;
+	__u64 b = (__u64)k->ext_port << 24 | (__u64)k->rem_port << 8 | k->proto;
+	__u64 h = a * 0x9e3779b97f4a7c15ULL;
+
+	h ^= (b ^ (SESSION_SEED >> 17)) * 0xc2b2ae3d27d4eb4fULL;
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	h ^= h >> 32;
+	return h;
+}
+
+/* The segment of a hash: its high half scaled to SESSION_SEGS (a
+ * multiply and a shift, for any number of segments). */
+static __always_inline __u32 session_seg_of(__u64 h)
+{
+	return (__u32)(((h >> 32) * (__u64)SESSION_SEGS) >> 32);
+}
+
+#define SLOT_MASK (CGNAT_SEG_SLOTS - 1)
+#define SEG_SHIFT 6 /* CGNAT_SEG_SLOTS == 1 << SEG_SHIFT */
+
+/* Slot i of the probe sequence from home slot `home`. */
+static __always_inline __u32 probe_slot(__u32 home, __u32 i)
+{
+	return (home + i) & SLOT_MASK;
+}
+
+static __always_inline int session_key_eq(const struct cgnat_session_key *a,
+					  const struct cgnat_session_key *b)
+{
+	return a->ext_addr == b->ext_addr && a->rem_addr == b->rem_addr &&
+	       a->ext_port == b->ext_port && a->rem_port == b->rem_port &&
+	       a->proto == b->proto;
+}
+
+/* The state of a slot, read once (another CPU may be changing it). */
+static __always_inline __u8 slot_state(const struct cgnat_session_slot *s)
+{
+	return *(volatile const __u8 *)&s->key.slot_state;
+}
+
+/*
+ * Where the live session *k is (segment * CGNAT_SEG_SLOTS + slot), or
+ * -1. Takes no lock. A global function: the verifier checks it once.
+ */
+__noinline int cgnat_session_find(const struct cgnat_session_key *k)
+{
+	struct cgnat_session_seg *seg;
+	__u32 si, home, i, j;
+	__u64 h;
+
+	if (!k)
+		return -1;
+	h = session_hash(k);
+	si = session_seg_of(h);
+	seg = bpf_map_lookup_elem(&sessions, &si);
+	if (!seg)
+		return -1;
+	home = (__u32)h & SLOT_MASK;
+	for (i = 0; i < CGNAT_SEG_SLOTS; i++) {
+		struct cgnat_session_slot *s;
+		__u8 st;
+
+		j = probe_slot(home, i);
+		s = &seg->slot[j];
+		st = slot_state(s);
+		if (st == CGNAT_SLOT_EMPTY)
+			return -1;
+		if (st == CGNAT_SLOT_LIVE && session_key_eq(&s->key, k))
+			return (int)(si << SEG_SHIFT | j);
+	}
+	return -1;
+}
+
+/* The slot `at` names (a cgnat_session_find() or cgnat_session_put()
+ * result without CGNAT_SLOT_OLD), or NULL for a negative one: -1 and the
+ * errors name no segment (the table has fewer than 1 << 24), so the map
+ * lookup's NULL test is the only branch the verifier follows. */
+static __always_inline struct cgnat_session_slot *session_slot(__u32 at)
+{
+	__u32 si = at >> SEG_SHIFT;
+	struct cgnat_session_seg *seg = bpf_map_lookup_elem(&sessions, &si);
+
+	if (!seg)
+		return 0;
+	barrier_var(seg);
+	return &seg->slot[at & SLOT_MASK];
+}
+
+/* The live session *k, or NULL. */
+static __always_inline struct cgnat_session *session_lookup(const struct cgnat_session_key *k)
+{
+	__u32 at = (__u32)cgnat_session_find(k);
+	__u32 si = at >> SEG_SHIFT;
+	struct cgnat_session_seg *seg = bpf_map_lookup_elem(&sessions, &si);
+
+	if (!seg)
+		return 0;
+	barrier_var(seg);
+	return &seg->slot[at & SLOT_MASK].s;
+}
+
+/*
+ * A segment's writers' lock: its version in session_locks, odd while a
+ * writer holds it, so that the sweep can also tell that a segment it read
+ * without the lock stayed the same (session_reclaim()). Made of atomics
+ * rather than bpf_spin_lock, which Linux 6.1 refuses in the sweep (a
+ * sleepable program). A holder in the sweep may be preempted, so a
+ * writer tries SEG_TRIES times and then gives up (-EBUSY); in the data
+ * path a holder never waits for anything.
+ */
+#define SEG_TRIES 16
+
+static __always_inline int seg_lock(struct cgnat_seg_lock *lk)
+{
+	__u32 i, v;
+
+	for (i = 0; i < SEG_TRIES; i++) {
+		v = *(volatile __u32 *)&lk->version;
+		if (!(v & 1) && __sync_val_compare_and_swap(&lk->version, v, v + 1) == v)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline void seg_unlock(struct cgnat_seg_lock *lk)
+{
+	__sync_fetch_and_add(&lk->version, 1);
+}
+
+/* The count of sessions, one more or less. Looked up again each time, so
+ * that no pointer to it lives across a call (on the callers' stack). */
+static __always_inline __u64 session_count_add(__s64 d)
+{
+	__u64 *count = bpf_map_lookup_elem(&session_count, &session_count_key);
+
+	return count ? __sync_fetch_and_add(count, d) : MAX_SESSIONS;
+}
+
+/*
+ * Puts session n->key = n->s, as `kind` says (CGNAT_SOP_INSERT, _UPSERT or
+ * _UPDATE), under the segment's lock. Returns the slot (as
+ * cgnat_session_find()), plus CGNAT_SLOT_OLD when the key was there
+ * (CGNAT_SOP_INSERT then leaves its value as it was); -ENOENT when
+ * CGNAT_SOP_UPDATE finds no session; -E2BIG when a new key finds the
+ * table at MAX_SESSIONS or its segment full. A new session takes its
+ * place in the count before the lock, and gives it back if it was not
+ * added after all.
+ *
+ * Its stack adds to its callers' (512 bytes in all, counted in 32-byte
+ * steps by Linux 6.1): the segment, home slot and kind travel packed in
+ * `at`, and the choice in `pick` (the slot, PICK_FOUND when the key is
+ * there). The slot alone, not the step that found it, so that the
+ * verifier sees the same state at every step.
+ */
+__noinline int cgnat_session_put(const struct cgnat_session_slot *n, __u32 kind)
+{
+	struct cgnat_session_seg *seg;
+	struct cgnat_session_slot *s;
+	struct cgnat_seg_lock *lk;
+	/* the lookup key, and `at` beside it in the same stack word
+	 * (volatile: read back from there, not spilled again) */
+	__u32 key;
+	volatile __u32 at;
+	__u32 i, j, pick = PICK_NONE;
+	__u64 h;
+
+	if (!n)
+		return -ENOENT;
+	if (kind != CGNAT_SOP_UPDATE && session_count_add(1) >= MAX_SESSIONS) {
+		session_count_add(-1);
+		/* full: a present key is still found (and updated) */
+		kind = kind == CGNAT_SOP_UPSERT ? CGNAT_SOP_UPDATE : CGNAT_SOP_GET;
+	}
+	h = session_hash(&n->key);
+	key = session_seg_of(h);
+	at = (key << SEG_SHIFT | ((__u32)h & SLOT_MASK)) << 2 | (kind & 3);
+	seg = bpf_map_lookup_elem(&sessions, &key);
+	lk = bpf_map_lookup_elem(&session_locks, &key);
+	if (!seg || !lk) {
+		if ((at & 3) == CGNAT_SOP_INSERT || (at & 3) == CGNAT_SOP_UPSERT)
+			session_count_add(-1);
+		return -E2BIG;
+	}
+	if (!seg_lock(lk)) {
+		if ((at & 3) == CGNAT_SOP_INSERT || (at & 3) == CGNAT_SOP_UPSERT)
+			session_count_add(-1);
+		return -EBUSY;
+	}
+	for (i = 0; i < CGNAT_SEG_SLOTS; i++) {
+		__u8 st;
+
+		j = probe_slot((at >> 2) & SLOT_MASK, i);
+		s = &seg->slot[j];
+		st = s->key.slot_state;
+		if (st == CGNAT_SLOT_LIVE) {
+			if (session_key_eq(&s->key, &n->key)) {
+				pick = j | PICK_FOUND;
+				break;
+			}
+			continue;
+		}
+		if (pick == PICK_NONE)
+			pick = j;
+		if (st == CGNAT_SLOT_EMPTY)
+			break;
+	}
+	kind = at & 3;
+	j = pick & SLOT_MASK;
+	if (pick == PICK_NONE || (!(pick & PICK_FOUND) && (kind == CGNAT_SOP_UPDATE ||
+							   kind == CGNAT_SOP_GET))) {
+		seg_unlock(lk);
+		/* not added: the place taken in the count goes back */
+		if (kind != CGNAT_SOP_UPDATE && kind != CGNAT_SOP_GET)
+			session_count_add(-1);
+		/* (an upsert that found the table full gets -ENOENT here:
+		 * session_op_cb() tells) */
+		return pick == PICK_NONE || kind == CGNAT_SOP_GET ? -E2BIG : -ENOENT;
+	}
+	s = &seg->slot[j];
+	if (pick & PICK_FOUND) {
+		if (kind == CGNAT_SOP_UPSERT || kind == CGNAT_SOP_UPDATE)
+			s->s = n->s;
+		seg_unlock(lk);
+		if (kind == CGNAT_SOP_INSERT || kind == CGNAT_SOP_UPSERT)
+			session_count_add(-1);
+		return (int)(((at >> 2) & ~SLOT_MASK) | j | CGNAT_SLOT_OLD);
+	}
+	s->key.ext_addr = n->key.ext_addr;
+	s->key.rem_addr = n->key.rem_addr;
+	s->key.ext_port = n->key.ext_port;
+	s->key.rem_port = n->key.rem_port;
+	s->key.proto = n->key.proto;
+	s->key.slot_dist = (j - (at >> 2)) & SLOT_MASK;
+	s->s = n->s;
+	/* the state last: a reader that sees it live sees the key */
+	asm volatile("" ::: "memory");
+	*(volatile __u8 *)&s->key.slot_state = CGNAT_SLOT_LIVE;
+	seg_unlock(lk);
+	return (int)(((at >> 2) & ~SLOT_MASK) | j);
+}
+
+/* Slot s of a segment whose lock lk the caller holds becomes a
+ * tombstone. */
+static __always_inline void session_kill_locked(struct cgnat_seg_lock *lk,
+						struct cgnat_session_slot *s,
+						__u64 *count)
+{
+	*(volatile __u8 *)&s->key.slot_state = CGNAT_SLOT_DEAD;
+	__sync_fetch_and_add(count, -1);
+}
+
+/*
+ * Which tombstones of a segment no live key's probe sequence crosses, as
+ * a mask of slots, computed without the lock by one step per slot (a
+ * bpf_loop callback, so the verifier checks one step). Walking back from
+ * an empty slot e, t counts the steps; a live slot t steps back whose home
+ * is d further back covers the slots up to t + d steps back; a tombstone
+ * beyond every such reach is crossed by nobody.
+ */
+struct reclaim_walk {
+	struct cgnat_session_seg *seg;
+	__u64 mask;
+	__u32 e;
+	__u32 reach;
+};
+
+static long reclaim_find_empty(__u32 i, struct reclaim_walk *w)
+{
+	if (w->seg->slot[i & SLOT_MASK].key.slot_state != CGNAT_SLOT_EMPTY)
+		return 0;
+	w->e = i;
+	return 1;
+}
+
+static long reclaim_step(__u32 t, struct reclaim_walk *w)
+{
+	__u32 j = probe_slot(w->e + CGNAT_SEG_SLOTS, -t);
+	struct cgnat_session_slot *s;
+	__u8 st;
+
+	if (t == 0)
+		return 0;
+	s = &w->seg->slot[j];
+	st = slot_state(s);
+	if (st == CGNAT_SLOT_LIVE && t + s->key.slot_dist > w->reach)
+		w->reach = t + s->key.slot_dist;
+	if (st == CGNAT_SLOT_DEAD && t > w->reach)
+		w->mask |= 1ULL << j;
+	return 0;
+}
+
+/* Empties what reclaim_step() found, unless the segment changed since its
+ * version was read. Runs in the sweep and the daemon's deletes only. */
+static __always_inline void session_reclaim(__u32 si)
+{
+	struct reclaim_walk w = { .e = CGNAT_SEG_SLOTS };
+	struct cgnat_seg_lock *lk = bpf_map_lookup_elem(&session_locks, &si);
+	__u32 version, j;
+
+	w.seg = bpf_map_lookup_elem(&sessions, &si);
+	if (!w.seg || !lk)
+		return;
+	version = *(volatile __u32 *)&lk->version;
+	if (version & 1)
+		return;
+	asm volatile("" ::: "memory");
+	bpf_loop(CGNAT_SEG_SLOTS, reclaim_find_empty, &w, 0);
+	if (w.e >= CGNAT_SEG_SLOTS)
+		return;
+	bpf_loop(CGNAT_SEG_SLOTS, reclaim_step, &w, 0);
+	if (!w.mask)
+		return;
+	/* the lock, only if nobody wrote since the walk began */
+	if (__sync_val_compare_and_swap(&lk->version, version, version + 1) != version)
+		return;
+	for (j = 0; j < CGNAT_SEG_SLOTS; j++) {
+		if ((w.mask >> j) & 1)
+			w.seg->slot[j].key.slot_state = CGNAT_SLOT_EMPTY;
+	}
+	seg_unlock(lk);
+}
+
+/* Deletes session *k and reclaims its segment's tombstones (the daemon's
+ * deletes; the sweep deletes by slot). Returns 0, or -ENOENT if it is not
+ * there. */
+static __always_inline int session_delete(const struct cgnat_session_key *k)
+{
+	struct cgnat_session_slot *s;
+	struct cgnat_session_seg *seg;
+	struct cgnat_seg_lock *lk;
+	__u32 si, j;
+	__u64 *count;
+	int at = cgnat_session_find(k), r = -ENOENT;
+
+	if (at < 0)
+		return -ENOENT;
+	si = (__u32)at >> SEG_SHIFT;
+	j = (__u32)at & SLOT_MASK;
+	seg = bpf_map_lookup_elem(&sessions, &si);
+	lk = bpf_map_lookup_elem(&session_locks, &si);
+	count = bpf_map_lookup_elem(&session_count, &session_count_key);
+	if (!seg || !lk || !count)
+		return -ENOENT;
+	s = &seg->slot[j];
+	if (!seg_lock(lk))
+		return -EBUSY;
+	/* found without the lock: still the same session? */
+	if (s->key.slot_state == CGNAT_SLOT_LIVE && session_key_eq(&s->key, k)) {
+		session_kill_locked(lk, s, count);
+		r = 0;
+	}
+	seg_unlock(lk);
+	if (r == 0)
+		session_reclaim(si);
+	return r;
+}
+
+/* The daemon's operations (struct cgnat_session_ops), one run at a time
+ * (the daemon serializes them): the context is copied in, worked on and
+ * copied back. */
+static struct cgnat_session_ops session_ops_run;
+
+static long session_op_cb(__u32 i, void *ctx)
+{
+	struct cgnat_session_op *op;
+	struct cgnat_session *s;
+	int r;
+
+	if (i >= CGNAT_SESSION_OPS)
+		return 1;
+	op = &session_ops_run.op[i];
+	op->key.slot_state = 0;
+	op->key.slot_dist = 0;
+	op->key._pad = 0;
+	switch (op->kind) {
+	case CGNAT_SOP_GET:
+		s = session_lookup(&op->key);
+		if (s)
+			op->s = *s;
+		op->result = s ? 0 : -ENOENT;
+		break;
+	case CGNAT_SOP_INSERT:
+		r = cgnat_session_put((struct cgnat_session_slot *)op, CGNAT_SOP_INSERT);
+		op->result = r < 0 ? r : (r & CGNAT_SLOT_OLD) ? -EEXIST : 0;
+		break;
+	case CGNAT_SOP_UPSERT:
+	case CGNAT_SOP_UPDATE:
+		r = cgnat_session_put((struct cgnat_session_slot *)op, op->kind);
+		if (r == -ENOENT && op->kind == CGNAT_SOP_UPSERT)
+			r = -E2BIG; /* a new key, and the table is full */
+		op->result = r < 0 ? r : 0;
+		break;
+	case CGNAT_SOP_DELETE:
+		op->result = session_delete(&op->key);
+		break;
+	default:
+		op->result = -ENOENT;
+	}
+	return 0;
+}
+
+static __always_inline int session_ops_do(struct cgnat_session_ops *ctx)
+{
+	session_ops_run = *ctx;
+	bpf_loop(session_ops_run.count < CGNAT_SESSION_OPS ? session_ops_run.count
+							  : CGNAT_SESSION_OPS,
+		 session_op_cb, 0, 0);
+	*ctx = session_ops_run;
+	return 0;
+}
+
+#endif /* CGNAT_SESSIONS_H */
