@@ -240,10 +240,11 @@ impl Summary {
             }
             let _ = writeln!(
                 o,
-                "  preload {:.1} s; sweep (nothing expires) {:.2} s, {:.2} s CPU (goal <= {GOAL_SWEEP_NOOP_CPU_SECS}: {}; in user space {:.2} s, {:.2} s CPU)",
+                "  preload {:.1} s; sweep (nothing expires) {:.2} s, {:.2} s CPU, its session pass {:.2} s (goal <= {GOAL_SWEEP_NOOP_CPU_SECS}: {}; in user space {:.2} s, {:.2} s CPU)",
                 s.preload_secs,
                 s.sweep_noop_secs,
                 s.sweep_noop_cpu_secs,
+                s.sweep_noop_session_pass_secs,
                 verdict(s.sweep_noop_cpu_secs <= GOAL_SWEEP_NOOP_CPU_SECS),
                 s.sweep_noop_user_secs,
                 s.sweep_noop_user_cpu_secs
@@ -618,6 +619,10 @@ impl Summary {
                     ("zipf_distinct_flows", J::n(f64::from(s.zipf_flows))),
                     ("sweep_noop_secs", J::n(s.sweep_noop_secs)),
                     ("sweep_noop_cpu_secs", J::n(s.sweep_noop_cpu_secs)),
+                    (
+                        "sweep_noop_session_pass_secs",
+                        J::n(s.sweep_noop_session_pass_secs),
+                    ),
                     ("sweep_noop_user_secs", J::n(s.sweep_noop_user_secs)),
                     ("sweep_noop_user_cpu_secs", J::n(s.sweep_noop_user_cpu_secs)),
                     (

@@ -241,6 +241,9 @@ pub struct ScaleResult {
     pub sweep_noop_secs: f64,
     /// CPU time of that sweep (the sweeping thread, kernel included).
     pub sweep_noop_cpu_secs: f64,
+    /// Of that sweep, its walk of the sessions (timed inside the sweep
+    /// program); the rest is the walk of the bindings and the filters.
+    pub sweep_noop_session_pass_secs: f64,
     /// The same sweep in user space (`Sweeper::sweep_user`), for reference.
     pub sweep_noop_user_secs: f64,
     pub sweep_noop_user_cpu_secs: f64,

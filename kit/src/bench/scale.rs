@@ -454,6 +454,7 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
         let (rep, wall, cpu) = timed(|| sweeper.sweep(&t, now))?;
         noop(&rep)?;
         (r.sweep_noop_secs, r.sweep_noop_cpu_secs) = (wall, cpu);
+        r.sweep_noop_session_pass_secs = rep.session_pass.as_secs_f64();
         let (rep, wall, cpu) = timed(|| sweeper.sweep_user(&t, now))?;
         noop(&rep)?;
         (r.sweep_noop_user_secs, r.sweep_noop_user_cpu_secs) = (wall, cpu);
@@ -474,10 +475,11 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
             }
         }
         eprintln!(
-            "bench:   no-op sweep {:.2} s ({:.2} s CPU); in user space {:.2} s ({:.2} s CPU); \
+            "bench:   no-op sweep {:.2} s ({:.2} s CPU, session pass {:.2} s); in user space {:.2} s ({:.2} s CPU); \
              alternating: port bits {:.2} s CPU, bind_in marks {:.2} s CPU",
             r.sweep_noop_secs,
             r.sweep_noop_cpu_secs,
+            r.sweep_noop_session_pass_secs,
             r.sweep_noop_user_secs,
             r.sweep_noop_user_cpu_secs,
             r.sweep_noop_bits_cpu.median(),
