@@ -111,13 +111,18 @@ static __always_inline void filter_note(__u8 proto, __be32 ext_addr,
 #define REFUSAL_EVENTS_PER_SEC 100
 
 /* No mapping can be created for this packet: log it (rate-limited), then
- * answer with ICMP host unreachable (RFC 6888 REQ-11). */
+ * answer with ICMP host unreachable (RFC 6888 REQ-11). A busy table is
+ * no refusal: the packet is dropped and the sender's retry gets through. */
 static __always_inline int refuse(struct xdp_md *ctx, struct pkt *p, int reason)
 {
 	__u32 k = 0;
-	struct cgnat_bucket *b = bpf_map_lookup_elem(&event_bucket, &k);
+	struct cgnat_bucket *b;
 	struct cgnat_event *ev;
 	__u64 now = bpf_ktime_get_coarse_ns();
+
+	if (reason == CGNAT_DROP_TABLE_BUSY)
+		return reason;
+	b = bpf_map_lookup_elem(&event_bucket, &k);
 
 	if (b && now - b->stamp_ns >= 1000000000ULL / REFUSAL_EVENTS_PER_SEC) {
 		b->stamp_ns = now;
@@ -138,8 +143,11 @@ static __always_inline int refuse(struct xdp_md *ctx, struct pkt *p, int reason)
  * meanwhile is shared. */
 static __always_inline int session_create(struct cgnat_session_slot *n)
 {
-	return cgnat_session_put(n, CGNAT_SOP_INSERT) < 0 ? CGNAT_DROP_TABLE_FULL
-							  : CGNAT_CONTINUE;
+	int r = cgnat_session_put(n, CGNAT_SOP_INSERT);
+
+	if (r >= 0)
+		return CGNAT_CONTINUE;
+	return r == -EBUSY ? CGNAT_DROP_TABLE_BUSY : CGNAT_DROP_TABLE_FULL;
 }
 
 /* Find or create the session n->key, as session_create(), and return it
@@ -152,7 +160,7 @@ static __always_inline int session_get(struct cgnat_session_slot *n,
 	struct cgnat_session_slot *s = session_slot(at & ~CGNAT_SLOT_OLD);
 
 	if (!s)
-		return CGNAT_DROP_TABLE_FULL;
+		return at == (__u32)-EBUSY ? CGNAT_DROP_TABLE_BUSY : CGNAT_DROP_TABLE_FULL;
 	*out = &s->s;
 	return CGNAT_CONTINUE;
 }

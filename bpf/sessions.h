@@ -158,22 +158,57 @@ static __always_inline struct cgnat_session *session_lookup(const struct cgnat_s
  * writer holds it, so that the sweep can also tell that a segment it read
  * without the lock stayed the same (session_reclaim()). Made of atomics
  * rather than bpf_spin_lock, which Linux 6.1 refuses in the sweep (a
- * sleepable program). A holder in the sweep may be preempted, so a
- * writer tries SEG_TRIES times and then gives up (-EBUSY); in the data
- * path a holder never waits for anything.
+ * sleepable program). A writer on another CPU holds it for one probe of
+ * the segment, so a writer that finds it held tries again and only then
+ * gives up (-EBUSY): a holder that was interrupted or preempted (the sweep
+ * is preemptible) may not let go before the writer's packet is done.
+ * cgnat_session_put() tries SEG_TRIES times in a loop of its own (a
+ * bpf_loop callback would be a third stack frame below the XDP program's,
+ * more than Linux 6.1 allows); the sweep and the daemon's deletes try
+ * SEG_SPINS times in a bpf_loop.
  */
-#define SEG_TRIES 16
+#define SEG_TRIES 512
+#define SEG_SPINS 4096
 
-static __always_inline int seg_lock(struct cgnat_seg_lock *lk)
+static __always_inline int seg_try_lock(struct cgnat_seg_lock *lk)
 {
-	__u32 i, v;
+	__u32 v = *(volatile __u32 *)&lk->version;
+
+	return !(v & 1) && __sync_val_compare_and_swap(&lk->version, v, v + 1) == v;
+}
+
+struct seg_spin {
+	struct cgnat_seg_lock *lk;
+	__u32 got;
+};
+
+static long seg_spin_cb(__u32 i, struct seg_spin *sp)
+{
+	if (!seg_try_lock(sp->lk))
+		return 0;
+	sp->got = 1;
+	return 1;
+}
+
+static __always_inline int seg_lock_inline(struct cgnat_seg_lock *lk)
+{
+	__u32 i;
 
 	for (i = 0; i < SEG_TRIES; i++) {
-		v = *(volatile __u32 *)&lk->version;
-		if (!(v & 1) && __sync_val_compare_and_swap(&lk->version, v, v + 1) == v)
+		if (seg_try_lock(lk))
 			return 1;
 	}
 	return 0;
+}
+
+static __always_inline int seg_lock(struct cgnat_seg_lock *lk)
+{
+	struct seg_spin sp = { .lk = lk };
+
+	if (seg_try_lock(lk))
+		return 1;
+	bpf_loop(SEG_SPINS, seg_spin_cb, &sp, 0);
+	return sp.got;
 }
 
 static __always_inline void seg_unlock(struct cgnat_seg_lock *lk)
@@ -235,7 +270,7 @@ __noinline int cgnat_session_put(const struct cgnat_session_slot *n, __u32 kind)
 			session_count_add(-1);
 		return -E2BIG;
 	}
-	if (!seg_lock(lk)) {
+	if (!seg_lock_inline(lk)) {
 		if ((at & 3) == CGNAT_SOP_INSERT || (at & 3) == CGNAT_SOP_UPSERT)
 			session_count_add(-1);
 		return -EBUSY;

@@ -325,6 +325,9 @@ enum cgnat_stat {
 	CGNAT_DROP_TCP_NO_SESSION, /* TCP segment that may not open a session */
 	CGNAT_DROP_PORTS_EXHAUSTED, /* no free external port */
 	CGNAT_DROP_TABLE_FULL,  /* binding or session map full */
+	CGNAT_DROP_TABLE_BUSY,  /* the session's segment stayed locked by a
+				 * writer interrupted on this CPU (dropped
+				 * silently: the sender retries) */
 	CGNAT_DROP_SUB_LIMIT,   /* subscriber at its port, session or rate limit */
 	CGNAT_DROP_SUBS_FULL,   /* subscriber table full */
 	CGNAT_DROP_TTL,         /* TTL would reach zero (no ICMP sent) */

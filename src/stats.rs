@@ -35,6 +35,7 @@ pub const NAMES: &[(S, &str)] = &[
     (S::CGNAT_DROP_TCP_NO_SESSION, "drop_tcp_no_session"),
     (S::CGNAT_DROP_PORTS_EXHAUSTED, "drop_ports_exhausted"),
     (S::CGNAT_DROP_TABLE_FULL, "drop_table_full"),
+    (S::CGNAT_DROP_TABLE_BUSY, "drop_table_busy"),
     (S::CGNAT_DROP_SUB_LIMIT, "drop_subscriber_limit"),
     (S::CGNAT_DROP_SUBS_FULL, "drop_subscribers_full"),
     (S::CGNAT_DROP_TTL, "drop_ttl"),
