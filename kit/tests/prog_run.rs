@@ -26,6 +26,8 @@ mod netns;
 #[path = "prog_run/table.rs"]
 mod table;
 
+#[path = "prog_run/concurrency.rs"]
+mod concurrency;
 #[path = "prog_run/filtering.rs"]
 mod filtering;
 #[path = "prog_run/fragments.rs"]
