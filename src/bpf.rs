@@ -864,6 +864,7 @@ pub fn ifname(idx: u32) -> String {
 }
 
 pub mod abi;
+mod bindings;
 mod fill;
 mod held;
 mod pin;
@@ -872,6 +873,7 @@ mod selfcheck;
 mod sessions;
 mod tables;
 
+pub use bindings::Bindings;
 pub use pin::attach_xdp;
 pub use pin::detach;
 use pin::{check_adoptable, ensure_bpffs, obj_get, obj_pin, pinned_meta};

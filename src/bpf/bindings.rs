@@ -1,0 +1,224 @@
+//! The binding table (`bind_in` and `bind_out` in bpf/maps.h) as user
+//! space sees it: every read and write of it from the daemon, the CLI and
+//! the kit goes through [`Bindings`], with keys and values typed as
+//! include/cgnat.h defines them (`cgnat_endpoint`, `cgnat_binding`).
+//!
+//! A binding has two halves. The inbound one (`bind_in`) maps the
+//! external endpoint to the internal one; it also holds the ports in
+//! quarantine (`CGNAT_BIND_QUARANTINE`, the quarantine's start in `addr`),
+//! which have no outbound half. The outbound one (`bind_out`) maps the
+//! internal endpoint ([`Bindings::internal_endpoint`]) to the external
+//! one. "The bindings" are the inbound halves: [`Bindings::dump`] and
+//! [`Bindings::count`] list and count those, quarantined ones included.
+//!
+//! An absent key is never an error: [`Bindings::get_in`] and
+//! [`Bindings::get_out`] give `None`, [`Bindings::update_in`],
+//! [`Bindings::unbind_out`] and [`Bindings::delete`] give `false`. Errors
+//! are the kernel's, as [`BpfError::Map`] naming the half (`bind_in` or
+//! `bind_out`).
+
+use super::*;
+
+type Endpoint = types::cgnat_endpoint;
+type Binding = types::cgnat_binding;
+
+const IN: &str = "bind_in";
+const OUT: &str = "bind_out";
+
+/// Entries per batched read or delete.
+const BATCH: u32 = 4096;
+
+/// The binding table.
+#[derive(Debug)]
+pub struct Bindings {
+    inbound: MapHandle,
+    outbound: MapHandle,
+}
+
+impl Datapath {
+    /// The binding table of the loaded program.
+    pub(super) fn bindings(&self) -> Result<Bindings, BpfError> {
+        let m = &self.skel.maps;
+        Ok(Bindings::new(
+            MapHandle::try_from(&m.bind_in).map_err(map_err(IN))?,
+            MapHandle::try_from(&m.bind_out).map_err(map_err(OUT))?,
+        ))
+    }
+}
+
+impl Bindings {
+    pub(super) fn new(bind_in: MapHandle, bind_out: MapHandle) -> Bindings {
+        Bindings {
+            inbound: bind_in,
+            outbound: bind_out,
+        }
+    }
+
+    /// The maps of the table, only for what concerns the maps rather than
+    /// the bindings (their memory accounting in the benchmark).
+    pub fn maps(&self) -> [(&'static str, &MapHandle); 2] {
+        [(IN, &self.inbound), (OUT, &self.outbound)]
+    }
+
+    /// The outbound key of a binding: the subscriber's endpoint.
+    pub fn internal_endpoint(ek: &Endpoint, b: &Binding) -> Endpoint {
+        Endpoint {
+            addr: b.addr,
+            port: b.port,
+            proto: ek.proto,
+            _pad: 0,
+        }
+    }
+
+    /// Every binding, quarantined ones included: (external endpoint,
+    /// inbound half), in no particular order. Not a snapshot: bindings
+    /// the data path adds or the daemon deletes meanwhile may or may not
+    /// be there.
+    pub fn dump(&self) -> Result<Vec<(Endpoint, Binding)>, BpfError> {
+        dump_typed(&self.inbound, IN, BATCH)
+    }
+
+    /// Every outbound half: (internal endpoint, outbound half).
+    pub fn dump_out(&self) -> Result<Vec<(Endpoint, Binding)>, BpfError> {
+        dump_typed(&self.outbound, OUT, BATCH)
+    }
+
+    /// The inbound half of external endpoint `ek`; `None` when there is
+    /// none.
+    pub fn get_in(&self, ek: &Endpoint) -> Result<Option<Binding>, BpfError> {
+        get(&self.inbound, IN, ek)
+    }
+
+    /// The outbound half of internal endpoint `ik`; `None` when there is
+    /// none.
+    pub fn get_out(&self, ik: &Endpoint) -> Result<Option<Binding>, BpfError> {
+        get(&self.outbound, OUT, ik)
+    }
+
+    /// Writes both halves of a binding, the inbound one first: `inbound`
+    /// under `ek`, `outbound` under the internal endpoint `inbound` names;
+    /// whether or not they were there.
+    pub fn upsert(
+        &self,
+        ek: &Endpoint,
+        inbound: &Binding,
+        outbound: &Binding,
+    ) -> Result<(), BpfError> {
+        self.upsert_in(ek, inbound)?;
+        self.upsert_out(&Bindings::internal_endpoint(ek, inbound), outbound)
+    }
+
+    /// Writes the inbound half of `ek`, whether or not there was one.
+    pub fn upsert_in(&self, ek: &Endpoint, b: &Binding) -> Result<(), BpfError> {
+        self.inbound
+            .update(bytes_of(ek), bytes_of(b), MapFlags::ANY)
+            .map_err(map_err(IN))
+    }
+
+    /// Writes the outbound half of `ik`, whether or not there was one.
+    pub fn upsert_out(&self, ik: &Endpoint, b: &Binding) -> Result<(), BpfError> {
+        self.outbound
+            .update(bytes_of(ik), bytes_of(b), MapFlags::ANY)
+            .map_err(map_err(OUT))
+    }
+
+    /// Rewrites the inbound half of `ek` with `b`; `false` (and nothing
+    /// written) when there is none.
+    pub fn update_in(&self, ek: &Endpoint, b: &Binding) -> Result<bool, BpfError> {
+        absent_is_false(
+            self.inbound
+                .update(bytes_of(ek), bytes_of(b), MapFlags::EXIST),
+            IN,
+        )
+    }
+
+    /// Writes the inbound halves `inbound`, then the outbound halves
+    /// `outbound`, each in one batch, whether or not the keys were there;
+    /// stops at the first error.
+    pub fn upsert_batch(
+        &self,
+        inbound: &[(Endpoint, Binding)],
+        outbound: &[(Endpoint, Binding)],
+    ) -> Result<(), BpfError> {
+        for (map, name, rows) in [
+            (&self.inbound, IN, inbound),
+            (&self.outbound, OUT, outbound),
+        ] {
+            if rows.is_empty() {
+                continue;
+            }
+            let (mut keys, mut vals) = (Vec::new(), Vec::new());
+            for (k, v) in rows {
+                keys.extend_from_slice(bytes_of(k));
+                vals.extend_from_slice(bytes_of(v));
+            }
+            map.update_batch(
+                &keys,
+                &vals,
+                rows.len() as u32,
+                MapFlags::ANY,
+                MapFlags::ANY,
+            )
+            .map_err(map_err(name))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a binding's outbound half: no new session can find it. Its
+    /// inbound half (`ek`) stays, for the caller to quarantine or delete.
+    /// `false` when there was none.
+    pub fn unbind_out(&self, ek: &Endpoint, b: &Binding) -> Result<bool, BpfError> {
+        let ik = Bindings::internal_endpoint(ek, b);
+        absent_is_false(self.outbound.delete(bytes_of(&ik)), OUT)
+    }
+
+    /// Removes both halves of a binding, the outbound one first; `false`
+    /// when there was no inbound half.
+    pub fn delete(&self, ek: &Endpoint, b: &Binding) -> Result<bool, BpfError> {
+        self.unbind_out(ek, b)?;
+        absent_is_false(self.inbound.delete(bytes_of(ek)), IN)
+    }
+
+    /// Removes the inbound halves of `keys` (bindings already unbound, or
+    /// quarantined ports); keys already gone are skipped.
+    pub fn delete_in_all(&self, keys: &[Endpoint]) -> Result<(), BpfError> {
+        delete_keys(&self.inbound, keys, BATCH);
+        Ok(())
+    }
+
+    /// Removes every binding, both halves.
+    pub fn clear(&self) -> Result<(), BpfError> {
+        let out: Vec<Endpoint> = self.dump_out()?.into_iter().map(|(k, _)| k).collect();
+        delete_keys(&self.outbound, &out, BATCH);
+        let keys: Vec<Endpoint> = self.dump()?.into_iter().map(|(k, _)| k).collect();
+        self.delete_in_all(&keys)
+    }
+
+    /// How many bindings there are (inbound halves, quarantined ones
+    /// included).
+    pub fn count(&self) -> Result<u64, BpfError> {
+        Ok(self.inbound.keys().count() as u64)
+    }
+
+    /// How many outbound halves there are.
+    pub fn count_out(&self) -> Result<u64, BpfError> {
+        Ok(self.outbound.keys().count() as u64)
+    }
+}
+
+fn get(map: &MapHandle, name: &'static str, k: &Endpoint) -> Result<Option<Binding>, BpfError> {
+    let v = map
+        .lookup(bytes_of(k), MapFlags::ANY)
+        .map_err(map_err(name))?;
+    Ok(v.and_then(|b| from_bytes(&b)))
+}
+
+/// `Ok(true)` on success, `Ok(false)` when the key was missing, else the
+/// error of map `name`.
+fn absent_is_false(r: Result<(), libbpf_rs::Error>, name: &'static str) -> Result<bool, BpfError> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(map_err(name)(e)),
+    }
+}
