@@ -2,7 +2,8 @@
 //! config, load and attachment, and byte views of the shared ABI types.
 //! Beside it: `fill` (the configuration maps), `pin` (bpffs, adoption,
 //! links, detach), `tables` (typed access to the pinned maps), `sessions`
-//! (the session table), `held` (re-running held frames).
+//! (the session table), `bindings` (the binding table), `held` (re-running
+//! held frames).
 //!
 //! The crate's `unsafe` lives in this module and its children (the
 //! skeleton `include!`s, the `Pod` marker for generated types, the raw
@@ -756,8 +757,7 @@ impl Datapath {
                         .map_err(|e| map_err("sessions")(e.into()))?,
                 ),
             ),
-            bind_in: h(&m.bind_in, "bind_in")?,
-            bind_out: h(&m.bind_out, "bind_out")?,
+            bindings: self.bindings()?,
             stats: h(&m.stats, "stats")?,
             frags: h(&m.frags, "frags")?,
             frag_stash: h(&m.frag_stash, "frag_stash")?,
@@ -879,6 +879,4 @@ pub use pin::detach;
 use pin::{check_adoptable, ensure_bpffs, obj_get, obj_pin, pinned_meta};
 pub use run::{run_xdp, xdp_ctx, XdpRun};
 pub use sessions::{SessionTable, Sessions};
-pub use tables::{
-    bindings, delete_binding, internal_endpoint, unbind_out, KernelSweep, RouteGen, Tables,
-};
+pub use tables::{KernelSweep, RouteGen, Tables};

@@ -271,8 +271,7 @@ impl Sweeper {
         rep.sessions_expired = dead.len() as u64;
         rep.sessions_live = (sessions.len() - dead.len()) as u64;
 
-        let bindings: Vec<(types::cgnat_endpoint, types::cgnat_binding)> =
-            dump(&t.bind_in, "bind_in")?;
+        let bindings = t.bindings.dump()?;
         let quarantine_ns = self.quarantine.as_nanos() as u64;
         let grace_ns = BINDING_GRACE.as_nanos() as u64;
         let idle_flag = types::cgnat_binding_flag::CGNAT_BIND_IDLE.0 as u8;
@@ -303,15 +302,13 @@ impl Sweeper {
                 };
                 if flags != b.flags {
                     let v = types::cgnat_binding { flags, ..*b };
-                    let _ = t
-                        .bind_in
-                        .update(bytes_of(ek), bytes_of(&v), MapFlags::EXIST);
+                    let _ = t.bindings.update_in(ek, &v);
                 }
                 continue;
             }
             // Release: the outbound entry first, so no new session can
             // find this binding, then quarantine (or free) the port.
-            crate::bpf::unbind_out(&t.bind_out, ek, b)?;
+            t.bindings.unbind_out(ek, b)?;
             rep.bindings_released += 1;
             rep.released.push(BindingRelease {
                 proto: ek.proto,
@@ -327,13 +324,16 @@ impl Sweeper {
                     flags: types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8,
                     ..*b
                 };
-                t.bind_in
-                    .update(bytes_of(ek), bytes_of(&q), MapFlags::EXIST)
-                    .map_err(map_err("bind_in"))?;
+                if !t.bindings.update_in(ek, &q)? {
+                    // gone since the dump: a map error, as the kernel's
+                    return Err(map_err("bind_in")(libbpf_rs::Error::from_raw_os_error(
+                        nix::errno::Errno::ENOENT as i32,
+                    )));
+                }
                 rep.ports_quarantined += 1;
             }
         }
-        delete_all(&t.bind_in, &free)?;
+        t.bindings.delete_in_all(&free)?;
 
         let holdings = self.holdings(&sessions, &dead, &bindings, &held_ports);
         self.sweep_subscribers(t, now, &holdings, &mut rep)?;
@@ -612,7 +612,7 @@ pub fn list_sessions(
     now: u64,
 ) -> Result<Vec<SessionView>, BpfError> {
     let sessions = t.sessions.dump()?;
-    let bindings: Vec<(types::cgnat_endpoint, types::cgnat_binding)> = dump(&t.bind_in, "bind_in")?;
+    let bindings = t.bindings.dump()?;
     let owners = Owners::new(&bindings);
     let mut out: Vec<SessionView> = sessions
         .iter()

@@ -133,16 +133,14 @@ pub fn reverse(cfg: &Config, ep: SocketAddrV4) -> Result<Placement, LookupError>
             proto,
             _pad: 0,
         };
-        if let Ok(Some(v)) = t.bind_in.lookup(bytes_of(&k), MapFlags::ANY) {
-            if let Some(b) = from_bytes::<types::cgnat_binding>(&v) {
-                if b.flags & types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8 == 0 {
-                    return Ok(Placement {
-                        subscriber: addr(b.addr),
-                        external: ext,
-                        ranges: vec![(ep.port(), ep.port())],
-                        source: "live",
-                    });
-                }
+        if let Ok(Some(b)) = t.bindings.get_in(&k) {
+            if b.flags & types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8 == 0 {
+                return Ok(Placement {
+                    subscriber: addr(b.addr),
+                    external: ext,
+                    ranges: vec![(ep.port(), ep.port())],
+                    source: "live",
+                });
             }
         }
     }
@@ -214,7 +212,7 @@ pub fn pool(cfg: &Config, t: &Tables) -> Result<Vec<PoolRow>, LookupError> {
         }
     }
     let q = types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8;
-    for (ek, b) in crate::bpf::bindings(&t.bind_in) {
+    for (ek, b) in t.bindings.dump().unwrap_or_default() {
         let Some(&i) = idx.get(&addr(ek.addr)) else {
             continue;
         };
@@ -335,7 +333,7 @@ pub fn status(cfg: &Config) -> Result<Status, LookupError> {
         pin_path: cfg.pin_path.clone(),
         links,
         sessions: (t.sessions.count()?, cfg.max_sessions),
-        bindings: (count(&t.bind_in), cfg.max_bindings),
+        bindings: (t.bindings.count()?, cfg.max_bindings),
         subscribers: (count(&t.subscribers), cfg.max_subscribers),
         pool_addresses: cfg.pool_addrs.len(),
         mode: match cfg.mode {

@@ -217,7 +217,7 @@ fn bindings(reg: &mut Registry, cfg: &Config, t: &Tables) -> BTreeMap<u32, i64> 
     let mut per_addr: BTreeMap<u32, i64> = BTreeMap::new();
     let mut quarantined = 0i64;
     let quarantine = types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8;
-    for (ek, b) in crate::bpf::bindings(&t.bind_in) {
+    for (ek, b) in t.bindings.dump().unwrap_or_default() {
         if b.flags & quarantine != 0 {
             quarantined += 1;
             continue;

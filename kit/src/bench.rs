@@ -62,7 +62,7 @@ use nix::unistd::Pid;
 use crate::floor::{Floor, FloorError, Prog, Target};
 use crate::frame::{Mac, Pkt, L4, PROTO_TCP, PROTO_UDP};
 use crate::testbed::{check_output, run_command};
-use cgnat::bpf::{bytes_of, from_bytes, types, Datapath, LoadOptions, Sessions, Side, Tables};
+use cgnat::bpf::{bytes_of, types, Bindings, Datapath, LoadOptions, Sessions, Side, Tables};
 use cgnat::config::Config;
 use cgnat::expiry::{monotonic_ns, Sweeper};
 

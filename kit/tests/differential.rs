@@ -39,7 +39,8 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use cgnat::bpf::Side;
+use cgnat::bpf::types::{cgnat_binding as Binding, cgnat_endpoint as Endpoint};
+use cgnat::bpf::{BpfError, Side};
 use cgnat::config::Filtering;
 use libbpf_rs::{MapCore, MapFlags};
 use proptest::prelude::*;
@@ -505,13 +506,14 @@ fn build(op: &Op, m: &Model, pool_last: Ipv4Addr) -> (bool, Pkt, Option<Quote>, 
     }
 }
 
-fn endpoint_keys(m: &libbpf_rs::MapHandle) -> BTreeSet<Key> {
-    m.keys()
-        .map(|k| {
+fn endpoint_keys(rows: Result<Vec<(Endpoint, Binding)>, BpfError>) -> BTreeSet<Key> {
+    rows.expect("reading the bindings")
+        .iter()
+        .map(|(k, _)| {
             (
-                Ipv4Addr::new(k[0], k[1], k[2], k[3]),
-                u16::from_be_bytes([k[4], k[5]]),
-                k[6],
+                Ipv4Addr::from(u32::from_be(k.addr)),
+                u16::from_be(k.port),
+                k.proto,
             )
         })
         .collect()
@@ -524,40 +526,29 @@ fn clear(m: &libbpf_rs::MapHandle) {
     }
 }
 
-/// The binding tables right after loading (the static mappings), as raw
-/// bytes: restored after every reset without decoding their values.
+/// The binding table right after loading (the static mappings), both
+/// halves: restored after every reset.
 struct Snapshot {
-    bind_in: Vec<(Vec<u8>, Vec<u8>)>,
-    bind_out: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-fn entries(m: &libbpf_rs::MapHandle) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let keys: Vec<Vec<u8>> = m.keys().collect();
-    keys.into_iter()
-        .filter_map(|k| {
-            let v = m.lookup(&k, MapFlags::ANY).ok().flatten()?;
-            Some((k, v))
-        })
-        .collect()
+    inbound: Vec<(Endpoint, Binding)>,
+    outbound: Vec<(Endpoint, Binding)>,
 }
 
 impl Snapshot {
     fn take(h: &Harness) -> Snapshot {
+        let b = &h.tables.bindings;
         Snapshot {
-            bind_in: entries(&h.tables.bind_in),
-            bind_out: entries(&h.tables.bind_out),
+            inbound: b.dump().expect("reading the bindings"),
+            outbound: b.dump_out().expect("reading the bindings"),
         }
     }
 
     fn restore(&self, h: &Harness) {
-        for (m, es) in [
-            (&h.tables.bind_in, &self.bind_in),
-            (&h.tables.bind_out, &self.bind_out),
-        ] {
-            for (k, v) in es {
-                m.update(k, v, MapFlags::ANY)
-                    .expect("restoring a static mapping");
-            }
+        let b = &h.tables.bindings;
+        for (k, v) in &self.inbound {
+            b.upsert_in(k, v).expect("restoring a static mapping");
+        }
+        for (k, v) in &self.outbound {
+            b.upsert_out(k, v).expect("restoring a static mapping");
         }
     }
 }
@@ -573,9 +564,8 @@ fn reset(h: &Harness) {
         .map(|(k, _)| k)
         .collect();
     t.sessions.delete_all(&sessions).expect("deleting sessions");
+    t.bindings.clear().expect("deleting bindings");
     for m in [
-        &t.bind_in,
-        &t.bind_out,
         &t.subscribers,
         &t.frags,
         &t.frag_stash,
@@ -622,7 +612,7 @@ fn run_sequence(
             let c = p.ip_offset() + 20 + p.options.len() + 2;
             input[c] ^= 0x5a;
         }
-        let before_keys = endpoint_keys(&h.tables.bind_in);
+        let before_keys = endpoint_keys(h.tables.bindings.dump());
         let before = h.counters();
         let (side, port) = if int {
             (Side::Internal, Port::Int0)
@@ -631,7 +621,7 @@ fn run_sequence(
         };
         let (verdict, out) = h.test_run(side, port, &input)?;
         let after = h.counters();
-        let after_keys = endpoint_keys(&h.tables.bind_in);
+        let after_keys = endpoint_keys(h.tables.bindings.dump());
         let new: Vec<Key> = after_keys.difference(&before_keys).copied().collect();
         log.push(format!(
             "  #{n} {op:?} {hd:?}\n     {}{} -> {} {:?}",
@@ -695,7 +685,7 @@ fn run_sequence(
         if after_keys != bin {
             msgs.push(format!("bind_in holds {after_keys:?}, model {bin:?}"));
         }
-        let bout = endpoint_keys(&h.tables.bind_out);
+        let bout = endpoint_keys(h.tables.bindings.dump_out());
         let mout: BTreeSet<Key> = m.bind_out.keys().copied().collect();
         if bout != mout {
             msgs.push(format!("bind_out holds {bout:?}, model {mout:?}"));
@@ -782,24 +772,15 @@ fn run_sequence(
 type SessionRow = (Ep, Ep, Ep, u8, u32, bool, bool);
 
 fn raw_sessions(h: &Harness) -> Result<Vec<SessionRow>, String> {
-    use cgnat::bpf::{from_bytes, types};
+    use cgnat::bpf::types;
     let inbound = types::cgnat_session_flag::CGNAT_SESS_INBOUND.0 as u8;
     let hairpin = types::cgnat_session_flag::CGNAT_SESS_HAIRPIN.0 as u8;
     // a hairpin session holds its target's internal endpoint and belongs
     // to the binding of its external endpoint (include/cgnat.h): listed
     // with its owner's, as the model lists it
     let mut owners = std::collections::HashMap::new();
-    for k in h.tables.bind_in.keys() {
-        if let Some(v) = h
-            .tables
-            .bind_in
-            .lookup(&k, MapFlags::ANY)
-            .map_err(|e| e.to_string())?
-        {
-            let e: types::cgnat_endpoint = from_bytes(&k).ok_or("binding key size")?;
-            let b: types::cgnat_binding = from_bytes(&v).ok_or("binding value size")?;
-            owners.insert((e.addr, e.port, e.proto), (b.addr, b.port));
-        }
+    for (e, b) in h.tables.bindings.dump().map_err(|e| e.to_string())? {
+        owners.insert((e.addr, e.port, e.proto), (b.addr, b.port));
     }
     let mut rows = Vec::new();
     for (k, s) in h.tables.sessions.dump().map_err(|e| e.to_string())? {

@@ -361,15 +361,25 @@ fn kill_reload_and_sweeps_under_traffic_lose_nothing() {
         pool(&bed, &cfg)
     );
     assert_eq!(reconcile(&bed, &cfg), (0, 0));
-    let sessions = cgnat::bpf::Tables::open_pinned(&pin)
-        .expect("opening the pinned tables")
-        .sessions
-        .count()
-        .expect("counting sessions");
+    let tables = cgnat::bpf::Tables::open_pinned(&pin).expect("opening the pinned tables");
+    let sessions = tables.sessions.count().expect("counting sessions");
     assert_eq!(sessions, 0, "pinned map sessions not empty at the end");
-    for m in ["bind_in", "bind_out", "subscribers"] {
-        assert_eq!(map_len(&pin, m), 0, "pinned map {m} not empty at the end");
+    let bindings = [
+        ("bind_in", tables.bindings.count()),
+        ("bind_out", tables.bindings.count_out()),
+    ];
+    for (m, n) in bindings {
+        assert_eq!(
+            n.expect("counting bindings"),
+            0,
+            "pinned map {m} not empty at the end"
+        );
     }
+    assert_eq!(
+        map_len(&pin, "subscribers"),
+        0,
+        "pinned map subscribers not empty at the end"
+    );
     report(
         "kill_reload_and_sweeps_under_traffic_lose_nothing",
         &[

@@ -46,7 +46,6 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use cgnat::bpf::Side;
-use libbpf_rs::MapCore;
 
 use cgnat_kit::frame;
 use frame::*;
@@ -209,15 +208,17 @@ struct Run {
     failures: Vec<String>,
 }
 
-fn bind_out_keys(h: &Harness) -> BTreeSet<(Ipv4Addr, u16, u8)> {
+fn outbound_keys(h: &Harness) -> BTreeSet<(Ipv4Addr, u16, u8)> {
     h.tables
-        .bind_out
-        .keys()
-        .map(|k| {
+        .bindings
+        .dump_out()
+        .expect("reading the bindings")
+        .iter()
+        .map(|(k, _)| {
             (
-                Ipv4Addr::new(k[0], k[1], k[2], k[3]),
-                u16::from_be_bytes([k[4], k[5]]),
-                k[6],
+                Ipv4Addr::from(u32::from_be(k.addr)),
+                u16::from_be(k.port),
+                k.proto,
             )
         })
         .collect()
@@ -405,7 +406,7 @@ fn check_forwarded(
         }
     }
     if egress_int && !generated && internal(dst.0) {
-        let keys = bind_out_keys(h);
+        let keys = outbound_keys(h);
         let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0;
         let ok = if let Some((isrc, _, iproto, _)) = inner {
             keys.contains(&(isrc.0, isrc.1, iproto)) && isrc.0 == dst.0

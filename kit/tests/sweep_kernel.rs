@@ -92,9 +92,9 @@ fn fill(ts: &[&Tables], cfg: &Config, base: u64, seed: u64) {
             ..Default::default()
         };
         for t in ts {
-            put(&t.bind_in, &ek, &rev);
+            t.bindings.upsert_in(&ek, &rev).expect("map update");
             if kind != 2 {
-                put(&t.bind_out, &ik, &fwd);
+                t.bindings.upsert_out(&ik, &fwd).expect("map update");
             }
         }
         if kind != 2 && proto != 1 && i % 10 == 0 {
@@ -120,8 +120,8 @@ fn fill(ts: &[&Tables], cfg: &Config, base: u64, seed: u64) {
                 ..Default::default()
             };
             for t in ts {
-                put(&t.bind_in, &twin, &idle);
-                put(&t.bind_out, &twin_int, &fwd);
+                t.bindings.upsert_in(&twin, &idle).expect("map update");
+                t.bindings.upsert_out(&twin_int, &fwd).expect("map update");
             }
             *subs.entry(sub).or_default() += 1;
         }
@@ -289,9 +289,19 @@ fn snapshot(t: &Tables) -> Vec<(&'static str, Vec<KeyValue>)> {
         .map(|(k, v)| (bytes_of(k).to_vec(), bytes_of(v).to_vec()))
         .collect();
     sessions.sort();
+    let typed = |rows: Vec<(types::cgnat_endpoint, types::cgnat_binding)>| {
+        let mut kv: Vec<KeyValue> = rows
+            .iter()
+            .map(|(k, v)| (bytes_of(k).to_vec(), bytes_of(v).to_vec()))
+            .collect();
+        kv.sort();
+        kv
+    };
+    let bindings = [
+        ("bind_in", typed(t.bindings.dump().expect("dump"))),
+        ("bind_out", typed(t.bindings.dump_out().expect("dump"))),
+    ];
     let mut maps: Vec<(&'static str, &dyn MapCore)> = vec![
-        ("bind_in", &t.bind_in),
-        ("bind_out", &t.bind_out),
         ("subscribers", &t.subscribers),
         ("pool_load", &t.pool_load),
         ("blocks", &t.blocks),
@@ -306,6 +316,7 @@ fn snapshot(t: &Tables) -> Vec<(&'static str, Vec<KeyValue>)> {
         (name, kv)
     });
     std::iter::once(("sessions", sessions))
+        .chain(bindings)
         .chain(rest)
         .collect()
 }

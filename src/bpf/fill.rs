@@ -62,11 +62,11 @@ impl Datapath {
         let m = &self.skel.maps;
         // A pool prefix removed from the config drains: it stays while any
         // binding uses it (new subscribers never get its addresses).
-        let in_use: Vec<Ipv4Addr> = m
-            .bind_in
-            .keys()
-            .filter_map(|k| from_bytes::<types::cgnat_endpoint>(&k))
-            .map(|k| Ipv4Addr::from(u32::from_be(k.addr)))
+        let in_use: Vec<Ipv4Addr> = self
+            .bindings()?
+            .dump()?
+            .iter()
+            .map(|(k, _)| Ipv4Addr::from(u32::from_be(k.addr)))
             .collect();
         let keep_pool: Vec<Vec<u8>> = m
             .pool_prefixes
@@ -182,11 +182,10 @@ impl Datapath {
     /// Static mappings: both halves of each binding; those no longer
     /// configured go.
     fn fill_statics(&self, cfg: &Config) -> Result<(), BpfError> {
-        let m = &self.skel.maps;
+        let bindings = self.bindings()?;
         let static_flag = types::cgnat_binding_flag::CGNAT_BIND_STATIC.0 as u8;
         // static mappings no longer configured go
-        let old_statics: Vec<_> = tables::bindings(&m.bind_in).collect();
-        for (ek, b) in old_statics {
+        for (ek, b) in bindings.dump()? {
             if b.flags & static_flag == 0 {
                 continue;
             }
@@ -198,7 +197,7 @@ impl Datapath {
                     && st.internal.port().to_be() == b.port
             });
             if !still {
-                tables::delete_binding(&m.bind_out, &m.bind_in, &ek, &b)?;
+                bindings.delete(&ek, &b)?;
             }
         }
         for st in &cfg.statics {
@@ -226,12 +225,7 @@ impl Datapath {
                 flags: static_flag,
                 ..Default::default()
             };
-            m.bind_in
-                .update(bytes_of(&ek), bytes_of(&to_int), MapFlags::ANY)
-                .map_err(map_err("bind_in"))?;
-            m.bind_out
-                .update(bytes_of(&ik), bytes_of(&to_ext), MapFlags::ANY)
-                .map_err(map_err("bind_out"))?;
+            bindings.upsert(&ek, &to_int, &to_ext)?;
         }
         Ok(())
     }

@@ -8,8 +8,7 @@ use super::*;
 #[derive(Debug)]
 pub struct Tables {
     pub sessions: Sessions,
-    pub bind_in: MapHandle,
-    pub bind_out: MapHandle,
+    pub bindings: Bindings,
     pub stats: MapHandle,
     pub frags: MapHandle,
     pub frag_stash: MapHandle,
@@ -115,59 +114,6 @@ impl KernelSweep {
     }
 }
 
-/// Every binding of a `bind_in` map: (external endpoint, binding). A key
-/// deleted while the walk runs is skipped.
-pub fn bindings(
-    bind_in: &impl MapCore,
-) -> impl Iterator<Item = (types::cgnat_endpoint, types::cgnat_binding)> + '_ {
-    bind_in.keys().filter_map(move |k| {
-        let v = bind_in.lookup(&k, MapFlags::ANY).ok().flatten()?;
-        Some((from_bytes(&k)?, from_bytes(&v)?))
-    })
-}
-
-/// The `bind_out` key of a binding: the subscriber's endpoint.
-pub fn internal_endpoint(
-    ek: &types::cgnat_endpoint,
-    b: &types::cgnat_binding,
-) -> types::cgnat_endpoint {
-    types::cgnat_endpoint {
-        addr: b.addr,
-        port: b.port,
-        proto: ek.proto,
-        _pad: 0,
-    }
-}
-
-/// Removes a binding's outbound half: no new session can find it. Its
-/// inbound half (`ek`) stays for the caller to quarantine or delete.
-pub fn unbind_out(
-    bind_out: &impl MapCore,
-    ek: &types::cgnat_endpoint,
-    b: &types::cgnat_binding,
-) -> Result<(), BpfError> {
-    match bind_out.delete(bytes_of(&internal_endpoint(ek, b))) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(map_err("bind_out")(e)),
-    }
-}
-
-/// Removes both halves of a binding, the outbound one first.
-pub fn delete_binding(
-    bind_out: &impl MapCore,
-    bind_in: &impl MapCore,
-    ek: &types::cgnat_endpoint,
-    b: &types::cgnat_binding,
-) -> Result<(), BpfError> {
-    unbind_out(bind_out, ek, b)?;
-    match bind_in.delete(bytes_of(ek)) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(map_err("bind_in")(e)),
-    }
-}
-
 /// Map names the CLI opens under `daemon.pin_path`.
 #[allow(dead_code)]
 const PINNED: [&str; 12] = [
@@ -221,8 +167,7 @@ impl Tables {
                 ],
                 None,
             ),
-            bind_in: open("bind_in")?,
-            bind_out: open("bind_out")?,
+            bindings: Bindings::new(open("bind_in")?, open("bind_out")?),
             stats: open("stats")?,
             frags: open("frags")?,
             frag_stash: open("frag_stash")?,

@@ -82,13 +82,7 @@ fn be(a: Ipv4Addr) -> u32 {
 /// mappings are left out: every node installs them from the config.
 pub fn scan(t: &Tables, mine: &dyn Fn(Ipv4Addr) -> bool) -> Snapshot {
     let mut s = Snapshot::default();
-    for kv in lookup_all(&t.bind_in, 4096).unwrap_or_default() {
-        let (Some(k), Some(v)) = (
-            from_bytes::<types::cgnat_endpoint>(&kv.0),
-            from_bytes::<types::cgnat_binding>(&kv.1),
-        ) else {
-            continue;
-        };
+    for (k, v) in t.bindings.dump().unwrap_or_default() {
         let ext = ip(k.addr);
         if !mine(ext) || v.flags & Bf::CGNAT_BIND_STATIC.0 as u8 != 0 {
             continue;
@@ -504,11 +498,12 @@ pub fn install(
             ext_port,
         } => {
             let ek = endpoint(*proto, *ext_addr, *ext_port);
-            if let Some(v) = lookup::<types::cgnat_binding>(&t.bind_in, bytes_of(&ek))? {
+            if let Some(v) = t.bindings.get_in(&ek).map_err(kernel_err)? {
                 if v.flags & Bf::CGNAT_BIND_STATIC.0 as u8 != 0 {
                     return Ok(Outcome::Conflict);
                 }
-                crate::bpf::delete_binding(&t.bind_out, &t.bind_in, &ek, &v)
+                t.bindings
+                    .delete(&ek, &v)
                     .map_err(|_| libbpf_rs::Error::from_raw_os_error(nix::libc::EIO))?;
             }
             Ok(Outcome::Applied)
@@ -663,7 +658,7 @@ fn install_binding(
         flags,
         sweep_sessions: 0,
     };
-    if let Some(old) = lookup::<types::cgnat_binding>(&t.bind_in, bytes_of(&ek))? {
+    if let Some(old) = t.bindings.get_in(&ek).map_err(kernel_err)? {
         let same = old.addr == rev.addr && old.port == rev.port;
         let old_static = old.flags & Bf::CGNAT_BIND_STATIC.0 as u8 != 0;
         let old_quar = old.flags & Bf::CGNAT_BIND_QUARANTINE.0 as u8 != 0;
@@ -673,16 +668,15 @@ fn install_binding(
     }
     if quarantined {
         // the port stays reserved; its outbound half goes
-        if let Some(old) = lookup::<types::cgnat_binding>(&t.bind_in, bytes_of(&ek))? {
+        if let Some(old) = t.bindings.get_in(&ek).map_err(kernel_err)? {
             if old.flags & Bf::CGNAT_BIND_QUARANTINE.0 as u8 == 0 {
-                let _ = crate::bpf::unbind_out(&t.bind_out, &ek, &old);
+                let _ = t.bindings.unbind_out(&ek, &old);
             }
         }
-        t.bind_in
-            .update(bytes_of(&ek), bytes_of(&rev), MapFlags::ANY)?;
+        t.bindings.upsert_in(&ek, &rev).map_err(kernel_err)?;
         return Ok(Outcome::Applied);
     }
-    if let Some(out) = lookup::<types::cgnat_binding>(&t.bind_out, bytes_of(&ik))? {
+    if let Some(out) = t.bindings.get_out(&ik).map_err(kernel_err)? {
         if out.addr != be(ext.0) || out.port != ext.1.to_be() {
             return Ok(Outcome::Conflict);
         }
@@ -693,10 +687,7 @@ fn install_binding(
         flags: 0,
         sweep_sessions: 0,
     };
-    t.bind_in
-        .update(bytes_of(&ek), bytes_of(&rev), MapFlags::ANY)?;
-    t.bind_out
-        .update(bytes_of(&ik), bytes_of(&fwd), MapFlags::ANY)?;
+    t.bindings.upsert(&ek, &rev, &fwd).map_err(kernel_err)?;
     Ok(Outcome::Applied)
 }
 
@@ -735,8 +726,9 @@ fn lookup<T: crate::bpf::Pod>(
         .and_then(|v| from_bytes::<T>(&v)))
 }
 
-/// The kernel's error inside a session table error: [`install`] reports
-/// libbpf's errors, for the session table as for the others.
+/// The kernel's error inside a session or binding table error:
+/// [`install`] reports libbpf's errors, for those tables as for the
+/// others.
 fn kernel_err(e: BpfError) -> libbpf_rs::Error {
     match e {
         BpfError::Map { err, .. } => err,

@@ -20,12 +20,7 @@ pub(super) fn external_of(t: &Tables, int: SocketAddrV4, proto: u8) -> Result<So
         proto,
         _pad: 0,
     };
-    let v = t
-        .bind_out
-        .lookup(bytes_of(&k), MapFlags::ANY)
-        .ctx("bind_out")?
-        .and_then(|v| from_bytes::<types::cgnat_binding>(&v));
-    match v {
+    match t.bindings.get_out(&k)? {
         Some(b) => Ok(sock(
             Ipv4Addr::from(u32::from_be(b.addr)),
             u16::from_be(b.port),

@@ -26,10 +26,10 @@ pub(super) fn bench_paths(p: &Params, ns: &Ns) -> Result<Vec<PathResult>> {
         let cases = path_cases(&dp, &t, int0, ext0)?;
         // xdp_probe looks up what cgnat has
         let probe = fl.probe_maps()?;
-        for (k, v) in cgnat::bpf::lookup_all(&t.bind_out, 4096).ctx("reading cgnat's maps")? {
+        for (k, v) in t.bindings.dump_out().ctx("reading cgnat's maps")? {
             probe
                 .0
-                .update(&k, &v, MapFlags::ANY)
+                .update(bytes_of(&k), bytes_of(&v), MapFlags::ANY)
                 .ctx("filling xdp_probe's maps")?;
         }
         for (k, v) in t.sessions.dump().ctx("reading cgnat's maps")? {

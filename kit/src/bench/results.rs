@@ -79,9 +79,9 @@ pub struct SyncResult {
     /// The next interval, nothing having changed: scan + diff (no
     /// records), CPU seconds. What every interval costs at this table size.
     pub idle_secs: Stat,
-    /// Of a scan: reading the four maps it reads (`lookup_all` of
-    /// bind_in, subscribers, blocks without decoding, `Sessions::dump`),
-    /// CPU seconds, measured apart.
+    /// Of a scan: reading the four tables it reads (`Bindings::dump`,
+    /// `lookup_all` of subscribers and blocks without decoding,
+    /// `Sessions::dump`), CPU seconds, measured apart.
     pub read_secs: Stat,
     /// Receive side, likewise: `wire::decode` (with the replay window),
     /// `state::install` of every record, their sum, its wall time.

@@ -58,10 +58,16 @@ impl Geo {
 /// The maps a preload writes: cgnat's, or `xdp_probe`'s (no reverse
 /// bindings, no subscribers).
 pub(super) struct Dest<'a> {
-    bind_in: Option<&'a MapHandle>,
-    bind_out: &'a MapHandle,
+    bindings: BindingsDest<'a>,
     sessions: SessionsDest<'a>,
     subscribers: Option<&'a MapHandle>,
+}
+
+/// Where a preload's bindings go: both halves into cgnat's binding table,
+/// or the outbound ones into `xdp_probe`'s map (the same keys and values).
+enum BindingsDest<'a> {
+    Cgnat(&'a Bindings),
+    Probe(&'a MapHandle),
 }
 
 /// Where a preload's sessions go: cgnat's session table, or `xdp_probe`'s
@@ -74,8 +80,7 @@ enum SessionsDest<'a> {
 impl<'a> Dest<'a> {
     pub(super) fn cgnat(t: &'a Tables) -> Dest<'a> {
         Dest {
-            bind_in: Some(&t.bind_in),
-            bind_out: &t.bind_out,
+            bindings: BindingsDest::Cgnat(&t.bindings),
             sessions: SessionsDest::Cgnat(&t.sessions),
             subscribers: Some(&t.subscribers),
         }
@@ -83,8 +88,7 @@ impl<'a> Dest<'a> {
 
     pub(super) fn probe(maps: &'a (MapHandle, MapHandle)) -> Dest<'a> {
         Dest {
-            bind_in: None,
-            bind_out: &maps.0,
+            bindings: BindingsDest::Probe(&maps.0),
             sessions: SessionsDest::Probe(&maps.1),
             subscribers: None,
         }
@@ -95,31 +99,31 @@ impl<'a> Dest<'a> {
 /// as the data path would have created them at `now`.
 pub(super) fn preload(t: &Dest<'_>, g: &Geo, subs: std::ops::Range<u32>, now: u64) -> Result<()> {
     const CHUNK: usize = 1 << 16;
-    let mut ss = Vec::new();
-    let mut ok = Vec::new();
-    let mut ov = Vec::new();
-    let mut ik = Vec::new();
-    let mut iv = Vec::new();
-    let mut n = 0usize;
-    let flush = |ss: &mut Vec<(types::cgnat_session_key, types::cgnat_session)>,
-                 ok: &mut Vec<u8>,
-                 ov: &mut Vec<u8>,
-                 ik: &mut Vec<u8>,
-                 iv: &mut Vec<u8>,
-                 n: &mut usize|
+    type Rows<K, V> = Vec<(K, V)>;
+    let mut ss: Rows<types::cgnat_session_key, types::cgnat_session> = Vec::new();
+    let mut bi: Rows<types::cgnat_endpoint, types::cgnat_binding> = Vec::new();
+    let mut bo: Rows<types::cgnat_endpoint, types::cgnat_binding> = Vec::new();
+    let flush = |ss: &mut Rows<types::cgnat_session_key, types::cgnat_session>,
+                 bi: &mut Rows<types::cgnat_endpoint, types::cgnat_binding>,
+                 bo: &mut Rows<types::cgnat_endpoint, types::cgnat_binding>|
      -> Result<()> {
-        if *n == 0 {
+        if ss.is_empty() {
             return Ok(());
         }
-        let c = *n as u32;
-        // reverse binding first, as the data path claims a port
-        if let Some(m) = t.bind_in {
-            m.update_batch(ik, iv, c, MapFlags::ANY, MapFlags::ANY)
-                .ctx("bind_in batch update")?;
+        let c = ss.len() as u32;
+        match t.bindings {
+            // reverse binding first, as the data path claims a port
+            BindingsDest::Cgnat(b) => b.upsert_batch(bi, bo).ctx("bindings batch update")?,
+            BindingsDest::Probe(m) => {
+                let (mut bk, mut bv) = (Vec::new(), Vec::new());
+                for (k, v) in bo.iter() {
+                    bk.extend_from_slice(bytes_of(k));
+                    bv.extend_from_slice(bytes_of(v));
+                }
+                m.update_batch(&bk, &bv, c, MapFlags::ANY, MapFlags::ANY)
+                    .ctx("bind_out batch update")?;
+            }
         }
-        t.bind_out
-            .update_batch(ok, ov, c, MapFlags::ANY, MapFlags::ANY)
-            .ctx("bind_out batch update")?;
         match t.sessions {
             SessionsDest::Cgnat(s) => s.insert_batch(ss).ctx("sessions batch update")?,
             SessionsDest::Probe(m) => {
@@ -133,10 +137,8 @@ pub(super) fn preload(t: &Dest<'_>, g: &Geo, subs: std::ops::Range<u32>, now: u6
             }
         }
         ss.clear();
-        for v in [ok, ov, ik, iv] {
-            v.clear();
-        }
-        *n = 0;
+        bi.clear();
+        bo.clear();
         Ok(())
     };
     let r10 = be(R10);
@@ -179,18 +181,15 @@ pub(super) fn preload(t: &Dest<'_>, g: &Geo, subs: std::ops::Range<u32>, now: u6
                 last_seen: cgnat::expiry::compact_time(now),
                 ..Default::default()
             };
-            ik.extend_from_slice(bytes_of(&ee));
-            iv.extend_from_slice(bytes_of(&to_int));
-            ok.extend_from_slice(bytes_of(&ie));
-            ov.extend_from_slice(bytes_of(&to_ext));
+            bi.push((ee, to_int));
+            bo.push((ie, to_ext));
             ss.push((key, val));
-            n += 1;
-            if n == CHUNK {
-                flush(&mut ss, &mut ok, &mut ov, &mut ik, &mut iv, &mut n)?;
+            if ss.len() == CHUNK {
+                flush(&mut ss, &mut bi, &mut bo)?;
             }
         }
     }
-    flush(&mut ss, &mut ok, &mut ov, &mut ik, &mut iv, &mut n)?;
+    flush(&mut ss, &mut bi, &mut bo)?;
     // subscribers: paired address, ports and sessions held
     let Some(subscribers) = t.subscribers else {
         return Ok(());
@@ -426,14 +425,18 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
         );
 
         // Memory.
-        for (name, m) in t.sessions.maps().into_iter().chain([
-            ("bind_in", &t.bind_in),
-            ("bind_out", &t.bind_out),
-            ("subscribers", &t.subscribers),
-            ("frags", &t.frags),
-            ("blocks", &t.blocks),
-            ("sub_blocks", &t.sub_blocks),
-        ]) {
+        for (name, m) in t
+            .sessions
+            .maps()
+            .into_iter()
+            .chain(t.bindings.maps())
+            .chain([
+                ("subscribers", &t.subscribers),
+                ("frags", &t.frags),
+                ("blocks", &t.blocks),
+                ("sub_blocks", &t.sub_blocks),
+            ])
+        {
             r.maps.push(map_mem(name, m)?);
         }
 

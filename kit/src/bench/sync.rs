@@ -303,7 +303,7 @@ pub(super) fn bench_sync(p: &Params, ns: &Ns) -> Result<SyncResult> {
             }
             r.idle_secs.runs.push(idle);
             let t = now();
-            std::hint::black_box(cgnat::bpf::lookup_all(&t1.bind_in, 4096).ctx("reading a map")?);
+            std::hint::black_box(t1.bindings.dump().ctx("reading a map")?);
             std::hint::black_box(t1.sessions.dump().ctx("reading a map")?);
             for m in [&t1.subscribers, &t1.blocks] {
                 std::hint::black_box(cgnat::bpf::lookup_all(m, 4096).ctx("reading a map")?);
@@ -376,8 +376,8 @@ pub(super) fn bench_sync(p: &Params, ns: &Ns) -> Result<SyncResult> {
             r.recv_wall_secs.runs.push(wall);
             r.conflicts = conflicts;
             r.recv_sessions = t2.sessions.count().ctx("reading a map")?;
-            r.recv_bind_in = entries(&t2.bind_in)?;
-            r.recv_bind_out = entries(&t2.bind_out)?;
+            r.recv_bind_in = t2.bindings.count().ctx("reading a map")?;
+            r.recv_bind_out = t2.bindings.count_out().ctx("reading a map")?;
             r.recv_subscribers = entries(&t2.subscribers)?;
             if applied != r.records
                 || r.recv_sessions != r.sessions

@@ -20,10 +20,7 @@ fn bindings_full_rows(_: &NetNs) -> Vec<Row<'_>> {
         Case::int("17th binding: ICMP host unreachable (3/1)", p.bytes())
             .verdict(XDP_TX, "icmp_host_unreach")
             .after(move |h| {
-                let (i, o) = (
-                    Harness::count_entries(&h.tables.bind_in),
-                    Harness::count_entries(&h.tables.bind_out),
-                );
+                let (i, o) = (h.bindings_in(), h.bindings_out());
                 ensure!(
                     i == 16 && o == 16,
                     "bind_in {i} / bind_out {o} entries, expected 16 / 16"

@@ -5,9 +5,8 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use cgnat::bpf::{bytes_of, from_bytes, types, Datapath, LoadOptions, Side, Tables};
+use cgnat::bpf::{types, Datapath, LoadOptions, Side, Tables};
 use cgnat::config::Config;
-use libbpf_rs::{MapCore, MapFlags};
 
 use super::frame::{self, Pkt};
 
@@ -345,24 +344,33 @@ impl Harness {
         }
     }
 
-    pub fn bind_out(&self, addr: Ipv4Addr, port: u16, proto: u8) -> Option<types::cgnat_binding> {
+    /// The outbound half of the binding of internal endpoint (addr,
+    /// port, proto).
+    pub fn binding_out(
+        &self,
+        addr: Ipv4Addr,
+        port: u16,
+        proto: u8,
+    ) -> Option<types::cgnat_binding> {
         let k = types::cgnat_endpoint {
             addr: be32(addr),
             port: port.to_be(),
             proto,
             _pad: 0,
         };
-        lookup(&self.tables.bind_out, bytes_of(&k))
+        self.tables.bindings.get_out(&k).expect("map lookup")
     }
 
-    pub fn bind_in(&self, addr: Ipv4Addr, port: u16, proto: u8) -> Option<types::cgnat_binding> {
+    /// The inbound half of the binding of external endpoint (addr, port,
+    /// proto).
+    pub fn binding_in(&self, addr: Ipv4Addr, port: u16, proto: u8) -> Option<types::cgnat_binding> {
         let k = types::cgnat_endpoint {
             addr: be32(addr),
             port: port.to_be(),
             proto,
             _pad: 0,
         };
-        lookup(&self.tables.bind_in, bytes_of(&k))
+        self.tables.bindings.get_in(&k).expect("map lookup")
     }
 
     pub fn session(
@@ -396,8 +404,14 @@ impl Harness {
         }
     }
 
-    pub fn count_entries(m: &libbpf_rs::MapHandle) -> usize {
-        m.keys().count()
+    /// How many bindings there are (inbound halves).
+    pub fn bindings_in(&self) -> u64 {
+        self.tables.bindings.count().expect("counting bindings")
+    }
+
+    /// How many outbound halves of bindings there are.
+    pub fn bindings_out(&self) -> u64 {
+        self.tables.bindings.count_out().expect("counting bindings")
     }
 
     /// The external endpoint of an internal one, checked for consistency:
@@ -405,7 +419,7 @@ impl Harness {
     pub fn external_of(&self, p: &Pkt) -> Result<(Ipv4Addr, u16), String> {
         let (a, port, proto) = (p.src, p.sport(), p.proto());
         let b = self
-            .bind_out(a, port, proto)
+            .binding_out(a, port, proto)
             .ok_or_else(|| format!("no bind_out entry for {a}:{port}/{proto}"))?;
         let ext = (addr_of(b.addr), u16::from_be(b.port));
         ensure!(
@@ -416,7 +430,7 @@ impl Harness {
         );
         ensure!(b.flags == 0, "bind_out {a}:{port} has flags {:#x}", b.flags);
         let r = self
-            .bind_in(ext.0, ext.1, proto)
+            .binding_in(ext.0, ext.1, proto)
             .ok_or_else(|| format!("bind_in has no entry for {}:{}/{proto}", ext.0, ext.1))?;
         ensure!(
             addr_of(r.addr) == a && u16::from_be(r.port) == port,
@@ -471,12 +485,6 @@ impl Harness {
             );
         }
     }
-}
-
-fn lookup<T: cgnat::bpf::Pod>(m: &libbpf_rs::MapHandle, key: &[u8]) -> Option<T> {
-    m.lookup(key, MapFlags::ANY)
-        .expect("map lookup")
-        .map(|v| from_bytes::<T>(&v).expect("value size"))
 }
 
 /// The session key of (ext, rem, proto).

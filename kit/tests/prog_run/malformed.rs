@@ -67,7 +67,7 @@ fn local<'a>(name: &str, p: Pkt, id_or_port: u16, what: &'static str) -> Row<'a>
         .verdict(XDP_PASS, "pass_local")
         .after(move |h| {
             ensure!(
-                h.bind_out(q.src, id_or_port, q.proto()).is_none(),
+                h.binding_out(q.src, id_or_port, q.proto()).is_none(),
                 "a binding was created for {what}"
             );
             Ok(q.bytes())
@@ -402,7 +402,7 @@ fn malformed_rows(_: &NetNs) -> Vec<Row<'_>> {
             "pass_not_nat",
         ),
         check("no packet of this table created a binding", |h, _| {
-            let n = Harness::count_entries(&h.tables.bind_out);
+            let n = h.bindings_out();
             ensure!(n == 0, "bind_out has {n} entries");
             Ok(())
         }),

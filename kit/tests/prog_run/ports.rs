@@ -159,7 +159,7 @@ fn collision_rows(ns: &NetNs) -> Vec<Row<'_>> {
             p.id = 0x7777;
             rows.push(step(move |h, l| {
                 let e = h
-                    .bind_out(s, 5000, PROTO_UDP)
+                    .binding_out(s, 5000, PROTO_UDP)
                     .map(|b| (addr_of(b.addr), u16::from_be(b.port)));
                 if let Some(e) = e {
                     l.set_ep(format!("df {i}"), e);
@@ -327,7 +327,7 @@ fn quarantine_rows(_: &NetNs) -> Vec<Row<'_>> {
                     // .12's binding was released too: nothing may be
                     // recreated for a packet that is dropped
                     ensure!(
-                        h.bind_out(H12, 5000, PROTO_UDP).is_none(),
+                        h.binding_out(H12, 5000, PROTO_UDP).is_none(),
                         "a binding was created for a dropped hairpin packet"
                     );
                     Ok(p.bytes())
@@ -362,7 +362,7 @@ fn quarantine_rows(_: &NetNs) -> Vec<Row<'_>> {
         check("the quarantined port is gone from bind_in", |h, l| {
             let e11 = l.ep("e11");
             ensure!(
-                h.bind_in(e11.0, e11.1, PROTO_UDP).is_none(),
+                h.binding_in(e11.0, e11.1, PROTO_UDP).is_none(),
                 "bind_in still holds {}:{}",
                 e11.0,
                 e11.1

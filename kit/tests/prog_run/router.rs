@@ -335,7 +335,7 @@ fn neighbour_rows(ns: &NetNs) -> Vec<Row<'_>> {
                 .verdict(XDP_DROP, "neigh_held")
                 .after(move |h| {
                     ensure!(
-                        h.bind_out(q.src, q.sport(), PROTO_UDP).is_none(),
+                        h.binding_out(q.src, q.sport(), PROTO_UDP).is_none(),
                         "a binding was created for a held packet"
                     );
                     Ok(q.bytes())

@@ -116,8 +116,8 @@ fn outbound_rows<'a>() -> Vec<Row<'a>> {
             0,
         ),
         step(|h, l| {
-            let n = Harness::count_entries(&h.tables.bind_out);
-            l.set_num("bindings", n as u64);
+            let n = h.bindings_out();
+            l.set_num("bindings", n);
         }),
         out11(
             "same socket to 198.51.100.20: same external endpoint (EIM)",
@@ -125,7 +125,7 @@ fn outbound_rows<'a>() -> Vec<Row<'a>> {
         ),
         check("EIM: no new binding for a new remote", |h, l| {
             let nb = l.num("bindings").unwrap_or(0);
-            let n = Harness::count_entries(&h.tables.bind_out) as u64;
+            let n = h.bindings_out();
             ensure!(n == nb, "bind_out grew from {nb} to {n}");
             Ok(())
         }),
@@ -291,7 +291,8 @@ fn outbound_rows<'a>() -> Vec<Row<'a>> {
         .verdict(XDP_TX, "icmp_time_exceeded")
         .after(move |h| {
             ensure!(
-                h.bind_out(q_ttl1.src, q_ttl1.sport(), PROTO_UDP).is_none(),
+                h.binding_out(q_ttl1.src, q_ttl1.sport(), PROTO_UDP)
+                    .is_none(),
                 "a binding was created for an expired packet"
             );
             Ok(generated_error(&q_ttl1, ROUTER_INT, 11, 0, 0))
@@ -436,7 +437,7 @@ fn inbound_rows<'a>() -> Vec<Row<'a>> {
         learn("a free port and an unused pool address", |h, l| {
             let (e11, e12) = (l.ep("e11"), l.ep("e12"));
             let free = (1..1024u16)
-                .find(|&port| h.bind_in(e11.0, port, PROTO_UDP).is_none())
+                .find(|&port| h.binding_in(e11.0, port, PROTO_UDP).is_none())
                 .ok_or("no free port")?;
             l.set_ep("free", (e11.0, free));
             let other = *h
