@@ -139,17 +139,9 @@ fn two_cpus_create_the_same_flows() {
             flows as u64,
             "the table's count"
         );
-        let bindings = flows / 2;
-        assert_eq!(
-            Harness::count_entries(&h.tables.bind_in),
-            bindings,
-            "bind_in entries"
-        );
-        assert_eq!(
-            Harness::count_entries(&h.tables.bind_out),
-            bindings,
-            "bind_out entries"
-        );
+        let bindings = flows as u64 / 2;
+        assert_eq!(h.bindings_in(), bindings, "bind_in entries");
+        assert_eq!(h.bindings_out(), bindings, "bind_out entries");
         let fwd = h
             .counters()
             .into_iter()
