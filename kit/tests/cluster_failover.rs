@@ -611,8 +611,19 @@ fn hostile_sync_a_lost_sync_link_and_a_failed_self_check() {
     ] {
         sender.send_to(d, to).unwrap();
     }
-    thread::sleep(Duration::from_millis(500));
-    let after = cluster_status(&bed, 2);
+    // the daemon writes its status every 500 ms, later when the machine
+    // is busy: wait for the rejections to show, then check them
+    let counted = |s: &serde_json::Value| {
+        let r = &s["counters"]["rejected"];
+        r["replayed"].as_u64().unwrap_or(0) >= 1
+            && r["bad_mac"].as_u64().unwrap_or(0) + r["short"].as_u64().unwrap_or(0) >= 4
+    };
+    let end = Instant::now() + SETTLE;
+    let mut after = cluster_status(&bed, 2);
+    while !counted(&after) && Instant::now() < end {
+        thread::sleep(Duration::from_millis(100));
+        after = cluster_status(&bed, 2);
+    }
     let rejected = &after["counters"]["rejected"];
     eprintln!("node 2 rejected: {rejected}");
     assert!(
