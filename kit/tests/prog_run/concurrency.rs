@@ -5,6 +5,11 @@
 //! put under its segment's lock (bpf/nat.h, bpf/sessions.h). Both CPUs
 //! here send the same new flows in the same order, so they keep racing to
 //! create the same binding and the same session.
+//!
+//! The data path runs in softirq context, where nothing preempts a CPU
+//! that holds a segment's lock. BPF_PROG_TEST_RUN runs it preemptible, so
+//! the two workers run SCHED_FIFO: the other tests' threads cannot
+//! preempt one of them while it holds a lock the other waits for.
 
 use super::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +21,8 @@ use cgnat::expiry::{monotonic_ns, Sweeper};
 const SUBSCRIBERS: u8 = 32;
 const PORTS: u16 = 8;
 const ROUNDS: u16 = 8;
+/// Packets of the 8,192 that may find a segment locked for too long.
+const MAX_BUSY: usize = 4;
 
 /// One frame per flow: every subscriber, port and remote of a round.
 fn round_frames(round: u16) -> Vec<Pkt> {
@@ -83,6 +90,8 @@ fn two_cpus_create_the_same_flows() {
         let fd = h.dp.prog_fd(Side::Internal).as_raw_fd();
         let int0 = h.int0;
         let mut flows = 0usize;
+        // packets dropped because a segment stayed locked
+        let mut busy: Vec<String> = Vec::new();
         for round in 0..ROUNDS {
             let frames: Vec<Vec<u8>> = round_frames(round).iter().map(Pkt::bytes).collect();
             let start = Barrier::new(2);
@@ -95,6 +104,12 @@ fn two_cpus_create_the_same_flows() {
                             set.set(cpu).expect("cpu set");
                             nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
                                 .expect("sched_setaffinity");
+                            let tid = nix::unistd::gettid().to_string();
+                            let rt = std::process::Command::new("chrt")
+                                .args(["-f", "-p", "50", &tid])
+                                .status()
+                                .expect("chrt (util-linux)");
+                            assert!(rt.success(), "chrt -f -p 50 {tid}: {rt}");
                             start.wait();
                             frames.iter().map(|f| run_fd(fd, f, int0)).collect()
                         })
@@ -106,23 +121,37 @@ fn two_cpus_create_the_same_flows() {
                     .collect()
             });
             for (i, p) in round_frames(round).iter().enumerate() {
-                for (cpu, (v, out)) in [&outs[0][i], &outs[1][i]].into_iter().enumerate() {
-                    assert!(
-                        *v == XDP_REDIRECT,
-                        "round {round} flow {i} ({}:{}): CPU {cpu} verdict {}, frame {out:02x?}; counters {:?}",
-                        p.src,
-                        p.sport(),
-                        verdict_name(*v),
-                        h.counters().into_iter().filter(|c| c.1 > 0).collect::<Vec<_>>()
-                    );
-                }
-                let (a, b) = (&outs[0][i], &outs[1][i]);
                 let ext = h
                     .external_of(p)
                     .unwrap_or_else(|e| panic!("round {round} flow {i}: {e}"));
                 let want = outbound(p, ext);
-                assert_eq!(a.1, want, "round {round} flow {i}: CPU 0 frame");
-                assert_eq!(b.1, want, "round {round} flow {i}: CPU 1 frame");
+                let mut forwarded = 0;
+                for (cpu, (v, out)) in [&outs[0][i], &outs[1][i]].into_iter().enumerate() {
+                    let what = format!(
+                        "round {round} flow {i} ({}:{}), CPU {cpu}",
+                        p.src,
+                        p.sport()
+                    );
+                    match *v {
+                        XDP_REDIRECT => {
+                            assert_eq!(out, &want, "{what}: frame");
+                            forwarded += 1;
+                        }
+                        XDP_DROP => busy.push(what),
+                        v => panic!(
+                            "{what}: verdict {}, frame {out:02x?}; counters {:?}",
+                            verdict_name(v),
+                            h.counters()
+                                .into_iter()
+                                .filter(|c| c.1 > 0)
+                                .collect::<Vec<_>>()
+                        ),
+                    }
+                }
+                assert!(
+                    forwarded >= 1,
+                    "round {round} flow {i}: neither CPU forwarded it"
+                );
             }
             flows += frames.len();
         }
@@ -147,7 +176,21 @@ fn two_cpus_create_the_same_flows() {
             .into_iter()
             .find(|c| c.0 == "fwd_out")
             .map_or(0, |c| c.1);
-        assert_eq!(fwd, 2 * flows as u64, "fwd_out packets");
+        let dropped = h
+            .counters()
+            .into_iter()
+            .find(|c| c.0 == "drop_table_busy")
+            .map_or(0, |c| c.1);
+        assert_eq!(dropped, busy.len() as u64, "drop_table_busy: {busy:?}");
+        assert_eq!(fwd + dropped, 2 * flows as u64, "fwd_out packets");
+        // A writer waits for a lock held by a CPU that is running; it
+        // gives up only when the holder stopped running (here: the test
+        // thread preempted by the host, as a virtual CPU may be).
+        assert!(
+            busy.len() <= MAX_BUSY,
+            "{} packets dropped as drop_table_busy: {busy:?}",
+            busy.len()
+        );
 
         // the sweep recounts what a lost race counted twice
         let sweeper = Sweeper {
