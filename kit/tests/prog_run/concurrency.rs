@@ -61,11 +61,11 @@ fn run_fd(fd: i32, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
     (o.retval, out)
 }
 
-/// Each round's flows, sent by both CPUs at once: every frame is
-/// forwarded, both copies of a flow leave with the same external
-/// endpoint, and each flow ends with one binding per internal endpoint and
-/// one session, counted once; after a sweep every subscriber counts
-/// exactly its own.
+/// Each round's flows, sent by both CPUs at once: every flow is
+/// forwarded, both copies with the same external endpoint (at most
+/// MAX_BUSY copies of all are dropped as `drop_table_busy`), and each flow
+/// ends with one binding per internal endpoint and one session, counted
+/// once; after a sweep every subscriber counts exactly its own.
 #[test]
 fn two_cpus_create_the_same_flows() {
     let test = "two_cpus_create_the_same_flows";
