@@ -138,6 +138,13 @@ static __always_inline int refuse(struct xdp_md *ctx, struct pkt *p, int reason)
 	return icmp_host_unreach(ctx, p, reason);
 }
 
+/* The verdict of a failed cgnat_session_put(): its segment stayed locked,
+ * or there is no room. */
+static __always_inline int session_put_failed(int err)
+{
+	return err == -EBUSY ? CGNAT_DROP_TABLE_BUSY : CGNAT_DROP_TABLE_FULL;
+}
+
 /* Make sure the session n->key exists, created as n->s if it does not;
  * never evicts (a full table refuses). One that another CPU created
  * meanwhile is shared. */
@@ -145,9 +152,7 @@ static __always_inline int session_create(struct cgnat_session_slot *n)
 {
 	int r = cgnat_session_put(n, CGNAT_SOP_INSERT);
 
-	if (r >= 0)
-		return CGNAT_CONTINUE;
-	return r == -EBUSY ? CGNAT_DROP_TABLE_BUSY : CGNAT_DROP_TABLE_FULL;
+	return r >= 0 ? CGNAT_CONTINUE : session_put_failed(r);
 }
 
 /* Find or create the session n->key, as session_create(), and return it
@@ -160,7 +165,7 @@ static __always_inline int session_get(struct cgnat_session_slot *n,
 	struct cgnat_session_slot *s = session_slot(at & ~CGNAT_SLOT_OLD);
 
 	if (!s)
-		return at == (__u32)-EBUSY ? CGNAT_DROP_TABLE_BUSY : CGNAT_DROP_TABLE_FULL;
+		return session_put_failed((int)at);
 	*out = &s->s;
 	return CGNAT_CONTINUE;
 }

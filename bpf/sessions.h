@@ -328,11 +328,8 @@ __noinline int cgnat_session_put(const struct cgnat_session_slot *n, __u32 kind)
 	return (int)(((at >> 2) & ~SLOT_MASK) | j);
 }
 
-/* Slot s of a segment whose lock lk the caller holds becomes a
- * tombstone. */
-static __always_inline void session_kill_locked(struct cgnat_seg_lock *lk,
-						struct cgnat_session_slot *s,
-						__u64 *count)
+/* Slot s of a segment whose lock the caller holds becomes a tombstone. */
+static __always_inline void session_kill_locked(struct cgnat_session_slot *s, __u64 *count)
 {
 	*(volatile __u8 *)&s->key.slot_state = CGNAT_SLOT_DEAD;
 	__sync_fetch_and_add(count, -1);
@@ -435,7 +432,7 @@ static __always_inline int session_delete(const struct cgnat_session_key *k)
 		return -EBUSY;
 	/* found without the lock: still the same session? */
 	if (s->key.slot_state == CGNAT_SLOT_LIVE && session_key_eq(&s->key, k)) {
-		session_kill_locked(lk, s, count);
+		session_kill_locked(s, count);
 		r = 0;
 	}
 	seg_unlock(lk);

@@ -276,7 +276,7 @@ static __always_inline int sweep_kill(__u32 si, struct cgnat_session_slot *s)
 	if (!seg_lock(lk))
 		return 0;
 	if (s->key.slot_state == CGNAT_SLOT_LIVE && (s->s.flags & CGNAT_SESS_DYING)) {
-		session_kill_locked(lk, s, count);
+		session_kill_locked(s, count);
 		killed = 1;
 	}
 	seg_unlock(lk);

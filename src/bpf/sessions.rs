@@ -173,14 +173,14 @@ impl Sessions {
 
     fn run_one(&self, kind: Kind, k: &Key, v: &Session) -> Result<Op, BpfError> {
         let mut out = self.run(vec![op(kind, k, v)])?;
-        out.pop().ok_or_else(|| no_ops(libc_einval()))
+        out.pop().ok_or_else(|| no_ops(EINVAL))
     }
 
     /// Runs `ops` through `session_ops`, CGNAT_SESSION_OPS at a time, and
     /// gives them back with their results.
     fn run(&self, ops: Vec<Op>) -> Result<Vec<Op>, BpfError> {
         let Some(prog) = &self.ops else {
-            return Err(no_ops(libc_eperm()));
+            return Err(no_ops(EPERM));
         };
         let prog = prog.lock().unwrap_or_else(|e| e.into_inner());
         let per = types::cgnat_session_op_kind::CGNAT_SESSION_OPS.0 as usize;
@@ -233,13 +233,8 @@ fn op(kind: Kind, k: &Key, v: &Session) -> Op {
 const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
 const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
 
-fn libc_einval() -> i32 {
-    nix::errno::Errno::EINVAL as i32
-}
-
-fn libc_eperm() -> i32 {
-    nix::errno::Errno::EPERM as i32
-}
+const EINVAL: i32 = nix::errno::Errno::EINVAL as i32;
+const EPERM: i32 = nix::errno::Errno::EPERM as i32;
 
 fn no_ops(errno: i32) -> BpfError {
     map_err(NAME)(libbpf_rs::Error::from_raw_os_error(errno))
