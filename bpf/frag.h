@@ -114,7 +114,7 @@ static __always_inline int nat_fragment(struct xdp_md *ctx, struct pkt *p,
 	struct iphdr *ip = p->ip;
 	struct cgnat_frag_key k = { .saddr = ip->saddr, .daddr = ip->daddr,
 				    .id = ip->id, .proto = ip->protocol };
-	struct bpf_fib_lookup fib;
+	struct bpf_fib_lookup *fib = packet_fib();
 	struct cgnat_subscriber *sub;
 	struct cgnat_frag *f;
 	__be32 ns, nd;
@@ -122,6 +122,8 @@ static __always_inline int nat_fragment(struct xdp_md *ctx, struct pkt *p,
 	__u32 reason;
 	int rc;
 
+	if (!fib)
+		return CGNAT_DROP_FIB_OTHER;
 	f = bpf_map_lookup_elem(&frags, &k);
 	if (f) {
 		ns = f->saddr;
@@ -151,13 +153,13 @@ static __always_inline int nat_fragment(struct xdp_md *ctx, struct pkt *p,
 		nd = ip->daddr;
 	}
 	/* (no ICMP about a later fragment, RFC 1812 4.3.2.7) */
-	rc = egress_ready(ctx, p, fib_route(ctx, p, ns, nd, &fib), &fib);
+	rc = egress_ready(ctx, p, fib_route(ctx, p, ns, nd, fib), fib);
 	if (rc != CGNAT_CONTINUE)
 		return rc;
 	ip_set_addr(ip, ADDR_SRC, ns);
 	ip_set_addr(ip, ADDR_DST, nd);
 	ip_set_id(ip, nid);
-	rc = forward(p, &fib);
+	rc = forward(p, fib);
 	return rc == CGNAT_CONTINUE ? reason : rc;
 }
 

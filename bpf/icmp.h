@@ -113,12 +113,14 @@ static __always_inline int icmp_error_csum_ok(struct pkt *p)
 static __always_inline int nat_icmp_error_in(struct xdp_md *ctx, struct pkt *p)
 {
 	struct iphdr *ip = p->ip, *in = p->inner;
-	struct bpf_fib_lookup fib;
+	struct bpf_fib_lookup *fib = packet_fib();
 	struct cgnat_binding b;
 	__be32 int_addr;
 	__be16 int_port;
 	int rc;
 
+	if (!fib)
+		return CGNAT_DROP_FIB_OTHER;
 	/* the error must be addressed to the quoted packet's source */
 	if (ip->daddr != in->saddr)
 		return CGNAT_CONTINUE;
@@ -129,15 +131,15 @@ static __always_inline int nat_icmp_error_in(struct xdp_md *ctx, struct pkt *p)
 	int_addr = b.addr;
 	int_port = b.port;
 
-	rc = fib_route(ctx, p, ip->saddr, int_addr, &fib);
+	rc = fib_route(ctx, p, ip->saddr, int_addr, fib);
 	if (rc == CGNAT_PASS_LOCAL)
 		return CGNAT_DROP_FIB_OTHER;
-	rc = egress_ready(ctx, p, rc, &fib); /* no ICMP about ICMP errors */
+	rc = egress_ready(ctx, p, rc, fib); /* no ICMP about ICMP errors */
 	if (rc != CGNAT_CONTINUE)
 		return rc;
 	icmp_inner_rewrite(p, ADDR_SRC, int_addr, int_port);
 	ip_set_addr(ip, ADDR_DST, int_addr);
-	rc = forward(p, &fib);
+	rc = forward(p, fib);
 	return rc == CGNAT_CONTINUE ? CGNAT_FWD_IN : rc;
 }
 
@@ -146,12 +148,14 @@ static __always_inline int nat_icmp_error_out(struct xdp_md *ctx, struct pkt *p)
 {
 	struct iphdr *ip = p->ip, *in = p->inner;
 	struct cgnat_endpoint ik = {};
-	struct bpf_fib_lookup fib;
+	struct bpf_fib_lookup *fib = packet_fib();
 	struct cgnat_binding *b, tb;
 	__be32 ext_addr, new_dst = ip->daddr, tgt_addr = 0;
 	__be16 ext_port, tgt_port = 0;
 	int rc;
 
+	if (!fib)
+		return CGNAT_DROP_FIB_OTHER;
 	if (!lpm_has(&internal_prefixes, ip->saddr))
 		return CGNAT_CONTINUE;
 	b = 0;
@@ -162,7 +166,7 @@ static __always_inline int nat_icmp_error_out(struct xdp_md *ctx, struct pkt *p)
 		b = bpf_map_lookup_elem(&bind_out, &ik);
 	}
 	if (!b) {
-		rc = fib_route(ctx, p, ip->saddr, ip->daddr, &fib);
+		rc = fib_route(ctx, p, ip->saddr, ip->daddr, fib);
 		return rc == CGNAT_PASS_LOCAL ? rc : CGNAT_DROP_NO_BINDING;
 	}
 	ext_addr = b->addr;
@@ -180,8 +184,8 @@ static __always_inline int nat_icmp_error_out(struct xdp_md *ctx, struct pkt *p)
 		tgt_port = tb.port;
 		new_dst = tgt_addr;
 	}
-	rc = egress_ready(ctx, p, fib_route(ctx, p, ext_addr, new_dst, &fib),
-			  &fib);
+	rc = egress_ready(ctx, p, fib_route(ctx, p, ext_addr, new_dst, fib),
+			  fib);
 	if (rc != CGNAT_CONTINUE)
 		return rc;
 
@@ -191,7 +195,7 @@ static __always_inline int nat_icmp_error_out(struct xdp_md *ctx, struct pkt *p)
 		icmp_inner_rewrite(p, ADDR_SRC, tgt_addr, tgt_port);
 		ip_set_addr(ip, ADDR_DST, tgt_addr);
 	}
-	rc = forward(p, &fib);
+	rc = forward(p, fib);
 	if (rc != CGNAT_CONTINUE)
 		return rc;
 	return tgt_addr ? CGNAT_FWD_HAIRPIN : CGNAT_FWD_OUT;

@@ -364,6 +364,15 @@ struct {
 	__type(value, struct cgnat_route_scratch);
 } route_scratch SEC(".maps");
 
+/* The FIB query and answer of the packet being handled (route.h): per CPU,
+ * off the data path's full stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bpf_fib_lookup);
+} fib_scratch SEC(".maps");
+
 /*
  * The in-kernel sweep's scratch and output (bpf/sweep.h); the data path
  * never touches them.

@@ -239,7 +239,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	struct cgnat_session *s = 0, *t = 0;
 	struct cgnat_subscriber *sub = 0;
 	struct cgnat_binding ext = {}, *b;
-	struct bpf_fib_lookup fib;
+	struct bpf_fib_lookup *fib = packet_fib();
 	__be32 new_dst;
 	__be16 new_dport;
 	__u8 hairpin_static = 0, hairpin = 0;
@@ -247,11 +247,13 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	__u32 ev;
 	int rc;
 
+	if (!fib)
+		return CGNAT_DROP_FIB_OTHER;
 	if (p->unsupported || !p->sport || !p->dport ||
 	    (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO)) {
 		if (!lpm_has(&internal_prefixes, ip->saddr))
 			return CGNAT_CONTINUE;
-		rc = fib_route(ctx, p, ip->saddr, ip->daddr, &fib);
+		rc = fib_route(ctx, p, ip->saddr, ip->daddr, fib);
 		if (rc == CGNAT_PASS_LOCAL)
 			return rc;
 		return p->unsupported ? p->unsupported : CGNAT_DROP_ICMP_TYPE;
@@ -303,21 +305,21 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		hairpin_static = tb.flags & CGNAT_BIND_STATIC;
 		ns.s.flags = CGNAT_SESS_HAIRPIN;
 		hairpin = 1;
-		rc = route(ctx, p, ext.addr, new_dst, &fib);
+		rc = route(ctx, p, ext.addr, new_dst, fib);
 	} else {
 		new_dst = ip->daddr;
 		new_dport = *p->dport;
-		rc = route(ctx, p, ext.addr, ip->daddr, &fib);
+		rc = route(ctx, p, ext.addr, ip->daddr, fib);
 		if (rc == CGNAT_CONTINUE &&
 		    exempt(ip->daddr, p->proto == IPPROTO_ICMP ? 0 : *p->dport)) {
 			/* forwarded as it is (RFC 6888 REQ-6) */
-			rc = egress_ready(ctx, p, rc, &fib);
+			rc = egress_ready(ctx, p, rc, fib);
 			if (rc == CGNAT_CONTINUE)
-				rc = forward(p, &fib);
+				rc = forward(p, fib);
 			return rc == CGNAT_CONTINUE ? CGNAT_FWD_EXEMPT : rc;
 		}
 	}
-	rc = egress_ready(ctx, p, rc, &fib);
+	rc = egress_ready(ctx, p, rc, fib);
 	if (rc != CGNAT_CONTINUE)
 		return rc;
 
@@ -431,7 +433,7 @@ established:
 		new_dst = ip->daddr;
 		new_dport = *p->dport;
 	}
-	rc = egress_ready(ctx, p, route(ctx, p, ext.addr, new_dst, &fib), &fib);
+	rc = egress_ready(ctx, p, route(ctx, p, ext.addr, new_dst, fib), fib);
 	if (rc != CGNAT_CONTINUE)
 		return rc;
 	session_touch(s, now, ev, 1);
@@ -445,10 +447,10 @@ translate:
 	if (hairpin) {
 		rewrite_endpoint(p, ADDR_DST, new_dst, new_dport);
 		frag_remember(p, &orig, CGNAT_FWD_HAIRPIN);
-		rc = forward(p, &fib);
+		rc = forward(p, fib);
 		return rc == CGNAT_CONTINUE ? CGNAT_FWD_HAIRPIN : rc;
 	}
-	rc = forward(p, &fib);
+	rc = forward(p, fib);
 	return rc == CGNAT_CONTINUE ? CGNAT_FWD_OUT : rc;
 }
 
@@ -466,13 +468,15 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 	/* the session being looked up or made: its key, its value */
 	struct cgnat_session_slot ns = {};
 	struct cgnat_session *s;
-	struct bpf_fib_lookup fib;
+	struct bpf_fib_lookup *fib = packet_fib();
 	__be32 int_addr;
 	__be16 int_port;
 	__u64 now;
 	__u32 ev;
 	int rc;
 
+	if (!fib)
+		return CGNAT_DROP_FIB_OTHER;
 	/* (sport/dport are set whenever unsupported is 0; the NULL test is
 	 * for the verifier, which cannot correlate the two) */
 	if (p->unsupported || !p->sport || !p->dport ||
@@ -512,10 +516,10 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 		int_port = b.port;
 	}
 
-	rc = route(ctx, p, ip->saddr, int_addr, &fib);
+	rc = route(ctx, p, ip->saddr, int_addr, fib);
 	if (rc == CGNAT_PASS_LOCAL)
 		return CGNAT_DROP_FIB_OTHER;
-	rc = egress_ready(ctx, p, rc, &fib);
+	rc = egress_ready(ctx, p, rc, fib);
 	if (rc != CGNAT_CONTINUE)
 		return rc;
 
@@ -538,7 +542,7 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 	mss_clamp(p);
 	rewrite_endpoint(p, ADDR_DST, int_addr, int_port);
 	frag_remember(p, &orig, CGNAT_FWD_IN);
-	rc = forward(p, &fib);
+	rc = forward(p, fib);
 	return rc == CGNAT_CONTINUE ? CGNAT_FWD_IN : rc;
 }
 
@@ -546,13 +550,15 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 static __always_inline int nat_other(struct xdp_md *ctx, struct pkt *p,
 				     __u32 side)
 {
-	struct bpf_fib_lookup fib;
+	struct bpf_fib_lookup *fib = packet_fib();
 	int rc;
 
+	if (!fib)
+		return CGNAT_DROP_FIB_OTHER;
 	if (side == CGNAT_SIDE_INTERNAL) {
 		/* source is no subscriber: only the router may be its target
 		 * (RFC 6888 section 7, ingress filtering) */
-		rc = fib_route(ctx, p, p->ip->saddr, p->ip->daddr, &fib);
+		rc = fib_route(ctx, p, p->ip->saddr, p->ip->daddr, fib);
 		return rc == CGNAT_PASS_LOCAL ? rc : CGNAT_DROP_SPOOFED;
 	}
 	if (lpm_has(&pool_prefixes, p->ip->daddr))
@@ -563,12 +569,12 @@ static __always_inline int nat_other(struct xdp_md *ctx, struct pkt *p,
 		if (!exempt(p->ip->saddr, p->sport && p->proto != IPPROTO_ICMP ?
 						  *p->sport : 0))
 			return CGNAT_DROP_TO_INTERNAL;
-		rc = fib_route(ctx, p, p->ip->saddr, p->ip->daddr, &fib);
+		rc = fib_route(ctx, p, p->ip->saddr, p->ip->daddr, fib);
 		if (rc == CGNAT_PASS_LOCAL)
 			return CGNAT_DROP_TO_INTERNAL;
-		rc = egress_ready(ctx, p, rc, &fib);
+		rc = egress_ready(ctx, p, rc, fib);
 		if (rc == CGNAT_CONTINUE)
-			rc = forward(p, &fib);
+			rc = forward(p, fib);
 		return rc == CGNAT_CONTINUE ? CGNAT_FWD_EXEMPT : rc;
 	}
 	return CGNAT_PASS_NOT_NAT;

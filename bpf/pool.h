@@ -261,6 +261,34 @@ static __always_inline int claim(struct cgnat_endpoint *ek, __u16 port,
 	return err == -EEXIST ? 1 : -1;
 }
 
+/* One try of a random port search (bpf_loop callback, so the verifier
+ * checks one try, not each): try c->first + i for source port c->start
+ * (dynamic), or a random port of the subscriber's range (deterministic)
+ * or block (port-block) from c->base. Its state lives in the per-CPU
+ * probe_scratch map, not on the (full) stack. */
+static long claim_try(__u32 i, void *data)
+{
+	__u32 k = 0;
+	struct cgnat_probe *c = bpf_map_lookup_elem(&probe_scratch, &k);
+	__u16 port;
+	int r;
+
+	if (!c)
+		return 1;
+	if (ALLOC_MODE == CGNAT_ALLOC_DYNAMIC)
+		port = port_candidate(c->start, c->ek.proto, c->first + i);
+	else if (ALLOC_MODE == CGNAT_ALLOC_DET)
+		port = c->base + bpf_get_prandom_u32() % DET_PORTS;
+	else
+		port = c->base + bpf_get_prandom_u32() % BLOCK_SIZE;
+	r = claim(&c->ek, port, &c->rev);
+	if (r <= 0) {
+		c->result = r;
+		return 1;
+	}
+	return 0;
+}
+
 /* Sequential probe of a block (bpf_loop callback); its state lives in the
  * per-CPU probe_scratch map, not on the (full) stack. */
 static long probe_one(__u32 i, void *data)
@@ -285,25 +313,22 @@ static long probe_one(__u32 i, void *data)
 static __always_inline int claim_in_block(struct cgnat_endpoint *ek,
 					  struct cgnat_binding *rev, __u32 nb)
 {
-	__u32 t, k = 0, base = CGNAT_PORT_MIN + nb * BLOCK_SIZE;
-	struct cgnat_probe *c;
-	int r;
+	__u32 k = 0, base = CGNAT_PORT_MIN + nb * BLOCK_SIZE;
+	struct cgnat_probe *c = bpf_map_lookup_elem(&probe_scratch, &k);
 
-	for (t = 0; t < BLOCK_PORT_TRIES; t++) {
-		r = claim(ek, base + bpf_get_prandom_u32() % BLOCK_SIZE, rev);
-		if (r <= 0)
-			return r;
-	}
-	c = bpf_map_lookup_elem(&probe_scratch, &k);
 	if (!c)
 		return 1;
 	c->ek = *ek;
 	c->rev = *rev;
 	c->base = base;
-	c->start = bpf_get_prandom_u32() % BLOCK_SIZE;
+	c->first = 0;
 	c->result = 1;
-	bpf_loop(BLOCK_SIZE < BLOCK_PROBE_MAX ? BLOCK_SIZE : BLOCK_PROBE_MAX,
-		 probe_one, 0, 0);
+	bpf_loop(BLOCK_PORT_TRIES, claim_try, 0, 0);
+	if (c->result > 0) {
+		c->start = bpf_get_prandom_u32() % BLOCK_SIZE;
+		bpf_loop(BLOCK_SIZE < BLOCK_PROBE_MAX ? BLOCK_SIZE : BLOCK_PROBE_MAX,
+			 probe_one, 0, 0);
+	}
 	ek->port = c->ek.port;
 	return c->result;
 }
@@ -381,8 +406,8 @@ static __always_inline int claim_port(struct cgnat_endpoint *ik,
 				      struct cgnat_endpoint *ek,
 				      struct cgnat_binding *rev, __u64 now)
 {
-	__u32 i = 0;
-	int r;
+	struct cgnat_probe *c;
+	__u32 i = 0, k = 0;
 
 	if (ALLOC_MODE == CGNAT_ALLOC_PBA)
 		return claim_pba(ek, rev, now);
@@ -396,16 +421,19 @@ static __always_inline int claim_port(struct cgnat_endpoint *ik,
 		if (bpf_map_lookup_elem(&bind_in, ek))
 			i = 1;
 	}
-	for (; i < PORT_TRIES; i++) {
-		if (ALLOC_MODE == CGNAT_ALLOC_DET)
-			r = claim(ek, s->det_lo + bpf_get_prandom_u32() % DET_PORTS,
-				  rev);
-		else
-			r = claim(ek, port_candidate(bpf_ntohs(ik->port), ik->proto, i),
-				  rev);
-		if (r <= 0)
-			return r ? CGNAT_DROP_TABLE_FULL : CGNAT_CONTINUE;
-	}
+	c = bpf_map_lookup_elem(&probe_scratch, &k);
+	if (!c)
+		return CGNAT_DROP_TABLE_FULL;
+	c->ek = *ek;
+	c->rev = *rev;
+	c->base = s->det_lo;
+	c->start = bpf_ntohs(ik->port);
+	c->first = i;
+	c->result = 1;
+	bpf_loop(PORT_TRIES - i, claim_try, 0, 0);
+	ek->port = c->ek.port;
+	if (c->result <= 0)
+		return c->result ? CGNAT_DROP_TABLE_FULL : CGNAT_CONTINUE;
 	return CGNAT_DROP_PORTS_EXHAUSTED;
 }
 

@@ -37,6 +37,15 @@
 #define AF_INET 2
 #endif
 
+/* The FIB query of the packet being handled, in per-CPU scratch (one
+ * packet at a time per CPU); NULL only if the map is broken. */
+static __always_inline struct bpf_fib_lookup *packet_fib(void)
+{
+	__u32 k = 0;
+
+	return bpf_map_lookup_elem(&fib_scratch, &k);
+}
+
 /*
  * bpf_fib_lookup() through the route cache: same contract (*fib in, answer
  * in *fib, BPF_FIB_LKUP_RET_* out). A global function, so the verifier

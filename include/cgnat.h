@@ -570,14 +570,14 @@ struct cgnat_block {
 	__u32 _pad;
 };
 
-/* Scratch state of a sequential port search (per-CPU map probe_scratch). */
+/* Scratch state of a port search (per-CPU map probe_scratch, bpf/pool.h). */
 struct cgnat_probe {
 	struct cgnat_endpoint ek;
 	struct cgnat_binding rev;
-	__u32 base;
-	__u32 start;
-	__s32 result;
-	__u32 _pad;
+	__u32 base;   /* first port of the block or range searched */
+	__u32 start;  /* where a sequential probe starts; the source port */
+	__s32 result; /* 0 claimed, 1 none found, -1 table full */
+	__u32 first;  /* the number of the search's first try */
 };
 
 /* The blocks of a subscriber: (subscriber, slot) -> block number. */
