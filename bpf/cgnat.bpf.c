@@ -164,6 +164,7 @@ enum cgnat_sweep_limits _btf_sweep_limits = CGNAT_SWEEP_UDP_PORTS;
 enum cgnat_sweep_class _btf_sweep_class = CGNAT_SC_TCP_EST;
 enum cgnat_sweep_mode _btf_sweep_mode = CGNAT_SWEEP_FULL;
 enum cgnat_sweep_flags _btf_sweep_flags = CGNAT_SWEEP_FILTER;
+enum cgnat_slot_kind _btf_slot_kind = CGNAT_KIND_BIND_OUT;
 struct cgnat_sweep _btf_sweep = {};
 enum cgnat_session_table _btf_session_table = CGNAT_SEG_SLOTS;
 enum cgnat_slot_state _btf_slot_state = CGNAT_SLOT_EMPTY;

@@ -48,11 +48,14 @@ const volatile __u32 RATE_NEW = 0;
 const volatile __u8 HAS_EXEMPT = 0;
 /* Key of the IP ID hash (frag.h); random, set by the daemon. */
 const volatile __u32 ID_SECRET = 0;
-/* The session table (bpf/sessions.h): its segments, the
- * sessions it may hold, and the key of its hash (random, set by the
- * daemon, and kept with the pinned table). */
+/* The session table (bpf/sessions.h): the segments of its sessions and
+ * the sessions it may hold, the segments of bindings' outbound halves
+ * after them and the bindings it may hold, and the key of its hash
+ * (random, set by the daemon, and kept with the pinned table). */
 const volatile __u32 SESSION_SEGS = 1;
 const volatile __u32 MAX_SESSIONS = 32;
+const volatile __u32 BIND_SEGS = 1;
+const volatile __u32 MAX_BINDINGS = 32;
 const volatile __u64 SESSION_SEED = 0;
 /* Clamp the MSS option of TCP SYNs to at most this (0: off). */
 const volatile __u16 MSS_CLAMP = 0;

@@ -31,6 +31,7 @@
 #include "parse.h"
 #include "rewrite.h"
 #include "route.h"
+#include "sessions.h"
 
 /* Store a 16/32-bit field inside the ICMP message, updating its checksum. */
 static __always_inline void icmp_store16(__sum16 *csum, __be16 *field, __be16 v)
@@ -147,9 +148,9 @@ static __always_inline int nat_icmp_error_in(struct xdp_md *ctx, struct pkt *p)
 static __always_inline int nat_icmp_error_out(struct xdp_md *ctx, struct pkt *p)
 {
 	struct iphdr *ip = p->ip, *in = p->inner;
-	struct cgnat_endpoint ik = {};
+	struct cgnat_session_key ik = { .kind = CGNAT_KIND_BIND_OUT };
 	struct bpf_fib_lookup *fib = packet_fib();
-	struct cgnat_binding *b, tb;
+	struct cgnat_binding b, tb;
 	__be32 ext_addr, new_dst = ip->daddr, tgt_addr = 0;
 	__be16 ext_port, tgt_port = 0;
 	int rc;
@@ -158,19 +159,19 @@ static __always_inline int nat_icmp_error_out(struct xdp_md *ctx, struct pkt *p)
 		return CGNAT_DROP_FIB_OTHER;
 	if (!lpm_has(&internal_prefixes, ip->saddr))
 		return CGNAT_CONTINUE;
-	b = 0;
+	b.addr = 0;
 	if (ip->saddr == in->daddr && p->inner_proto != IPPROTO_ICMP) {
-		ik.addr = in->daddr;
-		ik.port = *p->inner_dport;
+		ik.ext_addr = in->daddr;
+		ik.ext_port = *p->inner_dport;
 		ik.proto = p->inner_proto;
-		b = bpf_map_lookup_elem(&bind_out, &ik);
+		binding_out(&ik, &b);
 	}
-	if (!b) {
+	if (!b.addr) {
 		rc = fib_route(ctx, p, ip->saddr, ip->daddr, fib);
 		return rc == CGNAT_PASS_LOCAL ? rc : CGNAT_DROP_NO_BINDING;
 	}
-	ext_addr = b->addr;
-	ext_port = b->port;
+	ext_addr = b.addr;
+	ext_port = b.port;
 	if (!icmp_error_csum_ok(p))
 		return CGNAT_DROP_ICMP_CSUM;
 

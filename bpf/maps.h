@@ -125,15 +125,8 @@ struct {
 	__type(value, __be32);
 } pool_addrs SEC(".maps");
 
-/* Outbound bindings: internal endpoint -> external endpoint. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, struct cgnat_endpoint);
-	__type(value, struct cgnat_binding);
-} bind_out SEC(".maps");
-
-/* Inbound bindings: external endpoint -> internal endpoint. Also holds
+/* Inbound bindings: external endpoint -> internal endpoint (the outbound
+ * halves are slots of the session table, include/cgnat.h). Also holds
  * quarantined ports (CGNAT_BIND_QUARANTINE), so its size bounds the
  * number of external ports in use. */
 struct {
@@ -185,9 +178,9 @@ static __always_inline int binding_in(__be32 addr, __be16 port, __u8 proto,
 	return !(out->flags & CGNAT_BIND_QUARANTINE);
 }
 
-/* Sessions, keyed in the external realm (struct cgnat_session_key): the
- * session table of include/cgnat.h, one element per segment (bpf/sessions.h
- * reads and writes it). */
+/* Sessions, keyed in the external realm (struct cgnat_session_key), and
+ * bindings' outbound halves: the session table of include/cgnat.h, one
+ * element per segment (bpf/sessions.h reads and writes it). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -208,10 +201,12 @@ struct {
 	__type(value, struct cgnat_seg_lock);
 } session_locks SEC(".maps");
 
-/* The number of sessions in sessions: at most MAX_SESSIONS (rodata). */
+/* The number of slots of each kind (enum cgnat_slot_kind) in sessions:
+ * at most MAX_SESSIONS sessions and MAX_BINDINGS outbound halves
+ * (rodata). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, CGNAT_KIND__MAX);
 	__type(key, __u32);
 	__type(value, __u64);
 } session_count SEC(".maps");

@@ -138,13 +138,6 @@ static __always_inline int refuse(struct xdp_md *ctx, struct pkt *p, int reason)
 	return icmp_host_unreach(ctx, p, reason);
 }
 
-/* The verdict of a failed cgnat_session_put(): its segment stayed locked,
- * or there is no room. */
-static __always_inline int session_put_failed(int err)
-{
-	return err == -EBUSY ? CGNAT_DROP_TABLE_BUSY : CGNAT_DROP_TABLE_FULL;
-}
-
 /* Make sure the session n->key exists, created as n->s if it does not;
  * never evicts (a full table refuses). One that another CPU created
  * meanwhile is shared. */
@@ -233,16 +226,17 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	struct cgnat_frag_key orig = { .saddr = ip->saddr, .daddr = ip->daddr,
 				       .id = ip->id, .proto = ip->protocol };
 	struct cgnat_endpoint ik = {};
-	/* the session being looked up or made: its key, its value */
+	/* the session being looked up or made: its key, its value (first
+	 * the key of the binding's outbound half) */
 	struct cgnat_session_slot ns = {};
 	struct cgnat_session_key tk = {};
 	struct cgnat_session *s = 0, *t = 0;
 	struct cgnat_subscriber *sub = 0;
-	struct cgnat_binding ext = {}, *b;
+	struct cgnat_binding ext = {};
 	struct bpf_fib_lookup *fib = packet_fib();
 	__be32 new_dst;
 	__be16 new_dport;
-	__u8 hairpin_static = 0, hairpin = 0;
+	__u8 hairpin_static = 0, hairpin = 0, bound;
 	__u64 now;
 	__u32 ev;
 	int rc;
@@ -262,12 +256,15 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	ik.addr = ip->saddr;
 	ik.port = *p->sport;
 	ik.proto = p->proto;
-	b = bpf_map_lookup_elem(&bind_out, &ik);
-	if (b) {
-		ext.addr = b->addr;
-		ext.port = b->port;
-		ns.key.ext_addr = b->addr;
-		ns.key.ext_port = b->port;
+	ns.key.ext_addr = ik.addr;
+	ns.key.ext_port = ik.port;
+	ns.key.proto = ik.proto;
+	ns.key.kind = CGNAT_KIND_BIND_OUT;
+	bound = binding_out(&ns.key, &ext);
+	ns.key.kind = CGNAT_KIND_SESSION;
+	if (bound) {
+		ns.key.ext_addr = ext.addr;
+		ns.key.ext_port = ext.port;
 		ns.key.rem_addr = ip->daddr;
 		ns.key.rem_port = remote_port(p, *p->dport);
 		ns.key.proto = p->proto;
@@ -324,7 +321,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		return rc;
 
 	now = p->now;
-	if (!b) {
+	if (!bound) {
 		sub = subscriber_get(ip->saddr, now, &rc);
 		if (!sub)
 			return rc == CGNAT_DROP_NOT_OWNER ? rc : refuse(ctx, p, rc);

@@ -42,6 +42,7 @@
 #include "events.h"
 #include "maps.h"
 #include "parse.h"
+#include "sessions.h"
 
 /* Random ports tried after the source port itself; failing them all
  * counts as exhaustion. */
@@ -445,10 +446,10 @@ static __always_inline int binding_create(struct cgnat_endpoint *ik,
 {
 	struct cgnat_endpoint ek = { .addr = s->ext_addr, .proto = ik->proto };
 	struct cgnat_binding rev = { .addr = ik->addr, .port = ik->port };
-	struct cgnat_binding fwd = { .addr = s->ext_addr };
-	struct cgnat_binding *b;
-	__u32 pi = proto_idx(ik->proto);
-	int err; /* int: see session_get() in nat.h */
+	struct cgnat_session_slot *n, *w;
+	__u32 pi = proto_idx(ik->proto), k = 0;
+	struct cgnat_probe *c;
+	int r;
 	int rc;
 
 	rc = subscriber_admit(s, ik->proto, now);
@@ -458,10 +459,24 @@ static __always_inline int binding_create(struct cgnat_endpoint *ik,
 	if (rc != CGNAT_CONTINUE)
 		return rc;
 
-	fwd.port = ek.port;
-	err = bpf_map_update_elem(&bind_out, ik, &fwd, BPF_NOEXIST);
-	if (err == 0) {
-		*out = fwd;
+	/* the outbound half, built in per-CPU scratch: the stack is full */
+	c = bpf_map_lookup_elem(&probe_scratch, &k);
+	if (!c) {
+		bpf_map_delete_elem(&bind_in, &ek);
+		return CGNAT_DROP_TABLE_FULL;
+	}
+	n = &c->slot;
+	__builtin_memset(n, 0, sizeof(*n));
+	n->key.ext_addr = ik->addr;
+	n->key.ext_port = ik->port;
+	n->key.proto = ik->proto;
+	n->key.kind = CGNAT_KIND_BIND_OUT;
+	n->s.int_addr = ek.addr;
+	n->s.int_port = ek.port;
+	r = cgnat_session_put(n, CGNAT_SOP_INSERT);
+	if (r >= 0 && !(r & CGNAT_SLOT_OLD)) {
+		out->addr = ek.addr;
+		out->port = ek.port;
 		if (pi < CGNAT_PI__MAX)
 			__sync_fetch_and_add(&s->ports[pi], 1);
 		s->last_alloc_ns = now;
@@ -469,17 +484,15 @@ static __always_inline int binding_create(struct cgnat_endpoint *ik,
 		return CGNAT_CONTINUE;
 	}
 	bpf_map_delete_elem(&bind_in, &ek);
-	if (err != -EEXIST)
-		return CGNAT_DROP_TABLE_FULL;
+	if (r < 0)
+		return session_put_failed(r);
 	/* another CPU created this binding meanwhile: use it */
-	b = bpf_map_lookup_elem(&bind_out, ik);
-	barrier_var(b);
-	if (b) {
-		out->addr = b->addr;
-		out->port = b->port;
-		return CGNAT_CONTINUE;
-	}
-	return CGNAT_DROP_TABLE_FULL;
+	w = session_slot((__u32)r & ~CGNAT_SLOT_OLD);
+	if (!w)
+		return CGNAT_DROP_TABLE_FULL;
+	out->addr = w->s.int_addr;
+	out->port = w->s.int_port;
+	return CGNAT_CONTINUE;
 }
 
 #endif /* CGNAT_POOL_H */

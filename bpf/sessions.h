@@ -3,6 +3,9 @@
  * sessions.h - the session table (include/cgnat.h, struct
  * cgnat_session_seg): lookup, insert, update, delete and the reclaim of
  * tombstones, for the data path, the sweep and the daemon's operations.
+ * It holds sessions and the outbound halves of bindings (enum
+ * cgnat_slot_kind): "session" below is a slot of either kind; each kind
+ * has its own segments and its own count.
  *
  * Contract:
  * - session_lookup() takes no lock. It returns the live session of a key
@@ -39,12 +42,16 @@
 #ifndef EBUSY
 #define EBUSY 16
 #endif
+#ifndef EINVAL
+#define EINVAL 22
+#endif
 
 #define PICK_NONE 0xffffu
 #define PICK_FOUND 0x10000u
 
-/* The key of session_count, in .rodata: no stack slot for it. */
-static const __u32 session_count_key = 0;
+/* The keys of session_count, in .rodata: no stack slot for them. */
+static const __u32 session_count_key = CGNAT_KIND_SESSION;
+static const __u32 bind_count_key = CGNAT_KIND_BIND_OUT;
 
 /* A keyed mix of the key's fields: the segment from the high half, the
  * home slot from the low half. Remote ports and addresses are chosen by
@@ -52,7 +59,8 @@ static const __u32 session_count_key = 0;
 static __always_inline __u64 session_hash(const struct cgnat_session_key *k)
 {
 	__u64 a = ((__u64)k->ext_addr << 32 | k->rem_addr) ^ SESSION_SEED;
-	__u64 b = (__u64)k->ext_port << 24 | (__u64)k->rem_port << 8 | k->proto;
+	__u64 b = (__u64)k->kind << 40 | (__u64)k->ext_port << 24 |
+		  (__u64)k->rem_port << 8 | k->proto;
 	__u64 h = a * 0x9e3779b97f4a7c15ULL;
 
 	h ^= (b ^ (SESSION_SEED >> 17)) * 0xc2b2ae3d27d4eb4fULL;
@@ -62,11 +70,20 @@ static __always_inline __u64 session_hash(const struct cgnat_session_key *k)
 	return h;
 }
 
-/* The segment of a hash: its high half scaled to SESSION_SEGS (a
- * multiply and a shift, for any number of segments). */
-static __always_inline __u32 session_seg_of(__u64 h)
+/* The segment of a hash: its high half scaled to its kind's region, the
+ * first SESSION_SEGS segments for sessions and the BIND_SEGS after them
+ * for bindings (a multiply and a shift, for any number of segments). */
+static __always_inline __u32 session_seg_of(__u64 h, __u8 kind)
 {
+	if (kind == CGNAT_KIND_BIND_OUT)
+		return SESSION_SEGS + (__u32)(((h >> 32) * (__u64)BIND_SEGS) >> 32);
 	return (__u32)(((h >> 32) * (__u64)SESSION_SEGS) >> 32);
+}
+
+/* How many slots of a kind the table may hold. */
+static __always_inline __u64 slot_limit(__u8 kind)
+{
+	return kind == CGNAT_KIND_BIND_OUT ? MAX_BINDINGS : MAX_SESSIONS;
 }
 
 #define SLOT_MASK (CGNAT_SEG_SLOTS - 1)
@@ -83,7 +100,7 @@ static __always_inline int session_key_eq(const struct cgnat_session_key *a,
 {
 	return a->ext_addr == b->ext_addr && a->rem_addr == b->rem_addr &&
 	       a->ext_port == b->ext_port && a->rem_port == b->rem_port &&
-	       a->proto == b->proto;
+	       a->proto == b->proto && a->kind == b->kind;
 }
 
 /* The state of a slot, read once (another CPU may be changing it). */
@@ -105,7 +122,7 @@ __noinline int cgnat_session_find(const struct cgnat_session_key *k)
 	if (!k)
 		return -1;
 	h = session_hash(k);
-	si = session_seg_of(h);
+	si = session_seg_of(h, k->kind);
 	seg = bpf_map_lookup_elem(&sessions, &si);
 	if (!seg)
 		return -1;
@@ -151,6 +168,30 @@ static __always_inline struct cgnat_session *session_lookup(const struct cgnat_s
 		return 0;
 	barrier_var(seg);
 	return &seg->slot[at & SLOT_MASK].s;
+}
+
+/* The outbound half of the binding keyed by *k (CGNAT_KIND_BIND_OUT,
+ * include/cgnat.h) as one word (union cgnat_binding_word), read with one
+ * load from the first 8 bytes of its slot's value; 0 if there is none (a
+ * binding's external address is never 0). A global function, so the
+ * verifier checks it once and its callers get a plain value. */
+__noinline __u64 cgnat_binding_out(const struct cgnat_session_key *k)
+{
+	struct cgnat_session_slot *s = session_slot((__u32)cgnat_session_find(k));
+
+	if (!s)
+		return 0;
+	return *(volatile const __u64 *)&s->s;
+}
+
+/* The same into *out: 1 if there is one. */
+static __always_inline int binding_out(const struct cgnat_session_key *k,
+				       struct cgnat_binding *out)
+{
+	union cgnat_binding_word w = { .raw = cgnat_binding_out(k) };
+
+	*out = w.b;
+	return w.raw != 0;
 }
 
 /*
@@ -216,13 +257,16 @@ static __always_inline void seg_unlock(struct cgnat_seg_lock *lk)
 	__sync_fetch_and_add(&lk->version, 1);
 }
 
-/* The count of sessions, one more or less. Looked up again each time, so
- * that no pointer to it lives across a call (on the callers' stack). */
-static __always_inline __u64 session_count_add(__s64 d)
+/* The count of a kind's slots, one more or less; returns the count before.
+ * Looked up again each time, so that no pointer to it lives across a call
+ * (on the callers' stack). */
+static __always_inline __u64 session_count_add(__u8 kind, __s64 d)
 {
-	__u64 *count = bpf_map_lookup_elem(&session_count, &session_count_key);
+	__u64 *count = bpf_map_lookup_elem(&session_count,
+					   kind == CGNAT_KIND_BIND_OUT ? &bind_count_key :
+									 &session_count_key);
 
-	return count ? __sync_fetch_and_add(count, d) : MAX_SESSIONS;
+	return count ? __sync_fetch_and_add(count, d) : slot_limit(kind);
 }
 
 /*
@@ -231,7 +275,8 @@ static __always_inline __u64 session_count_add(__s64 d)
  * cgnat_session_find()), plus CGNAT_SLOT_OLD when the key was there
  * (CGNAT_SOP_INSERT then leaves its value as it was); -ENOENT when
  * CGNAT_SOP_UPDATE finds no session; -E2BIG when a new key finds the
- * table at MAX_SESSIONS or its segment full. A new session takes its
+ * table at its kind's limit (MAX_SESSIONS, MAX_BINDINGS) or its segment
+ * full. A new session takes its
  * place in the count before the lock, and gives it back if it was not
  * added after all.
  *
@@ -255,24 +300,25 @@ __noinline int cgnat_session_put(const struct cgnat_session_slot *n, __u32 kind)
 
 	if (!n)
 		return -ENOENT;
-	if (kind != CGNAT_SOP_UPDATE && session_count_add(1) >= MAX_SESSIONS) {
-		session_count_add(-1);
+	if (kind != CGNAT_SOP_UPDATE &&
+	    session_count_add(n->key.kind, 1) >= slot_limit(n->key.kind)) {
+		session_count_add(n->key.kind, -1);
 		/* full: a present key is still found (and updated) */
 		kind = kind == CGNAT_SOP_UPSERT ? CGNAT_SOP_UPDATE : CGNAT_SOP_GET;
 	}
 	h = session_hash(&n->key);
-	key = session_seg_of(h);
+	key = session_seg_of(h, n->key.kind);
 	at = (key << SEG_SHIFT | ((__u32)h & SLOT_MASK)) << 2 | (kind & 3);
 	seg = bpf_map_lookup_elem(&sessions, &key);
 	lk = bpf_map_lookup_elem(&session_locks, &key);
 	if (!seg || !lk) {
 		if ((at & 3) == CGNAT_SOP_INSERT || (at & 3) == CGNAT_SOP_UPSERT)
-			session_count_add(-1);
+			session_count_add(n->key.kind, -1);
 		return -E2BIG;
 	}
 	if (!seg_lock_inline(lk)) {
 		if ((at & 3) == CGNAT_SOP_INSERT || (at & 3) == CGNAT_SOP_UPSERT)
-			session_count_add(-1);
+			session_count_add(n->key.kind, -1);
 		return -EBUSY;
 	}
 	for (i = 0; i < CGNAT_SEG_SLOTS; i++) {
@@ -300,7 +346,7 @@ __noinline int cgnat_session_put(const struct cgnat_session_slot *n, __u32 kind)
 		seg_unlock(lk);
 		/* not added: the place taken in the count goes back */
 		if (kind != CGNAT_SOP_UPDATE && kind != CGNAT_SOP_GET)
-			session_count_add(-1);
+			session_count_add(n->key.kind, -1);
 		/* (an upsert that found the table full gets -ENOENT here:
 		 * session_op_cb() tells) */
 		return pick == PICK_NONE || kind == CGNAT_SOP_GET ? -E2BIG : -ENOENT;
@@ -311,7 +357,7 @@ __noinline int cgnat_session_put(const struct cgnat_session_slot *n, __u32 kind)
 			s->s = n->s;
 		seg_unlock(lk);
 		if (kind == CGNAT_SOP_INSERT || kind == CGNAT_SOP_UPSERT)
-			session_count_add(-1);
+			session_count_add(n->key.kind, -1);
 		return (int)(((at >> 2) & ~SLOT_MASK) | j | CGNAT_SLOT_OLD);
 	}
 	s->key.ext_addr = n->key.ext_addr;
@@ -319,6 +365,7 @@ __noinline int cgnat_session_put(const struct cgnat_session_slot *n, __u32 kind)
 	s->key.ext_port = n->key.ext_port;
 	s->key.rem_port = n->key.rem_port;
 	s->key.proto = n->key.proto;
+	s->key.kind = n->key.kind;
 	s->key.slot_dist = (j - (at >> 2)) & SLOT_MASK;
 	s->s = n->s;
 	/* the state last: a reader that sees it live sees the key */
@@ -328,11 +375,18 @@ __noinline int cgnat_session_put(const struct cgnat_session_slot *n, __u32 kind)
 	return (int)(((at >> 2) & ~SLOT_MASK) | j);
 }
 
+/* The verdict of a failed cgnat_session_put(): its segment stayed locked,
+ * or there is no room. */
+static __always_inline int session_put_failed(int err)
+{
+	return err == -EBUSY ? CGNAT_DROP_TABLE_BUSY : CGNAT_DROP_TABLE_FULL;
+}
+
 /* Slot s of a segment whose lock the caller holds becomes a tombstone. */
-static __always_inline void session_kill_locked(struct cgnat_session_slot *s, __u64 *count)
+static __always_inline void session_kill_locked(struct cgnat_session_slot *s)
 {
 	*(volatile __u8 *)&s->key.slot_state = CGNAT_SLOT_DEAD;
-	__sync_fetch_and_add(count, -1);
+	session_count_add(s->key.kind, -1);
 }
 
 /*
@@ -415,7 +469,6 @@ static __always_inline int session_delete(const struct cgnat_session_key *k)
 	struct cgnat_session_seg *seg;
 	struct cgnat_seg_lock *lk;
 	__u32 si, j;
-	__u64 *count;
 	int at = cgnat_session_find(k), r = -ENOENT;
 
 	if (at < 0)
@@ -424,15 +477,14 @@ static __always_inline int session_delete(const struct cgnat_session_key *k)
 	j = (__u32)at & SLOT_MASK;
 	seg = bpf_map_lookup_elem(&sessions, &si);
 	lk = bpf_map_lookup_elem(&session_locks, &si);
-	count = bpf_map_lookup_elem(&session_count, &session_count_key);
-	if (!seg || !lk || !count)
+	if (!seg || !lk)
 		return -ENOENT;
 	s = &seg->slot[j];
 	if (!seg_lock(lk))
 		return -EBUSY;
 	/* found without the lock: still the same session? */
 	if (s->key.slot_state == CGNAT_SLOT_LIVE && session_key_eq(&s->key, k)) {
-		session_kill_locked(s, count);
+		session_kill_locked(s);
 		r = 0;
 	}
 	seg_unlock(lk);
@@ -457,7 +509,10 @@ static long session_op_cb(__u32 i, void *ctx)
 	op = &session_ops_run.op[i];
 	op->key.slot_state = 0;
 	op->key.slot_dist = 0;
-	op->key._pad = 0;
+	if (op->key.kind >= CGNAT_KIND__MAX) {
+		op->result = -EINVAL;
+		return 0;
+	}
 	switch (op->kind) {
 	case CGNAT_SOP_GET:
 		s = session_lookup(&op->key);

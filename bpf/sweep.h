@@ -24,8 +24,8 @@
  *    that is static, used (its bit in sweep_live, or CGNAT_BIND_LIVE) or
  *    not yet marked CGNAT_BIND_IDLE is live
  *    (IDLE set on a bare one, cleared on a used one; counted per
- *    subscriber and per port block); any other is released: its bind_out
- *    entry is deleted, its port quarantined (RFC 6888 REQ-8) or freed,
+ *    subscriber and per port block); any other is released: its outbound
+ *    half is deleted, its port quarantined (RFC 6888 REQ-8) or freed,
  *    and a record goes to sweep_out for the NAT log. When sweep_out is
  *    full the binding is marked CGNAT_BIND_PENDING instead and a
  *    CGNAT_SWEEP_RELEASE run releases it;
@@ -268,15 +268,14 @@ static __always_inline void sweep_filter_seen(const struct cgnat_session_key *k)
 static __always_inline int sweep_kill(__u32 si, struct cgnat_session_slot *s)
 {
 	struct cgnat_seg_lock *lk = bpf_map_lookup_elem(&session_locks, &si);
-	__u64 *count = bpf_map_lookup_elem(&session_count, &session_count_key);
 	int killed = 0;
 
-	if (!lk || !count)
+	if (!lk)
 		return 0;
 	if (!seg_lock(lk))
 		return 0;
 	if (s->key.slot_state == CGNAT_SLOT_LIVE && (s->s.flags & CGNAT_SESS_DYING)) {
-		session_kill_locked(s, count);
+		session_kill_locked(s);
 		killed = 1;
 	}
 	seg_unlock(lk);
@@ -402,8 +401,9 @@ static long sweep_seg_cb(__u32 si, void *ctx)
 static __always_inline void sweep_release(const struct cgnat_endpoint *ek,
 					  struct cgnat_binding *b)
 {
-	struct cgnat_endpoint ik = {
-		.addr = b->addr, .port = b->port, .proto = ek->proto,
+	struct cgnat_session_key ik = {
+		.ext_addr = b->addr, .ext_port = b->port, .proto = ek->proto,
+		.kind = CGNAT_KIND_BIND_OUT,
 	};
 	struct cgnat_binding q = {
 		.addr = sweep_now(), .port = b->port,
@@ -427,7 +427,7 @@ static __always_inline void sweep_release(const struct cgnat_endpoint *ek,
 	r->ext_port = ek->port;
 	r->proto = ek->proto;
 	sweep_run.out = slot + 1;
-	bpf_map_delete_elem(&bind_out, &ik);
+	session_delete(&ik);
 	sweep_run.bindings_released++;
 	if (sweep_run.quarantine == 0) {
 		bpf_map_delete_elem(&bind_in, ek);

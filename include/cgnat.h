@@ -93,12 +93,13 @@ enum cgnat_binding_flag {
 };
 
 /*
- * Value of both binding maps. In bind_out (key: internal endpoint) it holds
- * the external endpoint; in bind_in (key: external endpoint) it holds the
- * internal one. One binding = one entry in each map, created together by the
- * data path (reverse first, with BPF_NOEXIST, so an external port is claimed
- * atomically) and removed together by the daemon. 8 bytes, so an entry
- * costs 80 bytes of kernel memory.
+ * A binding's two halves. The inbound one is the value of map bind_in (key:
+ * external endpoint) and holds the internal endpoint; the outbound one is
+ * a slot of kind CGNAT_KIND_BIND_OUT in the session table (key: internal
+ * endpoint, struct cgnat_session_slot) and holds the external endpoint.
+ * Both are created by the data path (bind_in first, with BPF_NOEXIST, so
+ * an external port is claimed atomically) and removed by the sweep or the
+ * daemon (the outbound half first). 8 bytes.
  */
 struct cgnat_binding {
 	/* the other realm's address; in a quarantined bind_in entry (which
@@ -109,7 +110,7 @@ struct cgnat_binding {
 	__u8 flags; /* enum cgnat_binding_flag */
 	/* bind_in: the in-kernel sweep's count of this binding's sessions
 	 * (saturating), from its session pass to its binding pass; 0
-	 * otherwise. bind_out: 0. */
+	 * otherwise. Outbound half: 0. */
 	__u8 sweep_sessions;
 };
 
@@ -131,7 +132,22 @@ struct cgnat_session_key {
 	 * slot (struct cgnat_session_seg) */
 	__u8 slot_state;
 	__u8 slot_dist;
-	__u8 _pad;
+	__u8 kind; /* enum cgnat_slot_kind */
+};
+
+/*
+ * What a key of the session table names. A session (CGNAT_KIND_SESSION)
+ * is keyed as above. The outbound half of a binding
+ * (CGNAT_KIND_BIND_OUT) is keyed by the internal endpoint (ext_addr,
+ * ext_port, proto; rem_addr and rem_port 0), and its slot's value holds a
+ * struct cgnat_binding in the first 8 bytes of its struct cgnat_session
+ * (the external endpoint; flags and sweep_sessions 0), the rest 0. Each
+ * kind has its own region of segments and its own count.
+ */
+enum cgnat_slot_kind {
+	CGNAT_KIND_SESSION = 0,
+	CGNAT_KIND_BIND_OUT = 1,
+	CGNAT_KIND__MAX = 2,
 };
 
 /*
@@ -226,7 +242,10 @@ struct cgnat_session {
  * CGNAT_SLOTS_PER_SESSION slots per configured session (a load factor of
  * at most 1/2, which keeps probes short), and never holds more than the
  * configured number of sessions (session_count): a full table refuses, it
- * never evicts (RFC 6888 REQ-11).
+ * never evicts (RFC 6888 REQ-11). Bindings' outbound halves
+ * (CGNAT_KIND_BIND_OUT) live in segments of their own after the
+ * sessions', CGNAT_SLOTS_PER_BINDING slots per configured binding, with
+ * their own count.
  *
  * Writers (inserts, updates of whole values, deletes) hold the segment's
  * lock (session_locks); readers take none. A slot's state is written last
@@ -238,6 +257,7 @@ struct cgnat_session {
 enum cgnat_session_table {
 	CGNAT_SEG_SLOTS = 64,
 	CGNAT_SLOTS_PER_SESSION = 2,
+	CGNAT_SLOTS_PER_BINDING = 2,
 	/* set in cgnat_session_put()'s result when the key was already
 	 * there (and left unchanged, CGNAT_SOP_INSERT) */
 	CGNAT_SLOT_OLD = 1 << 30,
@@ -261,7 +281,8 @@ struct cgnat_session_seg {
 /*
  * What the daemon asks of the session table: the SEC("syscall") program
  * session_ops runs a struct cgnat_session_ops (its context) with the same
- * code the data path uses, one op after the other.
+ * code the data path uses, one op after the other. An op works on the slot
+ * of its key's kind (enum cgnat_slot_kind; -EINVAL beyond it).
  */
 enum cgnat_session_op_kind {
 	CGNAT_SOP_GET = 0,    /* s := the session; -ENOENT if absent */
@@ -578,6 +599,8 @@ struct cgnat_probe {
 	__u32 start;  /* where a sequential probe starts; the source port */
 	__s32 result; /* 0 claimed, 1 none found, -1 table full */
 	__u32 first;  /* the number of the search's first try */
+	/* the outbound half of a new binding, as it is put (bpf/pool.h) */
+	struct cgnat_session_slot slot;
 };
 
 /* The blocks of a subscriber: (subscriber, slot) -> block number. */

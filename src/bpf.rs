@@ -401,6 +401,8 @@ fn set_rodata(ro: &mut types::rodata, cfg: &Config, fib_ifindex: u32, sessions: 
     ro.ID_SECRET = random_u32();
     ro.SESSION_SEGS = sessions.segments;
     ro.MAX_SESSIONS = sessions.max;
+    ro.BIND_SEGS = sessions.bind_segments;
+    ro.MAX_BINDINGS = sessions.max_bindings;
     ro.SESSION_SEED = sessions.seed;
     let mode = |f: Filtering| match f {
         Filtering::EndpointIndependent => types::cgnat_filtering::CGNAT_FILTER_EIF.0 as u8,
@@ -452,10 +454,13 @@ fn size_maps(
         (&mut m.pool_prefixes, "pool_prefixes", MAX_PREFIXES as u32),
         (&mut m.exempt_any, "exempt_any", MAX_PREFIXES as u32),
         (&mut m.exempt_port, "exempt_port", MAX_PREFIXES as u32),
-        (&mut m.sessions, "sessions", table.segments),
-        (&mut m.session_locks, "session_locks", table.segments),
+        (&mut m.sessions, "sessions", table.total_segments()),
+        (
+            &mut m.session_locks,
+            "session_locks",
+            table.total_segments(),
+        ),
         (&mut m.filter_addr, "filter_addr", sizes.sessions),
-        (&mut m.bind_out, "bind_out", sizes.bindings),
         (&mut m.bind_in, "bind_in", sizes.bindings),
         (&mut m.subscribers, "subscribers", sizes.subscribers),
         (&mut m.blocks, "blocks", sizes.blocks),
@@ -563,7 +568,7 @@ impl Datapath {
             }
             false => u64::from(random_u32()) << 32 | u64::from(random_u32()),
         };
-        let table = SessionTable::new(sizes.sessions, seed);
+        let table = SessionTable::new(sizes.sessions, sizes.bindings, seed);
         set_rodata(ro, cfg, fib_ifindex, &table);
         size_maps(&mut open.maps, &sizes, &table, &cfg.pool_addrs)?;
 
@@ -735,29 +740,40 @@ impl Datapath {
             .map_err(map_err("route_gen"))
     }
 
+    /// The session table's slots of either kind (sessions, bindings'
+    /// outbound halves).
+    fn slot_table(&self) -> Result<std::sync::Arc<SlotTable>, BpfError> {
+        let m = &self.skel.maps;
+        let h = |map: &libbpf_rs::Map<'_>, name: &'static str| {
+            MapHandle::try_from(map).map_err(map_err(name))
+        };
+        let ops = self.skel.progs.session_ops.as_fd().try_clone_to_owned();
+        Ok(SlotTable::new(
+            [
+                h(&m.sessions, "sessions")?,
+                h(&m.session_locks, "session_locks")?,
+                h(&m.session_count, "session_count")?,
+            ],
+            Some(ops.map_err(|e| map_err("sessions")(e.into()))?),
+        ))
+    }
+
+    /// The binding table of the loaded program.
+    fn bindings(&self) -> Result<Bindings, BpfError> {
+        let m = MapHandle::try_from(&self.skel.maps.bind_in).map_err(map_err("bind_in"))?;
+        Ok(Bindings::new(m, self.slot_table()?))
+    }
+
     /// Owned handles on the tables, for expiry and statistics.
     pub fn tables(&self) -> Result<Tables, BpfError> {
         let m = &self.skel.maps;
         let h = |map: &libbpf_rs::Map<'_>, name: &'static str| {
             MapHandle::try_from(map).map_err(map_err(name))
         };
+        let slots = self.slot_table()?;
         Ok(Tables {
-            sessions: Sessions::new(
-                [
-                    h(&m.sessions, "sessions")?,
-                    h(&m.session_locks, "session_locks")?,
-                    h(&m.session_count, "session_count")?,
-                ],
-                Some(
-                    self.skel
-                        .progs
-                        .session_ops
-                        .as_fd()
-                        .try_clone_to_owned()
-                        .map_err(|e| map_err("sessions")(e.into()))?,
-                ),
-            ),
-            bindings: self.bindings()?,
+            sessions: Sessions::new(slots.clone()),
+            bindings: Bindings::new(h(&m.bind_in, "bind_in")?, slots),
             stats: h(&m.stats, "stats")?,
             frags: h(&m.frags, "frags")?,
             frag_stash: h(&m.frag_stash, "frag_stash")?,
@@ -878,5 +894,5 @@ pub use pin::attach_xdp;
 pub use pin::detach;
 use pin::{check_adoptable, ensure_bpffs, obj_get, obj_pin, pinned_meta};
 pub use run::{run_xdp, xdp_ctx, XdpRun};
-pub use sessions::{SessionTable, Sessions};
+pub use sessions::{SessionTable, Sessions, SlotTable};
 pub use tables::{KernelSweep, RouteGen, Tables};

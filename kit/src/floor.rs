@@ -97,7 +97,7 @@ impl Floor {
     /// Loads the object; bpf_fib_lookup is made from `fib_ifindex` (0:
     /// the ingress interface), `frames` holds up to `max_frames` and
     /// the maps of `xdp_probe` are sized (bindings, sessions) as
-    /// cgnat's bind_out and sessions; `xdp_probe_line`'s table has twice
+    /// cgnat's bindings and sessions; `xdp_probe_line`'s table has twice
     /// as many slots as sessions (a power of two).
     pub fn load(
         fib_ifindex: u32,
@@ -367,7 +367,7 @@ impl Floor {
     }
 
     /// The maps of `xdp_probe`: bindings (cgnat_endpoint ->
-    /// cgnat_binding) and sessions, as cgnat's bind_out and sessions.
+    /// cgnat_binding) and sessions, as cgnat's bindings and sessions.
     pub fn probe_maps(&self) -> Result<(MapHandle, MapHandle), FloorError> {
         Ok((
             MapHandle::try_from(&self.skel.maps.probe_bind).map_err(map_err("probe_bind"))?,

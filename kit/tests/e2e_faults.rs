@@ -366,7 +366,7 @@ fn kill_reload_and_sweeps_under_traffic_lose_nothing() {
     assert_eq!(sessions, 0, "pinned map sessions not empty at the end");
     let bindings = [
         ("bind_in", tables.bindings.count()),
-        ("bind_out", tables.bindings.count_out()),
+        ("outbound halves", tables.bindings.count_out()),
     ];
     for (m, n) in bindings {
         assert_eq!(

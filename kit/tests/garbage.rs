@@ -23,7 +23,7 @@
 //!   never about a link-layer broadcast or multicast (RFC 1812 4.3.2.7);
 //! - nothing reaches a subscriber without a matching mapping: the
 //!   destination endpoint of a frame sent out of int0 (or the quoted source
-//!   of an ICMP error) is a key of bind_out (dynamic or static); and
+//!   of an ICMP error) is the key of a binding's outbound half (dynamic or static); and
 //!   nothing from outside with a subscriber's source reaches a subscriber
 //!   (RFC 6598 section 4).
 //!

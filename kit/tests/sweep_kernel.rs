@@ -299,7 +299,10 @@ fn snapshot(t: &Tables) -> Vec<(&'static str, Vec<KeyValue>)> {
     };
     let bindings = [
         ("bind_in", typed(t.bindings.dump().expect("dump"))),
-        ("bind_out", typed(t.bindings.dump_out().expect("dump"))),
+        (
+            "outbound halves",
+            typed(t.bindings.dump_out().expect("dump")),
+        ),
     ];
     let mut maps: Vec<(&'static str, &dyn MapCore)> = vec![
         ("subscribers", &t.subscribers),

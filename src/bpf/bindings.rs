@@ -1,29 +1,34 @@
-//! The binding table (`bind_in` and `bind_out` in bpf/maps.h) as user
-//! space sees it: every read and write of it from the daemon, the CLI and
+//! The binding table (`bind_in` in bpf/maps.h, and the outbound halves
+//! in the session table, include/cgnat.h) as user space sees it: every read and write of it from the daemon, the CLI and
 //! the kit goes through [`Bindings`], with keys and values typed as
 //! include/cgnat.h defines them (`cgnat_endpoint`, `cgnat_binding`).
 //!
 //! A binding has two halves. The inbound one (`bind_in`) maps the
 //! external endpoint to the internal one; it also holds the ports in
 //! quarantine (`CGNAT_BIND_QUARANTINE`, the quarantine's start in `addr`),
-//! which have no outbound half. The outbound one (`bind_out`) maps the
-//! internal endpoint ([`Bindings::internal_endpoint`]) to the external
-//! one. "The bindings" are the inbound halves: [`Bindings::dump`] and
+//! which have no outbound half. The outbound one (a slot of kind
+//! `CGNAT_KIND_BIND_OUT` in the session table, written through
+//! `session_ops` like sessions) maps the internal endpoint
+//! ([`Bindings::internal_endpoint`]) to the external one. "The bindings" are the inbound halves: [`Bindings::dump`] and
 //! [`Bindings::count`] list and count those, quarantined ones included.
 //!
 //! An absent key is never an error: [`Bindings::get_in`] and
 //! [`Bindings::get_out`] give `None`, [`Bindings::update_in`],
 //! [`Bindings::unbind_out`] and [`Bindings::delete`] give `false`. Errors
-//! are the kernel's, as [`BpfError::Map`] naming the half (`bind_in` or
-//! `bind_out`).
+//! are the kernel's, as [`BpfError::Map`] naming the map (`bind_in` or
+//! `sessions`).
 
+use super::sessions::{self, SlotTable};
 use super::*;
+use std::sync::Arc;
 
 type Endpoint = types::cgnat_endpoint;
 type Binding = types::cgnat_binding;
+type Key = types::cgnat_session_key;
+type Session = types::cgnat_session;
+type Kind = types::cgnat_session_op_kind;
 
 const IN: &str = "bind_in";
-const OUT: &str = "bind_out";
 
 /// Entries per batched read or delete.
 const BATCH: u32 = 4096;
@@ -32,32 +37,22 @@ const BATCH: u32 = 4096;
 #[derive(Debug)]
 pub struct Bindings {
     inbound: MapHandle,
-    outbound: MapHandle,
-}
-
-impl Datapath {
-    /// The binding table of the loaded program.
-    pub(super) fn bindings(&self) -> Result<Bindings, BpfError> {
-        let m = &self.skel.maps;
-        Ok(Bindings::new(
-            MapHandle::try_from(&m.bind_in).map_err(map_err(IN))?,
-            MapHandle::try_from(&m.bind_out).map_err(map_err(OUT))?,
-        ))
-    }
+    outbound: Arc<SlotTable>,
 }
 
 impl Bindings {
-    pub(super) fn new(bind_in: MapHandle, bind_out: MapHandle) -> Bindings {
+    pub(super) fn new(bind_in: MapHandle, slots: Arc<SlotTable>) -> Bindings {
         Bindings {
             inbound: bind_in,
-            outbound: bind_out,
+            outbound: slots,
         }
     }
 
-    /// The maps of the table, only for what concerns the maps rather than
-    /// the bindings (their memory accounting in the benchmark).
-    pub fn maps(&self) -> [(&'static str, &MapHandle); 2] {
-        [(IN, &self.inbound), (OUT, &self.outbound)]
+    /// The map of the inbound halves, only for what concerns the map
+    /// rather than the bindings (its memory accounting in the benchmark;
+    /// the outbound halves are in the sessions' maps).
+    pub fn maps(&self) -> [(&'static str, &MapHandle); 1] {
+        [(IN, &self.inbound)]
     }
 
     /// The outbound key of a binding: the subscriber's endpoint.
@@ -80,7 +75,11 @@ impl Bindings {
 
     /// Every outbound half: (internal endpoint, outbound half).
     pub fn dump_out(&self) -> Result<Vec<(Endpoint, Binding)>, BpfError> {
-        dump_typed(&self.outbound, OUT, BATCH)
+        let slots = self.outbound.dump(OUT_KIND)?;
+        Ok(slots
+            .iter()
+            .map(|(k, v)| (endpoint(k), binding(v)))
+            .collect())
     }
 
     /// The inbound half of external endpoint `ek`; `None` when there is
@@ -92,7 +91,10 @@ impl Bindings {
     /// The outbound half of internal endpoint `ik`; `None` when there is
     /// none.
     pub fn get_out(&self, ik: &Endpoint) -> Result<Option<Binding>, BpfError> {
-        get(&self.outbound, OUT, ik)
+        let op = self
+            .outbound
+            .run_one(Kind::CGNAT_SOP_GET, &out_key(ik), &Session::default())?;
+        Ok((op.result == 0).then(|| binding(&op.s)))
     }
 
     /// Writes both halves of a binding, the inbound one first: `inbound`
@@ -117,9 +119,10 @@ impl Bindings {
 
     /// Writes the outbound half of `ik`, whether or not there was one.
     pub fn upsert_out(&self, ik: &Endpoint, b: &Binding) -> Result<(), BpfError> {
-        self.outbound
-            .update(bytes_of(ik), bytes_of(b), MapFlags::ANY)
-            .map_err(map_err(OUT))
+        let op = self
+            .outbound
+            .run_one(Kind::CGNAT_SOP_UPSERT, &out_key(ik), &out_value(b))?;
+        sessions::check(op.result)
     }
 
     /// Rewrites the inbound half of `ek` with `b`; `false` (and nothing
@@ -132,34 +135,36 @@ impl Bindings {
         )
     }
 
-    /// Writes the inbound halves `inbound`, then the outbound halves
-    /// `outbound`, each in one batch, whether or not the keys were there;
+    /// Writes the inbound halves `inbound` in one batch, then the
+    /// outbound halves `outbound`, whether or not the keys were there;
     /// stops at the first error.
     pub fn upsert_batch(
         &self,
         inbound: &[(Endpoint, Binding)],
         outbound: &[(Endpoint, Binding)],
     ) -> Result<(), BpfError> {
-        for (map, name, rows) in [
-            (&self.inbound, IN, inbound),
-            (&self.outbound, OUT, outbound),
-        ] {
-            if rows.is_empty() {
-                continue;
-            }
+        if !inbound.is_empty() {
             let (mut keys, mut vals) = (Vec::new(), Vec::new());
-            for (k, v) in rows {
+            for (k, v) in inbound {
                 keys.extend_from_slice(bytes_of(k));
                 vals.extend_from_slice(bytes_of(v));
             }
-            map.update_batch(
-                &keys,
-                &vals,
-                rows.len() as u32,
-                MapFlags::ANY,
-                MapFlags::ANY,
-            )
-            .map_err(map_err(name))?;
+            self.inbound
+                .update_batch(
+                    &keys,
+                    &vals,
+                    inbound.len() as u32,
+                    MapFlags::ANY,
+                    MapFlags::ANY,
+                )
+                .map_err(map_err(IN))?;
+        }
+        let ops = outbound
+            .iter()
+            .map(|(k, v)| sessions::op(Kind::CGNAT_SOP_UPSERT, &out_key(k), &out_value(v)))
+            .collect();
+        for op in self.outbound.run(ops)? {
+            sessions::check(op.result)?;
         }
         Ok(())
     }
@@ -169,7 +174,10 @@ impl Bindings {
     /// `false` when there was none.
     pub fn unbind_out(&self, ek: &Endpoint, b: &Binding) -> Result<bool, BpfError> {
         let ik = Bindings::internal_endpoint(ek, b);
-        absent_is_false(self.outbound.delete(bytes_of(&ik)), OUT)
+        let op =
+            self.outbound
+                .run_one(Kind::CGNAT_SOP_DELETE, &out_key(&ik), &Session::default())?;
+        sessions::absent_is_false(op.result, sessions::ENOENT)
     }
 
     /// Removes both halves of a binding, the outbound one first; `false`
@@ -188,8 +196,17 @@ impl Bindings {
 
     /// Removes every binding, both halves.
     pub fn clear(&self) -> Result<(), BpfError> {
-        let out: Vec<Endpoint> = self.dump_out()?.into_iter().map(|(k, _)| k).collect();
-        delete_keys(&self.outbound, &out, BATCH);
+        let ops = self
+            .outbound
+            .dump(OUT_KIND)?
+            .iter()
+            .map(|(k, _)| sessions::op(Kind::CGNAT_SOP_DELETE, k, &Session::default()))
+            .collect();
+        for op in self.outbound.run(ops)? {
+            if op.result != -sessions::ENOENT {
+                sessions::check(op.result)?;
+            }
+        }
         let keys: Vec<Endpoint> = self.dump()?.into_iter().map(|(k, _)| k).collect();
         self.delete_in_all(&keys)
     }
@@ -202,7 +219,51 @@ impl Bindings {
 
     /// How many outbound halves there are.
     pub fn count_out(&self) -> Result<u64, BpfError> {
-        Ok(self.outbound.keys().count() as u64)
+        self.outbound.count(OUT_KIND)
+    }
+}
+
+const OUT_KIND: types::cgnat_slot_kind = types::cgnat_slot_kind::CGNAT_KIND_BIND_OUT;
+
+/// The session table's key of the outbound half of internal endpoint `ik`.
+fn out_key(ik: &Endpoint) -> Key {
+    Key {
+        ext_addr: ik.addr,
+        ext_port: ik.port,
+        proto: ik.proto,
+        kind: OUT_KIND.0 as u8,
+        ..Key::default()
+    }
+}
+
+/// The internal endpoint an outbound half's key names.
+fn endpoint(k: &Key) -> Endpoint {
+    Endpoint {
+        addr: k.ext_addr,
+        port: k.ext_port,
+        proto: k.proto,
+        _pad: 0,
+    }
+}
+
+/// An outbound half as its slot holds it: the binding in the value's first
+/// 8 bytes (include/cgnat.h).
+fn out_value(b: &Binding) -> Session {
+    Session {
+        int_addr: b.addr,
+        int_port: b.port,
+        flags: b.flags,
+        _pad0: b.sweep_sessions,
+        ..Session::default()
+    }
+}
+
+fn binding(s: &Session) -> Binding {
+    Binding {
+        addr: s.int_addr,
+        port: s.int_port,
+        flags: s.flags,
+        sweep_sessions: s._pad0,
     }
 }
 

@@ -12,6 +12,11 @@
 //! path's own code; they need a loaded program (tables opened from their
 //! pins, as the CLI does, can only be read).
 //!
+//! The same table holds the outbound halves of bindings, in segments of
+//! their own after the sessions' (`cgnat_slot_kind`): [`SlotTable`] reads
+//! and writes slots of either kind, [`Sessions`] only sessions and
+//! `Bindings` (bindings.rs) only outbound halves.
+//!
 //! An absent key is never an error: [`Sessions::get`] gives `None`,
 //! [`Sessions::update_existing`] and [`Sessions::delete`] give `false`, and
 //! [`Sessions::insert_new`] gives `false` when the key is already there.
@@ -19,12 +24,13 @@
 //! table is `E2BIG`.
 
 use super::*;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 type Key = types::cgnat_session_key;
 type Session = types::cgnat_session;
 type Op = types::cgnat_session_op;
 type Kind = types::cgnat_session_op_kind;
+type SlotKind = types::cgnat_slot_kind;
 
 const NAME: &str = "sessions";
 
@@ -34,31 +40,50 @@ const BATCH: u32 = 256;
 /// The geometry of the session table (include/cgnat.h, bpf/sessions.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionTable {
-    /// Segments of `CGNAT_SEG_SLOTS` slots.
+    /// Segments of `CGNAT_SEG_SLOTS` slots for sessions.
     pub segments: u32,
+    /// Segments for bindings' outbound halves, after the sessions'.
+    pub bind_segments: u32,
     /// Sessions it may hold.
     pub max: u32,
+    /// Bindings it may hold.
+    pub max_bindings: u32,
     /// The key of its hash.
     pub seed: u64,
 }
 
 impl SessionTable {
-    /// `CGNAT_SLOTS_PER_SESSION` slots per session, in whole segments.
-    pub fn new(max: u32, seed: u64) -> SessionTable {
-        let seg = u64::from(types::cgnat_session_table::CGNAT_SEG_SLOTS.0);
-        let per = u64::from(types::cgnat_session_table::CGNAT_SLOTS_PER_SESSION.0);
-        let segments = (u64::from(max) * per).div_ceil(seg).max(1);
+    /// `CGNAT_SLOTS_PER_SESSION` slots per session and
+    /// `CGNAT_SLOTS_PER_BINDING` per binding, in whole segments.
+    pub fn new(max: u32, max_bindings: u32, seed: u64) -> SessionTable {
+        let t = types::cgnat_session_table::CGNAT_SEG_SLOTS;
+        let segs = |n: u32, per: u32| {
+            let n = (u64::from(n) * u64::from(per))
+                .div_ceil(u64::from(t.0))
+                .max(1);
+            n.min(1 << 23) as u32
+        };
         SessionTable {
-            segments: segments.min(1 << 24) as u32,
+            segments: segs(max, types::cgnat_session_table::CGNAT_SLOTS_PER_SESSION.0),
+            bind_segments: segs(
+                max_bindings,
+                types::cgnat_session_table::CGNAT_SLOTS_PER_BINDING.0,
+            ),
             max,
+            max_bindings,
             seed,
         }
     }
+
+    /// The segments of the whole table (the size of `sessions`).
+    pub fn total_segments(&self) -> u32 {
+        self.segments + self.bind_segments
+    }
 }
 
-/// The session table.
+/// The table's slots of either kind: its maps and `session_ops`.
 #[derive(Debug)]
-pub struct Sessions {
+pub struct SlotTable {
     segments: MapHandle,
     locks: MapHandle,
     count: MapHandle,
@@ -67,24 +92,101 @@ pub struct Sessions {
     ops: Option<Mutex<OwnedFd>>,
 }
 
-impl Sessions {
-    pub(super) fn new([segments, locks, count]: [MapHandle; 3], ops: Option<OwnedFd>) -> Sessions {
-        Sessions {
+impl SlotTable {
+    pub(super) fn new(
+        [segments, locks, count]: [MapHandle; 3],
+        ops: Option<OwnedFd>,
+    ) -> Arc<SlotTable> {
+        Arc::new(SlotTable {
             segments,
             locks,
             count,
             ops: ops.map(Mutex::new),
-        }
+        })
     }
 
-    /// The maps of the table (segments, their locks, the count), only for
+    /// Every live slot of `kind`: (key, value), the slot's own fields
+    /// zeroed. Not a snapshot.
+    pub(super) fn dump(&self, kind: SlotKind) -> Result<Vec<(Key, Session)>, BpfError> {
+        let rows = lookup_all(&self.segments, BATCH).map_err(map_err(NAME))?;
+        let mut out = Vec::new();
+        for (_, seg) in &rows {
+            let Some(seg) = from_bytes::<types::cgnat_session_seg>(seg) else {
+                continue;
+            };
+            out.extend(
+                seg.slot
+                    .iter()
+                    .filter(|s| s.key.kind == kind.0 as u8)
+                    .filter_map(live),
+            );
+        }
+        Ok(out)
+    }
+
+    /// How many slots of `kind` there are (the table's own count).
+    pub(super) fn count(&self, kind: SlotKind) -> Result<u64, BpfError> {
+        let v = self
+            .count
+            .lookup(bytes_of(&kind.0), MapFlags::ANY)
+            .map_err(map_err("session_count"))?;
+        Ok(v.and_then(|b| from_bytes::<u64>(&b)).unwrap_or(0))
+    }
+
+    pub(super) fn run_one(&self, kind: Kind, k: &Key, v: &Session) -> Result<Op, BpfError> {
+        let mut out = self.run(vec![op(kind, k, v)])?;
+        out.pop().ok_or_else(|| no_ops(EINVAL))
+    }
+
+    /// Runs `ops` through `session_ops`, CGNAT_SESSION_OPS at a time, and
+    /// gives them back with their results.
+    pub(super) fn run(&self, ops: Vec<Op>) -> Result<Vec<Op>, BpfError> {
+        let Some(prog) = &self.ops else {
+            return Err(no_ops(EPERM));
+        };
+        let prog = prog.lock().unwrap_or_else(|e| e.into_inner());
+        let per = types::cgnat_session_op_kind::CGNAT_SESSION_OPS.0 as usize;
+        let mut out = Vec::with_capacity(ops.len());
+        for chunk in ops.chunks(per) {
+            let mut ctx = types::cgnat_session_ops {
+                count: chunk.len() as u32,
+                ..Default::default()
+            };
+            ctx.op[..chunk.len()].copy_from_slice(chunk);
+            // SAFETY: zeroed is a valid bpf_test_run_opts; sz is set.
+            let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
+            opts.sz = std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _;
+            opts.ctx_in = (&mut ctx as *mut types::cgnat_session_ops).cast();
+            opts.ctx_size_in = std::mem::size_of::<types::cgnat_session_ops>() as u32;
+            // SAFETY: ctx_in points at a whole cgnat_session_ops, which the
+            // kernel reads and then overwrites with as many bytes.
+            let ret = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
+            if ret < 0 {
+                return Err(no_ops(-ret));
+            }
+            out.extend_from_slice(&ctx.op[..chunk.len()]);
+        }
+        Ok(out)
+    }
+}
+
+/// The session table's sessions.
+#[derive(Debug)]
+pub struct Sessions(Arc<SlotTable>);
+
+impl Sessions {
+    pub(super) fn new(slots: Arc<SlotTable>) -> Sessions {
+        Sessions(slots)
+    }
+
+    /// The maps of the table (segments, their locks, the counts), only for
     /// what concerns the maps rather than the sessions (their memory
     /// accounting in the benchmark).
     pub fn maps(&self) -> [(&'static str, &MapHandle); 3] {
         [
-            ("sessions", &self.segments),
-            ("session_locks", &self.locks),
-            ("session_count", &self.count),
+            ("sessions", &self.0.segments),
+            ("session_locks", &self.0.locks),
+            ("session_count", &self.0.count),
         ]
     }
 
@@ -92,15 +194,7 @@ impl Sessions {
     /// Not a snapshot: sessions the data path adds or deletes meanwhile may
     /// or may not be there.
     pub fn dump(&self) -> Result<Vec<(Key, Session)>, BpfError> {
-        let rows = lookup_all(&self.segments, BATCH).map_err(map_err(NAME))?;
-        let mut out = Vec::new();
-        for (_, seg) in &rows {
-            let Some(seg) = from_bytes::<types::cgnat_session_seg>(seg) else {
-                continue;
-            };
-            out.extend(seg.slot.iter().filter_map(live));
-        }
-        Ok(out)
+        self.0.dump(SlotKind::CGNAT_KIND_SESSION)
     }
 
     /// The session of `k`; `None` when there is none.
@@ -131,7 +225,7 @@ impl Sessions {
     pub fn insert_batch(&self, rows: &[(Key, Session)]) -> Result<(), BpfError> {
         let ops: Vec<Op> = rows
             .iter()
-            .map(|(k, v)| op(Kind::CGNAT_SOP_UPSERT, k, v))
+            .map(|(k, v)| op(Kind::CGNAT_SOP_UPSERT, &session_key(k), v))
             .collect();
         for op in self.run(ops)? {
             check(op.result)?;
@@ -152,7 +246,7 @@ impl Sessions {
     pub fn delete_all(&self, keys: &[Key]) -> Result<(), BpfError> {
         let ops: Vec<Op> = keys
             .iter()
-            .map(|k| op(Kind::CGNAT_SOP_DELETE, k, &Session::default()))
+            .map(|k| op(Kind::CGNAT_SOP_DELETE, &session_key(k), &Session::default()))
             .collect();
         for op in self.run(ops)? {
             if op.result != -ENOENT {
@@ -164,51 +258,27 @@ impl Sessions {
 
     /// How many sessions there are (the table's own count).
     pub fn count(&self) -> Result<u64, BpfError> {
-        let v = self
-            .count
-            .lookup(bytes_of(&0u32), MapFlags::ANY)
-            .map_err(map_err("session_count"))?;
-        Ok(v.and_then(|b| from_bytes::<u64>(&b)).unwrap_or(0))
+        self.0.count(SlotKind::CGNAT_KIND_SESSION)
     }
 
     fn run_one(&self, kind: Kind, k: &Key, v: &Session) -> Result<Op, BpfError> {
-        let mut out = self.run(vec![op(kind, k, v)])?;
-        out.pop().ok_or_else(|| no_ops(EINVAL))
+        self.0.run_one(kind, &session_key(k), v)
     }
 
-    /// Runs `ops` through `session_ops`, CGNAT_SESSION_OPS at a time, and
-    /// gives them back with their results.
     fn run(&self, ops: Vec<Op>) -> Result<Vec<Op>, BpfError> {
-        let Some(prog) = &self.ops else {
-            return Err(no_ops(EPERM));
-        };
-        let prog = prog.lock().unwrap_or_else(|e| e.into_inner());
-        let per = types::cgnat_session_op_kind::CGNAT_SESSION_OPS.0 as usize;
-        let mut out = Vec::with_capacity(ops.len());
-        for chunk in ops.chunks(per) {
-            let mut ctx = types::cgnat_session_ops {
-                count: chunk.len() as u32,
-                ..Default::default()
-            };
-            ctx.op[..chunk.len()].copy_from_slice(chunk);
-            // SAFETY: zeroed is a valid bpf_test_run_opts; sz is set.
-            let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
-            opts.sz = std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _;
-            opts.ctx_in = (&mut ctx as *mut types::cgnat_session_ops).cast();
-            opts.ctx_size_in = std::mem::size_of::<types::cgnat_session_ops>() as u32;
-            // SAFETY: ctx_in points at a whole cgnat_session_ops, which the
-            // kernel reads and then overwrites with as many bytes.
-            let ret = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
-            if ret < 0 {
-                return Err(no_ops(-ret));
-            }
-            out.extend_from_slice(&ctx.op[..chunk.len()]);
-        }
-        Ok(out)
+        self.0.run(ops)
     }
 }
 
-/// The key and session of a live slot, with the slot's own fields zeroed.
+/// `k` as a session's key, whatever its kind said.
+fn session_key(k: &Key) -> Key {
+    Key {
+        kind: SlotKind::CGNAT_KIND_SESSION.0 as u8,
+        ..*k
+    }
+}
+
+/// The key and value of a live slot, with the slot's own fields zeroed.
 fn live(s: &types::cgnat_session_slot) -> Option<(Key, Session)> {
     if s.key.slot_state != types::cgnat_slot_state::CGNAT_SLOT_LIVE.0 as u8 {
         return None;
@@ -221,7 +291,7 @@ fn live(s: &types::cgnat_session_slot) -> Option<(Key, Session)> {
     Some((k, s.s))
 }
 
-fn op(kind: Kind, k: &Key, v: &Session) -> Op {
+pub(super) fn op(kind: Kind, k: &Key, v: &Session) -> Op {
     Op {
         key: *k,
         s: *v,
@@ -230,18 +300,18 @@ fn op(kind: Kind, k: &Key, v: &Session) -> Op {
     }
 }
 
-const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
-const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
+pub(super) const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
+pub(super) const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
 
 const EINVAL: i32 = nix::errno::Errno::EINVAL as i32;
 const EPERM: i32 = nix::errno::Errno::EPERM as i32;
 
-fn no_ops(errno: i32) -> BpfError {
+pub(super) fn no_ops(errno: i32) -> BpfError {
     map_err(NAME)(libbpf_rs::Error::from_raw_os_error(errno))
 }
 
 /// 0 is success; any other result the kernel's error.
-fn check(result: i32) -> Result<(), BpfError> {
+pub(super) fn check(result: i32) -> Result<(), BpfError> {
     match result {
         0 => Ok(()),
         e => Err(no_ops(-e)),
@@ -250,7 +320,7 @@ fn check(result: i32) -> Result<(), BpfError> {
 
 /// `Ok(true)` on success, `Ok(false)` when the result is `-absent` (the
 /// key is missing, or present for an insert), else the error.
-fn absent_is_false(result: i32, absent: i32) -> Result<bool, BpfError> {
+pub(super) fn absent_is_false(result: i32, absent: i32) -> Result<bool, BpfError> {
     match result {
         0 => Ok(true),
         e if e == -absent => Ok(false),

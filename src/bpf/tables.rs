@@ -116,14 +116,13 @@ impl KernelSweep {
 
 /// Map names the CLI opens under `daemon.pin_path`.
 #[allow(dead_code)]
-const PINNED: [&str; 12] = [
+const PINNED: [&str; 11] = [
     "subscribers",
     "pool_load",
     "blocks",
     "sub_blocks",
     "sessions",
     "bind_in",
-    "bind_out",
     "stats",
     "filter_addr",
     "frags",
@@ -158,16 +157,17 @@ impl Tables {
                 err: format!("{e} (is cgnat running with this config?)"),
             })
         };
+        let slots = SlotTable::new(
+            [
+                open("sessions")?,
+                open("session_locks")?,
+                open("session_count")?,
+            ],
+            None,
+        );
         Ok(Tables {
-            sessions: Sessions::new(
-                [
-                    open("sessions")?,
-                    open("session_locks")?,
-                    open("session_count")?,
-                ],
-                None,
-            ),
-            bindings: Bindings::new(open("bind_in")?, open("bind_out")?),
+            sessions: Sessions::new(slots.clone()),
+            bindings: Bindings::new(open("bind_in")?, slots),
             stats: open("stats")?,
             frags: open("frags")?,
             frag_stash: open("frag_stash")?,

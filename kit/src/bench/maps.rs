@@ -12,7 +12,7 @@ pub(super) fn counter(t: &Tables, reason: &str) -> Result<u64> {
     Ok(cgnat::stats::get(&c, reason))
 }
 
-/// The external endpoint of an internal one (bind_out).
+/// The external endpoint of an internal one (its binding's outbound half).
 pub(super) fn external_of(t: &Tables, int: SocketAddrV4, proto: u8) -> Result<SocketAddrV4> {
     let k = types::cgnat_endpoint {
         addr: be(*int.ip()),

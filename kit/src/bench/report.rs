@@ -157,7 +157,7 @@ impl Summary {
             );
             let _ = writeln!(
                 o,
-                "  receiver holds {} sessions, {} bind_in, {} bind_out, {} subscribers ({} conflicts); at {:.0} new sessions/s one 250 ms interval is {:.0} datagrams",
+                "  receiver holds {} sessions, {} bind_in, {} outbound halves, {} subscribers ({} conflicts); at {:.0} new sessions/s one 250 ms interval is {:.0} datagrams",
                 y.recv_sessions,
                 y.recv_bind_in,
                 y.recv_bind_out,
@@ -223,7 +223,7 @@ impl Summary {
             );
             let _ = writeln!(
                 o,
-                "  memory: {:.1} bytes per session (sessions+bind_in+bind_out+subscribers memlock, {:.1} of it subscribers; goal <= {GOAL_BYTES_PER_SESSION}: {})",
+                "  memory: {:.1} bytes per session (session table+bind_in+subscribers memlock, {:.1} of it subscribers; goal <= {GOAL_BYTES_PER_SESSION}: {})",
                 s.bytes_per_session(),
                 s.subscriber_bytes_per_session(),
                 verdict(s.bytes_per_session() <= GOAL_BYTES_PER_SESSION)

@@ -121,7 +121,7 @@ pub(super) fn preload(t: &Dest<'_>, g: &Geo, subs: std::ops::Range<u32>, now: u6
                     bv.extend_from_slice(bytes_of(v));
                 }
                 m.update_batch(&bk, &bv, c, MapFlags::ANY, MapFlags::ANY)
-                    .ctx("bind_out batch update")?;
+                    .ctx("probe_bind batch update")?;
             }
         }
         match t.sessions {

@@ -170,7 +170,7 @@ fn two_cpus_create_the_same_flows() {
         );
         let bindings = flows as u64 / 2;
         assert_eq!(h.bindings_in(), bindings, "bind_in entries");
-        assert_eq!(h.bindings_out(), bindings, "bind_out entries");
+        assert_eq!(h.bindings_out(), bindings, "outbound halves");
         let fwd = h
             .counters()
             .into_iter()

@@ -23,7 +23,7 @@ fn bindings_full_rows(_: &NetNs) -> Vec<Row<'_>> {
                 let (i, o) = (h.bindings_in(), h.bindings_out());
                 ensure!(
                     i == 16 && o == 16,
-                    "bind_in {i} / bind_out {o} entries, expected 16 / 16"
+                    "bind_in {i} / outbound halves {o}, expected 16 / 16"
                 );
                 Ok(generated_error(&q, ROUTER_INT, 3, 1, 0))
             })

@@ -420,15 +420,19 @@ impl Harness {
         let (a, port, proto) = (p.src, p.sport(), p.proto());
         let b = self
             .binding_out(a, port, proto)
-            .ok_or_else(|| format!("no bind_out entry for {a}:{port}/{proto}"))?;
+            .ok_or_else(|| format!("no outbound half for {a}:{port}/{proto}"))?;
         let ext = (addr_of(b.addr), u16::from_be(b.port));
         ensure!(
             self.cfg.pool_addrs.contains(&ext.0),
-            "bind_out {a}:{port}/{proto} -> {}:{} which is not a pool address",
+            "outbound half {a}:{port}/{proto} -> {}:{} which is not a pool address",
             ext.0,
             ext.1
         );
-        ensure!(b.flags == 0, "bind_out {a}:{port} has flags {:#x}", b.flags);
+        ensure!(
+            b.flags == 0,
+            "outbound half {a}:{port} has flags {:#x}",
+            b.flags
+        );
         let r = self
             .binding_in(ext.0, ext.1, proto)
             .ok_or_else(|| format!("bind_in has no entry for {}:{}/{proto}", ext.0, ext.1))?;

@@ -403,7 +403,7 @@ fn malformed_rows(_: &NetNs) -> Vec<Row<'_>> {
         ),
         check("no packet of this table created a binding", |h, _| {
             let n = h.bindings_out();
-            ensure!(n == 0, "bind_out has {n} entries");
+            ensure!(n == 0, "{n} outbound halves");
             Ok(())
         }),
     ]

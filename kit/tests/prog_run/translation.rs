@@ -126,7 +126,7 @@ fn outbound_rows<'a>() -> Vec<Row<'a>> {
         check("EIM: no new binding for a new remote", |h, l| {
             let nb = l.num("bindings").unwrap_or(0);
             let n = h.bindings_out();
-            ensure!(n == nb, "bind_out grew from {nb} to {n}");
+            ensure!(n == nb, "outbound halves grew from {nb} to {n}");
             Ok(())
         }),
         with(|l| {
