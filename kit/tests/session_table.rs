@@ -3,7 +3,9 @@
 //! `session_ops`, then expiry by the in-kernel sweep (which reclaims
 //! tombstones), must always agree with a map kept in Rust. A small table
 //! makes probe sequences long and wrap inside their segments; the table
-//! refuses beyond its size and never evicts.
+//! refuses beyond its size and never evicts. Bindings' outbound halves
+//! share the table with sessions, each kind in its own segments, with its
+//! own count and limit.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,6 +21,10 @@ type Key = types::cgnat_session_key;
 type Session = types::cgnat_session;
 
 fn config(max_sessions: u32) -> Config {
+    config_with(max_sessions, 1024)
+}
+
+fn config_with(max_sessions: u32, max_bindings: u32) -> Config {
     let text = format!(
         r#"
 [interfaces]
@@ -28,7 +34,7 @@ external = "ext0"
 internal_prefixes = ["100.64.0.0/10"]
 external_pool = ["203.0.113.0/28"]
 max_sessions = {max_sessions}
-max_bindings = 1024
+max_bindings = {max_bindings}
 [daemon]
 pin_path = "/sys/fs/bpf/cgnat-session-table-test-unused"
 "#
@@ -251,4 +257,99 @@ fn a_full_table_refuses_and_keeps_what_it_has() {
         .insert_new(&key(16), &session(16, seen, 0))
         .expect("insert"));
     assert_eq!(t.sessions.count().expect("count"), 16);
+}
+
+/// An outbound half keyed like a session (its internal endpoint in the
+/// key's external fields, remote 0) is another slot: sessions and
+/// outbound halves never see each other, each kind is counted and limited
+/// on its own, and a full kind refuses without evicting.
+#[test]
+fn bindings_and_sessions_keep_apart() {
+    let cfg = config_with(16, 16);
+    let dp = load(&cfg);
+    let t = dp.tables().expect("tables");
+    let seen = compact_time(monotonic_ns());
+    // session i has the fields of outbound half i: remote 0
+    let skey = |i: u32| Key {
+        rem_addr: 0,
+        rem_port: 0,
+        ..key(i)
+    };
+    let ik = |i: u32| types::cgnat_endpoint {
+        addr: skey(i).ext_addr,
+        port: skey(i).ext_port,
+        proto: 17,
+        _pad: 0,
+    };
+    let fwd = |i: u32| types::cgnat_binding {
+        addr: u32::from_be_bytes([192, 0, 2, 1]).to_be(),
+        port: (30000 + i as u16).to_be(),
+        flags: 0,
+        sweep_sessions: 0,
+    };
+    for i in 0..16 {
+        assert!(t
+            .sessions
+            .insert_new(&skey(i), &session(i, seen, 0))
+            .expect("insert"));
+        t.bindings
+            .upsert_out(&ik(i), &fwd(i))
+            .expect("outbound half");
+    }
+    assert_eq!(t.sessions.count().expect("count"), 16);
+    assert_eq!(t.bindings.count_out().expect("count"), 16);
+    // both full: each refuses its 17th, and keeps its 16
+    assert!(t
+        .sessions
+        .insert_new(&skey(16), &session(16, seen, 0))
+        .is_err());
+    let err = t
+        .bindings
+        .upsert_out(&ik(16), &fwd(16))
+        .expect_err("a 17th outbound half in a table of 16 bindings");
+    assert!(format!("{err}").contains("Argument list too long"), "{err}");
+    let sessions = t.sessions.dump().expect("dump");
+    let outs = t.bindings.dump_out().expect("dump");
+    assert_eq!((sessions.len(), outs.len()), (16, 16));
+    for i in 0..16 {
+        assert_eq!(
+            t.sessions.get(&skey(i)).expect("get").map(|s| bytes(&s)),
+            Some(bytes(&session(i, seen, 0))),
+            "session {i}"
+        );
+        let b = t.bindings.get_out(&ik(i)).expect("get").expect("half kept");
+        assert_eq!((b.addr, b.port), (fwd(i).addr, fwd(i).port), "half {i}");
+        assert!(outs
+            .iter()
+            .any(|(k, v)| k.addr == ik(i).addr && k.port == ik(i).port && v.port == fwd(i).port));
+    }
+    // deleting one kind leaves the other
+    let ek = types::cgnat_endpoint {
+        addr: fwd(3).addr,
+        port: fwd(3).port,
+        proto: 17,
+        _pad: 0,
+    };
+    let rev = types::cgnat_binding {
+        addr: ik(3).addr,
+        port: ik(3).port,
+        flags: 0,
+        sweep_sessions: 0,
+    };
+    assert!(t.bindings.unbind_out(&ek, &rev).expect("unbind"));
+    assert!(!t.bindings.unbind_out(&ek, &rev).expect("unbind"));
+    assert!(t.bindings.get_out(&ik(3)).expect("get").is_none());
+    assert!(t.sessions.get(&skey(3)).expect("get").is_some());
+    assert!(t.sessions.delete(&skey(5)).expect("delete"));
+    assert!(t.bindings.get_out(&ik(5)).expect("get").is_some());
+    assert_eq!(t.sessions.count().expect("count"), 15);
+    assert_eq!(t.bindings.count_out().expect("count"), 15);
+    // and each kind has room for one again
+    t.bindings
+        .upsert_out(&ik(16), &fwd(16))
+        .expect("room again");
+    assert!(t
+        .sessions
+        .insert_new(&skey(16), &session(16, seen, 0))
+        .expect("insert"));
 }
