@@ -189,9 +189,11 @@ struct {
 } sessions SEC(".maps");
 
 /* The lock of each segment of sessions: its version, odd while a writer
- * holds it (sessions.h). */
+ * holds it (sessions.h); and whether the running sweep deleted slots in
+ * it and reclaims its tombstones at the end of its run (sweep.h). */
 struct cgnat_seg_lock {
 	__u32 version;
+	__u32 reclaim;
 };
 
 struct {

@@ -460,10 +460,9 @@ static __always_inline void session_reclaim(__u32 si)
 	seg_unlock(lk);
 }
 
-/* Deletes session *k and reclaims its segment's tombstones (the daemon's
- * deletes; the sweep deletes by slot). Returns 0, or -ENOENT if it is not
- * there. */
-static __always_inline int session_delete(const struct cgnat_session_key *k)
+/* Deletes session *k, leaving a tombstone. Returns its segment, or
+ * -ENOENT if it is not there, -EBUSY if the segment stayed locked. */
+static __always_inline int session_unlink(const struct cgnat_session_key *k)
 {
 	struct cgnat_session_slot *s;
 	struct cgnat_session_seg *seg;
@@ -488,9 +487,20 @@ static __always_inline int session_delete(const struct cgnat_session_key *k)
 		r = 0;
 	}
 	seg_unlock(lk);
-	if (r == 0)
-		session_reclaim(si);
-	return r;
+	return r == 0 ? (int)si : r;
+}
+
+/* Deletes session *k and reclaims its segment's tombstones (the daemon's
+ * deletes; the sweep deletes sessions by slot). Returns 0, or -ENOENT if
+ * it is not there. */
+static __always_inline int session_delete(const struct cgnat_session_key *k)
+{
+	int si = session_unlink(k);
+
+	if (si < 0)
+		return si;
+	session_reclaim((__u32)si);
+	return 0;
 }
 
 /* The daemon's operations (struct cgnat_session_ops), one run at a time

@@ -25,7 +25,8 @@
  *    not yet marked CGNAT_BIND_IDLE is live
  *    (IDLE set on a bare one, cleared on a used one; counted per
  *    subscriber and per port block); any other is released: its outbound
- *    half is deleted, its port quarantined (RFC 6888 REQ-8) or freed,
+ *    half is deleted (the tombstones of the segments that lost some are
+ *    reclaimed at the end of the pass), its port quarantined (RFC 6888 REQ-8) or freed,
  *    and a record goes to sweep_out for the NAT log. When sweep_out is
  *    full the binding is marked CGNAT_BIND_PENDING instead and a
  *    CGNAT_SWEEP_RELEASE run releases it;
@@ -396,7 +397,39 @@ static long sweep_seg_cb(__u32 si, void *ctx)
 	return 0;
 }
 
-/* Releases binding ek -> b: the outbound entry first, so no new session
+/* Deletes a binding's outbound half; its segment's tombstones are
+ * reclaimed once, at the end of the run (sweep_bind_reclaim_cb()), rather
+ * than at each of its deletes. */
+static __always_inline void sweep_unbind(const struct cgnat_session_key *ik)
+{
+	int si = session_unlink(ik);
+	__u32 k = (__u32)si;
+	struct cgnat_seg_lock *lk;
+
+	if (si < 0)
+		return;
+	lk = bpf_map_lookup_elem(&session_locks, &k);
+	if (lk && !lk->reclaim)
+		lk->reclaim = 1;
+}
+
+/* Reclaims the tombstones of binding segment i if the run deleted slots in
+ * it. */
+static long sweep_bind_reclaim_cb(__u32 i, void *ctx)
+{
+	__u32 si = SESSION_SEGS + i;
+	struct cgnat_seg_lock *lk = bpf_map_lookup_elem(&session_locks, &si);
+
+	if (!lk)
+		return 1;
+	if (lk->reclaim) {
+		lk->reclaim = 0;
+		session_reclaim(si);
+	}
+	return 0;
+}
+
+/* Releases binding ek -> b: the outbound half first, so no new session
  * finds it, then the port goes into quarantine (or is freed). */
 static __always_inline void sweep_release(const struct cgnat_endpoint *ek,
 					  struct cgnat_binding *b)
@@ -427,7 +460,7 @@ static __always_inline void sweep_release(const struct cgnat_endpoint *ek,
 	r->ext_port = ek->port;
 	r->proto = ek->proto;
 	sweep_run.out = slot + 1;
-	session_delete(&ik);
+	sweep_unbind(&ik);
 	sweep_run.bindings_released++;
 	if (sweep_run.quarantine == 0) {
 		bpf_map_delete_elem(&bind_in, ek);
@@ -561,6 +594,8 @@ static __always_inline int sweep(struct cgnat_sweep *ctx)
 		sweep_run.session_pass_ns = bpf_ktime_get_ns() - t0;
 	}
 	bpf_for_each_map_elem(&bind_in, sweep_binding_cb, 0, 0);
+	if (sweep_run.bindings_released)
+		bpf_loop(BIND_SEGS, sweep_bind_reclaim_cb, 0, 0);
 	if (sweep_run.mode == CGNAT_SWEEP_FULL &&
 	    (sweep_run.flags & CGNAT_SWEEP_FILTER))
 		bpf_for_each_map_elem(&filter_addr, sweep_filter_cb, 0, 0);

@@ -14,6 +14,7 @@ use cgnat::bpf::{types, Datapath, LoadOptions, Tables};
 use cgnat::config::Config;
 use cgnat::expiry::{compact_time, monotonic_ns, Sweeper};
 use cgnat_kit::rng::Rng;
+use libbpf_rs::{MapCore, MapFlags};
 
 const SEC: u64 = 1_000_000_000;
 
@@ -352,4 +353,68 @@ fn bindings_and_sessions_keep_apart() {
         .sessions
         .insert_new(&skey(16), &session(16, seen, 0))
         .expect("insert"));
+}
+
+/// The sweep that releases bindings leaves no tombstone of their outbound
+/// halves: it reclaims the segments it deleted in at the end of its run.
+#[test]
+fn released_bindings_leave_no_tombstones() {
+    let cfg = config_with(64, 512);
+    let dp = load(&cfg);
+    let t = dp.tables().expect("tables");
+    let sweeper = Sweeper {
+        timeouts: cfg.timeouts.clone(),
+        quarantine: cfg.port_quarantine,
+        blocks: None,
+        pool: cfg.pool_addrs.clone(),
+    };
+    let n = 400u32;
+    for i in 0..n {
+        let ek = types::cgnat_endpoint {
+            addr: u32::from_be_bytes([203, 0, 113, 1 + (i % 14) as u8]).to_be(),
+            port: (1024 + i as u16).to_be(),
+            proto: 17,
+            _pad: 0,
+        };
+        let rev = types::cgnat_binding {
+            addr: u32::from_be_bytes([100, 64, 1, (i % 250) as u8]).to_be(),
+            port: (20000 + i as u16).to_be(),
+            flags: 0,
+            sweep_sessions: 0,
+        };
+        let fwd = types::cgnat_binding {
+            addr: ek.addr,
+            port: ek.port,
+            flags: 0,
+            sweep_sessions: 0,
+        };
+        t.bindings.upsert(&ek, &rev, &fwd).expect("binding");
+    }
+    assert_eq!(t.bindings.count_out().expect("count"), n as u64);
+    // without sessions: marked idle by the first sweep, released by the
+    // second
+    let now = monotonic_ns() + 1000 * SEC;
+    sweeper.sweep(&t, now).expect("sweep");
+    let rep = sweeper.sweep(&t, now + SEC).expect("sweep");
+    assert_eq!(rep.bindings_released, n as u64, "{rep:?}");
+    assert_eq!(t.bindings.count_out().expect("count"), 0);
+    let (_, segments) = t.sessions.maps()[0];
+    let (mut live, mut dead) = (0, 0);
+    for si in 0u32.. {
+        let Some(v) = segments
+            .lookup(cgnat::bpf::bytes_of(&si), MapFlags::ANY)
+            .expect("segment")
+        else {
+            break;
+        };
+        let seg: types::cgnat_session_seg = cgnat::bpf::from_bytes(&v).expect("a segment");
+        for s in &seg.slot {
+            match s.key.slot_state {
+                1 => live += 1,
+                2 => dead += 1,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!((live, dead), (0, 0), "live and dead slots left");
 }
