@@ -43,6 +43,15 @@ pin_path = "/sys/fs/bpf/cgnat-session-table-test-unused"
     Config::parse(&text, Path::new("(session table test)")).expect("test config")
 }
 
+fn sweeper(cfg: &Config) -> Sweeper {
+    Sweeper {
+        timeouts: cfg.timeouts.clone(),
+        quarantine: cfg.port_quarantine,
+        blocks: None,
+        pool: cfg.pool_addrs.clone(),
+    }
+}
+
 fn load(cfg: &Config) -> Datapath {
     Datapath::load(
         cfg,
@@ -120,12 +129,7 @@ fn operations_and_sweeps_agree_with_a_model() {
     let cfg = config(512);
     let dp = load(&cfg);
     let t = dp.tables().expect("tables");
-    let sweeper = Sweeper {
-        timeouts: cfg.timeouts.clone(),
-        quarantine: cfg.port_quarantine,
-        blocks: None,
-        pool: cfg.pool_addrs.clone(),
-    };
+    let sweeper = sweeper(&cfg);
     let universe = 1500u32;
     let mut r = Rng(0x5eed_1234_abcd_0001);
     let mut model: BTreeMap<[u8; 16], (Key, Session)> = BTreeMap::new();
@@ -362,12 +366,7 @@ fn released_bindings_leave_no_tombstones() {
     let cfg = config_with(64, 512);
     let dp = load(&cfg);
     let t = dp.tables().expect("tables");
-    let sweeper = Sweeper {
-        timeouts: cfg.timeouts.clone(),
-        quarantine: cfg.port_quarantine,
-        blocks: None,
-        pool: cfg.pool_addrs.clone(),
-    };
+    let sweeper = sweeper(&cfg);
     let n = 400u32;
     for i in 0..n {
         let ek = types::cgnat_endpoint {
