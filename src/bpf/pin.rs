@@ -139,6 +139,9 @@ pub fn detach(dir: &Path) -> Result<Vec<String>, BpfError> {
     names.sort_by_key(|n| !n.starts_with("link_"));
     for n in names {
         let path = dir.join(&n);
+        if n.starts_with("link_") {
+            detach_link(&path)?;
+        }
         std::fs::remove_file(&path).map_err(|e| BpfError::Pin {
             path: path.clone(),
             err: e.to_string(),
@@ -147,6 +150,26 @@ pub fn detach(dir: &Path) -> Result<Vec<String>, BpfError> {
     }
     let _ = std::fs::remove_dir(dir);
     Ok(removed)
+}
+
+/// Detaches the XDP program of the link pinned at `path` now
+/// (BPF_LINK_DETACH). Removing the pin alone leaves the link's release to a
+/// kernel work item: the program would still be attached for a moment
+/// after `cgnat stop --detach` returned.
+fn detach_link(path: &Path) -> Result<(), BpfError> {
+    let fd = obj_get(path)?;
+    // SAFETY: fd is a valid bpf_link descriptor.
+    let r = unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) };
+    if r < 0 {
+        return Err(BpfError::Pin {
+            path: path.to_owned(),
+            err: format!(
+                "detaching the link: {}",
+                std::io::Error::from_raw_os_error(-r)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Creates an XDP bpf_link of `prog_fd` on `idx` in the given mode.
