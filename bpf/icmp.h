@@ -148,7 +148,7 @@ static __always_inline int nat_icmp_error_in(struct xdp_md *ctx, struct pkt *p)
 static __always_inline int nat_icmp_error_out(struct xdp_md *ctx, struct pkt *p)
 {
 	struct iphdr *ip = p->ip, *in = p->inner;
-	struct cgnat_session_key ik = { .kind = CGNAT_KIND_BIND_OUT };
+	struct cgnat_session_key ik;
 	struct bpf_fib_lookup *fib = packet_fib();
 	struct cgnat_binding b, tb;
 	__be32 ext_addr, new_dst = ip->daddr, tgt_addr = 0;
@@ -161,9 +161,7 @@ static __always_inline int nat_icmp_error_out(struct xdp_md *ctx, struct pkt *p)
 		return CGNAT_CONTINUE;
 	b.addr = 0;
 	if (ip->saddr == in->daddr && p->inner_proto != IPPROTO_ICMP) {
-		ik.ext_addr = in->daddr;
-		ik.ext_port = *p->inner_dport;
-		ik.proto = p->inner_proto;
+		bind_out_key(&ik, in->daddr, *p->inner_dport, p->inner_proto);
 		binding_out(&ik, &b);
 	}
 	if (!b.addr) {

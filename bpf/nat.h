@@ -256,10 +256,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	ik.addr = ip->saddr;
 	ik.port = *p->sport;
 	ik.proto = p->proto;
-	ns.key.ext_addr = ik.addr;
-	ns.key.ext_port = ik.port;
-	ns.key.proto = ik.proto;
-	ns.key.kind = CGNAT_KIND_BIND_OUT;
+	bind_out_key(&ns.key, ik.addr, ik.port, ik.proto);
 	bound = binding_out(&ns.key, &ext);
 	ns.key.kind = CGNAT_KIND_SESSION;
 	if (bound) {

@@ -466,17 +466,13 @@ static __always_inline int binding_create(struct cgnat_endpoint *ik,
 		return CGNAT_DROP_TABLE_FULL;
 	}
 	n = &c->slot;
-	__builtin_memset(n, 0, sizeof(*n));
-	n->key.ext_addr = ik->addr;
-	n->key.ext_port = ik->port;
-	n->key.proto = ik->proto;
-	n->key.kind = CGNAT_KIND_BIND_OUT;
-	n->s.int_addr = ek.addr;
-	n->s.int_port = ek.port;
+	bind_out_key(&n->key, ik->addr, ik->port, ik->proto);
+	__builtin_memset(&n->s, 0, sizeof(n->s));
+	binding_write(slot_binding(n),
+		      (struct cgnat_binding){ .addr = ek.addr, .port = ek.port });
 	r = cgnat_session_put(n, CGNAT_SOP_INSERT);
 	if (r >= 0 && !(r & CGNAT_SLOT_OLD)) {
-		out->addr = ek.addr;
-		out->port = ek.port;
+		*out = binding_read(slot_binding(n));
 		if (pi < CGNAT_PI__MAX)
 			__sync_fetch_and_add(&s->ports[pi], 1);
 		s->last_alloc_ns = now;
@@ -490,8 +486,7 @@ static __always_inline int binding_create(struct cgnat_endpoint *ik,
 	w = session_slot((__u32)r & ~CGNAT_SLOT_OLD);
 	if (!w)
 		return CGNAT_DROP_TABLE_FULL;
-	out->addr = w->s.int_addr;
-	out->port = w->s.int_port;
+	*out = binding_read(slot_binding(w));
 	return CGNAT_CONTINUE;
 }
 

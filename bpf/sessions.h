@@ -170,18 +170,39 @@ static __always_inline struct cgnat_session *session_lookup(const struct cgnat_s
 	return &seg->slot[at & SLOT_MASK].s;
 }
 
-/* The outbound half of the binding keyed by *k (CGNAT_KIND_BIND_OUT,
- * include/cgnat.h) as one word (union cgnat_binding_word), read with one
- * load from the first 8 bytes of its slot's value; 0 if there is none (a
- * binding's external address is never 0). A global function, so the
- * verifier checks it once and its callers get a plain value. */
+/* *k becomes the key of the outbound half of internal endpoint (addr,
+ * port, proto): CGNAT_KIND_BIND_OUT, the endpoint in the external fields,
+ * remote 0 (include/cgnat.h). */
+static __always_inline void bind_out_key(struct cgnat_session_key *k, __be32 addr,
+					 __be16 port, __u8 proto)
+{
+	*k = (struct cgnat_session_key){
+		.ext_addr = addr, .ext_port = port, .proto = proto,
+		.kind = CGNAT_KIND_BIND_OUT,
+	};
+}
+
+/* The binding an outbound half's slot holds: the first 8 bytes of its
+ * value (include/cgnat.h), read and written whole with binding_read() and
+ * binding_write() (maps.h). */
+static __always_inline struct cgnat_binding *slot_binding(struct cgnat_session_slot *s)
+{
+	return (struct cgnat_binding *)&s->s;
+}
+
+/* The outbound half of the binding keyed by *k as one word (union
+ * cgnat_binding_word); 0 if there is none (a binding's external address is
+ * never 0). A global function, so the verifier checks it once and its
+ * callers get a plain value. */
 __noinline __u64 cgnat_binding_out(const struct cgnat_session_key *k)
 {
 	struct cgnat_session_slot *s = session_slot((__u32)cgnat_session_find(k));
+	union cgnat_binding_word w;
 
 	if (!s)
 		return 0;
-	return *(volatile const __u64 *)&s->s;
+	w.b = binding_read(slot_binding(s));
+	return w.raw;
 }
 
 /* The same into *out: 1 if there is one. */

@@ -25,8 +25,9 @@
  *    not yet marked CGNAT_BIND_IDLE is live
  *    (IDLE set on a bare one, cleared on a used one; counted per
  *    subscriber and per port block); any other is released: its outbound
- *    half is deleted (the tombstones of the segments that lost some are
- *    reclaimed at the end of the pass), its port quarantined (RFC 6888 REQ-8) or freed,
+ *    half is deleted (the segments that lost some have their tombstones
+ *    reclaimed at the end of the pass), its port quarantined (RFC 6888
+ *    REQ-8) or freed,
  *    and a record goes to sweep_out for the NAT log. When sweep_out is
  *    full the binding is marked CGNAT_BIND_PENDING instead and a
  *    CGNAT_SWEEP_RELEASE run releases it;
@@ -434,10 +435,7 @@ static long sweep_bind_reclaim_cb(__u32 i, void *ctx)
 static __always_inline void sweep_release(const struct cgnat_endpoint *ek,
 					  struct cgnat_binding *b)
 {
-	struct cgnat_session_key ik = {
-		.ext_addr = b->addr, .ext_port = b->port, .proto = ek->proto,
-		.kind = CGNAT_KIND_BIND_OUT,
-	};
+	struct cgnat_session_key ik;
 	struct cgnat_binding q = {
 		.addr = sweep_now(), .port = b->port,
 		.flags = CGNAT_BIND_QUARANTINE,
@@ -460,6 +458,7 @@ static __always_inline void sweep_release(const struct cgnat_endpoint *ek,
 	r->ext_port = ek->port;
 	r->proto = ek->proto;
 	sweep_run.out = slot + 1;
+	bind_out_key(&ik, b->addr, b->port, ek->proto);
 	sweep_unbind(&ik);
 	sweep_run.bindings_released++;
 	if (sweep_run.quarantine == 0) {

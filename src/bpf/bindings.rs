@@ -246,25 +246,20 @@ fn endpoint(k: &Key) -> Endpoint {
     }
 }
 
-/// An outbound half as its slot holds it: the binding in the value's first
-/// 8 bytes (include/cgnat.h).
+/// The bytes of a binding within an outbound half's value: its first 8
+/// (include/cgnat.h), the rest 0.
+const HALF: std::ops::Range<usize> = 0..std::mem::size_of::<Binding>();
+
+/// An outbound half's value, holding binding `b`.
 fn out_value(b: &Binding) -> Session {
-    Session {
-        int_addr: b.addr,
-        int_port: b.port,
-        flags: b.flags,
-        _pad0: b.sweep_sessions,
-        ..Session::default()
-    }
+    let mut v = bytes_of(&Session::default()).to_vec();
+    v[HALF].copy_from_slice(bytes_of(b));
+    from_bytes(&v).unwrap_or_default()
 }
 
+/// The binding an outbound half's value holds.
 fn binding(s: &Session) -> Binding {
-    Binding {
-        addr: s.int_addr,
-        port: s.int_port,
-        flags: s.flags,
-        sweep_sessions: s._pad0,
-    }
+    from_bytes(&bytes_of(s)[HALF]).unwrap_or_default()
 }
 
 fn get(map: &MapHandle, name: &'static str, k: &Endpoint) -> Result<Option<Binding>, BpfError> {
