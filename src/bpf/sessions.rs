@@ -84,6 +84,8 @@ impl SessionTable {
 /// The table's slots of either kind: its maps and `session_ops`.
 #[derive(Debug)]
 pub struct SlotTable {
+    /// Where each kind's segments are.
+    table: SessionTable,
     segments: MapHandle,
     locks: MapHandle,
     count: MapHandle,
@@ -96,8 +98,10 @@ impl SlotTable {
     pub(super) fn new(
         [segments, locks, count]: [MapHandle; 3],
         ops: Option<OwnedFd>,
+        table: SessionTable,
     ) -> Arc<SlotTable> {
         Arc::new(SlotTable {
+            table,
             segments,
             locks,
             count,
@@ -108,7 +112,12 @@ impl SlotTable {
     /// Every live slot of `kind`: (key, value), the slot's own fields
     /// zeroed. Not a snapshot.
     pub(super) fn dump(&self, kind: SlotKind) -> Result<Vec<(Key, Session)>, BpfError> {
-        let rows = lookup_all(&self.segments, BATCH).map_err(map_err(NAME))?;
+        let (t, all) = (&self.table, self.table.total_segments());
+        let range = match kind {
+            SlotKind::CGNAT_KIND_SESSION => 0..t.segments,
+            _ => t.segments..all,
+        };
+        let rows = lookup_array_range(&self.segments, BATCH, range).map_err(map_err(NAME))?;
         let mut out = Vec::new();
         for (_, seg) in &rows {
             let Some(seg) = from_bytes::<types::cgnat_session_seg>(seg) else {

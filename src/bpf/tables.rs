@@ -157,6 +157,10 @@ impl Tables {
                 err: format!("{e} (is cgnat running with this config?)"),
             })
         };
+        let meta = super::pin::pinned_meta(dir).map_err(|err| BpfError::Pin {
+            path: dir.join("meta"),
+            err,
+        })?;
         let slots = SlotTable::new(
             [
                 open("sessions")?,
@@ -164,6 +168,7 @@ impl Tables {
                 open("session_count")?,
             ],
             None,
+            SessionTable::new(meta.max_sessions, meta.max_bindings, meta.session_seed),
         );
         Ok(Tables {
             sessions: Sessions::new(slots.clone()),
