@@ -57,6 +57,14 @@ const volatile __u32 MAX_SESSIONS = 32;
 const volatile __u32 BIND_SEGS = 1;
 const volatile __u32 MAX_BINDINGS = 32;
 const volatile __u64 SESSION_SEED = 0;
+/* The same per slot kind (enum cgnat_slot_kind, index kind & 3, the
+ * fourth a copy of the sessions'): the first segment of its region, its
+ * segments, the slots it may hold. Read at an index the verifier does not
+ * know, so that code working on a key of any kind is checked once, not
+ * once per kind. */
+const volatile __u32 REGION_FIRST[4] = { 0, 1, 2, 0 };
+const volatile __u32 REGION_SEGS[4] = { 1, 1, 1, 1 };
+const volatile __u64 SLOT_LIMIT[4] = { 32, 32, 32, 32 };
 /* Clamp the MSS option of TCP SYNs to at most this (0: off). */
 const volatile __u16 MSS_CLAMP = 0;
 /* Route cache entries are trusted this long (0: no cache); see

@@ -125,20 +125,10 @@ struct {
 	__type(value, __be32);
 } pool_addrs SEC(".maps");
 
-/* Inbound bindings: external endpoint -> internal endpoint (the outbound
- * halves are slots of the session table, include/cgnat.h). Also holds
- * quarantined ports (CGNAT_BIND_QUARANTINE), so its size bounds the
- * number of external ports in use. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, struct cgnat_endpoint);
-	__type(value, struct cgnat_binding);
-} bind_in SEC(".maps");
-
-/* A bind_in value as one 8-byte word. The sweep quarantines an entry in
- * place (bpf/sweep.h) with binding_write(), rewriting its address and
- * flags together, and the data path reads entries with binding_read():
+/* A binding's half (include/cgnat.h) as one 8-byte word. The sweep
+ * quarantines an inbound half in place (bpf/sweep.h) with
+ * binding_write(), rewriting its address and flags together, and the data
+ * path reads halves with binding_read():
  * a reader sees the binding or the quarantine, never the address of one
  * with the flags of the other. */
 union cgnat_binding_word {
@@ -164,22 +154,8 @@ static __always_inline void binding_write(struct cgnat_binding *b, struct cgnat_
 	*(volatile __u64 *)b = w.raw;
 }
 
-/* The live binding whose external endpoint is (addr, port, proto), into
- * *out: 1 if there is one (a quarantined entry matches no traffic). */
-static __always_inline int binding_in(__be32 addr, __be16 port, __u8 proto,
-				      struct cgnat_binding *out)
-{
-	struct cgnat_endpoint ek = { .addr = addr, .port = port, .proto = proto };
-	struct cgnat_binding *b = bpf_map_lookup_elem(&bind_in, &ek);
-
-	if (!b)
-		return 0;
-	*out = binding_read(b);
-	return !(out->flags & CGNAT_BIND_QUARANTINE);
-}
-
 /* Sessions, keyed in the external realm (struct cgnat_session_key), and
- * bindings' outbound halves: the session table of include/cgnat.h, one
+ * both halves of every binding: the session table of include/cgnat.h, one
  * element per segment (bpf/sessions.h reads and writes it). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -204,8 +180,8 @@ struct {
 } session_locks SEC(".maps");
 
 /* The number of slots of each kind (enum cgnat_slot_kind) in sessions:
- * at most MAX_SESSIONS sessions and MAX_BINDINGS outbound halves
- * (rodata). */
+ * at most MAX_SESSIONS sessions and MAX_BINDINGS halves of each
+ * direction (rodata). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, CGNAT_KIND__MAX);

@@ -22,8 +22,9 @@
  * - deterministic (RFC 7422): address and port range are a function of the
  *   subscriber's address alone; ports random inside the range; nothing
  *   to log.
- * An external port is claimed by inserting its bind_in entry with
- * BPF_NOEXIST, so it is never given twice, whatever the mode.
+ * An external port is claimed by inserting its binding's inbound half
+ * (an insert that fails when the key is there, under its segment's lock),
+ * so it is never given twice, whatever the mode.
  *
  * Limits (RFC 6888 REQ-4, REQ-5): LIMIT_PORTS bindings per protocol,
  * LIMIT_SESSIONS sessions, RATE_NEW new bindings per second (0: none).
@@ -248,18 +249,29 @@ static __always_inline __u16 port_candidate(__u16 orig, __u8 proto, __u32 try)
 	return r ? r : 2; /* parity may have made it 0; keep port 0 unused */
 }
 
-/* Claim external port `port` (host order) for the binding: 0 when
- * claimed, 1 when taken, -1 when the table is full. */
-static __always_inline int claim(struct cgnat_endpoint *ek, __u16 port,
-				 struct cgnat_binding *rev)
+/* Claims external port `port` (host order) for the search in
+ * probe_scratch: puts the inbound half c->ek (its port set) -> c->rev from
+ * c->slot. 0 when claimed, 1 when taken (or its segment stayed locked:
+ * another port is as good), -1 when the table is full. A global function
+ * with the put inline, so the verifier checks a claim once rather than in
+ * every search's callback, and the callback's call is the last of its
+ * three stack frames. */
+__noinline int cgnat_claim(__u32 port)
 {
-	int err; /* int: see session_get() in nat.h */
+	__u32 k = 0;
+	struct cgnat_probe *c = bpf_map_lookup_elem(&probe_scratch, &k);
+	int r;
 
-	ek->port = bpf_htons(port);
-	err = bpf_map_update_elem(&bind_in, ek, rev, BPF_NOEXIST);
-	if (err == 0)
-		return 0;
-	return err == -EEXIST ? 1 : -1;
+	if (!c)
+		return -1;
+	c->ek.port = bpf_htons((__u16)port);
+	bind_in_key(&c->slot.key, c->ek.addr, c->ek.port, c->ek.proto);
+	__builtin_memset(&c->slot.s, 0, sizeof(c->slot.s));
+	binding_write(slot_binding(&c->slot), c->rev);
+	r = session_put(&c->slot, CGNAT_SOP_INSERT);
+	if (r >= 0)
+		return (r & CGNAT_SLOT_OLD) ? 1 : 0;
+	return r == -EBUSY ? 1 : -1;
 }
 
 /* One try of a random port search (bpf_loop callback, so the verifier
@@ -282,7 +294,7 @@ static long claim_try(__u32 i, void *data)
 		port = c->base + bpf_get_prandom_u32() % DET_PORTS;
 	else
 		port = c->base + bpf_get_prandom_u32() % BLOCK_SIZE;
-	r = claim(&c->ek, port, &c->rev);
+	r = cgnat_claim(port);
 	if (r <= 0) {
 		c->result = r;
 		return 1;
@@ -300,7 +312,7 @@ static long probe_one(__u32 i, void *data)
 
 	if (!c)
 		return 1;
-	r = claim(&c->ek, c->base + (c->start + i) % BLOCK_SIZE, &c->rev);
+	r = cgnat_claim(c->base + (c->start + i) % BLOCK_SIZE);
 	if (r <= 0) {
 		c->result = r;
 		return 1;
@@ -415,11 +427,11 @@ static __always_inline int claim_port(struct cgnat_endpoint *ik,
 	if (ALLOC_MODE == CGNAT_ALLOC_DYNAMIC) {
 		/* Try 0, the source port itself, is often taken (by the
 		 * other subscribers of the address). A lookup tells so as
-		 * surely as a failed insert, without taking the bucket lock;
-		 * when the port is free, the insert then finds the bucket in
-		 * the cache. Either way the same tries follow. */
+		 * surely as a failed insert, without taking the segment's
+		 * lock; when the port is free, the insert then finds the
+		 * segment in the cache. Either way the same tries follow. */
 		ek->port = ik->port;
-		if (bpf_map_lookup_elem(&bind_in, ek))
+		if (cgnat_binding_in(ek->addr, ek->port, ek->proto))
 			i = 1;
 	}
 	c = bpf_map_lookup_elem(&probe_scratch, &k);
@@ -462,7 +474,7 @@ static __always_inline int binding_create(struct cgnat_endpoint *ik,
 	/* the outbound half, built in per-CPU scratch: the stack is full */
 	c = bpf_map_lookup_elem(&probe_scratch, &k);
 	if (!c) {
-		bpf_map_delete_elem(&bind_in, &ek);
+		cgnat_binding_unclaim(ek.addr, ek.port, ek.proto);
 		return CGNAT_DROP_TABLE_FULL;
 	}
 	n = &c->slot;
@@ -479,7 +491,7 @@ static __always_inline int binding_create(struct cgnat_endpoint *ik,
 		log_binding(ik, &ek, now);
 		return CGNAT_CONTINUE;
 	}
-	bpf_map_delete_elem(&bind_in, &ek);
+	cgnat_binding_unclaim(ek.addr, ek.port, ek.proto);
 	if (r < 0)
 		return session_put_failed(r);
 	/* another CPU created this binding meanwhile: use it */

@@ -3,9 +3,9 @@
  * sessions.h - the session table (include/cgnat.h, struct
  * cgnat_session_seg): lookup, insert, update, delete and the reclaim of
  * tombstones, for the data path, the sweep and the daemon's operations.
- * It holds sessions and the outbound halves of bindings (enum
- * cgnat_slot_kind): "session" below is a slot of either kind; each kind
- * has its own segments and its own count.
+ * It holds sessions and both halves of every binding (enum
+ * cgnat_slot_kind): "session" below is a slot of any kind; each kind has
+ * its own segments and its own count.
  *
  * Contract:
  * - session_lookup() takes no lock. It returns the live session of a key
@@ -49,9 +49,12 @@
 #define PICK_NONE 0xffffu
 #define PICK_FOUND 0x10000u
 
-/* The keys of session_count, in .rodata: no stack slot for them. */
-static const __u32 session_count_key = CGNAT_KIND_SESSION;
-static const __u32 bind_count_key = CGNAT_KIND_BIND_OUT;
+/* The keys of session_count by kind (index kind & 3), in .rodata: no
+ * stack slot for them, and no branch on the kind (a verifier state less
+ * for each kind). */
+static const __u32 slot_count_key[4] = {
+	CGNAT_KIND_SESSION, CGNAT_KIND_BIND_OUT, CGNAT_KIND_BIND_IN, CGNAT_KIND_SESSION,
+};
 
 /* A keyed mix of the key's fields: the segment from the high half, the
  * home slot from the low half. Remote ports and addresses are chosen by
@@ -70,20 +73,26 @@ static __always_inline __u64 session_hash(const struct cgnat_session_key *k)
 	return h;
 }
 
-/* The segment of a hash: its high half scaled to its kind's region, the
- * first SESSION_SEGS segments for sessions and the BIND_SEGS after them
- * for bindings (a multiply and a shift, for any number of segments). */
+/* The first segment of a kind's region: the first SESSION_SEGS segments
+ * are the sessions', the BIND_SEGS after them the outbound halves', the
+ * BIND_SEGS after those the inbound halves' (REGION_FIRST, set by the
+ * daemon). */
+static __always_inline __u32 region_start(__u8 kind)
+{
+	return REGION_FIRST[kind & 3];
+}
+
+/* The segment of a hash: its high half scaled to its kind's region (a
+ * multiply and a shift, for any number of segments). */
 static __always_inline __u32 session_seg_of(__u64 h, __u8 kind)
 {
-	if (kind == CGNAT_KIND_BIND_OUT)
-		return SESSION_SEGS + (__u32)(((h >> 32) * (__u64)BIND_SEGS) >> 32);
-	return (__u32)(((h >> 32) * (__u64)SESSION_SEGS) >> 32);
+	return region_start(kind) + (__u32)(((h >> 32) * (__u64)REGION_SEGS[kind & 3]) >> 32);
 }
 
 /* How many slots of a kind the table may hold. */
 static __always_inline __u64 slot_limit(__u8 kind)
 {
-	return kind == CGNAT_KIND_BIND_OUT ? MAX_BINDINGS : MAX_SESSIONS;
+	return SLOT_LIMIT[kind & 3];
 }
 
 #define SLOT_MASK (CGNAT_SEG_SLOTS - 1)
@@ -190,11 +199,9 @@ static __always_inline struct cgnat_binding *slot_binding(struct cgnat_session_s
 	return (struct cgnat_binding *)&s->s;
 }
 
-/* The outbound half of the binding keyed by *k as one word (union
- * cgnat_binding_word); 0 if there is none (a binding's external address is
- * never 0). A global function, so the verifier checks it once and its
- * callers get a plain value. */
-__noinline __u64 cgnat_binding_out(const struct cgnat_session_key *k)
+/* The half of a binding keyed by *k as one word (union
+ * cgnat_binding_word); 0 if there is none. */
+static __always_inline __u64 binding_word(const struct cgnat_session_key *k)
 {
 	struct cgnat_session_slot *s = session_slot((__u32)cgnat_session_find(k));
 	union cgnat_binding_word w;
@@ -205,6 +212,14 @@ __noinline __u64 cgnat_binding_out(const struct cgnat_session_key *k)
 	return w.raw;
 }
 
+/* The outbound half keyed by *k as one word; 0 if there is none (a
+ * binding's external address is never 0). A global function, so the
+ * verifier checks it once and its callers get a plain value. */
+__noinline __u64 cgnat_binding_out(const struct cgnat_session_key *k)
+{
+	return binding_word(k);
+}
+
 /* The same into *out: 1 if there is one. */
 static __always_inline int binding_out(const struct cgnat_session_key *k,
 				       struct cgnat_binding *out)
@@ -213,6 +228,41 @@ static __always_inline int binding_out(const struct cgnat_session_key *k,
 
 	*out = w.b;
 	return w.raw != 0;
+}
+
+/* *k becomes the key of the inbound half of external endpoint (addr,
+ * port, proto): CGNAT_KIND_BIND_IN, the endpoint in the external fields,
+ * remote 0 (include/cgnat.h). */
+static __always_inline void bind_in_key(struct cgnat_session_key *k, __be32 addr,
+					__be16 port, __u8 proto)
+{
+	*k = (struct cgnat_session_key){
+		.ext_addr = addr, .ext_port = port, .proto = proto,
+		.kind = CGNAT_KIND_BIND_IN,
+	};
+}
+
+/* The inbound half of external endpoint (addr, port, proto) as one word,
+ * 0 if there is none (a live half holds a subscriber's address, a
+ * quarantined one CGNAT_BIND_QUARANTINE). A global function taking
+ * scalars: its key is on its own stack, not its callers'. */
+__noinline __u64 cgnat_binding_in(__be32 addr, __be16 port, __u8 proto)
+{
+	struct cgnat_session_key k;
+
+	bind_in_key(&k, addr, port, proto);
+	return binding_word(&k);
+}
+
+/* The live binding whose external endpoint is (addr, port, proto), into
+ * *out: 1 if there is one (a quarantined half matches no traffic). */
+static __always_inline int binding_in(__be32 addr, __be16 port, __u8 proto,
+				      struct cgnat_binding *out)
+{
+	union cgnat_binding_word w = { .raw = cgnat_binding_in(addr, port, proto) };
+
+	*out = w.b;
+	return w.raw != 0 && !(w.b.flags & CGNAT_BIND_QUARANTINE);
 }
 
 /*
@@ -283,9 +333,7 @@ static __always_inline void seg_unlock(struct cgnat_seg_lock *lk)
  * (on the callers' stack). */
 static __always_inline __u64 session_count_add(__u8 kind, __s64 d)
 {
-	__u64 *count = bpf_map_lookup_elem(&session_count,
-					   kind == CGNAT_KIND_BIND_OUT ? &bind_count_key :
-									 &session_count_key);
+	__u64 *count = bpf_map_lookup_elem(&session_count, &slot_count_key[kind & 3]);
 
 	return count ? __sync_fetch_and_add(count, d) : slot_limit(kind);
 }
@@ -307,7 +355,7 @@ static __always_inline __u64 session_count_add(__u8 kind, __s64 d)
  * there). The slot alone, not the step that found it, so that the
  * verifier sees the same state at every step.
  */
-__noinline int cgnat_session_put(const struct cgnat_session_slot *n, __u32 kind)
+static __always_inline int session_put(const struct cgnat_session_slot *n, __u32 kind)
 {
 	struct cgnat_session_seg *seg;
 	struct cgnat_session_slot *s;
@@ -396,6 +444,11 @@ __noinline int cgnat_session_put(const struct cgnat_session_slot *n, __u32 kind)
 	return (int)(((at >> 2) & ~SLOT_MASK) | j);
 }
 
+__noinline int cgnat_session_put(const struct cgnat_session_slot *n, __u32 kind)
+{
+	return session_put(n, kind);
+}
+
 /* The verdict of a failed cgnat_session_put(): its segment stayed locked,
  * or there is no room. */
 static __always_inline int session_put_failed(int err)
@@ -482,8 +535,11 @@ static __always_inline void session_reclaim(__u32 si)
 }
 
 /* Deletes session *k, leaving a tombstone. Returns its segment, or
- * -ENOENT if it is not there, -EBUSY if the segment stayed locked. */
-static __always_inline int session_unlink(const struct cgnat_session_key *k)
+ * -ENOENT if it is not there, -EBUSY if the segment stayed locked. With
+ * `spin`, waits for the lock in a bpf_loop (the sweep, the daemon); the
+ * data path tries SEG_TRIES times inline, as cgnat_session_put() does. */
+static __always_inline int session_unlink_locked_by(const struct cgnat_session_key *k,
+						    int spin)
 {
 	struct cgnat_session_slot *s;
 	struct cgnat_session_seg *seg;
@@ -500,7 +556,7 @@ static __always_inline int session_unlink(const struct cgnat_session_key *k)
 	if (!seg || !lk)
 		return -ENOENT;
 	s = &seg->slot[j];
-	if (!seg_lock(lk))
+	if (!(spin ? seg_lock(lk) : seg_lock_inline(lk)))
 		return -EBUSY;
 	/* found without the lock: still the same session? */
 	if (s->key.slot_state == CGNAT_SLOT_LIVE && session_key_eq(&s->key, k)) {
@@ -509,6 +565,25 @@ static __always_inline int session_unlink(const struct cgnat_session_key *k)
 	}
 	seg_unlock(lk);
 	return r == 0 ? (int)si : r;
+}
+
+static __always_inline int session_unlink(const struct cgnat_session_key *k)
+{
+	return session_unlink_locked_by(k, 1);
+}
+
+/* Removes the inbound half of external endpoint (addr, port, proto) that
+ * the data path claimed for a binding it could not complete; its tombstone
+ * is reclaimed by the sweep. 0, or -ENOENT, -EBUSY. A global function
+ * taking scalars, so its key is not on its callers' stack. */
+__noinline int cgnat_binding_unclaim(__be32 addr, __be16 port, __u8 proto)
+{
+	struct cgnat_session_key k;
+	int r;
+
+	bind_in_key(&k, addr, port, proto);
+	r = session_unlink_locked_by(&k, 0);
+	return r < 0 ? r : 0;
 }
 
 /* Deletes session *k and reclaims its segment's tombstones (the daemon's

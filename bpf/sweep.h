@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * sweep.h - expiry inside the kernel: one walk of the session table
- * (segment by segment, with bpf_loop), then of bind_in and filter_addr
- * (bpf_for_each_map_elem), run by the daemon through
+ * sweep.h - expiry inside the kernel: one walk of the sessions' region of
+ * the session table, then of the inbound halves' region (segment by
+ * segment, with bpf_loop), then of filter_addr (bpf_for_each_map_elem),
+ * run by the daemon through
  * BPF_PROG_TEST_RUN on the SEC("syscall") program cgnat_sweep
  * (cgnat.bpf.c) with a struct cgnat_sweep as its context. It does what
  * src/expiry.rs does in user space, with the same rules (see there):
@@ -20,14 +21,15 @@
  *    CGNAT_BIND_LIVE, counting on it (sweep_sessions, added to the
  *    subscriber by the binding pass) while it can; so does any session
  *    whose address has no slot in sweep_live;
- * 2. bind_in: a quarantine that has run out frees its port; a binding
+ * 2. inbound halves: a quarantine that has run out frees its port; a binding
  *    that is static, used (its bit in sweep_live, or CGNAT_BIND_LIVE) or
  *    not yet marked CGNAT_BIND_IDLE is live
  *    (IDLE set on a bare one, cleared on a used one; counted per
  *    subscriber and per port block); any other is released: its outbound
  *    half is deleted (the segments that lost some have their tombstones
  *    reclaimed at the end of the pass), its port quarantined (RFC 6888
- *    REQ-8) or freed,
+ *    REQ-8) or freed (its inbound half deleted; its segment's tombstones
+ *    are reclaimed after its slots, as in the session pass),
  *    and a record goes to sweep_out for the NAT log. When sweep_out is
  *    full the binding is marked CGNAT_BIND_PENDING instead and a
  *    CGNAT_SWEEP_RELEASE run releases it;
@@ -38,13 +40,9 @@
  * is the global sweep_run. Writes the data path may race with are single
  * stores to fields it only reads (binding flags) or a one-byte store of
  * session flags, which a refreshing packet clears again as in the user
- * space sweep; a quarantine rewrites the whole bind_in value in place
+ * space sweep; a quarantine rewrites the whole inbound half in place
  * with one 8-byte store (binding_write()), as the data path reads its
  * address and flags together with one 8-byte load (binding_read()).
- *
- * Deleting the bind_in element a callback was given is safe for the walk:
- * a deleted preallocated element keeps its next pointer until it is
- * allocated again.
  *
  * Every callback returns 0 (continue the walk).
  */
@@ -180,7 +178,7 @@ static __always_inline __u64 *sweep_port_word(struct cgnat_port_bits *m,
 
 /* The word of sweep_live with the bit of external endpoint *ek, and the
  * bit in *mask; NULL if its address has no slot or its protocol no bits
- * (the session pass then marks the binding in bind_in). */
+ * (the session pass then marks the binding in its inbound half). */
 static __always_inline __u64 *sweep_used_word(const struct cgnat_endpoint *ek,
 					      __u64 *mask)
 {
@@ -228,9 +226,16 @@ static __always_inline void sweep_mirror_gone(const struct cgnat_session_key *k)
  * quarantined. */
 static __always_inline struct cgnat_binding *sweep_binding(const struct cgnat_endpoint *ek)
 {
-	struct cgnat_binding *b = bpf_map_lookup_elem(&bind_in, ek);
+	struct cgnat_session_key k;
+	struct cgnat_session_slot *s;
+	struct cgnat_binding *b;
 
-	if (b && (b->flags & CGNAT_BIND_QUARANTINE))
+	bind_in_key(&k, ek->addr, ek->port, ek->proto);
+	s = session_slot((__u32)cgnat_session_find(&k));
+	if (!s)
+		return 0;
+	b = slot_binding(s);
+	if (b->flags & CGNAT_BIND_QUARANTINE)
 		return 0;
 	return b;
 }
@@ -265,9 +270,12 @@ static __always_inline void sweep_filter_seen(const struct cgnat_session_key *k)
 	}
 }
 
-/* Deletes the session in slot s of segment si if it is still live and
- * marked dying (a packet may have refreshed it since it was read). */
-static __always_inline int sweep_kill(__u32 si, struct cgnat_session_slot *s)
+/* Deletes the slot s of segment si if it is still live and, for a
+ * session, has the flags `need` (CGNAT_SESS_DYING: a packet may have
+ * refreshed it since it was read). A binding's half has its flags where a
+ * session has its own (include/cgnat.h); `need` is 0 for it. */
+static __always_inline int sweep_kill(__u32 si, struct cgnat_session_slot *s,
+				      __u8 need)
 {
 	struct cgnat_seg_lock *lk = bpf_map_lookup_elem(&session_locks, &si);
 	int killed = 0;
@@ -276,7 +284,7 @@ static __always_inline int sweep_kill(__u32 si, struct cgnat_session_slot *s)
 		return 0;
 	if (!seg_lock(lk))
 		return 0;
-	if (s->key.slot_state == CGNAT_SLOT_LIVE && (s->s.flags & CGNAT_SESS_DYING)) {
+	if (s->key.slot_state == CGNAT_SLOT_LIVE && (s->s.flags & need) == need) {
 		session_kill_locked(s);
 		killed = 1;
 	}
@@ -308,7 +316,7 @@ static __always_inline int sweep_session(__u32 si, struct cgnat_session_slot *sl
 			/* marked at the previous sweep and still idle */
 			__u8 hairpin = s->flags & CGNAT_SESS_HAIRPIN;
 
-			if (!sweep_kill(si, sl)) {
+			if (!sweep_kill(si, sl, CGNAT_SESS_DYING)) {
 				/* refreshed since it was read: live, counted
 				 * for its subscriber by the next sweep */
 				sweep_run.sessions_live++;
@@ -414,11 +422,11 @@ static __always_inline void sweep_unbind(const struct cgnat_session_key *ik)
 		lk->reclaim = 1;
 }
 
-/* Reclaims the tombstones of binding segment i if the run deleted slots in
- * it. */
+/* Reclaims the tombstones of outbound halves' segment i if the run
+ * deleted slots in it. */
 static long sweep_bind_reclaim_cb(__u32 i, void *ctx)
 {
-	__u32 si = SESSION_SEGS + i;
+	__u32 si = region_start(CGNAT_KIND_BIND_OUT) + i;
 	struct cgnat_seg_lock *lk = bpf_map_lookup_elem(&session_locks, &si);
 
 	if (!lk)
@@ -430,10 +438,13 @@ static long sweep_bind_reclaim_cb(__u32 i, void *ctx)
 	return 0;
 }
 
-/* Releases binding ek -> b: the outbound half first, so no new session
- * finds it, then the port goes into quarantine (or is freed). */
-static __always_inline void sweep_release(const struct cgnat_endpoint *ek,
-					  struct cgnat_binding *b)
+/* Releases binding ek -> b, the inbound half in slot sl of segment si:
+ * the outbound half first, so no new session finds it, then the port
+ * goes into quarantine (or is freed). Returns 1 if it deleted the inbound
+ * half. */
+static __always_inline int sweep_release(__u32 si, struct cgnat_session_slot *sl,
+					 const struct cgnat_endpoint *ek,
+					 struct cgnat_binding *b)
 {
 	struct cgnat_session_key ik;
 	struct cgnat_binding q = {
@@ -450,7 +461,7 @@ static __always_inline void sweep_release(const struct cgnat_endpoint *ek,
 			b->flags = (b->flags & ~CGNAT_BIND_LIVE) | CGNAT_BIND_PENDING;
 		b->sweep_sessions = 0;
 		sweep_run.pending++;
-		return;
+		return 0;
 	}
 	r->int_addr = b->addr;
 	r->int_port = b->port;
@@ -462,20 +473,26 @@ static __always_inline void sweep_release(const struct cgnat_endpoint *ek,
 	sweep_unbind(&ik);
 	sweep_run.bindings_released++;
 	if (sweep_run.quarantine == 0) {
-		bpf_map_delete_elem(&bind_in, ek);
+		/* (its segment locked past SEG_SPINS: the next sweep finds
+		 * the half without its outbound one and releases it again) */
 		sweep_run.ports_freed++;
-	} else {
-		/* in place, in one store (binding_write(), bpf/maps.h) */
-		binding_write(b, q);
-		sweep_run.ports_quarantined++;
+		return sweep_kill(si, sl, 0);
 	}
+	/* in place, in one store (binding_write(), bpf/maps.h) */
+	binding_write(b, q);
+	sweep_run.ports_quarantined++;
+	return 0;
 }
 
-static long sweep_binding_cb(struct bpf_map *map,
-			     const struct cgnat_endpoint *key,
-			     struct cgnat_binding *b, void *ctx)
+/* The binding pass's work on the live inbound half in slot sl of segment
+ * si; returns 1 if it deleted it. */
+static __always_inline int sweep_binding_half(__u32 si, struct cgnat_session_slot *sl)
 {
-	struct cgnat_endpoint ek = *key;
+	struct cgnat_endpoint ek = {
+		.addr = sl->key.ext_addr, .port = sl->key.ext_port,
+		.proto = sl->key.proto,
+	};
+	struct cgnat_binding *b = slot_binding(sl);
 	__u8 flags = b->flags, nf;
 	int is_static, used, live;
 	__u64 mask, *w;
@@ -483,15 +500,16 @@ static long sweep_binding_cb(struct bpf_map *map,
 	if (flags & CGNAT_BIND_QUARANTINE) {
 		/* a quarantined entry holds its start in addr */
 		if (sweep_run.mode == CGNAT_SWEEP_FULL &&
-		    sweep_age(b->addr) >= sweep_run.quarantine) {
-			bpf_map_delete_elem(&bind_in, &ek);
+		    sweep_age(b->addr) >= sweep_run.quarantine &&
+		    sweep_kill(si, sl, 0)) {
 			sweep_run.ports_freed++;
+			return 1;
 		}
 		return 0;
 	}
 	if (sweep_run.mode == CGNAT_SWEEP_RELEASE) {
 		if (flags & CGNAT_BIND_PENDING)
-			sweep_release(&ek, b);
+			return sweep_release(si, sl, &ek, b);
 		return 0;
 	}
 	is_static = flags & CGNAT_BIND_STATIC;
@@ -542,7 +560,38 @@ static long sweep_binding_cb(struct bpf_map *map,
 			b->flags = nf;
 		return 0;
 	}
-	sweep_release(&ek, b);
+	return sweep_release(si, sl, &ek, b);
+}
+
+static long sweep_bind_slot_cb(__u32 j, struct sweep_seg_ctx *c)
+{
+	struct cgnat_session_seg *seg = bpf_map_lookup_elem(&sessions, &c->si);
+	struct cgnat_session_slot *sl;
+
+	if (!seg)
+		return 1;
+	sl = &seg->slot[j & SLOT_MASK];
+	switch (slot_state(sl)) {
+	case CGNAT_SLOT_LIVE:
+		if (sl->key.kind == CGNAT_KIND_BIND_IN)
+			c->dead |= sweep_binding_half(c->si, sl);
+		break;
+	case CGNAT_SLOT_DEAD:
+		c->dead = 1;
+		break;
+	}
+	return 0;
+}
+
+/* One segment of the binding pass (segment i of the inbound halves'
+ * region): its live halves, then its tombstones, if it has some. */
+static long sweep_bind_seg_cb(__u32 i, void *ctx)
+{
+	struct sweep_seg_ctx c = { .si = region_start(CGNAT_KIND_BIND_IN) + i };
+
+	bpf_loop(CGNAT_SEG_SLOTS, sweep_bind_slot_cb, &c, 0);
+	if (c.dead)
+		session_reclaim(c.si);
 	return 0;
 }
 
@@ -592,7 +641,7 @@ static __always_inline int sweep(struct cgnat_sweep *ctx)
 		bpf_loop(SESSION_SEGS, sweep_seg_cb, 0, 0);
 		sweep_run.session_pass_ns = bpf_ktime_get_ns() - t0;
 	}
-	bpf_for_each_map_elem(&bind_in, sweep_binding_cb, 0, 0);
+	bpf_loop(BIND_SEGS, sweep_bind_seg_cb, 0, 0);
 	if (sweep_run.bindings_released)
 		bpf_loop(BIND_SEGS, sweep_bind_reclaim_cb, 0, 0);
 	if (sweep_run.mode == CGNAT_SWEEP_FULL &&

@@ -93,22 +93,23 @@ enum cgnat_binding_flag {
 };
 
 /*
- * A binding's two halves. The inbound one is the value of map bind_in (key:
- * external endpoint) and holds the internal endpoint; the outbound one is
- * a slot of kind CGNAT_KIND_BIND_OUT in the session table (key: internal
- * endpoint, struct cgnat_session_slot) and holds the external endpoint.
- * Both are created by the data path (bind_in first, with BPF_NOEXIST, so
- * an external port is claimed atomically) and removed by the sweep or the
- * daemon (the outbound half first). 8 bytes.
+ * A binding's two halves, both slots of the session table (struct
+ * cgnat_session_slot, the binding in the first 8 bytes of the slot's
+ * value). The inbound one (CGNAT_KIND_BIND_IN, key: external endpoint)
+ * holds the internal endpoint; the outbound one (CGNAT_KIND_BIND_OUT, key:
+ * internal endpoint) holds the external endpoint. Both are created by the
+ * data path (the inbound half first, an insert that fails if the key is
+ * there, so an external port is claimed atomically) and removed by the
+ * sweep or the daemon (the outbound half first). 8 bytes.
  */
 struct cgnat_binding {
-	/* the other realm's address; in a quarantined bind_in entry (which
+	/* the other realm's address; in a quarantined inbound half (which
 	 * matches no traffic) the quarantine's start in CGNAT_TIME_SHIFT
 	 * units instead */
 	__be32 addr;
 	__be16 port;
 	__u8 flags; /* enum cgnat_binding_flag */
-	/* bind_in: the in-kernel sweep's count of this binding's sessions
+	/* inbound half: the in-kernel sweep's count of this binding's sessions
 	 * (saturating), from its session pass to its binding pass; 0
 	 * otherwise. Outbound half: 0. */
 	__u8 sweep_sessions;
@@ -137,17 +138,20 @@ struct cgnat_session_key {
 
 /*
  * What a key of the session table names. A session (CGNAT_KIND_SESSION)
- * is keyed as above. The outbound half of a binding
- * (CGNAT_KIND_BIND_OUT) is keyed by the internal endpoint (ext_addr,
- * ext_port, proto; rem_addr and rem_port 0), and its slot's value holds a
- * struct cgnat_binding in the first 8 bytes of its struct cgnat_session
- * (the external endpoint; flags and sweep_sessions 0), the rest 0. Each
- * kind has its own region of segments and its own count.
+ * is keyed as above. A binding's halves are keyed by one endpoint in
+ * ext_addr, ext_port and proto (rem_addr and rem_port 0): the outbound
+ * half (CGNAT_KIND_BIND_OUT) by the internal endpoint, the inbound half
+ * (CGNAT_KIND_BIND_IN) by the external one. A half's slot holds a struct
+ * cgnat_binding in the first 8 bytes of its struct cgnat_session, the
+ * rest 0: the outbound half the external endpoint (flags and
+ * sweep_sessions 0), the inbound half the internal endpoint, or a
+ * quarantine. Each kind has its own region of segments and its own count.
  */
 enum cgnat_slot_kind {
 	CGNAT_KIND_SESSION = 0,
 	CGNAT_KIND_BIND_OUT = 1,
-	CGNAT_KIND__MAX = 2,
+	CGNAT_KIND_BIND_IN = 2,
+	CGNAT_KIND__MAX = 3,
 };
 
 /*
@@ -243,9 +247,10 @@ struct cgnat_session {
  * at most 1/2, which keeps probes short), and never holds more than the
  * configured number of sessions (session_count): a full table refuses, it
  * never evicts (RFC 6888 REQ-11). Bindings' outbound halves
- * (CGNAT_KIND_BIND_OUT) live in segments of their own after the
- * sessions', CGNAT_SLOTS_PER_BINDING slots per configured binding, with
- * their own count.
+ * (CGNAT_KIND_BIND_OUT) and then their inbound halves
+ * (CGNAT_KIND_BIND_IN) live in regions of their own after the sessions',
+ * CGNAT_SLOTS_PER_BINDING slots per configured binding each, with their
+ * own counts (a quarantined port counts as a binding).
  *
  * Writers (inserts, updates of whole values, deletes) hold the segment's
  * lock (session_locks); readers take none. A slot's state is written last
@@ -597,9 +602,10 @@ struct cgnat_probe {
 	struct cgnat_binding rev;
 	__u32 base;   /* first port of the block or range searched */
 	__u32 start;  /* where a sequential probe starts; the source port */
-	__s32 result; /* 0 claimed, 1 none found, -1 table full */
+	__s32 result; /* 0 claimed, 1 none found, -1 table full, -2 busy */
 	__u32 first;  /* the number of the search's first try */
-	/* the outbound half of a new binding, as it is put (bpf/pool.h) */
+	/* the half of a new binding being put: the inbound one while a
+	 * port is claimed, then the outbound one (bpf/pool.h) */
 	struct cgnat_session_slot slot;
 };
 
@@ -704,7 +710,7 @@ enum cgnat_sweep_limits {
 	 * more, the daemon sweeps in user space */
 	CGNAT_SWEEP_UDP_PORTS = 16,
 	/* runs of pool addresses with sweep_live slots; the bindings of any
-	 * other address are marked in bind_in */
+	 * other address are marked in their inbound halves */
 	CGNAT_SWEEP_RANGES = 8,
 };
 

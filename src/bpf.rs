@@ -298,6 +298,20 @@ fn set_rodata(ro: &mut types::rodata, cfg: &Config, fib_ifindex: u32, sessions: 
     ro.BIND_SEGS = sessions.bind_segments;
     ro.MAX_BINDINGS = sessions.max_bindings;
     ro.SESSION_SEED = sessions.seed;
+    for kind in [
+        types::cgnat_slot_kind::CGNAT_KIND_SESSION,
+        types::cgnat_slot_kind::CGNAT_KIND_BIND_OUT,
+        types::cgnat_slot_kind::CGNAT_KIND_BIND_IN,
+    ] {
+        let (i, r) = (kind.0 as usize, sessions.region(kind));
+        ro.REGION_FIRST[i] = r.start;
+        ro.REGION_SEGS[i] = r.end - r.start;
+        ro.SLOT_LIMIT[i] = u64::from(sessions.limit(kind));
+    }
+    // the fourth index repeats the sessions' (bpf/config.h)
+    ro.REGION_FIRST[3] = ro.REGION_FIRST[0];
+    ro.REGION_SEGS[3] = ro.REGION_SEGS[0];
+    ro.SLOT_LIMIT[3] = ro.SLOT_LIMIT[0];
     let mode = |f: Filtering| match f {
         Filtering::EndpointIndependent => types::cgnat_filtering::CGNAT_FILTER_EIF.0 as u8,
         Filtering::AddressDependent => types::cgnat_filtering::CGNAT_FILTER_ADF.0 as u8,
@@ -314,14 +328,14 @@ const SWEEP_SUBS_SLACK: u32 = 4096;
 
 /// Release records one in-kernel sweep run can report (16 bytes each,
 /// 8 per binding slot): half the bindings, so releasing every binding at
-/// once takes one more run (a walk of bind_in).
+/// once takes one more run (a walk of the inbound halves).
 pub fn sweep_out_size(bindings: u32) -> u32 {
     (bindings / 2).clamp(1024, 1 << 21)
 }
 
 /// External addresses whose used ports the in-kernel sweep marks in
 /// `sweep_live` (24 KiB each, see `expiry::live_ranges`); the bindings of
-/// any further address are marked in `bind_in` itself, one lookup per
+/// any further address are marked in their inbound halves, one lookup per
 /// live session.
 pub const SWEEP_LIVE_ADDRS: u32 = 1024;
 
@@ -355,7 +369,6 @@ fn size_maps(
             table.total_segments(),
         ),
         (&mut m.filter_addr, "filter_addr", sizes.sessions),
-        (&mut m.bind_in, "bind_in", sizes.bindings),
         (&mut m.subscribers, "subscribers", sizes.subscribers),
         (&mut m.blocks, "blocks", sizes.blocks),
         (&mut m.sub_blocks, "sub_blocks", sizes.blocks),
@@ -656,8 +669,7 @@ impl Datapath {
 
     /// The binding table of the loaded program.
     fn bindings(&self) -> Result<Bindings, BpfError> {
-        let m = MapHandle::try_from(&self.skel.maps.bind_in).map_err(map_err("bind_in"))?;
-        Ok(Bindings::new(m, self.slot_table()?))
+        Ok(Bindings::new(self.slot_table()?))
     }
 
     /// Owned handles on the tables, for expiry and statistics.
@@ -669,7 +681,7 @@ impl Datapath {
         let slots = self.slot_table()?;
         Ok(Tables {
             sessions: Sessions::new(slots.clone()),
-            bindings: Bindings::new(h(&m.bind_in, "bind_in")?, slots),
+            bindings: Bindings::new(slots),
             stats: h(&m.stats, "stats")?,
             frags: h(&m.frags, "frags")?,
             frag_stash: h(&m.frag_stash, "frag_stash")?,

@@ -9,7 +9,7 @@
 //!    session is never deleted while packets refresh it: expiry happens
 //!    between timeout and timeout + one sweep interval); those within
 //!    their timeout mark their binding live;
-//! 2. reads every binding (bind_in); a binding no session within its
+//! 2. reads every binding (its inbound half); a binding no session within its
 //!    timeout uses is marked idle, and at the next sweep, if still unused,
 //!    it loses its outbound entry and its external port goes into quarantine for
 //!    `nat.port_quarantine` (RFC 6888 REQ-8); a quarantine that has run out
@@ -326,7 +326,7 @@ impl Sweeper {
                 };
                 if !t.bindings.update_in(ek, &q)? {
                     // gone since the dump: a map error, as the kernel's
-                    return Err(map_err("bind_in")(libbpf_rs::Error::from_raw_os_error(
+                    return Err(map_err("bindings")(libbpf_rs::Error::from_raw_os_error(
                         nix::errno::Errno::ENOENT as i32,
                     )));
                 }

@@ -264,9 +264,9 @@ fn a_full_table_refuses_and_keeps_what_it_has() {
     assert_eq!(t.sessions.count().expect("count"), 16);
 }
 
-/// An outbound half keyed like a session (its internal endpoint in the
-/// key's external fields, remote 0) is another slot: sessions and
-/// outbound halves never see each other, each kind is counted and limited
+/// An outbound half and an inbound half keyed like a session (an endpoint
+/// in the key's external fields, remote 0) are other slots: sessions and
+/// the two halves never see each other, each kind is counted and limited
 /// on its own, and a full kind refuses without evicting.
 #[test]
 fn bindings_and_sessions_keep_apart() {
@@ -300,9 +300,12 @@ fn bindings_and_sessions_keep_apart() {
         t.bindings
             .upsert_out(&ik(i), &fwd(i))
             .expect("outbound half");
+        // an inbound half with the same key fields too
+        t.bindings.upsert_in(&ik(i), &fwd(i)).expect("inbound half");
     }
     assert_eq!(t.sessions.count().expect("count"), 16);
     assert_eq!(t.bindings.count_out().expect("count"), 16);
+    assert_eq!(t.bindings.count().expect("count"), 16);
     // both full: each refuses its 17th, and keeps its 16
     assert!(t
         .sessions
@@ -313,9 +316,13 @@ fn bindings_and_sessions_keep_apart() {
         .upsert_out(&ik(16), &fwd(16))
         .expect_err("a 17th outbound half in a table of 16 bindings");
     assert!(format!("{err}").contains("Argument list too long"), "{err}");
+    t.bindings
+        .upsert_in(&ik(16), &fwd(16))
+        .expect_err("a 17th inbound half in a table of 16 bindings");
     let sessions = t.sessions.dump().expect("dump");
     let outs = t.bindings.dump_out().expect("dump");
-    assert_eq!((sessions.len(), outs.len()), (16, 16));
+    let ins = t.bindings.dump().expect("dump");
+    assert_eq!((sessions.len(), outs.len(), ins.len()), (16, 16, 16));
     for i in 0..16 {
         assert_eq!(
             t.sessions.get(&skey(i)).expect("get").map(|s| bytes(&s)),
@@ -324,6 +331,12 @@ fn bindings_and_sessions_keep_apart() {
         );
         let b = t.bindings.get_out(&ik(i)).expect("get").expect("half kept");
         assert_eq!((b.addr, b.port), (fwd(i).addr, fwd(i).port), "half {i}");
+        let b = t.bindings.get_in(&ik(i)).expect("get").expect("half kept");
+        assert_eq!(
+            (b.addr, b.port),
+            (fwd(i).addr, fwd(i).port),
+            "inbound half {i}"
+        );
         assert!(outs
             .iter()
             .any(|(k, v)| k.addr == ik(i).addr && k.port == ik(i).port && v.port == fwd(i).port));
@@ -345,6 +358,12 @@ fn bindings_and_sessions_keep_apart() {
     assert!(!t.bindings.unbind_out(&ek, &rev).expect("unbind"));
     assert!(t.bindings.get_out(&ik(3)).expect("get").is_none());
     assert!(t.sessions.get(&skey(3)).expect("get").is_some());
+    assert!(t.bindings.get_in(&ik(3)).expect("get").is_some());
+    t.bindings.delete_in_all(&[ik(4)]).expect("delete");
+    assert!(t.bindings.get_in(&ik(4)).expect("get").is_none());
+    assert!(t.bindings.get_out(&ik(4)).expect("get").is_some());
+    assert!(t.sessions.get(&skey(4)).expect("get").is_some());
+    assert_eq!(t.bindings.count().expect("count"), 15);
     assert!(t.sessions.delete(&skey(5)).expect("delete"));
     assert!(t.bindings.get_out(&ik(5)).expect("get").is_some());
     assert_eq!(t.sessions.count().expect("count"), 15);
@@ -361,6 +380,7 @@ fn bindings_and_sessions_keep_apart() {
 
 /// The sweep that releases bindings leaves no tombstone of their outbound
 /// halves: it reclaims the segments it deleted in at the end of its run.
+/// Their inbound halves stay, quarantined.
 #[test]
 fn released_bindings_leave_no_tombstones() {
     let cfg = config_with(64, 512);
@@ -398,7 +418,8 @@ fn released_bindings_leave_no_tombstones() {
     assert_eq!(rep.bindings_released, n as u64, "{rep:?}");
     assert_eq!(t.bindings.count_out().expect("count"), 0);
     let (_, segments) = t.sessions.maps()[0];
-    let (mut live, mut dead) = (0, 0);
+    let quarantine = types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8;
+    let (mut quarantined, mut live, mut dead) = (0, 0, 0);
     for si in 0u32.. {
         let Some(v) = segments
             .lookup(cgnat::bpf::bytes_of(&si), MapFlags::ANY)
@@ -408,12 +429,20 @@ fn released_bindings_leave_no_tombstones() {
         };
         let seg: types::cgnat_session_seg = cgnat::bpf::from_bytes(&v).expect("a segment");
         for s in &seg.slot {
+            // a half's flags are where a session's are (include/cgnat.h)
+            let held = s.key.kind == types::cgnat_slot_kind::CGNAT_KIND_BIND_IN.0 as u8
+                && s.s.flags & quarantine != 0;
             match s.key.slot_state {
+                1 if held => quarantined += 1,
                 1 => live += 1,
                 2 => dead += 1,
                 _ => {}
             }
         }
     }
-    assert_eq!((live, dead), (0, 0), "live and dead slots left");
+    assert_eq!(
+        (quarantined, live, dead),
+        (n, 0, 0),
+        "quarantined inbound halves, other live slots and dead slots left"
+    );
 }

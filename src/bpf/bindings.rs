@@ -1,22 +1,25 @@
-//! The binding table (`bind_in` in bpf/maps.h, and the outbound halves
-//! in the session table, include/cgnat.h) as user space sees it: every read and write of it from the daemon, the CLI and
-//! the kit goes through [`Bindings`], with keys and values typed as
-//! include/cgnat.h defines them (`cgnat_endpoint`, `cgnat_binding`).
+//! The binding table (both halves of every binding are slots of the
+//! session table, include/cgnat.h) as user space sees it: every read and
+//! write of it from the daemon, the CLI and the kit goes through
+//! [`Bindings`], with keys and values typed as include/cgnat.h defines
+//! them (`cgnat_endpoint`, `cgnat_binding`).
 //!
-//! A binding has two halves. The inbound one (`bind_in`) maps the
-//! external endpoint to the internal one; it also holds the ports in
+//! A binding has two halves. The inbound one (`CGNAT_KIND_BIND_IN`) maps
+//! the external endpoint to the internal one; it also holds the ports in
 //! quarantine (`CGNAT_BIND_QUARANTINE`, the quarantine's start in `addr`),
-//! which have no outbound half. The outbound one (a slot of kind
-//! `CGNAT_KIND_BIND_OUT` in the session table, written through
-//! `session_ops` like sessions) maps the internal endpoint
-//! ([`Bindings::internal_endpoint`]) to the external one. "The bindings" are the inbound halves: [`Bindings::dump`] and
+//! which have no outbound half. The outbound one (`CGNAT_KIND_BIND_OUT`)
+//! maps the internal endpoint ([`Bindings::internal_endpoint`]) to the
+//! external one. Both are written through `session_ops` like sessions.
+//! "The bindings" are the inbound halves: [`Bindings::dump`] and
 //! [`Bindings::count`] list and count those, quarantined ones included.
+//! Tables opened from their pins (the CLI) can read, and find one
+//! inbound half by reading them all ([`Bindings::get_in`]).
 //!
 //! An absent key is never an error: [`Bindings::get_in`] and
 //! [`Bindings::get_out`] give `None`, [`Bindings::update_in`],
 //! [`Bindings::unbind_out`] and [`Bindings::delete`] give `false`. Errors
-//! are the kernel's, as [`BpfError::Map`] naming the map (`bind_in` or
-//! `sessions`).
+//! are the kernel's, as [`BpfError::Map`] naming the table (`sessions`); a
+//! full table is `E2BIG`.
 
 use super::sessions::{self, SlotTable};
 use super::*;
@@ -27,32 +30,15 @@ type Binding = types::cgnat_binding;
 type Key = types::cgnat_session_key;
 type Session = types::cgnat_session;
 type Kind = types::cgnat_session_op_kind;
+type SlotKind = types::cgnat_slot_kind;
 
-const IN: &str = "bind_in";
-
-/// Entries per batched read or delete.
-const BATCH: u32 = 4096;
-
-/// The binding table.
+/// The bindings' halves in the session table.
 #[derive(Debug)]
-pub struct Bindings {
-    inbound: MapHandle,
-    outbound: Arc<SlotTable>,
-}
+pub struct Bindings(Arc<SlotTable>);
 
 impl Bindings {
-    pub(super) fn new(bind_in: MapHandle, slots: Arc<SlotTable>) -> Bindings {
-        Bindings {
-            inbound: bind_in,
-            outbound: slots,
-        }
-    }
-
-    /// The map of the inbound halves, only for what concerns the map
-    /// rather than the bindings (its memory accounting in the benchmark;
-    /// the outbound halves are in the sessions' maps).
-    pub fn maps(&self) -> [(&'static str, &MapHandle); 1] {
-        [(IN, &self.inbound)]
+    pub(super) fn new(slots: Arc<SlotTable>) -> Bindings {
+        Bindings(slots)
     }
 
     /// The outbound key of a binding: the subscriber's endpoint.
@@ -70,12 +56,16 @@ impl Bindings {
     /// the data path adds or the daemon deletes meanwhile may or may not
     /// be there.
     pub fn dump(&self) -> Result<Vec<(Endpoint, Binding)>, BpfError> {
-        dump_typed(&self.inbound, IN, BATCH)
+        self.dump_kind(IN_KIND)
     }
 
     /// Every outbound half: (internal endpoint, outbound half).
     pub fn dump_out(&self) -> Result<Vec<(Endpoint, Binding)>, BpfError> {
-        let slots = self.outbound.dump(OUT_KIND)?;
+        self.dump_kind(OUT_KIND)
+    }
+
+    fn dump_kind(&self, kind: SlotKind) -> Result<Vec<(Endpoint, Binding)>, BpfError> {
+        let slots = self.0.dump(kind)?;
         Ok(slots
             .iter()
             .map(|(k, v)| (endpoint(k), binding(v)))
@@ -83,17 +73,29 @@ impl Bindings {
     }
 
     /// The inbound half of external endpoint `ek`; `None` when there is
-    /// none.
+    /// none. Without `session_ops` (tables opened from their pins), it
+    /// reads every inbound half.
     pub fn get_in(&self, ek: &Endpoint) -> Result<Option<Binding>, BpfError> {
-        get(&self.inbound, IN, ek)
+        if !self.0.can_write() {
+            return Ok(self
+                .dump()?
+                .into_iter()
+                .find(|(e, _)| bytes_of(e) == bytes_of(ek))
+                .map(|(_, b)| b));
+        }
+        self.get(ek, IN_KIND)
     }
 
     /// The outbound half of internal endpoint `ik`; `None` when there is
     /// none.
     pub fn get_out(&self, ik: &Endpoint) -> Result<Option<Binding>, BpfError> {
+        self.get(ik, OUT_KIND)
+    }
+
+    fn get(&self, e: &Endpoint, kind: SlotKind) -> Result<Option<Binding>, BpfError> {
         let op = self
-            .outbound
-            .run_one(Kind::CGNAT_SOP_GET, &out_key(ik), &Session::default())?;
+            .0
+            .run_one(Kind::CGNAT_SOP_GET, &half_key(e, kind), &Session::default())?;
         Ok((op.result == 0).then(|| binding(&op.s)))
     }
 
@@ -112,59 +114,50 @@ impl Bindings {
 
     /// Writes the inbound half of `ek`, whether or not there was one.
     pub fn upsert_in(&self, ek: &Endpoint, b: &Binding) -> Result<(), BpfError> {
-        self.inbound
-            .update(bytes_of(ek), bytes_of(b), MapFlags::ANY)
-            .map_err(map_err(IN))
+        self.put(Kind::CGNAT_SOP_UPSERT, ek, IN_KIND, b)
     }
 
     /// Writes the outbound half of `ik`, whether or not there was one.
     pub fn upsert_out(&self, ik: &Endpoint, b: &Binding) -> Result<(), BpfError> {
-        let op = self
-            .outbound
-            .run_one(Kind::CGNAT_SOP_UPSERT, &out_key(ik), &out_value(b))?;
+        self.put(Kind::CGNAT_SOP_UPSERT, ik, OUT_KIND, b)
+    }
+
+    fn put(&self, op: Kind, e: &Endpoint, kind: SlotKind, b: &Binding) -> Result<(), BpfError> {
+        let op = self.0.run_one(op, &half_key(e, kind), &half_value(b))?;
         sessions::check(op.result)
     }
 
     /// Rewrites the inbound half of `ek` with `b`; `false` (and nothing
     /// written) when there is none.
     pub fn update_in(&self, ek: &Endpoint, b: &Binding) -> Result<bool, BpfError> {
-        absent_is_false(
-            self.inbound
-                .update(bytes_of(ek), bytes_of(b), MapFlags::EXIST),
-            IN,
-        )
+        let op = self.0.run_one(
+            Kind::CGNAT_SOP_UPDATE,
+            &half_key(ek, IN_KIND),
+            &half_value(b),
+        )?;
+        sessions::absent_is_false(op.result, sessions::ENOENT)
     }
 
-    /// Writes the inbound halves `inbound` in one batch, then the
-    /// outbound halves `outbound`, whether or not the keys were there;
-    /// stops at the first error.
+    /// Writes the inbound halves `inbound`, then the outbound halves
+    /// `outbound`, whether or not the keys were there; stops at the first
+    /// error.
     pub fn upsert_batch(
         &self,
         inbound: &[(Endpoint, Binding)],
         outbound: &[(Endpoint, Binding)],
     ) -> Result<(), BpfError> {
-        if !inbound.is_empty() {
-            let (mut keys, mut vals) = (Vec::new(), Vec::new());
-            for (k, v) in inbound {
-                keys.extend_from_slice(bytes_of(k));
-                vals.extend_from_slice(bytes_of(v));
+        let halves = |rows: &[(Endpoint, Binding)], kind: SlotKind| {
+            rows.iter()
+                .map(move |(e, b)| {
+                    sessions::op(Kind::CGNAT_SOP_UPSERT, &half_key(e, kind), &half_value(b))
+                })
+                .collect::<Vec<_>>()
+        };
+        for kind in [IN_KIND, OUT_KIND] {
+            let rows = if kind == IN_KIND { inbound } else { outbound };
+            for op in self.0.run(halves(rows, kind))? {
+                sessions::check(op.result)?;
             }
-            self.inbound
-                .update_batch(
-                    &keys,
-                    &vals,
-                    inbound.len() as u32,
-                    MapFlags::ANY,
-                    MapFlags::ANY,
-                )
-                .map_err(map_err(IN))?;
-        }
-        let ops = outbound
-            .iter()
-            .map(|(k, v)| sessions::op(Kind::CGNAT_SOP_UPSERT, &out_key(k), &out_value(v)))
-            .collect();
-        for op in self.outbound.run(ops)? {
-            sessions::check(op.result)?;
         }
         Ok(())
     }
@@ -174,9 +167,15 @@ impl Bindings {
     /// `false` when there was none.
     pub fn unbind_out(&self, ek: &Endpoint, b: &Binding) -> Result<bool, BpfError> {
         let ik = Bindings::internal_endpoint(ek, b);
-        let op =
-            self.outbound
-                .run_one(Kind::CGNAT_SOP_DELETE, &out_key(&ik), &Session::default())?;
+        self.delete_half(&ik, OUT_KIND)
+    }
+
+    fn delete_half(&self, e: &Endpoint, kind: SlotKind) -> Result<bool, BpfError> {
+        let op = self.0.run_one(
+            Kind::CGNAT_SOP_DELETE,
+            &half_key(e, kind),
+            &Session::default(),
+        )?;
         sessions::absent_is_false(op.result, sessions::ENOENT)
     }
 
@@ -184,59 +183,76 @@ impl Bindings {
     /// when there was no inbound half.
     pub fn delete(&self, ek: &Endpoint, b: &Binding) -> Result<bool, BpfError> {
         self.unbind_out(ek, b)?;
-        absent_is_false(self.inbound.delete(bytes_of(ek)), IN)
+        self.delete_half(ek, IN_KIND)
     }
 
     /// Removes the inbound halves of `keys` (bindings already unbound, or
     /// quarantined ports); keys already gone are skipped.
     pub fn delete_in_all(&self, keys: &[Endpoint]) -> Result<(), BpfError> {
-        delete_keys(&self.inbound, keys, BATCH);
+        let ops = keys
+            .iter()
+            .map(|e| {
+                sessions::op(
+                    Kind::CGNAT_SOP_DELETE,
+                    &half_key(e, IN_KIND),
+                    &Session::default(),
+                )
+            })
+            .collect();
+        self.delete_ops(ops)
+    }
+
+    fn delete_ops(&self, ops: Vec<types::cgnat_session_op>) -> Result<(), BpfError> {
+        for op in self.0.run(ops)? {
+            if op.result != -sessions::ENOENT {
+                sessions::check(op.result)?;
+            }
+        }
         Ok(())
     }
 
     /// Removes every binding, both halves.
     pub fn clear(&self) -> Result<(), BpfError> {
-        let ops = self
-            .outbound
-            .dump(OUT_KIND)?
-            .iter()
-            .map(|(k, _)| sessions::op(Kind::CGNAT_SOP_DELETE, k, &Session::default()))
-            .collect();
-        for op in self.outbound.run(ops)? {
-            if op.result != -sessions::ENOENT {
-                sessions::check(op.result)?;
-            }
+        for kind in [OUT_KIND, IN_KIND] {
+            let ops = self
+                .0
+                .dump(kind)?
+                .iter()
+                .map(|(k, _)| sessions::op(Kind::CGNAT_SOP_DELETE, k, &Session::default()))
+                .collect();
+            self.delete_ops(ops)?;
         }
-        let keys: Vec<Endpoint> = self.dump()?.into_iter().map(|(k, _)| k).collect();
-        self.delete_in_all(&keys)
+        Ok(())
     }
 
     /// How many bindings there are (inbound halves, quarantined ones
     /// included).
     pub fn count(&self) -> Result<u64, BpfError> {
-        Ok(self.inbound.keys().count() as u64)
+        self.0.count(IN_KIND)
     }
 
     /// How many outbound halves there are.
     pub fn count_out(&self) -> Result<u64, BpfError> {
-        self.outbound.count(OUT_KIND)
+        self.0.count(OUT_KIND)
     }
 }
 
-const OUT_KIND: types::cgnat_slot_kind = types::cgnat_slot_kind::CGNAT_KIND_BIND_OUT;
+const OUT_KIND: SlotKind = SlotKind::CGNAT_KIND_BIND_OUT;
+const IN_KIND: SlotKind = SlotKind::CGNAT_KIND_BIND_IN;
 
-/// The session table's key of the outbound half of internal endpoint `ik`.
-fn out_key(ik: &Endpoint) -> Key {
+/// The session table's key of the half of `kind` keyed by endpoint `e`
+/// (include/cgnat.h).
+fn half_key(e: &Endpoint, kind: SlotKind) -> Key {
     Key {
-        ext_addr: ik.addr,
-        ext_port: ik.port,
-        proto: ik.proto,
-        kind: OUT_KIND.0 as u8,
+        ext_addr: e.addr,
+        ext_port: e.port,
+        proto: e.proto,
+        kind: kind.0 as u8,
         ..Key::default()
     }
 }
 
-/// The internal endpoint an outbound half's key names.
+/// The endpoint a half's key names.
 fn endpoint(k: &Key) -> Endpoint {
     Endpoint {
         addr: k.ext_addr,
@@ -246,35 +262,18 @@ fn endpoint(k: &Key) -> Endpoint {
     }
 }
 
-/// The bytes of a binding within an outbound half's value: its first 8
+/// The bytes of a binding within a half's value: its first 8
 /// (include/cgnat.h), the rest 0.
 const HALF: std::ops::Range<usize> = 0..std::mem::size_of::<Binding>();
 
-/// An outbound half's value, holding binding `b`.
-fn out_value(b: &Binding) -> Session {
+/// A half's value, holding binding `b`.
+fn half_value(b: &Binding) -> Session {
     let mut v = bytes_of(&Session::default()).to_vec();
     v[HALF].copy_from_slice(bytes_of(b));
     from_bytes(&v).unwrap_or_default()
 }
 
-/// The binding an outbound half's value holds.
+/// The binding a half's value holds.
 fn binding(s: &Session) -> Binding {
     from_bytes(&bytes_of(s)[HALF]).unwrap_or_default()
-}
-
-fn get(map: &MapHandle, name: &'static str, k: &Endpoint) -> Result<Option<Binding>, BpfError> {
-    let v = map
-        .lookup(bytes_of(k), MapFlags::ANY)
-        .map_err(map_err(name))?;
-    Ok(v.and_then(|b| from_bytes(&b)))
-}
-
-/// `Ok(true)` on success, `Ok(false)` when the key was missing, else the
-/// error of map `name`.
-fn absent_is_false(r: Result<(), libbpf_rs::Error>, name: &'static str) -> Result<bool, BpfError> {
-    match r {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(map_err(name)(e)),
-    }
 }

@@ -12,10 +12,10 @@
 //! path's own code; they need a loaded program (tables opened from their
 //! pins, as the CLI does, can only be read).
 //!
-//! The same table holds the outbound halves of bindings, in segments of
-//! their own after the sessions' (`cgnat_slot_kind`): [`SlotTable`] reads
-//! and writes slots of either kind, [`Sessions`] only sessions and
-//! `Bindings` (bindings.rs) only outbound halves.
+//! The same table holds both halves of every binding, each kind in
+//! segments of its own after the sessions' (`cgnat_slot_kind`):
+//! [`SlotTable`] reads and writes slots of any kind, [`Sessions`] only
+//! sessions and `Bindings` (bindings.rs) only bindings' halves.
 //!
 //! An absent key is never an error: [`Sessions::get`] gives `None`,
 //! [`Sessions::update_existing`] and [`Sessions::delete`] give `false`, and
@@ -42,7 +42,8 @@ const BATCH: u32 = 256;
 pub struct SessionTable {
     /// Segments of `CGNAT_SEG_SLOTS` slots for sessions.
     pub segments: u32,
-    /// Segments for bindings' outbound halves, after the sessions'.
+    /// Segments for bindings' outbound halves, after the sessions', and
+    /// as many for their inbound halves after those.
     pub bind_segments: u32,
     /// Sessions it may hold.
     pub max: u32,
@@ -54,7 +55,8 @@ pub struct SessionTable {
 
 impl SessionTable {
     /// `CGNAT_SLOTS_PER_SESSION` slots per session and
-    /// `CGNAT_SLOTS_PER_BINDING` per binding, in whole segments.
+    /// `CGNAT_SLOTS_PER_BINDING` per binding for each of its halves, in
+    /// whole segments.
     pub fn new(max: u32, max_bindings: u32, seed: u64) -> SessionTable {
         let t = types::cgnat_session_table::CGNAT_SEG_SLOTS;
         let segs = |n: u32, per: u32| {
@@ -77,7 +79,26 @@ impl SessionTable {
 
     /// The segments of the whole table (the size of `sessions`).
     pub fn total_segments(&self) -> u32 {
-        self.segments + self.bind_segments
+        self.segments + 2 * self.bind_segments
+    }
+
+    /// How many slots of `kind` the table may hold.
+    pub fn limit(&self, kind: SlotKind) -> u32 {
+        match kind {
+            SlotKind::CGNAT_KIND_SESSION => self.max,
+            _ => self.max_bindings,
+        }
+    }
+
+    /// The segments of one kind's region (bpf/sessions.h,
+    /// `region_start()`).
+    pub fn region(&self, kind: SlotKind) -> std::ops::Range<u32> {
+        let (s, b) = (self.segments, self.bind_segments);
+        match kind {
+            SlotKind::CGNAT_KIND_SESSION => 0..s,
+            SlotKind::CGNAT_KIND_BIND_OUT => s..s + b,
+            _ => s + b..s + 2 * b,
+        }
     }
 }
 
@@ -112,11 +133,7 @@ impl SlotTable {
     /// Every live slot of `kind`: (key, value), the slot's own fields
     /// zeroed. Not a snapshot.
     pub(super) fn dump(&self, kind: SlotKind) -> Result<Vec<(Key, Session)>, BpfError> {
-        let (t, all) = (&self.table, self.table.total_segments());
-        let range = match kind {
-            SlotKind::CGNAT_KIND_SESSION => 0..t.segments,
-            _ => t.segments..all,
-        };
+        let range = self.table.region(kind);
         let rows = lookup_array_range(&self.segments, BATCH, range).map_err(map_err(NAME))?;
         let mut out = Vec::new();
         for (_, seg) in &rows {
@@ -140,6 +157,12 @@ impl SlotTable {
             .lookup(bytes_of(&kind.0), MapFlags::ANY)
             .map_err(map_err("session_count"))?;
         Ok(v.and_then(|b| from_bytes::<u64>(&b)).unwrap_or(0))
+    }
+
+    /// Whether it has `session_ops`: tables opened from their pins can
+    /// only be read.
+    pub(super) fn can_write(&self) -> bool {
+        self.ops.is_some()
     }
 
     pub(super) fn run_one(&self, kind: Kind, k: &Key, v: &Session) -> Result<Op, BpfError> {

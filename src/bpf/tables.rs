@@ -116,13 +116,12 @@ impl KernelSweep {
 
 /// Map names the CLI opens under `daemon.pin_path`.
 #[allow(dead_code)]
-const PINNED: [&str; 11] = [
+const PINNED: [&str; 10] = [
     "subscribers",
     "pool_load",
     "blocks",
     "sub_blocks",
     "sessions",
-    "bind_in",
     "stats",
     "filter_addr",
     "frags",
@@ -172,7 +171,7 @@ impl Tables {
         );
         Ok(Tables {
             sessions: Sessions::new(slots.clone()),
-            bindings: Bindings::new(open("bind_in")?, slots),
+            bindings: Bindings::new(slots),
             stats: open("stats")?,
             frags: open("frags")?,
             frag_stash: open("frag_stash")?,

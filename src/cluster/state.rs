@@ -1,5 +1,5 @@
 //! The NAT state a node sends its peers and installs from them: bindings
-//! (the `bind_in` entry, which also holds quarantined ports), sessions,
+//! (the inbound half, which also holds quarantined ports), sessions,
 //! subscribers (their paired external address) and port blocks.
 //!
 //! A node sends what belongs to the slices it serves now: it reads its

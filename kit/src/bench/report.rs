@@ -223,7 +223,7 @@ impl Summary {
             );
             let _ = writeln!(
                 o,
-                "  memory: {:.1} bytes per session (session table+bind_in+subscribers memlock, {:.1} of it subscribers; goal <= {GOAL_BYTES_PER_SESSION}: {})",
+                "  memory: {:.1} bytes per session (session table+subscribers memlock, {:.1} of it subscribers; goal <= {GOAL_BYTES_PER_SESSION}: {})",
                 s.bytes_per_session(),
                 s.subscriber_bytes_per_session(),
                 verdict(s.bytes_per_session() <= GOAL_BYTES_PER_SESSION)
@@ -251,7 +251,7 @@ impl Summary {
             );
             let _ = writeln!(
                 o,
-                "    no-op sweeps alternating ({} each, median CPU): live bindings marked in port bits {:.2} s, in bind_in {:.2} s ({:.2}x)",
+                "    no-op sweeps alternating ({} each, median CPU): live bindings marked in port bits {:.2} s, in their inbound halves {:.2} s ({:.2}x)",
                 s.sweep_noop_bits_cpu.runs.len(),
                 s.sweep_noop_bits_cpu.median(),
                 s.sweep_noop_marks_cpu.median(),

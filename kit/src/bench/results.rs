@@ -281,8 +281,8 @@ impl ScaleResult {
         self.large_ns.median() / self.small_ns.median()
     }
 
-    /// memlock of the session table (sessions and bindings' outbound
-    /// halves) + bind_in + subscribers, per live session.
+    /// memlock of the session table (sessions and both halves of every
+    /// binding) + subscribers, per live session.
     pub fn bytes_per_session(&self) -> f64 {
         let total: u64 = self
             .maps
@@ -307,13 +307,7 @@ impl ScaleResult {
 }
 
 /// The maps a session costs memory in.
-const SESSION_MAPS: [&str; 5] = [
-    "sessions",
-    "session_locks",
-    "session_count",
-    "bind_in",
-    "subscribers",
-];
+const SESSION_MAPS: [&str; 4] = ["sessions", "session_locks", "session_count", "subscribers"];
 
 /// One router mode end to end.
 #[derive(Debug, Clone, Default)]

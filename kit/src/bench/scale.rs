@@ -425,18 +425,12 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
         );
 
         // Memory.
-        for (name, m) in t
-            .sessions
-            .maps()
-            .into_iter()
-            .chain(t.bindings.maps())
-            .chain([
-                ("subscribers", &t.subscribers),
-                ("frags", &t.frags),
-                ("blocks", &t.blocks),
-                ("sub_blocks", &t.sub_blocks),
-            ])
-        {
+        for (name, m) in t.sessions.maps().into_iter().chain([
+            ("subscribers", &t.subscribers),
+            ("frags", &t.frags),
+            ("blocks", &t.blocks),
+            ("sub_blocks", &t.sub_blocks),
+        ]) {
             r.maps.push(map_mem(name, m)?);
         }
 
@@ -462,7 +456,7 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
         noop(&rep)?;
         (r.sweep_noop_user_secs, r.sweep_noop_user_cpu_secs) = (wall, cpu);
         // what the port bits save, paired within this run: the same sweep
-        // without sweep_live slots marks each live binding in bind_in
+        // without sweep_live slots marks each live binding in its inbound half
         let no_slots = Sweeper {
             pool: Vec::new(),
             ..sweeper.clone()
@@ -479,7 +473,7 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
         }
         eprintln!(
             "bench:   no-op sweep {:.2} s ({:.2} s CPU, session pass {:.2} s); in user space {:.2} s ({:.2} s CPU); \
-             alternating: port bits {:.2} s CPU, bind_in marks {:.2} s CPU",
+             alternating: port bits {:.2} s CPU, inbound-half marks {:.2} s CPU",
             r.sweep_noop_secs,
             r.sweep_noop_cpu_secs,
             r.sweep_noop_session_pass_secs,
