@@ -65,6 +65,8 @@ const volatile __u64 SESSION_SEED = 0;
 const volatile __u32 REGION_FIRST[4] = { 0, 1, 2, 0 };
 const volatile __u32 REGION_SEGS[4] = { 1, 1, 1, 1 };
 const volatile __u64 SLOT_LIMIT[4] = { 32, 32, 32, 32 };
+/* The slots of the sweep's table of subscribers (sweep_subs). */
+const volatile __u32 SWEEP_SUBS_SLOTS = 1;
 /* Clamp the MSS option of TCP SYNs to at most this (0: off). */
 const volatile __u16 MSS_CLAMP = 0;
 /* Route cache entries are trusted this long (0: no cache); see

@@ -350,11 +350,13 @@ struct {
  * The in-kernel sweep's scratch and output (bpf/sweep.h); the data path
  * never touches them.
  */
-/* Per subscriber: sessions and bindings the sweep counted. */
+/* Per subscriber: sessions and bindings the sweep counted, in slots found
+ * by the subscriber's address (sweep.h, sweep_sub()); SWEEP_SUBS_SLOTS of
+ * them, twice the subscribers it may count. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __be32);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
 	__type(value, struct cgnat_sweep_sub);
 } sweep_subs SEC(".maps");
 

@@ -124,20 +124,56 @@ static __always_inline __u32 sweep_proto_idx(__u8 proto)
 	return CGNAT_PI_ICMP;
 }
 
-/* The subscriber's counters of this run, created at 0. */
+/* Slots of sweep_subs a subscriber's search tries. */
+#define SWEEP_SUB_PROBES 64
+
+/* A search of sweep_subs: the subscriber, its first slot, the slot found. */
+struct sweep_sub_search {
+	__be32 addr;
+	__u32 h;
+	__u32 at;
+	__u32 found;
+};
+
+/* Slot h + i of a search (bpf_loop callback, so that the verifier checks
+ * one step, not each): the subscriber's, or an empty one it takes. */
+static long sweep_sub_step(__u32 i, struct sweep_sub_search *q)
+{
+	__u32 n = SWEEP_SUBS_SLOTS, k = q->h + i;
+	struct cgnat_sweep_sub *c;
+
+	if (k >= n)
+		k -= n;
+	c = bpf_map_lookup_elem(&sweep_subs, &k);
+	if (!c)
+		return 1;
+	if (c->addr != q->addr && c->addr)
+		return 0;
+	if (!c->addr)
+		c->addr = q->addr;
+	q->at = k;
+	q->found = 1;
+	return 1;
+}
+
+/* The subscriber's counters of this run, created at 0: its slot of
+ * sweep_subs, found by linear probing from a multiplicative hash of its
+ * address (one cache line where a hash map's lookup costs a bucket and an
+ * element; the sweep runs alone, so no lock). NULL, and scratch_full
+ * counted, when SWEEP_SUB_PROBES slots in a row belong to others. */
 static __always_inline struct cgnat_sweep_sub *sweep_sub(__be32 addr)
 {
-	struct cgnat_sweep_sub zero = {};
-	struct cgnat_sweep_sub *c = bpf_map_lookup_elem(&sweep_subs, &addr);
+	struct sweep_sub_search q = {
+		.addr = addr,
+		.h = (__u32)(((__u64)(addr * 0x9e3779b1u) * SWEEP_SUBS_SLOTS) >> 32),
+	};
 
-	if (c)
-		return c;
-	if (bpf_map_update_elem(&sweep_subs, &addr, &zero, BPF_NOEXIST) &&
-	    !bpf_map_lookup_elem(&sweep_subs, &addr)) {
+	bpf_loop(SWEEP_SUB_PROBES, sweep_sub_step, &q, 0);
+	if (!q.found) {
 		sweep_run.scratch_full++;
 		return 0;
 	}
-	return bpf_map_lookup_elem(&sweep_subs, &addr);
+	return bpf_map_lookup_elem(&sweep_subs, &q.at);
 }
 
 /* The port bits of external address a in sweep_live; NULL if it has no
@@ -196,6 +232,15 @@ static long sweep_zero_cb(struct bpf_map *map, const __u32 *key,
 
 	if (z)
 		bpf_map_update_elem(&sweep_live, &k, z, BPF_ANY);
+	return 0;
+}
+
+/* Empties one slot of sweep_subs. */
+static long sweep_subs_zero_cb(struct bpf_map *map, const __u32 *key,
+			       struct cgnat_sweep_sub *c, void *ctx)
+{
+	if (c->addr)
+		*c = (struct cgnat_sweep_sub){};
 	return 0;
 }
 
@@ -475,8 +520,10 @@ static __always_inline int sweep_release(__u32 si, struct cgnat_session_slot *sl
 	if (sweep_run.quarantine == 0) {
 		/* (its segment locked past SEG_SPINS: the next sweep finds
 		 * the half without its outbound one and releases it again) */
+		if (!sweep_kill(si, sl, 0))
+			return 0;
 		sweep_run.ports_freed++;
-		return sweep_kill(si, sl, 0);
+		return 1;
 	}
 	/* in place, in one store (binding_write(), bpf/maps.h) */
 	binding_write(b, q);
@@ -633,7 +680,7 @@ static __always_inline int sweep(struct cgnat_sweep *ctx)
 	if (sweep_run.mode == CGNAT_SWEEP_FULL) {
 		__u64 t0;
 
-		bpf_for_each_map_elem(&sweep_subs, sweep_clear_cb, 0, 0);
+		bpf_for_each_map_elem(&sweep_subs, sweep_subs_zero_cb, 0, 0);
 		bpf_for_each_map_elem(&sweep_live, sweep_zero_cb, 0, 0);
 		if (sweep_run.flags & CGNAT_SWEEP_BLOCKS)
 			bpf_for_each_map_elem(&sweep_blocks, sweep_clear_cb, 0, 0);

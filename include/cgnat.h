@@ -801,9 +801,11 @@ struct cgnat_port_bits {
 	__u64 w[CGNAT_PI__MAX * CGNAT_PORT_WORDS];
 };
 
-/* Value of sweep_subs (key: a subscriber's internal address): what the
- * sweep counted for it. */
+/* A slot of sweep_subs, the sweep's table of subscribers (an array used
+ * as an open-addressing table, bpf/sweep.h): a subscriber's internal
+ * address (0: the slot is empty) and what the sweep counted for it. */
 struct cgnat_sweep_sub {
+	__be32 addr;
 	__u32 sessions;
 	__u32 ports[CGNAT_PI__MAX];
 };

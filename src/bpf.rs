@@ -298,6 +298,7 @@ fn set_rodata(ro: &mut types::rodata, cfg: &Config, fib_ifindex: u32, sessions: 
     ro.BIND_SEGS = sessions.bind_segments;
     ro.MAX_BINDINGS = sessions.max_bindings;
     ro.SESSION_SEED = sessions.seed;
+    ro.SWEEP_SUBS_SLOTS = sweep_subs_slots(&Sizes::of(cfg));
     for kind in [
         types::cgnat_slot_kind::CGNAT_KIND_SESSION,
         types::cgnat_slot_kind::CGNAT_KIND_BIND_OUT,
@@ -325,6 +326,16 @@ fn set_rodata(ro: &mut types::rodata, cfg: &Config, fib_ifindex: u32, sessions: 
 /// Room in `sweep_subs` beyond the subscribers: the internal hosts of
 /// static mappings count there too.
 const SWEEP_SUBS_SLACK: u32 = 4096;
+
+/// The slots of `sweep_subs`, an open-addressing table (bpf/sweep.h):
+/// twice the subscribers it may count, so that probes stay short.
+fn sweep_subs_slots(sizes: &Sizes) -> u32 {
+    sizes
+        .subscribers
+        .saturating_add(SWEEP_SUBS_SLACK)
+        .saturating_mul(2)
+        .min(1 << 26)
+}
 
 /// Release records one in-kernel sweep run can report (16 bytes each,
 /// 8 per binding slot): half the bindings, so releasing every binding at
@@ -373,11 +384,7 @@ fn size_maps(
         (&mut m.blocks, "blocks", sizes.blocks),
         (&mut m.sub_blocks, "sub_blocks", sizes.blocks),
         (&mut m.frags, "frags", sizes.fragments),
-        (
-            &mut m.sweep_subs,
-            "sweep_subs",
-            sizes.subscribers.saturating_add(SWEEP_SUBS_SLACK),
-        ),
+        (&mut m.sweep_subs, "sweep_subs", sweep_subs_slots(sizes)),
         (&mut m.sweep_blocks, "sweep_blocks", sizes.blocks),
         (
             &mut m.sweep_live,

@@ -153,12 +153,13 @@ impl Sweeper {
     fn kernel_holdings(&self, k: &KernelSweep) -> Result<Holdings, BpfError> {
         let mut h = Holdings::default();
         let subs: Vec<(u32, types::cgnat_sweep_sub)> = dump(&k.subs, "sweep_subs")?;
-        for (a, c) in subs {
+        // the slots with a subscriber (bpf/sweep.h)
+        for (_, c) in subs.into_iter().filter(|(_, c)| c.addr != 0) {
             if c.sessions != 0 {
-                h.sessions.insert(a, c.sessions);
+                h.sessions.insert(c.addr, c.sessions);
             }
             if c.ports != [0; PROTOCOLS] {
-                h.ports.insert(a, c.ports);
+                h.ports.insert(c.addr, c.ports);
             }
         }
         if self.blocks.is_some() {
