@@ -48,23 +48,17 @@ const volatile __u32 RATE_NEW = 0;
 const volatile __u8 HAS_EXEMPT = 0;
 /* Key of the IP ID hash (frag.h); random, set by the daemon. */
 const volatile __u32 ID_SECRET = 0;
-/* The session table (bpf/sessions.h): the segments of its sessions and
- * the sessions it may hold, the segments of bindings' outbound halves
- * after them and the bindings it may hold, and the key of its hash
- * (random, set by the daemon, and kept with the pinned table). */
-const volatile __u32 SESSION_SEGS = 1;
-const volatile __u32 MAX_SESSIONS = 32;
-const volatile __u32 BIND_SEGS = 1;
-const volatile __u32 MAX_BINDINGS = 32;
-const volatile __u64 SESSION_SEED = 0;
-/* The same per slot kind (enum cgnat_slot_kind, index kind & 3, the
- * fourth a copy of the sessions'): the first segment of its region, its
- * segments, the slots it may hold. Read at an index the verifier does not
- * know, so that code working on a key of any kind is checked once, not
- * once per kind. */
+/* The session table (bpf/sessions.h), per slot kind (enum
+ * cgnat_slot_kind, index kind & 3, the fourth a copy of the sessions'):
+ * the first segment of its region (the sessions', then the outbound
+ * halves', then the inbound halves'), its segments, the slots it may
+ * hold; and the key of its hash (random, set by the daemon, and kept with
+ * the pinned table). Read at an index the verifier does not know, so that
+ * code working on a key of any kind is checked once, not once per kind. */
 const volatile __u32 REGION_FIRST[4] = { 0, 1, 2, 0 };
 const volatile __u32 REGION_SEGS[4] = { 1, 1, 1, 1 };
 const volatile __u64 SLOT_LIMIT[4] = { 32, 32, 32, 32 };
+const volatile __u64 SESSION_SEED = 0;
 /* The slots of the sweep's table of subscribers (sweep_subs). */
 const volatile __u32 SWEEP_SUBS_SLOTS = 1;
 /* Clamp the MSS option of TCP SYNs to at most this (0: off). */

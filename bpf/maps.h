@@ -180,8 +180,7 @@ struct {
 } session_locks SEC(".maps");
 
 /* The number of slots of each kind (enum cgnat_slot_kind) in sessions:
- * at most MAX_SESSIONS sessions and MAX_BINDINGS halves of each
- * direction (rodata). */
+ * at most SLOT_LIMIT[kind] (rodata). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, CGNAT_KIND__MAX);

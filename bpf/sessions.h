@@ -73,9 +73,7 @@ static __always_inline __u64 session_hash(const struct cgnat_session_key *k)
 	return h;
 }
 
-/* The first segment of a kind's region: the first SESSION_SEGS segments
- * are the sessions', the BIND_SEGS after them the outbound halves', the
- * BIND_SEGS after those the inbound halves' (REGION_FIRST, set by the
+/* The first segment of a kind's region (REGION_FIRST, set by the
  * daemon). */
 static __always_inline __u32 region_start(__u8 kind)
 {
@@ -344,7 +342,7 @@ static __always_inline __u64 session_count_add(__u8 kind, __s64 d)
  * cgnat_session_find()), plus CGNAT_SLOT_OLD when the key was there
  * (CGNAT_SOP_INSERT then leaves its value as it was); -ENOENT when
  * CGNAT_SOP_UPDATE finds no session; -E2BIG when a new key finds the
- * table at its kind's limit (MAX_SESSIONS, MAX_BINDINGS) or its segment
+ * table at its kind's limit (SLOT_LIMIT) or its segment
  * full. A new session takes its
  * place in the count before the lock, and gives it back if it was not
  * added after all.

@@ -414,43 +414,6 @@ static __always_inline int sweep_session(__u32 si, struct cgnat_session_slot *sl
 	return 0;
 }
 
-/* The segment and slot a per-slot callback of the session pass works on. */
-struct sweep_seg_ctx {
-	__u32 si;
-	__u32 dead; /* the segment has tombstones */
-};
-
-static long sweep_slot_cb(__u32 j, struct sweep_seg_ctx *c)
-{
-	struct cgnat_session_seg *seg = bpf_map_lookup_elem(&sessions, &c->si);
-	struct cgnat_session_slot *sl;
-
-	if (!seg)
-		return 1;
-	sl = &seg->slot[j & SLOT_MASK];
-	switch (slot_state(sl)) {
-	case CGNAT_SLOT_LIVE:
-		c->dead |= sweep_session(c->si, sl);
-		break;
-	case CGNAT_SLOT_DEAD:
-		c->dead = 1;
-		break;
-	}
-	return 0;
-}
-
-/* One segment of the session pass: its live sessions, then its
- * tombstones, if it has some. */
-static long sweep_seg_cb(__u32 si, void *ctx)
-{
-	struct sweep_seg_ctx c = { .si = si };
-
-	bpf_loop(CGNAT_SEG_SLOTS, sweep_slot_cb, &c, 0);
-	if (c.dead)
-		session_reclaim(si);
-	return 0;
-}
-
 /* Deletes a binding's outbound half; its segment's tombstones are
  * reclaimed once, at the end of the run (sweep_bind_reclaim_cb()), rather
  * than at each of its deletes. */
@@ -610,7 +573,16 @@ static __always_inline int sweep_binding_half(__u32 si, struct cgnat_session_slo
 	return sweep_release(si, sl, &ek, b);
 }
 
-static long sweep_bind_slot_cb(__u32 j, struct sweep_seg_ctx *c)
+/* The segment a per-slot callback of a pass works on, and its region's
+ * kind: CGNAT_KIND_SESSION for the session pass, CGNAT_KIND_BIND_IN for
+ * the binding pass. */
+struct sweep_seg_ctx {
+	__u32 si;
+	__u32 dead; /* the segment has tombstones */
+	__u8 kind;
+};
+
+static long sweep_slot_cb(__u32 j, struct sweep_seg_ctx *c)
 {
 	struct cgnat_session_seg *seg = bpf_map_lookup_elem(&sessions, &c->si);
 	struct cgnat_session_slot *sl;
@@ -620,7 +592,9 @@ static long sweep_bind_slot_cb(__u32 j, struct sweep_seg_ctx *c)
 	sl = &seg->slot[j & SLOT_MASK];
 	switch (slot_state(sl)) {
 	case CGNAT_SLOT_LIVE:
-		if (sl->key.kind == CGNAT_KIND_BIND_IN)
+		if (c->kind == CGNAT_KIND_SESSION)
+			c->dead |= sweep_session(c->si, sl);
+		else if (sl->key.kind == CGNAT_KIND_BIND_IN)
 			c->dead |= sweep_binding_half(c->si, sl);
 		break;
 	case CGNAT_SLOT_DEAD:
@@ -630,16 +604,22 @@ static long sweep_bind_slot_cb(__u32 j, struct sweep_seg_ctx *c)
 	return 0;
 }
 
-/* One segment of the binding pass (segment i of the inbound halves'
- * region): its live halves, then its tombstones, if it has some. */
-static long sweep_bind_seg_cb(__u32 i, void *ctx)
+/* Segment i of the region of kind *kind: its live slots, then its
+ * tombstones, if it has some. */
+static long sweep_seg_cb(__u32 i, __u8 *kind)
 {
-	struct sweep_seg_ctx c = { .si = region_start(CGNAT_KIND_BIND_IN) + i };
+	struct sweep_seg_ctx c = { .si = region_start(*kind) + i, .kind = *kind };
 
-	bpf_loop(CGNAT_SEG_SLOTS, sweep_bind_slot_cb, &c, 0);
+	bpf_loop(CGNAT_SEG_SLOTS, sweep_slot_cb, &c, 0);
 	if (c.dead)
 		session_reclaim(c.si);
 	return 0;
+}
+
+/* One pass: every segment of the region of `kind`. */
+static __always_inline void sweep_pass(__u8 kind)
+{
+	bpf_loop(REGION_SEGS[kind & 3], sweep_seg_cb, &kind, 0);
 }
 
 static long sweep_filter_cb(struct bpf_map *map,
@@ -685,12 +665,12 @@ static __always_inline int sweep(struct cgnat_sweep *ctx)
 		if (sweep_run.flags & CGNAT_SWEEP_BLOCKS)
 			bpf_for_each_map_elem(&sweep_blocks, sweep_clear_cb, 0, 0);
 		t0 = bpf_ktime_get_ns();
-		bpf_loop(SESSION_SEGS, sweep_seg_cb, 0, 0);
+		sweep_pass(CGNAT_KIND_SESSION);
 		sweep_run.session_pass_ns = bpf_ktime_get_ns() - t0;
 	}
-	bpf_loop(BIND_SEGS, sweep_bind_seg_cb, 0, 0);
+	sweep_pass(CGNAT_KIND_BIND_IN);
 	if (sweep_run.bindings_released)
-		bpf_loop(BIND_SEGS, sweep_bind_reclaim_cb, 0, 0);
+		bpf_loop(REGION_SEGS[CGNAT_KIND_BIND_OUT], sweep_bind_reclaim_cb, 0, 0);
 	if (sweep_run.mode == CGNAT_SWEEP_FULL &&
 	    (sweep_run.flags & CGNAT_SWEEP_FILTER))
 		bpf_for_each_map_elem(&filter_addr, sweep_filter_cb, 0, 0);

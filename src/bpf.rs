@@ -293,10 +293,6 @@ fn set_rodata(ro: &mut types::rodata, cfg: &Config, fib_ifindex: u32, sessions: 
     ro.RATE_NEW = cfg.limits.new_mappings_per_second;
     ro.HAS_EXEMPT = u8::from(!cfg.exempt.is_empty());
     ro.ID_SECRET = random_u32();
-    ro.SESSION_SEGS = sessions.segments;
-    ro.MAX_SESSIONS = sessions.max;
-    ro.BIND_SEGS = sessions.bind_segments;
-    ro.MAX_BINDINGS = sessions.max_bindings;
     ro.SESSION_SEED = sessions.seed;
     ro.SWEEP_SUBS_SLOTS = sweep_subs_slots(&Sizes::of(cfg));
     for kind in [

@@ -153,8 +153,7 @@ impl Bindings {
                 })
                 .collect::<Vec<_>>()
         };
-        for kind in [IN_KIND, OUT_KIND] {
-            let rows = if kind == IN_KIND { inbound } else { outbound };
+        for (rows, kind) in [(inbound, IN_KIND), (outbound, OUT_KIND)] {
             for op in self.0.run(halves(rows, kind))? {
                 sessions::check(op.result)?;
             }
