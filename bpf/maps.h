@@ -99,6 +99,10 @@ struct {
 	__type(value, struct cgnat_probe);
 } probe_scratch SEC(".maps");
 
+/* The key of the one-entry scratch maps, in .rodata: a lookup with it
+ * takes no stack slot (for functions deep in a chain of calls). */
+static const __u32 scratch_key = 0;
+
 /* Each subscriber's blocks, by slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -165,11 +169,14 @@ struct {
 } sessions SEC(".maps");
 
 /* The lock of each segment of sessions: its version, odd while a writer
- * holds it (sessions.h); and whether the running sweep deleted slots in
- * it and reclaims its tombstones at the end of its run (sweep.h). */
+ * holds it (sessions.h); whether the running sweep deleted slots in it
+ * and reclaims its tombstones at the end of its run (sweep.h); and how
+ * many live keys of the segment spilled into the next one
+ * (cgnat_session_put()). */
 struct cgnat_seg_lock {
 	__u32 version;
 	__u32 reclaim;
+	__u32 spilled;
 };
 
 struct {

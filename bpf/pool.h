@@ -258,8 +258,7 @@ static __always_inline __u16 port_candidate(__u16 orig, __u8 proto, __u32 try)
  * three stack frames. */
 __noinline int cgnat_claim(__u32 port)
 {
-	__u32 k = 0;
-	struct cgnat_probe *c = bpf_map_lookup_elem(&probe_scratch, &k);
+	struct cgnat_probe *c = bpf_map_lookup_elem(&probe_scratch, &scratch_key);
 	int r;
 
 	if (!c)
@@ -268,7 +267,7 @@ __noinline int cgnat_claim(__u32 port)
 	bind_in_key(&c->slot.key, c->ek.addr, c->ek.port, c->ek.proto);
 	__builtin_memset(&c->slot.s, 0, sizeof(c->slot.s));
 	binding_write(slot_binding(&c->slot), c->rev);
-	r = session_put(&c->slot, CGNAT_SOP_INSERT);
+	r = session_put(&c->slot, CGNAT_SOP_INSERT, 0);
 	if (r >= 0)
 		return (r & CGNAT_SLOT_OLD) ? 1 : 0;
 	return r == -EBUSY ? 1 : -1;

@@ -48,6 +48,10 @@
 
 #define PICK_NONE 0xffffu
 #define PICK_FOUND 0x10000u
+#define PICK_END 0x20000u
+#define PICK_BUSY 0x40000u
+#define PICK_SPILL 0x80000u
+#define PICK_MISS 0x100000u
 
 /* The keys of session_count by kind (index kind & 3), in .rodata: no
  * stack slot for them, and no branch on the kind (a verifier state less
@@ -102,12 +106,28 @@ static __always_inline __u32 probe_slot(__u32 home, __u32 i)
 	return (home + i) & SLOT_MASK;
 }
 
+/* The key's four 32-bit words (struct cgnat_session_key is 16 bytes,
+ * 4-aligned). */
+typedef __u32 __attribute__((may_alias)) key_word;
+
+/* The bits of the key's last word that name it: proto (byte 12) and kind
+ * (byte 15), not the slot's state and distance; the same mask in either
+ * byte order. */
+#define KEY_WORD3_MASK 0xff0000ffu
+_Static_assert(__builtin_offsetof(struct cgnat_session_key, proto) == 12 &&
+		       __builtin_offsetof(struct cgnat_session_key, kind) == 15,
+	       "KEY_WORD3_MASK");
+
+/* Whether keys a and b are the same (slot state and distance aside),
+ * without a branch per field: fewer paths for the verifier, and for the
+ * CPU. */
 static __always_inline int session_key_eq(const struct cgnat_session_key *a,
 					  const struct cgnat_session_key *b)
 {
-	return a->ext_addr == b->ext_addr && a->rem_addr == b->rem_addr &&
-	       a->ext_port == b->ext_port && a->rem_port == b->rem_port &&
-	       a->proto == b->proto && a->kind == b->kind;
+	const key_word *x = (const key_word *)a, *y = (const key_word *)b;
+
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) |
+		((x[3] ^ y[3]) & KEY_WORD3_MASK)) == 0;
 }
 
 /* The state of a slot, read once (another CPU may be changing it). */
@@ -116,35 +136,50 @@ static __always_inline __u8 slot_state(const struct cgnat_session_slot *s)
 	return *(volatile const __u8 *)&s->key.slot_state;
 }
 
+/* The segment after si in kind's region (wrapping): where keys of si
+ * that found it full of live slots spill (cgnat_session_put()). */
+static __always_inline __u32 seg_next(__u32 si, __u8 kind)
+{
+	__u32 first = region_start(kind);
+
+	return si + 1 < first + REGION_SEGS[kind & 3] ? si + 1 : first;
+}
+
 /*
  * Where the live session *k is (segment * CGNAT_SEG_SLOTS + slot), or
- * -1. Takes no lock. A global function: the verifier checks it once.
+ * -1. Takes no lock. Probes the key's segment from its home slot and,
+ * only if that segment has no empty slot (a key may have spilled), the
+ * next segment from the same slot. A global function: the verifier
+ * checks it once.
  */
 __noinline int cgnat_session_find(const struct cgnat_session_key *k)
 {
 	struct cgnat_session_seg *seg;
-	__u32 si, home, i, j;
+	__u32 si, home, g, i, j;
 	__u64 h;
 
 	if (!k)
 		return -1;
 	h = session_hash(k);
 	si = session_seg_of(h, k->kind);
-	seg = bpf_map_lookup_elem(&sessions, &si);
-	if (!seg)
-		return -1;
 	home = (__u32)h & SLOT_MASK;
-	for (i = 0; i < CGNAT_SEG_SLOTS; i++) {
-		struct cgnat_session_slot *s;
-		__u8 st;
-
-		j = probe_slot(home, i);
-		s = &seg->slot[j];
-		st = slot_state(s);
-		if (st == CGNAT_SLOT_EMPTY)
+	for (g = 0; g < 2; g++) {
+		seg = bpf_map_lookup_elem(&sessions, &si);
+		if (!seg)
 			return -1;
-		if (st == CGNAT_SLOT_LIVE && session_key_eq(&s->key, k))
-			return (int)(si << SEG_SHIFT | j);
+		for (i = 0; i < CGNAT_SEG_SLOTS; i++) {
+			struct cgnat_session_slot *s;
+			__u8 st;
+
+			j = probe_slot(home, i);
+			s = &seg->slot[j];
+			st = slot_state(s);
+			if (st == CGNAT_SLOT_EMPTY)
+				return -1;
+			if (st == CGNAT_SLOT_LIVE && session_key_eq(&s->key, k))
+				return (int)(si << SEG_SHIFT | j);
+		}
+		si = seg_next(si, k->kind);
 	}
 	return -1;
 }
@@ -272,10 +307,11 @@ static __always_inline int binding_in(__be32 addr, __be16 port, __u8 proto,
  * the segment, so a writer that finds it held tries again and only then
  * gives up (-EBUSY): a holder that was interrupted or preempted (the sweep
  * is preemptible) may not let go before the writer's packet is done.
- * cgnat_session_put() tries SEG_TRIES times in a loop of its own (a
- * bpf_loop callback would be a third stack frame below the XDP program's,
- * more than Linux 6.1 allows); the sweep and the daemon's deletes try
- * SEG_SPINS times in a bpf_loop.
+ * cgnat_session_put(), the sweep and the daemon's deletes try SEG_SPINS
+ * times in a bpf_loop; the port search's claims and the data path's
+ * deletes, a frame deeper, SEG_TRIES times in a loop of their own (a
+ * bpf_loop callback there would be a stack frame more than Linux 6.1
+ * allows), and a claim that gives up tries another port.
  */
 #define SEG_TRIES 512
 #define SEG_SPINS 4096
@@ -321,6 +357,35 @@ static __always_inline int seg_lock(struct cgnat_seg_lock *lk)
 	return sp.got;
 }
 
+/* The same for the lock of segment *si, whose key *si is: the callback's
+ * context is that key, on the caller's stack already, rather than a
+ * struct seg_spin (its own stack adds to its callers'). SEG_GOT in *si
+ * while the callback tells that it took the lock. */
+#define SEG_GOT (1u << 31)
+
+static long seg_spin_at_cb(__u32 i, __u32 *si)
+{
+	struct cgnat_seg_lock *lk = bpf_map_lookup_elem(&session_locks, si);
+
+	if (!lk)
+		return 1;
+	if (!seg_try_lock(lk))
+		return 0;
+	*si |= SEG_GOT;
+	return 1;
+}
+
+static __always_inline int seg_lock_at(struct cgnat_seg_lock *lk, __u32 *si)
+{
+	if (seg_try_lock(lk))
+		return 1;
+	bpf_loop(SEG_SPINS, seg_spin_at_cb, si, 0);
+	if (!(*si & SEG_GOT))
+		return 0;
+	*si &= ~SEG_GOT;
+	return 1;
+}
+
 static __always_inline void seg_unlock(struct cgnat_seg_lock *lk)
 {
 	__sync_fetch_and_add(&lk->version, 1);
@@ -336,24 +401,63 @@ static __always_inline __u64 session_count_add(__u8 kind, __s64 d)
 	return count ? __sync_fetch_and_add(count, d) : slot_limit(kind);
 }
 
+/* One segment's part of a put, under its lock: the slot of key *k from
+ * home slot `home` on (| PICK_FOUND), else the first free slot (PICK_NONE
+ * if there is none), | PICK_END if the probe met an empty slot (then the
+ * key has not spilled into the next segment). */
+static __always_inline __u32 seg_pick(struct cgnat_session_seg *seg, __u32 home,
+				      const struct cgnat_session_key *k)
+{
+	__u32 i, j, pick = PICK_NONE;
+
+	for (i = 0; i < CGNAT_SEG_SLOTS; i++) {
+		struct cgnat_session_slot *s;
+		__u8 st;
+
+		j = probe_slot(home, i);
+		s = &seg->slot[j];
+		st = s->key.slot_state;
+		if (st == CGNAT_SLOT_LIVE) {
+			if (session_key_eq(&s->key, k))
+				return j | PICK_FOUND;
+			continue;
+		}
+		if (pick == PICK_NONE)
+			pick = j;
+		if (st == CGNAT_SLOT_EMPTY)
+			return pick | PICK_END;
+	}
+	return pick;
+}
+
 /*
  * Puts session n->key = n->s, as `kind` says (CGNAT_SOP_INSERT, _UPSERT or
- * _UPDATE), under the segment's lock. Returns the slot (as
+ * _UPDATE), under the lock of the key's segment. Returns the slot (as
  * cgnat_session_find()), plus CGNAT_SLOT_OLD when the key was there
  * (CGNAT_SOP_INSERT then leaves its value as it was); -ENOENT when
  * CGNAT_SOP_UPDATE finds no session; -E2BIG when a new key finds the
- * table at its kind's limit (SLOT_LIMIT) or its segment
- * full. A new session takes its
- * place in the count before the lock, and gives it back if it was not
+ * table at its kind's limit (SLOT_LIMIT), or its segment and the next
+ * both full; -EBUSY when a lock it needs stays held. A new session takes
+ * its place in the count before the lock, and gives it back if it was not
  * added after all.
+ *
+ * A key whose segment is all live slots goes to the next segment of its
+ * region (seg_next()), from the same home slot, under that segment's lock
+ * as well; its segment counts it (spilled), and keeps its tombstones while
+ * it has any (session_reclaim()), so that cgnat_session_find() goes on to
+ * the next segment. Every writer of a key holds its own segment's lock,
+ * so two puts never add the same key twice.
+ *
+ * With `spin`, waits for a lock in a bpf_loop (seg_lock_at()), else tries
+ * SEG_TRIES times inline.
  *
  * Its stack adds to its callers' (512 bytes in all, counted in 32-byte
  * steps by Linux 6.1): the segment, home slot and kind travel packed in
  * `at`, and the choice in `pick` (the slot, PICK_FOUND when the key is
- * there). The slot alone, not the step that found it, so that the
- * verifier sees the same state at every step.
+ * there).
  */
-static __always_inline int session_put(const struct cgnat_session_slot *n, __u32 kind)
+static __always_inline int session_put(const struct cgnat_session_slot *n, __u32 kind,
+				       int spin)
 {
 	struct cgnat_session_seg *seg;
 	struct cgnat_session_slot *s;
@@ -362,7 +466,7 @@ static __always_inline int session_put(const struct cgnat_session_slot *n, __u32
 	 * (volatile: read back from there, not spilled again) */
 	__u32 key;
 	volatile __u32 at;
-	__u32 i, j, pick = PICK_NONE;
+	__u32 j, pick = PICK_NONE;
 	__u64 h;
 
 	if (!n)
@@ -378,54 +482,53 @@ static __always_inline int session_put(const struct cgnat_session_slot *n, __u32
 	at = (key << SEG_SHIFT | ((__u32)h & SLOT_MASK)) << 2 | (kind & 3);
 	seg = bpf_map_lookup_elem(&sessions, &key);
 	lk = bpf_map_lookup_elem(&session_locks, &key);
-	if (!seg || !lk) {
-		if ((at & 3) == CGNAT_SOP_INSERT || (at & 3) == CGNAT_SOP_UPSERT)
-			session_count_add(n->key.kind, -1);
-		return -E2BIG;
+	if (!seg || !lk)
+		goto out;
+	if (!(spin ? seg_lock_at(lk, &key) : seg_lock_inline(lk))) {
+		pick = PICK_BUSY;
+		goto out;
 	}
-	if (!seg_lock_inline(lk)) {
-		if ((at & 3) == CGNAT_SOP_INSERT || (at & 3) == CGNAT_SOP_UPSERT)
-			session_count_add(n->key.kind, -1);
-		return -EBUSY;
-	}
-	for (i = 0; i < CGNAT_SEG_SLOTS; i++) {
-		__u8 st;
-
-		j = probe_slot((at >> 2) & SLOT_MASK, i);
-		s = &seg->slot[j];
-		st = s->key.slot_state;
-		if (st == CGNAT_SLOT_LIVE) {
-			if (session_key_eq(&s->key, &n->key)) {
-				pick = j | PICK_FOUND;
-				break;
+	pick = seg_pick(seg, (at >> 2) & SLOT_MASK, &n->key);
+	if (!(pick & (PICK_FOUND | PICK_END)) && (lk->spilled || pick == PICK_NONE)) {
+		/* no empty slot here: the key may have spilled, or must */
+		key = seg_next(at >> (SEG_SHIFT + 2), n->key.kind);
+		if (key != at >> (SEG_SHIFT + 2)) {
+			seg = bpf_map_lookup_elem(&sessions, &key);
+			lk = bpf_map_lookup_elem(&session_locks, &key);
+			if (!seg || !lk ||
+			    !(spin ? seg_lock_at(lk, &key) : seg_lock_inline(lk))) {
+				pick = PICK_BUSY | PICK_SPILL;
+				goto unlock_home;
 			}
-			continue;
+			j = seg_pick(seg, (at >> 2) & SLOT_MASK, &n->key);
+			if ((j & PICK_FOUND) || (pick == PICK_NONE && j != PICK_NONE)) {
+				pick = j | PICK_SPILL;
+			} else {
+				/* not there, and room at home: back to it */
+				seg_unlock(lk);
+				key = at >> (SEG_SHIFT + 2);
+				seg = bpf_map_lookup_elem(&sessions, &key);
+				lk = bpf_map_lookup_elem(&session_locks, &key);
+				if (!seg || !lk) {
+					pick = PICK_BUSY | PICK_SPILL;
+					goto unlock_home;
+				}
+			}
 		}
-		if (pick == PICK_NONE)
-			pick = j;
-		if (st == CGNAT_SLOT_EMPTY)
-			break;
 	}
 	kind = at & 3;
 	j = pick & SLOT_MASK;
 	if (pick == PICK_NONE || (!(pick & PICK_FOUND) && (kind == CGNAT_SOP_UPDATE ||
 							   kind == CGNAT_SOP_GET))) {
-		seg_unlock(lk);
-		/* not added: the place taken in the count goes back */
-		if (kind != CGNAT_SOP_UPDATE && kind != CGNAT_SOP_GET)
-			session_count_add(n->key.kind, -1);
-		/* (an upsert that found the table full gets -ENOENT here:
-		 * session_op_cb() tells) */
-		return pick == PICK_NONE || kind == CGNAT_SOP_GET ? -E2BIG : -ENOENT;
+		pick |= PICK_MISS;
+		goto unlock;
 	}
 	s = &seg->slot[j];
+	j |= key << SEG_SHIFT;
 	if (pick & PICK_FOUND) {
 		if (kind == CGNAT_SOP_UPSERT || kind == CGNAT_SOP_UPDATE)
 			s->s = n->s;
-		seg_unlock(lk);
-		if (kind == CGNAT_SOP_INSERT || kind == CGNAT_SOP_UPSERT)
-			session_count_add(n->key.kind, -1);
-		return (int)(((at >> 2) & ~SLOT_MASK) | j | CGNAT_SLOT_OLD);
+		goto unlock;
 	}
 	s->key.ext_addr = n->key.ext_addr;
 	s->key.rem_addr = n->key.rem_addr;
@@ -433,18 +536,52 @@ static __always_inline int session_put(const struct cgnat_session_slot *n, __u32
 	s->key.rem_port = n->key.rem_port;
 	s->key.proto = n->key.proto;
 	s->key.kind = n->key.kind;
-	s->key.slot_dist = (j - (at >> 2)) & SLOT_MASK;
+	s->key.slot_dist = ((j - (at >> 2)) & SLOT_MASK) |
+			   ((pick & PICK_SPILL) ? CGNAT_SLOT_SPILLED : 0);
 	s->s = n->s;
 	/* the state last: a reader that sees it live sees the key */
 	asm volatile("" ::: "memory");
 	*(volatile __u8 *)&s->key.slot_state = CGNAT_SLOT_LIVE;
+unlock:
 	seg_unlock(lk);
-	return (int)(((at >> 2) & ~SLOT_MASK) | j);
+unlock_home:
+	if (pick & PICK_SPILL) {
+		/* the key's own segment, still locked: it counts a key that
+		 * spilled (a later delete may count it off first, for a
+		 * moment below zero; it only keeps tombstones longer) */
+		key = at >> (SEG_SHIFT + 2);
+		lk = bpf_map_lookup_elem(&session_locks, &key);
+		if (lk) {
+			if (!(pick & (PICK_FOUND | PICK_MISS | PICK_BUSY)))
+				__sync_fetch_and_add(&lk->spilled, 1);
+			seg_unlock(lk);
+		}
+	}
+	if (!(pick & (PICK_MISS | PICK_BUSY))) {
+		kind = at & 3;
+		if ((pick & PICK_FOUND) && (kind == CGNAT_SOP_INSERT || kind == CGNAT_SOP_UPSERT))
+			session_count_add(n->key.kind, -1);
+		return (int)((pick & PICK_FOUND) ? j | CGNAT_SLOT_OLD : j);
+	}
+	if (pick & PICK_BUSY)
+		pick = PICK_BUSY;
+	else
+		pick &= ~(PICK_MISS | PICK_SPILL);
+out:
+	/* not added: the place taken in the count goes back */
+	kind = at & 3;
+	if (kind == CGNAT_SOP_INSERT || kind == CGNAT_SOP_UPSERT)
+		session_count_add(n->key.kind, -1);
+	if (pick == PICK_BUSY)
+		return -EBUSY;
+	/* (an upsert that found the table full gets -ENOENT here:
+	 * session_op_cb() tells) */
+	return pick == PICK_NONE || kind == CGNAT_SOP_GET ? -E2BIG : -ENOENT;
 }
 
 __noinline int cgnat_session_put(const struct cgnat_session_slot *n, __u32 kind)
 {
-	return session_put(n, kind);
+	return session_put(n, kind, 1);
 }
 
 /* The verdict of a failed cgnat_session_put(): its segment stayed locked,
@@ -454,11 +591,30 @@ static __always_inline int session_put_failed(int err)
 	return err == -EBUSY ? CGNAT_DROP_TABLE_BUSY : CGNAT_DROP_TABLE_FULL;
 }
 
-/* Slot s of a segment whose lock the caller holds becomes a tombstone. */
-static __always_inline void session_kill_locked(struct cgnat_session_slot *s)
+/* A key that had spilled into segment si is gone: the segment before it
+ * in its kind's region, the key's own, counts one spilled key less. A
+ * global function taking scalars: its stack is not its callers'. */
+__noinline int cgnat_spill_gone(__u32 si, __u8 kind)
 {
+	struct cgnat_seg_lock *lk;
+
+	si = si == region_start(kind) ? si + REGION_SEGS[kind & 3] - 1 : si - 1;
+	lk = bpf_map_lookup_elem(&session_locks, &si);
+	if (lk)
+		__sync_fetch_and_sub(&lk->spilled, 1);
+	return 0;
+}
+
+/* Slot s of segment si, whose lock the caller holds, becomes a
+ * tombstone. */
+static __always_inline void session_kill_locked(__u32 si, struct cgnat_session_slot *s)
+{
+	__u8 kind = s->key.kind, spilled = s->key.slot_dist & CGNAT_SLOT_SPILLED;
+
 	*(volatile __u8 *)&s->key.slot_state = CGNAT_SLOT_DEAD;
-	session_count_add(s->key.kind, -1);
+	if (spilled)
+		cgnat_spill_gone(si, kind);
+	session_count_add(kind, -1);
 }
 
 /*
@@ -467,13 +623,18 @@ static __always_inline void session_kill_locked(struct cgnat_session_slot *s)
  * bpf_loop callback, so the verifier checks one step). Walking back from
  * an empty slot e, t counts the steps; a live slot t steps back whose home
  * is d further back covers the slots up to t + d steps back; a tombstone
- * beyond every such reach is crossed by nobody.
+ * beyond every such reach is crossed by nobody. No probe crosses an empty
+ * slot, so one round from it tells. A segment without one (all live slots
+ * and tombstones, as one that had keys spilled) is walked twice round from
+ * slot 0, and only the second round tells: every live slot that can reach
+ * a slot of it (at most SLOT_MASK steps before) has been seen.
  */
 struct reclaim_walk {
 	struct cgnat_session_seg *seg;
 	__u64 mask;
 	__u32 e;
 	__u32 reach;
+	__u32 from; /* the first step that tells */
 };
 
 static long reclaim_find_empty(__u32 i, struct reclaim_walk *w)
@@ -488,15 +649,16 @@ static long reclaim_step(__u32 t, struct reclaim_walk *w)
 {
 	__u32 j = probe_slot(w->e + CGNAT_SEG_SLOTS, -t);
 	struct cgnat_session_slot *s;
-	__u8 st;
+	__u8 st, d;
 
 	if (t == 0)
 		return 0;
 	s = &w->seg->slot[j];
 	st = slot_state(s);
-	if (st == CGNAT_SLOT_LIVE && t + s->key.slot_dist > w->reach)
-		w->reach = t + s->key.slot_dist;
-	if (st == CGNAT_SLOT_DEAD && t > w->reach)
+	d = s->key.slot_dist & SLOT_MASK;
+	if (st == CGNAT_SLOT_LIVE && t + d > w->reach)
+		w->reach = t + d;
+	if (st == CGNAT_SLOT_DEAD && t > w->reach && t >= w->from)
 		w->mask |= 1ULL << j;
 	return 0;
 }
@@ -505,7 +667,7 @@ static long reclaim_step(__u32 t, struct reclaim_walk *w)
  * version was read. Runs in the sweep and the daemon's deletes only. */
 static __always_inline void session_reclaim(__u32 si)
 {
-	struct reclaim_walk w = { .e = CGNAT_SEG_SLOTS };
+	struct reclaim_walk w = { .e = CGNAT_SEG_SLOTS, .from = 1 };
 	struct cgnat_seg_lock *lk = bpf_map_lookup_elem(&session_locks, &si);
 	__u32 version, j;
 
@@ -516,10 +678,15 @@ static __always_inline void session_reclaim(__u32 si)
 	if (version & 1)
 		return;
 	asm volatile("" ::: "memory");
-	bpf_loop(CGNAT_SEG_SLOTS, reclaim_find_empty, &w, 0);
-	if (w.e >= CGNAT_SEG_SLOTS)
+	/* keys spilled from here: its probes must not end early */
+	if (*(volatile __u32 *)&lk->spilled)
 		return;
-	bpf_loop(CGNAT_SEG_SLOTS, reclaim_step, &w, 0);
+	bpf_loop(CGNAT_SEG_SLOTS, reclaim_find_empty, &w, 0);
+	if (w.e >= CGNAT_SEG_SLOTS) {
+		w.e = 0;
+		w.from = CGNAT_SEG_SLOTS;
+	}
+	bpf_loop(CGNAT_SEG_SLOTS + w.from, reclaim_step, &w, 0);
 	if (!w.mask)
 		return;
 	/* the lock, only if nobody wrote since the walk began */
@@ -558,7 +725,7 @@ static __always_inline int session_unlink_locked_by(const struct cgnat_session_k
 		return -EBUSY;
 	/* found without the lock: still the same session? */
 	if (s->key.slot_state == CGNAT_SLOT_LIVE && session_key_eq(&s->key, k)) {
-		session_kill_locked(s);
+		session_kill_locked(si, s);
 		r = 0;
 	}
 	seg_unlock(lk);

@@ -330,7 +330,7 @@ static __always_inline int sweep_kill(__u32 si, struct cgnat_session_slot *s,
 	if (!seg_lock(lk))
 		return 0;
 	if (s->key.slot_state == CGNAT_SLOT_LIVE && (s->s.flags & need) == need) {
-		session_kill_locked(s);
+		session_kill_locked(si, s);
 		killed = 1;
 	}
 	seg_unlock(lk);

@@ -242,7 +242,9 @@ struct cgnat_session {
  * CGNAT_SEG_SLOTS slots of 32 bytes (2 KiB). A session lives in the
  * segment its key hashes to (keyed by SESSION_SEED, rodata), in the first
  * free slot from its home slot on (linear probing that wraps within the
- * segment), so that a lookup reads one or two cache lines. The table has
+ * segment), so that a lookup reads one or two cache lines; a key whose
+ * segment is all live slots goes to the next segment of its kind's
+ * region, from the same home slot (a lookup then reads both). The table has
  * CGNAT_SLOTS_PER_SESSION slots per configured session (a load factor of
  * at most 1/2, which keeps probes short), and never holds more than the
  * configured number of sessions (session_count): a full table refuses, it
@@ -266,6 +268,9 @@ enum cgnat_session_table {
 	/* set in cgnat_session_put()'s result when the key was already
 	 * there (and left unchanged, CGNAT_SOP_INSERT) */
 	CGNAT_SLOT_OLD = 1 << 30,
+	/* set in a slot's slot_dist (below it, the distance) when its key
+	 * spilled there from the segment before */
+	CGNAT_SLOT_SPILLED = 1 << 6,
 };
 
 enum cgnat_slot_state {

@@ -5,7 +5,8 @@
 //! makes probe sequences long and wrap inside their segments; the table
 //! refuses beyond its size and never evicts. Bindings' outbound halves
 //! share the table with sessions, each kind in its own segments, with its
-//! own count and limit.
+//! own count and limit. A key whose segment is full spills into the next
+//! one.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -444,5 +445,184 @@ fn released_bindings_leave_no_tombstones() {
         (quarantined, live, dead),
         (n, 0, 0),
         "quarantined inbound halves, other live slots and dead slots left"
+    );
+}
+
+/// Segment `si` of the table, read whole.
+fn segment(t: &Tables, si: u32) -> types::cgnat_session_seg {
+    let (_, segments) = t.sessions.maps()[0];
+    let v = segments
+        .lookup(cgnat::bpf::bytes_of(&si), MapFlags::ANY)
+        .expect("segment")
+        .expect("a segment in the table");
+    cgnat::bpf::from_bytes(&v).expect("a segment")
+}
+
+/// The segment each live session of the sessions' segments is in, by
+/// its key.
+fn placement(t: &Tables, segments: u32) -> BTreeMap<[u8; 16], u32> {
+    let mut at = BTreeMap::new();
+    for si in 0..segments {
+        for s in segment(t, si).slot.iter().filter(|s| s.key.slot_state == 1) {
+            let k = Key {
+                slot_state: 0,
+                slot_dist: 0,
+                ..s.key
+            };
+            at.insert(bytes(&k), si);
+        }
+    }
+    at
+}
+
+/// (live, dead) slots of segment `si`.
+fn slots(t: &Tables, si: u32) -> (usize, usize) {
+    let seg = segment(t, si);
+    let n = |st: u8| seg.slot.iter().filter(|s| s.key.slot_state == st).count();
+    (n(1), n(2))
+}
+
+/// A key whose segment is all live slots goes to the next segment of its
+/// region, and is found, refreshed and deleted like any other; it is never
+/// added twice. Its own segment keeps its tombstones while it has a key
+/// out (so that lookups go on to the next segment), and reclaims them once
+/// none is left, whether the daemon deleted them or the sweep expired them.
+#[test]
+fn a_full_segment_spills_into_the_next() {
+    let cfg = config(2048);
+    let dp = load(&cfg);
+    let t = dp.tables().expect("tables");
+    let sweeper = sweeper(&cfg);
+    let segments = (2048 * 2 / 64) as u32;
+    let now = monotonic_ns() + 1000 * SEC;
+    let seen = compact_time(now);
+    // which segment keys go to: rounds of 1,500 keys (about 23 in each
+    // segment of 64 slots, so none spills), inserted, placed, deleted
+    let mut by_seg: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for round in 0..4u32 {
+        let rows: Vec<(Key, Session)> = (round * 1500..(round + 1) * 1500)
+            .map(|i| (key(i), session(i, seen, 0)))
+            .collect();
+        t.sessions.insert_batch(&rows).expect("insert");
+        let at = placement(&t, segments);
+        assert_eq!(at.len(), rows.len(), "every key placed");
+        for (n, (k, _)) in rows.iter().enumerate() {
+            by_seg
+                .entry(at[&bytes(k)])
+                .or_default()
+                .push(round * 1500 + n as u32);
+        }
+        let keys: Vec<Key> = rows.iter().map(|r| r.0).collect();
+        t.sessions.delete_all(&keys).expect("delete");
+    }
+    assert_eq!(t.sessions.count().expect("count"), 0);
+    let (&s, ids) = by_seg
+        .iter()
+        .max_by_key(|(_, v)| v.len())
+        .expect("segments");
+    assert!(ids.len() >= 84, "segment {s} got {} keys", ids.len());
+    let next = (s + 1) % segments;
+    let value = |i: u32, v: u32| session(i, seen, 0).int_port ^ v as u16;
+    let with = |i: u32, v: u32| Session {
+        int_port: value(i, v),
+        ..session(i, seen, 0)
+    };
+
+    // 80 keys of one segment: 64 fill it, 16 spill into the next
+    for &i in &ids[..80] {
+        assert!(
+            t.sessions.insert_new(&key(i), &with(i, 0)).expect("insert"),
+            "key {i}"
+        );
+    }
+    assert_eq!(t.sessions.count().expect("count"), 80);
+    let at = placement(&t, segments);
+    let home: Vec<u32> = ids[..80]
+        .iter()
+        .copied()
+        .filter(|&i| at[&bytes(&key(i))] == s)
+        .collect();
+    let out: Vec<u32> = ids[..80]
+        .iter()
+        .copied()
+        .filter(|&i| at[&bytes(&key(i))] == next)
+        .collect();
+    assert_eq!(
+        (home.len(), out.len()),
+        (64, 16),
+        "keys in segment {s} and spilled"
+    );
+    for &i in &out {
+        assert!(
+            !t.sessions.insert_new(&key(i), &with(i, 9)).expect("insert"),
+            "key {i} added twice"
+        );
+        t.sessions.upsert(&key(i), &with(i, 1)).expect("upsert");
+        assert!(t
+            .sessions
+            .update_existing(&key(i), &with(i, 2))
+            .expect("update"));
+    }
+    assert_eq!(t.sessions.count().expect("count"), 80, "no key added twice");
+    for &i in &ids[..80] {
+        let want = if out.contains(&i) { 2 } else { 0 };
+        assert_eq!(
+            t.sessions.get(&key(i)).expect("get").map(|v| v.int_port),
+            Some(value(i, want)),
+            "key {i}"
+        );
+    }
+
+    // deletes at home leave tombstones there while keys are out, and
+    // the spilled keys are still found past them
+    t.sessions
+        .delete_all(&home[..8].iter().map(|&i| key(i)).collect::<Vec<_>>())
+        .expect("delete");
+    assert_eq!(slots(&t, s), (56, 8), "segment {s}: tombstones kept");
+    for &i in &out {
+        assert!(
+            t.sessions.get(&key(i)).expect("get").is_some(),
+            "spilled key {i} lost"
+        );
+    }
+    // new keys of the segment take its tombstones
+    for &i in &ids[80..84] {
+        assert!(t.sessions.insert_new(&key(i), &with(i, 0)).expect("insert"));
+        assert_eq!(placement(&t, segments)[&bytes(&key(i))], s, "key {i}");
+    }
+    // once no key is out, deleting the rest reclaims both segments
+    t.sessions
+        .delete_all(&out.iter().map(|&i| key(i)).collect::<Vec<_>>())
+        .expect("delete");
+    let rest: Vec<Key> = home[8..]
+        .iter()
+        .chain(&ids[80..84])
+        .map(|&i| key(i))
+        .collect();
+    t.sessions.delete_all(&rest).expect("delete");
+    assert_eq!(t.sessions.count().expect("count"), 0);
+    assert_eq!(
+        (slots(&t, s), slots(&t, next)),
+        ((0, 0), (0, 0)),
+        "tombstones left"
+    );
+
+    // the sweep expires spilled keys too, and then reclaims both segments
+    let old = compact_time(now - 4000 * SEC);
+    for &i in &ids[..80] {
+        assert!(t
+            .sessions
+            .insert_new(&key(i), &session(i, old, 0))
+            .expect("insert"));
+    }
+    let mut expired = 0;
+    for _ in 0..3 {
+        expired += sweeper.sweep(&t, now).expect("sweep").sessions_expired;
+    }
+    assert_eq!((expired, t.sessions.count().expect("count")), (80, 0));
+    assert_eq!(
+        (slots(&t, s), slots(&t, next)),
+        ((0, 0), (0, 0)),
+        "tombstones left after the sweeps"
     );
 }
