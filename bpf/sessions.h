@@ -510,8 +510,9 @@ static __always_inline int session_put(const struct cgnat_session_slot *n, __u32
 				seg = bpf_map_lookup_elem(&sessions, &key);
 				lk = bpf_map_lookup_elem(&session_locks, &key);
 				if (!seg || !lk) {
-					pick = PICK_BUSY | PICK_SPILL;
-					goto unlock_home;
+					/* found above: cannot fail */
+					pick = PICK_BUSY;
+					goto out;
 				}
 			}
 		}
