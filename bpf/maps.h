@@ -7,7 +7,8 @@
  * preallocated (no BPF_F_NO_PREALLOC) unless a mode uses them only: memory
  * is reserved up front, latency stays flat, and a full map refuses inserts (-E2BIG) instead of evicting,
  * as RFC 6888 REQ-11(d) requires. State never lives in an LRU map (LRU
- * would evict it); only caches do (neigh, routes).
+ * would evict it); only caches evict (neigh, an LRU map; routes, an array
+ * whose slots new answers replace).
  */
 #ifndef CGNAT_MAPS_H
 #define CGNAT_MAPS_H
@@ -321,11 +322,12 @@ struct {
 	__type(value, struct cgnat_stash);
 } neigh_hold SEC(".maps");
 
-/* Route cache (include/cgnat.h): LRU, since it is a cache, not state. */
+/* Route cache (include/cgnat.h): direct-mapped, since it is a cache, not
+ * state. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct cgnat_route_key);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CGNAT_ROUTE_SLOTS);
+	__type(key, __u32);
 	__type(value, struct cgnat_route);
 } routes SEC(".maps");
 

@@ -15,7 +15,7 @@
  * Successful answers are kept in the route cache ("routes", see struct
  * cgnat_route in include/cgnat.h) for at most ROUTE_CACHE_NS and until the
  * daemon reports a routing change, so a packet of an established flow
- * normally costs one cache lookup instead of a FIB lookup.
+ * normally costs one array access instead of a FIB lookup.
  *
  * A next hop without a neighbour entry (BPF_FIB_LKUP_RET_NO_NEIGH) comes
  * back as CGNAT_DROP_NO_NEIGH with the egress device and the next hop in
@@ -55,10 +55,57 @@ static __always_inline struct bpf_fib_lookup *packet_fib(void)
  * path MTU, which the FIB reports only when a packet exceeds it: a second
  * lookup with the largest length asks for it (on a miss only).
  */
+/* The route cache's slot of destination daddr and TOS tos: a
+ * multiplicative hash, its top bits. */
+static __always_inline __u32 route_slot(__be32 daddr, __u8 tos)
+{
+	return ((daddr ^ (__u32)tos << 24) * 0x9e3779b1u) >> 16;
+}
+
+_Static_assert(CGNAT_ROUTE_SLOTS == 1 << 16, "route_slot() takes 16 bits");
+
+/* The cached answer for fib's destination into sc->route: 1 if it is
+ * there, whole (seq even and unchanged while it was copied), of the
+ * current generation g and young enough. */
+static __always_inline int route_cached(struct cgnat_route *r, struct cgnat_route_scratch *sc,
+					 const struct bpf_fib_lookup *fib, __u32 gen, __u32 now)
+{
+	__u32 seq = *(volatile __u32 *)&r->seq;
+
+	if (seq & 1)
+		return 0;
+	asm volatile("" ::: "memory");
+	sc->route = *r;
+	asm volatile("" ::: "memory");
+	return *(volatile __u32 *)&r->seq == seq && sc->route.daddr == fib->ipv4_dst &&
+	       sc->route.tos == fib->tos && sc->route.gen == gen &&
+	       now - sc->route.stamp < (__u32)(ROUTE_CACHE_NS >> CGNAT_TIME_SHIFT);
+}
+
+/* Writes sc->route into slot r, unless another CPU is writing it. */
+static __always_inline void route_store(struct cgnat_route *r, struct cgnat_route_scratch *sc)
+{
+	__u32 seq = *(volatile __u32 *)&r->seq;
+
+	if ((seq & 1) || __sync_val_compare_and_swap(&r->seq, seq, seq + 1) != seq)
+		return;
+	asm volatile("" ::: "memory");
+	r->daddr = sc->route.daddr;
+	r->tos = sc->route.tos;
+	r->mtu = sc->route.mtu;
+	r->ifindex = sc->route.ifindex;
+	r->stamp = sc->route.stamp;
+	r->gen = sc->route.gen;
+	__builtin_memcpy(r->smac, sc->route.smac, ETH_ALEN);
+	__builtin_memcpy(r->dmac, sc->route.dmac, ETH_ALEN);
+	asm volatile("" ::: "memory");
+	__sync_fetch_and_add(&r->seq, 1);
+}
+
 __noinline int cgnat_fib_lookup(struct xdp_md *ctx, struct bpf_fib_lookup *fib,
 			     __u64 now_ns)
 {
-	__u32 zero = 0, now = cgnat_time(now_ns);
+	__u32 zero = 0, now = cgnat_time(now_ns), gen;
 	struct cgnat_route_scratch *sc;
 	struct cgnat_route_gen *g;
 	struct cgnat_route *r;
@@ -71,23 +118,26 @@ __noinline int cgnat_fib_lookup(struct xdp_md *ctx, struct bpf_fib_lookup *fib,
 	if (!g || !g->enabled || !sc)
 		return bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
 
-	sc->key.daddr = fib->ipv4_dst;
-	sc->key.tos = fib->tos;
-	sc->route.gen = g->gen; /* read before the lookup it stamps */
-	r = bpf_map_lookup_elem(&routes, &sc->key);
-	if (r && r->gen == sc->route.gen &&
-	    now - r->stamp < (__u32)(ROUTE_CACHE_NS >> CGNAT_TIME_SHIFT)) {
-		fib->ifindex = r->ifindex;
-		__builtin_memcpy(fib->smac, r->smac, ETH_ALEN);
-		__builtin_memcpy(fib->dmac, r->dmac, ETH_ALEN);
-		if (fib->tot_len > r->mtu) {
-			fib->mtu_result = r->mtu;
+	gen = g->gen; /* read before the lookup it stamps */
+	zero = route_slot(fib->ipv4_dst, fib->tos);
+	r = bpf_map_lookup_elem(&routes, &zero);
+	if (!r)
+		return bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	if (route_cached(r, sc, fib, gen, now)) {
+		fib->ifindex = sc->route.ifindex;
+		__builtin_memcpy(fib->smac, sc->route.smac, ETH_ALEN);
+		__builtin_memcpy(fib->dmac, sc->route.dmac, ETH_ALEN);
+		if (fib->tot_len > sc->route.mtu) {
+			fib->mtu_result = sc->route.mtu;
 			return BPF_FIB_LKUP_RET_FRAG_NEEDED;
 		}
 		return BPF_FIB_LKUP_RET_SUCCESS;
 	}
 
 	/* a miss: keep the inputs, which the answer overwrites */
+	sc->route.daddr = fib->ipv4_dst;
+	sc->route.tos = fib->tos;
+	sc->route.gen = gen;
 	sc->in_ifindex = fib->ifindex;
 	sc->saddr = fib->ipv4_src;
 	sc->len = fib->tot_len;
@@ -103,18 +153,18 @@ __noinline int cgnat_fib_lookup(struct xdp_md *ctx, struct bpf_fib_lookup *fib,
 	 * returns before writing the answer fields) */
 	fib->ifindex = sc->in_ifindex;
 	fib->ipv4_src = sc->saddr;
-	fib->ipv4_dst = sc->key.daddr;
+	fib->ipv4_dst = sc->route.daddr;
 	fib->tot_len = 0xffff;
 	if (bpf_fib_lookup(ctx, fib, sizeof(*fib), 0) == BPF_FIB_LKUP_RET_FRAG_NEEDED)
 		sc->route.mtu = fib->mtu_result;
-	bpf_map_update_elem(&routes, &sc->key, &sc->route, BPF_ANY);
+	route_store(r, sc);
 	/* back to the first answer. The MACs need no restoring: FRAG_NEEDED
 	 * returns before writing them, and a success (an MTU of 64 KiB)
 	 * writes the same route's. (Copying them back made the function's
 	 * frame 40 bytes, 64 once rounded, which 6.1 adds to the program's
 	 * own against its 512-byte limit.) */
 	fib->ifindex = sc->route.ifindex;
-	fib->ipv4_dst = sc->key.daddr;
+	fib->ipv4_dst = sc->route.daddr;
 	fib->tot_len = sc->len;
 	return BPF_FIB_LKUP_RET_SUCCESS;
 }

@@ -638,38 +638,46 @@ struct cgnat_meta {
 };
 
 /*
- * Route cache (LRU map "routes"): what bpf_fib_lookup answered for a
- * destination, so that packets of established flows skip the FIB (it is
- * the largest single cost of a forwarded packet). An entry is used only
- * while it is younger than ROUTE_CACHE_NS (rodata) and was made under the
- * current route_gen.gen, which the daemon bumps on every route, address,
- * link, rule or neighbour change it hears of over rtnetlink; the daemon
- * turns the cache off (route_gen.enabled = 0) while the kernel has policy
+ * Route cache (array "routes", bpf/route.h): what bpf_fib_lookup answered
+ * for a destination, so that packets of established flows skip the FIB
+ * (it is the largest single cost of a forwarded packet). Direct-mapped:
+ * a destination and TOS have one slot (CGNAT_ROUTE_SLOTS, by a hash), and
+ * a new answer replaces whatever the slot held, so a lookup is one array
+ * access with no hash-map walk. An entry is used only while it is younger
+ * than ROUTE_CACHE_NS (rodata) and was made under the current
+ * route_gen.gen, which the daemon bumps on every route, address, link,
+ * rule or neighbour change it hears of over rtnetlink; the daemon turns
+ * the cache off (route_gen.enabled = 0) while the kernel has policy
  * routing rules beyond the three default ones, since a lookup then depends
  * on more than the destination. Only successful lookups are cached.
+ *
+ * seq is odd while a CPU writes the entry (taken by compare-and-swap; a
+ * writer that finds it taken leaves the slot alone); a reader copies the
+ * entry and uses the copy only if seq was even and unchanged across the
+ * copy.
  */
-struct cgnat_route_key {
-	__be32 daddr;
-	__u8 tos; /* routes may depend on it; the input device cannot
-		   * (only a policy rule could make it, and rules stop the cache) */
-	__u8 _pad[3];
+enum cgnat_route_cache {
+	CGNAT_ROUTE_SLOTS = 65536,
 };
 
 struct cgnat_route {
+	__u32 seq;
+	__be32 daddr;
+	__u8 tos;      /* routes may depend on it; the input device cannot
+			* (only a policy rule could make it, and rules stop the cache) */
+	__u8 _pad;
+	__u16 mtu;     /* path MTU the FIB reported (0xffff: no limit seen) */
 	__u32 ifindex; /* egress */
 	__u32 stamp;   /* when looked up, CGNAT_TIME_SHIFT units */
 	__u32 gen;     /* route_gen.gen of the lookup */
-	__u16 mtu;     /* path MTU the FIB reported (0xffff: no limit seen) */
 	__u8 smac[6];
 	__u8 dmac[6];
-	__u8 _pad[6];
 };
 
-/* Per-CPU scratch of a route cache fill (map "route_scratch"): keeps the
- * lookup's key and new entry off the stack, which the calling worker has
- * nearly used up (512 bytes for the whole call chain). */
+/* Per-CPU scratch of a route cache lookup (map "route_scratch"): keeps the
+ * copy of the entry off the stack, which the calling worker has nearly
+ * used up (512 bytes for the whole call chain). */
 struct cgnat_route_scratch {
-	struct cgnat_route_key key;
 	struct cgnat_route route;
 	/* the lookup's own inputs, asked again for the path MTU */
 	__u32 in_ifindex;

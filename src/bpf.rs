@@ -60,7 +60,6 @@ unsafe impl Pod for types::cgnat_stash {}
 unsafe impl Pod for types::cgnat_hold_key {}
 unsafe impl Pod for types::cgnat_neigh {}
 unsafe impl Pod for types::cgnat_route_gen {}
-unsafe impl Pod for types::cgnat_route_key {}
 unsafe impl Pod for types::cgnat_route {}
 unsafe impl Pod for types::cgnat_if_mac {}
 unsafe impl Pod for types::xdp_md {}

@@ -1,13 +1,13 @@
 //! Freshness of the data path's route cache.
 //!
 //! The XDP program keeps what `bpf_fib_lookup` answered per destination in
-//! the LRU map `routes` (include/cgnat.h, `struct cgnat_route`) and trusts
-//! an entry for at most `interfaces.route_cache` and only while it carries
-//! the current generation of `route_gen`. This module owns that generation:
-//! a thread listens to rtnetlink and bumps it whenever a route, address,
-//! link or rule changes, or a neighbour's link-layer address changes or
-//! becomes invalid, so the next packet to an affected destination asks the
-//! FIB again. It also turns the cache off while the kernel has policy
+//! the direct-mapped array `routes` (include/cgnat.h, `struct
+//! cgnat_route`) and trusts an entry for at most `interfaces.route_cache`
+//! and only while it carries the current generation of `route_gen`. This
+//! module owns that generation: a thread listens to rtnetlink and bumps it
+//! whenever a route, address, link or rule changes, or a neighbour's
+//! link-layer address changes or becomes invalid, so the next packet to an
+//! affected destination asks the FIB again. It also turns the cache off while the kernel has policy
 //! routing rules other than the three default ones: a lookup then depends
 //! on more than the destination (source, marks, ports, input device).
 //!

@@ -657,9 +657,12 @@ fn route_cache_follows_routing_changes() {
         .and_then(|b| cgnat::bpf::from_bytes::<cgnat::bpf::types::cgnat_route_gen>(&b))
         .expect("route_gen value");
     assert_eq!(g.enabled, 1, "the route cache is off");
-    let cached: Vec<cgnat::bpf::types::cgnat_route_key> = routes
+    // the array's slots that hold an answer (seq even, a destination)
+    let cached: Vec<cgnat::bpf::types::cgnat_route> = routes
         .keys()
-        .filter_map(|k| cgnat::bpf::from_bytes(&k))
+        .filter_map(|k| routes.lookup(&k, libbpf_rs::MapFlags::ANY).ok().flatten())
+        .filter_map(|v| cgnat::bpf::from_bytes::<cgnat::bpf::types::cgnat_route>(&v))
+        .filter(|r| r.seq % 2 == 0 && r.daddr != 0)
         .collect();
     assert!(
         cached
