@@ -64,22 +64,27 @@ static __always_inline __u32 route_slot(__be32 daddr, __u8 tos)
 
 _Static_assert(CGNAT_ROUTE_SLOTS == 1 << 16, "route_slot() takes 16 bits");
 
-/* The cached answer for fib's destination into sc->route: 1 if it is
- * there, whole (seq even and unchanged while it was copied), of the
- * current generation g and young enough. */
-static __always_inline int route_cached(struct cgnat_route *r, struct cgnat_route_scratch *sc,
-					 const struct bpf_fib_lookup *fib, __u32 gen, __u32 now)
+/* The cached answer for fib's destination, into *fib (its egress device
+ * and MACs) and *mtu: 1 if slot r holds it whole (seq even and unchanged
+ * while it was read), of the current generation and young enough; else
+ * 0, and fib->ifindex is as it was. */
+static __always_inline int route_cached(struct cgnat_route *r, struct bpf_fib_lookup *fib,
+					 __u16 *mtu, __u32 gen, __u32 now)
 {
-	__u32 seq = *(volatile __u32 *)&r->seq;
+	__u32 seq = *(volatile __u32 *)&r->seq, in = fib->ifindex;
 
-	if (seq & 1)
+	if ((seq & 1) || r->daddr != fib->ipv4_dst || r->tos != fib->tos || r->gen != gen ||
+	    now - r->stamp >= (__u32)(ROUTE_CACHE_NS >> CGNAT_TIME_SHIFT))
 		return 0;
+	fib->ifindex = r->ifindex;
+	__builtin_memcpy(fib->smac, r->smac, ETH_ALEN);
+	__builtin_memcpy(fib->dmac, r->dmac, ETH_ALEN);
+	*mtu = r->mtu;
 	asm volatile("" ::: "memory");
-	sc->route = *r;
-	asm volatile("" ::: "memory");
-	return *(volatile __u32 *)&r->seq == seq && sc->route.daddr == fib->ipv4_dst &&
-	       sc->route.tos == fib->tos && sc->route.gen == gen &&
-	       now - sc->route.stamp < (__u32)(ROUTE_CACHE_NS >> CGNAT_TIME_SHIFT);
+	if (*(volatile __u32 *)&r->seq == seq)
+		return 1;
+	fib->ifindex = in;
+	return 0;
 }
 
 /* Writes sc->route into slot r, unless another CPU is writing it. */
@@ -123,10 +128,7 @@ __noinline int cgnat_fib_lookup(struct xdp_md *ctx, struct bpf_fib_lookup *fib,
 	r = bpf_map_lookup_elem(&routes, &zero);
 	if (!r)
 		return bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
-	if (route_cached(r, sc, fib, gen, now)) {
-		fib->ifindex = sc->route.ifindex;
-		__builtin_memcpy(fib->smac, sc->route.smac, ETH_ALEN);
-		__builtin_memcpy(fib->dmac, sc->route.dmac, ETH_ALEN);
+	if (route_cached(r, fib, &sc->route.mtu, gen, now)) {
 		if (fib->tot_len > sc->route.mtu) {
 			fib->mtu_result = sc->route.mtu;
 			return BPF_FIB_LKUP_RET_FRAG_NEEDED;
@@ -175,8 +177,10 @@ static __always_inline int fib_route(struct xdp_md *ctx, struct pkt *p,
 {
 	int rc;
 
-	__builtin_memset(fib, 0, sizeof(*fib));
+	/* the inputs, and 0 in what may hold another lookup's output where
+	 * an input shares its place (tos within rt_metric); ports stay 0 */
 	fib->family = AF_INET;
+	fib->rt_metric = 0;
 	fib->tos = p->ip->tos;
 	fib->l4_protocol = p->proto;
 	fib->tot_len = bpf_ntohs(p->ip->tot_len);
