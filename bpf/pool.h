@@ -275,9 +275,9 @@ __noinline int cgnat_claim(__u32 port)
 
 /* One try of a random port search (bpf_loop callback, so the verifier
  * checks one try, not each): try c->first + i for source port c->start
- * (dynamic), or a random port of the subscriber's range (deterministic)
- * or block (port-block) from c->base. Its state lives in the per-CPU
- * probe_scratch map, not on the (full) stack. */
+ * (dynamic), or a random port of the subscriber's range from c->base
+ * (deterministic). Its state lives in the per-CPU probe_scratch map, not
+ * on the (full) stack. */
 static long claim_try(__u32 i, void *data)
 {
 	__u32 k = 0;
@@ -289,10 +289,8 @@ static long claim_try(__u32 i, void *data)
 		return 1;
 	if (ALLOC_MODE == CGNAT_ALLOC_DYNAMIC)
 		port = port_candidate(c->start, c->ek.proto, c->first + i);
-	else if (ALLOC_MODE == CGNAT_ALLOC_DET)
-		port = c->base + bpf_get_prandom_u32() % DET_PORTS;
 	else
-		port = c->base + bpf_get_prandom_u32() % BLOCK_SIZE;
+		port = c->base + bpf_get_prandom_u32() % DET_PORTS;
 	r = cgnat_claim(port);
 	if (r <= 0) {
 		c->result = r;
@@ -301,48 +299,86 @@ static long claim_try(__u32 i, void *data)
 	return 0;
 }
 
-/* Sequential probe of a block (bpf_loop callback); its state lives in the
- * per-CPU probe_scratch map, not on the (full) stack. */
-static long probe_one(__u32 i, void *data)
+/* The tries of one block: BLOCK_PORT_TRIES random ports, then up to
+ * BLOCK_PROBE_MAX in a row from a random start (all of a small block). */
+static __always_inline __u32 block_tries(void)
 {
-	__u32 k = 0;
-	struct cgnat_probe *c = bpf_map_lookup_elem(&probe_scratch, &k);
+	return BLOCK_PORT_TRIES + (BLOCK_SIZE < BLOCK_PROBE_MAX ? BLOCK_SIZE : BLOCK_PROBE_MAX);
+}
+
+/* One slot of the search for the subscriber's next block (bpf_loop
+ * callback, so the verifier checks one slot whatever MAX_BLOCKS is): the
+ * slot after c->sbk.slot; a block not marked full there becomes
+ * c->bk.block, with its tries to make (c->tries 0), and ends the search;
+ * the first empty slot is noted in c->free_slot. The keys live in the
+ * scratch, not on the stack. */
+static long next_block_cb(__u32 i, void *data)
+{
+	struct cgnat_probe *c = bpf_map_lookup_elem(&probe_scratch, &scratch_key);
+	struct cgnat_block *held;
+	__u32 slot, *no;
+
+	if (!c)
+		return 1;
+	slot = c->sbk.slot + 1;
+	if (slot >= MAX_BLOCKS)
+		return 1;
+	c->sbk.slot = slot;
+	no = bpf_map_lookup_elem(&sub_blocks, &c->sbk);
+	if (!no) {
+		if (c->free_slot == CGNAT_MAX_BLOCKS_CAP)
+			c->free_slot = slot;
+		return 0;
+	}
+	c->bk.block = *no;
+	held = bpf_map_lookup_elem(&blocks, &c->bk);
+	if (!held || held->full)
+		return 0;
+	c->tries = 0;
+	c->start = bpf_get_prandom_u32() % BLOCK_SIZE;
+	return 1;
+}
+
+/* Moves the search on to the subscriber's next block with ports left to
+ * try (next_block_cb()); 0 when there is none. */
+static __always_inline int next_block(struct cgnat_probe *c)
+{
+	c->tries = (__u32)-1;
+	bpf_loop(MAX_BLOCKS, next_block_cb, 0, 0);
+	return c->tries == 0;
+}
+
+/* One try of the port-block search (bpf_loop callback, so the verifier
+ * checks one try whatever MAX_BLOCKS is): a port of block c->bk.block,
+ * random for its first BLOCK_PORT_TRIES tries, then in a row from
+ * c->start. A block whose tries all failed is marked full, skipped until
+ * the daemon sees a free port in it again, and the search goes on in the
+ * subscriber's next block. */
+static long block_try(__u32 i, void *data)
+{
+	struct cgnat_probe *c = bpf_map_lookup_elem(&probe_scratch, &scratch_key);
+	struct cgnat_block *held;
+	__u32 t, port;
 	int r;
 
 	if (!c)
 		return 1;
-	r = cgnat_claim(c->base + (c->start + i) % BLOCK_SIZE);
+	t = c->tries++;
+	if (t < BLOCK_PORT_TRIES)
+		port = bpf_get_prandom_u32() % BLOCK_SIZE;
+	else
+		port = (c->start + t - BLOCK_PORT_TRIES) % BLOCK_SIZE;
+	r = cgnat_claim(CGNAT_PORT_MIN + c->bk.block * BLOCK_SIZE + port);
 	if (r <= 0) {
 		c->result = r;
 		return 1;
 	}
-	return 0;
-}
-
-/* Claim a port in block `nb`: a few random ports, then up to
- * BLOCK_PROBE_MAX in a row from a random start (all of a small block).
- * 0 claimed, 1 none found, -1 table full. */
-static __always_inline int claim_in_block(struct cgnat_endpoint *ek,
-					  struct cgnat_binding *rev, __u32 nb)
-{
-	__u32 k = 0, base = CGNAT_PORT_MIN + nb * BLOCK_SIZE;
-	struct cgnat_probe *c = bpf_map_lookup_elem(&probe_scratch, &k);
-
-	if (!c)
-		return 1;
-	c->ek = *ek;
-	c->rev = *rev;
-	c->base = base;
-	c->first = 0;
-	c->result = 1;
-	bpf_loop(BLOCK_PORT_TRIES, claim_try, 0, 0);
-	if (c->result > 0) {
-		c->start = bpf_get_prandom_u32() % BLOCK_SIZE;
-		bpf_loop(BLOCK_SIZE < BLOCK_PROBE_MAX ? BLOCK_SIZE : BLOCK_PROBE_MAX,
-			 probe_one, 0, 0);
-	}
-	ek->port = c->ek.port;
-	return c->result;
+	if (c->tries < block_tries())
+		return 0;
+	held = bpf_map_lookup_elem(&blocks, &c->bk);
+	if (held)
+		held->full = 1;
+	return next_block(c) ? 0 : 1;
 }
 
 /* Port-block mode: claim a port in one of the subscriber's blocks, taking
@@ -352,63 +388,63 @@ static __always_inline int claim_in_block(struct cgnat_endpoint *ek,
 static __always_inline int claim_pba(struct cgnat_endpoint *ek,
 				     struct cgnat_binding *rev, __u64 now)
 {
-	struct cgnat_sub_block_key sbk = { .sub = rev->addr };
-	struct cgnat_block_key bk = { .ext_addr = ek->addr };
-	struct cgnat_block blk = { .owner = rev->addr, .created_ns = now };
-	struct cgnat_block *held;
+	struct cgnat_probe *c = bpf_map_lookup_elem(&probe_scratch, &scratch_key);
 	struct cgnat_event *ev;
-	__u32 slot, t, *no, free_slot = CGNAT_MAX_BLOCKS_CAP;
-	int r;
+	__u32 t;
 
-	for (slot = 0; slot < CGNAT_MAX_BLOCKS_CAP; slot++) {
-		if (slot >= MAX_BLOCKS)
-			break;
-		sbk.slot = slot;
-		no = bpf_map_lookup_elem(&sub_blocks, &sbk);
-		if (!no) {
-			if (free_slot == CGNAT_MAX_BLOCKS_CAP)
-				free_slot = slot;
-			continue;
-		}
-		bk.block = *no;
-		held = bpf_map_lookup_elem(&blocks, &bk);
-		if (!held || held->full)
-			continue;
-		r = claim_in_block(ek, rev, bk.block);
-		if (r <= 0)
-			return r ? CGNAT_DROP_TABLE_FULL : CGNAT_CONTINUE;
-		held->full = 1;
-	}
-	if (free_slot == CGNAT_MAX_BLOCKS_CAP)
+	if (!c)
+		return CGNAT_DROP_TABLE_FULL;
+	c->ek = *ek;
+	c->rev = *rev;
+	c->result = 1;
+	c->sbk.sub = rev->addr;
+	c->sbk.slot = (__u32)-1;
+	c->bk.ext_addr = ek->addr;
+	c->free_slot = CGNAT_MAX_BLOCKS_CAP;
+	if (next_block(c))
+		bpf_loop(MAX_BLOCKS * block_tries(), block_try, 0, 0);
+	if (c->result <= 0)
+		goto done;
+	if (c->free_slot == CGNAT_MAX_BLOCKS_CAP)
 		return CGNAT_DROP_SUB_LIMIT; /* all its blocks are full */
 
 	/* a new block on its address, claimed atomically */
-	blk.slot = free_slot;
+	c->blk.owner = rev->addr;
+	c->blk.slot = c->free_slot;
+	c->blk.created_ns = now;
+	c->blk.full = 0;
+	c->blk._pad = 0;
 	for (t = 0; t < BLOCK_CLAIM_TRIES; t++) {
-		bk.block = bpf_get_prandom_u32() % BLOCKS_PER_ADDR;
-		if (bpf_map_update_elem(&blocks, &bk, &blk, BPF_NOEXIST) == 0)
+		c->bk.block = bpf_get_prandom_u32() % BLOCKS_PER_ADDR;
+		if (bpf_map_update_elem(&blocks, &c->bk, &c->blk, BPF_NOEXIST) == 0)
 			break;
 	}
 	if (t == BLOCK_CLAIM_TRIES)
 		return CGNAT_DROP_PORTS_EXHAUSTED;
-	sbk.slot = free_slot;
-	if (bpf_map_update_elem(&sub_blocks, &sbk, &bk.block, BPF_NOEXIST)) {
+	c->sbk.slot = c->free_slot;
+	if (bpf_map_update_elem(&sub_blocks, &c->sbk, &c->bk.block, BPF_NOEXIST)) {
 		/* another CPU filled the slot meanwhile: give the block back */
-		bpf_map_delete_elem(&blocks, &bk);
+		bpf_map_delete_elem(&blocks, &c->bk);
 		return CGNAT_DROP_PORTS_EXHAUSTED;
 	}
 	ev = event_new(CGNAT_EV_BLOCK_ALLOC);
 	if (ev) {
 		ev->addr = rev->addr;
 		ev->ext_addr = ek->addr;
-		ev->port = bpf_htons(CGNAT_PORT_MIN + bk.block * BLOCK_SIZE);
-		ev->ext_port = bpf_htons(CGNAT_PORT_MIN + bk.block * BLOCK_SIZE + BLOCK_SIZE - 1);
+		ev->port = bpf_htons(CGNAT_PORT_MIN + c->bk.block * BLOCK_SIZE);
+		ev->ext_port = bpf_htons(CGNAT_PORT_MIN + c->bk.block * BLOCK_SIZE + BLOCK_SIZE - 1);
 		event_send(ev);
 	}
-	r = claim_in_block(ek, rev, bk.block);
-	if (r <= 0)
-		return r ? CGNAT_DROP_TABLE_FULL : CGNAT_CONTINUE;
-	return CGNAT_DROP_PORTS_EXHAUSTED;
+	/* its tries only: no slot after it is searched */
+	c->sbk.slot = MAX_BLOCKS;
+	c->tries = 0;
+	c->start = bpf_get_prandom_u32() % BLOCK_SIZE;
+	bpf_loop(block_tries(), block_try, 0, 0);
+	if (c->result > 0)
+		return CGNAT_DROP_PORTS_EXHAUSTED;
+done:
+	ek->port = c->ek.port;
+	return c->result ? CGNAT_DROP_TABLE_FULL : CGNAT_CONTINUE;
 }
 
 /* Claim an external port for internal endpoint *ik of subscriber *s; ek

@@ -601,23 +601,31 @@ struct cgnat_block {
 	__u32 _pad;
 };
 
+/* The blocks of a subscriber: (subscriber, slot) -> block number. */
+struct cgnat_sub_block_key {
+	__be32 sub;
+	__u32 slot;
+};
+
 /* Scratch state of a port search (per-CPU map probe_scratch, bpf/pool.h). */
 struct cgnat_probe {
 	struct cgnat_endpoint ek;
 	struct cgnat_binding rev;
-	__u32 base;   /* first port of the block or range searched */
+	__u32 base;   /* first port of the range searched */
 	__u32 start;  /* where a sequential probe starts; the source port */
 	__s32 result; /* 0 claimed, 1 none found, -1 table full, -2 busy */
 	__u32 first;  /* the number of the search's first try */
 	/* the half of a new binding being put: the inbound one while a
 	 * port is claimed, then the outbound one (bpf/pool.h) */
 	struct cgnat_session_slot slot;
-};
-
-/* The blocks of a subscriber: (subscriber, slot) -> block number. */
-struct cgnat_sub_block_key {
-	__be32 sub;
-	__u32 slot;
+	/* port-block mode: the subscriber's slot and block being searched
+	 * (the keys of their lookups), the tries made in that block, the
+	 * first empty slot seen (CGNAT_MAX_BLOCKS_CAP: none), a new block */
+	struct cgnat_sub_block_key sbk;
+	struct cgnat_block_key bk;
+	__u32 tries;
+	__u32 free_slot;
+	struct cgnat_block blk;
 };
 
 /*
