@@ -22,7 +22,12 @@ fn translation() {
 /// the old_kernel test boots too.
 #[test]
 fn pool_modes() {
-    let blocks = config_text("", "[pool]\nmode = \"port-block\"\nblock_size = 64");
+    // the most blocks a subscriber may have: the verifier's work must not
+    // grow with them
+    let blocks = config_text(
+        "",
+        "[pool]\nmode = \"port-block\"\nblock_size = 64\nmax_blocks = 32",
+    );
     table_test("pool_modes_port_block", "pb", &blocks, |_| pool_mode_rows());
     // 256 subscribers on the pool's 24 addresses: 11 per address
     let det = config_text("", "[pool]\nmode = \"deterministic\"").replace(
