@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 /// The prog_run tests run on 6.1 (libtest filters: names containing any
 /// of them). Each loads the program with its own configuration, and the
 /// verifier explores only the code that configuration leaves live:
-/// translation: the NAT paths, FIB lookups, redirects and generated ICMP,
-/// and (translation::pool_modes) the port-block and deterministic
-/// programs, whose port searches are their own code;
+/// translation: the NAT paths, FIB lookups, redirects and generated ICMP;
+/// pool_modes: the port-block and deterministic programs, whose port
+/// searches are their own code;
 /// fragments: the fragment stash (bpf_xdp_load_bytes, live-frame reruns);
 /// port_collisions: port allocation on collisions (map update errors);
 /// malformed_and_other: the parser, with ICMP generation off;
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 /// bpf_for_each_map_elem, deleting and replacing what it walks.
 /// The whole suite (18 tests) takes 8 to 11 minutes under TCG.
 const FILTER: &str =
-    "translation fragments port_collisions malformed_and_other mss_clamping quarantine";
+    "translation pool_modes fragments port_collisions malformed_and_other mss_clamping quarantine";
 
 /// Limit for the VM (boot, load, tests). TCG verifies and runs the program
 /// some 25 times slower than the host.

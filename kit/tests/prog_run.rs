@@ -36,6 +36,8 @@ mod fragments;
 mod full_tables;
 #[path = "prog_run/malformed.rs"]
 mod malformed;
+#[path = "prog_run/pool_modes.rs"]
+mod pool_modes;
 #[path = "prog_run/ports.rs"]
 mod ports;
 #[path = "prog_run/router.rs"]

@@ -15,48 +15,14 @@ fn translation() {
     });
 }
 
-/// Translation with ports allocated in blocks (RFC 6888 REQ-14) and
-/// deterministically (RFC 7422): a binding in the mode's range, a reply
-/// in, and a hairpin both ways. Each mode's program is built for it (the
-/// rodata prunes the others' code), so each must load, on every kernel
-/// the old_kernel test boots too.
-#[test]
-fn pool_modes() {
-    // the most blocks a subscriber may have: the verifier's work must not
-    // grow with them
-    let blocks = config_text(
-        "",
-        "[pool]\nmode = \"port-block\"\nblock_size = 64\nmax_blocks = 32",
-    );
-    table_test("pool_modes_port_block", "pb", &blocks, |_| pool_mode_rows());
-    // 256 subscribers on the pool's 24 addresses: 11 per address
-    let det = config_text("", "[pool]\nmode = \"deterministic\"").replace(
-        "internal_prefixes = [\"100.64.0.0/10\"]",
-        "internal_prefixes = [\"100.64.0.0/24\"]",
-    );
-    table_test("pool_modes_deterministic", "dt", &det, |_| pool_mode_rows());
-}
-
-/// Rows that hold in every allocation mode: no port is expected kept.
-fn pool_mode_rows<'a>() -> Vec<Row<'a>> {
-    let mut rows = vec![
-        open_binding("e11", H11, 5000),
-        open_binding("e12", H12, 5000),
-        out11("next datagram of .11 leaves from the same endpoint", p1()),
-    ];
-    rows.extend(inbound_rows().into_iter().take(1));
-    rows.extend(hairpin_rows().into_iter().take(3));
-    rows
-}
-
 /// .11's first datagram (its binding is learned as `e11`).
-fn p1() -> Pkt {
+pub(super) fn p1() -> Pkt {
     from_sub(Pkt::udp((H11, 5000), (R10, 3478), b"stun binding request"))
 }
 
 /// A datagram from .11:5000 to 198.51.100.10:3478, which must leave from
 /// `e11`.
-fn out11<'a>(name: &'static str, p: Pkt) -> Row<'a> {
+pub(super) fn out11<'a>(name: &'static str, p: Pkt) -> Row<'a> {
     with(move |l| {
         Case::int(name, p.bytes())
             .verdict(XDP_REDIRECT, "fwd_out")
@@ -436,7 +402,7 @@ fn outbound_rows<'a>() -> Vec<Row<'a>> {
     rows
 }
 
-fn inbound_rows<'a>() -> Vec<Row<'a>> {
+pub(super) fn inbound_rows<'a>() -> Vec<Row<'a>> {
     vec![
         in_to(
             "inbound reply 198.51.100.10:3478 -> .11's external endpoint",
@@ -780,7 +746,7 @@ fn syn_and_back(et: Ep) -> (Pkt, Pkt) {
     (syn, back)
 }
 
-fn hairpin_rows<'a>() -> Vec<Row<'a>> {
+pub(super) fn hairpin_rows<'a>() -> Vec<Row<'a>> {
     vec![
         with(|l| {
             let p = from_sub(Pkt::udp((H12, 5000), l.ep("e11"), b"hairpin"));
