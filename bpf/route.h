@@ -46,15 +46,6 @@ static __always_inline struct bpf_fib_lookup *packet_fib(void)
 	return bpf_map_lookup_elem(&fib_scratch, &k);
 }
 
-/*
- * bpf_fib_lookup() through the route cache: same contract (*fib in, answer
- * in *fib, BPF_FIB_LKUP_RET_* out). A global function, so the verifier
- * checks it once instead of at each of fib_route()'s many inlined sites.
- *
- * A miss asks the FIB; a successful answer is cached together with the
- * path MTU, which the FIB reports only when a packet exceeds it: a second
- * lookup with the largest length asks for it (on a miss only).
- */
 /* The route cache's slot of destination daddr and TOS tos: a
  * multiplicative hash, its top bits. */
 static __always_inline __u32 route_slot(__be32 daddr, __u8 tos)
@@ -107,6 +98,15 @@ static __always_inline void route_store(struct cgnat_route *r, struct cgnat_rout
 	__sync_fetch_and_add(&r->seq, 1);
 }
 
+/*
+ * bpf_fib_lookup() through the route cache: same contract (*fib in, answer
+ * in *fib, BPF_FIB_LKUP_RET_* out). A global function, so the verifier
+ * checks it once instead of at each of fib_route()'s many inlined sites.
+ *
+ * A miss asks the FIB; a successful answer is cached together with the
+ * path MTU, which the FIB reports only when a packet exceeds it: a second
+ * lookup with the largest length asks for it (on a miss only).
+ */
 __noinline int cgnat_fib_lookup(struct xdp_md *ctx, struct bpf_fib_lookup *fib,
 			     __u64 now_ns)
 {

@@ -323,19 +323,6 @@ static __always_inline int seg_try_lock(struct cgnat_seg_lock *lk)
 	return !(v & 1) && __sync_val_compare_and_swap(&lk->version, v, v + 1) == v;
 }
 
-struct seg_spin {
-	struct cgnat_seg_lock *lk;
-	__u32 got;
-};
-
-static long seg_spin_cb(__u32 i, struct seg_spin *sp)
-{
-	if (!seg_try_lock(sp->lk))
-		return 0;
-	sp->got = 1;
-	return 1;
-}
-
 static __always_inline int seg_lock_inline(struct cgnat_seg_lock *lk)
 {
 	__u32 i;
@@ -347,23 +334,14 @@ static __always_inline int seg_lock_inline(struct cgnat_seg_lock *lk)
 	return 0;
 }
 
-static __always_inline int seg_lock(struct cgnat_seg_lock *lk)
-{
-	struct seg_spin sp = { .lk = lk };
-
-	if (seg_try_lock(lk))
-		return 1;
-	bpf_loop(SEG_SPINS, seg_spin_cb, &sp, 0);
-	return sp.got;
-}
-
-/* The same for the lock of segment *si, whose key *si is: the callback's
- * context is that key, on the caller's stack already, rather than a
- * struct seg_spin (its own stack adds to its callers'). SEG_GOT in *si
- * while the callback tells that it took the lock. */
+/* Takes lock lk of segment *si, waiting SEG_SPINS tries in a bpf_loop.
+ * The callback's context is the segment's key, on the caller's stack
+ * already (a context of its own would add to the callers' stack), and it
+ * looks the lock up by it; SEG_GOT in *si while it tells that it took the
+ * lock, *si as it was after. */
 #define SEG_GOT (1u << 31)
 
-static long seg_spin_at_cb(__u32 i, __u32 *si)
+static long seg_spin_cb(__u32 i, __u32 *si)
 {
 	struct cgnat_seg_lock *lk = bpf_map_lookup_elem(&session_locks, si);
 
@@ -375,11 +353,11 @@ static long seg_spin_at_cb(__u32 i, __u32 *si)
 	return 1;
 }
 
-static __always_inline int seg_lock_at(struct cgnat_seg_lock *lk, __u32 *si)
+static __always_inline int seg_lock(struct cgnat_seg_lock *lk, __u32 *si)
 {
 	if (seg_try_lock(lk))
 		return 1;
-	bpf_loop(SEG_SPINS, seg_spin_at_cb, si, 0);
+	bpf_loop(SEG_SPINS, seg_spin_cb, si, 0);
 	if (!(*si & SEG_GOT))
 		return 0;
 	*si &= ~SEG_GOT;
@@ -448,7 +426,7 @@ static __always_inline __u32 seg_pick(struct cgnat_session_seg *seg, __u32 home,
  * the next segment. Every writer of a key holds its own segment's lock,
  * so two puts never add the same key twice.
  *
- * With `spin`, waits for a lock in a bpf_loop (seg_lock_at()), else tries
+ * With `spin`, waits for a lock in a bpf_loop (seg_lock()), else tries
  * SEG_TRIES times inline.
  *
  * Its stack adds to its callers' (512 bytes in all, counted in 32-byte
@@ -484,7 +462,7 @@ static __always_inline int session_put(const struct cgnat_session_slot *n, __u32
 	lk = bpf_map_lookup_elem(&session_locks, &key);
 	if (!seg || !lk)
 		goto out;
-	if (!(spin ? seg_lock_at(lk, &key) : seg_lock_inline(lk))) {
+	if (!(spin ? seg_lock(lk, &key) : seg_lock_inline(lk))) {
 		pick = PICK_BUSY;
 		goto out;
 	}
@@ -496,7 +474,7 @@ static __always_inline int session_put(const struct cgnat_session_slot *n, __u32
 			seg = bpf_map_lookup_elem(&sessions, &key);
 			lk = bpf_map_lookup_elem(&session_locks, &key);
 			if (!seg || !lk ||
-			    !(spin ? seg_lock_at(lk, &key) : seg_lock_inline(lk))) {
+			    !(spin ? seg_lock(lk, &key) : seg_lock_inline(lk))) {
 				pick = PICK_BUSY | PICK_SPILL;
 				goto unlock_home;
 			}
@@ -722,7 +700,7 @@ static __always_inline int session_unlink_locked_by(const struct cgnat_session_k
 	if (!seg || !lk)
 		return -ENOENT;
 	s = &seg->slot[j];
-	if (!(spin ? seg_lock(lk) : seg_lock_inline(lk)))
+	if (!(spin ? seg_lock(lk, &si) : seg_lock_inline(lk)))
 		return -EBUSY;
 	/* found without the lock: still the same session? */
 	if (s->key.slot_state == CGNAT_SLOT_LIVE && session_key_eq(&s->key, k)) {

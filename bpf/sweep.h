@@ -327,7 +327,7 @@ static __always_inline int sweep_kill(__u32 si, struct cgnat_session_slot *s,
 
 	if (!lk)
 		return 0;
-	if (!seg_lock(lk))
+	if (!seg_lock(lk, &si))
 		return 0;
 	if (s->key.slot_state == CGNAT_SLOT_LIVE && (s->s.flags & need) == need) {
 		session_kill_locked(si, s);

@@ -660,9 +660,8 @@ struct cgnat_meta {
  * on more than the destination. Only successful lookups are cached.
  *
  * seq is odd while a CPU writes the entry (taken by compare-and-swap; a
- * writer that finds it taken leaves the slot alone); a reader copies the
- * entry and uses the copy only if seq was even and unchanged across the
- * copy.
+ * writer that finds it taken leaves the slot alone); a reader takes the
+ * entry's answer only if seq was even and unchanged across its reads.
  */
 enum cgnat_route_cache {
 	CGNAT_ROUTE_SLOTS = 65536,
@@ -683,8 +682,8 @@ struct cgnat_route {
 };
 
 /* Per-CPU scratch of a route cache lookup (map "route_scratch"): keeps the
- * copy of the entry off the stack, which the calling worker has nearly
- * used up (512 bytes for the whole call chain). */
+ * new entry of a miss, and a hit's MTU, off the stack, which the calling
+ * worker has nearly used up (512 bytes for the whole call chain). */
 struct cgnat_route_scratch {
 	struct cgnat_route route;
 	/* the lookup's own inputs, asked again for the path MTU */

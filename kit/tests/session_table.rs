@@ -418,17 +418,12 @@ fn released_bindings_leave_no_tombstones() {
     let rep = sweeper.sweep(&t, now + SEC).expect("sweep");
     assert_eq!(rep.bindings_released, n as u64, "{rep:?}");
     assert_eq!(t.bindings.count_out().expect("count"), 0);
-    let (_, segments) = t.sessions.maps()[0];
     let quarantine = types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8;
     let (mut quarantined, mut live, mut dead) = (0, 0, 0);
     for si in 0u32.. {
-        let Some(v) = segments
-            .lookup(cgnat::bpf::bytes_of(&si), MapFlags::ANY)
-            .expect("segment")
-        else {
+        let Some(seg) = segment(&t, si) else {
             break;
         };
-        let seg: types::cgnat_session_seg = cgnat::bpf::from_bytes(&v).expect("a segment");
         for s in &seg.slot {
             // a half's flags are where a session's are (include/cgnat.h)
             let held = s.key.kind == types::cgnat_slot_kind::CGNAT_KIND_BIND_IN.0 as u8
@@ -448,14 +443,13 @@ fn released_bindings_leave_no_tombstones() {
     );
 }
 
-/// Segment `si` of the table, read whole.
-fn segment(t: &Tables, si: u32) -> types::cgnat_session_seg {
+/// Segment `si` of the table, read whole; `None` past the last.
+fn segment(t: &Tables, si: u32) -> Option<types::cgnat_session_seg> {
     let (_, segments) = t.sessions.maps()[0];
     let v = segments
         .lookup(cgnat::bpf::bytes_of(&si), MapFlags::ANY)
-        .expect("segment")
-        .expect("a segment in the table");
-    cgnat::bpf::from_bytes(&v).expect("a segment")
+        .expect("segment")?;
+    Some(cgnat::bpf::from_bytes(&v).expect("a segment"))
 }
 
 /// The segment each live session of the sessions' segments is in, by
@@ -463,7 +457,8 @@ fn segment(t: &Tables, si: u32) -> types::cgnat_session_seg {
 fn placement(t: &Tables, segments: u32) -> BTreeMap<[u8; 16], u32> {
     let mut at = BTreeMap::new();
     for si in 0..segments {
-        for s in segment(t, si).slot.iter().filter(|s| s.key.slot_state == 1) {
+        let seg = segment(t, si).expect("a segment in the table");
+        for s in seg.slot.iter().filter(|s| s.key.slot_state == 1) {
             let k = Key {
                 slot_state: 0,
                 slot_dist: 0,
@@ -477,7 +472,7 @@ fn placement(t: &Tables, segments: u32) -> BTreeMap<[u8; 16], u32> {
 
 /// (live, dead) slots of segment `si`.
 fn slots(t: &Tables, si: u32) -> (usize, usize) {
-    let seg = segment(t, si);
+    let seg = segment(t, si).expect("a segment in the table");
     let n = |st: u8| seg.slot.iter().filter(|s| s.key.slot_state == st).count();
     (n(1), n(2))
 }
