@@ -24,24 +24,34 @@ static __always_inline __u16 csum_fold32(__u32 s)
 	return (__u16)s;
 }
 
+/* The change to a sum when a 32-bit field goes from `from` to `to`
+ * (~m + m' of eqn. 3, unfolded); changes add up. */
+static __always_inline __u32 csum_delta4(__be32 from, __be32 to)
+{
+	return (~from & 0xffff) + (~from >> 16) + (to & 0xffff) + (to >> 16);
+}
+
+static __always_inline __u32 csum_delta2(__be16 from, __be16 to)
+{
+	return (__u16)~from + (__u32)to;
+}
+
+/* Apply a sum of changes (csum_delta4/2) to the checksum *sum. */
+static __always_inline void csum_apply(__sum16 *sum, __u32 delta)
+{
+	*sum = (__sum16)~csum_fold32((__u16)~*sum + delta);
+}
+
 /* Replace a 32-bit field covered by *sum. */
 static __always_inline void csum_replace4(__sum16 *sum, __be32 from, __be32 to)
 {
-	__u32 s = (__u16)~*sum;
-
-	s += (~from & 0xffff) + (~from >> 16);
-	s += (to & 0xffff) + (to >> 16);
-	*sum = (__sum16)~csum_fold32(s);
+	csum_apply(sum, csum_delta4(from, to));
 }
 
 /* Replace a 16-bit field covered by *sum. */
 static __always_inline void csum_replace2(__sum16 *sum, __be16 from, __be16 to)
 {
-	__u32 s = (__u16)~*sum;
-
-	s += (__u16)~from;
-	s += to;
-	*sum = (__sum16)~csum_fold32(s);
+	csum_apply(sum, csum_delta2(from, to));
 }
 
 #endif /* CGNAT_CSUM_H */

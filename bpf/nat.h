@@ -437,13 +437,13 @@ established:
 translate:
 	mss_clamp(p);
 	out_fix_id(ip);
-	rewrite_endpoint(p, ADDR_SRC, ext.addr, ext.port);
 	if (hairpin) {
-		rewrite_endpoint(p, ADDR_DST, new_dst, new_dport);
+		rewrite_endpoints(p, ext.addr, ext.port, new_dst, new_dport);
 		frag_remember(p, &orig, CGNAT_FWD_HAIRPIN);
 		rc = forward(p, fib);
 		return rc == CGNAT_CONTINUE ? CGNAT_FWD_HAIRPIN : rc;
 	}
+	rewrite_endpoint(p, ADDR_SRC, ext.addr, ext.port);
 	rc = forward(p, fib);
 	return rc == CGNAT_CONTINUE ? CGNAT_FWD_OUT : rc;
 }

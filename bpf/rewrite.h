@@ -64,4 +64,26 @@ static __always_inline void rewrite_endpoint(struct pkt *p, int end,
 		*p->sport = port;
 }
 
+/* Set both endpoints of a TCP or UDP packet (hairpinned: RFC 4787
+ * REQ-9), as rewrite_endpoint() twice would, with one update of each
+ * checksum. */
+static __always_inline void rewrite_endpoints(struct pkt *p, __be32 saddr, __be16 sport,
+					      __be32 daddr, __be16 dport)
+{
+	struct iphdr *ip = p->ip;
+	__u32 ipd = csum_delta4(ip->saddr, saddr) + csum_delta4(ip->daddr, daddr);
+
+	if (p->l4_csum) {
+		csum_apply(p->l4_csum, ipd + csum_delta2(*p->sport, sport) +
+					       csum_delta2(*p->dport, dport));
+		if (p->proto == IPPROTO_UDP && *p->l4_csum == 0)
+			*p->l4_csum = CSUM_MANGLED_0;
+	}
+	csum_apply(&ip->check, ipd);
+	ip->saddr = saddr;
+	ip->daddr = daddr;
+	*p->sport = sport;
+	*p->dport = dport;
+}
+
 #endif /* CGNAT_REWRITE_H */

@@ -2,6 +2,7 @@
 //! (src/bench.rs). Needs root. Prints the table and writes
 //! target/bench/summary.json (and summary.txt). Environment:
 //! CGNAT_BENCH_ONLY=paths,newflows,sync,scale,e2e,tcp selects sections,
+//! CGNAT_BENCH_PATHS=hairpin,icmp_err_in the cases of the paths section,
 //! CGNAT_BENCH_SCALE_SUBS=N shrinks the large table,
 //! CGNAT_BENCH_SYNC_SESSIONS=N sets the sync section's sessions,
 //! CGNAT_BENCH_CONN_CLIENTS=N the TCP connection loops run at once,

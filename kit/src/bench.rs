@@ -187,6 +187,8 @@ pub struct Params {
     pub rfc_teardown: u32,
     pub rfc_capacity: u32,
     pub sections: Vec<Section>,
+    /// The paths section's cases to run, by name (empty: all).
+    pub paths: Vec<String>,
 }
 
 impl Params {
@@ -219,6 +221,7 @@ impl Params {
             rfc_teardown: 60_000,
             rfc_capacity: 32_768,
             sections: Section::ALL.to_vec(),
+            paths: Vec::new(),
         }
     }
 
@@ -252,11 +255,13 @@ impl Params {
             rfc_teardown: 2_000,
             rfc_capacity: 1_024,
             sections: Section::ALL.to_vec(),
+            paths: Vec::new(),
         }
     }
 
     /// Overrides from the environment: `CGNAT_BENCH_ONLY=paths,scale`
-    /// (sections), `CGNAT_BENCH_SCALE_SUBS=N`, `CGNAT_BENCH_SYNC_SESSIONS=N`,
+    /// (sections), `CGNAT_BENCH_PATHS=hairpin,udp_out` (the paths section's
+    /// cases), `CGNAT_BENCH_SCALE_SUBS=N`, `CGNAT_BENCH_SYNC_SESSIONS=N`,
     /// `CGNAT_BENCH_RUNS=N`.
     pub fn with_env(mut self) -> Params {
         if let Ok(only) = std::env::var("CGNAT_BENCH_ONLY") {
@@ -264,6 +269,9 @@ impl Params {
                 .into_iter()
                 .filter(|s| only.split(',').any(|w| w.trim() == s.name()))
                 .collect();
+        }
+        if let Ok(names) = std::env::var("CGNAT_BENCH_PATHS") {
+            self.paths = names.split(',').map(|w| w.trim().to_string()).collect();
         }
         if let Some(n) = env_num("CGNAT_BENCH_SCALE_SUBS") {
             self.scale_subs = n as u32;

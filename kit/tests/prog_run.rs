@@ -34,6 +34,8 @@ mod filtering;
 mod fragments;
 #[path = "prog_run/full_tables.rs"]
 mod full_tables;
+#[path = "prog_run/icmp_errors.rs"]
+mod icmp_errors;
 #[path = "prog_run/malformed.rs"]
 mod malformed;
 #[path = "prog_run/pool_modes.rs"]

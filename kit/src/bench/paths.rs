@@ -40,6 +40,9 @@ pub(super) fn bench_paths(p: &Params, ns: &Ns) -> Result<Vec<PathResult>> {
         }
         let mut out = Vec::new();
         for c in cases {
+            if !p.paths.is_empty() && !p.paths.iter().any(|n| n == c.name) {
+                continue;
+            }
             fl.set_frames(std::slice::from_ref(&c.frame))
                 .ctx("feeder frames")?;
             let (fa, _) = fl
