@@ -88,6 +88,18 @@ impl E2eNet {
         Ok(net)
     }
 
+    /// Whether the sink's veth runs its NAPI in a kernel thread of its own
+    /// (as created) or in softirq.
+    pub(super) fn sink_threaded(&self, on: bool) -> Result<()> {
+        self.s
+            .sh(&format!(
+                "echo {} > /sys/class/net/{}/threaded",
+                u8::from(on),
+                self.rs
+            ))
+            .map(|_| ())
+    }
+
     /// Forwarding off (cgnat and the floor forward by themselves), lo
     /// forwarding on for bpf_fib_lookup.
     fn router_plain(&self) -> Result<()> {

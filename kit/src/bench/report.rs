@@ -374,11 +374,12 @@ impl Summary {
                 let c = tcp::CpuTimes::median_of(cpu);
                 let _ = writeln!(
                     o,
-                    "    {name:<8} router NAPI threads {:.2} CPU ({:.1} us per connection), machine {:.2} of {} CPUs busy",
+                    "    {name:<8} router NAPI threads {:.2} CPU ({:.1} us per connection), machine {:.2} of {} CPUs busy, {:.1} context switches per connection",
                     c.router + c.router_back,
                     (c.router + c.router_back) / cps.median().max(1e-9) * 1e6,
                     c.machine,
-                    self.cpus
+                    self.cpus,
+                    c.switches / cps.median().max(1e-9)
                 );
             }
         }
@@ -808,6 +809,7 @@ fn cpu_json(runs: &[tcp::CpuTimes]) -> J {
         ("router_cpus", J::n(c.router)),
         ("router_back_cpus", J::n(c.router_back)),
         ("machine_cpus", J::n(c.machine)),
+        ("context_switches_per_sec", J::n(c.switches)),
     ])
 }
 
