@@ -170,3 +170,4 @@ enum cgnat_session_table _btf_session_table = CGNAT_SEG_SLOTS;
 enum cgnat_slot_state _btf_slot_state = CGNAT_SLOT_EMPTY;
 enum cgnat_session_op_kind _btf_session_op_kind = CGNAT_SOP_GET;
 struct cgnat_session_ops _btf_session_ops = {};
+struct cgnat_bind_out _btf_bind_out = {};

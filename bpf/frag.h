@@ -63,6 +63,14 @@ static __always_inline void out_fix_id(struct iphdr *ip)
 		ip_set_id(ip, frag_id(ip->saddr, ip->daddr, ip->id, ip->protocol));
 }
 
+/* The datagram a fragment belongs to, as its header names it now (taken
+ * before translation for frag_remember()). */
+static __always_inline struct cgnat_frag_key frag_key_of(const struct iphdr *ip)
+{
+	return (struct cgnat_frag_key){ .saddr = ip->saddr, .daddr = ip->daddr,
+					.id = ip->id, .proto = ip->protocol };
+}
+
 /* After translating a first fragment: remember how, for the later ones. */
 static __always_inline void frag_remember(struct pkt *p,
 					  struct cgnat_frag_key *orig,
@@ -112,8 +120,7 @@ static __always_inline int nat_fragment(struct xdp_md *ctx, struct pkt *p,
 					__u32 side)
 {
 	struct iphdr *ip = p->ip;
-	struct cgnat_frag_key k = { .saddr = ip->saddr, .daddr = ip->daddr,
-				    .id = ip->id, .proto = ip->protocol };
+	struct cgnat_frag_key k = frag_key_of(ip);
 	struct bpf_fib_lookup *fib = packet_fib();
 	struct cgnat_subscriber *sub;
 	struct cgnat_frag *f;

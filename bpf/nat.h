@@ -138,29 +138,35 @@ static __always_inline int refuse(struct xdp_md *ctx, struct pkt *p, int reason)
 	return icmp_host_unreach(ctx, p, reason);
 }
 
-/* Make sure the session n->key exists, created as n->s if it does not;
- * never evicts (a full table refuses). One that another CPU created
- * meanwhile is shared. */
-static __always_inline int session_create(struct cgnat_session_slot *n)
+/* Find or create the session n->key (as n->s), and return it in *out
+ * (the hairpin paths touch it); never evicts (a full table refuses). One
+ * that another CPU created meanwhile is shared. If bo is the outbound
+ * half of the session's binding, its hint names the session from now on
+ * (the binding's newest flow). */
+static __always_inline int session_get(struct cgnat_session_slot *n,
+				       struct cgnat_session **out,
+				       struct cgnat_session_slot *bo)
 {
 	int r = cgnat_session_put(n, CGNAT_SOP_INSERT);
-
-	return r >= 0 ? CGNAT_CONTINUE : session_put_failed(r);
-}
-
-/* Find or create the session n->key, as session_create(), and return it
- * (the hairpin paths touch it). */
-static __always_inline int session_get(struct cgnat_session_slot *n,
-				       struct cgnat_session **out)
-{
+	__u32 at = (__u32)r & ~CGNAT_SLOT_OLD;
 	/* an error names no slot (session_slot()) */
-	__u32 at = (__u32)cgnat_session_put(n, CGNAT_SOP_INSERT);
-	struct cgnat_session_slot *s = session_slot(at & ~CGNAT_SLOT_OLD);
+	struct cgnat_session_slot *s = session_slot(at);
 
 	if (!s)
-		return session_put_failed((int)at);
+		return session_put_failed(r);
+	if (bo)
+		session_hint_set(bo, at, &n->key);
 	*out = &s->s;
 	return CGNAT_CONTINUE;
+}
+
+/* The same, without the session. */
+static __always_inline int session_create(struct cgnat_session_slot *n,
+					  struct cgnat_session_slot *bo)
+{
+	struct cgnat_session *s;
+
+	return session_get(n, &s, bo);
 }
 
 /* TCP event bits of a segment, seen from the subscriber (out) or remote. */
@@ -213,6 +219,17 @@ static __always_inline __be16 remote_port(struct pkt *p, __be16 port)
 	return p->proto == IPPROTO_ICMP ? 0 : port;
 }
 
+/* *k becomes the key of the other side of a hairpinned flow: the
+ * target's session, whose remote is the sender's external endpoint. */
+static __always_inline void hairpin_key(struct cgnat_session_key *k, struct pkt *p,
+					const struct cgnat_binding *ext)
+{
+	*k = (struct cgnat_session_key){
+		.ext_addr = p->ip->daddr, .ext_port = *p->dport, .rem_addr = ext->addr,
+		.rem_port = remote_port(p, ext->port), .proto = p->proto,
+	};
+}
+
 /*
  * Subscriber -> anywhere. Handles packets whose source is a subscriber
  * (an existing binding, or nat.internal_prefixes); CGNAT_CONTINUE without
@@ -223,15 +240,14 @@ static __always_inline __be16 remote_port(struct pkt *p, __be16 port)
 static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 {
 	struct iphdr *ip = p->ip;
-	struct cgnat_frag_key orig = { .saddr = ip->saddr, .daddr = ip->daddr,
-				       .id = ip->id, .proto = ip->protocol };
 	struct cgnat_endpoint ik = {};
 	/* the session being looked up or made: its key, its value (first
 	 * the key of the binding's outbound half) */
 	struct cgnat_session_slot ns = {};
-	struct cgnat_session_key tk = {};
+	struct cgnat_session_key tk; /* the target's side (hairpin_key()) */
 	struct cgnat_session *s = 0, *t = 0;
 	struct cgnat_subscriber *sub = 0;
+	struct cgnat_session_slot *bo; /* the binding's outbound half */
 	struct cgnat_binding ext = {};
 	struct bpf_fib_lookup *fib = packet_fib();
 	__be32 new_dst;
@@ -257,15 +273,17 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	ik.port = *p->sport;
 	ik.proto = p->proto;
 	bind_out_key(&ns.key, ik.addr, ik.port, ik.proto);
-	bound = binding_out(&ns.key, &ext);
+	bo = session_slot((__u32)cgnat_session_find(&ns.key));
+	bound = bo != 0;
 	ns.key.kind = CGNAT_KIND_SESSION;
-	if (bound) {
+	if (bo) {
+		ext = binding_read(slot_binding(bo));
 		ns.key.ext_addr = ext.addr;
 		ns.key.ext_port = ext.port;
 		ns.key.rem_addr = ip->daddr;
 		ns.key.rem_port = remote_port(p, *p->dport);
 		ns.key.proto = p->proto;
-		s = session_lookup(&ns.key);
+		s = session_lookup_hinted(bo, &ns.key);
 		if (s)
 			goto established;
 	} else {
@@ -339,11 +357,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	if (hairpin) {
 		/* The target's side of the same flow, as if it came inbound:
 		 * only a SYN opens TCP, and its own filtering applies. */
-		tk.ext_addr = ip->daddr;
-		tk.ext_port = *p->dport;
-		tk.rem_addr = ext.addr;
-		tk.rem_port = remote_port(p, ext.port);
-		tk.proto = p->proto;
+		hairpin_key(&tk, p, &ext);
 		t = session_lookup(&tk);
 		if (!t && p->proto == IPPROTO_TCP && !tcp_is_bare_syn(p))
 			return CGNAT_DROP_TCP_NO_SESSION;
@@ -352,9 +366,9 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	rc = sub ? subscriber_count_session(sub) : subscriber_add_session(ip->saddr);
 	if (rc == CGNAT_CONTINUE) {
 		if (hairpin)
-			rc = session_get(&ns, &s);
+			rc = session_get(&ns, &s, bo);
 		else
-			rc = session_create(&ns);
+			rc = session_create(&ns, bo);
 	}
 	if (rc != CGNAT_CONTINUE)
 		return refuse(ctx, p, rc);
@@ -380,7 +394,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		ns.s.tcp = tcp_events(p, 0);
 		rc = subscriber_add_session(new_dst);
 		if (rc == CGNAT_CONTINUE)
-			rc = session_get(&ns, &t);
+			rc = session_get(&ns, &t, 0);
 		if (rc != CGNAT_CONTINUE)
 			return rc;
 		s->flags &= ~CGNAT_SESS_ONE_SIDED;
@@ -414,11 +428,7 @@ established:
 			new_dport = tb.port;
 		}
 		if (ev || INBOUND_REFRESH || (s->flags & CGNAT_SESS_ONE_SIDED)) {
-			tk.ext_addr = ip->daddr;
-			tk.ext_port = *p->dport;
-			tk.rem_addr = ext.addr;
-			tk.rem_port = remote_port(p, ext.port);
-			tk.proto = p->proto;
+			hairpin_key(&tk, p, &ext);
 			t = session_lookup(&tk);
 			if (!t)
 				return CGNAT_DROP_NO_BINDING;
@@ -436,13 +446,16 @@ established:
 
 translate:
 	mss_clamp(p);
-	out_fix_id(ip);
 	if (hairpin) {
+		struct cgnat_frag_key orig = frag_key_of(ip);
+
+		out_fix_id(ip);
 		rewrite_endpoints(p, ext.addr, ext.port, new_dst, new_dport);
 		frag_remember(p, &orig, CGNAT_FWD_HAIRPIN);
 		rc = forward(p, fib);
 		return rc == CGNAT_CONTINUE ? CGNAT_FWD_HAIRPIN : rc;
 	}
+	out_fix_id(ip);
 	rewrite_endpoint(p, ADDR_SRC, ext.addr, ext.port);
 	rc = forward(p, fib);
 	return rc == CGNAT_CONTINUE ? CGNAT_FWD_OUT : rc;
@@ -457,8 +470,7 @@ translate:
 static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 {
 	struct iphdr *ip = p->ip;
-	struct cgnat_frag_key orig = { .saddr = ip->saddr, .daddr = ip->daddr,
-				       .id = ip->id, .proto = ip->protocol };
+	struct cgnat_frag_key orig;
 	/* the session being looked up or made: its key, its value */
 	struct cgnat_session_slot ns = {};
 	struct cgnat_session *s;
@@ -528,12 +540,13 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 		ns.s.last_seen = cgnat_time(now);
 		rc = subscriber_add_session(int_addr);
 		if (rc == CGNAT_CONTINUE)
-			rc = session_create(&ns);
+			rc = session_create(&ns, 0);
 		if (rc != CGNAT_CONTINUE)
 			return rc;
 	}
 
 	mss_clamp(p);
+	orig = frag_key_of(ip);
 	rewrite_endpoint(p, ADDR_DST, int_addr, int_port);
 	frag_remember(p, &orig, CGNAT_FWD_IN);
 	rc = forward(p, fib);

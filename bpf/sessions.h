@@ -212,6 +212,52 @@ static __always_inline struct cgnat_session *session_lookup(const struct cgnat_s
 	return &seg->slot[at & SLOT_MASK].s;
 }
 
+_Static_assert(sizeof(struct cgnat_bind_out) == sizeof(struct cgnat_session),
+	       "an outbound half's value is its slot's struct cgnat_session");
+
+/* The tag of a session's remote endpoint in its binding's hint (the
+ * binding fixes the rest of the key). */
+static __always_inline __u32 hint_tag(const struct cgnat_session_key *k)
+{
+	return k->rem_addr ^ (__u32)k->rem_port << 16;
+}
+
+static __always_inline __u64 *session_hint(struct cgnat_session_slot *bo)
+{
+	return &((struct cgnat_bind_out *)&bo->s)->session_hint;
+}
+
+/* The hint of outbound half bo names slot `at`, the session *k. */
+static __always_inline void session_hint_set(struct cgnat_session_slot *bo, __u32 at,
+					     const struct cgnat_session_key *k)
+{
+	*(volatile __u64 *)session_hint(bo) = (__u64)hint_tag(k) << 32 | (at + 1);
+}
+
+/* The live session *k of the binding whose outbound half is slot bo,
+ * through the half's hint (struct cgnat_bind_out) when the hint names it,
+ * else looked up (and the hint set if it was 0). NULL if there is none. */
+static __always_inline struct cgnat_session *session_lookup_hinted(struct cgnat_session_slot *bo,
+								    const struct cgnat_session_key *k)
+{
+	__u64 hint = *(volatile __u64 *)session_hint(bo);
+	struct cgnat_session_slot *h;
+	__u32 at;
+
+	if ((__u32)(hint >> 32) == hint_tag(k)) {
+		h = session_slot((__u32)hint - 1);
+		if (h && slot_state(h) == CGNAT_SLOT_LIVE && session_key_eq(&h->key, k))
+			return &h->s;
+	}
+	at = (__u32)cgnat_session_find(k);
+	h = session_slot(at);
+	if (!h)
+		return 0;
+	if (!(__u32)hint)
+		session_hint_set(bo, at, k);
+	return &h->s;
+}
+
 /* *k becomes the key of the outbound half of internal endpoint (addr,
  * port, proto): CGNAT_KIND_BIND_OUT, the endpoint in the external fields,
  * remote 0 (include/cgnat.h). */

@@ -142,10 +142,11 @@ struct cgnat_session_key {
  * ext_addr, ext_port and proto (rem_addr and rem_port 0): the outbound
  * half (CGNAT_KIND_BIND_OUT) by the internal endpoint, the inbound half
  * (CGNAT_KIND_BIND_IN) by the external one. A half's slot holds a struct
- * cgnat_binding in the first 8 bytes of its struct cgnat_session, the
- * rest 0: the outbound half the external endpoint (flags and
- * sweep_sessions 0), the inbound half the internal endpoint, or a
- * quarantine. Each kind has its own region of segments and its own count.
+ * cgnat_binding in the first 8 bytes of its struct cgnat_session: the
+ * outbound half the external endpoint (flags and sweep_sessions 0) and
+ * then its session hint (struct cgnat_bind_out), the inbound half the
+ * internal endpoint, or a quarantine, and then 0. Each kind has its own
+ * region of segments and its own count.
  */
 enum cgnat_slot_kind {
 	CGNAT_KIND_SESSION = 0,
@@ -282,6 +283,23 @@ enum cgnat_slot_state {
 struct cgnat_session_slot {
 	struct cgnat_session_key key;
 	struct cgnat_session s;
+};
+
+/*
+ * The value of an outbound half's slot (its struct cgnat_session read as
+ * this). session_hint names a slot that held a session of the binding, so
+ * that an established outbound packet finds its session without a second
+ * hash lookup: the slot + 1 (0: none) in the low 32 bits, a tag of the
+ * session's remote endpoint in the high 32 (the slot is read only when the
+ * packet's remote has that tag). The data path sets it when it creates a
+ * session of an existing binding, and when it finds one while the hint is
+ * 0; it is read and written whole, without the segment's lock, and is only
+ * a hint: the slot's state and key are checked before it is used. The
+ * daemon writes 0 with the binding.
+ */
+struct cgnat_bind_out {
+	struct cgnat_binding b;
+	__u64 session_hint;
 };
 
 struct cgnat_session_seg {

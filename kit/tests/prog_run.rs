@@ -44,6 +44,8 @@ mod pool_modes;
 mod ports;
 #[path = "prog_run/router.rs"]
 mod router;
+#[path = "prog_run/session_hint.rs"]
+mod session_hint;
 #[path = "prog_run/translation.rs"]
 mod translation;
 
