@@ -8,6 +8,7 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "config.h"
 #include "maps.h"
 
@@ -16,6 +17,19 @@ static __always_inline int lpm_has(void *trie, __be32 addr)
 	struct cgnat_lpm_key k = { .prefixlen = 32, .addr = addr };
 
 	return bpf_map_lookup_elem(trie, &k) != 0;
+}
+
+/* Is addr in a subscriber prefix (internal_prefixes)? Its first octet's
+ * bit first (struct cgnat_first_octets): no trie lookup for almost every
+ * address of the internet. */
+static __always_inline int is_internal(__be32 addr)
+{
+	__u32 zero = 0, o = bpf_ntohl(addr) >> 24;
+	struct cgnat_first_octets *f = bpf_map_lookup_elem(&internal_octets, &zero);
+
+	if (f && !((f->bits[(o >> 6) & 3] >> (o & 63)) & 1))
+		return 0;
+	return lpm_has(&internal_prefixes, addr);
 }
 
 /* The internal_prefixes entry covering addr, or NULL. */

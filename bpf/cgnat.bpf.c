@@ -38,7 +38,7 @@
 static __always_inline int spoofed_from_outside(struct pkt *p, __u32 side)
 {
 	return side == CGNAT_SIDE_EXTERNAL &&
-	       lpm_has(&internal_prefixes, p->ip->saddr) &&
+	       is_internal(p->ip->saddr) &&
 	       lpm_has(&pool_prefixes, p->ip->daddr);
 }
 

@@ -140,10 +140,10 @@ static __always_inline int nat_fragment(struct xdp_md *ctx, struct pkt *p,
 	} else {
 		if (lpm_has(&pool_prefixes, ip->daddr) &&
 		    ((side & CGNAT_SIDE_EXTERNAL) ||
-		     lpm_has(&internal_prefixes, ip->saddr)))
+		     is_internal(ip->saddr)))
 			return frag_hold(ctx, p, &k); /* inbound or hairpin */
 		if (!(side & CGNAT_SIDE_INTERNAL) ||
-		    !lpm_has(&internal_prefixes, ip->saddr))
+		    !is_internal(ip->saddr))
 			return CGNAT_CONTINUE;
 		sub = bpf_map_lookup_elem(&subscribers, &ip->saddr);
 		if (HAS_EXEMPT && lpm_has(&exempt_any, ip->daddr)) {

@@ -190,7 +190,7 @@ static __always_inline int nat_icmp_error_out(struct xdp_md *ctx, struct pkt *p)
 
 	if (!fib)
 		return CGNAT_DROP_FIB_OTHER;
-	if (!lpm_has(&internal_prefixes, ip->saddr))
+	if (!is_internal(ip->saddr))
 		return CGNAT_CONTINUE;
 	b.addr = 0;
 	if (ip->saddr == in->daddr && p->inner_proto != IPPROTO_ICMP) {

@@ -39,6 +39,14 @@ struct {
 	__type(value, struct cgnat_prefix_info);
 } internal_prefixes SEC(".maps");
 
+/* The first octets of internal_prefixes (struct cgnat_first_octets). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cgnat_first_octets);
+} internal_octets SEC(".maps");
+
 /* NAT exemptions (config nat.exempt, RFC 6888 REQ-6): destinations
  * forwarded untranslated, by prefix ... */
 struct {

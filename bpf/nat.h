@@ -261,7 +261,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		return CGNAT_DROP_FIB_OTHER;
 	if (p->unsupported || !p->sport || !p->dport ||
 	    (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO)) {
-		if (!lpm_has(&internal_prefixes, ip->saddr))
+		if (!is_internal(ip->saddr))
 			return CGNAT_CONTINUE;
 		rc = fib_route(ctx, p, ip->saddr, ip->daddr, fib);
 		if (rc == CGNAT_PASS_LOCAL)
@@ -287,7 +287,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		if (s)
 			goto established;
 	} else {
-		if (!lpm_has(&internal_prefixes, ip->saddr) ||
+		if (!is_internal(ip->saddr) ||
 		    is_router_addr(p->ifindex, ip->saddr))
 			return CGNAT_CONTINUE;
 		/* the external address is chosen with the binding, below;
@@ -572,7 +572,7 @@ static __always_inline int nat_other(struct xdp_md *ctx, struct pkt *p,
 		return p->unsupported ? p->unsupported : CGNAT_DROP_NO_BINDING;
 	/* subscribers are reachable only through their mappings (RFC 6598),
 	 * or from exempt sources (RFC 6888 REQ-6) */
-	if (lpm_has(&internal_prefixes, p->ip->daddr)) {
+	if (is_internal(p->ip->daddr)) {
 		if (!exempt(p->ip->saddr, p->sport && p->proto != IPPROTO_ICMP ?
 						  *p->sport : 0))
 			return CGNAT_DROP_TO_INTERNAL;

@@ -406,6 +406,18 @@ struct cgnat_counter {
  * translated, so the later ones (which carry no ports) follow it. Keyed by
  * the fragment's header as it arrived.
  */
+/*
+ * The first octets of the subscriber prefixes (nat.internal_prefixes), as
+ * bits (octet o is bit o % 64 of bits[o / 64]): a superset that the data
+ * path tests before it looks an address up in internal_prefixes, so that
+ * an address of the internet is told apart without a trie lookup. The
+ * daemon sets the bits of new prefixes before it adds them to the trie,
+ * and clears those of removed ones after it has taken them out.
+ */
+struct cgnat_first_octets {
+	__u64 bits[4];
+};
+
 struct cgnat_frag_key {
 	__be32 saddr;
 	__be32 daddr;

@@ -42,6 +42,7 @@ unsafe impl Pod for types::cgnat_session_key {}
 unsafe impl Pod for types::cgnat_session {}
 unsafe impl Pod for types::cgnat_session_slot {}
 unsafe impl Pod for types::cgnat_bind_out {}
+unsafe impl Pod for types::cgnat_first_octets {}
 unsafe impl Pod for types::cgnat_session_seg {}
 unsafe impl Pod for types::cgnat_counter {}
 unsafe impl Pod for types::cgnat_event {}

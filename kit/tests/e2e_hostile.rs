@@ -30,6 +30,7 @@ use hostile::{
     counters, delta, get, ipv4, map_len, status_num, subscribers, tcp_syn, udp_packet, udp_segment,
     wait_until, FlowSpec, RawIp, Rng, Traffic,
 };
+use nix::sys::signal::Signal;
 use ops::{q, Bed, Toml};
 
 const T: Duration = Duration::from_secs(5);
@@ -387,6 +388,58 @@ fn spoofed_sources_from_inside_are_dropped() {
 /// `limits.ports` bindings and `limits.sessions` sessions, every refusal
 /// counted `drop_subscriber_limit`; s2's flows and s2's new flows work all
 /// along.
+/// Packets from the internet to the pool with a source in the subscriber
+/// prefixes are spoofed (RFC 6598 section 4): a reload that adds a prefix
+/// makes its sources spoofed from outside, one that takes it away makes
+/// them ordinary again (the data path tests a source's first octet before
+/// the prefixes themselves, and both follow the reload).
+#[test]
+fn spoofed_sources_from_outside_follow_reloads() {
+    let Some((mut bed, cfg)) = start(|t| t) else {
+        return;
+    };
+    let base = std::fs::read_to_string(&cfg).expect("config");
+    let wider = Toml(base.clone()).set(
+        "nat",
+        "internal_prefixes",
+        r#"["100.64.0.0/10", "10.0.0.0/8"]"#,
+    );
+    let pkts: Vec<Vec<u8>> = (0..20u16)
+        .map(|i| {
+            udp_packet(
+                SocketAddrV4::new(Ipv4Addr::new(10, 9, 9, 9), 4000 + i),
+                SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 9), 9),
+                i,
+                b"from 10/8",
+            )
+        })
+        .collect();
+    let mut raw = RawIp::open(&bed.tb, Host::E1);
+    let mut send = |bed: &Bed| {
+        let c0 = counters(bed);
+        for p in &pkts {
+            raw.send(p);
+        }
+        thread::sleep(Duration::from_millis(300));
+        let d = delta(&c0, &counters(bed));
+        (get(&d, "drop_spoofed"), get(&d, "drop_no_binding"))
+    };
+    let n = pkts.len() as u64;
+    assert_eq!(send(&bed), (0, n), "10.9.9.9 before 10.0.0.0/8 is internal");
+    let reload = |bed: &mut Bed, text: &str, nth: usize| {
+        std::fs::write(&cfg, text).expect("config");
+        bed.signal(Signal::SIGHUP);
+        bed.wait_log(|l| l.contains("SIGHUP") && l.contains("reloaded"), nth, T)
+            .unwrap_or_else(|e| panic!("no reload: {e}"));
+    };
+    reload(&mut bed, &wider.0, 1);
+    assert_eq!(send(&bed), (n, 0), "10.9.9.9 with 10.0.0.0/8 internal");
+    reload(&mut bed, &base, 2);
+    assert_eq!(send(&bed), (0, n), "10.9.9.9 once 10.0.0.0/8 is gone");
+    let (status, _) = bed.stop();
+    assert!(status.success(), "cgnat exited with {status}");
+}
+
 #[test]
 fn subscriber_flooding_new_flows_hits_its_limits() {
     let (ports, sessions, rate) = (60u64, 80u64, 200u64);

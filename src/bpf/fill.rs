@@ -33,6 +33,20 @@ fn remove_stale(
 
 const ONE: u8 = 1;
 
+/// The first octets of `prefixes` (struct cgnat_first_octets): octet o
+/// is bit o % 64 of word o / 64; a prefix shorter than /8 covers several.
+fn first_octets(prefixes: &[ipnetwork::Ipv4Network]) -> types::cgnat_first_octets {
+    let mut f = types::cgnat_first_octets::default();
+    for p in prefixes {
+        let first = u32::from(p.network()) >> 24;
+        let span = 1u32 << 8u8.saturating_sub(p.prefix());
+        for o in first..(first + span).min(256) {
+            f.bits[(o / 64) as usize] |= 1 << (o % 64);
+        }
+    }
+    f
+}
+
 impl Datapath {
     /// Writes the configuration maps: the pool, the prefixes, the
     /// exemptions, the static mappings and the interfaces.
@@ -82,6 +96,20 @@ impl Datapath {
             })
             .chain(cfg.pool_prefixes.iter().map(|p| bytes_of(&lpm(p)).to_vec()))
             .collect();
+        // the first-octet bits cover the trie at every moment: old and new
+        // prefixes' while it changes, the new ones' after
+        let octets = first_octets(&cfg.internal_prefixes);
+        let mut both = octets;
+        if let Ok(Some(old)) = m.internal_octets.lookup(bytes_of(&0u32), MapFlags::ANY) {
+            if let Some(old) = from_bytes::<types::cgnat_first_octets>(&old) {
+                for (b, o) in both.bits.iter_mut().zip(old.bits) {
+                    *b |= o;
+                }
+            }
+        }
+        m.internal_octets
+            .update(bytes_of(&0u32), bytes_of(&both), MapFlags::ANY)
+            .map_err(map_err("internal_octets"))?;
         let slices = cfg.prefix_slices();
         let keep_internal: Vec<Vec<u8>> = slices
             .iter()
@@ -117,7 +145,10 @@ impl Datapath {
         remove_stale([
             (&m.internal_prefixes, "internal_prefixes", &keep_internal),
             (&m.pool_prefixes, "pool_prefixes", &keep_pool),
-        ])
+        ])?;
+        m.internal_octets
+            .update(bytes_of(&0u32), bytes_of(&octets), MapFlags::ANY)
+            .map_err(map_err("internal_octets"))
     }
 
     /// Cluster: this node allocates for the subscribers of the slices in
@@ -305,5 +336,35 @@ impl Datapath {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bits(prefixes: &[&str]) -> Vec<u32> {
+        let nets: Vec<ipnetwork::Ipv4Network> =
+            prefixes.iter().map(|p| p.parse().unwrap()).collect();
+        let f = first_octets(&nets);
+        (0..256u32)
+            .filter(|o| f.bits[(o / 64) as usize] >> (o % 64) & 1 == 1)
+            .collect()
+    }
+
+    #[test]
+    fn first_octets_cover_the_prefixes() {
+        assert_eq!(bits(&["100.64.0.0/10"]), [100]);
+        assert_eq!(
+            bits(&["100.64.0.0/10", "10.0.0.0/8", "192.168.0.0/16"]),
+            [10, 100, 192]
+        );
+        assert_eq!(bits(&["10.0.0.0/7"]), [10, 11]);
+        assert_eq!(bits(&["0.0.0.0/0"]).len(), 256);
+        assert_eq!(
+            bits(&["255.255.255.0/24", "63.0.0.0/8", "64.0.0.0/8"]),
+            [63, 64, 255]
+        );
+        assert!(bits(&[]).is_empty());
     }
 }
