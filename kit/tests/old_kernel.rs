@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 /// port_collisions: port allocation on collisions (map update errors);
 /// malformed_and_other: the parser, with ICMP generation off;
 /// mss_clamping: the bounded loop over TCP options;
-/// quarantine: the in-kernel sweep (bpf/sweep.h) run on 6.1's
-/// bpf_for_each_map_elem, deleting and replacing what it walks.
+/// quarantine: the in-kernel sweep (bpf/sweep.h) on 6.1: bpf_loop over
+/// the session table's segments, bpf_for_each_map_elem over its own maps
+/// and filter_addr, deleting and replacing what it walks.
 /// The whole suite (18 tests) takes 8 to 11 minutes under TCG.
 const FILTER: &str =
     "translation pool_modes fragments port_collisions malformed_and_other mss_clamping quarantine";
