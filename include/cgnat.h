@@ -402,11 +402,6 @@ struct cgnat_counter {
 };
 
 /*
- * Fragment state (map "frags"): how the first fragment of a datagram was
- * translated, so the later ones (which carry no ports) follow it. Keyed by
- * the fragment's header as it arrived.
- */
-/*
  * The first octets of the subscriber prefixes (nat.internal_prefixes), as
  * bits (octet o is bit o % 64 of bits[o / 64]): a superset that the data
  * path tests before it looks an address up in internal_prefixes, so that
@@ -418,6 +413,11 @@ struct cgnat_first_octets {
 	__u64 bits[4];
 };
 
+/*
+ * Fragment state (map "frags"): how the first fragment of a datagram was
+ * translated, so the later ones (which carry no ports) follow it. Keyed by
+ * the fragment's header as it arrived.
+ */
 struct cgnat_frag_key {
 	__be32 saddr;
 	__be32 daddr;

@@ -100,11 +100,14 @@ impl Datapath {
         // prefixes' while it changes, the new ones' after
         let octets = first_octets(&cfg.internal_prefixes);
         let mut both = octets;
-        if let Ok(Some(old)) = m.internal_octets.lookup(bytes_of(&0u32), MapFlags::ANY) {
-            if let Some(old) = from_bytes::<types::cgnat_first_octets>(&old) {
-                for (b, o) in both.bits.iter_mut().zip(old.bits) {
-                    *b |= o;
-                }
+        let old = m
+            .internal_octets
+            .lookup(bytes_of(&0u32), MapFlags::ANY)
+            .map_err(map_err("internal_octets"))?
+            .and_then(|v| from_bytes::<types::cgnat_first_octets>(&v));
+        if let Some(old) = old {
+            for (b, o) in both.bits.iter_mut().zip(old.bits) {
+                *b |= o;
             }
         }
         m.internal_octets
