@@ -24,6 +24,14 @@ static __always_inline __u16 csum_fold32(__u32 s)
 	return (__u16)s;
 }
 
+/* The same for a 64-bit sum of 32-bit words. */
+static __always_inline __u16 csum_fold64(__u64 s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	return csum_fold32((__u32)s);
+}
+
 /* The change to a sum when a 32-bit field goes from `from` to `to`
  * (~m + m' of eqn. 3, unfolded); changes add up. */
 static __always_inline __u32 csum_delta4(__be32 from, __be32 to)

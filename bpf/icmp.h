@@ -49,10 +49,10 @@ static __always_inline void icmp_inner_rewrite(struct pkt *p, int end,
 	__sum16 c;
 
 	if (p->inner_csum) {
+		/* an ICMP checksum covers no pseudo-header */
 		c = *p->inner_csum;
-		if (p->inner_proto != IPPROTO_ICMP)
-			csum_replace4(&c, old_a, addr);
-		csum_replace2(&c, old_p, port);
+		csum_apply(&c, (p->inner_proto != IPPROTO_ICMP ? csum_delta4(old_a, addr) : 0) +
+				       csum_delta2(old_p, port));
 		if (p->inner_proto == IPPROTO_UDP && c == 0)
 			c = CSUM_MANGLED_0;
 		d += csum_delta2(*p->inner_csum, c);
@@ -67,14 +67,6 @@ static __always_inline void icmp_inner_rewrite(struct pkt *p, int end,
 	csum_apply(p->l4_csum, d);
 }
 
-/* Fold a 64-bit sum of 32-bit words to the 16-bit ones' complement sum. */
-static __always_inline __u16 csum_fold64(__u64 s)
-{
-	s = (s & 0xffffffff) + (s >> 32);
-	s = (s & 0xffffffff) + (s >> 32);
-	return csum_fold32((__u32)s);
-}
-
 /*
  * RFC 5508 REQ-3/3a: an error with a bad ICMP checksum, or a bad checksum
  * of the embedded IP header, is dropped (the embedded L4 checksum is not
@@ -86,7 +78,8 @@ static __always_inline __u16 csum_fold64(__u64 s)
  * bounded loops, a 16-bit and an 8-bit tail (padded with zero).
  */
 #define ICMP_MSG_MAX 1520 /* a full-size error */
-#define ICMP_REST_MAX_WORDS ((ICMP_MSG_MAX - 28) / 4)
+#define ICMP_REST_MAX_WORDS \
+	((ICMP_MSG_MAX - sizeof(struct icmphdr) - sizeof(struct iphdr)) / 4)
 
 static __always_inline int icmp_error_csum_ok(struct pkt *p)
 {

@@ -252,7 +252,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	struct bpf_fib_lookup *fib = packet_fib();
 	__be32 new_dst;
 	__be16 new_dport;
-	__u8 hairpin_static = 0, hairpin = 0, bound;
+	__u8 hairpin_static = 0, hairpin = 0;
 	__u64 now;
 	__u32 ev;
 	int rc;
@@ -274,7 +274,6 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 	ik.proto = p->proto;
 	bind_out_key(&ns.key, ik.addr, ik.port, ik.proto);
 	bo = session_slot((__u32)cgnat_session_find(&ns.key));
-	bound = bo != 0;
 	ns.key.kind = CGNAT_KIND_SESSION;
 	if (bo) {
 		ext = binding_read(slot_binding(bo));
@@ -336,7 +335,7 @@ static __always_inline int nat_outbound(struct xdp_md *ctx, struct pkt *p)
 		return rc;
 
 	now = p->now;
-	if (!bound) {
+	if (!bo) {
 		sub = subscriber_get(ip->saddr, now, &rc);
 		if (!sub)
 			return rc == CGNAT_DROP_NOT_OWNER ? rc : refuse(ctx, p, rc);
@@ -470,7 +469,6 @@ translate:
 static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 {
 	struct iphdr *ip = p->ip;
-	struct cgnat_frag_key orig;
 	/* the session being looked up or made: its key, its value */
 	struct cgnat_session_slot ns = {};
 	struct cgnat_session *s;
@@ -546,7 +544,8 @@ static __always_inline int nat_inbound(struct xdp_md *ctx, struct pkt *p)
 	}
 
 	mss_clamp(p);
-	orig = frag_key_of(ip);
+	struct cgnat_frag_key orig = frag_key_of(ip);
+
 	rewrite_endpoint(p, ADDR_DST, int_addr, int_port);
 	frag_remember(p, &orig, CGNAT_FWD_IN);
 	rc = forward(p, fib);

@@ -202,14 +202,9 @@ static __always_inline struct cgnat_session_slot *session_slot(__u32 at)
 /* The live session *k, or NULL. */
 static __always_inline struct cgnat_session *session_lookup(const struct cgnat_session_key *k)
 {
-	__u32 at = (__u32)cgnat_session_find(k);
-	__u32 si = at >> SEG_SHIFT;
-	struct cgnat_session_seg *seg = bpf_map_lookup_elem(&sessions, &si);
+	struct cgnat_session_slot *s = session_slot((__u32)cgnat_session_find(k));
 
-	if (!seg)
-		return 0;
-	barrier_var(seg);
-	return &seg->slot[at & SLOT_MASK].s;
+	return s ? &s->s : 0;
 }
 
 _Static_assert(sizeof(struct cgnat_bind_out) == sizeof(struct cgnat_session),

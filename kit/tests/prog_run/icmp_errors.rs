@@ -12,7 +12,7 @@ fn error_in<'a>(
     ty: u8,
     code: u8,
     pkts: impl FnOnce(&Learned) -> (Pkt, Pkt) + 'a,
-    quote: fn(&Pkt) -> Vec<u8>,
+    quote: impl Fn(&Pkt) -> Vec<u8> + 'a,
 ) -> Row<'a> {
     with(move |l| {
         let (sent, orig) = pkts(l);
@@ -82,29 +82,31 @@ pub(super) fn icmp_error_rows<'a>() -> Vec<Row<'a>> {
             )
             .verdict(XDP_DROP, "drop_icmp_csum")
         }),
-        error_in(
-            "inbound ICMP error of odd length (13-byte L4 quote)",
-            3,
-            3,
-            move |l| (sent(l), untranslated(l)),
-            |p| p.quote_len(13),
-        ),
         // the message is summed in 32-bit words, then a 16-bit and an
         // 8-bit tail; the embedded header's options are summed too
-        error_in(
-            "inbound ICMP error quoting 14 bytes of L4 (a 16-bit tail)",
-            3,
-            3,
-            move |l| (sent(l), untranslated(l)),
-            |p| p.quote_len(14),
-        ),
-        error_in(
-            "inbound ICMP error quoting 15 bytes of L4 (16- and 8-bit tails)",
-            3,
-            3,
-            move |l| (sent(l), untranslated(l)),
-            |p| p.quote_len(15),
-        ),
+        [
+            ("inbound ICMP error of odd length (13-byte L4 quote)", 13),
+            (
+                "inbound ICMP error quoting 14 bytes of L4 (a 16-bit tail)",
+                14,
+            ),
+            (
+                "inbound ICMP error quoting 15 bytes of L4 (16- and 8-bit tails)",
+                15,
+            ),
+        ]
+        .into_iter()
+        .map(|(name, n)| {
+            error_in(
+                name,
+                3,
+                3,
+                move |l| (sent(l), untranslated(l)),
+                move |p| p.quote_len(n),
+            )
+        })
+        .collect::<Vec<_>>()
+        .into(),
         error_in(
             "inbound ICMP error quoting a datagram with IP options",
             3,
