@@ -41,8 +41,9 @@ impl Injector {
     }
 }
 
-/// sockaddr_ll naming `ifindex` (the frame carries its own MACs).
-fn link_addr(ifindex: u32) -> LinkAddr {
+/// sockaddr_ll naming `ifindex` (the frame carries its own MACs), for
+/// sending on a packet socket.
+pub fn link_addr(ifindex: u32) -> LinkAddr {
     use nix::libc;
     use nix::sys::socket::SockaddrLike;
     // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.

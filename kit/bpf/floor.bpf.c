@@ -28,7 +28,9 @@
  *   BPF_F_TEST_XDP_LIVE_FRAMES, it writes the whole frame (gen_frame) with
  *   a new source address and port (gen_subs subscribers x gen_ports ports)
  *   and returns XDP_TX, which live-frames mode transmits out of the
- *   ingress device.
+ *   ingress device. On kernels that refuse live frames it is attached to
+ *   a veth fed by an AF_PACKET socket instead, and redirects each frame
+ *   it writes to gen_redirect_ifindex.
  * - xdp_sink counts the IPv4 UDP frames that arrive at the far end (per
  *   CPU) and drops everything.
  */
@@ -386,6 +388,8 @@ __u64 gen_limit = 0;
 __u64 gen_gap_ns = 0;
 __u64 gen_next_ns = 0;
 __u64 gen_sent = 0;
+/* 0: XDP_TX (live frames); else redirect there (attached, fed by a socket) */
+__u32 gen_redirect_ifindex = 0;
 
 SEC("xdp")
 int xdp_gen(struct xdp_md *ctx)
@@ -432,6 +436,8 @@ int xdp_gen(struct xdp_md *ctx)
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
 	ip->check = (__sum16)~sum;
+	if (gen_redirect_ifindex)
+		return bpf_redirect(gen_redirect_ifindex, 0);
 	return XDP_TX;
 }
 

@@ -314,6 +314,14 @@ impl Floor {
         Ok(())
     }
 
+    /// Where `xdp_gen` sends the frames it writes: 0 for XDP_TX (live
+    /// frames), else a redirect to `ifindex` (attached to a veth that a
+    /// socket feeds).
+    pub fn set_generator_redirect(&mut self, ifindex: u32) -> Result<(), FloorError> {
+        self.bss()?.gen_redirect_ifindex = ifindex;
+        Ok(())
+    }
+
     /// Frames `xdp_gen` has sent since `set_pacing`.
     pub fn generator_sent(&self) -> u64 {
         self.bss_value(|b| b.gen_sent)

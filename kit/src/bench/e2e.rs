@@ -17,6 +17,11 @@ pub struct E2eNet {
     pub(super) re: String,
     pub(super) rg: String,
     pub(super) rs: String,
+    /// The generator's fed pair (see `feed.rs`): socket end, xdp_gen end.
+    feed: String,
+    gen_in: String,
+    /// Whether the kernel runs programs in live-frames mode.
+    pub(super) live: bool,
     drop_base: std::sync::Mutex<(u64, u64)>,
 }
 
@@ -31,6 +36,12 @@ impl E2eNet {
             re: format!("re{n}"),
             rg: format!("rg{n}"),
             rs: format!("rs{n}"),
+            feed: format!("gf{n}"),
+            gen_in: format!("gx{n}"),
+            // (a floor that does not load fails the sections later)
+            live: Floor::load(0, 1, (1, 1))
+                .map(|f| f.live_frames_allowed())
+                .unwrap_or(true),
             drop_base: std::sync::Mutex::new((0, 0)),
         };
         let (r, g, s) = (&net.r, &net.g, &net.s);
@@ -42,6 +53,17 @@ impl E2eNet {
             "link add {} type veth peer name {} netns {}",
             net.re, net.rs, s.name
         ))?;
+        g.ip(&format!(
+            "link add {} type veth peer name {}",
+            net.feed, net.gen_in
+        ))?;
+        for dev in [&net.feed, &net.gen_in] {
+            // no IPv6 chatter for xdp_gen to turn into frames
+            g.sh(&format!(
+                "echo 1 > /proc/sys/net/ipv6/conf/{dev}/disable_ipv6"
+            ))?;
+            g.ip(&format!("link set {dev} up"))?;
+        }
         for (ns, dev, mac) in [
             (r, &net.ri, INT0_MAC),
             (r, &net.re, EXT0_MAC),
@@ -86,6 +108,16 @@ impl E2eNet {
         r.sh(&format!("echo 1 > /sys/class/net/{}/threaded", net.re))?;
         s.sh(&format!("echo 1 > /sys/class/net/{}/threaded", net.rs))?;
         Ok(net)
+    }
+
+    /// How the generator's frames enter the network.
+    pub(super) fn source_spec(&self) -> SourceSpec {
+        SourceSpec {
+            live: self.live,
+            out: self.rg.clone(),
+            feed: self.feed.clone(),
+            gen_in: self.gen_in.clone(),
+        }
     }
 
     /// Whether the sink's veth runs its NAPI in a kernel thread of its own
@@ -180,7 +212,7 @@ pin_path = "/sys/fs/bpf/cgnat-bench-unused"
 impl E2eNet {
     /// Frames the veths could not pass on (their peer's ring was full),
     /// generator -> router and router -> sink, since `reset_drops`.
-    fn drops(&self) -> String {
+    pub(super) fn drops(&self) -> String {
         let now = self.drop_counts();
         let before = *self.drop_base.lock().unwrap_or_else(|e| e.into_inner());
         format!(
@@ -190,7 +222,7 @@ impl E2eNet {
         )
     }
 
-    fn reset_drops(&self) {
+    pub(super) fn reset_drops(&self) {
         let now = self.drop_counts();
         *self.drop_base.lock().unwrap_or_else(|e| e.into_inner()) = now;
     }
@@ -242,7 +274,7 @@ pub(super) fn pin_to(pid: i32, cpu: usize) -> Result<()> {
     nix::sched::sched_setaffinity(Pid::from_raw(pid), &set).ctx("sched_setaffinity")
 }
 
-/// The live-frames generator, on a thread of its own in the generator
+/// The generator, unpaced, on a thread of its own in the generator
 /// namespace.
 pub(super) struct Generator {
     stop: Arc<AtomicBool>,
@@ -252,26 +284,26 @@ pub(super) struct Generator {
 
 impl Generator {
     fn start(net: &E2eNet, subs: u32, ports: u32) -> Result<Generator> {
-        const CHUNK: u32 = 1 << 16;
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let (st, se) = (Arc::clone(&stop), Arc::clone(&sent));
         let path = net.g.path();
-        let dev = net.rg.clone();
+        let spec = net.source_spec();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
         let handle = thread::spawn(move || -> Result<()> {
-            let setup = || -> Result<(Floor, u32, Vec<u8>)> {
+            let setup = || -> Result<(Floor, Source)> {
                 enter(&path)?;
                 let _ = pin_to(0, 0);
-                let idx = ifindex(&dev)?;
                 let mut fl = Floor::load(0, 1, (1, 1)).ctx("loading the generator")?;
                 let base = Ipv4Addr::new(100, 65, 0, 0);
                 let frame = udp_frame(INT0_MAC, GEN_MAC, sock(base, 10000), sock(SERVER, 9));
                 fl.set_generator(&frame, base, subs, 10000, ports)
                     .ctx("generator")?;
-                Ok((fl, idx, frame))
+                fl.set_pacing(0, 0).ctx("generator")?;
+                let src = Source::open(&spec, &mut fl, frame)?;
+                Ok((fl, src))
             };
-            let (fl, idx, frame) = match setup() {
+            let (fl, mut src) = match setup() {
                 Ok(v) => {
                     let _ = ready_tx.send(Ok(()));
                     v
@@ -281,10 +313,10 @@ impl Generator {
                     return Err(e);
                 }
             };
+            let chunk = src.chunk(1 << 16);
             while !st.load(Ordering::Relaxed) {
-                fl.generate(&frame, idx, CHUNK)
-                    .ctx("live-frames BPF_PROG_TEST_RUN")?;
-                se.fetch_add(u64::from(CHUNK), Ordering::Relaxed);
+                src.push(&fl, chunk)?;
+                se.store(fl.generator_sent(), Ordering::Relaxed);
             }
             Ok(())
         });
@@ -449,6 +481,7 @@ impl E2eNet {
 pub(super) fn bench_e2e(p: &Params, net: &E2eNet, notes: &mut Vec<String>) -> Result<E2eResult> {
     let mut sink = net.sink()?;
     let mut r = E2eResult {
+        generator: net.source_spec().describe().to_owned(),
         flows: p.e2e_subs * p.e2e_ports,
         frame_len: 60,
         ..Default::default()

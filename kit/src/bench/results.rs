@@ -332,6 +332,8 @@ impl E2eMode {
 
 #[derive(Debug, Clone, Default)]
 pub struct E2eResult {
+    /// How the generator's frames enter the network (`feed.rs`).
+    pub generator: String,
     pub flows: u32,
     pub frame_len: usize,
     pub cgnat: E2eMode,
@@ -390,10 +392,6 @@ pub struct Summary {
     pub tcp: Option<TcpResult>,
     pub rfc9693: Option<rfc9693::Rfc9693Result>,
     pub errors: Vec<String>,
-    /// Sections this kernel does not allow, with the reason (the
-    /// end-to-end generator needs BPF_F_TEST_XDP_LIVE_FRAMES, which some
-    /// kernels refuse with EPERM).
-    pub unavailable: Vec<String>,
     pub notes: Vec<String>,
     pub secs: f64,
 }
