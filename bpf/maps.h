@@ -368,9 +368,11 @@ struct {
  */
 /* Per subscriber: sessions and bindings the sweep counted, in slots found
  * by the subscriber's address (sweep.h, sweep_sub()); SWEEP_SUBS_SLOTS of
- * them, twice the subscribers it may count. */
+ * them, twice the subscribers it may count. Mappable: the daemon reads
+ * it through memory after each run. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct cgnat_sweep_sub);
@@ -404,9 +406,11 @@ struct {
 	__type(value, struct cgnat_port_bits);
 } sweep_zero SEC(".maps");
 
-/* Bindings a sweep released, in order; cgnat_sweep.out says how many. */
+/* Bindings a sweep released, in order; cgnat_sweep.out says how many.
+ * Mappable: the daemon reads them through memory. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1024);
 	__type(key, __u32);
 	__type(value, struct cgnat_release);

@@ -708,9 +708,9 @@ impl Datapath {
                     .as_fd()
                     .try_clone_to_owned()
                     .map_err(BpfError::SweepRun)?,
-                subs: h(&m.sweep_subs, "sweep_subs")?,
+                subs: MappedArray::new(&m.sweep_subs, "sweep_subs")?,
                 blocks: h(&m.sweep_blocks, "sweep_blocks")?,
-                out: h(&m.sweep_out, "sweep_out")?,
+                out: MappedArray::new(&m.sweep_out, "sweep_out")?,
                 live: h(&m.sweep_live, "sweep_live")?,
             }),
         })
@@ -796,14 +796,18 @@ mod batch;
 mod bindings;
 mod fill;
 mod held;
+mod mapped;
 mod pin;
 mod run;
 mod selfcheck;
 mod sessions;
 mod tables;
 
-pub use batch::{delete_keys, dump_typed, lookup_all, lookup_array_range, KeyValue};
+pub use batch::{
+    delete_keys, dump_array_range, dump_typed, lookup_all, scan_array_range, KeyValue,
+};
 pub use bindings::Bindings;
+pub use mapped::MappedArray;
 pub use pin::attach_xdp;
 pub use pin::detach;
 use pin::{check_adoptable, ensure_bpffs, obj_get, obj_pin, pinned_meta};

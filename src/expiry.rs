@@ -465,8 +465,11 @@ impl Sweeper {
         delete_all(&t.subscribers, &gone)?;
         rep.subscribers_live = (subs.len() - gone.len()) as u64;
         rep.subscribers_released = gone.len() as u64;
-        let loads: Vec<(u32, u32)> = dump(&t.pool_load, "pool_load")?;
-        for (idx, old) in loads.into_iter().take(self.pool.len()) {
+        // only the pool's own slots: the map is sized for the largest pool
+        let range = 0..self.pool.len() as u32;
+        let loads: Vec<(u32, u32)> =
+            crate::bpf::dump_array_range(&t.pool_load, "pool_load", BATCH, range)?;
+        for (idx, old) in loads {
             let new = load.get(&idx).copied().unwrap_or(0);
             if new != old {
                 let _ = t

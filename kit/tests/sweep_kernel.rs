@@ -53,7 +53,9 @@ fn fill(ts: &[&Tables], cfg: &Config, base: u64, seed: u64) {
     let mut blocks: BTreeMap<(u32, u32), u32> = BTreeMap::new();
     let mut hairpin_ends = Vec::new();
     for i in 0..4000u32 {
-        let sub = u32::from_be_bytes([100, 64, 0, (i % 200) as u8]).to_be();
+        // 200 subscribers with 20 sessions each, 10 more with one each
+        let host = if i < 3990 { i % 200 } else { 200 + i - 3990 };
+        let sub = u32::from_be_bytes([100, 64, 0, host as u8]).to_be();
         let ext_addr = u32::from_be_bytes([203, 0, 113, (i % EXT_ADDRS + 1) as u8]).to_be();
         let proto = [6u8, 17, 17, 1][r.below(4) as usize];
         let ext_port = (1024 + i / EXT_ADDRS * 3 + r.below(3) as u32) as u16;

@@ -13,11 +13,32 @@ pub fn dump_typed<K: Pod, V: Pod>(
     name: &'static str,
     batch: u32,
 ) -> Result<Vec<(K, V)>, BpfError> {
-    let rows = lookup_all(map, batch).map_err(map_err(name))?;
-    Ok(rows
-        .iter()
-        .filter_map(|(k, v)| Some((from_bytes(k)?, from_bytes(v)?)))
-        .collect())
+    let mut out = Vec::new();
+    scan_from(map, batch, None, usize::MAX, |k, v| {
+        if let (Some(k), Some(v)) = (from_bytes(k), from_bytes(v)) {
+            out.push((k, v));
+        }
+    })
+    .map_err(map_err(name))?;
+    Ok(out)
+}
+
+/// Entries `range` of array map `name`, typed, as [`dump_typed`] reads
+/// a whole map.
+pub fn dump_array_range<V: Pod>(
+    map: &dyn MapCore,
+    name: &'static str,
+    batch: u32,
+    range: std::ops::Range<u32>,
+) -> Result<Vec<(u32, V)>, BpfError> {
+    let mut out = Vec::with_capacity(range.len());
+    scan_array_range(map, batch, range, |k, v| {
+        if let (Some(k), Some(v)) = (from_bytes(k), from_bytes(v)) {
+            out.push((k, v));
+        }
+    })
+    .map_err(map_err(name))?;
+    Ok(out)
 }
 
 /// Deletes `keys` from `map` in batches of `batch`. Reports no error: a
@@ -49,46 +70,60 @@ pub fn delete_keys<K: Pod>(map: &dyn MapCore, keys: &[K], batch: u32) {
 /// a large map early (after a few thousand entries). This reads until the
 /// kernel says ENOENT.
 pub fn lookup_all(map: &dyn MapCore, batch: u32) -> Result<Vec<KeyValue>, libbpf_rs::Error> {
-    lookup_from(map, batch, None, usize::MAX)
+    let mut out = Vec::new();
+    scan_from(map, batch, None, usize::MAX, |k, v| {
+        out.push((k.to_vec(), v.to_vec()))
+    })?;
+    Ok(out)
 }
 
-/// Entries `range` of an array map (its keys are u32 indexes), read as
-/// [`lookup_all`] reads a whole map.
-pub fn lookup_array_range(
+/// Visits entries `range` of an array map (its keys are u32 indexes),
+/// read as [`lookup_all`] reads a whole map: `visit(key, value)` sees
+/// the bytes in the kernel's batch buffers, without a copy of its own.
+pub fn scan_array_range(
     map: &dyn MapCore,
     batch: u32,
     range: std::ops::Range<u32>,
-) -> Result<Vec<KeyValue>, libbpf_rs::Error> {
+    visit: impl FnMut(&[u8], &[u8]),
+) -> Result<(), libbpf_rs::Error> {
     // the kernel goes on after the key in the token
     let after = range.start.checked_sub(1).map(|k| k.to_ne_bytes().to_vec());
-    lookup_from(map, batch.min(range.len() as u32), after, range.len())
+    scan_from(
+        map,
+        batch.min(range.len() as u32),
+        after,
+        range.len(),
+        visit,
+    )
 }
 
-/// The entries after key `after` (from the first without one), at most
-/// `limit` of them.
-fn lookup_from(
+/// Visits the entries after key `after` (from the first without one), at
+/// most `limit` of them.
+fn scan_from(
     map: &dyn MapCore,
     batch: u32,
     after: Option<Vec<u8>>,
     limit: usize,
-) -> Result<Vec<KeyValue>, libbpf_rs::Error> {
+    mut visit: impl FnMut(&[u8], &[u8]),
+) -> Result<(), libbpf_rs::Error> {
     const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
     const ENOSPC: i32 = nix::errno::Errno::ENOSPC as i32;
     const EINTR: i32 = nix::errno::Errno::EINTR as i32;
     let (ks, vs) = (map.key_size() as usize, map.value_size() as usize);
     let fd = map.as_fd().as_raw_fd();
     let mut batch = batch.max(1);
-    let mut out = Vec::new();
+    let mut seen = 0usize;
     // the position token: a u32 bucket index for hash maps, a key for others
     let mut token = vec![0u8; ks.max(8)];
+    let mut next = vec![0u8; token.len()];
     let mut started = after.is_some();
     if let Some(a) = after {
         token[..a.len()].copy_from_slice(&a);
     }
-    while out.len() < limit {
-        let mut keys = vec![0u8; ks * batch as usize];
-        let mut vals = vec![0u8; vs * batch as usize];
-        let mut next = vec![0u8; token.len()];
+    let (mut keys, mut vals) = (Vec::new(), Vec::new());
+    while seen < limit {
+        keys.resize(ks * batch as usize, 0);
+        vals.resize(vs * batch as usize, 0);
         let mut count = batch;
         // SAFETY: zeroed is a valid bpf_map_batch_opts; sz is set.
         let mut opts: libbpf_sys::bpf_map_batch_opts = unsafe { std::mem::zeroed() };
@@ -122,19 +157,16 @@ fn lookup_from(
         if err != 0 && err != ENOENT {
             return Err(libbpf_rs::Error::from_raw_os_error(err));
         }
-        let n = (count as usize).min(batch as usize);
-        out.extend(
-            keys.chunks_exact(ks)
-                .zip(vals.chunks_exact(vs))
-                .take(n)
-                .map(|(k, v)| (k.to_vec(), v.to_vec())),
-        );
+        let n = (count as usize).min(batch as usize).min(limit - seen);
+        for (k, v) in keys.chunks_exact(ks).zip(vals.chunks_exact(vs)).take(n) {
+            visit(k, v);
+        }
+        seen += n;
         if err == ENOENT {
             break;
         }
-        token = next;
+        std::mem::swap(&mut token, &mut next);
         started = true;
     }
-    out.truncate(limit);
-    Ok(out)
+    Ok(())
 }

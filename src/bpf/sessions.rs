@@ -134,19 +134,18 @@ impl SlotTable {
     /// zeroed. Not a snapshot.
     pub(super) fn dump(&self, kind: SlotKind) -> Result<Vec<(Key, Session)>, BpfError> {
         let range = self.table.region(kind);
-        let rows = lookup_array_range(&self.segments, BATCH, range).map_err(map_err(NAME))?;
         let mut out = Vec::new();
-        for (_, seg) in &rows {
-            let Some(seg) = from_bytes::<types::cgnat_session_seg>(seg) else {
-                continue;
-            };
-            out.extend(
-                seg.slot
-                    .iter()
-                    .filter(|s| s.key.kind == kind.0 as u8)
-                    .filter_map(live),
-            );
-        }
+        scan_array_range(&self.segments, BATCH, range, |_, seg| {
+            if let Some(seg) = from_bytes::<types::cgnat_session_seg>(seg) {
+                out.extend(
+                    seg.slot
+                        .iter()
+                        .filter(|s| s.key.kind == kind.0 as u8)
+                        .filter_map(live),
+                );
+            }
+        })
+        .map_err(map_err(NAME))?;
         Ok(out)
     }
 

@@ -31,11 +31,11 @@ pub struct Tables {
 pub struct KernelSweep {
     pub prog: OwnedFd,
     /// Per subscriber: sessions and bindings counted by the last run.
-    pub subs: MapHandle,
+    pub subs: MappedArray,
     /// Per port block: bindings counted by the last run.
     pub blocks: MapHandle,
     /// The bindings the last run released.
-    pub out: MapHandle,
+    pub out: MappedArray,
     /// Per external address: the ports the live sessions of the last run
     /// used.
     pub live: MapHandle,
@@ -61,56 +61,11 @@ impl KernelSweep {
     }
 
     /// The first `n` records of `sweep_out`.
-    pub fn released(&self, n: u32) -> Result<Vec<types::cgnat_release>, BpfError> {
-        const CHUNK: u32 = 1 << 14;
-        let rs = std::mem::size_of::<types::cgnat_release>();
-        let mut out = Vec::with_capacity(n as usize);
-        // the position token: the last key read (BPF_MAP_LOOKUP_BATCH
-        // starts after it)
-        let mut prev: Option<u32> = None;
-        while (out.len() as u32) < n {
-            let mut count = CHUNK.min(n - out.len() as u32);
-            let mut keys = vec![0u32; count as usize];
-            let mut vals = vec![0u8; rs * count as usize];
-            let mut in_key = prev.unwrap_or(0);
-            let mut token = 0u32;
-            // SAFETY: zeroed is a valid bpf_map_batch_opts; sz is set.
-            let mut opts: libbpf_sys::bpf_map_batch_opts = unsafe { std::mem::zeroed() };
-            opts.sz = std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _;
-            // SAFETY: the buffers hold `count` keys and values; an
-            // array's position token is a u32 key.
-            let ret = unsafe {
-                libbpf_sys::bpf_map_lookup_batch(
-                    self.out.as_fd().as_raw_fd(),
-                    if prev.is_some() {
-                        (&mut in_key as *mut u32).cast()
-                    } else {
-                        std::ptr::null_mut()
-                    },
-                    (&mut token as *mut u32).cast(),
-                    keys.as_mut_ptr().cast(),
-                    vals.as_mut_ptr().cast(),
-                    &mut count,
-                    &opts,
-                )
-            };
-            if ret < 0 && -ret != nix::errno::Errno::ENOENT as i32 {
-                return Err(map_err("sweep_out")(libbpf_rs::Error::from_raw_os_error(
-                    -ret,
-                )));
-            }
-            if count == 0 {
-                break;
-            }
-            out.extend(
-                vals.chunks_exact(rs)
-                    .take(count as usize)
-                    .filter_map(from_bytes::<types::cgnat_release>),
-            );
-            prev = Some(token);
-        }
-        out.truncate(n as usize);
-        Ok(out)
+    pub fn released(&self, n: u32) -> Vec<types::cgnat_release> {
+        self.out
+            .values::<types::cgnat_release>()
+            .take(n as usize)
+            .collect()
     }
 }
 

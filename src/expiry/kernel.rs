@@ -117,7 +117,7 @@ impl Sweeper {
         let holdings = (c.scratch_full == 0)
             .then(|| self.kernel_holdings(k))
             .transpose()?;
-        let mut released = k.released(c.out)?;
+        let mut released = k.released(c.out);
         rep.bindings_released = c.bindings_released;
         rep.ports_quarantined = c.ports_quarantined;
         // sweep_out was full: release runs report the rest
@@ -127,7 +127,7 @@ impl Sweeper {
             if c.out == 0 {
                 break;
             }
-            released.extend(k.released(c.out)?);
+            released.extend(k.released(c.out));
             rep.bindings_released += c.bindings_released;
             rep.ports_quarantined += c.ports_quarantined;
             rep.ports_freed += c.ports_freed;
@@ -152,9 +152,12 @@ impl Sweeper {
     /// The per-subscriber and per-block counts of the last full run.
     fn kernel_holdings(&self, k: &KernelSweep) -> Result<Holdings, BpfError> {
         let mut h = Holdings::default();
-        let subs: Vec<(u32, types::cgnat_sweep_sub)> = dump(&k.subs, "sweep_subs")?;
         // the slots with a subscriber (bpf/sweep.h)
-        for (_, c) in subs.into_iter().filter(|(_, c)| c.addr != 0) {
+        for c in k
+            .subs
+            .values::<types::cgnat_sweep_sub>()
+            .filter(|c| c.addr != 0)
+        {
             if c.sessions != 0 {
                 h.sessions.insert(c.addr, c.sessions);
             }
