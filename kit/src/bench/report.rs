@@ -762,7 +762,7 @@ fn rfc9693_table(o: &mut String, r: &rfc9693::Rfc9693Result) {
     );
     let _ = writeln!(
         o,
-        "  generator: {}, {:.0} fps unpaced; \">=\": every trial passed, the figure is the generator's",
+        "  generator: {}, {:.0} fps unpaced; \">=\": every rate passed, the figure is the generator's",
         r.generator, r.generator_fps
     );
     let _ = writeln!(
