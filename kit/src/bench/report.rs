@@ -331,6 +331,17 @@ impl Summary {
                 e.cgnat.mpps.median() / e.floor.mpps.median(),
                 e.cgnat.mpps.median() / e.nft.mpps.median()
             );
+            // What each router adds to the floor's CPU per packet: the
+            // costs all routers share (the veths, the wake-ups of a
+            // router the generator does not saturate) cancel out.
+            let above = |m: &E2eMode| m.router_ns.median() - e.floor.router_ns.median();
+            let _ = writeln!(
+                o,
+                "  router CPU per packet above the floor's: cgnat {:+.0} ns, floor+2lkp {:+.0} ns, nftables {:+.0} ns",
+                above(&e.cgnat),
+                above(&e.probe),
+                above(&e.nft)
+            );
         }
         if let Some(t) = &self.tcp {
             let _ = writeln!(o, "\nTCP through the router:");
