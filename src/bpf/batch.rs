@@ -97,6 +97,9 @@ pub fn scan_array_range(
     )
 }
 
+/// Bytes of keys and values one batch call may return.
+const BUFFER: usize = 256 << 10;
+
 /// Visits the entries after key `after` (from the first without one), at
 /// most `limit` of them.
 fn scan_from(
@@ -111,7 +114,9 @@ fn scan_from(
     const EINTR: i32 = nix::errno::Errno::EINTR as i32;
     let (ks, vs) = (map.key_size() as usize, map.value_size() as usize);
     let fd = map.as_fd().as_raw_fd();
-    let mut batch = batch.max(1);
+    // at most BUFFER bytes of keys and values per call: a map of large
+    // values (held frames) would otherwise zero megabytes per read
+    let mut batch = batch.min((BUFFER / (ks + vs).max(1)) as u32).max(1);
     let mut seen = 0usize;
     // the position token: a u32 bucket index for hash maps, a key for others
     let mut token = vec![0u8; ks.max(8)];
