@@ -541,15 +541,11 @@ mod tests {
             ("c", J::s("x\"y")),
             ("d", J::arr(&[0.5])),
         ]);
+        assert_eq!(j.to_string(), r#"{"a":1,"b":null,"c":"x\"y","d":[0.5]}"#);
+        assert_eq!(J::n(2.0 / 3.0).to_string(), "0.667");
         assert_eq!(
-            j.to_string(),
-            r#"{"a": 1, "b": null, "c": "x\"y", "d": [0.5]}"#
-        );
-        assert_eq!(
-            json_number_after(
-                r#"{"sum_received": {"x": 1, "bits_per_second": 9.5e9}}"#,
-                "\"sum_received\"",
-                "\"bits_per_second\""
+            received_bits_per_second(
+                r#"{"end": {"sum_sent": {"bits_per_second": 1}, "sum_received": {"x": 1, "bits_per_second": 9.5e9}}}"#
             ),
             Some(9.5e9)
         );

@@ -215,9 +215,10 @@ impl Summary {
     }
 
     /// The goals as JSON: one object per figure.
-    pub(super) fn goals_json(&self) -> report::J {
+    pub(super) fn goals_json(&self) -> serde_json::Value {
         use report::J;
-        J::Arr(
+        use serde_json::Value;
+        Value::Array(
             self.goals()
                 .iter()
                 .map(|g| {
@@ -230,10 +231,10 @@ impl Summary {
                             "bound",
                             J::s(if g.at_most { "at_most" } else { "at_least" }),
                         ),
-                        ("met", J::Bool(g.met())),
+                        ("met", Value::Bool(g.met())),
                         (
                             "bounded_by",
-                            g.bounded_by.as_deref().map(J::s).unwrap_or(J::Null),
+                            g.bounded_by.as_deref().map(J::s).unwrap_or(Value::Null),
                         ),
                     ])
                 })

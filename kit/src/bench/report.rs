@@ -1,5 +1,7 @@
 //! Report: table and JSON.
 
+use serde_json::Value;
+
 use super::*;
 
 pub(super) fn verdict(ok: bool) -> &'static str {
@@ -433,7 +435,7 @@ impl Summary {
                 ]),
             ),
         ];
-        let paths: Vec<(&str, J)> = self
+        let paths: Vec<(&str, Value)> = self
             .paths
             .iter()
             .map(|r| {
@@ -446,14 +448,14 @@ impl Summary {
                         ("floor_ns", J::n(r.floor_ns.median())),
                         ("floor_mpps", J::n(mpps(r.floor_ns.median()))),
                         ("ratio", J::n(r.ratio())),
-                        ("goal_met", J::Bool(r.ratio() <= GOAL_PATH_RATIO)),
+                        ("goal_met", Value::Bool(r.ratio() <= GOAL_PATH_RATIO)),
                         ("feeder_ns", J::n(r.feeder_ns.median())),
                         (
                             "floor_plus_lookups_ns",
                             r.probe_ns
                                 .as_ref()
                                 .map(|s| J::n(s.median()))
-                                .unwrap_or(J::Null),
+                                .unwrap_or(Value::Null),
                         ),
                         ("single_call_cgnat_ns", J::n(r.single_cgnat_ns)),
                         ("single_call_floor_ns", J::n(r.single_floor_ns)),
@@ -567,7 +569,7 @@ impl Summary {
             ));
         }
         if let Some(s) = &self.scale {
-            let maps: Vec<(&str, J)> = s
+            let maps: Vec<(&str, Value)> = s
                 .maps
                 .iter()
                 .map(|m| {
@@ -612,7 +614,7 @@ impl Summary {
                     ("small_floor_plus_line_ns", J::n(s.small_line_ns.median())),
                     ("large_floor_plus_line_ns", J::n(s.large_line_ns.median())),
                     ("ratio", J::n(s.ratio())),
-                    ("goal_met", J::Bool(s.ratio() <= GOAL_SCALE_RATIO)),
+                    ("goal_met", Value::Bool(s.ratio() <= GOAL_SCALE_RATIO)),
                     ("bytes_per_session", J::n(s.bytes_per_session())),
                     (
                         "subscriber_bytes_per_session",
@@ -620,7 +622,7 @@ impl Summary {
                     ),
                     (
                         "bytes_goal_met",
-                        J::Bool(s.bytes_per_session() <= GOAL_BYTES_PER_SESSION),
+                        Value::Bool(s.bytes_per_session() <= GOAL_BYTES_PER_SESSION),
                     ),
                     ("maps", J::o(maps)),
                     ("preload_secs", J::n(s.preload_secs)),
@@ -645,7 +647,7 @@ impl Summary {
                     ),
                     (
                         "sweep_noop_goal_met",
-                        J::Bool(s.sweep_noop_cpu_secs <= GOAL_SWEEP_NOOP_CPU_SECS),
+                        Value::Bool(s.sweep_noop_cpu_secs <= GOAL_SWEEP_NOOP_CPU_SECS),
                     ),
                     ("expire_all_mark_cpu_secs", J::n(s.expire_mark_cpu_secs)),
                     ("expire_all_delete_cpu_secs", J::n(s.expire_delete_cpu_secs)),
@@ -696,8 +698,8 @@ impl Summary {
                         "cgnat_vs_nft_received",
                         J::n(e.cgnat.mpps.median() / e.nft.mpps.median()),
                     ),
-                    ("vs_floor_goal_met", J::Bool(vf >= GOAL_E2E_VS_FLOOR)),
-                    ("vs_nft_goal_met", J::Bool(vn >= GOAL_E2E_VS_NFT)),
+                    ("vs_floor_goal_met", Value::Bool(vf >= GOAL_E2E_VS_FLOOR)),
+                    ("vs_nft_goal_met", Value::Bool(vn >= GOAL_E2E_VS_NFT)),
                     ("pinning", J::s(&e.pinning)),
                 ]),
             ));
@@ -712,7 +714,7 @@ impl Summary {
                     ("iperf_nft_cpu", cpu_json(&t.iperf_nft_cpu)),
                     (
                         "iperf_skipped",
-                        t.iperf_skipped.as_deref().map(J::s).unwrap_or(J::Null),
+                        t.iperf_skipped.as_deref().map(J::s).unwrap_or(Value::Null),
                     ),
                     ("connections_per_sec_cgnat", J::n(t.conn_cgnat.median())),
                     ("connections_per_sec_nft", J::n(t.conn_nft.median())),
@@ -725,9 +727,15 @@ impl Summary {
             let mode = |m: &rfc9693::Rfc9693Mode| {
                 J::o(vec![
                     ("establish_fps", J::n(m.establish_fps)),
-                    ("establish_at_generator_top", J::Bool(m.establish_at_top)),
+                    (
+                        "establish_at_generator_top",
+                        Value::Bool(m.establish_at_top),
+                    ),
                     ("throughput_fps", J::n(m.throughput_fps)),
-                    ("throughput_at_generator_top", J::Bool(m.throughput_at_top)),
+                    (
+                        "throughput_at_generator_top",
+                        Value::Bool(m.throughput_at_top),
+                    ),
                     ("teardown_secs", J::n(m.teardown_secs)),
                     ("teardown_per_sec", J::n(m.teardown_per_sec)),
                     ("capacity", J::n(m.capacity as f64)),
@@ -752,13 +760,13 @@ impl Summary {
         root.push(("goals", self.goals_json()));
         root.push((
             "notes",
-            J::Arr(self.notes.iter().map(|n| J::s(n)).collect()),
+            Value::Array(self.notes.iter().map(|n| J::s(n)).collect()),
         ));
         root.push((
             "errors",
-            J::Arr(self.errors.iter().map(|n| J::s(n)).collect()),
+            Value::Array(self.errors.iter().map(|n| J::s(n)).collect()),
         ));
-        format!("{}\n", J::o(root))
+        format!("{:#}\n", J::o(root))
     }
 }
 
@@ -823,7 +831,7 @@ fn rfc9693_table(o: &mut String, r: &rfc9693::Rfc9693Result) {
     );
 }
 
-fn cpu_json(runs: &[tcp::CpuTimes]) -> J {
+fn cpu_json(runs: &[tcp::CpuTimes]) -> Value {
     let c = tcp::CpuTimes::median_of(runs);
     J::o(vec![
         ("router_cpus", J::n(c.router)),
@@ -833,78 +841,31 @@ fn cpu_json(runs: &[tcp::CpuTimes]) -> J {
     ])
 }
 
-/// A minimal JSON value (no dependency for one file).
-pub(super) enum J {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<J>),
-    Obj(Vec<(String, J)>),
-}
+/// Constructors of summary.json's values (serde_json): numbers rounded
+/// to 3 decimals and whole ones written as integers, a number that is not
+/// finite as null, objects from named fields.
+pub(super) struct J;
 
 impl J {
-    pub(super) fn n(v: f64) -> J {
-        J::Num(v)
-    }
-
-    pub(super) fn s(v: &str) -> J {
-        J::Str(v.to_owned())
-    }
-
-    pub(super) fn arr(v: &[f64]) -> J {
-        J::Arr(v.iter().map(|x| J::Num(*x)).collect())
-    }
-
-    pub(super) fn o(v: Vec<(&str, J)>) -> J {
-        J::Obj(v.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
-    }
-}
-
-pub(super) fn json_str(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
-    f.write_char('"')?;
-    for c in s.chars() {
-        match c {
-            '"' => f.write_str("\\\"")?,
-            '\\' => f.write_str("\\\\")?,
-            '\n' => f.write_str("\\n")?,
-            c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
-            c => f.write_char(c)?,
+    pub(super) fn n(v: f64) -> Value {
+        if !v.is_finite() {
+            Value::Null
+        } else if v.fract() == 0.0 && v.abs() < 1e15 {
+            Value::from(v as i64)
+        } else {
+            Value::from((v * 1000.0).round() / 1000.0)
         }
     }
-    f.write_char('"')
-}
 
-impl fmt::Display for J {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            J::Null => f.write_str("null"),
-            J::Bool(b) => write!(f, "{b}"),
-            J::Num(v) if !v.is_finite() => f.write_str("null"),
-            J::Num(v) if v.fract() == 0.0 && v.abs() < 1e15 => write!(f, "{}", *v as i64),
-            J::Num(v) => write!(f, "{}", (v * 1000.0).round() / 1000.0),
-            J::Str(s) => json_str(f, s),
-            J::Arr(a) => {
-                f.write_char('[')?;
-                for (i, v) in a.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write!(f, "{v}")?;
-                }
-                f.write_char(']')
-            }
-            J::Obj(o) => {
-                f.write_char('{')?;
-                for (i, (k, v)) in o.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    json_str(f, k)?;
-                    write!(f, ": {v}")?;
-                }
-                f.write_char('}')
-            }
-        }
+    pub(super) fn s(v: &str) -> Value {
+        Value::from(v)
+    }
+
+    pub(super) fn arr(v: &[f64]) -> Value {
+        Value::Array(v.iter().map(|x| J::n(*x)).collect())
+    }
+
+    pub(super) fn o(v: Vec<(&str, Value)>) -> Value {
+        Value::Object(v.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
     }
 }

@@ -173,7 +173,7 @@ pub(super) fn iperf(net: &E2eNet, secs: u32) -> Result<f64> {
         let out = run_command(&argv, Duration::from_secs(u64::from(secs) + 30)).ctx("iperf3 -c")?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success() && !text.contains("\"error\"") {
-            return json_number_after(&text, "\"sum_received\"", "\"bits_per_second\"")
+            return received_bits_per_second(&text)
                 .map(|b| b / 1e9)
                 .ok_or_else(|| {
                     let tail: String = text
@@ -195,15 +195,14 @@ pub(super) fn iperf(net: &E2eNet, secs: u32) -> Result<f64> {
     }
 }
 
-/// The number after `key` that follows `section` in a JSON text.
-pub(super) fn json_number_after(text: &str, section: &str, key: &str) -> Option<f64> {
-    let rest = &text[text.find(section)?..];
-    let rest = &rest[rest.find(key)? + key.len()..];
-    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-')))
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
+/// What the receiver got, in bits per second, from `iperf3 -J`'s report
+/// (`end.sum_received.bits_per_second`).
+pub(super) fn received_bits_per_second(text: &str) -> Option<f64> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    v.get("end")?
+        .get("sum_received")?
+        .get("bits_per_second")?
+        .as_f64()
 }
 
 /// New TCP connections per second from the generator namespace to the
