@@ -225,6 +225,18 @@ fn on_time(rate: f64, frames: u64, secs: f64) -> bool {
     frames as f64 / secs >= 0.95 * rate
 }
 
+/// One trial's line on stderr, with where frames went if some were lost.
+fn trial_line(mode: Mode, what: &str, rate: f64, got: u64, frames: u64, took: f64, lost: &str) {
+    let lost = if lost.is_empty() {
+        String::new()
+    } else {
+        format!(" ({lost})")
+    };
+    eprintln!(
+        "bench:   rfc9693 {mode:?} {what} {rate:.0} fps: {got} of {frames} in {took:.3} s{lost}"
+    );
+}
+
 /// What lost frames in a trial that lost some: the veths' rings and
 /// cgnat's drop counters.
 fn losses(net: &E2eNet, router: &Router) -> String {
@@ -282,27 +294,25 @@ fn bench_mode(
     let big = NEW_SUBS * NEW_PORTS;
 
     // maximum connection establishment rate: an empty table each trial
-    (m.establish_fps, m.establish_at_top) =
-        search(top, p.rfc_steps, |rate| {
-            let frames = ((rate * secs) as u64).max(1);
-            let table = (frames as u32).max(1 << 16).next_power_of_two();
-            let router = fresh(table.min(1 << 22))?;
-            net.reset_drops();
-            let mut took = 0.0;
-            let got = received(sink, || {
-                took = gen.send(NEW_SUBS, NEW_PORTS.min(big / NEW_SUBS), rate, frames)?;
-                Ok(took)
-            });
-            let lost = losses(net, &router);
-            net.router_off(router)?;
-            let got = got?;
-            let ok = got == frames && on_time(rate, frames, took);
-            eprintln!(
-            "bench:   rfc9693 {mode:?} establish {rate:.0} fps: {got} of {frames} in {took:.3} s{}",
-            if got == frames { String::new() } else { format!(" ({lost})") }
-        );
-            Ok(ok)
-        })?;
+    (m.establish_fps, m.establish_at_top) = search(top, p.rfc_steps, |rate| {
+        let frames = ((rate * secs) as u64).max(1);
+        let table = (frames as u32).max(1 << 16).next_power_of_two();
+        let router = fresh(table.min(1 << 22))?;
+        net.reset_drops();
+        let mut took = 0.0;
+        let got = received(sink, || {
+            took = gen.send(NEW_SUBS, NEW_PORTS.min(big / NEW_SUBS), rate, frames)?;
+            Ok(took)
+        });
+        let lost = match &got {
+            Ok(n) if *n == frames => String::new(),
+            _ => losses(net, &router),
+        };
+        net.router_off(router)?;
+        let got = got?;
+        trial_line(mode, "establish", rate, got, frames, took, &lost);
+        Ok(got == frames && on_time(rate, frames, took))
+    })?;
 
     // throughput with established connections
     let router = fresh(1 << 16)?;
@@ -318,10 +328,12 @@ fn bench_mode(
                 took = gen.send(EST_FLOWS, 1, rate, frames)?;
                 Ok(took)
             })?;
-            eprintln!(
-                "bench:   rfc9693 {mode:?} throughput {rate:.0} fps: {got} of {frames} in {took:.3} s{}",
-                if got == frames { String::new() } else { format!(" ({})", losses(net, &router)) }
-            );
+            let lost = if got == frames {
+                String::new()
+            } else {
+                losses(net, &router)
+            };
+            trial_line(mode, "throughput", rate, got, frames, took, &lost);
             Ok(got == frames && on_time(rate, frames, took))
         })
     })();
