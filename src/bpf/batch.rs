@@ -14,12 +14,7 @@ pub fn dump_typed<K: Pod, V: Pod>(
     batch: u32,
 ) -> Result<Vec<(K, V)>, BpfError> {
     let mut out = Vec::new();
-    scan_from(map, batch, None, usize::MAX, |k, v| {
-        if let (Some(k), Some(v)) = (from_bytes(k), from_bytes(v)) {
-            out.push((k, v));
-        }
-    })
-    .map_err(map_err(name))?;
+    scan_from(map, batch, None, usize::MAX, push_typed(&mut out)).map_err(map_err(name))?;
     Ok(out)
 }
 
@@ -32,13 +27,18 @@ pub fn dump_array_range<V: Pod>(
     range: std::ops::Range<u32>,
 ) -> Result<Vec<(u32, V)>, BpfError> {
     let mut out = Vec::with_capacity(range.len());
-    scan_array_range(map, batch, range, |k, v| {
+    scan_array_range(map, batch, range, push_typed(&mut out)).map_err(map_err(name))?;
+    Ok(out)
+}
+
+/// A visitor that decodes each entry and pushes it to `out` (entries of
+/// the wrong size are skipped).
+fn push_typed<K: Pod, V: Pod>(out: &mut Vec<(K, V)>) -> impl FnMut(&[u8], &[u8]) + '_ {
+    move |k, v| {
         if let (Some(k), Some(v)) = (from_bytes(k), from_bytes(v)) {
             out.push((k, v));
         }
-    })
-    .map_err(map_err(name))?;
-    Ok(out)
+    }
 }
 
 /// Deletes `keys` from `map` in batches of `batch`. Reports no error: a
