@@ -457,12 +457,6 @@ fn run_sections(p: &Params) -> Summary {
         match E2eNet::create() {
             Err(e) => s.errors.push(format!("e2e setup: {e}")),
             Ok(net) => {
-                if !net.live && (p.has(Section::E2e) || p.has(Section::Rfc9693)) {
-                    s.notes.push(format!(
-                        "e2e and RFC 9693 generator: {}",
-                        net.source_spec().describe()
-                    ));
-                }
                 if p.has(Section::E2e) {
                     let mut notes = Vec::new();
                     let r = bench_e2e(p, &net, &mut notes).map(|v| s.e2e = Some(v));

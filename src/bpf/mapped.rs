@@ -2,6 +2,7 @@
 //! daemon, so that reading all of it is a walk over memory instead of a
 //! system call and a copy per entry.
 
+use std::marker::PhantomData;
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 
@@ -10,32 +11,36 @@ use nix::sys::mman::{mmap, munmap, MapFlags as MmapFlags, ProtFlags};
 use super::*;
 
 /// A read-only mapping of every value of an array map created with
-/// BPF_F_MMAPABLE. The kernel lays the values out one after another, each
-/// rounded up to 8 bytes.
+/// BPF_F_MMAPABLE, whose values are `T`. The kernel lays the values out
+/// one after another, each rounded up to 8 bytes.
 #[derive(Debug)]
-pub struct MappedArray {
+pub struct MappedArray<T: Pod> {
     base: NonNull<std::ffi::c_void>,
     len: usize,
     entries: usize,
     stride: usize,
-    value_size: usize,
+    value: PhantomData<T>,
 }
 
 // SAFETY: the mapping is only read, and stays valid until drop; the
 // kernel and BPF programs write it concurrently, which the readers
 // tolerate (they copy values out with unaligned reads of plain data).
-unsafe impl Send for MappedArray {}
-unsafe impl Sync for MappedArray {}
+unsafe impl<T: Pod> Send for MappedArray<T> {}
+unsafe impl<T: Pod> Sync for MappedArray<T> {}
 
-impl MappedArray {
-    /// Maps `map` (an array with BPF_F_MMAPABLE) read-only.
-    pub fn new(map: &dyn MapCore, name: &'static str) -> Result<MappedArray, BpfError> {
+impl<T: Pod> MappedArray<T> {
+    /// Maps `map` (an array with BPF_F_MMAPABLE and values of `T`)
+    /// read-only.
+    pub fn new(map: &dyn MapCore, name: &'static str) -> Result<MappedArray<T>, BpfError> {
         let fail = |e: std::io::Error| BpfError::Map {
             map: name,
             err: libbpf_rs::Error::from(e),
         };
-        let entries = map.max_entries() as usize;
         let value_size = map.value_size() as usize;
+        if value_size != std::mem::size_of::<T>() {
+            return Err(fail(std::io::ErrorKind::InvalidData.into()));
+        }
+        let entries = map.max_entries() as usize;
         let stride = value_size.next_multiple_of(8);
         let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
             .ok()
@@ -62,7 +67,7 @@ impl MappedArray {
             len,
             entries,
             stride,
-            value_size,
+            value: PhantomData,
         })
     }
 
@@ -71,15 +76,9 @@ impl MappedArray {
         self.entries as u32
     }
 
-    /// Every value, in index order, copied out as `T` (none if `T` is not
-    /// the map's value size).
-    pub fn values<T: Pod>(&self) -> impl Iterator<Item = T> + '_ {
-        let n = if std::mem::size_of::<T>() == self.value_size {
-            self.entries
-        } else {
-            0
-        };
-        (0..n).map(move |i| {
+    /// Every value, in index order, copied out.
+    pub fn values(&self) -> impl Iterator<Item = T> + '_ {
+        (0..self.entries).map(move |i| {
             // SAFETY: i < entries and entries * stride <= len, so the
             // value lies inside the mapping; T is Pod, so any bytes are
             // a T, and read_unaligned needs no alignment.
@@ -96,7 +95,7 @@ impl MappedArray {
     }
 }
 
-impl Drop for MappedArray {
+impl<T: Pod> Drop for MappedArray<T> {
     fn drop(&mut self) {
         // SAFETY: base and len are the mapping made in new(), unmapped once.
         let _ = unsafe { munmap(self.base, self.len) };

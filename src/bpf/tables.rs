@@ -31,11 +31,11 @@ pub struct Tables {
 pub struct KernelSweep {
     pub prog: OwnedFd,
     /// Per subscriber: sessions and bindings counted by the last run.
-    pub subs: MappedArray,
+    pub subs: MappedArray<types::cgnat_sweep_sub>,
     /// Per port block: bindings counted by the last run.
     pub blocks: MapHandle,
     /// The bindings the last run released.
-    pub out: MappedArray,
+    pub out: MappedArray<types::cgnat_release>,
     /// Per external address: the ports the live sessions of the last run
     /// used.
     pub live: MapHandle,
@@ -62,10 +62,7 @@ impl KernelSweep {
 
     /// The first `n` records of `sweep_out`.
     pub fn released(&self, n: u32) -> Vec<types::cgnat_release> {
-        self.out
-            .values::<types::cgnat_release>()
-            .take(n as usize)
-            .collect()
+        self.out.values().take(n as usize).collect()
     }
 }
 

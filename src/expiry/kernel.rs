@@ -153,11 +153,7 @@ impl Sweeper {
     fn kernel_holdings(&self, k: &KernelSweep) -> Result<Holdings, BpfError> {
         let mut h = Holdings::default();
         // the slots with a subscriber (bpf/sweep.h)
-        for c in k
-            .subs
-            .values::<types::cgnat_sweep_sub>()
-            .filter(|c| c.addr != 0)
-        {
+        for c in k.subs.values().filter(|c| c.addr != 0) {
             if c.sessions != 0 {
                 h.sessions.insert(c.addr, c.sessions);
             }

@@ -21,7 +21,7 @@ pub struct E2eNet {
     feed: String,
     gen_in: String,
     /// Whether the kernel runs programs in live-frames mode.
-    pub(super) live: bool,
+    live: bool,
     drop_base: std::sync::Mutex<(u64, u64)>,
 }
 
@@ -553,7 +553,7 @@ pub(super) fn bench_e2e(p: &Params, net: &E2eNet, notes: &mut Vec<String>) -> Re
         ("floor", &r.floor),
         ("nftables", &r.nft),
     ] {
-        if m.router_busy.median() < 0.9 {
+        if m.generator_bound() {
             notes.push(format!(
                 "e2e {name}: the router's NAPI thread was busy {:.0}% of the time: its \
                  throughput ({:.2} Mpps of {:.2} sent) is bounded by the generator; compare \

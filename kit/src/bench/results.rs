@@ -328,6 +328,12 @@ impl E2eMode {
     pub fn capacity_mpps(&self) -> f64 {
         mpps(self.router_ns.median())
     }
+
+    /// The router's NAPI thread was idle for a tenth of the window or
+    /// more: the generator, not the router, set the pace.
+    pub fn generator_bound(&self) -> bool {
+        self.router_busy.median() < 0.9
+    }
 }
 
 #[derive(Debug, Clone, Default)]
