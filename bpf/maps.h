@@ -169,9 +169,11 @@ static __always_inline void binding_write(struct cgnat_binding *b, struct cgnat_
 
 /* Sessions, keyed in the external realm (struct cgnat_session_key), and
  * both halves of every binding: the session table of include/cgnat.h, one
- * element per segment (bpf/sessions.h reads and writes it). */
+ * element per segment (bpf/sessions.h reads and writes it). Mappable: user
+ * space reads it through memory (src/bpf/sessions.rs). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct cgnat_session_seg);

@@ -157,24 +157,16 @@ pub struct SubscriberView {
 }
 
 pub fn subscribers(t: &Tables) -> Result<Vec<SubscriberView>, LookupError> {
-    let mut out = Vec::new();
-    let keys: Vec<Vec<u8>> = t.subscribers.keys().collect();
-    for k in keys {
-        let Ok(Some(v)) = t.subscribers.lookup(&k, MapFlags::ANY) else {
-            continue;
-        };
-        if let (Some(a), Some(s)) = (
-            from_bytes::<u32>(&k),
-            from_bytes::<types::cgnat_subscriber>(&v),
-        ) {
-            out.push(SubscriberView {
-                subscriber: addr(a),
-                external: addr(s.ext_addr),
-                ports: s.ports,
-                sessions: s.sessions,
-            });
-        }
-    }
+    let mut out: Vec<SubscriberView> = t
+        .subscriber_list()?
+        .into_iter()
+        .map(|(a, s)| SubscriberView {
+            subscriber: addr(a),
+            external: addr(s.ext_addr),
+            ports: s.ports,
+            sessions: s.sessions,
+        })
+        .collect();
     out.sort_by_key(|s| s.subscriber);
     Ok(out)
 }
@@ -212,16 +204,16 @@ pub fn pool(cfg: &Config, t: &Tables) -> Result<Vec<PoolRow>, LookupError> {
         }
     }
     let q = types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8;
-    for (ek, b) in t.bindings.dump().unwrap_or_default() {
+    t.bindings.scan(|ek, b| {
         let Some(&i) = idx.get(&addr(ek.addr)) else {
-            continue;
+            return;
         };
         if b.flags & q != 0 {
             rows[i].quarantined += 1;
         } else {
             rows[i].bindings[proto_idx(ek.proto)] += 1;
         }
-    }
+    })?;
     Ok(rows)
 }
 

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use libbpf_rs::{MapCore, MapFlags};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,10 +17,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::bpf::abi::proto_name;
-use crate::bpf::{from_bytes, types, Tables};
-use crate::clock::monotonic_ns;
+use crate::bpf::abi::IPPROTO_TCP;
+use crate::bpf::{types, Tables};
 use crate::config::Config;
-use crate::expiry::list_sessions;
+use crate::expiry::{tcp_state, tcp_state_name};
 
 /// What only the daemon knows, shared with the server thread.
 #[derive(Debug, Default)]
@@ -190,15 +189,24 @@ fn verdicts(reg: &mut Registry, t: &Tables) -> Result<(), String> {
 
 /// Sessions by protocol and state, and the table's size.
 fn sessions(reg: &mut Registry, cfg: &Config, t: &Tables) -> Result<(), String> {
-    let now = monotonic_ns();
+    let mut counts: BTreeMap<(&'static str, &'static str), i64> = BTreeMap::new();
+    t.sessions
+        .scan(|k, s| {
+            let state = match k.proto {
+                IPPROTO_TCP => tcp_state_name(tcp_state(s.tcp)),
+                _ => "active",
+            };
+            *counts.entry((proto_name(k.proto), state)).or_default() += 1;
+        })
+        .map_err(|e| e.to_string())?;
     let sessions = Family::<Labels, Gauge>::default();
-    for s in list_sessions(t, &cfg.timeouts, now).map_err(|e| e.to_string())? {
+    for ((proto, state), n) in counts {
         sessions
             .get_or_create(&vec![
-                ("proto".to_string(), s.proto.to_string()),
-                ("state".to_string(), s.state.to_string()),
+                ("proto".to_string(), proto.to_string()),
+                ("state".to_string(), state.to_string()),
             ])
-            .inc();
+            .set(n);
     }
     reg.register("sessions", "Sessions by protocol and state", sessions);
     gauge(
@@ -217,18 +225,19 @@ fn bindings(reg: &mut Registry, cfg: &Config, t: &Tables) -> BTreeMap<u32, i64> 
     let mut per_addr: BTreeMap<u32, i64> = BTreeMap::new();
     let mut quarantined = 0i64;
     let quarantine = types::cgnat_binding_flag::CGNAT_BIND_QUARANTINE.0 as u8;
-    for (ek, b) in t.bindings.dump().unwrap_or_default() {
+    let mut per_proto: BTreeMap<&'static str, i64> = BTreeMap::new();
+    let _ = t.bindings.scan(|ek, b| {
         if b.flags & quarantine != 0 {
             quarantined += 1;
-            continue;
+            return;
         }
-        bindings
-            .get_or_create(&vec![(
-                "proto".to_string(),
-                proto_name(ek.proto).to_string(),
-            )])
-            .inc();
+        *per_proto.entry(proto_name(ek.proto)).or_default() += 1;
         *per_addr.entry(ek.addr).or_default() += 1;
+    });
+    for (proto, n) in per_proto {
+        bindings
+            .get_or_create(&vec![("proto".to_string(), proto.to_string())])
+            .set(n);
     }
     reg.register("bindings", "Live bindings by protocol", bindings);
     gauge(
@@ -270,13 +279,7 @@ fn pool(reg: &mut Registry, cfg: &Config, per_addr: &BTreeMap<u32, i64>) {
 fn subscribers(reg: &mut Registry, cfg: &Config, t: &Tables) {
     let mut subs = 0i64;
     let mut at_limit = 0i64;
-    for k in t.subscribers.keys() {
-        let Ok(Some(v)) = t.subscribers.lookup(&k, MapFlags::ANY) else {
-            continue;
-        };
-        let Some(s) = from_bytes::<types::cgnat_subscriber>(&v) else {
-            continue;
-        };
+    for (_, s) in t.subscriber_list().unwrap_or_default() {
         subs += 1;
         let l = &cfg.limits;
         if (l.ports > 0 && s.ports.iter().any(|p| *p >= l.ports))

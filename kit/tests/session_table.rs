@@ -96,6 +96,12 @@ fn bytes<T: cgnat::bpf::Pod>(v: &T) -> [u8; 16] {
 /// The table equals the model: every session read back by a dump and by a
 /// lookup of its key, and the count.
 fn agree(t: &Tables, model: &BTreeMap<[u8; 16], (Key, Session)>, universe: u32, when: &str) {
+    // dumps read the table through memory, not in batches
+    let (_, segments) = t.sessions.maps()[0];
+    assert!(
+        cgnat::bpf::MappedArray::<types::cgnat_session_seg>::new(segments, "sessions").is_ok(),
+        "{when}: the session table cannot be mapped"
+    );
     let mut dumped: BTreeMap<[u8; 16], [u8; 16]> = BTreeMap::new();
     for (k, s) in t.sessions.dump().expect("dump") {
         assert!(

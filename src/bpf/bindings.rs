@@ -65,11 +65,16 @@ impl Bindings {
     }
 
     fn dump_kind(&self, kind: SlotKind) -> Result<Vec<(Endpoint, Binding)>, BpfError> {
-        let slots = self.0.dump(kind)?;
-        Ok(slots
-            .iter()
-            .map(|(k, v)| (endpoint(k), binding(v)))
-            .collect())
+        let mut out = Vec::new();
+        self.0
+            .scan(kind, |k, v| out.push((endpoint(k), binding(v))))?;
+        Ok(out)
+    }
+
+    /// Visits every inbound half, as [`Bindings::dump`] lists them,
+    /// without collecting them.
+    pub fn scan(&self, mut f: impl FnMut(&Endpoint, &Binding)) -> Result<(), BpfError> {
+        self.0.scan(IN_KIND, |k, v| f(&endpoint(k), &binding(v)))
     }
 
     /// The inbound half of external endpoint `ek`; `None` when there is

@@ -78,19 +78,25 @@ impl<T: Pod> MappedArray<T> {
 
     /// Every value, in index order, copied out.
     pub fn values(&self) -> impl Iterator<Item = T> + '_ {
-        (0..self.entries).map(move |i| {
-            // SAFETY: i < entries and entries * stride <= len, so the
-            // value lies inside the mapping; T is Pod, so any bytes are
-            // a T, and read_unaligned needs no alignment.
-            unsafe {
-                std::ptr::read_unaligned(
-                    self.base
-                        .as_ptr()
-                        .cast::<u8>()
-                        .add(i * self.stride)
-                        .cast::<T>(),
-                )
-            }
+        (0..self.entries).filter_map(move |i| self.get(i))
+    }
+
+    /// Value `i`, copied out; `None` past the end.
+    pub fn get(&self, i: usize) -> Option<T> {
+        if i >= self.entries {
+            return None;
+        }
+        // SAFETY: i < entries and entries * stride <= len, so the value
+        // lies inside the mapping; T is Pod, so any bytes are a T, and
+        // read_unaligned needs no alignment.
+        Some(unsafe {
+            std::ptr::read_unaligned(
+                self.base
+                    .as_ptr()
+                    .cast::<u8>()
+                    .add(i * self.stride)
+                    .cast::<T>(),
+            )
         })
     }
 }

@@ -6,7 +6,11 @@
 //! endpoint and protocol; `cgnat_session`: internal endpoint, flags, TCP
 //! events, last seen).
 //!
-//! Reads take the table's segments in batches and keep the live slots.
+//! Reads walk the table's segments through memory and keep the live
+//! slots: the map is BPF_F_MMAPABLE, and each read maps it (a few
+//! milliseconds per 100 MiB) rather than the daemon holding a mapping of
+//! the whole table all its life. A table that cannot be mapped is read in
+//! batches.
 //! Writes and single lookups run the SEC("syscall") program `session_ops`
 //! (bpf/sessions.h), so the daemon hashes, probes and locks with the data
 //! path's own code; they need a loaded program (tables opened from their
@@ -130,22 +134,39 @@ impl SlotTable {
         })
     }
 
-    /// Every live slot of `kind`: (key, value), the slot's own fields
-    /// zeroed. Not a snapshot.
-    pub(super) fn dump(&self, kind: SlotKind) -> Result<Vec<(Key, Session)>, BpfError> {
+    /// Visits every live slot of `kind`: its key and value, the slot's own
+    /// fields zeroed. Not a snapshot.
+    pub(super) fn scan(
+        &self,
+        kind: SlotKind,
+        mut f: impl FnMut(&Key, &Session),
+    ) -> Result<(), BpfError> {
         let range = self.table.region(kind);
-        let mut out = Vec::new();
+        let mut visit = |seg: &types::cgnat_session_seg| {
+            for s in seg.slot.iter().filter(|s| s.key.kind == kind.0 as u8) {
+                if let Some((k, v)) = live(s) {
+                    f(&k, &v);
+                }
+            }
+        };
+        if let Ok(m) = MappedArray::<types::cgnat_session_seg>::new(&self.segments, NAME) {
+            for seg in range.filter_map(|i| m.get(i as usize)) {
+                visit(&seg);
+            }
+            return Ok(());
+        }
         scan_array_range(&self.segments, BATCH, range, |_, seg| {
             if let Some(seg) = from_bytes::<types::cgnat_session_seg>(seg) {
-                out.extend(
-                    seg.slot
-                        .iter()
-                        .filter(|s| s.key.kind == kind.0 as u8)
-                        .filter_map(live),
-                );
+                visit(&seg);
             }
         })
-        .map_err(map_err(NAME))?;
+        .map_err(map_err(NAME))
+    }
+
+    /// Every live slot of `kind`, as [`SlotTable::scan`] visits them.
+    pub(super) fn dump(&self, kind: SlotKind) -> Result<Vec<(Key, Session)>, BpfError> {
+        let mut out = Vec::new();
+        self.scan(kind, |k, v| out.push((*k, *v)))?;
         Ok(out)
     }
 
@@ -226,6 +247,12 @@ impl Sessions {
     /// or may not be there.
     pub fn dump(&self) -> Result<Vec<(Key, Session)>, BpfError> {
         self.0.dump(SlotKind::CGNAT_KIND_SESSION)
+    }
+
+    /// Visits every session, as [`Sessions::dump`] lists them, without
+    /// collecting them.
+    pub fn scan(&self, f: impl FnMut(&Key, &Session)) -> Result<(), BpfError> {
+        self.0.scan(SlotKind::CGNAT_KIND_SESSION, f)
     }
 
     /// The session of `k`; `None` when there is none.

@@ -99,6 +99,12 @@ impl Tables {
             .collect()
     }
 
+    /// Every subscriber holding state: its address (network order) and
+    /// entry, read in batches. Not a snapshot.
+    pub fn subscriber_list(&self) -> Result<Vec<(u32, types::cgnat_subscriber)>, BpfError> {
+        dump_typed(&self.subscribers, "subscribers", 4096)
+    }
+
     /// Opens the maps pinned by a running daemon.
     pub fn open_pinned(dir: &Path) -> Result<Tables, BpfError> {
         let open = |name: &'static str| {

@@ -261,6 +261,11 @@ impl Summary {
             );
             let _ = writeln!(
                 o,
+                "  reading the whole table: a metrics scrape {:.3} s, a `cgnat top` sample {:.3} s",
+                s.scrape_secs, s.top_sample_secs
+            );
+            let _ = writeln!(
+                o,
                 "  fast path during sweeps {:.1} ns ({:.2}x, {} sweeps)",
                 s.during_sweep_ns.median(),
                 s.during_sweep_ns.median() / s.large_ns.median(),
@@ -637,6 +642,8 @@ impl Summary {
                     ),
                     ("sweep_noop_user_secs", J::n(s.sweep_noop_user_secs)),
                     ("sweep_noop_user_cpu_secs", J::n(s.sweep_noop_user_cpu_secs)),
+                    ("metrics_scrape_secs", J::n(s.scrape_secs)),
+                    ("top_sample_secs", J::n(s.top_sample_secs)),
                     (
                         "sweep_noop_bits_cpu_secs",
                         J::n(s.sweep_noop_bits_cpu.median()),

@@ -253,6 +253,10 @@ pub struct ScaleResult {
     /// addresses beyond them).
     pub sweep_noop_bits_cpu: Stat,
     pub sweep_noop_marks_cpu: Stat,
+    /// One metrics scrape (`cgnat::metrics::render`) and one `cgnat top`
+    /// sample of the full table, wall seconds.
+    pub scrape_secs: f64,
+    pub top_sample_secs: f64,
     pub expire_mark_secs: f64,
     pub expire_delete_secs: f64,
     pub expire_mark_cpu_secs: f64,

@@ -482,6 +482,30 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
             r.sweep_noop_bits_cpu.median(),
             r.sweep_noop_marks_cpu.median()
         );
+        // What reading the whole table costs an operator's tools: one
+        // metrics scrape and one `cgnat top` sample, each checked for the
+        // sessions it counted.
+        let t0 = Instant::now();
+        let text = cgnat::metrics::render(&cfg, &t, &cgnat::metrics::DaemonGauges::default())
+            .ctx("metrics scrape")?;
+        r.scrape_secs = t0.elapsed().as_secs_f64();
+        if !text.contains(&format!(
+            "cgnat_sessions{{proto=\"udp\",state=\"active\"}} {total}\n"
+        )) {
+            return fail(format!(
+                "the metrics scrape does not count {total} UDP sessions"
+            ));
+        }
+        let t0 = Instant::now();
+        let sample = cgnat::top::Sample::read(&cfg, &t).ctx("top sample")?;
+        r.top_sample_secs = t0.elapsed().as_secs_f64();
+        if sample.sessions.iter().sum::<u64>() != total {
+            return fail(format!("the top sample does not count {total} sessions"));
+        }
+        eprintln!(
+            "bench:   metrics scrape {:.3} s, top sample {:.3} s",
+            r.scrape_secs, r.top_sample_secs
+        );
         let stop = AtomicBool::new(false);
         let sweeps = AtomicU64::new(0);
         let t2 = dp.tables().ctx("tables")?;
