@@ -12,6 +12,7 @@
 
 pub mod engine;
 pub mod export;
+pub mod install;
 pub mod link;
 pub mod slices;
 pub mod state;

@@ -32,6 +32,9 @@ type Session = types::cgnat_session;
 type Kind = types::cgnat_session_op_kind;
 type SlotKind = types::cgnat_slot_kind;
 
+/// What [`Bindings::get_pairs`] reads for a row: the inbound half of its
+/// external endpoint and the outbound half of its internal endpoint.
+pub type Halves = (Option<Binding>, Option<Binding>);
 /// The bindings' halves in the session table.
 #[derive(Debug)]
 pub struct Bindings(Arc<SlotTable>);
@@ -115,6 +118,59 @@ impl Bindings {
     ) -> Result<(), BpfError> {
         self.upsert_in(ek, inbound)?;
         self.upsert_out(&Bindings::internal_endpoint(ek, inbound), outbound)
+    }
+
+    /// For each (external endpoint, internal endpoint) of `rows`: the
+    /// inbound half of the one and the outbound half of the other, as
+    /// [`Bindings::get_in`] and [`Bindings::get_out`] read them, in order and
+    /// in as few runs of `session_ops` as fit.
+    pub fn get_pairs(&self, rows: &[(Endpoint, Endpoint)]) -> Result<Vec<Halves>, BpfError> {
+        let get = |e: &Endpoint, kind| {
+            sessions::op(Kind::CGNAT_SOP_GET, &half_key(e, kind), &Session::default())
+        };
+        let ops = rows
+            .iter()
+            .flat_map(|(ek, ik)| [get(ek, IN_KIND), get(ik, OUT_KIND)])
+            .collect();
+        let found = |o: &types::cgnat_session_op| (o.result == 0).then(|| binding(&o.s));
+        Ok(self
+            .0
+            .run(ops)?
+            .chunks_exact(2)
+            .map(|p| (found(&p[0]), found(&p[1])))
+            .collect())
+    }
+
+    /// Writes both halves of each binding of `rows` (external endpoint,
+    /// inbound half, outbound half) as [`Bindings::upsert`] writes one: the
+    /// inbound halves, then the outbound halves of those that were written.
+    /// Each binding's own result, in order.
+    pub fn upsert_many(
+        &self,
+        rows: &[(Endpoint, Binding, Binding)],
+    ) -> Result<Vec<Result<(), BpfError>>, BpfError> {
+        let put = |e: &Endpoint, kind, b: &Binding| {
+            sessions::op(Kind::CGNAT_SOP_UPSERT, &half_key(e, kind), &half_value(b))
+        };
+        let ins = rows.iter().map(|(ek, b, _)| put(ek, IN_KIND, b)).collect();
+        let mut res: Vec<Result<(), BpfError>> = self
+            .0
+            .run(ins)?
+            .iter()
+            .map(|o| sessions::check(o.result))
+            .collect();
+        let written: Vec<usize> = (0..rows.len()).filter(|i| res[*i].is_ok()).collect();
+        let outs = written
+            .iter()
+            .map(|i| {
+                let (ek, b, f) = &rows[*i];
+                put(&Bindings::internal_endpoint(ek, b), OUT_KIND, f)
+            })
+            .collect();
+        for (i, o) in written.iter().zip(self.0.run(outs)?) {
+            res[*i] = sessions::check(o.result);
+        }
+        Ok(res)
     }
 
     /// Writes the inbound half of `ek`, whether or not there was one.

@@ -279,16 +279,37 @@ impl Sessions {
     }
 
     /// Writes every (key, session) of `rows`, whether or not the keys were
-    /// there; stops at the first that does not fit.
+    /// there; fails with the first that does not fit.
     pub fn insert_batch(&self, rows: &[(Key, Session)]) -> Result<(), BpfError> {
-        let ops: Vec<Op> = rows
+        self.upsert_many(rows)?.into_iter().collect()
+    }
+
+    /// The sessions of `keys`, in order (`None` where there is none), read
+    /// `CGNAT_SESSION_OPS` to a run of `session_ops`.
+    pub fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Session>>, BpfError> {
+        let ops = keys
+            .iter()
+            .map(|k| op(Kind::CGNAT_SOP_GET, &session_key(k), &Session::default()))
+            .collect();
+        Ok(self
+            .run(ops)?
+            .into_iter()
+            .map(|o| (o.result == 0).then_some(o.s))
+            .collect())
+    }
+
+    /// Writes every (key, session) of `rows`, whether or not the keys were
+    /// there, in order, as [`Sessions::get_many`] reads; each write's own
+    /// result.
+    pub fn upsert_many(
+        &self,
+        rows: &[(Key, Session)],
+    ) -> Result<Vec<Result<(), BpfError>>, BpfError> {
+        let ops = rows
             .iter()
             .map(|(k, v)| op(Kind::CGNAT_SOP_UPSERT, &session_key(k), v))
             .collect();
-        for op in self.run(ops)? {
-            check(op.result)?;
-        }
-        Ok(())
+        Ok(self.run(ops)?.iter().map(|o| check(o.result)).collect())
     }
 
     /// Deletes the session of `k`; `false` when there was none.

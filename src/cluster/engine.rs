@@ -16,9 +16,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ipnetwork::Ipv4Network;
 
 use super::export::{Announced, Export};
+use super::install::{self, Outcome};
 use super::link::{Inbound, Liveness, Outbox};
 use super::slices::{bit, decide, ids, PeerView, View};
-use super::state::{self, Outcome, Policy, Sent};
+use super::state::{self, Policy, Sent};
 use super::wire::{self, Batcher, Header, Key, Kind, Message, Record, Reject};
 use crate::bpf::Tables;
 use crate::config::cluster::{Cluster, Failback};
@@ -439,8 +440,8 @@ impl Engine {
             Kind::Update => {
                 self.acks.entry(from).or_default().push(h.seq);
                 let now_ns = crate::clock::monotonic_ns();
-                for r in &records {
-                    match state::install(t, r, now_ns, self.rate_tokens) {
+                for r in install::install_all(t, &records, now_ns, self.rate_tokens) {
+                    match r {
                         Ok(Outcome::Applied) => self.counters.records_applied += 1,
                         Ok(Outcome::Conflict) => self.counters.conflicts += 1,
                         Ok(Outcome::Ignored) => {}

@@ -15,10 +15,8 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use libbpf_rs::{MapCore, MapFlags};
-
 use super::wire::Record;
-use crate::bpf::{bytes_of, from_bytes, lookup_all, types, BpfError, Tables};
+use crate::bpf::{from_bytes, lookup_all, types, Tables};
 use crate::expiry::{compact_time, idle_ns};
 
 type Bf = types::cgnat_binding_flag;
@@ -26,9 +24,9 @@ type Sf = types::cgnat_session_flag;
 
 /// Binding flags that mean the same on every node (the others are one
 /// sweep's scratch marks).
-const BIND_SYNCED_FLAGS: u8 = Bf::CGNAT_BIND_QUARANTINE.0 as u8;
+pub(super) const BIND_SYNCED_FLAGS: u8 = Bf::CGNAT_BIND_QUARANTINE.0 as u8;
 /// Session flags that mean the same on every node.
-const SESS_SYNCED_FLAGS: u8 =
+pub(super) const SESS_SYNCED_FLAGS: u8 =
     (Sf::CGNAT_SESS_INBOUND.0 | Sf::CGNAT_SESS_HAIRPIN.0 | Sf::CGNAT_SESS_ONE_SIDED.0) as u8;
 
 /// Key of a binding: protocol and external endpoint.
@@ -69,11 +67,11 @@ pub struct Snapshot {
     pub blocks: HashMap<(Ipv4Addr, u32), (Ipv4Addr, u32)>,
 }
 
-fn ip(be: u32) -> Ipv4Addr {
+pub(super) fn ip(be: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from_be(be))
 }
 
-fn be(a: Ipv4Addr) -> u32 {
+pub(super) fn be(a: Ipv4Addr) -> u32 {
     u32::from(a).to_be()
 }
 
@@ -455,292 +453,6 @@ fn session_record(k: SessKey, v: &SessVal, now_ns: u64) -> Record {
         flags: v.flags,
         tcp: v.tcp,
         idle_ms: (idle_ns(now_ns, v.last_seen) / 1_000_000).min(u64::from(u32::MAX)) as u32,
-    }
-}
-
-/// What installing one record did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Applied,
-    /// It contradicts a live entry of this node (an external port or a
-    /// subscriber bound otherwise): the local entry is kept.
-    Conflict,
-    /// A record that installs nothing (hello, acks).
-    Ignored,
-}
-
-/// Installs a peer's record into this node's tables.
-pub fn install(
-    t: &Tables,
-    rec: &Record,
-    now_ns: u64,
-    rate_tokens: u32,
-) -> Result<Outcome, libbpf_rs::Error> {
-    match rec {
-        Record::Binding {
-            proto,
-            int_addr,
-            int_port,
-            ext_addr,
-            ext_port,
-            flags,
-        } => install_binding(
-            t,
-            *proto,
-            (*int_addr, *int_port),
-            (*ext_addr, *ext_port),
-            *flags & BIND_SYNCED_FLAGS,
-            now_ns,
-        ),
-        Record::BindingGone {
-            proto,
-            ext_addr,
-            ext_port,
-        } => {
-            let ek = endpoint(*proto, *ext_addr, *ext_port);
-            if let Some(v) = t.bindings.get_in(&ek).map_err(kernel_err)? {
-                if v.flags & Bf::CGNAT_BIND_STATIC.0 as u8 != 0 {
-                    return Ok(Outcome::Conflict);
-                }
-                t.bindings
-                    .delete(&ek, &v)
-                    .map_err(|_| libbpf_rs::Error::from_raw_os_error(nix::libc::EIO))?;
-            }
-            Ok(Outcome::Applied)
-        }
-        Record::Session {
-            proto,
-            ext_addr,
-            ext_port,
-            rem_addr,
-            rem_port,
-            int_addr,
-            int_port,
-            flags,
-            tcp,
-            idle_ms,
-        } => {
-            let k = session_key(*proto, *ext_addr, *ext_port, *rem_addr, *rem_port);
-            let seen = compact_time(now_ns.saturating_sub(u64::from(*idle_ms) * 1_000_000));
-            let mut v = types::cgnat_session {
-                int_addr: be(*int_addr),
-                int_port: int_port.to_be(),
-                flags: *flags & SESS_SYNCED_FLAGS,
-                tcp: *tcp,
-                last_seen: seen,
-                ..Default::default()
-            };
-            if let Some(old) = t.sessions.get(&k).map_err(kernel_err)? {
-                if old.int_addr != v.int_addr || old.int_port != v.int_port {
-                    return Ok(Outcome::Conflict);
-                }
-                v.tcp |= old.tcp;
-                if (old.last_seen.wrapping_sub(seen) as i32) > 0 {
-                    v.last_seen = old.last_seen;
-                }
-            }
-            t.sessions.upsert(&k, &v).map_err(kernel_err)?;
-            Ok(Outcome::Applied)
-        }
-        Record::SessionGone {
-            proto,
-            ext_addr,
-            ext_port,
-            rem_addr,
-            rem_port,
-        } => {
-            let k = session_key(*proto, *ext_addr, *ext_port, *rem_addr, *rem_port);
-            t.sessions.delete(&k).map_err(kernel_err)?;
-            Ok(Outcome::Applied)
-        }
-        Record::Subscriber {
-            int_addr,
-            ext_addr,
-            pool_idx,
-            det_lo,
-        } => {
-            let k = be(*int_addr);
-            if let Some(old) = lookup::<types::cgnat_subscriber>(&t.subscribers, bytes_of(&k))? {
-                return Ok(if old.ext_addr == be(*ext_addr) {
-                    Outcome::Applied
-                } else {
-                    Outcome::Conflict
-                });
-            }
-            let v = types::cgnat_subscriber {
-                ext_addr: be(*ext_addr),
-                pool_idx: *pool_idx,
-                det_lo: *det_lo,
-                rate_tokens,
-                rate_stamp_ns: now_ns,
-                created_ns: now_ns,
-                last_alloc_ns: now_ns,
-                ..Default::default()
-            };
-            t.subscribers
-                .update(bytes_of(&k), bytes_of(&v), MapFlags::NO_EXIST)
-                .or_else(ignore_exists)?;
-            Ok(Outcome::Applied)
-        }
-        Record::Block {
-            ext_addr,
-            block,
-            owner,
-            slot,
-        } => {
-            let k = types::cgnat_block_key {
-                ext_addr: be(*ext_addr),
-                block: *block,
-            };
-            if let Some(old) = lookup::<types::cgnat_block>(&t.blocks, bytes_of(&k))? {
-                return Ok(if old.owner == be(*owner) {
-                    Outcome::Applied
-                } else {
-                    Outcome::Conflict
-                });
-            }
-            let v = types::cgnat_block {
-                owner: be(*owner),
-                slot: *slot,
-                created_ns: now_ns,
-                ..Default::default()
-            };
-            let sk = types::cgnat_sub_block_key {
-                sub: be(*owner),
-                slot: *slot,
-            };
-            t.blocks
-                .update(bytes_of(&k), bytes_of(&v), MapFlags::NO_EXIST)
-                .or_else(ignore_exists)?;
-            t.sub_blocks
-                .update(bytes_of(&sk), bytes_of(block), MapFlags::ANY)?;
-            Ok(Outcome::Applied)
-        }
-        Record::BlockGone { ext_addr, block } => {
-            let k = types::cgnat_block_key {
-                ext_addr: be(*ext_addr),
-                block: *block,
-            };
-            if let Some(old) = lookup::<types::cgnat_block>(&t.blocks, bytes_of(&k))? {
-                let sk = types::cgnat_sub_block_key {
-                    sub: old.owner,
-                    slot: old.slot,
-                };
-                let _ = t.sub_blocks.delete(bytes_of(&sk));
-                let _ = t.blocks.delete(bytes_of(&k));
-            }
-            Ok(Outcome::Applied)
-        }
-        _ => Ok(Outcome::Ignored),
-    }
-}
-
-fn install_binding(
-    t: &Tables,
-    proto: u8,
-    int: (Ipv4Addr, u16),
-    ext: (Ipv4Addr, u16),
-    flags: u8,
-    now_ns: u64,
-) -> Result<Outcome, libbpf_rs::Error> {
-    let ek = endpoint(proto, ext.0, ext.1);
-    let ik = endpoint(proto, int.0, int.1);
-    let quarantined = flags & Bf::CGNAT_BIND_QUARANTINE.0 as u8 != 0;
-    let rev = types::cgnat_binding {
-        addr: if quarantined {
-            // int_addr: milliseconds in quarantine; stored: its start
-            let ms = u64::from(u32::from(int.0));
-            compact_time(now_ns.saturating_sub(ms * 1_000_000))
-        } else {
-            be(int.0)
-        },
-        port: int.1.to_be(),
-        flags,
-        sweep_sessions: 0,
-    };
-    if let Some(old) = t.bindings.get_in(&ek).map_err(kernel_err)? {
-        let same = old.addr == rev.addr && old.port == rev.port;
-        let old_static = old.flags & Bf::CGNAT_BIND_STATIC.0 as u8 != 0;
-        let old_quar = old.flags & Bf::CGNAT_BIND_QUARANTINE.0 as u8 != 0;
-        if old_static || (!same && !old_quar && !quarantined) {
-            return Ok(Outcome::Conflict);
-        }
-    }
-    if quarantined {
-        // the port stays reserved; its outbound half goes
-        if let Some(old) = t.bindings.get_in(&ek).map_err(kernel_err)? {
-            if old.flags & Bf::CGNAT_BIND_QUARANTINE.0 as u8 == 0 {
-                let _ = t.bindings.unbind_out(&ek, &old);
-            }
-        }
-        t.bindings.upsert_in(&ek, &rev).map_err(kernel_err)?;
-        return Ok(Outcome::Applied);
-    }
-    if let Some(out) = t.bindings.get_out(&ik).map_err(kernel_err)? {
-        if out.addr != be(ext.0) || out.port != ext.1.to_be() {
-            return Ok(Outcome::Conflict);
-        }
-    }
-    let fwd = types::cgnat_binding {
-        addr: be(ext.0),
-        port: ext.1.to_be(),
-        flags: 0,
-        sweep_sessions: 0,
-    };
-    t.bindings.upsert(&ek, &rev, &fwd).map_err(kernel_err)?;
-    Ok(Outcome::Applied)
-}
-
-fn endpoint(proto: u8, addr: Ipv4Addr, port: u16) -> types::cgnat_endpoint {
-    types::cgnat_endpoint {
-        addr: be(addr),
-        port: port.to_be(),
-        proto,
-        _pad: 0,
-    }
-}
-
-fn session_key(
-    proto: u8,
-    ext_addr: Ipv4Addr,
-    ext_port: u16,
-    rem_addr: Ipv4Addr,
-    rem_port: u16,
-) -> types::cgnat_session_key {
-    types::cgnat_session_key {
-        ext_addr: be(ext_addr),
-        rem_addr: be(rem_addr),
-        ext_port: ext_port.to_be(),
-        rem_port: rem_port.to_be(),
-        proto,
-        ..Default::default()
-    }
-}
-
-fn lookup<T: crate::bpf::Pod>(
-    map: &impl MapCore,
-    key: &[u8],
-) -> Result<Option<T>, libbpf_rs::Error> {
-    Ok(map
-        .lookup(key, MapFlags::ANY)?
-        .and_then(|v| from_bytes::<T>(&v)))
-}
-
-/// The kernel's error inside a session or binding table error:
-/// [`install`] reports libbpf's errors, for those tables as for the
-/// others.
-fn kernel_err(e: BpfError) -> libbpf_rs::Error {
-    match e {
-        BpfError::Map { err, .. } => err,
-        other => libbpf_rs::Error::from(std::io::Error::other(other.to_string())),
-    }
-}
-
-fn ignore_exists(e: libbpf_rs::Error) -> Result<(), libbpf_rs::Error> {
-    if e.kind() == libbpf_rs::ErrorKind::AlreadyExists {
-        Ok(())
-    } else {
-        Err(e)
     }
 }
 

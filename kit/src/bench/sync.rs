@@ -10,8 +10,9 @@
 //! data path, whose maps must then hold exactly what node 1 sent.
 
 use super::*;
+use cgnat::cluster::install::{install_all, Outcome};
 use cgnat::cluster::link::Inbound;
-use cgnat::cluster::state::{self, Outcome, Policy, Sent};
+use cgnat::cluster::state::{self, Policy, Sent};
 use cgnat::cluster::wire::{self, Batcher, Header, Key, Kind, Message};
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -341,7 +342,8 @@ pub(super) fn bench_sync(p: &Params, ns: &Ns) -> Result<SyncResult> {
         );
 
         // Receive side: node 2's own data path, fresh each run, as
-        // Engine::receive (replay window, then each record installed).
+        // Engine::receive (replay window, then each datagram's records
+        // installed).
         for _ in 0..runs {
             let node2 = load_dp(&cfg2, false)?;
             let t2 = node2.tables().ctx("tables")?;
@@ -360,8 +362,8 @@ pub(super) fn bench_sync(p: &Params, ns: &Ns) -> Result<SyncResult> {
             let (mut applied, mut conflicts) = (0u64, 0u64);
             for m in &msgs {
                 let now_ns = cgnat::clock::monotonic_ns();
-                for rec in &m.records {
-                    match state::install(&t2, rec, now_ns, rate_tokens).ctx("install")? {
+                for r in install_all(&t2, &m.records, now_ns, rate_tokens) {
+                    match r.ctx("install")? {
                         Outcome::Applied => applied += 1,
                         Outcome::Conflict => conflicts += 1,
                         Outcome::Ignored => {}
