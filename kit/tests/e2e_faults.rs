@@ -29,7 +29,8 @@ use cgnat_kit::testbed::{
     in_pool, udp_exchange, Host, UdpReflector, EXTERNAL_IF, INTERNAL_IF, ROUTER_EXT, ROUTER_INT,
 };
 use hostile::{
-    check_flows, map_len, pool, status_num, subscribers, wait_until, FlowReport, FlowSpec, Traffic,
+    check_flows, counters, delta, get, map_len, pool, status_num, subscribers, wait_until,
+    FlowReport, FlowSpec, Traffic,
 };
 use ops::{q, Bed};
 
@@ -718,6 +719,121 @@ fn deleted_interface_stops_the_daemon_clearly_and_restart_adopts() {
                     .unwrap_or(0),
             ),
             ("mappings_kept_after_restart", kept),
+        ],
+    );
+}
+
+/// The test bed's config with `nat.internal_prefixes` the /32 of each of
+/// `hosts`.
+fn with_prefixes(bed: &Bed, hosts: &[Host]) -> ops::Toml {
+    let list: Vec<String> = hosts
+        .iter()
+        .map(|h| q(format!("{}/32", h.addr())))
+        .collect();
+    bed.toml(false).set(
+        "nat",
+        "internal_prefixes",
+        &format!("[{}]", list.join(", ")),
+    )
+}
+
+/// Reload `n` (counted from the start): `cfg` rewritten with `hosts`'
+/// prefixes, SIGHUP, and the daemon says it reloaded.
+fn reload_prefixes(bed: &mut Bed, cfg: &Path, hosts: &[Host], n: usize) {
+    std::fs::write(cfg, with_prefixes(bed, hosts).0).expect("rewriting the config");
+    bed.signal(Signal::SIGHUP);
+    bed.wait_log(|l| l.contains("SIGHUP") && l.contains("reloaded"), n, T)
+        .unwrap_or_else(|e| panic!("reload {n}: {e}"));
+}
+
+fn udp_sock(bed: &Bed, host: Host, port: u16) -> std::net::UdpSocket {
+    bed.tb
+        .udp_socket(host, host.sock(port))
+        .unwrap_or_else(|e| panic!("UDP socket {host}:{port}: {e}"))
+}
+
+/// The source the reflector at `to` saw for a datagram of `s`.
+fn observed(s: &std::net::UdpSocket, to: SocketAddrV4, what: &str) -> SocketAddrV4 {
+    udp_exchange(s, to, what.as_bytes(), T)
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+        .observed
+}
+
+/// `nat.internal_prefixes` changed by SIGHUP under running flows. A
+/// subscriber whose prefix is removed drains, as a removed pool address
+/// does: its established mapping keeps its external endpoint both ways
+/// until it expires, and a new flow of it is no subscriber's (dropped and
+/// counted `drop_spoofed`, nothing reaches the far end). The other prefix
+/// is untouched, and a prefix added back serves new flows at once.
+#[test]
+fn reloaded_internal_prefixes_drain_what_they_drop() {
+    let Some(mut bed) = Bed::new() else { return };
+    let cfg = bed.write("prefixes.toml", &with_prefixes(&bed, &[Host::S1, Host::S2]));
+    bed.start(&cfg);
+    let e1 = UdpReflector::start(&bed.tb, Host::E1, Host::E1.sock(REFL)).expect("reflector e1");
+    let to = e1.addr();
+    let s1 = udp_sock(&bed, Host::S1, 5000);
+    let s2 = udp_sock(&bed, Host::S2, 5000);
+    let x1 = observed(&s1, to, "s1 before the reload");
+    let x2 = observed(&s2, to, "s2 before the reload");
+    assert!(
+        in_pool(*x1.ip()) && in_pool(*x2.ip()),
+        "e1 saw {x1} and {x2}"
+    );
+
+    reload_prefixes(&mut bed, &cfg, &[Host::S2], 1);
+    // s1's established mapping drains: same external endpoint, and the
+    // replies come back
+    assert_eq!(observed(&s1, to, "s1's old flow after the reload"), x1);
+    assert_eq!(observed(&s2, to, "s2's old flow after the reload"), x2);
+    let sniff = bed.tb.sniff(Host::E1).expect("sniffer on e1");
+    let c0 = counters(&bed);
+    let s1_new = udp_sock(&bed, Host::S1, 5001);
+    for i in 0..10 {
+        s1_new
+            .send_to(format!("s1 new {i}").as_bytes(), to)
+            .expect("send");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let s2_new = udp_sock(&bed, Host::S2, 5001);
+    let y2 = observed(&s2_new, to, "s2's new flow after the reload");
+    assert!(in_pool(*y2.ip()), "e1 saw s2's new flow from {y2}");
+    thread::sleep(Duration::from_millis(300));
+    let d = delta(&c0, &counters(&bed));
+    assert_eq!(get(&d, "drop_spoofed"), 10, "counters grew by {d:?}");
+    let leaked: Vec<_> = e1
+        .received()
+        .into_iter()
+        .filter(|d| d.payload.starts_with(b"s1 new"))
+        .collect();
+    assert!(leaked.is_empty(), "s1's new flow reached e1: {leaked:?}");
+    let seen = sniff.seen();
+    assert!(
+        !seen.iter().any(|p| p.src == Host::S1.addr()),
+        "e1 saw s1's own address: {seen:?}"
+    );
+    let subs = subscribers(&bed, &cfg);
+    assert_eq!(
+        subs.iter()
+            .find(|s| s.subscriber == Host::S1.addr())
+            .map(|s| s.udp),
+        Some(1),
+        "s1 holds only its old binding: {subs:?}"
+    );
+
+    // s1's prefix back: a new flow is translated at once, the old one kept
+    reload_prefixes(&mut bed, &cfg, &[Host::S1, Host::S2], 2);
+    let y1 = observed(&s1_new, to, "s1's new flow with its prefix back");
+    assert!(
+        in_pool(*y1.ip()) && y1 != x1,
+        "e1 saw s1's new flow from {y1}"
+    );
+    assert_eq!(observed(&s1, to, "s1's old flow with its prefix back"), x1);
+    report(
+        "reloaded_internal_prefixes_drain_what_they_drop",
+        &[
+            ("reloads", 2),
+            ("new_flows_refused", get(&d, "drop_spoofed")),
         ],
     );
 }
