@@ -20,7 +20,7 @@
 //! - **sync**: cluster state sync at the new-session rate: N new UDP
 //!   flows through a node of a two-node cluster, then what one sync
 //!   interval costs its sender (`state::scan`, `Sent::diff`, batching,
-//!   `wire::encode`) and a peer (`wire::decode`, `state::install` into a
+//!   `wire::encode`) and a peer (`wire::decode`, `install::install_all` into a
 //!   second data path's maps, checked to hold exactly the sender's
 //!   sessions and bindings); and the new-flow and established cost of the
 //!   data path with a single-node and with that cluster configuration.

@@ -58,11 +58,13 @@ pub struct SubVal {
     pub det_lo: u16,
 }
 
-/// What one read of the tables found, for the slices being sent.
+/// What one read of the tables found, for the slices being sent. Bindings
+/// and sessions are lists in table order (each key once, unless the data
+/// path moved it during the read: then the later entry is the newer).
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    pub bindings: HashMap<BindKey, BindVal>,
-    pub sessions: HashMap<SessKey, SessVal>,
+    pub bindings: Vec<(BindKey, BindVal)>,
+    pub sessions: Vec<(SessKey, SessVal)>,
     pub subscribers: HashMap<Ipv4Addr, SubVal>,
     pub blocks: HashMap<(Ipv4Addr, u32), (Ipv4Addr, u32)>,
 }
@@ -80,26 +82,26 @@ pub(super) fn be(a: Ipv4Addr) -> u32 {
 /// mappings are left out: every node installs them from the config.
 pub fn scan(t: &Tables, mine: &dyn Fn(Ipv4Addr) -> bool) -> Snapshot {
     let mut s = Snapshot::default();
-    for (k, v) in t.bindings.dump().unwrap_or_default() {
+    let _ = t.bindings.scan(|k, v| {
         let ext = ip(k.addr);
         if !mine(ext) || v.flags & Bf::CGNAT_BIND_STATIC.0 as u8 != 0 {
-            continue;
+            return;
         }
-        s.bindings.insert(
+        s.bindings.push((
             (k.proto, ext, u16::from_be(k.port)),
             BindVal {
                 int_addr: ip(v.addr),
                 int_port: u16::from_be(v.port),
                 flags: v.flags & BIND_SYNCED_FLAGS,
             },
-        );
-    }
-    for (k, v) in t.sessions.dump().unwrap_or_default() {
+        ));
+    });
+    let _ = t.sessions.scan(|k, v| {
         let ext = ip(k.ext_addr);
         if !mine(ext) {
-            continue;
+            return;
         }
-        s.sessions.insert(
+        s.sessions.push((
             (
                 k.proto,
                 ext,
@@ -114,8 +116,8 @@ pub fn scan(t: &Tables, mine: &dyn Fn(Ipv4Addr) -> bool) -> Snapshot {
                 tcp: v.tcp,
                 last_seen: v.last_seen,
             },
-        );
-    }
+        ));
+    });
     for kv in lookup_all(&t.subscribers, 4096).unwrap_or_default() {
         let (Some(k), Some(v)) = (
             from_bytes::<u32>(&kv.0),
@@ -151,13 +153,26 @@ pub fn scan(t: &Tables, mine: &dyn Fn(Ipv4Addr) -> bool) -> Snapshot {
 }
 
 /// What was sent to the peers, and when each session was first seen.
+/// Bindings and sessions carry the diff that last saw them in the tables
+/// (`seen`): the ones an entire diff did not see are gone.
 #[derive(Debug, Default)]
 pub struct Sent {
-    bindings: HashMap<BindKey, BindVal>,
-    /// The value sent (None: not sent yet) and the time it was first seen.
-    sessions: HashMap<SessKey, (Option<SessVal>, u64)>,
+    bindings: HashMap<BindKey, (BindVal, u32)>,
+    sessions: HashMap<SessKey, SentSession>,
     subscribers: HashMap<Ipv4Addr, SubVal>,
     blocks: HashMap<(Ipv4Addr, u32), (Ipv4Addr, u32)>,
+    /// The number of the current diff.
+    seen: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SentSession {
+    /// The value sent; None: not sent yet.
+    sent: Option<SessVal>,
+    /// When it was first seen.
+    first_ns: u64,
+    /// The diff that last saw it.
+    seen: u32,
 }
 
 /// When a session's refresh is worth a message.
@@ -186,7 +201,7 @@ impl Sent {
             } => self
                 .bindings
                 .get(&(*proto, *ext_addr, *ext_port))
-                .is_some_and(|v| {
+                .is_some_and(|(v, _)| {
                     v.int_port == *int_port
                         && v.flags == *flags
                         && (v.flags & BIND_SYNCED_FLAGS != 0 || v.int_addr == *int_addr)
@@ -210,7 +225,7 @@ impl Sent {
             } => self
                 .sessions
                 .get(&(*proto, *ext_addr, *ext_port, *rem_addr, *rem_port))
-                .and_then(|(v, _)| *v)
+                .and_then(|e| e.sent)
                 .is_some_and(|v| {
                     v.int_addr == *int_addr
                         && v.int_port == *int_port
@@ -223,11 +238,10 @@ impl Sent {
                 ext_port,
                 rem_addr,
                 rem_port,
-            } => !matches!(
-                self.sessions
-                    .get(&(*proto, *ext_addr, *ext_port, *rem_addr, *rem_port)),
-                Some((Some(_), _))
-            ),
+            } => self
+                .sessions
+                .get(&(*proto, *ext_addr, *ext_port, *rem_addr, *rem_port))
+                .is_none_or(|e| e.sent.is_none()),
             Record::Subscriber {
                 int_addr, ext_addr, ..
             } => self
@@ -265,12 +279,12 @@ impl Sent {
         out.extend(
             self.bindings
                 .iter()
-                .map(|(k, v)| binding_record(*k, v, now_ns)),
+                .map(|(k, (v, _))| binding_record(*k, v, now_ns)),
         );
         out.extend(
             self.sessions
                 .iter()
-                .filter_map(|(k, (v, _))| v.map(|v| session_record(*k, &v, now_ns))),
+                .filter_map(|(k, e)| e.sent.map(|v| session_record(*k, &v, now_ns))),
         );
         out
     }
@@ -326,13 +340,24 @@ impl Sent {
                 self.blocks.insert(*k, *v);
             }
         }
+        self.seen = self.seen.wrapping_add(1);
+        let seen = self.seen;
         for (k, v) in &snap.bindings {
             if out.len() >= limit {
                 return out;
             }
-            if self.bindings.get(k) != Some(v) {
-                out.push(binding_record(*k, v, now_ns));
-                self.bindings.insert(*k, *v);
+            match self.bindings.get_mut(k) {
+                Some((sent, at)) => {
+                    *at = seen;
+                    if sent != v {
+                        out.push(binding_record(*k, v, now_ns));
+                        *sent = *v;
+                    }
+                }
+                None => {
+                    out.push(binding_record(*k, v, now_ns));
+                    self.bindings.insert(*k, (*v, seen));
+                }
             }
         }
         let refresh = compact_units(policy.refresh);
@@ -340,9 +365,15 @@ impl Sent {
             if out.len() >= limit {
                 return out;
             }
-            let entry = self.sessions.entry(*k).or_insert((None, now_ns));
-            let old_enough = now_ns.saturating_sub(entry.1) >= policy.session_age.as_nanos() as u64;
-            let changed = match entry.0 {
+            let entry = self.sessions.entry(*k).or_insert(SentSession {
+                sent: None,
+                first_ns: now_ns,
+                seen,
+            });
+            entry.seen = seen;
+            let old_enough =
+                now_ns.saturating_sub(entry.first_ns) >= policy.session_age.as_nanos() as u64;
+            let changed = match entry.sent {
                 None => old_enough,
                 Some(sent) => {
                     sent.int_addr != v.int_addr
@@ -354,17 +385,19 @@ impl Sent {
             };
             if changed {
                 out.push(session_record(*k, v, now_ns));
-                entry.0 = Some(*v);
+                entry.sent = Some(*v);
             }
         }
+        // every binding and session of the tables was seen above: what
+        // this diff did not see is gone
         let gone: Vec<SessKey> = self
             .sessions
-            .keys()
-            .filter(|k| !snap.sessions.contains_key(k))
-            .copied()
+            .iter()
+            .filter(|(_, e)| e.seen != seen)
+            .map(|(k, _)| *k)
             .collect();
         for k in gone.into_iter().take(limit.saturating_sub(out.len())) {
-            if let Some((Some(_), _)) = self.sessions.remove(&k) {
+            if self.sessions.remove(&k).is_some_and(|e| e.sent.is_some()) {
                 out.push(Record::SessionGone {
                     proto: k.0,
                     ext_addr: k.1,
@@ -376,9 +409,9 @@ impl Sent {
         }
         let gone: Vec<BindKey> = self
             .bindings
-            .keys()
-            .filter(|k| !snap.bindings.contains_key(k))
-            .copied()
+            .iter()
+            .filter(|(_, (_, at))| *at != seen)
+            .map(|(k, _)| *k)
             .collect();
         for k in gone.into_iter().take(limit.saturating_sub(out.len())) {
             self.bindings.remove(&k);

@@ -84,7 +84,7 @@ pub struct SyncResult {
     /// `Sessions::dump`), CPU seconds, measured apart.
     pub read_secs: Stat,
     /// Receive side, likewise: `wire::decode` (with the replay window),
-    /// `state::install` of every record, their sum, its wall time.
+    /// `install::install_all` of every datagram, their sum, its wall time.
     pub decode_secs: Stat,
     pub install_secs: Stat,
     pub recv_secs: Stat,

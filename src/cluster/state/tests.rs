@@ -14,15 +14,15 @@ fn snap_with(last_seen: u32, tcp: u32) -> Snapshot {
             det_lo: 0,
         },
     );
-    s.bindings.insert(
+    s.bindings.push((
         (17, ext, 40000),
         BindVal {
             int_addr: Ipv4Addr::new(100, 64, 1, 10),
             int_port: 5000,
             flags: 0,
         },
-    );
-    s.sessions.insert(
+    ));
+    s.sessions.push((
         (17, ext, 40000, Ipv4Addr::new(198, 51, 100, 10), 7),
         SessVal {
             int_addr: Ipv4Addr::new(100, 64, 1, 10),
@@ -31,7 +31,7 @@ fn snap_with(last_seen: u32, tcp: u32) -> Snapshot {
             tcp,
             last_seen,
         },
-    );
+    ));
     s
 }
 
@@ -189,4 +189,41 @@ fn a_quarantined_binding_travels_as_its_age() {
         }
         _ => unreachable!(),
     }
+}
+
+#[test]
+fn a_diff_cut_short_removes_nothing_it_did_not_see() {
+    let now = 100 * SEC;
+    let mut sent = Sent::default();
+    let first = sent.diff(&snap_with(compact_time(now), 0), now, ALL, usize::MAX);
+    assert_eq!(kinds(&first), ["sub", "bind", "sess"]);
+    // three new bindings before the same session: a limit of 2 stops in
+    // the bindings, before the session was seen
+    let mut snap = snap_with(compact_time(now), 0);
+    let ext = Ipv4Addr::new(203, 0, 113, 9);
+    for port in 1..=3u16 {
+        snap.bindings.insert(
+            0,
+            (
+                (17, ext, 41000 + port),
+                BindVal {
+                    int_addr: Ipv4Addr::new(100, 64, 1, 10),
+                    int_port: 6000 + port,
+                    flags: 0,
+                },
+            ),
+        );
+    }
+    assert_eq!(kinds(&sent.diff(&snap, now, ALL, 2)), ["bind", "bind"]);
+    assert!(first.iter().all(|r| sent.is_current(r)));
+    assert_eq!(kinds(&sent.diff(&snap, now, ALL, usize::MAX)), ["bind"]);
+    assert!(sent.diff(&snap, now, ALL, usize::MAX).is_empty());
+    // removals over two diffs when they do not fit in one
+    let r = sent.diff(&Snapshot::default(), now, ALL, 3);
+    assert_eq!(kinds(&r), ["sess-", "bind-", "bind-"]);
+    let r = sent.diff(&Snapshot::default(), now, ALL, 3);
+    assert_eq!(kinds(&r), ["bind-", "bind-"]);
+    assert!(sent
+        .diff(&Snapshot::default(), now, ALL, usize::MAX)
+        .is_empty());
 }
