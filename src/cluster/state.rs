@@ -11,13 +11,18 @@
 //! Times cross nodes as ages (milliseconds before the send), never as
 //! clock readings: two nodes' monotonic clocks are unrelated.
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::wire::Record;
 use crate::bpf::{from_bytes, lookup_all, types, Tables};
 use crate::expiry::{compact_time, idle_ns};
+
+/// The maps of what was sent: millions of keys at carrier scale, looked up
+/// once per key and interval. Hashed with foldhash (a random seed per
+/// process and per map: keys hold remote endpoints, which outsiders
+/// choose), which halves a sync interval's time against std's SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 type Bf = types::cgnat_binding_flag;
 type Sf = types::cgnat_session_flag;
