@@ -16,8 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::bpf::abi::proto_name;
-use crate::bpf::abi::IPPROTO_TCP;
+use crate::bpf::abi::{proto_name, IPPROTO_TCP};
 use crate::bpf::{types, Tables};
 use crate::config::Config;
 use crate::expiry::{tcp_state, tcp_state_name};

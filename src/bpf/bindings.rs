@@ -35,6 +35,7 @@ type SlotKind = types::cgnat_slot_kind;
 /// What [`Bindings::get_pairs`] reads for a row: the inbound half of its
 /// external endpoint and the outbound half of its internal endpoint.
 pub type Halves = (Option<Binding>, Option<Binding>);
+
 /// The bindings' halves in the session table.
 #[derive(Debug)]
 pub struct Bindings(Arc<SlotTable>);
