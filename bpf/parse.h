@@ -25,6 +25,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "cgnat.h"
+#include "csum.h"
 
 /* The one "keep going" value of the return vocabulary: anything else a
  * worker returns is an enum cgnat_stat reason that ends processing. */
@@ -193,9 +194,7 @@ static __always_inline int ip_csum_ok(struct xdp_md *ctx, struct iphdr *iph,
 			return 0;
 		sum += opts;
 	}
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return sum == 0xffff;
+	return csum_fold32(sum) == 0xffff;
 }
 
 /* IPv4 header, options allowed (IHL 5..15). Returns the protocol, -1 if
