@@ -573,20 +573,61 @@ static __always_inline int sweep_binding_half(__u32 si, struct cgnat_session_slo
 	return sweep_release(si, sl, &ek, b);
 }
 
-/* The segment a per-slot callback of a pass works on, and its region's
- * kind: CGNAT_KIND_SESSION for the session pass, CGNAT_KIND_BIND_IN for
- * the binding pass. */
+/* The segment a per-slot callback of a pass works on, its region's kind
+ * (CGNAT_KIND_SESSION for the session pass, CGNAT_KIND_BIND_IN for the
+ * binding pass), and the slots of it left to visit. */
 struct sweep_seg_ctx {
+	__u64 used; /* bit j: slot j was not empty when the pass came */
 	__u32 si;
 	__u32 dead; /* the segment has tombstones */
 	__u8 kind;
 };
 
-static long sweep_slot_cb(__u32 j, struct sweep_seg_ctx *c)
-{
-	struct cgnat_session_seg *seg = bpf_map_lookup_elem(&sessions, &c->si);
-	struct cgnat_session_slot *sl;
+/* The position of the lowest set bit of x (x != 0), without a branch: the
+ * bit times a de Bruijn sequence leaves a distinct number in the top six
+ * bits for each position. */
+static const __u8 low_bit_pos[64] = {
+	0,  1,  48, 2,  57, 49, 28, 3,  61, 58, 50, 42, 38, 29, 17, 4,
+	62, 55, 59, 36, 53, 51, 43, 22, 45, 39, 33, 30, 24, 18, 12, 5,
+	63, 47, 56, 27, 60, 41, 37, 16, 54, 35, 52, 21, 44, 32, 23, 11,
+	46, 26, 40, 15, 34, 20, 31, 10, 25, 14, 19, 9,  13, 8,  7,  6,
+};
 
+static __always_inline __u32 low_bit(__u64 x)
+{
+	return low_bit_pos[((x & -x) * 0x03f79d71b4cb0a89ULL) >> 58];
+}
+
+/* The slots of seg that are not empty, as a mask: one unrolled pass over
+ * the states without a branch (a state is 0, 1 or 2, so st | st >> 1 has
+ * its low bit set unless the slot is empty), so that the pass calls back
+ * only for those, not for each of the 64. */
+static __always_inline __u64 seg_used(struct cgnat_session_seg *seg)
+{
+	__u64 used = 0;
+	__u32 j;
+
+#pragma unroll
+	for (j = 0; j < CGNAT_SEG_SLOTS; j++) {
+		__u8 st = slot_state(&seg->slot[j]);
+
+		used |= (__u64)((st | st >> 1) & 1) << j;
+	}
+	return used;
+}
+
+/* The next slot of c->used (bpf_loop callback; ends when none is left). */
+static long sweep_slot_cb(__u32 i, struct sweep_seg_ctx *c)
+{
+	struct cgnat_session_seg *seg;
+	struct cgnat_session_slot *sl;
+	__u32 j;
+
+	if (!c->used)
+		return 1;
+	j = low_bit(c->used);
+	c->used &= c->used - 1;
+	seg = bpf_map_lookup_elem(&sessions, &c->si);
 	if (!seg)
 		return 1;
 	sl = &seg->slot[j & SLOT_MASK];
@@ -609,8 +650,13 @@ static long sweep_slot_cb(__u32 j, struct sweep_seg_ctx *c)
 static long sweep_seg_cb(__u32 i, __u8 *kind)
 {
 	struct sweep_seg_ctx c = { .si = region_start(*kind) + i, .kind = *kind };
+	struct cgnat_session_seg *seg = bpf_map_lookup_elem(&sessions, &c.si);
 
-	bpf_loop(CGNAT_SEG_SLOTS, sweep_slot_cb, &c, 0);
+	if (!seg)
+		return 0;
+	c.used = seg_used(seg);
+	if (c.used)
+		bpf_loop(CGNAT_SEG_SLOTS, sweep_slot_cb, &c, 0);
 	if (c.dead)
 		session_reclaim(c.si);
 	return 0;
