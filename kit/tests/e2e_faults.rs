@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use cgnat_kit::testbed::{
-    in_pool, udp_exchange, Host, UdpReflector, EXTERNAL_IF, INTERNAL_IF, ROUTER_EXT, ROUTER_INT,
+    in_pool, udp_exchange, udp_send_until_received, Host, UdpReflector, EXTERNAL_IF, INTERNAL_IF,
+    POOL, ROUTER_EXT, ROUTER_INT,
 };
 use hostile::{
     check_flows, counters, delta, get, map_len, pool, status_num, subscribers, wait_until,
@@ -835,5 +836,59 @@ fn reloaded_internal_prefixes_drain_what_they_drop() {
             ("reloads", 2),
             ("new_flows_refused", get(&d, "drop_spoofed")),
         ],
+    );
+}
+
+/// `nat.external_pool` changed by SIGHUP under a running flow. The pool
+/// prefix of the flow's external address is removed: it drains while a
+/// binding uses it (the flow keeps its external endpoint, its replies
+/// still arrive, and another subscriber still reaches it hairpinned), and
+/// a new subscriber gets an address of the prefix that stays.
+#[test]
+fn reloaded_pool_drains_the_prefix_it_drops() {
+    let Some(mut bed) = Bed::new() else { return };
+    let cfg = bed.write("pool.toml", &bed.toml(false));
+    bed.start(&cfg);
+    let e1 = UdpReflector::start(&bed.tb, Host::E1, Host::E1.sock(REFL)).expect("reflector e1");
+    let to = e1.addr();
+    let s1 = udp_sock(&bed, Host::S1, 5000);
+    let x1 = observed(&s1, to, "s1 before the reload");
+    let in_prefix = |p: &str, a: Ipv4Addr| {
+        p.parse::<ipnetwork::Ipv4Network>()
+            .is_ok_and(|n| n.contains(a))
+    };
+    let (kept, dropped): (Vec<&str>, Vec<&str>) =
+        POOL.iter().partition(|p| !in_prefix(p, *x1.ip()));
+    assert_eq!(dropped.len(), 1, "{x1} is in one prefix of {POOL:?}");
+
+    std::fs::write(
+        &cfg,
+        bed.toml(false)
+            .set("nat", "external_pool", &format!("[{}]", q(kept[0])))
+            .0,
+    )
+    .expect("rewriting the config");
+    bed.signal(Signal::SIGHUP);
+    bed.wait_log(|l| l.contains("SIGHUP") && l.contains("reloaded"), 1, T)
+        .unwrap_or_else(|e| panic!("reload: {e}"));
+    assert_eq!(
+        observed(&s1, to, "s1's flow after its pool prefix was removed"),
+        x1,
+        "s1's flow changed its external endpoint"
+    );
+    let s2 = udp_sock(&bed, Host::S2, 5000);
+    let y2 = observed(&s2, to, "a new subscriber after the reload");
+    assert!(
+        in_prefix(kept[0], *y2.ip()),
+        "s2 got {y2}, outside the prefix left, {}",
+        kept[0]
+    );
+    // the drained address is still the pool's: s2 reaches s1 through it
+    let d = udp_send_until_received(&s2, x1, b"s2 to s1's drained mapping", &s1, T)
+        .unwrap_or_else(|e| panic!("s2 -> {x1} hairpinned after the reload: {e}"));
+    assert_eq!(d.from, y2, "s1 saw s2's hairpinned datagram from");
+    report(
+        "reloaded_pool_drains_the_prefix_it_drops",
+        &[("reloads", 1), ("flows_kept", 1), ("hairpinned", 1)],
     );
 }

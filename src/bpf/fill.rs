@@ -76,12 +76,10 @@ impl Datapath {
         let m = &self.skel.maps;
         // A pool prefix removed from the config drains: it stays while any
         // binding uses it (new subscribers never get its addresses).
-        let in_use: Vec<Ipv4Addr> = self
-            .bindings()?
-            .dump()?
-            .iter()
-            .map(|(k, _)| Ipv4Addr::from(u32::from_be(k.addr)))
-            .collect();
+        let mut in_use = std::collections::BTreeSet::new();
+        self.bindings()?.scan(|k, _| {
+            in_use.insert(Ipv4Addr::from(u32::from_be(k.addr)));
+        })?;
         let keep_pool: Vec<Vec<u8>> = m
             .pool_prefixes
             .keys()
