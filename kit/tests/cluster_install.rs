@@ -115,34 +115,24 @@ fn record(rng: &mut Rng) -> Record {
     }
 }
 
-/// Everything the records can change, as sorted bytes.
+/// Rows as bytes (key, then value), sorted.
+fn sorted<K: cgnat::bpf::Pod, V: cgnat::bpf::Pod>(rows: Vec<(K, V)>) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|(k, v)| [cgnat::bpf::bytes_of(k), cgnat::bpf::bytes_of(v)].concat())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Everything the records can change: sessions, inbound and outbound
+/// halves.
 fn contents(t: &Tables) -> [Vec<Vec<u8>>; 3] {
-    let b = |k: &[u8], v: &[u8]| [k, v].concat();
-    let mut sessions: Vec<Vec<u8>> = t
-        .sessions
-        .dump()
-        .expect("sessions")
-        .iter()
-        .map(|(k, v)| b(cgnat::bpf::bytes_of(k), cgnat::bpf::bytes_of(v)))
-        .collect();
-    let mut ins: Vec<Vec<u8>> = t
-        .bindings
-        .dump()
-        .expect("inbound halves")
-        .iter()
-        .map(|(k, v)| b(cgnat::bpf::bytes_of(k), cgnat::bpf::bytes_of(v)))
-        .collect();
-    let mut outs: Vec<Vec<u8>> = t
-        .bindings
-        .dump_out()
-        .expect("outbound halves")
-        .iter()
-        .map(|(k, v)| b(cgnat::bpf::bytes_of(k), cgnat::bpf::bytes_of(v)))
-        .collect();
-    sessions.sort();
-    ins.sort();
-    outs.sort();
-    [sessions, ins, outs]
+    [
+        sorted(t.sessions.dump().expect("sessions")),
+        sorted(t.bindings.dump().expect("inbound halves")),
+        sorted(t.bindings.dump_out().expect("outbound halves")),
+    ]
 }
 
 #[test]
