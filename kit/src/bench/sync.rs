@@ -16,9 +16,22 @@ use cgnat::cluster::state::{self, Policy, Sent};
 use cgnat::cluster::wire::{self, Batcher, Header, Key, Kind, Message};
 use std::os::unix::fs::OpenOptionsExt;
 
-/// The single-node configuration's pool: the addresses node 1 allocates
-/// from in the cluster configuration.
-const SINGLE_POOL: &str = "203.0.113.0/27";
+/// The pools, as prefixes of 198.18.0.0/15 (RFC 2544's benchmarking
+/// range): node 1's (the single-node configuration allocates from the same
+/// addresses), node 2's, and both. A /27 each, or larger when `sessions`
+/// would take more than a quarter of a node's ports (the port search then
+/// still finds a free port in a few tries).
+fn sync_pools(sessions: u64) -> [String; 3] {
+    let addrs = (sessions / 16_384).next_power_of_two().clamp(32, 1 << 15);
+    let len = 32 - addrs.trailing_zeros();
+    let base = Ipv4Addr::new(198, 18, 0, 0);
+    let node2 = Ipv4Addr::from(u32::from(base) + addrs as u32);
+    [
+        format!("{base}/{len}"),
+        format!("{node2}/{len}"),
+        format!("{base}/{}", len - 1),
+    ]
+}
 
 /// The cluster's key file (mode 600, as `cgnat check` wants it), removed
 /// on drop.
@@ -47,13 +60,14 @@ impl Drop for KeyFile {
 }
 
 /// The data path's configuration: single-node (`node` None) or node
-/// `node` of a two-node cluster splitting 100.64.0.0/10 and
-/// 203.0.113.0/26 in halves (node 1: 100.64.0.0/11 and 203.0.113.0/27).
-fn sync_config(size: u32, node: Option<(u16, &Path)>) -> Result<Config> {
+/// `node` of a two-node cluster splitting 100.64.0.0/10 and the pools of
+/// [`sync_pools`] in halves (node 1: 100.64.0.0/11 and the first pool).
+fn sync_config(size: u32, pools: &[String; 3], node: Option<(u16, &Path)>) -> Result<Config> {
+    let [one, two, both] = pools;
     let (pool, cluster) = match node {
-        None => (SINGLE_POOL.to_owned(), String::new()),
+        None => (one.clone(), String::new()),
         Some((id, key)) => (
-            POOL.to_owned(),
+            both.clone(),
             format!(
                 r#"
 [cluster]
@@ -64,12 +78,12 @@ route_table = 0
 id = 1
 address = "10.0.3.11"
 subscribers = ["100.64.0.0/11"]
-pool = ["203.0.113.0/27"]
+pool = ["{one}"]
 [[cluster.nodes]]
 id = 2
 address = "10.0.3.12"
 subscribers = ["100.96.0.0/11"]
-pool = ["203.0.113.32/27"]
+pool = ["{two}"]
 "#,
                 key.display()
             ),
@@ -119,9 +133,10 @@ pub(super) fn bench_sync(p: &Params, ns: &Ns) -> Result<SyncResult> {
         let total = u64::from(per_run) * runs as u64;
         let size = (total + 4096).next_power_of_two().max(1024) as u32;
         let key_file = KeyFile::create()?;
-        let single_cfg = sync_config(size, None)?;
-        let cfg1 = sync_config(size, Some((1, &key_file.0)))?;
-        let cfg2 = sync_config(size, Some((2, &key_file.0)))?;
+        let pools = sync_pools(total);
+        let single_cfg = sync_config(size, &pools, None)?;
+        let cfg1 = sync_config(size, &pools, Some((1, &key_file.0)))?;
+        let cfg2 = sync_config(size, &pools, Some((2, &key_file.0)))?;
         let Some(cl) = cfg1.cluster.clone() else {
             return fail("the cluster configuration has no [cluster]");
         };
