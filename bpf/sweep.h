@@ -577,6 +577,7 @@ static __always_inline int sweep_binding_half(__u32 si, struct cgnat_session_slo
  * (CGNAT_KIND_SESSION for the session pass, CGNAT_KIND_BIND_IN for the
  * binding pass), and the slots of it left to visit. */
 struct sweep_seg_ctx {
+	struct cgnat_session_seg *seg;
 	__u64 used; /* bit j: slot j was not empty when the pass came */
 	__u32 si;
 	__u32 dead; /* the segment has tombstones */
@@ -619,7 +620,6 @@ static __always_inline __u64 seg_used(struct cgnat_session_seg *seg)
 /* The next slot of c->used (bpf_loop callback; ends when none is left). */
 static long sweep_slot_cb(__u32 i, struct sweep_seg_ctx *c)
 {
-	struct cgnat_session_seg *seg;
 	struct cgnat_session_slot *sl;
 	__u32 j;
 
@@ -627,10 +627,7 @@ static long sweep_slot_cb(__u32 i, struct sweep_seg_ctx *c)
 		return 1;
 	j = low_bit(c->used);
 	c->used &= c->used - 1;
-	seg = bpf_map_lookup_elem(&sessions, &c->si);
-	if (!seg)
-		return 1;
-	sl = &seg->slot[j & SLOT_MASK];
+	sl = &c->seg->slot[j & SLOT_MASK];
 	switch (slot_state(sl)) {
 	case CGNAT_SLOT_LIVE:
 		if (c->kind == CGNAT_KIND_SESSION)
@@ -650,11 +647,11 @@ static long sweep_slot_cb(__u32 i, struct sweep_seg_ctx *c)
 static long sweep_seg_cb(__u32 i, __u8 *kind)
 {
 	struct sweep_seg_ctx c = { .si = region_start(*kind) + i, .kind = *kind };
-	struct cgnat_session_seg *seg = bpf_map_lookup_elem(&sessions, &c.si);
 
-	if (!seg)
+	c.seg = bpf_map_lookup_elem(&sessions, &c.si);
+	if (!c.seg)
 		return 0;
-	c.used = seg_used(seg);
+	c.used = seg_used(c.seg);
 	if (c.used)
 		bpf_loop(CGNAT_SEG_SLOTS, sweep_slot_cb, &c, 0);
 	if (c.dead)

@@ -365,6 +365,39 @@ fn ignore_exists(e: libbpf_rs::Error) -> Result<(), libbpf_rs::Error> {
 /// The records of a batch at most: a datagram's fit.
 const BATCH: usize = 256;
 
+/// A record of a batch, as this node stores it.
+enum Row {
+    Session(types::cgnat_session_key, types::cgnat_session),
+    /// A live binding (a quarantine also removes an outbound half it only
+    /// learns by reading, so it is installed on its own).
+    Binding(BindingRow),
+    /// Anything else: installed on its own.
+    Alone,
+}
+
+impl Row {
+    fn of(rec: &Record, now_ns: u64) -> Row {
+        if let Some((k, v)) = session_row(rec, now_ns) {
+            return Row::Session(k, v);
+        }
+        match binding_row(rec, now_ns) {
+            Some(b) if !b.quarantined => Row::Binding(b),
+            _ => Row::Alone,
+        }
+    }
+
+    /// The session table keys it reads and writes: a session's, or a
+    /// binding's two halves' (external, then internal endpoint), tagged by
+    /// kind.
+    fn keys(&self) -> Vec<(u8, Vec<u8>)> {
+        match self {
+            Row::Session(k, _) => vec![(0, bytes_of(k).to_vec())],
+            Row::Binding(b) => vec![(1, bytes_of(&b.ek).to_vec()), (2, bytes_of(&b.ik).to_vec())],
+            Row::Alone => Vec::new(),
+        }
+    }
+}
+
 /// Installs `recs` in order, as [`install`] would one after the other,
 /// and gives each record's outcome. Runs of sessions and of live bindings
 /// whose keys differ are read and written in batches ([`install_batch`]);
@@ -376,43 +409,37 @@ pub fn install_all(
     now_ns: u64,
     rate_tokens: u32,
 ) -> Vec<Result<Outcome, libbpf_rs::Error>> {
+    let rows: Vec<Row> = recs.iter().map(|r| Row::of(r, now_ns)).collect();
     let mut out = Vec::with_capacity(recs.len());
     let mut at = 0;
     while at < recs.len() {
-        let end = batch_end(recs, at, now_ns);
+        let end = batch_end(&rows, at);
         if end - at < 2 {
             out.push(install(t, &recs[at], now_ns, rate_tokens));
             at += 1;
             continue;
         }
-        out.extend(install_batch(t, &recs[at..end], now_ns, rate_tokens));
+        out.extend(install_batch(t, &rows[at..end]).unwrap_or_else(|_| {
+            // records are idempotent: what the batch wrote is written again
+            recs[at..end]
+                .iter()
+                .map(|r| install(t, r, now_ns, rate_tokens))
+                .collect()
+        }));
         at = end;
     }
     out
 }
 
-/// The end of the batch that starts at `recs[at]`: the records from there
-/// that are sessions or live bindings (a quarantine also removes an
-/// outbound half it only learns by reading), up to the first whose key a
-/// record before it in the batch reads or writes.
-fn batch_end(recs: &[Record], at: usize, now_ns: u64) -> usize {
-    let mut keys: HashSet<[u8; 16]> = HashSet::new();
+/// The end of the batch that starts at `rows[at]`: the rows from there
+/// that are sessions or live bindings, up to the first whose key a row
+/// before it in the batch reads or writes.
+fn batch_end(rows: &[Row], at: usize) -> usize {
+    let mut keys: HashSet<(u8, Vec<u8>)> = HashSet::new();
     let mut end = at;
-    while end < recs.len() && end - at < BATCH {
-        let fresh = match &recs[end] {
-            r @ Record::Session { .. } => {
-                session_row(r, now_ns).is_some_and(|(k, _)| keys.insert(slot_id(0, bytes_of(&k))))
-            }
-            r @ Record::Binding { .. } => match binding_row(r, now_ns) {
-                Some(b) if !b.quarantined => {
-                    keys.insert(slot_id(1, bytes_of(&b.ek)))
-                        && keys.insert(slot_id(2, bytes_of(&b.ik)))
-                }
-                _ => false,
-            },
-            _ => false,
-        };
-        if !fresh {
+    while end < rows.len() && end - at < BATCH {
+        let ks = rows[end].keys();
+        if ks.is_empty() || !ks.into_iter().all(|k| keys.insert(k)) {
             break;
         }
         end += 1;
@@ -420,65 +447,53 @@ fn batch_end(recs: &[Record], at: usize, now_ns: u64) -> usize {
     end
 }
 
-/// A key of the session table as bytes, tagged with its kind.
-fn slot_id(kind: u8, key: &[u8]) -> [u8; 16] {
-    let mut id = [0u8; 16];
-    id[0] = kind;
-    for (d, s) in id[1..].iter_mut().zip(key) {
-        *d = *s;
-    }
-    id
-}
-
 /// Installs a batch of sessions and live bindings with distinct keys (as
 /// [`batch_end`] cuts them): every key read at once, the same checks as
-/// [`install`], then every write at once. A batch that cannot be run is
-/// installed record by record instead (records are idempotent).
+/// [`install`], then every write at once. An error means the batch could
+/// not be run.
 fn install_batch(
     t: &Tables,
-    recs: &[Record],
-    now_ns: u64,
-    rate_tokens: u32,
-) -> Vec<Result<Outcome, libbpf_rs::Error>> {
-    let mut sessions = Vec::new();
-    let mut bindings = Vec::new();
-    for (i, r) in recs.iter().enumerate() {
-        if let Some(row) = session_row(r, now_ns) {
-            sessions.push((i, row));
-        } else if let Some(b) = binding_row(r, now_ns) {
-            bindings.push((i, b));
+    rows: &[Row],
+) -> Result<Vec<Result<Outcome, libbpf_rs::Error>>, BpfError> {
+    let mut out: Vec<Result<Outcome, libbpf_rs::Error>> =
+        rows.iter().map(|_| Ok(Outcome::Conflict)).collect();
+    let sessions: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Row::Session(k, v) => Some((i, *k, *v)),
+            _ => None,
+        })
+        .collect();
+    let bindings: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Row::Binding(b) => Some((i, b)),
+            _ => None,
+        })
+        .collect();
+    let keys: Vec<_> = sessions.iter().map(|(_, k, _)| *k).collect();
+    let mut writes = Vec::new();
+    for ((i, k, v), old) in sessions.iter().zip(t.sessions.get_many(&keys)?) {
+        if let Some(v) = merge_session(old, *v) {
+            writes.push((*i, (*k, v)));
         }
     }
-    let batched = || -> Result<Vec<Result<Outcome, libbpf_rs::Error>>, BpfError> {
-        let mut out: Vec<Result<Outcome, libbpf_rs::Error>> =
-            recs.iter().map(|_| Ok(Outcome::Conflict)).collect();
-        let keys: Vec<_> = sessions.iter().map(|(_, (k, _))| *k).collect();
-        let mut writes = Vec::new();
-        for ((i, (k, v)), old) in sessions.iter().zip(t.sessions.get_many(&keys)?) {
-            if let Some(v) = merge_session(old, *v) {
-                writes.push((*i, (*k, v)));
-            }
+    let pairs: Vec<_> = bindings.iter().map(|(_, b)| (b.ek, b.ik)).collect();
+    let mut bwrites = Vec::new();
+    for ((i, b), (old_in, old_out)) in bindings.iter().zip(t.bindings.get_pairs(&pairs)?) {
+        if !in_conflict(old_in.as_ref(), b) && !out_conflict(old_out.as_ref(), b) {
+            bwrites.push((*i, (b.ek, b.rev, b.fwd)));
         }
-        let pairs: Vec<_> = bindings.iter().map(|(_, b)| (b.ek, b.ik)).collect();
-        let mut bwrites = Vec::new();
-        for ((i, b), (old_in, old_out)) in bindings.iter().zip(t.bindings.get_pairs(&pairs)?) {
-            if !in_conflict(old_in.as_ref(), b) && !out_conflict(old_out.as_ref(), b) {
-                bwrites.push((*i, (b.ek, b.rev, b.fwd)));
-            }
-        }
-        let rows: Vec<_> = writes.iter().map(|(_, r)| *r).collect();
-        for ((i, _), r) in writes.iter().zip(t.sessions.upsert_many(&rows)?) {
-            out[*i] = r.map(|_| Outcome::Applied).map_err(kernel_err);
-        }
-        let rows: Vec<_> = bwrites.iter().map(|(_, r)| *r).collect();
-        for ((i, _), r) in bwrites.iter().zip(t.bindings.upsert_many(&rows)?) {
-            out[*i] = r.map(|_| Outcome::Applied).map_err(kernel_err);
-        }
-        Ok(out)
-    };
-    batched().unwrap_or_else(|_| {
-        recs.iter()
-            .map(|r| install(t, r, now_ns, rate_tokens))
-            .collect()
-    })
+    }
+    let done: Vec<_> = writes.iter().map(|(_, r)| *r).collect();
+    for ((i, _), r) in writes.iter().zip(t.sessions.upsert_many(&done)?) {
+        out[*i] = r.map(|_| Outcome::Applied).map_err(kernel_err);
+    }
+    let done: Vec<_> = bwrites.iter().map(|(_, r)| *r).collect();
+    for ((i, _), r) in bwrites.iter().zip(t.bindings.upsert_many(&done)?) {
+        out[*i] = r.map(|_| Outcome::Applied).map_err(kernel_err);
+    }
+    Ok(out)
 }

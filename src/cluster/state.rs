@@ -74,7 +74,7 @@ pub struct Snapshot {
     pub blocks: HashMap<(Ipv4Addr, u32), (Ipv4Addr, u32)>,
 }
 
-pub(super) fn ip(be: u32) -> Ipv4Addr {
+fn ip(be: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from_be(be))
 }
 
