@@ -32,7 +32,8 @@
  *   a veth fed by an AF_PACKET socket instead, and redirects each frame
  *   it writes to gen_redirect_ifindex.
  * - xdp_sink counts the IPv4 UDP frames that arrive at the far end (per
- *   CPU) and drops everything.
+ *   CPU) and drops everything, or, as the reflector, sends each one back
+ *   round as the generator's next frame.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -391,8 +392,10 @@ __u64 gen_sent = 0;
 /* 0: XDP_TX (live frames); else redirect there (attached, fed by a socket) */
 __u32 gen_redirect_ifindex = 0;
 
-SEC("xdp")
-int xdp_gen(struct xdp_md *ctx)
+/* Writes frame gen_seq of the cycle over the packet (which must hold
+ * gen_len bytes): gen_frame with its source address and port, and the IP
+ * checksum. 0 on success. */
+static __always_inline int gen_write(struct xdp_md *ctx)
 {
 	struct ethhdr *eth;
 	struct iphdr *ip;
@@ -403,7 +406,33 @@ int xdp_gen(struct xdp_md *ctx)
 	int i;
 
 	if (len < sizeof(*eth) + sizeof(*ip) + sizeof(*udp) || len > BENCH_FRAME_MAX)
-		return XDP_DROP;
+		return -1;
+	if (bpf_xdp_store_bytes(ctx, 0, gen_frame, len))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	ip = (void *)(eth + 1);
+	udp = (void *)(ip + 1);
+	if ((void *)(udp + 1) > data_end)
+		return -1;
+	n = gen_seq++;
+	ip->saddr = bpf_htonl(gen_src_base + n % gen_subs);
+	udp->source = bpf_htons(gen_port_base + (n / gen_subs) % gen_ports);
+	udp->check = 0;
+	ip->check = 0;
+	w = (void *)ip;
+	for (i = 0; i < 10; i++)
+		sum += w[i];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	ip->check = (__sum16)~sum;
+	return 0;
+}
+
+SEC("xdp")
+int xdp_gen(struct xdp_md *ctx)
+{
 	if (gen_limit && gen_sent >= gen_limit)
 		return XDP_DROP;
 	if (gen_gap_ns) {
@@ -416,32 +445,14 @@ int xdp_gen(struct xdp_md *ctx)
 		gen_next_ns += gen_gap_ns;
 	}
 	gen_sent++;
-	if (bpf_xdp_store_bytes(ctx, 0, gen_frame, len))
+	if (gen_write(ctx))
 		return XDP_DROP;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	eth = data;
-	ip = (void *)(eth + 1);
-	udp = (void *)(ip + 1);
-	if ((void *)(udp + 1) > data_end)
-		return XDP_DROP;
-	n = gen_seq++;
-	ip->saddr = bpf_htonl(gen_src_base + n % gen_subs);
-	udp->source = bpf_htons(gen_port_base + (n / gen_subs) % gen_ports);
-	udp->check = 0;
-	ip->check = 0;
-	w = (void *)ip;
-	for (i = 0; i < 10; i++)
-		sum += w[i];
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	ip->check = (__sum16)~sum;
 	if (gen_redirect_ifindex)
 		return bpf_redirect(gen_redirect_ifindex, 0);
 	return XDP_TX;
 }
 
-/* ---- xdp_sink: count and drop ---- */
+/* ---- xdp_sink: count, then drop or reflect ---- */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -449,6 +460,24 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } sink_count SEC(".maps");
+
+/*
+ * The reflector: with sink_reflect set, xdp_sink writes each frame it
+ * counts over as the generator's next one (gen_write, gen_sent counts
+ * them) and sends it through reflect_port[0], the generator's veth toward
+ * the router. The frames seeded into the loop then go round it at the
+ * pace of its slowest stage, so a router slower than the sink runs
+ * saturated. A DEVMAP, because that veth is in another namespace: its
+ * entry, written there, holds the device itself.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} reflect_port SEC(".maps");
+
+__u32 sink_reflect = 0;
 
 /* Counts IPv4 UDP frames only (what xdp_gen sends, translated or not):
  * the far end's own IPv6 and ARP chatter is no received traffic. */
@@ -467,7 +496,10 @@ int xdp_sink(struct xdp_md *ctx)
 	c = bpf_map_lookup_elem(&sink_count, &zero);
 	if (c)
 		(*c)++;
-	return XDP_DROP;
+	if (!sink_reflect || gen_write(ctx))
+		return XDP_DROP;
+	gen_sent++;
+	return bpf_redirect_map(&reflect_port, 0, XDP_DROP);
 }
 
 /* For the far end of veth links in test beds: a veth delivers frames sent

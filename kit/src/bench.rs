@@ -29,11 +29,13 @@
 //!   fast path over many flows at both sizes; memory per session from the
 //!   maps' `memlock`; expiry sweeps; the fast path while a sweep runs.
 //! - **e2e**: three namespaces (generator, router, sink) joined by veths, native
-//!   XDP; frames written by `xdp_gen` (run with BPF_F_TEST_XDP_LIVE_FRAMES,
-//!   or fed by a packet socket where the kernel refuses that: `feed.rs`),
-//!   counted by `xdp_sink`; router = cgnat attached, the floor, or Linux forwarding
-//!   with nftables masquerade. Router NAPI is threaded and pinned to its own
-//!   CPU when there are two.
+//!   XDP; frames seeded by `xdp_gen` (run with BPF_F_TEST_XDP_LIVE_FRAMES,
+//!   or fed by a packet socket where the kernel refuses that: `feed.rs`) go
+//!   round a closed loop: `xdp_sink` counts each and sends it back into the
+//!   router as the generator's next frame; router = cgnat attached (default
+//!   or fitted tables), the floor, or Linux forwarding with nftables
+//!   masquerade. Router NAPI is threaded and pinned to its own CPU when
+//!   there are two.
 //! - **tcp**: iperf3 throughput and new connections per second (a Rust
 //!   client doing connect/close) through cgnat and through nftables.
 //!

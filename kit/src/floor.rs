@@ -446,6 +446,29 @@ impl Floor {
         self.skel.maps.bss_data.as_deref().map_or(0, f)
     }
 
+    /// Makes `xdp_sink` the reflector: every frame it counts goes back
+    /// round through `ifindex` as the generator's next frame (the
+    /// generator's state: `set_generator`). Call it in the namespace of
+    /// `ifindex`; `reflect_stop` ends it.
+    pub fn reflect_to(&mut self, ifindex: u32) -> Result<(), FloorError> {
+        self.skel
+            .maps
+            .reflect_port
+            .update(bytes_of(&0u32), bytes_of(&ifindex), MapFlags::ANY)
+            .map_err(map_err("reflect_port"))?;
+        let bss = self.bss()?;
+        bss.gen_sent = 0;
+        bss.sink_reflect = 1;
+        Ok(())
+    }
+
+    /// `xdp_sink` drops what it counts again: the frames going round
+    /// the loop are gone once each has come back.
+    pub fn reflect_stop(&mut self) -> Result<(), FloorError> {
+        self.bss()?.sink_reflect = 0;
+        Ok(())
+    }
+
     /// Packets `xdp_sink` counted, summed over CPUs.
     pub fn sink_packets(&self) -> Result<u64, FloorError> {
         let v = self

@@ -130,6 +130,7 @@ fn bench_suite_runs() {
     assert!(!e.generator.is_empty(), "the e2e generator is named");
     for (what, m) in [
         ("e2e cgnat", &e.cgnat),
+        ("e2e cgnat, fitted tables", &e.cgnat_fit),
         ("e2e floor", &e.floor),
         ("e2e floor+lookups", &e.probe),
         ("e2e nftables", &e.nft),

@@ -14,9 +14,10 @@
 //! Either way the router receives XDP frames from a redirect into its
 //! veth, through the same NAPI path. The socket, the skb and the copy into
 //! an XDP buffer cost the generator's CPU only: the router's cost per
-//! packet is the same, but the generator's top rate is lower, so figures
-//! by received rate can be bounded by the generator (the sections say so
-//! when they are).
+//! packet is the same, but the generator's top rate is lower, so the paced
+//! figures of `rfc9693` can be bounded by the generator (it says so when
+//! they are). The `e2e` section only seeds frames this way: they then go
+//! round a closed loop (`e2e.rs`), whatever the source.
 
 use std::io::IoSlice;
 use std::os::fd::OwnedFd;

@@ -301,7 +301,7 @@ impl Summary {
             let _ = writeln!(o, "  generator: {}", e.generator);
             let _ = writeln!(
                 o,
-                "  {:<9} {:>13} {:>13} {:>11} {:>13} {:>13}",
+                "  {:<10} {:>13} {:>13} {:>11} {:>13} {:>13}",
                 "router",
                 "received Mpps",
                 "sent Mpps",
@@ -311,13 +311,14 @@ impl Summary {
             );
             for (name, m) in [
                 ("cgnat", &e.cgnat),
+                ("cgnat-fit", &e.cgnat_fit),
                 ("floor", &e.floor),
                 ("floor+2lkp", &e.probe),
                 ("nftables", &e.nft),
             ] {
                 let _ = writeln!(
                     o,
-                    "  {name:<9} {:>13.3} {:>13.3} {:>10.0}% {:>13.0} {:>13.3}",
+                    "  {name:<10} {:>13.3} {:>13.3} {:>10.0}% {:>13.0} {:>13.3}",
                     m.mpps.median(),
                     m.gen_mpps.median(),
                     m.router_busy.median() * 100.0,
@@ -340,14 +341,22 @@ impl Summary {
             );
             // What each router adds to the floor's CPU per packet: the
             // costs all routers share (the veths, the wake-ups of a
-            // router the generator does not saturate) cancel out.
+            // router that is not saturated) cancel out.
             let above = |m: &E2eMode| m.router_ns.median() - e.floor.router_ns.median();
             let _ = writeln!(
                 o,
-                "  router CPU per packet above the floor's: cgnat {:+.0} ns, floor+2lkp {:+.0} ns, nftables {:+.0} ns",
+                "  router CPU per packet above the floor's: cgnat {:+.0} ns, cgnat-fit {:+.0} ns, floor+2lkp {:+.0} ns, nftables {:+.0} ns",
                 above(&e.cgnat),
+                above(&e.cgnat_fit),
                 above(&e.probe),
                 above(&e.nft)
+            );
+            let _ = writeln!(
+                o,
+                "  (cgnat: the config's default tables; cgnat-fit: tables of {} sessions and bindings, cgnat/floor {:.2}: \
+                 the difference is what spreading the flows over the default tables' pages costs)",
+                e.fit_sessions,
+                e.cgnat_fit.capacity_mpps() / e.floor.capacity_mpps()
             );
         }
         if let Some(t) = &self.tcp {
@@ -692,6 +701,12 @@ impl Summary {
                     ("frame_bytes", J::n(e.frame_len as f64)),
                     ("flows", J::n(f64::from(e.flows))),
                     ("cgnat", mode(&e.cgnat)),
+                    ("cgnat_fit", mode(&e.cgnat_fit)),
+                    ("cgnat_fit_sessions", J::n(f64::from(e.fit_sessions))),
+                    (
+                        "cgnat_fit_vs_floor",
+                        J::n(e.cgnat_fit.capacity_mpps() / e.floor.capacity_mpps()),
+                    ),
                     ("floor", mode(&e.floor)),
                     ("floor_plus_lookups", mode(&e.probe)),
                     ("nft", mode(&e.nft)),

@@ -318,7 +318,7 @@ const SESSION_MAPS: [&str; 4] = ["sessions", "session_locks", "session_count", "
 pub struct E2eMode {
     /// Received at the sink.
     pub mpps: Stat,
-    /// Sent by the generator meanwhile.
+    /// Sent round the loop again by the sink meanwhile.
     pub gen_mpps: Stat,
     /// CPU time of the router's NAPI thread per packet received at the
     /// sink (ns): the router's cost, whether or not it was saturated.
@@ -334,8 +334,9 @@ impl E2eMode {
     }
 
     /// The router's NAPI thread was idle for a tenth of the window or
-    /// more: the generator, not the router, set the pace.
-    pub fn generator_bound(&self) -> bool {
+    /// more: the loop's other stage (the sink sending each frame round
+    /// again), not the router, set the pace.
+    pub fn unsaturated(&self) -> bool {
         self.router_busy.median() < 0.9
     }
 }
@@ -345,8 +346,14 @@ pub struct E2eResult {
     /// How the generator's frames enter the network (`feed.rs`).
     pub generator: String,
     pub flows: u32,
+    /// Sessions and bindings of `cgnat_fit`'s tables.
+    pub fit_sessions: u32,
     pub frame_len: usize,
+    /// cgnat with the config's default tables.
     pub cgnat: E2eMode,
+    /// cgnat with tables sized to the flows: what the size of the default
+    /// tables costs (the flows' entries spread over more pages).
+    pub cgnat_fit: E2eMode,
     pub floor: E2eMode,
     /// The floor plus cgnat's two lookups.
     pub probe: E2eMode,
