@@ -133,6 +133,7 @@ fn bench_suite_runs() {
         ("e2e cgnat, fitted tables", &e.cgnat_fit),
         ("e2e floor", &e.floor),
         ("e2e floor+lookups", &e.probe),
+        ("e2e floor+line", &e.line),
         ("e2e nftables", &e.nft),
     ] {
         sane(what, &m.mpps, p.e2e_runs);

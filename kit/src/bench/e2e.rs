@@ -324,6 +324,10 @@ pub(super) enum Mode {
     Floor,
     /// The floor plus cgnat's two lookups (xdp_probe).
     Probe,
+    /// The floor plus one lookup in a table of cache lines as large as
+    /// cgnat's default tables (xdp_probe_line): the least a one-lookup
+    /// design at that size pays.
+    Line,
     Nft,
 }
 
@@ -418,6 +422,27 @@ impl E2eNet {
                     .ctx("attaching the probe")?;
                 Ok(Router::Floor { _fl: Box::new(fl) })
             }),
+            Mode::Line => in_ns(&self.r, || {
+                let (subs, ports) = flows;
+                let cfg = self.cgnat_config()?;
+                let fl = Floor::load(ifindex("lo")?, 1, (1, cfg.max_sessions))
+                    .ctx("loading the line probe")?;
+                let (base, _) = gen_frame();
+                let flows: Vec<_> = (0..subs)
+                    .flat_map(|k| {
+                        (0..ports).map(move |j| {
+                            let src = Ipv4Addr::from(u32::from(base) + k);
+                            (sock(src, 10000 + j as u16), sock(SERVER, 9))
+                        })
+                    })
+                    .collect();
+                fl.fill_lines(&flows, &mut Vec::new()).ctx("probe_lines")?;
+                let mut fl = fl;
+                fl.add_tx_port(ifindex(&self.re)?).ctx("floor tx_ports")?;
+                fl.attach(Prog::ProbeLine, ifindex(&self.ri)?)
+                    .ctx("attaching the line probe")?;
+                Ok(Router::Floor { _fl: Box::new(fl) })
+            }),
             Mode::Nft => {
                 self.nft_on()?;
                 Ok(Router::Nft)
@@ -475,6 +500,7 @@ pub(super) fn bench_e2e(p: &Params, net: &E2eNet, notes: &mut Vec<String>) -> Re
             Mode::CgnatFit,
             Mode::Floor,
             Mode::Probe,
+            Mode::Line,
             Mode::Nft,
         ] {
             let router = net.router(mode, (p.e2e_subs, p.e2e_ports))?;
@@ -483,6 +509,7 @@ pub(super) fn bench_e2e(p: &Params, net: &E2eNet, notes: &mut Vec<String>) -> Re
             in_ns(&net.g, || {
                 sink.reflect_to(ifindex(&net.rg)?).ctx("reflector")
             })?;
+            let c_start = sink.sink_packets()?;
             let seeded = seed(net, p.e2e_subs, p.e2e_ports, LOOP_FRAMES)?;
             thread::sleep(Duration::from_secs_f64(p.e2e_warmup));
             let napi = napi_threads(&net.ri);
@@ -509,6 +536,13 @@ pub(super) fn bench_e2e(p: &Params, net: &E2eNet, notes: &mut Vec<String>) -> Re
                     "e2e {mode:?}: {seeded} frames seeded, {}",
                     net.drops()
                 ));
+                if let (Mode::Line, Router::Floor { _fl: fl }) = (mode, &router) {
+                    notes.push(format!(
+                        "e2e floor+line: {} of {} frames found their flow's line",
+                        fl.line_hits(),
+                        c1 - c_start
+                    ));
+                }
                 if let (Mode::Cgnat, Router::Cgnat { _dp: dp }) = (mode, &router) {
                     let t = dp.tables().ctx("tables")?;
                     let c = cgnat::stats::read(&t.stats).ctx("stats")?;
@@ -530,6 +564,7 @@ pub(super) fn bench_e2e(p: &Params, net: &E2eNet, notes: &mut Vec<String>) -> Re
                 Mode::CgnatFit => &mut r.cgnat_fit,
                 Mode::Floor => &mut r.floor,
                 Mode::Probe => &mut r.probe,
+                Mode::Line => &mut r.line,
                 Mode::Nft => &mut r.nft,
             };
             m.mpps.runs.push(rate);

@@ -314,6 +314,7 @@ impl Summary {
                 ("cgnat-fit", &e.cgnat_fit),
                 ("floor", &e.floor),
                 ("floor+2lkp", &e.probe),
+                ("floor+line", &e.line),
                 ("nftables", &e.nft),
             ] {
                 let _ = writeln!(
@@ -345,18 +346,21 @@ impl Summary {
             let above = |m: &E2eMode| m.router_ns.median() - e.floor.router_ns.median();
             let _ = writeln!(
                 o,
-                "  router CPU per packet above the floor's: cgnat {:+.0} ns, cgnat-fit {:+.0} ns, floor+2lkp {:+.0} ns, nftables {:+.0} ns",
+                "  router CPU per packet above the floor's: cgnat {:+.0} ns, cgnat-fit {:+.0} ns, floor+2lkp {:+.0} ns, floor+line {:+.0} ns, nftables {:+.0} ns",
                 above(&e.cgnat),
                 above(&e.cgnat_fit),
                 above(&e.probe),
+                above(&e.line),
                 above(&e.nft)
             );
             let _ = writeln!(
                 o,
                 "  (cgnat: the config's default tables; cgnat-fit: tables of {} sessions and bindings, cgnat/floor {:.2}: \
-                 the difference is what spreading the flows over the default tables' pages costs)",
+                 the difference is what spreading the flows over the default tables' pages costs; \
+                 floor+line: one lookup per packet in a table of that size, floor+line/floor {:.2}, the best a one-lookup design reaches)",
                 e.fit_sessions,
-                e.cgnat_fit.capacity_mpps() / e.floor.capacity_mpps()
+                e.cgnat_fit.capacity_mpps() / e.floor.capacity_mpps(),
+                e.line.capacity_mpps() / e.floor.capacity_mpps()
             );
         }
         if let Some(t) = &self.tcp {
@@ -709,6 +713,7 @@ impl Summary {
                     ),
                     ("floor", mode(&e.floor)),
                     ("floor_plus_lookups", mode(&e.probe)),
+                    ("floor_plus_line", mode(&e.line)),
                     ("nft", mode(&e.nft)),
                     ("cgnat_vs_floor", J::n(vf)),
                     ("cgnat_vs_nft", J::n(vn)),

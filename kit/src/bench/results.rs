@@ -357,6 +357,9 @@ pub struct E2eResult {
     pub floor: E2eMode,
     /// The floor plus cgnat's two lookups.
     pub probe: E2eMode,
+    /// The floor plus one lookup in a table of cache lines of cgnat's
+    /// default size.
+    pub line: E2eMode,
     pub nft: E2eMode,
     pub pinning: String,
 }
