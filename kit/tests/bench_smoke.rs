@@ -152,6 +152,8 @@ fn bench_suite_runs() {
             ("establishment rate", m.establish_fps),
             ("throughput", m.throughput_fps),
             ("tear-down rate", m.teardown_per_sec),
+            ("establishment rate, closed loop", m.establish_loop.fps),
+            ("throughput, closed loop", m.throughput_loop.fps),
         ] {
             assert!(v.is_finite() && v > 0.0, "rfc9693 {what} {figure}: {v}");
         }

@@ -763,6 +763,10 @@ impl Summary {
                         "throughput_at_generator_top",
                         Value::Bool(m.throughput_at_top),
                     ),
+                    ("establish_loop_fps", J::n(m.establish_loop.fps)),
+                    ("establish_loop_lost", J::n(m.establish_loop.lost as f64)),
+                    ("throughput_loop_fps", J::n(m.throughput_loop.fps)),
+                    ("throughput_loop_lost", J::n(m.throughput_loop.lost as f64)),
                     ("teardown_secs", J::n(m.teardown_secs)),
                     ("teardown_per_sec", J::n(m.teardown_per_sec)),
                     ("capacity", J::n(m.capacity as f64)),
@@ -808,14 +812,20 @@ fn rfc9693_table(o: &mut String, r: &rfc9693::Rfc9693Result) {
     );
     let _ = writeln!(
         o,
-        "  generator: {}, {:.0} fps unpaced; \">=\": every rate passed, the figure is the generator's",
-        r.generator, r.generator_fps
+        "  generator: {}, {:.0} fps unpaced; \">=\": every rate passed, the figure is the generator's; \
+         closed loop: {LOOP_FRAMES} frames going round a saturated router, the sink sending each back ({:.2} s)",
+        r.generator, r.generator_fps, r.trial_secs
     );
     let _ = writeln!(
         o,
         "  figure                                   cgnat        nftables   cgnat/nft"
     );
     let bound = |v: f64, top: bool| format!("{}{v:.0}", if top { ">=" } else { "" });
+    // a closed-loop rate with the frames it lost, if any
+    let loop_rate = |l: &rfc9693::LoopRate| match l.lost {
+        0 => format!("{:.0}", l.fps),
+        n => format!("{:.0}/{n}lost", l.fps),
+    };
     for (what, a, b, ratio_ok) in [
         (
             "connection establishment rate (fps)",
@@ -828,6 +838,18 @@ fn rfc9693_table(o: &mut String, r: &rfc9693::Rfc9693Result) {
             bound(c.throughput_fps, c.throughput_at_top),
             bound(n.throughput_fps, n.throughput_at_top),
             ratio(c.throughput_fps, n.throughput_fps),
+        ),
+        (
+            "establishment, closed loop (fps)",
+            loop_rate(&c.establish_loop),
+            loop_rate(&n.establish_loop),
+            ratio(c.establish_loop.fps, n.establish_loop.fps),
+        ),
+        (
+            "throughput, closed loop (fps)",
+            loop_rate(&c.throughput_loop),
+            loop_rate(&n.throughput_loop),
+            ratio(c.throughput_loop.fps, n.throughput_loop.fps),
         ),
         (
             "tear-down rate (connections/s)",
