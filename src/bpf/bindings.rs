@@ -81,6 +81,13 @@ impl Bindings {
         self.0.scan(IN_KIND, |k, v| f(&endpoint(k), &binding(v)))
     }
 
+    /// [`Bindings::scan`] with each inbound half's slot number, ascending:
+    /// the same number names the same entry until it is deleted.
+    pub fn scan_slots(&self, mut f: impl FnMut(u32, &Endpoint, &Binding)) -> Result<(), BpfError> {
+        self.0
+            .scan_slots(IN_KIND, |i, k, v| f(i, &endpoint(k), &binding(v)))
+    }
+
     /// The inbound half of external endpoint `ek`; `None` when there is
     /// none. Without `session_ops` (tables opened from their pins), it
     /// reads every inbound half.

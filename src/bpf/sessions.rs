@@ -36,6 +36,7 @@ type Op = types::cgnat_session_op;
 type Kind = types::cgnat_session_op_kind;
 type SlotKind = types::cgnat_slot_kind;
 
+const SEG_SLOTS: u32 = types::cgnat_session_table::CGNAT_SEG_SLOTS.0;
 const NAME: &str = "sessions";
 
 /// Segments per batched read (2 KiB each).
@@ -141,23 +142,42 @@ impl SlotTable {
         kind: SlotKind,
         mut f: impl FnMut(&Key, &Session),
     ) -> Result<(), BpfError> {
+        self.scan_slots(kind, |_, k, v| f(k, v))
+    }
+
+    /// [`SlotTable::scan`] with each slot's number (segment *
+    /// CGNAT_SEG_SLOTS + place), in ascending order. A live entry stays in
+    /// its slot: the number names it until it is deleted.
+    pub(super) fn scan_slots(
+        &self,
+        kind: SlotKind,
+        mut f: impl FnMut(u32, &Key, &Session),
+    ) -> Result<(), BpfError> {
         let range = self.table.region(kind);
-        let mut visit = |seg: &types::cgnat_session_seg| {
-            for s in seg.slot.iter().filter(|s| s.key.kind == kind.0 as u8) {
+        let mut visit = |i: u32, seg: &types::cgnat_session_seg| {
+            for (j, s) in seg.slot.iter().enumerate() {
+                if s.key.kind != kind.0 as u8 {
+                    continue;
+                }
                 if let Some((k, v)) = live(s) {
-                    f(&k, &v);
+                    f(i * SEG_SLOTS + j as u32, &k, &v);
                 }
             }
         };
         if let Ok(m) = MappedArray::<types::cgnat_session_seg>::new(&self.segments, NAME) {
-            for seg in range.filter_map(|i| m.get(i as usize)) {
-                visit(&seg);
+            for i in range {
+                if let Some(seg) = m.get(i as usize) {
+                    visit(i, &seg);
+                }
             }
             return Ok(());
         }
-        scan_array_range(&self.segments, BATCH, range, |_, seg| {
-            if let Some(seg) = from_bytes::<types::cgnat_session_seg>(seg) {
-                visit(&seg);
+        scan_array_range(&self.segments, BATCH, range, |k, seg| {
+            if let (Some(i), Some(seg)) = (
+                from_bytes::<u32>(k),
+                from_bytes::<types::cgnat_session_seg>(seg),
+            ) {
+                visit(i, &seg);
             }
         })
         .map_err(map_err(NAME))
@@ -253,6 +273,12 @@ impl Sessions {
     /// collecting them.
     pub fn scan(&self, f: impl FnMut(&Key, &Session)) -> Result<(), BpfError> {
         self.0.scan(SlotKind::CGNAT_KIND_SESSION, f)
+    }
+
+    /// [`Sessions::scan`] with each session's slot number, ascending: the
+    /// same number names the same entry until it is deleted.
+    pub fn scan_slots(&self, f: impl FnMut(u32, &Key, &Session)) -> Result<(), BpfError> {
+        self.0.scan_slots(SlotKind::CGNAT_KIND_SESSION, f)
     }
 
     /// The session of `k`; `None` when there is none.

@@ -14,6 +14,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use self::rows::Rows;
 use super::wire::Record;
 use crate::bpf::{from_bytes, lookup_all, types, Tables};
 use crate::expiry::{compact_time, idle_ns};
@@ -64,12 +65,13 @@ pub struct SubVal {
 }
 
 /// What one read of the tables found, for the slices being sent. Bindings
-/// and sessions are lists in table order (each key once, unless the data
-/// path moved it during the read: then the later entry is the newer).
+/// and sessions are lists of (slot, key, value) in ascending slot order
+/// (each key once, unless the data path deleted and made it again during
+/// the read: then the later entry is the newer).
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    pub bindings: Vec<(BindKey, BindVal)>,
-    pub sessions: Vec<(SessKey, SessVal)>,
+    pub bindings: Vec<(u32, BindKey, BindVal)>,
+    pub sessions: Vec<(u32, SessKey, SessVal)>,
     pub subscribers: HashMap<Ipv4Addr, SubVal>,
     pub blocks: HashMap<(Ipv4Addr, u32), (Ipv4Addr, u32)>,
 }
@@ -87,12 +89,13 @@ pub(super) fn be(a: Ipv4Addr) -> u32 {
 /// mappings are left out: every node installs them from the config.
 pub fn scan(t: &Tables, mine: &dyn Fn(Ipv4Addr) -> bool) -> Snapshot {
     let mut s = Snapshot::default();
-    let _ = t.bindings.scan(|k, v| {
+    let _ = t.bindings.scan_slots(|slot, k, v| {
         let ext = ip(k.addr);
         if !mine(ext) || v.flags & Bf::CGNAT_BIND_STATIC.0 as u8 != 0 {
             return;
         }
         s.bindings.push((
+            slot,
             (k.proto, ext, u16::from_be(k.port)),
             BindVal {
                 int_addr: ip(v.addr),
@@ -101,12 +104,13 @@ pub fn scan(t: &Tables, mine: &dyn Fn(Ipv4Addr) -> bool) -> Snapshot {
             },
         ));
     });
-    let _ = t.sessions.scan(|k, v| {
+    let _ = t.sessions.scan_slots(|slot, k, v| {
         let ext = ip(k.ext_addr);
         if !mine(ext) {
             return;
         }
         s.sessions.push((
+            slot,
             (
                 k.proto,
                 ext,
@@ -158,16 +162,15 @@ pub fn scan(t: &Tables, mine: &dyn Fn(Ipv4Addr) -> bool) -> Snapshot {
 }
 
 /// What was sent to the peers, and when each session was first seen.
-/// Bindings and sessions carry the diff that last saw them in the tables
-/// (`seen`): the ones an entire diff did not see are gone.
+/// Bindings and sessions are kept in table order (`rows.rs`): a diff goes
+/// through them beside the snapshot, and the keys an entire diff did not
+/// find are gone.
 #[derive(Debug, Default)]
 pub struct Sent {
-    bindings: HashMap<BindKey, (BindVal, u32)>,
-    sessions: HashMap<SessKey, SentSession>,
+    bindings: Rows<BindKey, BindVal>,
+    sessions: Rows<SessKey, SentSession>,
     subscribers: HashMap<Ipv4Addr, SubVal>,
     blocks: HashMap<(Ipv4Addr, u32), (Ipv4Addr, u32)>,
-    /// The number of the current diff.
-    seen: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -176,8 +179,6 @@ struct SentSession {
     sent: Option<SessVal>,
     /// When it was first seen.
     first_ns: u64,
-    /// The diff that last saw it.
-    seen: u32,
 }
 
 /// When a session's refresh is worth a message.
@@ -206,7 +207,7 @@ impl Sent {
             } => self
                 .bindings
                 .get(&(*proto, *ext_addr, *ext_port))
-                .is_some_and(|(v, _)| {
+                .is_some_and(|v| {
                     v.int_port == *int_port
                         && v.flags == *flags
                         && (v.flags & BIND_SYNCED_FLAGS != 0 || v.int_addr == *int_addr)
@@ -215,7 +216,7 @@ impl Sent {
                 proto,
                 ext_addr,
                 ext_port,
-            } => !self.bindings.contains_key(&(*proto, *ext_addr, *ext_port)),
+            } => self.bindings.get(&(*proto, *ext_addr, *ext_port)).is_none(),
             Record::Session {
                 proto,
                 ext_addr,
@@ -284,7 +285,7 @@ impl Sent {
         out.extend(
             self.bindings
                 .iter()
-                .map(|(k, (v, _))| binding_record(*k, v, now_ns)),
+                .map(|(k, v)| binding_record(*k, v, now_ns)),
         );
         out.extend(
             self.sessions
@@ -298,8 +299,8 @@ impl Sent {
     /// `keep` refuses (slices this node no longer serves: their state is
     /// the new server's to send, not this node's to remove).
     pub fn retain(&mut self, keep: &dyn Fn(Ipv4Addr) -> bool) {
-        self.bindings.retain(|k, _| keep(k.1));
-        self.sessions.retain(|k, _| keep(k.1));
+        self.bindings.retain(|k| keep(k.1));
+        self.sessions.retain(|k| keep(k.1));
         self.subscribers.retain(|_, v| keep(v.ext_addr));
         self.blocks.retain(|k, _| keep(k.0));
     }
@@ -345,37 +346,27 @@ impl Sent {
                 self.blocks.insert(*k, *v);
             }
         }
-        self.seen = self.seen.wrapping_add(1);
-        let seen = self.seen;
-        for (k, v) in &snap.bindings {
+        let complete = self.bindings.merge(&snap.bindings, |k, v, sent| {
             if out.len() >= limit {
-                return out;
+                return None;
             }
-            match self.bindings.get_mut(k) {
-                Some((sent, at)) => {
-                    *at = seen;
-                    if sent != v {
-                        out.push(binding_record(*k, v, now_ns));
-                        *sent = *v;
-                    }
-                }
-                None => {
-                    out.push(binding_record(*k, v, now_ns));
-                    self.bindings.insert(*k, (*v, seen));
-                }
+            if sent != Some(*v) {
+                out.push(binding_record(*k, v, now_ns));
             }
+            Some(*v)
+        });
+        if !complete {
+            return out;
         }
         let refresh = compact_units(policy.refresh);
-        for (k, v) in &snap.sessions {
+        let complete = self.sessions.merge(&snap.sessions, |k, v, sent| {
             if out.len() >= limit {
-                return out;
+                return None;
             }
-            let entry = self.sessions.entry(*k).or_insert(SentSession {
+            let mut entry = sent.unwrap_or(SentSession {
                 sent: None,
                 first_ns: now_ns,
-                seen,
             });
-            entry.seen = seen;
             let old_enough =
                 now_ns.saturating_sub(entry.first_ns) >= policy.session_age.as_nanos() as u64;
             let changed = match entry.sent {
@@ -392,17 +383,15 @@ impl Sent {
                 out.push(session_record(*k, v, now_ns));
                 entry.sent = Some(*v);
             }
+            Some(entry)
+        });
+        if !complete {
+            return out;
         }
-        // every binding and session of the tables was seen above: what
-        // this diff did not see is gone
-        let gone: Vec<SessKey> = self
-            .sessions
-            .iter()
-            .filter(|(_, e)| e.seen != seen)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in gone.into_iter().take(limit.saturating_sub(out.len())) {
-            if self.sessions.remove(&k).is_some_and(|e| e.sent.is_some()) {
+        // every binding and session of the tables was gone through above:
+        // what it did not find is gone
+        for (k, e) in self.sessions.take_gone(limit.saturating_sub(out.len())) {
+            if e.sent.is_some() {
                 out.push(Record::SessionGone {
                     proto: k.0,
                     ext_addr: k.1,
@@ -412,14 +401,7 @@ impl Sent {
                 });
             }
         }
-        let gone: Vec<BindKey> = self
-            .bindings
-            .iter()
-            .filter(|(_, (_, at))| *at != seen)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in gone.into_iter().take(limit.saturating_sub(out.len())) {
-            self.bindings.remove(&k);
+        for (k, _) in self.bindings.take_gone(limit.saturating_sub(out.len())) {
             out.push(Record::BindingGone {
                 proto: k.0,
                 ext_addr: k.1,
@@ -494,5 +476,6 @@ fn session_record(k: SessKey, v: &SessVal, now_ns: u64) -> Record {
     }
 }
 
+mod rows;
 #[cfg(test)]
 mod tests;
