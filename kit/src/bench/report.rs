@@ -416,7 +416,7 @@ impl Summary {
             }
         }
         if let Some(r) = &self.rfc9693 {
-            rfc9693_table(&mut o, r);
+            rfc9693::table(&mut o, r);
         }
         self.goals_table(&mut o);
         for n in &self.notes {
@@ -799,85 +799,6 @@ impl Summary {
         ));
         format!("{:#}\n", J::o(root))
     }
-}
-
-/// Median CPUs busy during iperf3: the router's NAPI thread, the machine.
-fn rfc9693_table(o: &mut String, r: &rfc9693::Rfc9693Result) {
-    let (c, n) = (&r.cgnat, &r.nft);
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-    let _ = writeln!(
-        o,
-        "\nRFC 9693, end to end ({} s trials, {}-step binary searches up to {:.0} fps, zero loss):",
-        r.trial_secs, r.steps, r.top_fps
-    );
-    let _ = writeln!(
-        o,
-        "  generator: {}, {:.0} fps unpaced; \">=\": every rate passed, the figure is the generator's; \
-         closed loop: {LOOP_FRAMES} frames going round a saturated router, the sink sending each back ({:.2} s)",
-        r.generator, r.generator_fps, r.trial_secs
-    );
-    let _ = writeln!(
-        o,
-        "  figure                                   cgnat        nftables   cgnat/nft"
-    );
-    let bound = |v: f64, top: bool| format!("{}{v:.0}", if top { ">=" } else { "" });
-    // a closed-loop rate with the frames it lost, if any
-    let loop_rate = |l: &rfc9693::LoopRate| match l.lost {
-        0 => format!("{:.0}", l.fps),
-        n => format!("{:.0}/{n}lost", l.fps),
-    };
-    for (what, a, b, ratio_ok) in [
-        (
-            "connection establishment rate (fps)",
-            bound(c.establish_fps, c.establish_at_top),
-            bound(n.establish_fps, n.establish_at_top),
-            ratio(c.establish_fps, n.establish_fps),
-        ),
-        (
-            "throughput, established (fps)",
-            bound(c.throughput_fps, c.throughput_at_top),
-            bound(n.throughput_fps, n.throughput_at_top),
-            ratio(c.throughput_fps, n.throughput_fps),
-        ),
-        (
-            "establishment, closed loop (fps)",
-            loop_rate(&c.establish_loop),
-            loop_rate(&n.establish_loop),
-            ratio(c.establish_loop.fps, n.establish_loop.fps),
-        ),
-        (
-            "throughput, closed loop (fps)",
-            loop_rate(&c.throughput_loop),
-            loop_rate(&n.throughput_loop),
-            ratio(c.throughput_loop.fps, n.throughput_loop.fps),
-        ),
-        (
-            "tear-down rate (connections/s)",
-            bound(c.teardown_per_sec, false),
-            bound(n.teardown_per_sec, false),
-            ratio(c.teardown_per_sec, n.teardown_per_sec),
-        ),
-    ] {
-        let _ = writeln!(o, "  {what:<38} {a:>12} {b:>12} {ratio_ok:>10.2}");
-    }
-    let _ = writeln!(
-        o,
-        "  tear-down of {} connections: cgnat {:.3} s, nftables {:.3} s",
-        r.teardown, c.teardown_secs, n.teardown_secs
-    );
-    let _ = writeln!(
-        o,
-        "  capacity, table of {} offered {}: cgnat {} got through, {}",
-        r.capacity_table,
-        u64::from(r.capacity_table) * 2,
-        c.capacity,
-        c.beyond
-    );
-    let _ = writeln!(
-        o,
-        "                                      nftables {} got through, {}",
-        n.capacity, n.beyond
-    );
 }
 
 fn cpu_json(runs: &[tcp::CpuTimes]) -> Value {
