@@ -5,12 +5,17 @@
 //! records draw from a few endpoints, so a chunk holds records that
 //! conflict with each other and with local entries (a static mapping),
 //! quarantines, removals and the same key more than once.
+//!
+//! And a node's reads of the tables those records leave (`state::scan_into`,
+//! which reuses the last read's lists, as the engine does) and its diffs
+//! of them (`Sent::diff`).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 use cgnat::bpf::{types, Datapath, LoadOptions, Tables};
 use cgnat::cluster::install::{install, install_all, Outcome};
+use cgnat::cluster::state::{self, Policy, Sent, Snapshot};
 use cgnat::cluster::wire::Record;
 use cgnat::config::Config;
 use cgnat::expiry::monotonic_ns;
@@ -199,4 +204,56 @@ fn batches_install_what_records_one_by_one_install() {
         seen[Outcome::Applied as usize] > 1000 && seen[Outcome::Conflict as usize] > 100,
         "outcomes applied, conflict, ignored: {seen:?}"
     );
+}
+
+#[test]
+fn a_reused_read_and_its_diff_follow_the_tables() {
+    let cfg = config();
+    let dp = load(&cfg);
+    let t = dp.tables().expect("tables");
+    let all = |_: Ipv4Addr| true;
+    let policy = Policy {
+        session_age: std::time::Duration::ZERO,
+        refresh: std::time::Duration::from_secs(3600),
+    };
+    let mut rng = Rng(0x5ca7_7e2d_d1ff_0001);
+    let now_ns = monotonic_ns();
+    let mut reused = Snapshot::default();
+    let mut sent = Sent::default();
+    for round in 0..200 {
+        let n = 1 + rng.below(40) as usize;
+        let recs: Vec<Record> = (0..n).map(|_| record(&mut rng)).collect();
+        for r in install_all(&t, &recs, now_ns, 8) {
+            r.expect("install_all");
+        }
+        state::scan_into(&t, &all, &mut reused);
+        let fresh = state::scan(&t, &all);
+        assert_eq!(reused.bindings, fresh.bindings, "round {round}");
+        assert_eq!(reused.sessions, fresh.sessions, "round {round}");
+        assert!(
+            fresh.sessions.windows(2).all(|w| w[0].0 < w[1].0)
+                && fresh.bindings.windows(2).all(|w| w[0].0 < w[1].0),
+            "round {round}: slots ascend"
+        );
+        sent.diff(&reused, now_ns, policy, usize::MAX);
+        assert!(
+            sent.diff(&reused, now_ns, policy, usize::MAX).is_empty(),
+            "round {round}: a second diff of the same read"
+        );
+        // what the peers were told is what the tables hold
+        let told = sent.records(now_ns);
+        let count = |f: fn(&Record) -> bool| told.iter().filter(|r| f(r)).count();
+        assert_eq!(
+            count(|r| matches!(r, Record::Binding { .. })),
+            fresh.bindings.len(),
+            "round {round}"
+        );
+        assert_eq!(
+            count(|r| matches!(r, Record::Session { .. })),
+            fresh.sessions.len(),
+            "round {round}"
+        );
+        assert!(told.iter().all(|r| sent.is_current(r)), "round {round}");
+    }
+    assert!(!reused.sessions.is_empty() && !reused.bindings.is_empty());
 }

@@ -154,6 +154,8 @@ pub struct Engine {
     /// The sync interval in force: `sync_interval`, or four times what the
     /// last sync cost when that is more.
     interval: Duration,
+    /// The last read of the tables, whose lists the next read reuses.
+    snap: state::Snapshot,
     pub counters: Counters,
 }
 
@@ -221,6 +223,7 @@ impl Engine {
             rate_tokens,
             healthy: true,
             interval: cl.sync_interval,
+            snap: state::Snapshot::default(),
             counters: Counters::default(),
         })
     }
@@ -602,12 +605,13 @@ impl Engine {
     /// acknowledgements lag (OUTBOX_PAUSE); ResyncDone once a peer that
     /// asked for everything has it.
     fn sync(&mut self, t: &Tables, now: Instant) {
-        let snap = if self.active == 0 {
-            state::Snapshot::default()
+        let mut snap = std::mem::take(&mut self.snap);
+        if self.active == 0 {
+            snap = state::Snapshot::default();
         } else {
             let mine = self.mine();
-            state::scan(t, &mine)
-        };
+            state::scan_into(t, &mine, &mut snap);
+        }
         let policy = Policy {
             session_age: self.cl.session_age,
             refresh: Duration::from_secs(2),
@@ -639,6 +643,7 @@ impl Engine {
                 self.send_reliable(id, Kind::ResyncDone, hello, now);
             }
         }
+        self.snap = snap;
     }
 
     /// What this node serves and wants, for its peers.

@@ -89,6 +89,17 @@ pub(super) fn be(a: Ipv4Addr) -> u32 {
 /// mappings are left out: every node installs them from the config.
 pub fn scan(t: &Tables, mine: &dyn Fn(Ipv4Addr) -> bool) -> Snapshot {
     let mut s = Snapshot::default();
+    scan_into(t, mine, &mut s);
+    s
+}
+
+/// [`scan`] into `s`, whose lists keep their memory: a node that reads its
+/// tables every interval reuses the last read's.
+pub fn scan_into(t: &Tables, mine: &dyn Fn(Ipv4Addr) -> bool, s: &mut Snapshot) {
+    s.bindings.clear();
+    s.sessions.clear();
+    s.subscribers.clear();
+    s.blocks.clear();
     let _ = t.bindings.scan_slots(|slot, k, v| {
         let ext = ip(k.addr);
         if !mine(ext) || v.flags & Bf::CGNAT_BIND_STATIC.0 as u8 != 0 {
@@ -158,7 +169,6 @@ pub fn scan(t: &Tables, mine: &dyn Fn(Ipv4Addr) -> bool) -> Snapshot {
                 .insert((ip(k.ext_addr), k.block), (ip(v.owner), v.slot));
         }
     }
-    s
 }
 
 /// What was sent to the peers, and when each session was first seen.

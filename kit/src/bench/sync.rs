@@ -308,8 +308,10 @@ pub(super) fn bench_sync(p: &Params, ns: &Ns) -> Result<SyncResult> {
             let (encode, _) = since(t);
             let (_, wall) = since(t0);
             let t = now();
-            let unchanged = state::scan(&t1, &mine);
-            let again = sent.diff(&unchanged, cgnat::clock::monotonic_ns(), policy, usize::MAX);
+            // the next read reuses the last one's lists, as the engine does
+            let mut snap = snap;
+            state::scan_into(&t1, &mine, &mut snap);
+            let again = sent.diff(&snap, cgnat::clock::monotonic_ns(), policy, usize::MAX);
             let (idle, _) = since(t);
             if !again.is_empty() {
                 return fail(format!(
