@@ -107,8 +107,11 @@ impl<K: Copy + Eq + Hash, V: Copy> Rows<K, V> {
         snap: &[(u32, K, S)],
         mut f: impl FnMut(&K, &S, Option<V>) -> Option<V>,
     ) -> bool {
-        // rows for keys new at their slot (ascending), merged in at the end
-        let mut added: Vec<Row<K, V>> = Vec::new();
+        // rows for keys new at their slot (ascending), merged in at the end;
+        // a read larger than the rows has at least that many new keys
+        let grown = snap.len().saturating_sub(self.rows.len());
+        let mut added: Vec<Row<K, V>> = Vec::with_capacity(grown);
+        self.index.reserve(grown);
         let mut complete = true;
         let mut i = 0;
         for (slot, key, e) in snap {
