@@ -165,6 +165,8 @@ pub struct Params {
     pub scale_frames: u32,
     /// Repetitions per run at scale.
     pub scale_repeat: u32,
+    /// New sessions per run on bindings spread over the full table.
+    pub scale_new_sessions: u32,
     /// Time the full expiry (every session, two sweeps).
     pub expire_all: bool,
     /// End to end: measurement window and warm-up per mode, runs.
@@ -208,6 +210,7 @@ impl Params {
             small_subs: 16,
             scale_frames: 262_144,
             scale_repeat: 1_000_000,
+            scale_new_sessions: 16_384,
             expire_all: true,
             e2e_secs: 2.0,
             e2e_warmup: 1.0,
@@ -242,6 +245,7 @@ impl Params {
             small_subs: 4,
             scale_frames: 128,
             scale_repeat: 5_000,
+            scale_new_sessions: 64,
             expire_all: true,
             e2e_secs: 0.3,
             e2e_warmup: 0.2,

@@ -94,6 +94,9 @@ fn bench_suite_runs() {
     assert_eq!(sc.large_sessions, total);
     sane("scale small", &sc.small_ns, p.runs);
     sane("scale large", &sc.large_ns, p.runs);
+    sane("scale new session, small", &sc.small_new_ns, p.runs);
+    sane("scale new session, large", &sc.large_new_ns, p.runs);
+    assert_eq!(sc.large_new_sessions, p.scale_new_sessions);
     sane("scale large table, small flows", &sc.large_hot_ns, p.runs);
     sane("scale floor+lookups", &sc.large_probe_ns, p.runs);
     sane("scale floor+line, small", &sc.small_line_ns, p.runs);

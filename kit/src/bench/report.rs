@@ -219,6 +219,18 @@ impl Summary {
             );
             let _ = writeln!(
                 o,
+                "  new session on an existing binding (a new remote; single calls): {} sessions {:.0} ns (mean {:.0}), {} sessions {:.0} ns (mean {:.0}, {} bindings spread over it): {:.0} new sessions/s per core at that size",
+                s.small_sessions,
+                s.small_new_ns.median(),
+                s.small_new_mean_ns.median(),
+                s.large_sessions,
+                s.large_new_ns.median(),
+                s.large_new_mean_ns.median(),
+                s.large_new_sessions,
+                1e9 / s.large_new_mean_ns.median()
+            );
+            let _ = writeln!(
+                o,
                 "  large/small {:.2} (goal <= {GOAL_SCALE_RATIO}: {})",
                 s.ratio(),
                 verdict(s.ratio() <= GOAL_SCALE_RATIO)
@@ -645,6 +657,16 @@ impl Summary {
                     ("maps", J::o(maps)),
                     ("preload_secs", J::n(s.preload_secs)),
                     ("zipf_ns", J::n(s.zipf_ns.median())),
+                    ("small_new_session_ns", J::n(s.small_new_ns.median())),
+                    ("large_new_session_ns", J::n(s.large_new_ns.median())),
+                    (
+                        "large_new_session_mean_ns",
+                        J::n(s.large_new_mean_ns.median()),
+                    ),
+                    (
+                        "large_new_sessions_per_sec",
+                        J::n(1e9 / s.large_new_mean_ns.median()),
+                    ),
                     ("zipf_mpps", J::n(mpps(s.zipf_ns.median()))),
                     ("zipf_distinct_flows", J::n(f64::from(s.zipf_flows))),
                     ("sweep_noop_secs", J::n(s.sweep_noop_secs)),

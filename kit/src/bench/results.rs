@@ -229,6 +229,14 @@ pub struct ScaleResult {
     pub large_hot_floor_ns: Stat,
     pub large_hot_probe_ns: Stat,
     pub large_hot_line_ns: Stat,
+    /// A new session on an existing binding (a new remote), single calls:
+    /// on the small table's bindings, and on `large_new_sessions` bindings
+    /// spread over the full table.
+    pub small_new_ns: Stat,
+    pub small_new_mean_ns: Stat,
+    pub large_new_ns: Stat,
+    pub large_new_mean_ns: Stat,
+    pub large_new_sessions: u32,
     pub during_sweep_ns: Stat,
     pub sweeps_during: u64,
     pub preload_secs: f64,

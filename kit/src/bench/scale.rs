@@ -282,12 +282,76 @@ pub(super) fn zipf_frames(g: &Geo, n: u32, rng: &mut Rng) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// New sessions on existing bindings: for each (subscriber, flow) of
+/// `flows`, a frame of that flow's internal endpoint to a new remote port
+/// (`rem_port`), so that the data path makes a session and no binding
+/// (EIM), one BPF_PROG_TEST_RUN call each. Returns the median and mean
+/// cost net of an empty program's run. The sessions are deleted again
+/// (checked), so that the table holds what the section counts.
+fn new_sessions(
+    dp: &Datapath,
+    t: &Tables,
+    fl: &Floor,
+    g: &Geo,
+    flows: &[(u32, u32)],
+    rem_port: u16,
+) -> Result<(f64, f64)> {
+    let int0 = ifindex("int0")?;
+    let before = t.sessions.count().ctx("session count")?;
+    let fwd = counter(t, "fwd_out")?;
+    let (mut ns, mut empty) = (Vec::with_capacity(flows.len()), Vec::new());
+    for &(k, j) in flows {
+        let f = udp_frame(INT0_MAC, SUB_MAC, g.int(k, j), sock(R10, rem_port));
+        let r = dp
+            .run(Side::Internal, &f, int0, 1)
+            .ctx("BPF_PROG_TEST_RUN")?;
+        ns.push(r.mean_ns as f64);
+        if empty.len() < 1024 {
+            let (_, e) = fl.run(Prog::Empty, &f, int0, 1).ctx("BPF_PROG_TEST_RUN")?;
+            empty.push(e as f64);
+        }
+    }
+    let made = t.sessions.count().ctx("session count")? - before;
+    let fwd = counter(t, "fwd_out")? - fwd;
+    if made != flows.len() as u64 || fwd != made {
+        return fail(format!(
+            "{made} sessions made and {fwd} frames forwarded of {} new sessions",
+            flows.len()
+        ));
+    }
+    let keys: Vec<types::cgnat_session_key> = flows
+        .iter()
+        .map(|&(k, j)| {
+            let ext = g.ext(k, j);
+            types::cgnat_session_key {
+                ext_addr: be(*ext.ip()),
+                rem_addr: be(R10),
+                ext_port: ext.port().to_be(),
+                rem_port: rem_port.to_be(),
+                proto: PROTO_UDP,
+                ..Default::default()
+            }
+        })
+        .collect();
+    t.sessions
+        .delete_all(&keys)
+        .ctx("deleting the new sessions")?;
+    if t.sessions.count().ctx("session count")? != before {
+        return fail("the new sessions were not all deleted");
+    }
+    let o = median(&empty);
+    Ok((median(&ns) - o, mean(&ns) - o))
+}
+
 pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
     in_ns(ns, || {
         let g = Geo::new(p.scale_subs, p.scale_ports)?;
         let small = Geo::new(p.small_subs.min(p.scale_subs), p.scale_ports)?;
         let total = u64::from(g.subs) * u64::from(g.ports);
-        let size = total.next_power_of_two().max(1024) as u32;
+        // room for the new sessions measured on the full table
+        let size = (total + u64::from(p.scale_new_sessions))
+            .next_power_of_two()
+            .max(1024) as u32;
         let cfg = prog_config(size, size, g.subs.next_power_of_two().max(1024))?;
         let dp = load_dp(&cfg, false)?;
         let t = dp.tables().ctx("tables")?;
@@ -353,6 +417,15 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
                 &mut r.small_line_ns,
             )),
         )?;
+        // new sessions on the small table's bindings
+        let small_flows: Vec<(u32, u32)> = (0..small.subs)
+            .flat_map(|k| (0..g.ports).map(move |j| (k, j)))
+            .collect();
+        for run in 0..p.runs {
+            let (m, a) = new_sessions(&dp, &t, &fl, &g, &small_flows, 4000 + run as u16)?;
+            r.small_new_ns.runs.push(m);
+            r.small_new_mean_ns.runs.push(a);
+        }
 
         // The rest of the large table.
         let t1 = Instant::now();
@@ -422,6 +495,26 @@ pub(super) fn bench_scale(p: &Params, ns: &Ns) -> Result<ScaleResult> {
             r.large_sessions,
             r.large_ns.median(),
             r.preload_secs
+        );
+
+        // new sessions on bindings spread over the full table
+        let n = (p.scale_new_sessions.min(g.subs * g.ports)).max(1);
+        let large_flows: Vec<(u32, u32)> = (0..n)
+            .map(|m| {
+                let f = (u64::from(m) * u64::from(g.subs * g.ports) / u64::from(n)) as u32;
+                (f / g.ports, f % g.ports)
+            })
+            .collect();
+        for run in 0..p.runs {
+            let (m, a) = new_sessions(&dp, &t, &fl, &g, &large_flows, 4000 + run as u16)?;
+            r.large_new_ns.runs.push(m);
+            r.large_new_mean_ns.runs.push(a);
+        }
+        r.large_new_sessions = n;
+        eprintln!(
+            "bench:   new sessions on existing bindings: {:.0} ns in the small table, {:.0} ns in the large one",
+            r.small_new_ns.median(),
+            r.large_new_ns.median()
         );
 
         // Memory.
