@@ -6,10 +6,10 @@
 //! that match name the same entry in two reads. A key the rows have at
 //! another slot (deleted and made again meanwhile, or seen twice in one
 //! read) is found through `index`, which names the slot of each key's
-//! current row: a row the index does not name is stale, and the next merge
-//! drops it. Keys a merge no longer found wait in `gone` until the peers
-//! are told ([`Rows::take_gone`]); one that comes back before is taken up
-//! again with what was sent for it.
+//! current row; its older row is marked dead and dropped at the end of the
+//! merge. Keys a merge no longer found wait in `gone` until the peers are
+//! told ([`Rows::take_gone`]); one that comes back before is taken up again
+//! with what was sent for it.
 
 use std::hash::Hash;
 
