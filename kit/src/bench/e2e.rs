@@ -279,11 +279,26 @@ pub(super) fn pin_to(pid: i32, cpu: usize) -> Result<()> {
 /// the slower stage always has a full NAPI batch (64) waiting.
 pub(super) const LOOP_FRAMES: u64 = 232;
 
+/// The generator's sources: address GEN_BASE + k, port GEN_PORT + j.
+pub(super) const GEN_BASE: Ipv4Addr = Ipv4Addr::new(100, 65, 0, 0);
+pub(super) const GEN_PORT: u16 = 10000;
+
+/// Source (k, j) of the generator: where its frame n comes from when k = n
+/// mod subs and j = (n / subs) mod ports (`xdp_gen`).
+pub(super) fn gen_source(k: u32, j: u32) -> SocketAddrV4 {
+    sock(Ipv4Addr::from(u32::from(GEN_BASE) + k), GEN_PORT + j as u16)
+}
+
 /// The generator's frame: to the router's `ri` from the first source.
-fn gen_frame() -> (Ipv4Addr, Vec<u8>) {
-    let base = Ipv4Addr::new(100, 65, 0, 0);
-    let frame = udp_frame(INT0_MAC, GEN_MAC, sock(base, 10000), sock(SERVER, 9));
-    (base, frame)
+pub(super) fn gen_frame() -> Vec<u8> {
+    udp_frame(INT0_MAC, GEN_MAC, gen_source(0, 0), sock(SERVER, 9))
+}
+
+/// Makes `fl` write the generator's frames from `subs` x `ports` sources
+/// (`xdp_gen`, or `xdp_sink` as the reflector).
+pub(super) fn set_gen(fl: &mut Floor, subs: u32, ports: u32) -> Result<()> {
+    fl.set_generator(&gen_frame(), GEN_BASE, subs, GEN_PORT, ports)
+        .ctx("generator")
 }
 
 /// Sends `n` of the generator's frames toward the router, from a thread
@@ -296,11 +311,9 @@ fn seed(net: &E2eNet, subs: u32, ports: u32, n: u64) -> Result<u64> {
         enter(&path)?;
         let _ = pin_to(0, 0);
         let mut fl = Floor::load(0, 1, (1, 1)).ctx("loading the generator")?;
-        let (base, frame) = gen_frame();
-        fl.set_generator(&frame, base, subs, 10000, ports)
-            .ctx("generator")?;
+        set_gen(&mut fl, subs, ports)?;
         fl.set_pacing(n, 0).ctx("generator")?;
-        let mut src = Source::open(&spec, &mut fl, frame)?;
+        let mut src = Source::open(&spec, &mut fl, gen_frame())?;
         src.push(&fl, n as u32)?;
         // fed, xdp_gen runs in its veth's NAPI after the socket returns
         let t = Instant::now();
@@ -336,14 +349,14 @@ pub(super) enum Mode {
 pub(super) fn fill_probe(fl: &Floor, subs: u32, ports: u32) -> Result<()> {
     let maps = fl.probe_maps()?;
     let (mut bk, mut bv, mut sk, mut sv) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let base = u32::from(Ipv4Addr::new(100, 65, 0, 0));
     for sub in 0..subs {
         for port in 0..ports {
             let ext_addr = be(Ipv4Addr::from(POOL_BASE + sub % POOL_SIZE));
             let ext_port = (1024 + (sub / POOL_SIZE) * ports + port) as u16;
+            let src = gen_source(sub, port);
             let ik = types::cgnat_endpoint {
-                addr: be(Ipv4Addr::from(base + sub)),
-                port: (10000 + port as u16).to_be(),
+                addr: be(*src.ip()),
+                port: src.port().to_be(),
                 proto: PROTO_UDP,
                 _pad: 0,
             };
@@ -425,19 +438,12 @@ impl E2eNet {
             Mode::Line => in_ns(&self.r, || {
                 let (subs, ports) = flows;
                 let cfg = self.cgnat_config()?;
-                let fl = Floor::load(ifindex("lo")?, 1, (1, cfg.max_sessions))
+                let mut fl = Floor::load(ifindex("lo")?, 1, (1, cfg.max_sessions))
                     .ctx("loading the line probe")?;
-                let (base, _) = gen_frame();
                 let flows: Vec<_> = (0..subs)
-                    .flat_map(|k| {
-                        (0..ports).map(move |j| {
-                            let src = Ipv4Addr::from(u32::from(base) + k);
-                            (sock(src, 10000 + j as u16), sock(SERVER, 9))
-                        })
-                    })
+                    .flat_map(|k| (0..ports).map(move |j| (gen_source(k, j), sock(SERVER, 9))))
                     .collect();
                 fl.fill_lines(&flows, &mut Vec::new()).ctx("probe_lines")?;
-                let mut fl = fl;
                 fl.add_tx_port(ifindex(&self.re)?).ctx("floor tx_ports")?;
                 fl.attach(Prog::ProbeLine, ifindex(&self.ri)?)
                     .ctx("attaching the line probe")?;
@@ -480,9 +486,7 @@ impl E2eNet {
 
 pub(super) fn bench_e2e(p: &Params, net: &E2eNet, notes: &mut Vec<String>) -> Result<E2eResult> {
     let mut sink = net.sink()?;
-    let (base, frame) = gen_frame();
-    sink.set_generator(&frame, base, p.e2e_subs, 10000, p.e2e_ports)
-        .ctx("reflector")?;
+    set_gen(&mut sink, p.e2e_subs, p.e2e_ports)?;
     let mut r = E2eResult {
         generator: format!(
             "closed loop: {LOOP_FRAMES} frames seeded ({}), each sent round again by the sink",

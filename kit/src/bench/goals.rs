@@ -156,13 +156,13 @@ impl Summary {
                 vs_floor.bounded_by = Some(why.clone());
                 vs_nft.bounded_by = Some(why);
             } else {
-                let line = e.line.capacity_mpps() / e.floor.capacity_mpps();
+                let line = e.line_vs_floor();
                 if line < GOAL_E2E_VS_FLOOR {
                     vs_floor.bounded_by = Some(format!(
                         "the table's size: one lookup per packet in a table as large as cgnat's \
                          default tables costs floor+line/floor {line:.2} here; with tables fitted \
                          to the flows cgnat/floor is {:.2}",
-                        e.cgnat_fit.capacity_mpps() / e.floor.capacity_mpps()
+                        e.fit_vs_floor()
                     ));
                 }
             }

@@ -371,8 +371,8 @@ impl Summary {
                  the difference is what spreading the flows over the default tables' pages costs; \
                  floor+line: one lookup per packet in a table of that size, floor+line/floor {:.2}, the best a one-lookup design reaches)",
                 e.fit_sessions,
-                e.cgnat_fit.capacity_mpps() / e.floor.capacity_mpps(),
-                e.line.capacity_mpps() / e.floor.capacity_mpps()
+                e.fit_vs_floor(),
+                e.line_vs_floor()
             );
         }
         if let Some(t) = &self.tcp {
@@ -657,6 +657,8 @@ impl Summary {
                     ("maps", J::o(maps)),
                     ("preload_secs", J::n(s.preload_secs)),
                     ("zipf_ns", J::n(s.zipf_ns.median())),
+                    ("zipf_mpps", J::n(mpps(s.zipf_ns.median()))),
+                    ("zipf_distinct_flows", J::n(f64::from(s.zipf_flows))),
                     ("small_new_session_ns", J::n(s.small_new_ns.median())),
                     ("large_new_session_ns", J::n(s.large_new_ns.median())),
                     (
@@ -667,8 +669,6 @@ impl Summary {
                         "large_new_sessions_per_sec",
                         J::n(1e9 / s.large_new_mean_ns.median()),
                     ),
-                    ("zipf_mpps", J::n(mpps(s.zipf_ns.median()))),
-                    ("zipf_distinct_flows", J::n(f64::from(s.zipf_flows))),
                     ("sweep_noop_secs", J::n(s.sweep_noop_secs)),
                     ("sweep_noop_cpu_secs", J::n(s.sweep_noop_cpu_secs)),
                     (
@@ -729,10 +729,7 @@ impl Summary {
                     ("cgnat", mode(&e.cgnat)),
                     ("cgnat_fit", mode(&e.cgnat_fit)),
                     ("cgnat_fit_sessions", J::n(f64::from(e.fit_sessions))),
-                    (
-                        "cgnat_fit_vs_floor",
-                        J::n(e.cgnat_fit.capacity_mpps() / e.floor.capacity_mpps()),
-                    ),
+                    ("cgnat_fit_vs_floor", J::n(e.fit_vs_floor())),
                     ("floor", mode(&e.floor)),
                     ("floor_plus_lookups", mode(&e.probe)),
                     ("floor_plus_line", mode(&e.line)),

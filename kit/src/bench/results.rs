@@ -382,6 +382,18 @@ impl E2eResult {
     pub fn vs_nft(&self) -> f64 {
         self.cgnat.capacity_mpps() / self.nft.capacity_mpps()
     }
+
+    /// cgnat with tables fitted to the flows against the floor, by router
+    /// CPU per packet.
+    pub fn fit_vs_floor(&self) -> f64 {
+        self.cgnat_fit.capacity_mpps() / self.floor.capacity_mpps()
+    }
+
+    /// One lookup in a table of cgnat's default size against the floor,
+    /// by router CPU per packet.
+    pub fn line_vs_floor(&self) -> f64 {
+        self.line.capacity_mpps() / self.floor.capacity_mpps()
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -121,12 +121,11 @@ impl Paced {
         let path = net.g.path();
         let spec = net.source_spec();
         let handle = thread::spawn(move || {
-            let frame = udp_frame(INT0_MAC, GEN_MAC, sock(GEN_BASE, 10000), sock(SERVER, 9));
             let setup = || -> Result<(Floor, Source)> {
                 enter(&path)?;
                 let _ = pin_to(0, 0);
                 let mut fl = Floor::load(0, 1, (1, 1)).ctx("loading the generator")?;
-                let src = Source::open(&spec, &mut fl, frame.clone())?;
+                let src = Source::open(&spec, &mut fl, gen_frame())?;
                 Ok((fl, src))
             };
             let (mut fl, mut src) = match setup() {
@@ -142,8 +141,7 @@ impl Paced {
             let chunk = src.chunk(RUN);
             for t in trials {
                 let r = (|| -> Result<f64> {
-                    fl.set_generator(&frame, GEN_BASE, t.subs, 10000, t.ports)
-                        .ctx("generator")?;
+                    set_gen(&mut fl, t.subs, t.ports)?;
                     fl.set_generator_seq(0).ctx("generator")?;
                     let gap = (1e9 / t.rate.max(1.0)) as u64;
                     fl.set_pacing(t.frames, gap.max(1)).ctx("generator")?;
@@ -208,8 +206,6 @@ impl Drop for Paced {
         }
     }
 }
-
-const GEN_BASE: Ipv4Addr = Ipv4Addr::new(100, 65, 0, 0);
 
 /// Frames the sink receives while `f` runs, after the queues drained.
 fn received(sink: &Floor, f: impl FnOnce() -> Result<f64>) -> Result<u64> {
@@ -307,9 +303,7 @@ fn loop_rate(
     (subs, ports): (u32, u32),
     secs: f64,
 ) -> Result<LoopRate> {
-    let frame = udp_frame(INT0_MAC, GEN_MAC, sock(GEN_BASE, 10000), sock(SERVER, 9));
-    sink.set_generator(&frame, GEN_BASE, subs, 10000, ports)
-        .ctx("reflector")?;
+    set_gen(sink, subs, ports)?;
     sink.set_generator_seq(LOOP_FRAMES).ctx("reflector")?;
     in_ns(&net.g, || {
         sink.reflect_to(ifindex(&net.rg)?).ctx("reflector")
