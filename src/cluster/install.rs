@@ -386,16 +386,35 @@ impl Row {
         }
     }
 
-    /// The session table keys it reads and writes: a session's, or a
-    /// binding's two halves' (external, then internal endpoint), tagged by
-    /// kind.
-    fn keys(&self) -> Vec<(u8, Vec<u8>)> {
+    /// The session table keys it reads and writes, whole and tagged by
+    /// kind: a session's, or a binding's two halves' (external, then
+    /// internal endpoint).
+    fn keys(&self) -> impl Iterator<Item = SlotId> {
         match self {
-            Row::Session(k, _) => vec![(0, bytes_of(k).to_vec())],
-            Row::Binding(b) => vec![(1, bytes_of(&b.ek).to_vec()), (2, bytes_of(&b.ik).to_vec())],
-            Row::Alone => Vec::new(),
+            Row::Session(k, _) => [Some(slot_id(0, bytes_of(k))), None],
+            Row::Binding(b) => [
+                Some(slot_id(1, bytes_of(&b.ek))),
+                Some(slot_id(2, bytes_of(&b.ik))),
+            ],
+            Row::Alone => [None, None],
         }
+        .into_iter()
+        .flatten()
     }
+}
+
+/// A session table key, whole (a session key's 16 bytes, an endpoint's 8
+/// and zeros), tagged by kind.
+type SlotId = (u8, [u8; 16]);
+const _: () = assert!(
+    std::mem::size_of::<types::cgnat_session_key>() == 16
+        && std::mem::size_of::<types::cgnat_endpoint>() <= 16
+);
+
+fn slot_id(kind: u8, key: &[u8]) -> SlotId {
+    let mut id = [0u8; 16];
+    id[..key.len()].copy_from_slice(key);
+    (kind, id)
 }
 
 /// Installs `recs` in order, as [`install`] would one after the other,
@@ -435,11 +454,11 @@ pub fn install_all(
 /// that are sessions or live bindings, up to the first whose key a row
 /// before it in the batch reads or writes.
 fn batch_end(rows: &[Row], at: usize) -> usize {
-    let mut keys: HashSet<(u8, Vec<u8>)> = HashSet::new();
+    let mut keys: HashSet<SlotId> = HashSet::new();
     let mut end = at;
     while end < rows.len() && end - at < BATCH {
-        let ks = rows[end].keys();
-        if ks.is_empty() || !ks.into_iter().all(|k| keys.insert(k)) {
+        let mut ks = rows[end].keys().peekable();
+        if ks.peek().is_none() || !ks.all(|k| keys.insert(k)) {
             break;
         }
         end += 1;
